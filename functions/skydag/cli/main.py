@@ -1,0 +1,29 @@
+"""The `skydag` command line: one module per command group, assembled here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from skydag.cli import dev, validate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skydag", description="A serverless workflow orchestrator for AWS."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    validate.register(commands)
+    dev.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The embedded environment: moto in-process, the stack's tables, and the real scheduler.
+
+Changes reach the scheduler exactly as in production: through the tables' DynamoDB
+Streams (read here by polling, in Lambda by an event-source mapping).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.states import FINISHED_RUN_STATES
+from skydag.service.ports import Clock, MemoryEventSink, SystemClock
+from skydag.service.scheduler_service import SchedulerService
+from skydag.settings import Settings
+from skydag.store.models import bind_models, create_tables
+from skydag.store.repositories import Repositories, run_from_image, task_instance_from_image
+from skydag.targets.local import LocalTarget
+
+_FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 (moto's fake credentials)
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+}
+
+
+@contextmanager
+def embedded_aws() -> Iterator[None]:
+    """moto in this process, with fake credentials so nothing can reach a real account."""
+    from moto import mock_aws
+
+    saved = {k: os.environ.get(k) for k in (*_FAKE_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE")}
+    os.environ.update(_FAKE_ENV)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        with mock_aws(config={"batch": {"use_docker": False}}):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    kind: str  # "run" or "task"
+    old: Any
+    new: Any
+
+
+class StreamFeed:
+    """Reads the runs and task-instances streams, shard by shard, from where it left off."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._dynamodb = boto3.client("dynamodb", region_name=settings.region)
+        self._streams = boto3.client(
+            "dynamodbstreams",
+            region_name=settings.region,
+            config=Config(account_id_endpoint_mode="disabled"),
+        )
+        # (stream, shard) -> (kind, iterator); shard ids are only unique within a stream.
+        self._iterators: dict[tuple[str, str], tuple[str, str]] = {}
+        for kind, table in (("run", settings.tables.runs), ("task", settings.tables.task_instances)):
+            arn = self._dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+            for shard in self._streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+                iterator = self._streams.get_shard_iterator(
+                    StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
+                self._iterators[(arn, shard["ShardId"])] = (kind, iterator)
+
+    def poll(self) -> list[Change]:
+        changes: list[Change] = []
+        for shard, (kind, iterator) in list(self._iterators.items()):
+            response = self._streams.get_records(ShardIterator=iterator, Limit=1000)
+            self._iterators[shard] = (kind, response["NextShardIterator"])
+            for record in response["Records"]:
+                changes.append(_to_change(kind, record["dynamodb"]))
+        return changes
+
+
+def _to_change(kind: str, data: dict[str, Any]) -> Change:
+    convert: Callable[[dict[str, Any]], Any] = (
+        run_from_image if kind == "run" else task_instance_from_image
+    )
+    old = convert(data["OldImage"]) if "OldImage" in data else None
+    new = convert(data["NewImage"]) if "NewImage" in data else None
+    return Change(kind, old, new)
+
+
+class EmbeddedSkydag:
+    """One scheduler wired to moto, the local target and the streams, driven by ``pump``."""
+
+    def __init__(self, settings: Settings, *, log_dir: Path, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        create_tables(settings)
+        bind_models(settings)
+        self.repos = Repositories()
+        self.events = MemoryEventSink()
+        self.local = LocalTarget(
+            self.clock, log_dir, emit=lambda detail: self.events.put("emit", detail)
+        )
+        self.service = SchedulerService(self.repos, self.local, self.clock, self.events)
+        self.feed = StreamFeed(settings)
+        self._due: list[datetime] = []  # a heap of retry and timeout times seen
+        self.task_listeners: list[Callable[[TaskInstance | None, TaskInstance], None]] = []
+        self.run_listeners: list[Callable[[DagRun | None, DagRun], None]] = []
+
+    def pump(self) -> int:
+        """Handle what is pending (changes, job reports, due timers); returns how much."""
+        handled = 0
+        for change in self.feed.poll():
+            handled += 1
+            if change.new is None:
+                continue
+            if change.kind == "run":
+                self.service.on_run_changed(change.old, change.new)
+                for run_listener in self.run_listeners:
+                    run_listener(change.old, change.new)
+            else:
+                self._note_due(change.new)
+                self.service.on_task_changed(change.old, change.new)
+                for task_listener in self.task_listeners:
+                    task_listener(change.old, change.new)
+        for report in self.local.poll():
+            handled += 1
+            self.service.on_job_report(report)
+        now = self.clock.now()
+        if self._due and now >= self._due[0]:
+            while self._due and now >= self._due[0]:
+                heapq.heappop(self._due)
+            handled += self.service.on_timers(now)
+        return handled
+
+    def run_until_finished(
+        self, dag_id: str, run_id: str, *, timeout: float = 3600.0, idle_sleep: float = 0.02
+    ) -> DagRun:
+        """Pump until the run ends; a run that can make no progress is reported, not waited on."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pump():
+                continue
+            run = self.repos.runs.get(dag_id, run_id)
+            if run.state in FINISHED_RUN_STATES:
+                return run
+            if not self.local.running() and not self._due:
+                # Nothing runs, nothing is due and no change is pending: it is stuck.
+                return run
+            time.sleep(idle_sleep)
+        return self.repos.runs.get(dag_id, run_id)
+
+    def close(self) -> None:
+        self.local.close()
+
+    def _note_due(self, ti: TaskInstance) -> None:
+        for due in (ti.next_attempt_at, ti.timeout_at):
+            if due is not None:
+                heapq.heappush(self._due, due)

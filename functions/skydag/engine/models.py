@@ -1,0 +1,116 @@
+"""Plain records the engine reasons about. The store converts them to and from DynamoDB."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from skydag.engine.states import RunState, TaskState
+
+
+class RunType(StrEnum):
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    SIGNAL = "signal"
+    BACKFILL = "backfill"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReport:
+    """What a downstream task knows of one upstream: its state at a given version."""
+
+    state: TaskState
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInstance:
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: TaskState = TaskState.PENDING
+    # 0 until first dispatched; each dispatch (retry, restart) is a new try.
+    try_number: int = 0
+    # Optimistic-concurrency version: every write expects it and increments it.
+    version: int = 0
+    # Upstream states reported to this task: its trigger rule reads only these.
+    upstream: Mapping[str, UpstreamReport] = field(default_factory=dict)
+    dispatch_token: str | None = None
+    job_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    timeout_at: datetime | None = None
+    signal: Mapping[str, Any] | None = None
+    output: Any = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.dag_id, self.run_id, self.task_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DagRun:
+    dag_id: str
+    run_id: str
+    dag_version: int
+    run_type: RunType
+    state: RunState = RunState.QUEUED
+    version: int = 0
+    conf: Mapping[str, Any] = field(default_factory=dict)
+    logical_date: datetime | None = None
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+    trigger: Mapping[str, Any] | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    # Finished task -> its state; a run ends when every task is here.
+    finished: Mapping[str, TaskState] = field(default_factory=dict)
+    # Tasks holding a max_active_tasks slot, and ready tasks waiting for one.
+    active: frozenset[str] = frozenset()
+    throttled: frozenset[str] = frozenset()
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DagRecord:
+    """The head of a DAG: which version is current, and DAG-wide counters."""
+
+    dag_id: str
+    current_version: int | None = None
+    paused: bool = False
+    source: str | None = None
+    import_error: str | None = None
+    version: int = 0
+    active_runs: frozenset[str] = frozenset()
+    last_scheduled_end: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    """What a worker or a service's state-change event says about one try of a task."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    status: JobStatus
+    job_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    output: Any = None
+    at: datetime | None = None
+
+
+class JobStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"

@@ -1,0 +1,209 @@
+"""Transition rules for what jobs report and what timers fire.
+
+Each rule is a small class: the states it applies FROM, the state it leads TO, and a
+one-line policy. Rules return a Decision rather than raise; an ordered policy list is
+tried until one rule decides. The first rules are guards that make duplicate, stale and
+late input harmless (design principle 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from skydag.engine.models import JobReport, JobStatus, TaskInstance
+from skydag.engine.retries import has_tries_left, retry_delay
+from skydag.engine.states import FINISHED_TASK_STATES, Cause, TaskState
+from skydag.engine.transitions import Decision, Transition
+from skydag.spec.models import EffectivePolicy
+
+T = TaskState
+
+
+@dataclass(frozen=True, slots=True)
+class ReportContext:
+    ti: TaskInstance
+    report: JobReport
+    policy: EffectivePolicy
+    now: datetime
+
+
+class ReportRule:
+    FROM: ClassVar[frozenset[TaskState]] = frozenset()
+    TO: ClassVar[TaskState | None] = None
+    STATUSES: ClassVar[frozenset[JobStatus]] = frozenset(JobStatus)
+
+    def applies(self, ctx: ReportContext) -> bool:
+        return ctx.ti.state in self.FROM and ctx.report.status in self.STATUSES
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        raise NotImplementedError
+
+    def _move(self, ctx: ReportContext, dst: TaskState, cause: Cause, **changes: object) -> Transition:
+        return Transition(ctx.ti.task_id, ctx.ti.state, dst, cause, ctx.ti.version, changes)
+
+
+class IgnoreStaleTry(ReportRule):
+    """A report about another try than the current one changes nothing."""
+
+    FROM = frozenset(TaskState)
+
+    def applies(self, ctx: ReportContext) -> bool:
+        return ctx.report.try_number != ctx.ti.try_number
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        return Decision.ignore(
+            f"report for try {ctx.report.try_number}, task is at try {ctx.ti.try_number}"
+        )
+
+
+class IgnoreFinishedTask(ReportRule):
+    """A finished task changes only by an explicit clear; late reports are dropped."""
+
+    FROM = FINISHED_TASK_STATES
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        return Decision.ignore(f"task already {ctx.ti.state.value}")
+
+
+class IgnoreReportWhileWaitingForRetry(ReportRule):
+    """Once a try failed and a retry is scheduled, that try's later reports are history."""
+
+    FROM = frozenset({T.UP_FOR_RETRY, T.PENDING, T.WAITING})
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        return Decision.ignore(f"task is {ctx.ti.state.value}, not running")
+
+
+class RecordJobStarted(ReportRule):
+    """The job runs: queued -> running."""
+
+    FROM = frozenset({T.QUEUED})
+    TO = T.RUNNING
+    STATUSES = frozenset({JobStatus.RUNNING})
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        changes: dict[str, object] = {"started_at": ctx.report.at or ctx.now}
+        if ctx.report.job_id:
+            changes["job_id"] = ctx.report.job_id
+        return Decision.accept(self._move(ctx, T.RUNNING, Cause.STARTED, **changes), "job started")
+
+
+class IgnoreDuplicateStart(ReportRule):
+    """A second "running" report for a running try is a duplicate."""
+
+    FROM = frozenset({T.RUNNING})
+    STATUSES = frozenset({JobStatus.RUNNING})
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        return Decision.ignore("already running")
+
+
+class SucceedTask(ReportRule):
+    """The job succeeded: the task succeeds, whether or not "running" was seen first."""
+
+    FROM = frozenset({T.QUEUED, T.RUNNING})
+    TO = T.SUCCESS
+    STATUSES = frozenset({JobStatus.SUCCEEDED})
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        return Decision.accept(
+            self._move(ctx, T.SUCCESS, Cause.SUCCEEDED, **_finished_changes(ctx)), "job succeeded"
+        )
+
+
+class RetryFailedTask(ReportRule):
+    """The job failed and tries remain: wait with exponential backoff, then try again."""
+
+    FROM = frozenset({T.QUEUED, T.RUNNING})
+    TO = T.UP_FOR_RETRY
+    STATUSES = frozenset({JobStatus.FAILED})
+
+    def applies(self, ctx: ReportContext) -> bool:
+        return ReportRule.applies(self, ctx) and has_tries_left(ctx.policy, ctx.ti.try_number)
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        delay = retry_delay(ctx.policy, ctx.ti.try_number)
+        changes = _finished_changes(ctx) | {"next_attempt_at": ctx.now + delay}
+        return Decision.accept(
+            self._move(ctx, T.UP_FOR_RETRY, Cause.RETRY, **changes),
+            f"try {ctx.ti.try_number} failed; retry in {delay.total_seconds():g}s",
+        )
+
+
+class FailTask(ReportRule):
+    """The job failed and no tries remain: the task fails."""
+
+    FROM = frozenset({T.QUEUED, T.RUNNING})
+    TO = T.FAILED
+    STATUSES = frozenset({JobStatus.FAILED, JobStatus.STOPPED})
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        return Decision.accept(
+            self._move(ctx, T.FAILED, Cause.FAILED, **_finished_changes(ctx)),
+            f"try {ctx.ti.try_number} failed, no retries left",
+        )
+
+
+def _finished_changes(ctx: ReportContext) -> dict[str, object]:
+    changes: dict[str, object] = {
+        "ended_at": ctx.report.at or ctx.now,
+        "exit_code": ctx.report.exit_code,
+        "reason": ctx.report.reason,
+    }
+    if ctx.ti.started_at is None:
+        changes["started_at"] = ctx.report.at or ctx.now
+    if ctx.report.job_id:
+        changes["job_id"] = ctx.report.job_id
+    if ctx.report.output is not None:
+        changes["output"] = ctx.report.output
+    return changes
+
+
+REPORT_POLICY: tuple[ReportRule, ...] = (
+    IgnoreStaleTry(),
+    IgnoreFinishedTask(),
+    IgnoreReportWhileWaitingForRetry(),
+    RecordJobStarted(),
+    IgnoreDuplicateStart(),
+    SucceedTask(),
+    RetryFailedTask(),
+    FailTask(),
+)
+
+
+def decide_report(
+    ti: TaskInstance, report: JobReport, policy: EffectivePolicy, now: datetime
+) -> Decision:
+    """What a job's report does to its task instance; the first applicable rule decides."""
+    ctx = ReportContext(ti, report, policy, now)
+    for rule in REPORT_POLICY:
+        if rule.applies(ctx):
+            return rule.decide(ctx)
+    return Decision.ignore(f"no rule for {report.status.value} while {ti.state.value}")
+
+
+def decide_timeout(ti: TaskInstance, policy: EffectivePolicy, now: datetime) -> Decision:
+    """A task past its deadline: retry when tries remain, otherwise fail."""
+    if ti.timeout_at is None or ti.timeout_at > now:
+        return Decision.ignore("not timed out")
+    reason = f"timed out after {policy.timeout}" if policy.timeout else "timed out"
+    if ti.state is T.WAITING:
+        transition = Transition(
+            ti.task_id, ti.state, T.FAILED, Cause.TIMED_OUT, ti.version, {"ended_at": now, "reason": reason}
+        )
+        return Decision.accept(transition, reason)
+    if ti.state not in (T.QUEUED, T.RUNNING):
+        return Decision.ignore(f"task is {ti.state.value}")
+    changes: dict[str, object] = {"ended_at": now, "reason": reason}
+    if has_tries_left(policy, ti.try_number):
+        delay = retry_delay(policy, ti.try_number)
+        changes["next_attempt_at"] = now + delay
+        return Decision.accept(
+            Transition(ti.task_id, ti.state, T.UP_FOR_RETRY, Cause.RETRY, ti.version, changes),
+            reason,
+        )
+    return Decision.accept(
+        Transition(ti.task_id, ti.state, T.FAILED, Cause.TIMED_OUT, ti.version, changes), reason
+    )

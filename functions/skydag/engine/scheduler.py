@@ -1,0 +1,175 @@
+"""The scheduler's pure decisions: readiness, dispatch intents, run creation and completion.
+
+Every function here takes records and returns records or decisions; nothing does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from skydag.engine.models import DagRun, RunType, TaskInstance
+from skydag.engine.states import FAILED_TASK_STATES, Cause, RunState, TaskState
+from skydag.engine.transitions import Decision, Transition
+from skydag.engine.trigger_rules import Readiness, Verdict, evaluate
+from skydag.spec.models import DagSpec
+
+T = TaskState
+
+
+def upstream_states(ti: TaskInstance) -> dict[str, TaskState]:
+    return {task_id: report.state for task_id, report in ti.upstream.items()}
+
+
+def readiness(spec: DagSpec, ti: TaskInstance) -> Readiness:
+    """Why the task may or may not run, from the upstream states it has been told."""
+    task = spec.tasks[ti.task_id]
+    return evaluate(task.trigger_rule, task.depends_on, upstream_states(ti))
+
+
+def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
+    """A pending task's next step under its trigger rule; dispatch is decided separately.
+
+    Returns an ``accept`` with a transition to waiting, skipped or upstream_failed; an
+    ``accept`` without a transition (outcome READY) is expressed by ``reason == "ready"``.
+    """
+    if ti.state is not T.PENDING:
+        return Decision.ignore(f"task is {ti.state.value}")
+    verdict = readiness(spec, ti)
+    if verdict.verdict is Verdict.WAIT:
+        return Decision.ignore(verdict.reason)
+    if verdict.verdict is Verdict.SKIP:
+        changes = {"reason": verdict.reason, "ended_at": now}
+        return Decision.accept(
+            Transition(ti.task_id, T.PENDING, T.SKIPPED, Cause.SKIPPED, ti.version, changes),
+            verdict.reason,
+        )
+    if verdict.verdict is Verdict.UPSTREAM_FAILED:
+        changes = {"reason": verdict.reason, "ended_at": now}
+        return Decision.accept(
+            Transition(
+                ti.task_id, T.PENDING, T.UPSTREAM_FAILED, Cause.UPSTREAM_FAILED, ti.version, changes
+            ),
+            verdict.reason,
+        )
+    if spec.tasks[ti.task_id].start_on:
+        return Decision.accept(
+            Transition(
+                ti.task_id,
+                T.PENDING,
+                T.WAITING,
+                Cause.WAIT_FOR_SIGNAL,
+                ti.version,
+                {"reason": "waiting for a start_on signal"},
+            ),
+            "upstreams satisfied; waiting for a start_on signal",
+        )
+    return Decision.accept(dispatch_transition(spec, ti, now), verdict.reason)
+
+
+def dispatch_token(ti: TaskInstance, try_number: int) -> str:
+    """Deterministic per try: a crashed dispatcher that retries presents the same token."""
+    raw = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{try_number}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def dispatch_transition(
+    spec: DagSpec,
+    ti: TaskInstance,
+    now: datetime,
+    *,
+    cause: Cause = Cause.DISPATCH,
+    signal: Mapping[str, Any] | None = None,
+) -> Transition:
+    """Record the intent to start the next try before any call is made (principle 3)."""
+    try_number = ti.try_number + 1
+    policy = spec.effective_policy(ti.task_id)
+    changes: dict[str, Any] = {
+        "try_number": try_number,
+        "dispatch_token": dispatch_token(ti, try_number),
+        "queued_at": now,
+        "timeout_at": now + policy.timeout if policy.timeout else None,
+        "job_id": None,
+        "exit_code": None,
+        "reason": None,
+        "started_at": None,
+        "ended_at": None,
+        "next_attempt_at": None,
+        "output": None,
+    }
+    if signal is not None:
+        changes["signal"] = signal
+    return Transition(ti.task_id, ti.state, T.QUEUED, cause, ti.version, changes)
+
+
+def decide_retry(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
+    """An up_for_retry task whose time has come is dispatched again."""
+    if ti.state is not T.UP_FOR_RETRY:
+        return Decision.ignore(f"task is {ti.state.value}")
+    if ti.next_attempt_at is not None and ti.next_attempt_at > now:
+        return Decision.ignore(f"next attempt at {ti.next_attempt_at.isoformat()}")
+    return Decision.accept(dispatch_transition(spec, ti, now), f"try {ti.try_number + 1}")
+
+
+def run_outcome(spec: DagSpec, finished: Mapping[str, TaskState]) -> RunState | None:
+    """The run's end state once every task finished (Airflow: judged by the leaves)."""
+    if len(finished) < len(spec.tasks) or any(t not in finished for t in spec.tasks):
+        return None
+    if any(finished[leaf] in FAILED_TASK_STATES for leaf in spec.leaves()):
+        return RunState.FAILED
+    return RunState.SUCCESS
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    run: DagRun
+    task_instances: list[TaskInstance]
+
+
+def make_run_id(run_type: RunType, *, at: datetime, event_id: str | None = None) -> str:
+    """Deterministic where the trigger is: one run per signal event id, per interval."""
+    if run_type is RunType.SIGNAL:
+        if not event_id:
+            raise ValueError("a signal run needs the event's id")
+        return f"signal__{event_id}"
+    if event_id:
+        return f"{run_type.value}__{event_id}"
+    return f"{run_type.value}__{at.isoformat(timespec='microseconds')}"
+
+
+def new_run(
+    spec: DagSpec,
+    dag_version: int,
+    *,
+    run_id: str,
+    run_type: RunType,
+    now: datetime,
+    conf: Mapping[str, Any] | None = None,
+    logical_date: datetime | None = None,
+    data_interval: tuple[datetime, datetime] | None = None,
+    trigger: Mapping[str, Any] | None = None,
+) -> NewRun:
+    """A queued run pinned to ``dag_version`` and a pending instance of every task."""
+    run = DagRun(
+        dag_id=spec.dag,
+        run_id=run_id,
+        dag_version=dag_version,
+        run_type=run_type,
+        state=RunState.QUEUED,
+        conf=dict(conf or {}),
+        logical_date=logical_date or now,
+        data_interval_start=data_interval[0] if data_interval else None,
+        data_interval_end=data_interval[1] if data_interval else None,
+        trigger=dict(trigger) if trigger else None,
+        created_at=now,
+    )
+    tis = [TaskInstance(dag_id=spec.dag, run_id=run_id, task_id=t) for t in spec.tasks]
+    return NewRun(run, tis)
+
+
+def merged_params(spec: DagSpec, run: DagRun) -> dict[str, Any]:
+    """A run's conf overrides the DAG's params (shallowly, like Airflow)."""
+    return {**spec.params, **run.conf}

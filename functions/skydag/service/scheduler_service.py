@@ -1,0 +1,531 @@
+"""The scheduler service: applies the engine's decisions through the repositories.
+
+It reacts to four kinds of input, each bounded by the neighbourhood of what changed:
+run changes and task-instance changes (DynamoDB Streams), job reports (the services'
+state-change events) and timers (retries and timeouts, from the sparse due index).
+A lost race is normal: every write is conditional, and on conflict the service re-reads
+and decides again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from skydag.engine.models import DagRun, JobReport, JobStatus, RunType, TaskInstance, UpstreamReport
+from skydag.engine.rules import decide_report, decide_timeout
+from skydag.engine.scheduler import (
+    decide_pending,
+    decide_retry,
+    make_run_id,
+    merged_params,
+    new_run,
+    run_outcome,
+)
+from skydag.engine.states import (
+    FINISHED_RUN_STATES,
+    FINISHED_TASK_STATES,
+    UNFINISHED_TASK_STATES,
+    Cause,
+    RunState,
+    TaskState,
+)
+from skydag.engine.transitions import Decision, Outcome, Transition
+from skydag.service.ports import Clock, EventSink
+from skydag.spec.models import DagSpec
+from skydag.spec.templates import TemplateRenderError, render_value
+from skydag.store.errors import ConflictError, NotFound
+from skydag.store.repositories import Repositories
+from skydag.targets.base import DispatchError, DispatchRequest, JobRef, TargetRegistry
+
+log = logging.getLogger("skydag.scheduler")
+
+MAX_RACE_RETRIES = 8
+
+
+class DagNotFound(LookupError):
+    pass
+
+
+class DagPaused(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    run: DagRun
+    created: bool  # False when the trigger was a duplicate of an existing run
+
+
+class SchedulerService:
+    def __init__(
+        self,
+        repos: Repositories,
+        targets: TargetRegistry,
+        clock: Clock,
+        events: EventSink,
+    ) -> None:
+        self.repos = repos
+        self.targets = targets
+        self.clock = clock
+        self.events = events
+
+    # --- run creation ------------------------------------------------------------------
+
+    def trigger(
+        self,
+        dag_id: str,
+        *,
+        run_type: RunType = RunType.MANUAL,
+        conf: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        event: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        data_interval: tuple[datetime, datetime] | None = None,
+    ) -> TriggerResult:
+        """Create a run pinned to the DAG's current version; a duplicate returns the first."""
+        record = self.repos.dags.find(dag_id)
+        if record is None or record.current_version is None:
+            raise DagNotFound(f"DAG '{dag_id}' is not loaded")
+        if record.paused and run_type in (RunType.SCHEDULED, RunType.SIGNAL):
+            raise DagPaused(f"DAG '{dag_id}' is paused")
+        spec = self.repos.dags.load_spec(dag_id, record.current_version)
+        now = self.clock.now()
+        event_id = str(event["id"]) if event and "id" in event else None
+        if run_id is None:
+            moment = logical_date or now
+            run_id = make_run_id(run_type, at=moment, event_id=event_id)
+        planned = new_run(
+            spec,
+            record.current_version,
+            run_id=run_id,
+            run_type=run_type,
+            now=now,
+            conf=conf,
+            logical_date=logical_date,
+            data_interval=data_interval,
+            trigger=event,
+        )
+        created = self.repos.runs.create(planned.run)
+        run = planned.run if created else self.repos.runs.get(dag_id, run_id)
+        if run.state is RunState.QUEUED:
+            # Also on a duplicate: a crash may have left the first attempt half done.
+            if created or not self.repos.runs.tasks_created(run):
+                self.repos.tasks.put_new(planned.task_instances)
+                self.repos.runs.mark_tasks_created(run)
+            run = self.try_start(run, spec)
+        if created:
+            self._emit_run_event(run)
+        return TriggerResult(run, created)
+
+    def try_start(self, run: DagRun, spec: DagSpec) -> DagRun:
+        """Take a max_active_runs slot and start the run, or leave it queued."""
+        if run.state is not RunState.QUEUED:
+            return run
+        if not self.repos.dags.reserve_run_slot(run.dag_id, run.run_id, spec.max_active_runs):
+            return run
+        try:
+            return self.repos.runs.transition(
+                run, RunState.RUNNING, Cause.DISPATCH, started_at=self.clock.now()
+            )
+        except ConflictError as conflict:
+            current: DagRun | None = conflict.current
+            return current if current is not None else run
+
+    # --- reactions to changes (DynamoDB Streams) ---------------------------------------
+
+    def on_run_changed(self, old: DagRun | None, new: DagRun) -> None:
+        if new.state is RunState.RUNNING and (old is None or old.state is RunState.QUEUED):
+            spec = self._spec(new)
+            for ti in self.repos.tasks.get_many(new.dag_id, new.run_id, spec.roots()):
+                self._evaluate(spec, new, ti)
+        elif new.state in FINISHED_RUN_STATES and (old is None or old.state != new.state):
+            self.repos.dags.release_run_slot(new.dag_id, new.run_id)
+            self._start_queued_runs(new.dag_id)
+            self._emit_run_event(new)
+
+    def on_task_changed(self, old: TaskInstance | None, new: TaskInstance) -> None:
+        became = old is None or old.state != new.state or old.try_number != new.try_number
+        if not became:
+            return
+        if new.state is TaskState.QUEUED:
+            self.dispatch(new)
+        elif new.state in FINISHED_TASK_STATES:
+            self._propagate(new)
+        elif new.state is TaskState.UP_FOR_RETRY:
+            run = self.repos.runs.release_task_slot((new.dag_id, new.run_id), new.task_id)
+            self._fill_free_slots(self._spec(run), run)
+        if old is None or old.state != new.state:
+            self._emit_task_event(new)
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    def dispatch(self, ti: TaskInstance) -> None:
+        """Start the try recorded in ``ti`` (its intent is already stored); idempotent."""
+        run = self.repos.runs.get(ti.dag_id, ti.run_id)
+        spec = self._spec(run)
+        task = spec.tasks[ti.task_id]
+        try:
+            request = self._dispatch_request(spec, run, ti)
+        except TemplateRenderError as error:
+            self._report_failure(ti, f"template error: {error}")
+            return
+        try:
+            result = self.targets.target_for(task.target_kind).dispatch(request)
+        except DispatchError as error:
+            if error.retryable:
+                raise
+            self._report_failure(ti, f"dispatch failed: {error.reason}")
+            return
+        if result.report is not None:
+            self.on_job_report(result.report)
+        elif result.job_id is not None:
+            self.on_job_report(
+                JobReport(
+                    ti.dag_id, ti.run_id, ti.task_id, ti.try_number, JobStatus.RUNNING,
+                    job_id=result.job_id, at=self.clock.now(),
+                )
+            )
+
+    def _dispatch_request(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> DispatchRequest:
+        task = spec.tasks[ti.task_id]
+        context = self.template_context(spec, run, ti)
+        target = render_value(task.target.model_dump(by_alias=True, mode="json"), context)
+        local = (
+            render_value(task.local.model_dump(mode="json"), context) if task.local else None
+        )
+        assert ti.dispatch_token is not None
+        return DispatchRequest(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            token=ti.dispatch_token,
+            kind=task.target_kind,
+            target=target,
+            local=local,
+            timeout=spec.effective_policy(ti.task_id).timeout,
+            environment={
+                "SKYDAG_DAG": ti.dag_id,
+                "SKYDAG_RUN": ti.run_id,
+                "SKYDAG_TASK": ti.task_id,
+                "SKYDAG_TRY": str(ti.try_number),
+            },
+        )
+
+    def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment else None
+
+        return {
+            "dag": {"id": spec.dag, "version": run.dag_version},
+            "run": {
+                "id": run.run_id,
+                "type": run.run_type.value,
+                "logical_date": iso(run.logical_date),
+                "data_interval_start": iso(run.data_interval_start),
+                "data_interval_end": iso(run.data_interval_end),
+                "conf": dict(run.conf),
+            },
+            "params": merged_params(spec, run),
+            "trigger": dict(run.trigger or {}),
+            "signal": dict(ti.signal or {}),
+            "task": {"id": ti.task_id, "try_number": ti.try_number},
+            "state": {},
+            "outputs": {},
+        }
+
+    def _report_failure(self, ti: TaskInstance, reason: str) -> None:
+        self.on_job_report(
+            JobReport(
+                ti.dag_id, ti.run_id, ti.task_id, ti.try_number, JobStatus.FAILED,
+                reason=reason, at=self.clock.now(),
+            )
+        )
+
+    # --- job reports -----------------------------------------------------------------------
+
+    def on_job_report(self, report: JobReport) -> Decision:
+        """Apply what a job says about one of its tries; duplicates and stale reports are no-ops."""
+        ti = self.repos.tasks.find(report.dag_id, report.run_id, report.task_id)
+        if ti is None:
+            return Decision.reject(
+                f"no task instance {report.dag_id}/{report.run_id}/{report.task_id}"
+            )
+        run = self.repos.runs.get(ti.dag_id, ti.run_id)
+        policy = self._spec(run).effective_policy(ti.task_id)
+        for _ in range(MAX_RACE_RETRIES):
+            decision = decide_report(ti, report, policy, self.clock.now())
+            if decision.outcome is not Outcome.ACCEPT or decision.transition is None:
+                return decision
+            try:
+                self.repos.tasks.apply(ti, decision.transition)
+                return decision
+            except ConflictError as conflict:
+                if conflict.current is None:
+                    raise
+                ti = conflict.current
+        raise RuntimeError(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races")
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def on_timers(self, now: datetime | None = None, limit: int = 100) -> int:
+        """Fire retries whose time has come and enforce timeouts; returns how many acted."""
+        now = now or self.clock.now()
+        acted = 0
+        for ti in self.repos.tasks.due(now, limit):
+            run = self.repos.runs.get(ti.dag_id, ti.run_id)
+            spec = self._spec(run)
+            if ti.state is TaskState.UP_FOR_RETRY:
+                acted += self._apply_with_slot(spec, run, ti, decide_retry(spec, ti, now)) is not None
+            else:
+                decision = decide_timeout(ti, spec.effective_policy(ti.task_id), now)
+                if decision.transition is not None and self._try_apply(ti, decision.transition):
+                    acted += 1
+                    self._cancel_remote(spec, ti, decision.reason)
+        return acted
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def clear(
+        self, dag_id: str, run_id: str, task_id: str, *, downstream: bool = False
+    ) -> list[str]:
+        """Reset finished tasks to pending (with their downstream when asked) and rerun them."""
+        run, spec, cleared = self._reset(dag_id, run_id, task_id, downstream=downstream)
+        for ti in self.repos.tasks.get_many(dag_id, run_id, cleared):
+            self._evaluate(spec, run, ti)
+        return cleared
+
+    def mark(self, dag_id: str, run_id: str, task_id: str, state: TaskState) -> TaskInstance:
+        """Set a task's outcome by hand; a running job is cancelled first."""
+        if state not in (TaskState.SUCCESS, TaskState.FAILED):
+            raise ValueError("a task can be marked success or failed")
+        for _ in range(MAX_RACE_RETRIES):
+            ti = self.repos.tasks.get(dag_id, run_id, task_id)
+            if ti.state is state:
+                return ti
+            if ti.state in FINISHED_TASK_STATES:
+                self._reset(dag_id, run_id, task_id, downstream=False)
+                continue
+            transition = Transition(
+                task_id, ti.state, state, Cause.MARK, ti.version,
+                {"reason": f"marked {state.value}", "ended_at": self.clock.now()},
+            )
+            if self._try_apply(ti, transition):
+                run = self.repos.runs.get(dag_id, run_id)
+                self._cancel_remote(self._spec(run), ti, f"marked {state.value}")
+                return transition.apply(ti)
+        raise RuntimeError(f"task {dag_id}/{run_id}/{task_id}: could not mark")
+
+    def _reset(
+        self, dag_id: str, run_id: str, task_id: str, *, downstream: bool
+    ) -> tuple[DagRun, DagSpec, list[str]]:
+        run = self.repos.runs.get(dag_id, run_id)
+        spec = self._spec(run)
+        if task_id not in spec.tasks:
+            raise KeyError(f"task '{task_id}' is not in DAG '{dag_id}' version {run.dag_version}")
+        if run.state is RunState.CANCELLED:
+            raise ValueError(f"run {dag_id}/{run_id} was cancelled; trigger a new run")
+        wanted = [task_id, *(spec.descendants(task_id) if downstream else [])]
+        cleared: list[str] = []
+        for ti in self.repos.tasks.get_many(dag_id, run_id, wanted):
+            if ti.state in FINISHED_TASK_STATES | {TaskState.UP_FOR_RETRY}:
+                changes = {"reason": "cleared", "ended_at": None, "next_attempt_at": None}
+                transition = Transition(
+                    ti.task_id, ti.state, TaskState.PENDING, Cause.CLEAR, ti.version, changes
+                )
+                if self._try_apply(ti, transition):
+                    cleared.append(ti.task_id)
+        cleared_set = set(cleared)
+        for child in {d for t in cleared for d in spec.downstream(t)}:
+            current = self.repos.tasks.get(dag_id, run_id, child)
+            for parent in cleared_set & set(spec.upstream(child)):
+                current = self.repos.tasks.forget_upstream(current, parent)
+        if cleared:
+            run = self.repos.runs.forget_finished(run, cleared)
+        if run.state in (RunState.SUCCESS, RunState.FAILED) and cleared:
+            run = self.repos.runs.transition(
+                run, RunState.RUNNING, Cause.CLEAR, ended_at=None, reason=None
+            )
+        return run, spec, cleared
+
+    def cancel_run(self, dag_id: str, run_id: str, reason: str = "cancelled") -> DagRun:
+        """Stop every unfinished task (cancelling remote jobs) and end the run cancelled."""
+        run = self.repos.runs.get(dag_id, run_id)
+        if run.state in FINISHED_RUN_STATES:
+            return run
+        spec = self._spec(run)
+        run = self._transition_run(run, RunState.CANCELLED, Cause.STOP, reason)
+        for ti in self.repos.tasks.list_for_run(dag_id, run_id):
+            if ti.state in UNFINISHED_TASK_STATES:
+                stop = Transition(
+                    ti.task_id, ti.state, TaskState.STOPPED, Cause.STOP, ti.version,
+                    {"reason": reason, "ended_at": self.clock.now()},
+                )
+                if self._try_apply(ti, stop):
+                    self._cancel_remote(spec, ti, reason)
+        return run
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _spec(self, run: DagRun) -> DagSpec:
+        return self.repos.dags.load_spec(run.dag_id, run.dag_version)
+
+    def _evaluate(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> TaskInstance | None:
+        """Move a pending task on under its trigger rule; lost races are re-decided."""
+        for _ in range(MAX_RACE_RETRIES):
+            if run.state is not RunState.RUNNING:
+                return None
+            decision = decide_pending(spec, ti, self.clock.now())
+            if decision.transition is None:
+                return None
+            try:
+                return self._apply_with_slot(spec, run, ti, decision, raise_conflict=True)
+            except ConflictError as conflict:
+                if conflict.current is None:
+                    raise
+                ti = conflict.current
+        raise RuntimeError(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races")
+
+    def _apply_with_slot(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        ti: TaskInstance,
+        decision: Decision,
+        *,
+        raise_conflict: bool = False,
+    ) -> TaskInstance | None:
+        """Apply a decision; a dispatch first takes a max_active_tasks slot or waits for one."""
+        transition = decision.transition
+        if transition is None:
+            return None
+        if transition.dst is TaskState.QUEUED and not self._reserve_slot(spec, run, ti.task_id):
+            return None
+        try:
+            return self.repos.tasks.apply(ti, transition)
+        except ConflictError:
+            if raise_conflict:
+                raise
+            return None
+
+    def _reserve_slot(self, spec: DagSpec, run: DagRun, task_id: str) -> bool:
+        """Take a slot, or join the throttled set; a slot freed meanwhile is taken at once.
+
+        The second attempt closes the race with a concurrent release: whoever frees a slot
+        after we joined the set sees us in it and starts us.
+        """
+        if self.repos.runs.reserve_task_slot(run, task_id, spec.max_active_tasks):
+            return True
+        self.repos.runs.add_throttled(run, task_id)
+        return self.repos.runs.reserve_task_slot(run, task_id, spec.max_active_tasks)
+
+    def _try_apply(self, ti: TaskInstance, transition: Transition) -> bool:
+        try:
+            self.repos.tasks.apply(ti, transition)
+        except ConflictError:
+            return False
+        return True
+
+    def _propagate(self, ti: TaskInstance) -> None:
+        """A task finished: tell its downstream tasks, then its run."""
+        run = self.repos.runs.get(ti.dag_id, ti.run_id)
+        spec = self._spec(run)
+        report = UpstreamReport(ti.state, ti.version)
+        for child in spec.downstream(ti.task_id):
+            updated = self.repos.tasks.report_upstream(
+                (ti.dag_id, ti.run_id, child), ti.task_id, report
+            )
+            if updated is not None:
+                self._evaluate(spec, run, updated)
+        run = self.repos.runs.record_finished(run, ti.task_id, ti.state)
+        self._fill_free_slots(spec, run)
+        self._complete_if_done(spec, run)
+
+    def _fill_free_slots(self, spec: DagSpec, run: DagRun) -> None:
+        free = spec.max_active_tasks - len(run.active)
+        if free <= 0 or not run.throttled or run.state is not RunState.RUNNING:
+            return
+        waiting = sorted(run.throttled)[:free]
+        for ti in self.repos.tasks.get_many(run.dag_id, run.run_id, waiting):
+            self._evaluate(spec, run, ti)
+
+    def _complete_if_done(self, spec: DagSpec, run: DagRun) -> None:
+        for _ in range(MAX_RACE_RETRIES):
+            outcome = run_outcome(spec, run.finished)
+            if outcome is None or run.state is not RunState.RUNNING:
+                return
+            reason = None if outcome is RunState.SUCCESS else _failed_leaves(spec, run)
+            try:
+                self.repos.runs.transition(
+                    run, outcome, _run_cause(outcome), ended_at=self.clock.now(), reason=reason
+                )
+                return
+            except ConflictError as conflict:
+                if conflict.current is None:
+                    raise
+                run = conflict.current
+
+    def _transition_run(self, run: DagRun, dst: RunState, cause: Cause, reason: str) -> DagRun:
+        for _ in range(MAX_RACE_RETRIES):
+            try:
+                return self.repos.runs.transition(
+                    run, dst, cause, ended_at=self.clock.now(), reason=reason
+                )
+            except ConflictError as conflict:
+                if conflict.current is None or conflict.current.state in FINISHED_RUN_STATES:
+                    raise
+                run = conflict.current
+        raise RuntimeError(f"run {run.run_id}: gave up after {MAX_RACE_RETRIES} lost races")
+
+    def _start_queued_runs(self, dag_id: str) -> None:
+        record = self.repos.dags.find(dag_id)
+        if record is None or record.paused:
+            return
+        for _, run_id in self.repos.runs.queued_runs(dag_id, limit=5):
+            run = self.repos.runs.get(dag_id, run_id)
+            started = self.try_start(run, self._spec(run))
+            if started.state is RunState.QUEUED:
+                break
+
+    def _cancel_remote(self, spec: DagSpec, ti: TaskInstance, reason: str) -> None:
+        if ti.state not in (TaskState.QUEUED, TaskState.RUNNING):
+            return
+        job = JobRef(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.job_id, ti.dispatch_token)
+        try:
+            self.targets.target_for(spec.tasks[ti.task_id].target_kind).cancel(job, reason)
+        except DispatchError as error:
+            log.warning("could not cancel %s: %s", ti.key, error.reason)
+
+    def _emit_run_event(self, run: DagRun) -> None:
+        self.events.put(
+            "DagRun State Change",
+            {"dag": run.dag_id, "run_id": run.run_id, "state": run.state.value, "reason": run.reason},
+        )
+
+    def _emit_task_event(self, ti: TaskInstance) -> None:
+        self.events.put(
+            "Task Instance State Change",
+            {
+                "dag": ti.dag_id,
+                "run_id": ti.run_id,
+                "task": ti.task_id,
+                "state": ti.state.value,
+                "try_number": ti.try_number,
+            },
+        )
+
+
+def _run_cause(outcome: RunState) -> Cause:
+    return Cause.SUCCEEDED if outcome is RunState.SUCCESS else Cause.FAILED
+
+
+def _failed_leaves(spec: DagSpec, run: DagRun) -> str:
+    failed = [t for t in spec.leaves() if run.finished.get(t) not in (TaskState.SUCCESS, TaskState.SKIPPED)]
+    return "failed leaf tasks: " + ", ".join(failed)
+
+
+__all__ = ["DagNotFound", "DagPaused", "NotFound", "SchedulerService", "TriggerResult"]

@@ -1,0 +1,56 @@
+"""Run-time settings, read from the environment once and validated (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TableNames(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dags: str = "skydag-dags"
+    dag_versions: str = "skydag-dag-versions"
+    runs: str = "skydag-runs"
+    task_instances: str = "skydag-task-instances"
+    task_state: str = "skydag-task-state"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    tables: TableNames = Field(default_factory=TableNames)
+    dag_bucket: str = "skydag-dags"
+    dag_prefix: str = "dags/"
+    event_bus: str = "skydag"
+    # Task state kept this long after its last write unless a job asks otherwise.
+    task_state_ttl_days: int = Field(default=90, ge=1)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        prefix = env.get("SKYDAG_TABLE_PREFIX", "skydag")
+        tables = TableNames(
+            dags=env.get("SKYDAG_DAGS_TABLE", f"{prefix}-dags"),
+            dag_versions=env.get("SKYDAG_DAG_VERSIONS_TABLE", f"{prefix}-dag-versions"),
+            runs=env.get("SKYDAG_RUNS_TABLE", f"{prefix}-runs"),
+            task_instances=env.get("SKYDAG_TASK_INSTANCES_TABLE", f"{prefix}-task-instances"),
+            task_state=env.get("SKYDAG_TASK_STATE_TABLE", f"{prefix}-task-state"),
+        )
+        return cls(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            tables=tables,
+            dag_bucket=env.get("SKYDAG_DAG_BUCKET", "skydag-dags"),
+            dag_prefix=env.get("SKYDAG_DAG_PREFIX", "dags/"),
+            event_bus=env.get("SKYDAG_EVENT_BUS", "skydag"),
+        )
+
+
+@lru_cache(maxsize=1)
+def current_settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,195 @@
+"""PynamoDB models: one table per record kind. Table names are bound at run time.
+
+Key design keeps every read of the engine bounded:
+- task instances are keyed by run (``run_key``) and task id, so a task and its
+  neighbourhood are a handful of GetItem/BatchGetItem calls;
+- a downstream task carries its upstreams' states (``upstream``), so its trigger rule
+  needs no read of the upstream items at all;
+- sparse indexes hold only what is due (``due``: retries and timeouts) or waiting
+  (``queued``: runs waiting for a max_active_runs slot), so neither is ever scanned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from skydag.settings import Settings
+
+DUE_SHARDS = 4
+
+
+class DagModel(Model):
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    dag_id = UnicodeAttribute(hash_key=True)
+    current_version = NumberAttribute(null=True)
+    paused = BooleanAttribute(default=False)
+    source = UnicodeAttribute(null=True)
+    import_error = UnicodeAttribute(null=True)
+    version = NumberAttribute(default=0)
+    active_runs = UnicodeSetAttribute(null=True)
+    last_scheduled_end = UTCDateTimeAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+
+
+class DagVersionModel(Model):
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    dag_id = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute(range_key=True)
+    spec = UnicodeAttribute()  # the validated DAG as JSON: immutable once written
+    source = UnicodeAttribute(null=True)
+    sha256 = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+
+
+class QueuedRunsIndex(GlobalSecondaryIndex["RunModel"]):
+    """Runs waiting for a max_active_runs slot, oldest first (sparse)."""
+
+    class Meta:
+        index_name = "queued"
+        projection = KeysOnlyProjection()
+
+    dag_id = UnicodeAttribute(hash_key=True)
+    queued_key = UnicodeAttribute(range_key=True)
+
+
+class RunModel(Model):
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+        # The scheduler reacts to changes of these records (DynamoDB Streams).
+        stream_view_type = "NEW_AND_OLD_IMAGES"
+
+    dag_id = UnicodeAttribute(hash_key=True)
+    run_id = UnicodeAttribute(range_key=True)
+    dag_version = NumberAttribute()
+    run_type = UnicodeAttribute()
+    state = UnicodeAttribute()
+    version = NumberAttribute(default=0)
+    conf = UnicodeAttribute(default="{}")  # JSON
+    logical_date = UTCDateTimeAttribute(null=True)
+    data_interval_start = UTCDateTimeAttribute(null=True)
+    data_interval_end = UTCDateTimeAttribute(null=True)
+    trigger = UnicodeAttribute(null=True)  # JSON
+    created_at = UTCDateTimeAttribute(null=True)
+    started_at = UTCDateTimeAttribute(null=True)
+    ended_at = UTCDateTimeAttribute(null=True)
+    finished: MapAttribute[str, Any] = MapAttribute(default=dict)
+    active = UnicodeSetAttribute(null=True)
+    throttled = UnicodeSetAttribute(null=True)
+    tasks_created = BooleanAttribute(default=False)
+    reason = UnicodeAttribute(null=True)
+    queued_key = UnicodeAttribute(null=True)
+    queued_index = QueuedRunsIndex()
+
+
+class DueTasksIndex(GlobalSecondaryIndex["TaskInstanceModel"]):
+    """Task instances with a due time (retry, timeout), by time (sparse, sharded)."""
+
+    class Meta:
+        index_name = "due"
+        projection = AllProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = UnicodeAttribute(range_key=True)
+
+
+class TaskInstanceModel(Model):
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+        # The scheduler reacts to changes of these records (DynamoDB Streams).
+        stream_view_type = "NEW_AND_OLD_IMAGES"
+
+    run_key = UnicodeAttribute(hash_key=True)  # "<dag_id>#<run_id>"
+    task_id = UnicodeAttribute(range_key=True)
+    dag_id = UnicodeAttribute()
+    run_id = UnicodeAttribute()
+    state = UnicodeAttribute()
+    try_number = NumberAttribute(default=0)
+    version = NumberAttribute(default=0)
+    upstream: MapAttribute[str, Any] = MapAttribute(default=dict)
+    dispatch_token = UnicodeAttribute(null=True)
+    job_id = UnicodeAttribute(null=True)
+    exit_code = NumberAttribute(null=True)
+    reason = UnicodeAttribute(null=True)
+    queued_at = UTCDateTimeAttribute(null=True)
+    started_at = UTCDateTimeAttribute(null=True)
+    ended_at = UTCDateTimeAttribute(null=True)
+    next_attempt_at = UTCDateTimeAttribute(null=True)
+    timeout_at = UTCDateTimeAttribute(null=True)
+    signal = UnicodeAttribute(null=True)  # JSON
+    output = UnicodeAttribute(null=True)  # JSON
+    due_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    due_index = DueTasksIndex()
+
+
+class TaskStateModel(Model):
+    """Checkpoints (one try's task instance and its retries) and watermarks (across runs)."""
+
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    scope = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    value = UnicodeAttribute()  # JSON
+    version = NumberAttribute(default=1)
+    updated_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    DagModel,
+    DagVersionModel,
+    RunModel,
+    TaskInstanceModel,
+    TaskStateModel,
+)
+
+
+def bind_models(settings: Settings) -> None:
+    """Point every model at the tables and endpoint of ``settings``.
+
+    PynamoDB reads ``Meta`` when it opens a connection; resetting the cached connection
+    makes a later call use the new endpoint too.
+    """
+    names = {
+        DagModel: settings.tables.dags,
+        DagVersionModel: settings.tables.dag_versions,
+        RunModel: settings.tables.runs,
+        TaskInstanceModel: settings.tables.task_instances,
+        TaskStateModel: settings.tables.task_state,
+    }
+    for model, table_name in names.items():
+        model.Meta.table_name = table_name
+        model.Meta.region = settings.region
+        model.Meta.host = settings.endpoint_url  # type: ignore[attr-defined]
+        model._connection = None
+
+
+def create_tables(settings: Settings) -> None:
+    """Create the tables as the CDK stack does (on-demand, streams, TTL): dev and tests."""
+    bind_models(settings)
+    for model in ALL_MODELS:
+        if not model.exists():
+            # create_table also enables TTL when the model has a TTLAttribute.
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)

@@ -1,0 +1,691 @@
+"""Repositories: the only code that reads and writes skydag's tables.
+
+Every state write is conditional on the expected state and version; the allowed source
+states come from the transition table, so the table is enforced by DynamoDB itself.
+A lost race raises ConflictError carrying the item as it is now.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.expressions.condition import Condition, size
+from pynamodb.expressions.update import Action
+
+from skydag.engine.models import DagRecord, DagRun, RunType, TaskInstance, UpstreamReport
+from skydag.engine.states import (
+    Cause,
+    RunState,
+    TaskState,
+    run_sources,
+    task_sources,
+)
+from skydag.engine.transitions import Transition
+from skydag.spec.models import DagSpec
+from skydag.store.errors import ConflictError, NotFound, is_condition_failure
+from skydag.store.models import (
+    DUE_SHARDS,
+    DagModel,
+    DagVersionModel,
+    RunModel,
+    TaskInstanceModel,
+    TaskStateModel,
+)
+
+TaskConflict = ConflictError[TaskInstance]
+RunConflict = ConflictError[DagRun]
+DagConflict = ConflictError[DagRecord]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    return f"{dag_id}#{run_id}"
+
+
+# --- task instances ------------------------------------------------------------------------
+
+
+def due_at(ti: TaskInstance) -> datetime | None:
+    """When the reconciler must look at this task: a retry's time or a deadline."""
+    if ti.state is TaskState.UP_FOR_RETRY:
+        return ti.next_attempt_at
+    if ti.state in (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING):
+        return ti.timeout_at
+    return None
+
+
+def _due_shard(dag_id: str, run_id: str, task_id: str) -> str:
+    # Spread the due index over a few partitions; the reconciler queries them all.
+    return f"due#{zlib.crc32(f'{dag_id}/{run_id}/{task_id}'.encode()) % DUE_SHARDS}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
+    upstream_raw = item.upstream.as_dict() if item.upstream is not None else {}
+    return TaskInstance(
+        dag_id=item.dag_id,
+        run_id=item.run_id,
+        task_id=item.task_id,
+        state=TaskState(item.state),
+        try_number=int(item.try_number),
+        version=int(item.version),
+        upstream={
+            k: UpstreamReport(TaskState(v["s"]), int(v["v"])) for k, v in upstream_raw.items()
+        },
+        dispatch_token=item.dispatch_token,
+        job_id=item.job_id,
+        exit_code=None if item.exit_code is None else int(item.exit_code),
+        reason=item.reason,
+        queued_at=item.queued_at,
+        started_at=item.started_at,
+        ended_at=item.ended_at,
+        next_attempt_at=item.next_attempt_at,
+        timeout_at=item.timeout_at,
+        signal=_loads(item.signal),
+        output=_loads(item.output),
+    )
+
+
+_TI_JSON_FIELDS = frozenset({"signal", "output"})
+_TI_PLAIN_FIELDS = frozenset(
+    {
+        "try_number",
+        "dispatch_token",
+        "job_id",
+        "exit_code",
+        "reason",
+        "queued_at",
+        "started_at",
+        "ended_at",
+        "next_attempt_at",
+        "timeout_at",
+    }
+)
+
+
+def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
+    item = TaskInstanceModel(
+        run_key(ti.dag_id, ti.run_id),
+        ti.task_id,
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        state=ti.state.value,
+        try_number=ti.try_number,
+        version=ti.version,
+        upstream={k: {"s": v.state.value, "v": v.version} for k, v in ti.upstream.items()},
+    )
+    due = due_at(ti)
+    if due is not None:
+        item.due_shard = _due_shard(ti.dag_id, ti.run_id, ti.task_id)
+        item.due_at = _iso(due)
+    return item
+
+
+class TaskInstanceRepository:
+    def put_new(self, tis: Iterable[TaskInstance]) -> None:
+        """Write fresh pending instances (a run still queued, so nothing can have moved)."""
+        with TaskInstanceModel.batch_write() as batch:
+            for ti in tis:
+                batch.save(_ti_to_model(ti))
+
+    def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
+        try:
+            item = TaskInstanceModel.get(run_key(dag_id, run_id), task_id, consistent_read=True)
+        except DoesNotExist as error:
+            raise NotFound(f"task instance {dag_id}/{run_id}/{task_id} not found") from error
+        return _ti_from_model(item)
+
+    def find(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance | None:
+        try:
+            return self.get(dag_id, run_id, task_id)
+        except NotFound:
+            return None
+
+    def get_many(self, dag_id: str, run_id: str, task_ids: Sequence[str]) -> list[TaskInstance]:
+        """The neighbourhood of a task, in BatchGetItem pages of 100."""
+        key = run_key(dag_id, run_id)
+        found = {
+            item.task_id: _ti_from_model(item)
+            for item in TaskInstanceModel.batch_get(
+                [(key, t) for t in task_ids], consistent_read=True
+            )
+        }
+        return [found[t] for t in task_ids if t in found]
+
+    def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
+        return [
+            _ti_from_model(item)
+            for item in TaskInstanceModel.query(run_key(dag_id, run_id), consistent_read=True)
+        ]
+
+    def apply(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+        """Apply one transition, conditional on state (from the table) and version."""
+        assert transition.task_id == ti.task_id
+        new = transition.apply(ti)
+        actions: list[Action] = [
+            TaskInstanceModel.state.set(new.state.value),
+            TaskInstanceModel.version.set(new.version),
+        ]
+        for name, value in transition.changes.items():
+            actions.append(self._set_or_remove(name, value))
+        actions.extend(self._due_actions(new))
+        sources = task_sources(transition.dst, transition.cause)
+        condition = (
+            TaskInstanceModel.state.is_in(*(s.value for s in sources))
+            & (TaskInstanceModel.state == transition.src.value)
+            & (TaskInstanceModel.version == transition.expected_version)
+        )
+        self._update(ti, actions, condition)
+        return new
+
+    def report_upstream(
+        self, downstream: TaskInstance | tuple[str, str, str], upstream_task: str, report: UpstreamReport
+    ) -> TaskInstance | None:
+        """Tell a downstream task its upstream's state; stale (older) reports are refused.
+
+        Returns the downstream as it is now, or None when the report was stale.
+        """
+        dag_id, run_id, task_id = downstream.key if isinstance(downstream, TaskInstance) else downstream
+        item = TaskInstanceModel(run_key(dag_id, run_id), task_id)
+        entry = TaskInstanceModel.upstream[upstream_task]  # type: ignore[index]
+        condition = TaskInstanceModel.run_key.exists() & (
+            entry.does_not_exist() | (entry["v"] < report.version)
+        )
+        try:
+            item.update(
+                actions=[
+                    entry.set({"s": report.state.value, "v": report.version}),
+                    TaskInstanceModel.version.add(1),
+                ],
+                condition=condition,
+            )
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            return None
+        return _ti_from_model(item)
+
+    def forget_upstream(self, ti: TaskInstance, upstream_task: str) -> TaskInstance:
+        """A cleared upstream is no longer done: remove its report (for ``clear``)."""
+        item = TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.task_id)
+        entry = TaskInstanceModel.upstream[upstream_task]  # type: ignore[index]
+        item.update(actions=[entry.remove(), TaskInstanceModel.version.add(1)])
+        return _ti_from_model(item)
+
+    def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
+        """Task instances whose retry or deadline has come: a sparse-index query, no scan."""
+        found: list[TaskInstance] = []
+        for shard in range(DUE_SHARDS):
+            for item in TaskInstanceModel.due_index.query(
+                f"due#{shard}", TaskInstanceModel.due_at <= _iso(now), limit=limit
+            ):
+                found.append(_ti_from_model(item))
+        found.sort(key=lambda ti: due_at(ti) or now)
+        return found[:limit]
+
+    def _set_or_remove(self, name: str, value: Any) -> Action:
+        if name not in _TI_PLAIN_FIELDS | _TI_JSON_FIELDS:
+            raise ValueError(f"task instance has no writable field '{name}'")
+        attribute = getattr(TaskInstanceModel, name)
+        if value is None:
+            action: Action = attribute.remove()
+            return action
+        if name in _TI_JSON_FIELDS:
+            value = _dumps(value)
+        action = attribute.set(value)
+        return action
+
+    def _due_actions(self, new: TaskInstance) -> list[Action]:
+        due = due_at(new)
+        if due is None:
+            return [TaskInstanceModel.due_shard.remove(), TaskInstanceModel.due_at.remove()]
+        return [
+            TaskInstanceModel.due_shard.set(_due_shard(new.dag_id, new.run_id, new.task_id)),
+            TaskInstanceModel.due_at.set(_iso(due)),
+        ]
+
+    def _update(self, ti: TaskInstance, actions: list[Action], condition: Condition) -> None:
+        item = TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.task_id)
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            current = self.find(ti.dag_id, ti.run_id, ti.task_id)
+            state = current.state.value if current else "missing"
+            version = current.version if current else None
+            raise TaskConflict(
+                f"task {ti.dag_id}/{ti.run_id}/{ti.task_id}: expected {ti.state.value} "
+                f"v{ti.version}, found {state} v{version}",
+                current,
+            ) from error
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def _run_from_model(item: RunModel) -> DagRun:
+    finished_raw = item.finished.as_dict() if item.finished is not None else {}
+    return DagRun(
+        dag_id=item.dag_id,
+        run_id=item.run_id,
+        dag_version=int(item.dag_version),
+        run_type=RunType(item.run_type),
+        state=RunState(item.state),
+        version=int(item.version),
+        conf=_loads(item.conf) or {},
+        logical_date=item.logical_date,
+        data_interval_start=item.data_interval_start,
+        data_interval_end=item.data_interval_end,
+        trigger=_loads(item.trigger),
+        created_at=item.created_at,
+        started_at=item.started_at,
+        ended_at=item.ended_at,
+        finished={k: TaskState(v) for k, v in finished_raw.items()},
+        active=frozenset(item.active or ()),
+        throttled=frozenset(item.throttled or ()),
+        reason=item.reason,
+    )
+
+
+def _queued_key(run: DagRun) -> str:
+    moment = run.logical_date or run.created_at or datetime.now(UTC)
+    return f"{_iso(moment)}#{run.run_id}"
+
+
+class RunRepository:
+    def create(self, run: DagRun) -> bool:
+        """Create the run; False when a run with this id exists (a duplicate trigger)."""
+        item = RunModel(
+            run.dag_id,
+            run.run_id,
+            dag_version=run.dag_version,
+            run_type=run.run_type.value,
+            state=run.state.value,
+            version=run.version,
+            conf=_dumps(dict(run.conf)),
+            logical_date=run.logical_date,
+            data_interval_start=run.data_interval_start,
+            data_interval_end=run.data_interval_end,
+            trigger=None if run.trigger is None else _dumps(dict(run.trigger)),
+            created_at=run.created_at,
+            finished={},
+            queued_key=_queued_key(run) if run.state is RunState.QUEUED else None,
+        )
+        try:
+            item.save(condition=RunModel.run_id.does_not_exist())
+        except PutError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
+    def get(self, dag_id: str, run_id: str) -> DagRun:
+        try:
+            return _run_from_model(RunModel.get(dag_id, run_id, consistent_read=True))
+        except DoesNotExist as error:
+            raise NotFound(f"run {dag_id}/{run_id} not found") from error
+
+    def find(self, dag_id: str, run_id: str) -> DagRun | None:
+        try:
+            return self.get(dag_id, run_id)
+        except NotFound:
+            return None
+
+    def list_for_dag(self, dag_id: str, limit: int | None = None) -> list[DagRun]:
+        return [
+            _run_from_model(i) for i in RunModel.query(dag_id, scan_index_forward=False, limit=limit)
+        ]
+
+    def list_all(self) -> Iterator[DagRun]:
+        """Every run: for the CLI's listing only, never for the scheduler (a scan)."""
+        for item in RunModel.scan():
+            yield _run_from_model(item)
+
+    def transition(
+        self, run: DagRun, dst: RunState, cause: Cause, **changes: Any
+    ) -> DagRun:
+        sources = run_sources(dst, cause)
+        if run.state not in sources:
+            raise ValueError(f"run {run.run_id}: {run.state.value} -> {dst.value} not allowed")
+        actions: list[Action] = [
+            RunModel.state.set(dst.value),
+            RunModel.version.set(run.version + 1),
+        ]
+        for name, value in changes.items():
+            attribute = getattr(RunModel, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
+        if dst is not RunState.QUEUED:
+            actions.append(RunModel.queued_key.remove())
+        condition = RunModel.state.is_in(*(s.value for s in sources)) & (
+            RunModel.version == run.version
+        )
+        return self._update(run, actions, condition)
+
+    def mark_tasks_created(self, run: DagRun) -> None:
+        RunModel(run.dag_id, run.run_id).update(actions=[RunModel.tasks_created.set(True)])
+
+    def tasks_created(self, run: DagRun) -> bool:
+        item = RunModel.get(run.dag_id, run.run_id, consistent_read=True)
+        return bool(item.tasks_created)
+
+    def record_finished(self, run: DagRun | tuple[str, str], task_id: str, state: TaskState) -> DagRun:
+        """Note a task's end on its run and free its slot; idempotent."""
+        dag_id, run_id = (run.dag_id, run.run_id) if isinstance(run, DagRun) else run
+        item = RunModel(dag_id, run_id)
+        item.update(
+            actions=[
+                RunModel.finished[task_id].set(state.value),  # type: ignore[index]
+                RunModel.active.delete({task_id}),
+                RunModel.throttled.delete({task_id}),
+                RunModel.version.add(1),
+            ],
+            condition=RunModel.run_id.exists(),
+        )
+        return _run_from_model(item)
+
+    def forget_finished(self, run: DagRun, task_ids: Iterable[str]) -> DagRun:
+        """Cleared tasks are unfinished again."""
+        item = RunModel(run.dag_id, run.run_id)
+        actions: list[Action] = [RunModel.finished[t].remove() for t in task_ids]  # type: ignore[index]
+        item.update(actions=[*actions, RunModel.version.add(1)])
+        return _run_from_model(item)
+
+    def reserve_task_slot(self, run: DagRun, task_id: str, max_active: int) -> bool:
+        """Take a max_active_tasks slot (idempotent for the same task)."""
+        item = RunModel(run.dag_id, run.run_id)
+        condition = (RunModel.state == RunState.RUNNING.value) & (
+            RunModel.active.does_not_exist()
+            | (size(RunModel.active) < max_active)
+            | RunModel.active.contains(task_id)
+        )
+        try:
+            item.update(
+                actions=[RunModel.active.add({task_id}), RunModel.throttled.delete({task_id})],
+                condition=condition,
+            )
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
+    def release_task_slot(self, run: DagRun | tuple[str, str], task_id: str) -> DagRun:
+        dag_id, run_id = (run.dag_id, run.run_id) if isinstance(run, DagRun) else run
+        item = RunModel(dag_id, run_id)
+        item.update(actions=[RunModel.active.delete({task_id})])
+        return _run_from_model(item)
+
+    def add_throttled(self, run: DagRun, task_id: str) -> None:
+        RunModel(run.dag_id, run.run_id).update(actions=[RunModel.throttled.add({task_id})])
+
+    def queued_runs(self, dag_id: str, limit: int) -> list[tuple[str, str]]:
+        """Runs waiting for a max_active_runs slot, oldest first (sparse index)."""
+        return [
+            (item.dag_id, item.run_id)
+            for item in RunModel.queued_index.query(dag_id, limit=limit)
+        ]
+
+    def _update(self, run: DagRun, actions: list[Action], condition: Condition) -> DagRun:
+        item = RunModel(run.dag_id, run.run_id)
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            current = self.find(run.dag_id, run.run_id)
+            raise RunConflict(
+                f"run {run.dag_id}/{run.run_id}: expected {run.state.value} v{run.version}, "
+                f"found {current.state.value if current else 'missing'} "
+                f"v{current.version if current else None}",
+                current,
+            ) from error
+        return _run_from_model(item)
+
+
+# --- DAGs ----------------------------------------------------------------------------------
+
+
+def _dag_from_model(item: DagModel) -> DagRecord:
+    return DagRecord(
+        dag_id=item.dag_id,
+        current_version=None if item.current_version is None else int(item.current_version),
+        paused=bool(item.paused),
+        source=item.source,
+        import_error=item.import_error,
+        version=int(item.version),
+        active_runs=frozenset(item.active_runs or ()),
+        last_scheduled_end=item.last_scheduled_end,
+    )
+
+
+@lru_cache(maxsize=256)
+def _parse_spec(spec_json: str) -> DagSpec:
+    return DagSpec.model_validate_json(spec_json)
+
+
+class DagRepository:
+    def get(self, dag_id: str) -> DagRecord:
+        try:
+            return _dag_from_model(DagModel.get(dag_id, consistent_read=True))
+        except DoesNotExist as error:
+            raise NotFound(f"DAG '{dag_id}' not found") from error
+
+    def find(self, dag_id: str) -> DagRecord | None:
+        try:
+            return self.get(dag_id)
+        except NotFound:
+            return None
+
+    def list_all(self) -> list[DagRecord]:
+        """Every DAG: for the CLI only (a scan of a small table)."""
+        return sorted((_dag_from_model(i) for i in DagModel.scan()), key=lambda d: d.dag_id)
+
+    def save_version(
+        self, spec: DagSpec, *, source: str | None, sha256: str | None, now: datetime
+    ) -> int:
+        """Store a new immutable version and make it current; returns its number.
+
+        Versions are numbered by a conditional write on the head, so two loaders racing
+        on the same DAG get different numbers and the later upload becomes current.
+        """
+        spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
+        for _ in range(10):
+            head = self.find(spec.dag)
+            number = (head.current_version or 0) + 1 if head else 1
+            try:
+                DagVersionModel(
+                    spec.dag, number, spec=spec_json, source=source, sha256=sha256, created_at=now
+                ).save(condition=DagVersionModel.version.does_not_exist())
+            except PutError as error:
+                if not is_condition_failure(error):
+                    raise
+                continue
+            item = DagModel(spec.dag)
+            condition = (
+                DagModel.dag_id.does_not_exist()
+                if head is None
+                else DagModel.version == head.version
+            )
+            try:
+                item.update(
+                    actions=[
+                        DagModel.current_version.set(number),
+                        DagModel.source.set(source) if source else DagModel.source.remove(),
+                        DagModel.import_error.remove(),
+                        DagModel.version.add(1),
+                        DagModel.updated_at.set(now),
+                    ],
+                    condition=condition,
+                )
+            except UpdateError as error:
+                if not is_condition_failure(error):
+                    raise
+                continue
+            return number
+        raise DagConflict(f"DAG '{spec.dag}': too many concurrent uploads", self.find(spec.dag))
+
+    def load_spec(self, dag_id: str, version: int) -> DagSpec:
+        """A pinned DAG version (immutable, so cached by its JSON)."""
+        try:
+            item = DagVersionModel.get(dag_id, version)
+        except DoesNotExist as error:
+            raise NotFound(f"DAG '{dag_id}' version {version} not found") from error
+        return _parse_spec(item.spec)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        DagModel(dag_id).update(
+            actions=[DagModel.paused.set(paused), DagModel.version.add(1)],
+            condition=DagModel.dag_id.exists(),
+        )
+
+    def reserve_run_slot(self, dag_id: str, run_id: str, max_active_runs: int) -> bool:
+        item = DagModel(dag_id)
+        not_paused = DagModel.paused.does_not_exist() | (DagModel.paused == False)  # noqa: E712
+        condition = not_paused & (
+            DagModel.active_runs.does_not_exist()
+            | (size(DagModel.active_runs) < max_active_runs)
+            | DagModel.active_runs.contains(run_id)
+        )
+        try:
+            item.update(actions=[DagModel.active_runs.add({run_id})], condition=condition)
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
+    def release_run_slot(self, dag_id: str, run_id: str) -> None:
+        DagModel(dag_id).update(actions=[DagModel.active_runs.delete({run_id})])
+
+    def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
+        """Move the schedule's high-water mark forward, once (conditional on the old one)."""
+        item = DagModel(dag_id)
+        condition = (
+            DagModel.last_scheduled_end.does_not_exist()
+            if expected is None
+            else DagModel.last_scheduled_end == expected
+        )
+        try:
+            item.update(actions=[DagModel.last_scheduled_end.set(new_end)], condition=condition)
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
+
+# --- task state ----------------------------------------------------------------------------
+
+
+def instance_scope(dag_id: str, run_id: str, task_id: str) -> str:
+    """Checkpoints: one task instance, kept across its retries."""
+    return f"ti#{dag_id}#{run_id}#{task_id}"
+
+
+def task_scope(dag_id: str, task_id: str) -> str:
+    """Watermarks: one task across all its runs."""
+    return f"task#{dag_id}#{task_id}"
+
+
+class TaskStateRepository:
+    def __init__(self, default_ttl: timedelta = timedelta(days=90)) -> None:
+        self.default_ttl = default_ttl
+
+    def get(self, scope: str, key: str) -> tuple[Any, int] | None:
+        """The value and its version, or None."""
+        try:
+            item = TaskStateModel.get(scope, key, consistent_read=True)
+        except DoesNotExist:
+            return None
+        return _loads(item.value), int(item.version)
+
+    def get_all(self, scope: str) -> dict[str, Any]:
+        return {item.key: _loads(item.value) for item in TaskStateModel.query(scope)}
+
+    def put(
+        self,
+        scope: str,
+        key: str,
+        value: Any,
+        *,
+        now: datetime,
+        expected_version: int | None = None,
+        ttl: timedelta | None = None,
+    ) -> int:
+        """Write a value; with ``expected_version`` only if nobody wrote since (compare-and-set)."""
+        if expected_version is None:
+            current = self.get(scope, key)
+            new_version = (current[1] if current else 0) + 1
+            condition = None
+        else:
+            new_version = expected_version + 1
+            condition = (
+                TaskStateModel.key.does_not_exist()
+                if expected_version == 0
+                else TaskStateModel.version == expected_version
+            )
+        item = TaskStateModel(
+            scope,
+            key,
+            value=_dumps(value),
+            version=new_version,
+            updated_at=now,
+            expires_at=now + (ttl or self.default_ttl),
+        )
+        try:
+            item.save(condition=condition)
+        except PutError as error:
+            if not is_condition_failure(error):
+                raise
+            raise ConflictError[Any](
+                f"task state {scope}/{key}: version {expected_version} is stale", self.get(scope, key)
+            ) from error
+        return new_version
+
+    def delete_scope(self, scope: str) -> int:
+        count = 0
+        with TaskStateModel.batch_write() as batch:
+            for item in TaskStateModel.query(scope):
+                batch.delete(item)
+                count += 1
+        return count
+
+
+class Repositories:
+    """The adapters one service instance uses."""
+
+    def __init__(self, task_state_ttl: timedelta = timedelta(days=90)) -> None:
+        self.dags = DagRepository()
+        self.runs = RunRepository()
+        self.tasks = TaskInstanceRepository()
+        self.state = TaskStateRepository(task_state_ttl)
+
+
+
+# --- stream images -------------------------------------------------------------------------
+
+
+def task_instance_from_image(image: dict[str, Any]) -> TaskInstance:
+    """A DynamoDB Streams image (DynamoDB JSON) of a task instance, as an engine record."""
+    return _ti_from_model(TaskInstanceModel.from_raw_data(image))
+
+
+def run_from_image(image: dict[str, Any]) -> DagRun:
+    return _run_from_model(RunModel.from_raw_data(image))
