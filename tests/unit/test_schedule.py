@@ -275,6 +275,41 @@ def test_daily_at_a_repeated_time_on_fall_back_runs_once() -> None:
     assert schedule.next_fire_after(utc(2025, 11, 2, 6, 10)) == utc(2025, 11, 3, 6, 30)
 
 
+def test_wildcard_jobs_skip_a_spring_forward_gap() -> None:
+    # "*/30 2 * * *" follows real time: 02:xx does not exist in Berlin on 2025-03-30.
+    schedule = parse_schedule("*/30 2 * * *", "Europe/Berlin")
+    fires = starts(schedule.intervals_between(utc(2025, 3, 29), utc(2025, 3, 31, 1)))
+    assert fires == [utc(2025, 3, 29, 1), utc(2025, 3, 29, 1, 30), utc(2025, 3, 31, 0)]
+
+
+def test_half_hour_dst_shift_keeps_every_fire() -> None:
+    # Lord Howe falls back 30 minutes (02:00 +11 -> 01:30 +10:30) on 2025-04-06.
+    schedule = parse_schedule("*/15 0 * * *", "Australia/Lord_Howe")
+    fires = starts(schedule.intervals_between(utc(2025, 4, 5, 13), utc(2025, 4, 6, 14, 30)))
+    assert fires == [
+        utc(2025, 4, 5, 13, 0),
+        utc(2025, 4, 5, 13, 15),
+        utc(2025, 4, 5, 13, 30),
+        utc(2025, 4, 5, 13, 45),
+        utc(2025, 4, 6, 13, 30),  # 00:00 +10:30 on 2025-04-07
+        utc(2025, 4, 6, 13, 45),
+        utc(2025, 4, 6, 14, 0),
+    ]
+    hourly = parse_schedule("30 * * * *", "Australia/Lord_Howe")
+    repeated = hourly.intervals_between(utc(2025, 4, 5, 13, 30), utc(2025, 4, 5, 16))
+    # 01:30 happens twice, 30 minutes apart: 14:30 UTC (+11) and 15:00 UTC (+10:30).
+    assert starts(repeated) == [
+        utc(2025, 4, 5, 13, 30),
+        utc(2025, 4, 5, 14, 30),
+        utc(2025, 4, 5, 15),
+    ]
+    assert [iv.end - iv.start for iv in repeated] == [
+        timedelta(hours=1),
+        timedelta(minutes=30),
+        timedelta(hours=1),
+    ]
+
+
 def test_daily_midnight_interval_lengths_follow_the_wall_clock() -> None:
     schedule = parse_schedule("@daily", "America/New_York")
     spring = schedule.intervals_between(utc(2025, 3, 8, 5), utc(2025, 3, 10, 4))

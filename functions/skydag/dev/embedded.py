@@ -14,18 +14,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
 
-from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.models import DagRun, JobReport, TaskInstance
 from skydag.engine.states import FINISHED_RUN_STATES
 from skydag.service.ports import Clock, MemoryEventSink, SystemClock
 from skydag.service.scheduler_service import SchedulerService
 from skydag.settings import Settings
 from skydag.store.models import bind_models, create_tables
 from skydag.store.repositories import Repositories, run_from_image, task_instance_from_image
+from skydag.targets.base import Target
 from skydag.targets.local import LocalTarget
 
 _FAKE_ENV = {
@@ -55,6 +56,18 @@ def embedded_aws() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class PollingTarget(Target, Protocol):
+    """A target whose outcomes are collected by polling (the local runner, test doubles)."""
+
+    def target_for(self, kind: str) -> Target: ...
+
+    def poll(self) -> list[JobReport]: ...
+
+    def running(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +119,21 @@ def _to_change(kind: str, data: dict[str, Any]) -> Change:
 class EmbeddedSkydag:
     """One scheduler wired to moto, the local target and the streams, driven by ``pump``."""
 
-    def __init__(self, settings: Settings, *, log_dir: Path, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_dir: Path,
+        clock: Clock | None = None,
+        target: PollingTarget | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         create_tables(settings)
         bind_models(settings)
         self.repos = Repositories()
         self.events = MemoryEventSink()
-        self.local = LocalTarget(
+        self.local: PollingTarget = target or LocalTarget(
             self.clock, log_dir, emit=lambda detail: self.events.put("emit", detail)
         )
         self.service = SchedulerService(self.repos, self.local, self.clock, self.events)

@@ -31,10 +31,11 @@ def readiness(spec: DagSpec, ti: TaskInstance) -> Readiness:
 
 
 def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
-    """A pending task's next step under its trigger rule; dispatch is decided separately.
+    """A pending task's next step under its trigger rule.
 
-    Returns an ``accept`` with a transition to waiting, skipped or upstream_failed; an
-    ``accept`` without a transition (outcome READY) is expressed by ``reason == "ready"``.
+    Accepts with a transition to skipped, upstream_failed, waiting (start_on) or queued
+    (the dispatch intent; the service first takes a max_active_tasks slot); ignores while
+    upstreams are unfinished, with the rule's reason.
     """
     if ti.state is not T.PENDING:
         return Decision.ignore(f"task is {ti.state.value}")
@@ -63,7 +64,8 @@ def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
                 T.WAITING,
                 Cause.WAIT_FOR_SIGNAL,
                 ti.version,
-                {"reason": "waiting for a start_on signal"},
+                # A wait holds no compute and has no deadline; a previous try's must not linger.
+                {"reason": "waiting for a start_on signal", "timeout_at": None},
             ),
             "upstreams satisfied; waiting for a start_on signal",
         )
@@ -112,6 +114,13 @@ def decide_retry(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
     if ti.next_attempt_at is not None and ti.next_attempt_at > now:
         return Decision.ignore(f"next attempt at {ti.next_attempt_at.isoformat()}")
     return Decision.accept(dispatch_transition(spec, ti, now), f"try {ti.try_number + 1}")
+
+
+def decide_next(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
+    """The next step of a task that is not running: its trigger rule, or its due retry."""
+    if ti.state is T.UP_FOR_RETRY:
+        return decide_retry(spec, ti, now)
+    return decide_pending(spec, ti, now)
 
 
 def run_outcome(spec: DagSpec, finished: Mapping[str, TaskState]) -> RunState | None:

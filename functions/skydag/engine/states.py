@@ -140,3 +140,19 @@ def mermaid_diagram() -> str:
         label = ", ".join(sorted(causes))
         lines.append(f"    {src.value} --> {dst.value}: {label}")
     return "\n".join(lines) + "\n"
+
+
+def _rewrite_diagram(path: str) -> None:
+    """Replace the mermaid block of ``path`` with the current table's diagram."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    start = text.index("```mermaid\n") + len("```mermaid\n")
+    end = text.index("```", start)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text[:start] + mermaid_diagram() + text[end:])
+
+
+if __name__ == "__main__":
+    import sys
+
+    _rewrite_diagram(sys.argv[1])

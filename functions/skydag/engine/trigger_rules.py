@@ -41,6 +41,11 @@ class _Counts:
     failed: int  # failed, upstream_failed or stopped
     skipped: int
     pending: tuple[str, ...]
+    upstream_failed: int = 0  # the part of ``failed`` that never ran
+
+    @property
+    def ran_and_failed(self) -> int:
+        return self.failed - self.upstream_failed
 
     @property
     def done(self) -> int:
@@ -52,7 +57,7 @@ class _Counts:
 
 
 def _count(upstream_ids: Sequence[str], states: Mapping[str, TaskState]) -> _Counts:
-    success = failed = skipped = 0
+    success = failed = skipped = upstream_failed = 0
     pending: list[str] = []
     for task_id in upstream_ids:
         state = states.get(task_id)
@@ -64,7 +69,8 @@ def _count(upstream_ids: Sequence[str], states: Mapping[str, TaskState]) -> _Cou
             skipped += 1
         else:
             failed += 1
-    return _Counts(len(upstream_ids), success, failed, skipped, tuple(pending))
+            upstream_failed += state is TaskState.UPSTREAM_FAILED
+    return _Counts(len(upstream_ids), success, failed, skipped, tuple(pending), upstream_failed)
 
 
 _Rule = Callable[[_Counts], tuple[Verdict, str]]
@@ -97,7 +103,8 @@ def _one_success(c: _Counts) -> tuple[Verdict, str]:
         return Verdict.READY, "an upstream task succeeded"
     if not c.all_done:
         return _wait(c)
-    # Airflow: all done without a success is upstream_failed, even when all were skipped.
+    if c.skipped == c.total:
+        return Verdict.SKIP, "all upstream tasks skipped"
     return Verdict.UPSTREAM_FAILED, "no upstream task succeeded"
 
 
@@ -108,9 +115,10 @@ def _one_failed(c: _Counts) -> tuple[Verdict, str]:
 
 
 def _one_done(c: _Counts) -> tuple[Verdict, str]:
-    if c.success or c.failed:
+    # Airflow counts only tasks that ran: upstream_failed ones never did.
+    if c.success or c.ran_and_failed:
         return Verdict.READY, "an upstream task finished"
-    return (Verdict.SKIP, "all upstream tasks skipped") if c.all_done else _wait(c)
+    return (Verdict.SKIP, "no upstream task ran") if c.all_done else _wait(c)
 
 
 def _none_failed(c: _Counts) -> tuple[Verdict, str]:

@@ -18,8 +18,7 @@ from typing import Any
 from skydag.engine.models import DagRun, JobReport, JobStatus, RunType, TaskInstance, UpstreamReport
 from skydag.engine.rules import decide_report, decide_timeout
 from skydag.engine.scheduler import (
-    decide_pending,
-    decide_retry,
+    decide_next,
     make_run_id,
     merged_params,
     new_run,
@@ -280,7 +279,7 @@ class SchedulerService:
             run = self.repos.runs.get(ti.dag_id, ti.run_id)
             spec = self._spec(run)
             if ti.state is TaskState.UP_FOR_RETRY:
-                acted += self._apply_with_slot(spec, run, ti, decide_retry(spec, ti, now)) is not None
+                acted += self._evaluate(spec, run, ti) is not None
             else:
                 decision = decide_timeout(ti, spec.effective_policy(ti.task_id), now)
                 if decision.transition is not None and self._try_apply(ti, decision.transition):
@@ -333,7 +332,12 @@ class SchedulerService:
         cleared: list[str] = []
         for ti in self.repos.tasks.get_many(dag_id, run_id, wanted):
             if ti.state in FINISHED_TASK_STATES | {TaskState.UP_FOR_RETRY}:
-                changes = {"reason": "cleared", "ended_at": None, "next_attempt_at": None}
+                changes = {
+                    "reason": "cleared",
+                    "ended_at": None,
+                    "next_attempt_at": None,
+                    "timeout_at": None,
+                }
                 transition = Transition(
                     ti.task_id, ti.state, TaskState.PENDING, Cause.CLEAR, ti.version, changes
                 )
@@ -379,7 +383,7 @@ class SchedulerService:
         for _ in range(MAX_RACE_RETRIES):
             if run.state is not RunState.RUNNING:
                 return None
-            decision = decide_pending(spec, ti, self.clock.now())
+            decision = decide_next(spec, ti, self.clock.now())
             if decision.transition is None:
                 return None
             try:

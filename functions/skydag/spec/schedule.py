@@ -9,6 +9,7 @@ anchored at the DAG's ``start_date``.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -63,6 +64,8 @@ _LOOKBACK = (
     timedelta(days=366 * 60),
 )
 _TICK = timedelta(microseconds=1)
+# Larger than any DST shift (1 h, 30 min on Lord Howe, 2 h for historical double summer time).
+_MAX_DST_SHIFT = timedelta(hours=3)
 
 
 class ScheduleError(ValueError):
@@ -87,7 +90,7 @@ def validate_timezone(name: str) -> None:
 
 @lru_cache(maxsize=256)
 def _zone(name: str) -> tzinfo:
-    """The tzinfo for an IANA name; UTC maps to ``datetime.UTC`` so cronsim skips DST logic."""
+    """The tzinfo for an IANA name; UTC maps to ``datetime.UTC``, which takes the fast path."""
     if not isinstance(name, str) or not name.strip():
         raise ScheduleError(f"unknown time zone {name!r}")
     if name in ("UTC", "Etc/UTC"):
@@ -217,26 +220,79 @@ def _parse_rate(expression: str, body: str) -> timedelta:
 
 @dataclass(frozen=True, slots=True)
 class _Cron:
-    """A validated 5-field cron evaluated on the wall clock of ``zone``."""
+    """A validated 5-field cron evaluated on the wall clock of ``zone``.
+
+    cronsim walks naive wall-clock time; the DST mapping to UTC is done here, because
+    cronsim's own aware mode steps hours by 3600 s and so misses fires around 30-minute
+    shifts (Australia/Lord_Howe). The rules are Debian cron's, as cronsim applies them:
+
+    * ``wall_clock`` jobs (fixed minute and hour, e.g. ``30 2 * * *``) run once per wall
+      time: a time skipped by spring-forward runs right after the gap, a repeated time runs
+      at its first occurrence only;
+    * other jobs (``0 * * * *``, ``*/15 2 * * *``) follow real time: skipped times do not
+      fire and repeated times fire twice.
+    """
 
     cron: str
     zone: tzinfo
+    wall_clock: bool
 
     def fires_after(self, moment: datetime) -> Iterator[datetime]:
-        """Fire times strictly after ``moment`` (UTC), strictly increasing.
-
-        cronsim iterates wall-clock time for fixed-time jobs, so a start inside a repeated
-        (fall-back) hour can yield a fire we already passed; those are dropped here.
-        """
+        """Fire times strictly after ``moment`` (UTC aware), strictly increasing."""
+        if self.zone is UTC:
+            yield from self._utc_fires(moment)
+            return
         last = moment
+        pending: list[datetime] = []  # second occurrences of repeated times wait their turn
         try:
-            for local in CronSim(self.cron, moment.astimezone(self.zone)):
-                fire = local.astimezone(UTC)
-                if fire > last:
-                    last = fire
-                    yield fire
+            for naive in CronSim(self.cron, self._naive_start(moment)):
+                instants = self._instants(naive)
+                for instant in instants:
+                    heapq.heappush(pending, instant)
+                # Later wall times never map before this one's first instant: safe to emit.
+                while pending and instants and pending[0] <= instants[0]:
+                    fire = heapq.heappop(pending)
+                    if fire > last:
+                        last = fire
+                        yield fire
+        except OverflowError:  # the end of datetime's range: no more fires
+            pass
+        yield from (fire for fire in sorted(pending) if fire > last)
+
+    def _utc_fires(self, moment: datetime) -> Iterator[datetime]:
+        """No DST in UTC: the naive fires are the answer."""
+        try:
+            for fire in CronSim(self.cron, moment.replace(tzinfo=None)):
+                yield fire.replace(tzinfo=UTC)
         except OverflowError:  # the end of datetime's range: no more fires
             return
+
+    def _naive_start(self, moment: datetime) -> datetime:
+        """The wall time to search from: early enough to catch a fall-back hour just ahead."""
+        offsets = [
+            (moment + ahead).astimezone(self.zone).utcoffset() or timedelta(0)
+            for ahead in (timedelta(0), _MAX_DST_SHIFT)
+        ]
+        return (moment + min(offsets)).replace(tzinfo=None)
+
+    def _instants(self, naive: datetime) -> list[datetime]:
+        """The UTC instants a wall-clock fire stands for, earliest first."""
+        local = naive.replace(tzinfo=self.zone)
+        first = local.astimezone(UTC)
+        if first.astimezone(self.zone).replace(tzinfo=None) != naive:  # skipped by DST
+            return [self._after_gap(naive)] if self.wall_clock else []
+        second = local.replace(fold=1).astimezone(UTC)
+        if second != first and not self.wall_clock:
+            return [first, second]
+        return [first]
+
+    def _after_gap(self, naive: datetime) -> datetime:
+        """The first real moment after a spring-forward gap (Debian cron runs the job then)."""
+        while True:
+            naive += timedelta(minutes=1)
+            first = naive.replace(tzinfo=self.zone).astimezone(UTC)
+            if first.astimezone(self.zone).replace(tzinfo=None) == naive:
+                return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,14 +325,21 @@ def _compile(expression: str, timezone: str) -> _Cron | _Rate:
             raise ScheduleError(
                 f"unknown schedule preset {text!r}: expected one of {', '.join(PRESETS)}"
             )
-        return _Cron(cron, zone)
+        return _Cron(cron, zone, wall_clock=_is_wall_clock(cron))
     rate = _RATE.match(text)
     if rate is not None:
         return _Rate(_parse_rate(text, rate.group("body")))
     if text.lower().startswith("rate"):
         raise ScheduleError(f"{text}: expected rate(<value> <unit>), e.g. rate(5 minutes)")
     _check_cron(text)
-    return _Cron(" ".join(text.split()), zone)
+    cron = " ".join(text.split())
+    return _Cron(cron, zone, wall_clock=_is_wall_clock(cron))
+
+
+def _is_wall_clock(cron: str) -> bool:
+    """Debian cron's test for a fixed-time job: neither minute nor hour starts with ``*``."""
+    minute, hour = cron.split()[:2]
+    return not minute.startswith("*") and not hour.startswith("*")
 
 
 # --------------------------------------------------------------------------- the schedule

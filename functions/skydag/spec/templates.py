@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
 from jinja2.nodes import Call, Concat, EnvironmentAttribute, For
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 if TYPE_CHECKING:
     from jinja2.runtime import Context
@@ -51,7 +52,7 @@ CONTEXT_VARIABLES: tuple[str, ...] = (
 )
 
 
-class TemplateSyntaxProblem(ValueError):
+class TemplateSyntaxProblem(ValueError):  # noqa: N818 (the name callers know)
     """A template that does not compile; ``lineno`` is the line inside the template."""
 
     def __init__(self, message: str, lineno: int | None = None) -> None:
@@ -112,21 +113,20 @@ def _check_size(value: Any) -> Any:
 
 def _check_repeat(left: Any, right: Any) -> None:
     for seq, count in ((left, right), (right, left)):
-        if isinstance(seq, str | bytes | list | tuple) and isinstance(count, int):
-            if len(seq) * max(count, 0) > MAX_TEMPLATE_OUTPUT:
-                raise _too_large("repeating a value")
+        sized = isinstance(seq, str | bytes | list | tuple) and isinstance(count, int)
+        if sized and len(seq) * max(count, 0) > MAX_TEMPLATE_OUTPUT:
+            raise _too_large("repeating a value")
 
 
 def _check_power(left: Any, right: Any) -> None:
-    if isinstance(left, int) and isinstance(right, int) and right > 0:
-        if max(abs(left), 2).bit_length() * right > _MAX_POWER_BITS:
-            raise _too_large(f"{left} ** {right}")
+    numbers = isinstance(left, int) and isinstance(right, int) and right > 0
+    if numbers and max(abs(left), 2).bit_length() * right > _MAX_POWER_BITS:
+        raise _too_large(f"{left} ** {right}")
 
 
 def _check_joinable(value: Any) -> None:
-    if isinstance(value, list | tuple):
-        if sum(len(str(item)) for item in value) > MAX_TEMPLATE_OUTPUT:
-            raise _too_large("joining a list")
+    if isinstance(value, list | tuple) and sum(len(str(i)) for i in value) > MAX_TEMPLATE_OUTPUT:
+        raise _too_large("joining a list")
 
 
 def guarded_join(parts: Sequence[Any]) -> str:
@@ -173,14 +173,14 @@ def guarded_iter(iterable: Any) -> Iterator[Any]:
 class _GuardedCodeGenerator(CodeGenerator):
     """Compiles ``a ~ b`` to a size-checked join and makes every loop count its iterations."""
 
-    def visit_For(self, node: For, frame: Frame) -> None:
+    def visit_For(self, node: For, frame: Frame) -> None:  # noqa: N802 (Jinja's name)
         counted = Call(EnvironmentAttribute("guarded_iter"), [node.iter], [], None, None)
         counted.set_lineno(node.lineno)
         loop = For(node.target, counted, node.body, node.else_, node.test, node.recursive)
         loop.set_lineno(node.lineno)
         super().visit_For(loop, frame)
 
-    def visit_Concat(self, node: Concat, frame: Frame) -> None:
+    def visit_Concat(self, node: Concat, frame: Frame) -> None:  # noqa: N802 (Jinja's name)
         self.write("environment.guarded_join((")
         for arg in node.nodes:
             self.visit(arg, frame)
@@ -196,7 +196,7 @@ class _GuardedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self) -> None:
         # Rendered values are command arguments and JSON payloads, not HTML.
-        super().__init__(  # noqa: S701
+        super().__init__(
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,
@@ -350,7 +350,9 @@ def template_blocks(task: TaskSpec) -> dict[str, Any]:
 def iter_template_paths(task: TaskSpec) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """(path parts, string) for every string in the task's target and local blocks."""
 
-    def walk(value: Any, parts: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    def walk(
+        value: Any, parts: tuple[str | int, ...]
+    ) -> Iterator[tuple[tuple[str | int, ...], str]]:
         if isinstance(value, str):
             yield parts, value
         elif isinstance(value, Mapping):

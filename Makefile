@@ -1,0 +1,45 @@
+# Two entry points (see README): `make demo` and `make test`. Each builds its own venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export AWS_ACCOUNT_ID_ENDPOINT_MODE := disabled
+export POWERTOOLS_TRACE_DISABLED := true
+
+.PHONY: demo test lint typecheck unit bench bench-quick clean docs-states
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+## demo: a real DAG run on the embedded AWS emulation (no AWS account needed)
+demo: $(BIN)/.installed
+	$(BIN)/skydag dev run examples/dags/ml_pipeline.yaml --signal events/signals/model_emitted.json
+
+## test: every check: lint, format, types, tests
+test: lint typecheck unit
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check functions tests benchmarks
+	$(BIN)/ruff format --check functions tests benchmarks
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest
+
+## bench: the benchmarks (figures and ratios; not a test)
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run_benchmarks.py
+
+bench-quick: $(BIN)/.installed
+	$(BIN)/python benchmarks/run_benchmarks.py --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+## docs-states: regenerate the state diagram in docs/states.md from the transition table
+docs-states: $(BIN)/.installed
+	$(BIN)/python -m skydag.engine.states docs/states.md

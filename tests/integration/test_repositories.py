@@ -1,0 +1,609 @@
+"""The repositories against moto: every write is conditional, indexes are sparse."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto.dynamodb.models import DynamoDBBackend
+from pynamodb.exceptions import UpdateError
+
+from skydag.engine.models import DagRun, RunType, TaskInstance, UpstreamReport
+from skydag.engine.states import Cause, RunState, TaskState
+from skydag.engine.transitions import InvalidTransition, Transition
+from skydag.settings import Settings
+from skydag.spec.models import DagSpec
+from skydag.store.errors import ConflictError
+from skydag.store.repositories import Repositories, instance_scope, task_scope
+
+T = TaskState
+DAG = "demo"
+RUN = "r1"
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+SPEC_V1: dict[str, Any] = {"dag": DAG, "tasks": {"a": {"noop": None}}}
+SPEC_V2: dict[str, Any] = {
+    "dag": DAG,
+    "tasks": {"a": {"noop": None}, "b": {"depends_on": ["a"], "noop": None}},
+}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def put_task(repos: Repositories, task_id: str = "a", run_id: str = RUN) -> TaskInstance:
+    repos.tasks.put_new([TaskInstance(DAG, run_id, task_id)])
+    return repos.tasks.get(DAG, run_id, task_id)
+
+
+def dispatch(ti: TaskInstance, *, timeout_at: datetime | None = None) -> Transition:
+    changes = {"try_number": ti.try_number + 1, "queued_at": NOW, "timeout_at": timeout_at}
+    changes |= {"next_attempt_at": None}
+    return Transition(ti.task_id, ti.state, T.QUEUED, Cause.DISPATCH, ti.version, changes)
+
+
+def move(ti: TaskInstance, dst: TaskState, cause: Cause, **changes: Any) -> Transition:
+    return Transition(ti.task_id, ti.state, dst, cause, ti.version, changes)
+
+
+def queued_task(repos: Repositories, task_id: str = "a") -> TaskInstance:
+    ti = put_task(repos, task_id)
+    return repos.tasks.apply(ti, dispatch(ti))
+
+
+def make_run(
+    repos: Repositories,
+    run_id: str = RUN,
+    *,
+    start: bool = True,
+    logical_date: datetime = NOW,
+) -> DagRun:
+    run = DagRun(DAG, run_id, 1, RunType.MANUAL, logical_date=logical_date, created_at=logical_date)
+    assert repos.runs.create(run)
+    if start:
+        run = repos.runs.transition(run, RunState.RUNNING, Cause.DISPATCH, started_at=NOW)
+    return run
+
+
+@pytest.fixture
+def serialised_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serialise moto's UpdateItem: DynamoDB evaluates a condition and writes atomically,
+    moto (plain Python, no lock) only does so per GIL slice. Without this a thread race
+    could let two conditional writers win inside moto, which real DynamoDB never does."""
+    lock = threading.Lock()
+    original: Callable[..., Any] = DynamoDBBackend.update_item
+
+    def update_item(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "update_item", update_item)
+
+
+def race(workers: list[Callable[[], Any]]) -> list[Any]:
+    """Run the workers at once (a barrier releases them together); results or exceptions."""
+    barrier = threading.Barrier(len(workers))
+    results: list[Any] = [None] * len(workers)
+
+    def run(index: int, work: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[index] = work()
+        except Exception as error:  # collected and asserted on by the caller
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+# --- task instances: conditional transitions -----------------------------------------------
+
+
+def test_transition_with_the_right_version_is_applied(repos: Repositories) -> None:
+    ti = put_task(repos)
+    assert (ti.state, ti.version, ti.try_number) == (T.PENDING, 0, 0)
+
+    new = repos.tasks.apply(ti, dispatch(ti, timeout_at=NOW + timedelta(minutes=5)))
+
+    assert (new.state, new.version, new.try_number) == (T.QUEUED, 1, 1)
+    stored = repos.tasks.get(DAG, RUN, "a")
+    assert stored == new
+    assert stored.queued_at == NOW
+    assert stored.timeout_at == NOW + timedelta(minutes=5)
+
+
+def test_changes_set_to_none_are_removed(repos: Repositories) -> None:
+    ti = queued_task(repos)
+    ti = repos.tasks.apply(ti, move(ti, T.RUNNING, Cause.STARTED, job_id="j-1", started_at=NOW))
+    assert repos.tasks.get(DAG, RUN, "a").job_id == "j-1"
+
+    ti = repos.tasks.apply(ti, move(ti, T.STOPPED, Cause.STOP, job_id=None, reason="stop"))
+
+    stored = repos.tasks.get(DAG, RUN, "a")
+    assert (stored.state, stored.job_id, stored.reason, stored.version) == (
+        T.STOPPED,
+        None,
+        "stop",
+        3,
+    )
+
+
+def test_stale_version_conflicts_and_carries_the_current_item(repos: Repositories) -> None:
+    ti = put_task(repos)
+    repos.tasks.apply(ti, dispatch(ti))
+
+    with pytest.raises(ConflictError) as conflict:
+        repos.tasks.apply(ti, dispatch(ti))  # the same copy, version 0, once more
+
+    assert conflict.value.current == repos.tasks.get(DAG, RUN, "a")
+    assert (conflict.value.current.state, conflict.value.current.version) == (T.QUEUED, 1)
+
+
+def test_wrong_source_state_conflicts_even_with_the_right_version(repos: Repositories) -> None:
+    ti = queued_task(repos)  # queued, version 1
+    # A copy that believes the task is still pending at version 1.
+    believed = TaskInstance(DAG, RUN, "a", state=T.PENDING, version=ti.version)
+
+    with pytest.raises(ConflictError) as conflict:
+        repos.tasks.apply(believed, move(believed, T.SKIPPED, Cause.SKIPPED))
+
+    assert conflict.value.current == ti
+    assert repos.tasks.get(DAG, RUN, "a") == ti
+
+
+def test_missing_task_conflicts_with_no_current_item(repos: Repositories) -> None:
+    ghost = TaskInstance(DAG, RUN, "ghost")
+    with pytest.raises(ConflictError) as conflict:
+        repos.tasks.apply(ghost, dispatch(ghost))
+    assert conflict.value.current is None
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "cause"),
+    [
+        (T.SUCCESS, T.QUEUED, Cause.DISPATCH),
+        (T.PENDING, T.RUNNING, Cause.STARTED),
+        (T.FAILED, T.SUCCESS, Cause.SUCCEEDED),
+        (T.PENDING, T.QUEUED, Cause.SIGNAL),  # the edge exists, not for this cause
+    ],
+)
+def test_a_transition_outside_the_table_cannot_be_built(
+    src: TaskState, dst: TaskState, cause: Cause
+) -> None:
+    with pytest.raises(InvalidTransition):
+        Transition("a", src, dst, cause, 0)
+
+
+def test_unknown_field_in_changes_is_refused(repos: Repositories) -> None:
+    ti = put_task(repos)
+    with pytest.raises(ValueError, match="no writable field"):
+        repos.tasks.apply(ti, move(ti, T.SKIPPED, Cause.SKIPPED, run_id="elsewhere"))
+    assert repos.tasks.get(DAG, RUN, "a") == ti
+
+
+# --- task instances: concurrent writers ----------------------------------------------------
+
+
+def test_interleaved_stale_copies_one_wins_the_other_redecides(repos: Repositories) -> None:
+    ti = queued_task(repos)
+    first, second = ti, ti  # two schedulers read the same item
+
+    won = repos.tasks.apply(first, move(first, T.RUNNING, Cause.STARTED, started_at=NOW))
+    with pytest.raises(ConflictError) as conflict:
+        repos.tasks.apply(second, move(second, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+
+    current = conflict.value.current
+    assert current == won
+    # The loser decides again from the current item and succeeds.
+    done = repos.tasks.apply(current, move(current, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+    assert (done.state, done.version) == (T.SUCCESS, 3)
+    assert repos.tasks.get(DAG, RUN, "a") == done
+
+
+@pytest.mark.usefixtures("serialised_moto")
+def test_concurrent_writers_exactly_one_wins(repos: Repositories) -> None:
+    outcomes = [
+        (T.RUNNING, Cause.STARTED),
+        (T.SUCCESS, Cause.SUCCEEDED),
+        (T.FAILED, Cause.FAILED),
+        (T.UP_FOR_RETRY, Cause.RETRY),
+        (T.STOPPED, Cause.STOP),
+        (T.RUNNING, Cause.STARTED),
+    ]
+    for task_id in ("t1", "t2"):
+        ti = queued_task(repos, task_id)
+
+        def writer(dst: TaskState, cause: Cause, ti: TaskInstance = ti) -> Callable[[], Any]:
+            return lambda: repos.tasks.apply(ti, move(ti, dst, cause))
+
+        results = race([writer(dst, cause) for dst, cause in outcomes])
+
+        winners = [r for r in results if isinstance(r, TaskInstance)]
+        losers = [r for r in results if isinstance(r, ConflictError)]
+        assert len(winners) == 1, results
+        assert len(losers) == len(outcomes) - 1, results
+        stored = repos.tasks.get(DAG, RUN, task_id)
+        assert stored == winners[0]
+        assert stored.version == ti.version + 1
+        assert all(loser.current == stored for loser in losers)
+
+
+# --- upstream reports ----------------------------------------------------------------------
+
+
+def test_report_upstream_is_idempotent_and_refuses_stale_reports(repos: Repositories) -> None:
+    child = put_task(repos, "b")
+
+    updated = repos.tasks.report_upstream(child, "a", UpstreamReport(T.FAILED, 3))
+    assert updated is not None
+    assert updated.upstream == {"a": UpstreamReport(T.FAILED, 3)}
+    assert updated.version == child.version + 1
+
+    # The same report again (a redelivered stream record): nothing changes.
+    assert repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.FAILED, 3)) is None
+    # An older report (a lower version of the upstream) arriving late: refused.
+    assert repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.SUCCESS, 2)) is None
+    assert repos.tasks.get(DAG, RUN, "b") == updated
+
+    # A newer one (the upstream was cleared and ran again) replaces it.
+    newer = repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.SUCCESS, 7))
+    assert newer is not None
+    assert newer.upstream == {"a": UpstreamReport(T.SUCCESS, 7)}
+    # Reports of different upstreams are independent.
+    both = repos.tasks.report_upstream(child.key, "c", UpstreamReport(T.SKIPPED, 1))
+    assert both is not None
+    assert both.upstream == {"a": UpstreamReport(T.SUCCESS, 7), "c": UpstreamReport(T.SKIPPED, 1)}
+    assert repos.tasks.get(DAG, RUN, "b") == both
+
+
+def test_report_upstream_to_a_missing_task_creates_nothing(repos: Repositories) -> None:
+    report = UpstreamReport(T.SUCCESS, 1)
+    assert repos.tasks.report_upstream((DAG, RUN, "nope"), "a", report) is None
+    assert repos.tasks.find(DAG, RUN, "nope") is None
+
+
+def test_forget_upstream_removes_the_report(repos: Repositories) -> None:
+    child = put_task(repos, "b")
+    reported = repos.tasks.report_upstream(child, "a", UpstreamReport(T.SUCCESS, 2))
+    assert reported is not None
+    reported = repos.tasks.report_upstream(reported, "c", UpstreamReport(T.SUCCESS, 2))
+    assert reported is not None
+
+    forgotten = repos.tasks.forget_upstream(reported, "a")
+
+    assert forgotten.upstream == {"c": UpstreamReport(T.SUCCESS, 2)}
+    assert forgotten.version == reported.version + 1
+    assert repos.tasks.get(DAG, RUN, "b") == forgotten
+    # Once forgotten, the same report is news again (the cleared upstream reruns).
+    assert repos.tasks.report_upstream(child, "a", UpstreamReport(T.SUCCESS, 2)) is not None
+
+
+def test_get_many_and_list_for_run(repos: Repositories) -> None:
+    repos.tasks.put_new(TaskInstance(DAG, RUN, f"t{i:03}") for i in range(120))
+    repos.tasks.put_new([TaskInstance(DAG, "other", "t000")])
+
+    wanted = [f"t{i:03}" for i in range(119, -1, -1)] + ["missing"]
+    found = repos.tasks.get_many(DAG, RUN, wanted)
+
+    assert [ti.task_id for ti in found] == wanted[:-1]  # in the order asked, over 100 keys
+    assert len(repos.tasks.list_for_run(DAG, RUN)) == 120
+
+
+# --- due index (retries and timeouts) ------------------------------------------------------
+
+
+def _raw_task(settings: Settings, task_id: str) -> dict[str, Any]:
+    client = boto3.client("dynamodb", region_name=settings.region)
+    key = {"run_key": {"S": f"{DAG}#{RUN}"}, "task_id": {"S": task_id}}
+    item: dict[str, Any] = client.get_item(
+        TableName=settings.tables.task_instances, Key=key, ConsistentRead=True
+    )["Item"]
+    return item
+
+
+def test_retry_is_due_only_once_its_time_has_come(aws: Settings, repos: Repositories) -> None:
+    ti = queued_task(repos, "a")
+    at = NOW + timedelta(minutes=2)
+    ti = repos.tasks.apply(ti, move(ti, T.UP_FOR_RETRY, Cause.RETRY, next_attempt_at=at))
+    put_task(repos, "idle")  # pending: not in the index at all
+
+    assert repos.tasks.due(at - timedelta(seconds=1)) == []
+    assert [t.task_id for t in repos.tasks.due(at)] == ["a"]
+    assert [t.task_id for t in repos.tasks.due(at + timedelta(hours=1))] == ["a"]
+    assert repos.tasks.due(at)[0] == ti
+
+    ti = repos.tasks.apply(ti, dispatch(ti))  # the retry is dispatched
+
+    assert repos.tasks.due(at + timedelta(hours=1)) == []
+    raw = _raw_task(aws, "a")
+    assert "due_at" not in raw
+    assert "due_shard" not in raw  # sparse: the item left the index
+
+
+def test_deadlines_of_running_tasks_are_due(repos: Repositories) -> None:
+    deadlines = {f"t{i}": NOW + timedelta(minutes=i) for i in range(1, 9)}
+    for task_id, deadline in deadlines.items():
+        ti = put_task(repos, task_id)
+        ti = repos.tasks.apply(ti, dispatch(ti, timeout_at=deadline))
+        if task_id in ("t1", "t2", "t3"):
+            repos.tasks.apply(ti, move(ti, T.RUNNING, Cause.STARTED, started_at=NOW))
+    done = repos.tasks.get(DAG, RUN, "t4")
+    repos.tasks.apply(done, move(done, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+
+    due = repos.tasks.due(NOW + timedelta(minutes=6))
+
+    # Queued and running tasks past their deadline, oldest first, over all shards;
+    # the finished one left the index.
+    assert [t.task_id for t in due] == ["t1", "t2", "t3", "t5", "t6"]
+    assert [t.task_id for t in repos.tasks.due(NOW + timedelta(minutes=9), limit=3)] == [
+        "t1",
+        "t2",
+        "t3",
+    ]
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def test_create_twice_returns_false_and_keeps_the_first(repos: Repositories) -> None:
+    first = DagRun(DAG, RUN, 1, RunType.SIGNAL, conf={"x": 1}, created_at=NOW)
+    assert repos.runs.create(first) is True
+
+    duplicate = DagRun(DAG, RUN, 2, RunType.SIGNAL, conf={"x": 2}, created_at=NOW)
+    assert repos.runs.create(duplicate) is False
+
+    stored = repos.runs.get(DAG, RUN)
+    assert (stored.dag_version, stored.conf, stored.state, stored.version) == (
+        1,
+        {"x": 1},
+        RunState.QUEUED,
+        0,
+    )
+
+
+def test_run_transitions_are_conditional(repos: Repositories) -> None:
+    queued = make_run(repos, start=False)
+
+    running = repos.runs.transition(queued, RunState.RUNNING, Cause.DISPATCH, started_at=NOW)
+    assert (running.state, running.version, running.started_at) == (RunState.RUNNING, 1, NOW)
+
+    # Stale copy: conflict with the run as it is now.
+    with pytest.raises(ConflictError) as stale:
+        repos.runs.transition(queued, RunState.CANCELLED, Cause.STOP)
+    assert stale.value.current == running
+
+    # Right version, wrong state (the copy thinks it is still queued).
+    believed = DagRun(DAG, RUN, 1, RunType.MANUAL, state=RunState.QUEUED, version=1)
+    with pytest.raises(ConflictError) as wrong_state:
+        repos.runs.transition(believed, RunState.RUNNING, Cause.DISPATCH)
+    assert wrong_state.value.current == running
+
+    # Not in the table at all: refused before any write.
+    with pytest.raises(ValueError, match="not allowed"):
+        repos.runs.transition(queued, RunState.SUCCESS, Cause.SUCCEEDED)
+    with pytest.raises(ValueError, match="not allowed"):
+        repos.runs.transition(running, RunState.QUEUED, Cause.CLEAR)
+
+    done = repos.runs.transition(running, RunState.SUCCESS, Cause.SUCCEEDED, ended_at=NOW)
+    assert repos.runs.get(DAG, RUN) == done
+    reopened = repos.runs.transition(done, RunState.RUNNING, Cause.CLEAR, ended_at=None)
+    assert (reopened.state, reopened.ended_at) == (RunState.RUNNING, None)
+
+
+def test_record_finished_is_idempotent_and_frees_the_slot(repos: Repositories) -> None:
+    run = make_run(repos)
+    assert repos.runs.reserve_task_slot(run, "a", 1)
+    assert repos.runs.get(DAG, RUN).active == {"a"}
+
+    once = repos.runs.record_finished(run, "a", T.SUCCESS)
+    twice = repos.runs.record_finished((DAG, RUN), "a", T.SUCCESS)
+
+    for after in (once, twice, repos.runs.get(DAG, RUN)):
+        assert after.finished == {"a": T.SUCCESS}
+        assert after.active == frozenset()
+        assert after.state is RunState.RUNNING
+    # The freed slot can be taken by the next task.
+    assert repos.runs.reserve_task_slot(run, "b", 1)
+
+
+def test_record_finished_on_a_missing_run_fails(repos: Repositories) -> None:
+    with pytest.raises(UpdateError):
+        repos.runs.record_finished((DAG, "missing"), "a", T.SUCCESS)
+    assert repos.runs.find(DAG, "missing") is None
+
+
+def test_reserve_task_slot_respects_max_active_tasks(repos: Repositories) -> None:
+    run = make_run(repos)
+
+    assert [repos.runs.reserve_task_slot(run, t, 3) for t in ("a", "b", "c")] == [True] * 3
+    assert repos.runs.reserve_task_slot(run, "d", 3) is False  # the N+1th
+    assert repos.runs.reserve_task_slot(run, "b", 3) is True  # re-reserve: idempotent
+    assert repos.runs.get(DAG, RUN).active == {"a", "b", "c"}
+
+    repos.runs.add_throttled(run, "d")
+    assert repos.runs.get(DAG, RUN).throttled == {"d"}
+    repos.runs.release_task_slot(run, "a")
+    assert repos.runs.reserve_task_slot(run, "d", 3) is True
+    after = repos.runs.get(DAG, RUN)
+    assert after.active == {"b", "c", "d"}
+    assert after.throttled == frozenset()
+
+
+def test_reserve_task_slot_refused_unless_the_run_is_running(repos: Repositories) -> None:
+    queued = make_run(repos, "queued", start=False)
+    assert repos.runs.reserve_task_slot(queued, "a", 10) is False
+
+    running = make_run(repos, "done")
+    ended = repos.runs.transition(running, RunState.CANCELLED, Cause.STOP)
+    assert repos.runs.reserve_task_slot(ended, "a", 10) is False
+    assert repos.runs.get(DAG, "done").active == frozenset()
+
+
+@pytest.mark.usefixtures("serialised_moto")
+def test_concurrent_slot_reservations_never_exceed_the_maximum(repos: Repositories) -> None:
+    run = make_run(repos)
+
+    def reserve(task_id: str) -> Callable[[], bool]:
+        return lambda: repos.runs.reserve_task_slot(run, task_id, 2)
+
+    results = race([reserve(f"t{i}") for i in range(8)])
+    assert results.count(True) == 2, results
+    assert results.count(False) == 6, results
+    assert len(repos.runs.get(DAG, RUN).active) == 2
+
+
+def test_reserve_run_slot_respects_max_active_runs_and_pause(
+    repos: Repositories, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    dag_loader(SPEC_V1)
+
+    assert repos.dags.reserve_run_slot(DAG, "r1", 2) is True
+    assert repos.dags.reserve_run_slot(DAG, "r2", 2) is True
+    assert repos.dags.reserve_run_slot(DAG, "r3", 2) is False
+    assert repos.dags.reserve_run_slot(DAG, "r1", 2) is True  # idempotent
+    assert repos.dags.get(DAG).active_runs == {"r1", "r2"}
+
+    repos.dags.release_run_slot(DAG, "r1")
+    repos.dags.set_paused(DAG, True)
+    assert repos.dags.reserve_run_slot(DAG, "r3", 2) is False  # room, but paused
+    repos.dags.set_paused(DAG, False)
+    assert repos.dags.reserve_run_slot(DAG, "r3", 2) is True
+    assert repos.dags.get(DAG).active_runs == {"r2", "r3"}
+
+
+def test_queued_runs_index_is_oldest_first_and_sparse(repos: Repositories) -> None:
+    # Created out of order; the index orders them by logical date.
+    for run_id, minutes in (("late", 30), ("early", 10), ("middle", 20)):
+        make_run(repos, run_id, start=False, logical_date=NOW + timedelta(minutes=minutes))
+    make_run(repos, "started", logical_date=NOW)  # running: never in the index
+
+    assert repos.runs.queued_runs(DAG, limit=10) == [
+        (DAG, "early"),
+        (DAG, "middle"),
+        (DAG, "late"),
+    ]
+    assert repos.runs.queued_runs(DAG, limit=1) == [(DAG, "early")]
+    assert repos.runs.queued_runs("other-dag", limit=10) == []
+
+    early = repos.runs.get(DAG, "early")
+    repos.runs.transition(early, RunState.RUNNING, Cause.DISPATCH)
+    middle = repos.runs.get(DAG, "middle")
+    repos.runs.transition(middle, RunState.CANCELLED, Cause.STOP)
+
+    assert repos.runs.queued_runs(DAG, limit=10) == [(DAG, "late")]
+
+
+# --- DAG versions --------------------------------------------------------------------------
+
+
+def test_save_version_numbers_versions_and_runs_stay_pinned(
+    repos: Repositories, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    v1 = dag_loader(SPEC_V1)
+    assert repos.dags.get(DAG).current_version == 1
+    run = DagRun(DAG, RUN, repos.dags.get(DAG).current_version or 0, RunType.MANUAL)
+    assert repos.runs.create(run)
+
+    v2 = dag_loader(SPEC_V2)
+    numbers = [repos.dags.save_version(v2, source=f"s{i}", sha256="x", now=NOW) for i in range(2)]
+
+    assert numbers == [3, 4]
+    head = repos.dags.get(DAG)
+    assert (head.current_version, head.source, head.version) == (4, "s1", 4)
+    pinned = repos.runs.get(DAG, RUN)
+    assert pinned.dag_version == 1
+    assert repos.dags.load_spec(DAG, pinned.dag_version) == v1
+    assert list(repos.dags.load_spec(DAG, pinned.dag_version).tasks) == ["a"]
+    assert list(repos.dags.load_spec(DAG, 2).tasks) == ["a", "b"]
+
+
+def test_save_version_keeps_the_pause_flag(
+    repos: Repositories, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    dag_loader(SPEC_V1)
+    repos.dags.set_paused(DAG, True)
+    dag_loader(SPEC_V2)
+    assert repos.dags.get(DAG).paused is True
+
+
+# --- task state ----------------------------------------------------------------------------
+
+
+def test_task_state_put_get_and_versions(repos: Repositories) -> None:
+    scope = instance_scope(DAG, RUN, "a")
+    assert repos.state.get(scope, "offset") is None
+
+    assert repos.state.put(scope, "offset", {"n": 1}, now=NOW) == 1
+    assert repos.state.put(scope, "offset", {"n": 2}, now=NOW) == 2
+    assert repos.state.put(scope, "rows", [1, 2, 3], now=NOW) == 1
+
+    assert repos.state.get(scope, "offset") == ({"n": 2}, 2)
+    assert repos.state.get_all(scope) == {"offset": {"n": 2}, "rows": [1, 2, 3]}
+
+
+def test_task_state_compare_and_set(repos: Repositories) -> None:
+    scope = task_scope(DAG, "a")
+    assert repos.state.put(scope, "watermark", "2026-01-01", now=NOW, expected_version=0) == 1
+
+    with pytest.raises(ConflictError) as created_twice:
+        repos.state.put(scope, "watermark", "other", now=NOW, expected_version=0)
+    assert created_twice.value.current == ("2026-01-01", 1)
+
+    assert repos.state.put(scope, "watermark", "2026-01-02", now=NOW, expected_version=1) == 2
+    with pytest.raises(ConflictError) as stale:
+        repos.state.put(scope, "watermark", "2026-01-03", now=NOW, expected_version=1)
+    assert stale.value.current == ("2026-01-02", 2)
+    assert repos.state.get(scope, "watermark") == ("2026-01-02", 2)
+
+
+def test_task_state_has_a_ttl(aws: Settings, repos: Repositories) -> None:
+    scope = instance_scope(DAG, RUN, "a")
+    repos.state.put(scope, "default", 1, now=NOW)
+    repos.state.put(scope, "short", 1, now=NOW, ttl=timedelta(days=1))
+
+    client = boto3.client("dynamodb", region_name=aws.region)
+    ttl = client.describe_time_to_live(TableName=aws.tables.task_state)
+    assert ttl["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": "expires_at",
+    }
+
+    def expires(key: str) -> int:
+        item = client.get_item(
+            TableName=aws.tables.task_state,
+            Key={"scope": {"S": scope}, "key": {"S": key}},
+            ConsistentRead=True,
+        )["Item"]
+        return int(item["expires_at"]["N"])  # epoch seconds, as DynamoDB's TTL wants
+
+    assert expires("default") == int((NOW + timedelta(days=90)).timestamp())
+    assert expires("short") == int((NOW + timedelta(days=1)).timestamp())
+
+
+def test_task_state_scopes_are_separate_and_deletable(repos: Repositories) -> None:
+    instance = instance_scope(DAG, RUN, "a")
+    task = task_scope(DAG, "a")
+    other_run = instance_scope(DAG, "r2", "a")
+    assert len({instance, task, other_run}) == 3
+
+    for i in range(30):
+        repos.state.put(instance, f"k{i}", i, now=NOW)
+    repos.state.put(task, "k0", "watermark", now=NOW)
+    repos.state.put(other_run, "k0", "other", now=NOW)
+
+    assert repos.state.get(task, "k0") == ("watermark", 1)
+    assert repos.state.get(instance, "k0") == (0, 1)
+
+    assert repos.state.delete_scope(instance) == 30
+    assert repos.state.get_all(instance) == {}
+    assert repos.state.delete_scope(instance) == 0
+    assert repos.state.get_all(task) == {"k0": "watermark"}
+    assert repos.state.get_all(other_run) == {"k0": "other"}

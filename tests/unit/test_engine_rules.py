@@ -1,0 +1,715 @@
+"""The engine's pure decisions: job reports, timeouts, readiness, dispatch, retries, run ends."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from skydag.engine.models import JobReport, JobStatus, RunType, TaskInstance, UpstreamReport
+from skydag.engine.retries import retry_delay
+from skydag.engine.rules import REPORT_POLICY, decide_report, decide_timeout
+from skydag.engine.scheduler import (
+    decide_pending,
+    decide_retry,
+    dispatch_token,
+    dispatch_transition,
+    make_run_id,
+    merged_params,
+    new_run,
+    run_outcome,
+)
+from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, TaskState, can_transition
+from skydag.engine.transitions import Decision, InvalidTransition, Outcome, Transition
+from skydag.spec.models import DagSpec, EffectivePolicy
+
+T = TaskState
+S = JobStatus
+C = Cause
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+REPORTED_AT = NOW - timedelta(seconds=5)
+EARLIER = NOW - timedelta(hours=1)
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+JOB_FIELDS = (
+    "job_id",
+    "exit_code",
+    "reason",
+    "started_at",
+    "ended_at",
+    "next_attempt_at",
+    "output",
+)
+
+
+def make_policy(
+    retries: int = 2, timeout: timedelta | None = timedelta(hours=2)
+) -> EffectivePolicy:
+    return EffectivePolicy(
+        retries=retries,
+        retry_delay=timedelta(seconds=30),
+        retry_backoff=2.0,
+        max_retry_delay=timedelta(minutes=10),
+        timeout=timeout,
+    )
+
+
+def make_ti(state: TaskState = T.PENDING, try_number: int = 1, **fields: Any) -> TaskInstance:
+    if state is T.RUNNING:
+        fields.setdefault("started_at", EARLIER)
+    return TaskInstance(
+        dag_id="d", run_id="r", task_id="t", state=state, try_number=try_number, version=7, **fields
+    )
+
+
+def make_report(status: JobStatus, try_number: int = 1, **fields: Any) -> JobReport:
+    return JobReport(
+        dag_id="d", run_id="r", task_id="t", try_number=try_number, status=status, **fields
+    )
+
+
+def accepted(decision: Decision) -> Transition:
+    assert decision.outcome is Outcome.ACCEPT, decision
+    assert decision.transition is not None
+    return decision.transition
+
+
+def assert_ignored(decision: Decision) -> None:
+    assert decision.outcome is Outcome.IGNORE, decision
+    assert decision.transition is None
+    assert decision.reason
+
+
+# --- decide_report: the whole (state, status) matrix ---------------------------------------
+
+# (state, status) -> (dst, cause) when tries remain; every other combination is ignored.
+REPORT_TABLE_TRIES_LEFT: dict[tuple[TaskState, JobStatus], tuple[TaskState, Cause]] = {
+    (T.QUEUED, S.RUNNING): (T.RUNNING, C.STARTED),
+    (T.QUEUED, S.SUCCEEDED): (T.SUCCESS, C.SUCCEEDED),
+    (T.QUEUED, S.FAILED): (T.UP_FOR_RETRY, C.RETRY),
+    (T.QUEUED, S.STOPPED): (T.FAILED, C.FAILED),
+    (T.RUNNING, S.SUCCEEDED): (T.SUCCESS, C.SUCCEEDED),
+    (T.RUNNING, S.FAILED): (T.UP_FOR_RETRY, C.RETRY),
+    (T.RUNNING, S.STOPPED): (T.FAILED, C.FAILED),
+}
+REPORT_TABLE_NO_TRIES_LEFT = REPORT_TABLE_TRIES_LEFT | {
+    (T.QUEUED, S.FAILED): (T.FAILED, C.FAILED),
+    (T.RUNNING, S.FAILED): (T.FAILED, C.FAILED),
+}
+STATE_STATUS = list(itertools.product(TaskState, JobStatus))
+
+
+@pytest.mark.parametrize("tries_left", [True, False], ids=["tries-left", "last-try"])
+@pytest.mark.parametrize(
+    ("state", "status"), STATE_STATUS, ids=[f"{a.value}-{b.value}" for a, b in STATE_STATUS]
+)
+def test_report_matrix(state: TaskState, status: JobStatus, tries_left: bool) -> None:
+    policy = make_policy(retries=2)
+    ti = make_ti(state, try_number=2 if tries_left else 3)
+    report = make_report(status, try_number=ti.try_number, job_id="job-1", exit_code=0)
+    decision = decide_report(ti, report, policy, NOW)
+    table = REPORT_TABLE_TRIES_LEFT if tries_left else REPORT_TABLE_NO_TRIES_LEFT
+    expected = table.get((state, status))
+    if expected is None:
+        assert_ignored(decision)
+        return
+    transition = accepted(decision)
+    assert (transition.src, transition.dst, transition.cause) == (state, *expected)
+    assert transition.task_id == "t"
+    assert transition.expected_version == 7
+    after = transition.apply(ti)
+    assert after.state is expected[0]
+    assert after.version == 8
+    assert after.try_number == ti.try_number
+
+
+@pytest.mark.parametrize(
+    ("state", "status"), STATE_STATUS, ids=[f"{a.value}-{b.value}" for a, b in STATE_STATUS]
+)
+@pytest.mark.parametrize("delta", [-1, 1], ids=["older-try", "newer-try"])
+def test_report_for_another_try_is_ignored(state: TaskState, status: JobStatus, delta: int) -> None:
+    ti = make_ti(state, try_number=2)
+    decision = decide_report(ti, make_report(status, try_number=2 + delta), make_policy(), NOW)
+    assert_ignored(decision)
+    assert f"try {2 + delta}" in decision.reason
+
+
+@pytest.mark.parametrize("state", sorted(FINISHED_TASK_STATES))
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_finished_task_ignores_every_report(state: TaskState, status: JobStatus) -> None:
+    decision = decide_report(make_ti(state), make_report(status), make_policy(retries=5), NOW)
+    assert_ignored(decision)
+    assert state.value in decision.reason
+
+
+def test_job_started_records_start_and_job_id() -> None:
+    ti = make_ti(T.QUEUED)
+    report = make_report(S.RUNNING, job_id="job-1", at=REPORTED_AT)
+    transition = accepted(decide_report(ti, report, make_policy(), NOW))
+    assert dict(transition.changes) == {"started_at": REPORTED_AT, "job_id": "job-1"}
+    after = transition.apply(ti)
+    assert (after.state, after.started_at, after.job_id) == (T.RUNNING, REPORTED_AT, "job-1")
+
+
+def test_job_started_without_time_or_id_uses_now_and_keeps_job_id() -> None:
+    ti = make_ti(T.QUEUED, job_id="known")
+    transition = accepted(decide_report(ti, make_report(S.RUNNING), make_policy(), NOW))
+    assert dict(transition.changes) == {"started_at": NOW}
+    assert transition.apply(ti).job_id == "known"
+
+
+def test_duplicate_running_report_is_ignored() -> None:
+    decision = decide_report(make_ti(T.RUNNING), make_report(S.RUNNING), make_policy(), NOW)
+    assert_ignored(decision)
+    assert decision.reason == "already running"
+
+
+@pytest.mark.parametrize("state", [T.QUEUED, T.RUNNING])
+def test_success_records_the_outcome(state: TaskState) -> None:
+    ti = make_ti(state)
+    report = make_report(
+        S.SUCCEEDED, job_id="job-9", exit_code=0, output={"rows": 3}, at=REPORTED_AT
+    )
+    transition = accepted(decide_report(ti, report, make_policy(), NOW))
+    assert (transition.dst, transition.cause) == (T.SUCCESS, C.SUCCEEDED)
+    expected: dict[str, Any] = {
+        "ended_at": REPORTED_AT,
+        "exit_code": 0,
+        "reason": None,
+        "job_id": "job-9",
+        "output": {"rows": 3},
+    }
+    if state is T.QUEUED:
+        # "running" was never seen: the start is taken from the report.
+        expected["started_at"] = REPORTED_AT
+    assert dict(transition.changes) == expected
+    after = transition.apply(ti)
+    assert after.started_at == (REPORTED_AT if state is T.QUEUED else EARLIER)
+    assert (after.exit_code, after.job_id, after.output) == (0, "job-9", {"rows": 3})
+
+
+def test_success_without_time_or_output_uses_now_and_keeps_output() -> None:
+    ti = make_ti(T.RUNNING, output="earlier")
+    transition = accepted(decide_report(ti, make_report(S.SUCCEEDED), make_policy(), NOW))
+    assert dict(transition.changes) == {"ended_at": NOW, "exit_code": None, "reason": None}
+    assert transition.apply(ti).output == "earlier"
+
+
+@pytest.mark.parametrize("try_number", [1, 2])
+@pytest.mark.parametrize("state", [T.QUEUED, T.RUNNING])
+def test_failure_with_tries_left_schedules_a_retry(state: TaskState, try_number: int) -> None:
+    policy = make_policy(retries=2)
+    ti = make_ti(state, try_number=try_number)
+    report = make_report(
+        S.FAILED, try_number=try_number, exit_code=3, reason="boom", job_id="j", at=REPORTED_AT
+    )
+    decision = decide_report(ti, report, policy, NOW)
+    transition = accepted(decision)
+    assert (transition.dst, transition.cause) == (T.UP_FOR_RETRY, C.RETRY)
+    delay = timedelta(seconds=30 * 2 ** (try_number - 1))
+    assert delay == retry_delay(policy, try_number)
+    # The backoff counts from when the decision is made, not from the report's time.
+    assert transition.changes["next_attempt_at"] == NOW + delay
+    assert transition.changes["ended_at"] == REPORTED_AT
+    assert (transition.changes["exit_code"], transition.changes["reason"]) == (3, "boom")
+    assert f"retry in {delay.total_seconds():g}s" in decision.reason
+
+
+@pytest.mark.parametrize("state", [T.QUEUED, T.RUNNING])
+def test_failure_on_last_try_fails(state: TaskState) -> None:
+    ti = make_ti(state, try_number=3)
+    report = make_report(S.FAILED, try_number=3, exit_code=1, reason="boom")
+    transition = accepted(decide_report(ti, report, make_policy(retries=2), NOW))
+    assert (transition.dst, transition.cause) == (T.FAILED, C.FAILED)
+    assert "next_attempt_at" not in transition.changes
+    assert (transition.changes["exit_code"], transition.changes["reason"]) == (1, "boom")
+
+
+@pytest.mark.parametrize("retries", [0, 5])
+@pytest.mark.parametrize("state", [T.QUEUED, T.RUNNING])
+def test_stopped_job_fails_the_task_even_with_tries_left(state: TaskState, retries: int) -> None:
+    ti = make_ti(state)
+    report = make_report(S.STOPPED, reason="stopped by user")
+    transition = accepted(decide_report(ti, report, make_policy(retries=retries), NOW))
+    assert (transition.dst, transition.cause) == (T.FAILED, C.FAILED)
+    assert transition.changes["reason"] == "stopped by user"
+    assert "next_attempt_at" not in transition.changes
+
+
+def test_report_policy_order_starts_with_the_guards() -> None:
+    names = [type(rule).__name__ for rule in REPORT_POLICY]
+    assert names[:3] == ["IgnoreStaleTry", "IgnoreFinishedTask", "IgnoreReportWhileWaitingForRetry"]
+    for rule in REPORT_POLICY:
+        # Every rule that moves a task names only edges of the transition table.
+        if rule.TO is not None:
+            assert rule.FROM, type(rule).__name__
+            for src in rule.FROM:
+                assert can_transition(src, rule.TO, _cause_for(rule.TO)), (src, rule.TO)
+
+
+def _cause_for(dst: TaskState) -> Cause:
+    return {
+        T.RUNNING: C.STARTED,
+        T.SUCCESS: C.SUCCEEDED,
+        T.UP_FOR_RETRY: C.RETRY,
+        T.FAILED: C.FAILED,
+    }[dst]
+
+
+# --- decide_timeout ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tries_left", [True, False], ids=["tries-left", "last-try"])
+@pytest.mark.parametrize("state", list(TaskState))
+def test_timeout_matrix(state: TaskState, tries_left: bool) -> None:
+    policy = make_policy(retries=1)
+    ti = make_ti(state, try_number=1 if tries_left else 2, timeout_at=NOW - timedelta(seconds=1))
+    decision = decide_timeout(ti, policy, NOW)
+    if state is T.WAITING:
+        expected: tuple[TaskState, Cause] | None = (T.FAILED, C.TIMED_OUT)
+    elif state in (T.QUEUED, T.RUNNING):
+        expected = (T.UP_FOR_RETRY, C.RETRY) if tries_left else (T.FAILED, C.TIMED_OUT)
+    else:
+        expected = None
+    if expected is None:
+        assert_ignored(decision)
+        assert state.value in decision.reason
+        return
+    transition = accepted(decision)
+    assert (transition.src, transition.dst, transition.cause) == (state, *expected)
+    assert transition.expected_version == 7
+    assert transition.changes["ended_at"] == NOW
+    assert transition.changes["reason"] == "timed out after 2:00:00"
+    if expected[0] is T.UP_FOR_RETRY:
+        assert transition.changes["next_attempt_at"] == NOW + retry_delay(policy, 1)
+    else:
+        assert "next_attempt_at" not in transition.changes
+
+
+@pytest.mark.parametrize("state", [T.WAITING, T.QUEUED, T.RUNNING])
+def test_timeout_not_yet_due_is_ignored(state: TaskState) -> None:
+    ti = make_ti(state, timeout_at=NOW + timedelta(microseconds=1))
+    decision = decide_timeout(ti, make_policy(), NOW)
+    assert_ignored(decision)
+    assert decision.reason == "not timed out"
+
+
+@pytest.mark.parametrize("state", [T.WAITING, T.QUEUED, T.RUNNING])
+def test_no_deadline_never_times_out(state: TaskState) -> None:
+    assert_ignored(decide_timeout(make_ti(state), make_policy(), NOW))
+
+
+def test_timeout_due_exactly_now_fires() -> None:
+    ti = make_ti(T.RUNNING, try_number=3, timeout_at=NOW)
+    transition = accepted(decide_timeout(ti, make_policy(retries=2), NOW))
+    assert (transition.dst, transition.cause) == (T.FAILED, C.TIMED_OUT)
+
+
+def test_timeout_reason_without_a_policy_timeout() -> None:
+    ti = make_ti(T.RUNNING, try_number=1, timeout_at=NOW)
+    decision = decide_timeout(ti, make_policy(retries=0, timeout=None), NOW)
+    assert accepted(decision).changes["reason"] == "timed out"
+
+
+# --- decide_pending and dispatch -----------------------------------------------------------
+
+SPEC = DagSpec.model_validate(
+    {
+        "dag": "d",
+        "params": {"threshold": 0.9, "nested": {"a": 1}, "keep": True},
+        "defaults": {"retries": 2, "timeout": "1h"},
+        "tasks": {
+            "root": {"noop": {}},
+            "t": {"noop": {}, "depends_on": ["root"]},
+            "gated": {"noop": {}, "depends_on": ["root"], "start_on": {"source": ["x"]}},
+            "untimed": {"noop": {}, "timeout": 0},
+            "any": {"noop": {}, "depends_on": ["root", "t"], "trigger_rule": "one_success"},
+        },
+    }
+)
+
+
+def pending_ti(
+    task_id: str, upstream: dict[str, TaskState] | None = None, **fields: Any
+) -> TaskInstance:
+    reports = {k: UpstreamReport(v, 1) for k, v in (upstream or {}).items()}
+    return TaskInstance(
+        dag_id="d", run_id="r", task_id=task_id, version=4, upstream=reports, **fields
+    )
+
+
+@pytest.mark.parametrize("state", [s for s in TaskState if s is not T.PENDING])
+def test_decide_pending_ignores_other_states(state: TaskState) -> None:
+    ti = pending_ti("t", {"root": T.SUCCESS}, state=state)
+    decision = decide_pending(SPEC, ti, NOW)
+    assert_ignored(decision)
+    assert decision.reason == f"task is {state.value}"
+
+
+@pytest.mark.parametrize("upstream", [None, T.RUNNING, T.UP_FOR_RETRY, T.QUEUED])
+def test_decide_pending_waits(upstream: TaskState | None) -> None:
+    ti = pending_ti("t", {} if upstream is None else {"root": upstream})
+    decision = decide_pending(SPEC, ti, NOW)
+    assert_ignored(decision)
+    assert "under all_success: root" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("task_id", "upstream", "dst", "cause"),
+    [
+        ("t", {"root": T.SKIPPED}, T.SKIPPED, C.SKIPPED),
+        ("t", {"root": T.FAILED}, T.UPSTREAM_FAILED, C.UPSTREAM_FAILED),
+        ("t", {"root": T.STOPPED}, T.UPSTREAM_FAILED, C.UPSTREAM_FAILED),
+        ("gated", {"root": T.UPSTREAM_FAILED}, T.UPSTREAM_FAILED, C.UPSTREAM_FAILED),
+        ("gated", {"root": T.SKIPPED}, T.SKIPPED, C.SKIPPED),
+        ("any", {"root": T.SKIPPED, "t": T.FAILED}, T.UPSTREAM_FAILED, C.UPSTREAM_FAILED),
+    ],
+)
+def test_decide_pending_gives_up(
+    task_id: str, upstream: dict[str, TaskState], dst: TaskState, cause: Cause
+) -> None:
+    decision = decide_pending(SPEC, pending_ti(task_id, upstream), NOW)
+    transition = accepted(decision)
+    assert (transition.task_id, transition.src, transition.dst, transition.cause) == (
+        task_id,
+        T.PENDING,
+        dst,
+        cause,
+    )
+    assert transition.expected_version == 4
+    assert dict(transition.changes) == {"reason": decision.reason, "ended_at": NOW}
+
+
+def test_decide_pending_start_on_waits_for_the_signal() -> None:
+    ti = pending_ti("gated", {"root": T.SUCCESS})
+    decision = decide_pending(SPEC, ti, NOW)
+    transition = accepted(decision)
+    assert (transition.dst, transition.cause) == (T.WAITING, C.WAIT_FOR_SIGNAL)
+    assert dict(transition.changes) == {"reason": "waiting for a start_on signal", "timeout_at": None}
+    after = transition.apply(ti)
+    assert after.try_number == 0
+    assert after.dispatch_token is None
+
+
+def test_waiting_does_not_inherit_a_previous_tries_deadline() -> None:
+    # A start_on task that ran once (try 1, deadline long past) and was then cleared.
+    ti = pending_ti("gated", {"root": T.SUCCESS}, try_number=1, timeout_at=EARLIER)
+    waiting = accepted(decide_pending(SPEC, ti, NOW)).apply(ti)
+    assert waiting.state is T.WAITING
+    assert waiting.timeout_at is None or waiting.timeout_at > NOW
+    assert_ignored(decide_timeout(waiting, SPEC.effective_policy("gated"), NOW))
+
+
+def stale_job_fields() -> dict[str, Any]:
+    return {
+        "job_id": "old-job",
+        "exit_code": 1,
+        "reason": "old reason",
+        "started_at": EARLIER,
+        "ended_at": EARLIER,
+        "next_attempt_at": EARLIER,
+        "output": {"old": True},
+    }
+
+
+@pytest.mark.parametrize(("task_id", "upstream"), [("root", {}), ("t", {"root": T.SUCCESS})])
+def test_decide_pending_ready_dispatches(task_id: str, upstream: dict[str, TaskState]) -> None:
+    ti = pending_ti(task_id, upstream, try_number=1, **stale_job_fields())
+    decision = decide_pending(SPEC, ti, NOW)
+    transition = accepted(decision)
+    assert (transition.src, transition.dst, transition.cause) == (T.PENDING, T.QUEUED, C.DISPATCH)
+    assert transition.expected_version == 4
+    changes = transition.changes
+    assert changes["try_number"] == 2
+    assert HEX32.match(changes["dispatch_token"])
+    assert changes["dispatch_token"] == dispatch_token(ti, 2)
+    assert changes["queued_at"] == NOW
+    assert changes["timeout_at"] == NOW + timedelta(hours=1)
+    assert "signal" not in changes
+    after = transition.apply(ti)
+    assert after.state is T.QUEUED
+    assert after.version == 5
+    for name in JOB_FIELDS:
+        assert getattr(after, name) is None, name
+
+
+def test_dispatch_without_timeout_has_no_deadline() -> None:
+    # "timeout: 0" overrides the DAG's 1h default and means no deadline.
+    assert SPEC.effective_policy("untimed").timeout == timedelta(0)
+    transition = accepted(decide_pending(SPEC, pending_ti("untimed"), NOW))
+    assert transition.changes["timeout_at"] is None
+
+
+def test_dispatch_token_is_deterministic_per_try() -> None:
+    ti = pending_ti("t")
+    token = dispatch_token(ti, 1)
+    assert HEX32.match(token)
+    # Same task and try: same token, whatever else changed (a crashed dispatcher retrying).
+    moved = TaskInstance(dag_id="d", run_id="r", task_id="t", state=T.UP_FOR_RETRY, version=99)
+    assert dispatch_token(moved, 1) == token
+    others = {
+        dispatch_token(ti, 2),
+        dispatch_token(TaskInstance(dag_id="d", run_id="r", task_id="u"), 1),
+        dispatch_token(TaskInstance(dag_id="d", run_id="r2", task_id="t"), 1),
+        dispatch_token(TaskInstance(dag_id="e", run_id="r", task_id="t"), 1),
+    }
+    assert token not in others
+    assert len(others) == 4
+
+
+def test_dispatch_token_same_for_both_paths() -> None:
+    a = accepted(decide_pending(SPEC, pending_ti("root"), NOW)).changes["dispatch_token"]
+    b = dispatch_transition(SPEC, pending_ti("root"), NOW + timedelta(days=1)).changes[
+        "dispatch_token"
+    ]
+    assert a == b
+
+
+def test_dispatch_from_waiting_by_signal_carries_the_signal() -> None:
+    ti = pending_ti("gated", {"root": T.SUCCESS}, state=T.WAITING)
+    event = {"source": "x", "detail": {"n": 1}}
+    transition = dispatch_transition(SPEC, ti, NOW, cause=C.SIGNAL, signal=event)
+    assert (transition.src, transition.dst, transition.cause) == (T.WAITING, T.QUEUED, C.SIGNAL)
+    assert transition.changes["signal"] == event
+    assert transition.changes["try_number"] == 1
+
+
+def test_restart_dispatches_a_new_try_from_running() -> None:
+    ti = pending_ti("t", state=T.RUNNING, try_number=1, **stale_job_fields())
+    transition = dispatch_transition(SPEC, ti, NOW, cause=C.RESTART)
+    assert (transition.src, transition.dst, transition.cause) == (T.RUNNING, T.QUEUED, C.RESTART)
+    after = transition.apply(ti)
+    assert after.try_number == 2
+    assert after.dispatch_token == dispatch_token(ti, 2) != dispatch_token(ti, 1)
+    assert all(getattr(after, name) is None for name in JOB_FIELDS)
+
+
+@pytest.mark.parametrize("state", sorted(FINISHED_TASK_STATES | {T.QUEUED}))
+def test_dispatch_from_a_state_without_that_edge_is_refused(state: TaskState) -> None:
+    with pytest.raises(InvalidTransition):
+        dispatch_transition(SPEC, pending_ti("t", state=state), NOW)
+
+
+# --- decide_retry --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [s for s in TaskState if s is not T.UP_FOR_RETRY])
+def test_decide_retry_ignores_other_states(state: TaskState) -> None:
+    ti = pending_ti("t", state=state, try_number=1, next_attempt_at=EARLIER)
+    assert_ignored(decide_retry(SPEC, ti, NOW))
+
+
+def test_decide_retry_before_the_next_attempt_waits() -> None:
+    at = NOW + timedelta(seconds=1)
+    ti = pending_ti("t", state=T.UP_FOR_RETRY, try_number=1, next_attempt_at=at)
+    decision = decide_retry(SPEC, ti, NOW)
+    assert_ignored(decision)
+    assert at.isoformat() in decision.reason
+
+
+@pytest.mark.parametrize(
+    "next_attempt_at", [NOW, NOW - timedelta(seconds=1), None], ids=["due-now", "overdue", "unset"]
+)
+def test_decide_retry_when_due_dispatches_the_next_try(next_attempt_at: datetime | None) -> None:
+    ti = pending_ti(
+        "t",
+        state=T.UP_FOR_RETRY,
+        try_number=1,
+        **(stale_job_fields() | {"next_attempt_at": next_attempt_at}),
+    )
+    decision = decide_retry(SPEC, ti, NOW)
+    transition = accepted(decision)
+    assert (transition.src, transition.dst, transition.cause) == (
+        T.UP_FOR_RETRY,
+        T.QUEUED,
+        C.DISPATCH,
+    )
+    assert decision.reason == "try 2"
+    after = transition.apply(ti)
+    assert (after.try_number, after.queued_at, after.timeout_at) == (
+        2,
+        NOW,
+        NOW + timedelta(hours=1),
+    )
+    assert after.dispatch_token == dispatch_token(ti, 2)
+    assert all(getattr(after, name) is None for name in JOB_FIELDS)
+
+
+# --- run_outcome ---------------------------------------------------------------------------
+
+# root -> mid -> leaf ; root -> cleanup (all_done, a leaf)
+CHAIN = DagSpec.model_validate(
+    {
+        "dag": "chain",
+        "tasks": {
+            "root": {"noop": {}},
+            "mid": {"noop": {}, "depends_on": ["root"]},
+            "leaf": {"noop": {}, "depends_on": ["mid"]},
+            "cleanup": {"noop": {}, "depends_on": ["root"], "trigger_rule": "all_done"},
+        },
+    }
+)
+ALL_OK = {"root": T.SUCCESS, "mid": T.SUCCESS, "leaf": T.SUCCESS, "cleanup": T.SUCCESS}
+
+
+def test_chain_leaves() -> None:
+    assert sorted(CHAIN.leaves()) == ["cleanup", "leaf"]
+
+
+@pytest.mark.parametrize("missing", sorted(ALL_OK))
+def test_run_outcome_none_until_every_task_finished(missing: str) -> None:
+    finished = {k: v for k, v in ALL_OK.items() if k != missing}
+    assert run_outcome(CHAIN, finished) is None
+    # A foreign key does not make up for a missing task.
+    assert run_outcome(CHAIN, finished | {"stranger": T.SUCCESS}) is None
+
+
+def test_run_outcome_none_for_nothing_finished() -> None:
+    assert run_outcome(CHAIN, {}) is None
+
+
+def test_run_outcome_all_success() -> None:
+    assert run_outcome(CHAIN, ALL_OK) is RunState.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("leaf_state", "outcome"),
+    [
+        (T.SUCCESS, RunState.SUCCESS),
+        (T.SKIPPED, RunState.SUCCESS),
+        (T.FAILED, RunState.FAILED),
+        (T.UPSTREAM_FAILED, RunState.FAILED),
+        (T.STOPPED, RunState.FAILED),
+    ],
+)
+@pytest.mark.parametrize("leaf", ["leaf", "cleanup"])
+def test_run_outcome_judged_by_leaves(leaf: str, leaf_state: TaskState, outcome: RunState) -> None:
+    assert run_outcome(CHAIN, ALL_OK | {leaf: leaf_state}) is outcome
+
+
+def test_failed_non_leaf_with_successful_all_done_leaf_is_success() -> None:
+    spec = DagSpec.model_validate(
+        {
+            "dag": "teardown",
+            "tasks": {
+                "work": {"noop": {}},
+                "report": {"noop": {}, "depends_on": ["work"], "trigger_rule": "all_done"},
+            },
+        }
+    )
+    assert run_outcome(spec, {"work": T.FAILED, "report": T.SUCCESS}) is RunState.SUCCESS
+    assert run_outcome(spec, {"work": T.FAILED, "report": T.FAILED}) is RunState.FAILED
+
+
+def test_failed_non_leaf_in_chain_is_judged_by_leaves() -> None:
+    finished = ALL_OK | {"mid": T.FAILED, "leaf": T.UPSTREAM_FAILED}
+    assert run_outcome(CHAIN, finished) is RunState.FAILED
+    finished = ALL_OK | {"root": T.FAILED, "mid": T.UPSTREAM_FAILED, "leaf": T.UPSTREAM_FAILED}
+    assert run_outcome(CHAIN, finished) is RunState.FAILED
+    # Only the all_done leaf ran; the other leaf was skipped: success, as in Airflow.
+    finished = {"root": T.FAILED, "mid": T.SKIPPED, "leaf": T.SKIPPED, "cleanup": T.SUCCESS}
+    assert run_outcome(CHAIN, finished) is RunState.SUCCESS
+
+
+# --- run ids, params, new runs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_id", [None, ""])
+def test_signal_run_id_needs_an_event_id(event_id: str | None) -> None:
+    with pytest.raises(ValueError, match="event"):
+        make_run_id(RunType.SIGNAL, at=NOW, event_id=event_id)
+
+
+def test_signal_run_id_is_the_event_id() -> None:
+    first = make_run_id(RunType.SIGNAL, at=NOW, event_id="evt-1")
+    assert first == "signal__evt-1"
+    # The same event delivered twice, later: the same run.
+    assert make_run_id(RunType.SIGNAL, at=NOW + timedelta(minutes=5), event_id="evt-1") == first
+    assert make_run_id(RunType.SIGNAL, at=NOW, event_id="evt-2") != first
+
+
+@pytest.mark.parametrize("run_type", [RunType.MANUAL, RunType.SCHEDULED, RunType.BACKFILL])
+def test_time_based_run_ids(run_type: RunType) -> None:
+    run_id = make_run_id(run_type, at=NOW)
+    assert run_id == f"{run_type.value}__2026-03-01T12:00:00.000000+00:00"
+    assert make_run_id(run_type, at=NOW) == run_id
+    assert make_run_id(run_type, at=NOW + timedelta(microseconds=1)) != run_id
+    assert make_run_id(run_type, at=NOW, event_id="e1") == f"{run_type.value}__e1"
+
+
+def test_run_ids_of_different_types_differ() -> None:
+    ids = {make_run_id(t, at=NOW, event_id="same") for t in RunType}
+    assert len(ids) == len(RunType)
+
+
+def test_merged_params_conf_overrides_shallowly() -> None:
+    made = new_run(
+        SPEC,
+        3,
+        run_id="manual__x",
+        run_type=RunType.MANUAL,
+        now=NOW,
+        conf={"threshold": 0.5, "nested": {"b": 2}, "extra": "yes"},
+    )
+    assert merged_params(SPEC, made.run) == {
+        "threshold": 0.5,
+        "nested": {"b": 2},
+        "keep": True,
+        "extra": "yes",
+    }
+    assert SPEC.params["threshold"] == 0.9, "the spec's params are not modified"
+
+
+def test_merged_params_without_conf_are_the_params() -> None:
+    made = new_run(SPEC, 1, run_id="r", run_type=RunType.MANUAL, now=NOW)
+    assert merged_params(SPEC, made.run) == SPEC.params
+
+
+def test_new_run_is_queued_with_a_pending_instance_per_task() -> None:
+    conf: dict[str, Any] = {"k": "v"}
+    trigger = {"id": "evt-1", "detail": {}}
+    start, end = NOW - timedelta(days=1), NOW
+    made = new_run(
+        SPEC,
+        5,
+        run_id="signal__evt-1",
+        run_type=RunType.SIGNAL,
+        now=NOW,
+        conf=conf,
+        logical_date=start,
+        data_interval=(start, end),
+        trigger=trigger,
+    )
+    run = made.run
+    assert (run.dag_id, run.run_id, run.dag_version, run.run_type) == (
+        "d",
+        "signal__evt-1",
+        5,
+        RunType.SIGNAL,
+    )
+    assert run.state is RunState.QUEUED
+    assert run.version == 0
+    assert (run.logical_date, run.data_interval_start, run.data_interval_end) == (start, start, end)
+    assert run.created_at == NOW
+    assert run.trigger == trigger
+    conf["k"] = "changed"
+    assert run.conf == {"k": "v"}, "the run keeps its own copy of conf"
+    assert [ti.task_id for ti in made.task_instances] == list(SPEC.tasks)
+    for ti in made.task_instances:
+        assert (ti.dag_id, ti.run_id, ti.state, ti.try_number, ti.version) == (
+            "d",
+            "signal__evt-1",
+            T.PENDING,
+            0,
+            0,
+        )
+
+
+def test_new_run_defaults() -> None:
+    run = new_run(SPEC, 1, run_id="r", run_type=RunType.MANUAL, now=NOW).run
+    assert run.logical_date == NOW
+    assert (run.data_interval_start, run.data_interval_end, run.trigger) == (None, None, None)
+    assert run.conf == {}
