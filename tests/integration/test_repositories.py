@@ -10,7 +10,6 @@ from typing import Any
 import boto3
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
-from pynamodb.exceptions import UpdateError
 
 from skydag.engine.models import DagRun, RunType, TaskInstance, UpstreamReport
 from skydag.engine.states import Cause, RunState, TaskState
@@ -398,52 +397,90 @@ def test_run_transitions_are_conditional(repos: Repositories) -> None:
     assert (reopened.state, reopened.ended_at) == (RunState.RUNNING, None)
 
 
-def test_record_finished_is_idempotent_and_frees_the_slot(repos: Repositories) -> None:
+def test_record_finished_counts_once_and_frees_the_slot(repos: Repositories) -> None:
     run = make_run(repos)
-    assert repos.runs.reserve_task_slot(run, "a", 1)
+    ti = queued_task(repos, "a")
+    assert repos.runs.reserve_task_slot(run, ti, ti.try_number, 1)
     assert repos.runs.get(DAG, RUN).active == {"a"}
+    done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
 
-    once = repos.runs.record_finished(run, "a", T.SUCCESS)
-    twice = repos.runs.record_finished((DAG, RUN), "a", T.SUCCESS)
-
-    for after in (once, twice, repos.runs.get(DAG, RUN)):
-        assert after.finished == {"a": T.SUCCESS}
-        assert after.active == frozenset()
-        assert after.state is RunState.RUNNING
+    assert repos.runs.record_finished(done, failed_leaf=False) == (1, 0)
+    # The same finish again (a redelivered stream record): not counted twice.
+    assert repos.runs.record_finished(done, failed_leaf=False) is None
+    after = repos.runs.get(DAG, RUN)
+    assert (after.finished_count, after.failed_leaves, after.active) == (1, 0, frozenset())
+    assert after.state is RunState.RUNNING
     # The freed slot can be taken by the next task.
-    assert repos.runs.reserve_task_slot(run, "b", 1)
+    assert repos.runs.reserve_task_slot(run, TaskInstance(DAG, RUN, "b"), 1, 1)
 
 
-def test_record_finished_on_a_missing_run_fails(repos: Repositories) -> None:
-    with pytest.raises(UpdateError):
-        repos.runs.record_finished((DAG, "missing"), "a", T.SUCCESS)
-    assert repos.runs.find(DAG, "missing") is None
+def test_cleared_finishes_are_uncounted_once_and_counted_again(repos: Repositories) -> None:
+    make_run(repos)
+    ti = queued_task(repos, "leaf")
+    failed = repos.tasks.apply(ti, move(ti, T.FAILED, Cause.FAILED, ended_at=NOW))
+    run = repos.runs.get(DAG, RUN)
+
+    assert repos.runs.record_finished(failed, failed_leaf=True) == (1, 1)
+    assert repos.runs.forget_finished(run, failed, failed_leaf=True) is True
+    assert repos.runs.forget_finished(run, failed, failed_leaf=True) is False  # once only
+    counts = repos.runs.get(DAG, RUN)
+    assert (counts.finished_count, counts.failed_leaves) == (0, 0)
+    # The old finish replayed after the clear: refused (its version is not newer).
+    assert repos.runs.record_finished(failed, failed_leaf=True) is None
+
+    pending = repos.tasks.apply(failed, move(failed, T.PENDING, Cause.CLEAR))
+    requeued = repos.tasks.apply(pending, dispatch(pending))
+    succeeded = repos.tasks.apply(requeued, move(requeued, T.SUCCESS, Cause.SUCCEEDED))
+
+    assert repos.runs.record_finished(succeeded, failed_leaf=False) == (1, 0)
+
+
+def test_record_finished_on_a_missing_run_creates_nothing(repos: Repositories) -> None:
+    ti = queued_task(repos, "a")  # its run was never created
+    done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED))
+
+    assert repos.runs.record_finished(done, failed_leaf=False) is None
+    assert repos.runs.find(DAG, RUN) is None
 
 
 def test_reserve_task_slot_respects_max_active_tasks(repos: Repositories) -> None:
     run = make_run(repos)
+    a, b, c, d = (TaskInstance(DAG, RUN, t, try_number=1) for t in "abcd")
 
-    assert [repos.runs.reserve_task_slot(run, t, 3) for t in ("a", "b", "c")] == [True] * 3
-    assert repos.runs.reserve_task_slot(run, "d", 3) is False  # the N+1th
-    assert repos.runs.reserve_task_slot(run, "b", 3) is True  # re-reserve: idempotent
+    assert [repos.runs.reserve_task_slot(run, t, 1, 3) for t in (a, b, c)] == [True] * 3
+    assert repos.runs.reserve_task_slot(run, d, 1, 3) is False  # the N+1th
+    assert repos.runs.reserve_task_slot(run, b, 1, 3) is True  # re-reserve: idempotent
     assert repos.runs.get(DAG, RUN).active == {"a", "b", "c"}
 
     repos.runs.add_throttled(run, "d")
     assert repos.runs.get(DAG, RUN).throttled == {"d"}
-    repos.runs.release_task_slot(run, "a")
-    assert repos.runs.reserve_task_slot(run, "d", 3) is True
+    assert repos.runs.release_task_slot(a) is True
+    assert repos.runs.reserve_task_slot(run, d, 1, 3) is True
     after = repos.runs.get(DAG, RUN)
     assert after.active == {"b", "c", "d"}
     assert after.throttled == frozenset()
 
 
+def test_an_old_try_cannot_release_the_current_try_slot(repos: Repositories) -> None:
+    run = make_run(repos)
+    second_try = TaskInstance(DAG, RUN, "a", try_number=2)
+    assert repos.runs.reserve_task_slot(run, second_try, 2, 1)
+
+    first_try = TaskInstance(DAG, RUN, "a", try_number=1)
+    assert repos.runs.release_task_slot(first_try) is False  # a late release of try 1
+    assert repos.runs.get(DAG, RUN).active == {"a"}
+    assert repos.runs.release_task_slot(second_try) is True
+    assert repos.runs.get(DAG, RUN).active == frozenset()
+
+
 def test_reserve_task_slot_refused_unless_the_run_is_running(repos: Repositories) -> None:
+    a = TaskInstance(DAG, "queued", "a")
     queued = make_run(repos, "queued", start=False)
-    assert repos.runs.reserve_task_slot(queued, "a", 10) is False
+    assert repos.runs.reserve_task_slot(queued, a, 1, 10) is False
 
     running = make_run(repos, "done")
     ended = repos.runs.transition(running, RunState.CANCELLED, Cause.STOP)
-    assert repos.runs.reserve_task_slot(ended, "a", 10) is False
+    assert repos.runs.reserve_task_slot(ended, TaskInstance(DAG, "done", "a"), 1, 10) is False
     assert repos.runs.get(DAG, "done").active == frozenset()
 
 
@@ -452,7 +489,7 @@ def test_concurrent_slot_reservations_never_exceed_the_maximum(repos: Repositori
     run = make_run(repos)
 
     def reserve(task_id: str) -> Callable[[], bool]:
-        return lambda: repos.runs.reserve_task_slot(run, task_id, 2)
+        return lambda: repos.runs.reserve_task_slot(run, TaskInstance(DAG, RUN, task_id), 1, 2)
 
     results = race([reserve(f"t{i}") for i in range(8)])
     assert results.count(True) == 2, results

@@ -73,7 +73,10 @@ class ScriptedTarget:
             ok = tries[min(r.try_number, len(tries)) - 1]
             reports.append(
                 JobReport(
-                    r.dag_id, r.run_id, r.task_id, r.try_number,
+                    r.dag_id,
+                    r.run_id,
+                    r.task_id,
+                    r.try_number,
                     JobStatus.SUCCEEDED if ok else JobStatus.FAILED,
                     exit_code=0 if ok else 1,
                 )

@@ -17,6 +17,7 @@ import pytest
 
 from skydag.spec.loader import (
     MAX_DAG_FILE_BYTES,
+    MAX_REPORTED_PROBLEMS,
     MAX_YAML_ALIASES,
     DagFileError,
     Problem,
@@ -730,3 +731,10 @@ def test_every_yaml_example_in_the_docs_validates() -> None:
         snippet = parse_yaml(block.encode(), f"docs block {i}")
         data = json.dumps(_as_dag(snippet)).encode()  # JSON is YAML
         load_dag_bytes(data, f"docs/dag-file.md block {i}")
+
+
+def test_problems_are_capped_per_file() -> None:
+    tasks = "".join(f"  t{i}: {{batch: {{jb_queue: q, job_definition: d}}}}\n" for i in range(150))
+    found = problems_of(f"dag: many\ntasks:\n{tasks}".encode())
+    assert len(found) == MAX_REPORTED_PROBLEMS + 1
+    assert found[-1].message == "... and 50 more problems"

@@ -71,8 +71,10 @@ class DagRun:
     created_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    # Finished task -> its state; a run ends when every task is here.
-    finished: Mapping[str, TaskState] = field(default_factory=dict)
+    # A run ends when finished_count reaches its number of tasks and fails when
+    # failed_leaves > 0; both are counted once per task finish (see RunRepository).
+    finished_count: int = 0
+    failed_leaves: int = 0
     # Tasks holding a max_active_tasks slot, and ready tasks waiting for one.
     active: frozenset[str] = frozenset()
     throttled: frozenset[str] = frozenset()

@@ -123,13 +123,16 @@ def decide_next(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
     return decide_pending(spec, ti, now)
 
 
-def run_outcome(spec: DagSpec, finished: Mapping[str, TaskState]) -> RunState | None:
+def run_outcome(spec: DagSpec, finished_count: int, failed_leaves: int) -> RunState | None:
     """The run's end state once every task finished (Airflow: judged by the leaves)."""
-    if len(finished) < len(spec.tasks) or any(t not in finished for t in spec.tasks):
+    if finished_count < len(spec.tasks):
         return None
-    if any(finished[leaf] in FAILED_TASK_STATES for leaf in spec.leaves()):
-        return RunState.FAILED
-    return RunState.SUCCESS
+    return RunState.FAILED if failed_leaves > 0 else RunState.SUCCESS
+
+
+def counts_as_failed_leaf(spec: DagSpec, task_id: str, state: TaskState) -> bool:
+    """Whether a finished task makes its run fail (Airflow judges runs by their leaves)."""
+    return task_id in spec.leaf_set() and state in FAILED_TASK_STATES
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from skydag.engine.scheduler import (
     make_run_id,
     merged_params,
     new_run,
+    counts_as_failed_leaf,
     run_outcome,
 )
 from skydag.engine.states import (
@@ -155,7 +156,8 @@ class SchedulerService:
         elif new.state in FINISHED_TASK_STATES:
             self._propagate(new)
         elif new.state is TaskState.UP_FOR_RETRY:
-            run = self.repos.runs.release_task_slot((new.dag_id, new.run_id), new.task_id)
+            self.repos.runs.release_task_slot(new)
+            run = self.repos.runs.get(new.dag_id, new.run_id)
             self._fill_free_slots(self._spec(run), run)
         if old is None or old.state != new.state:
             self._emit_task_event(new)
@@ -255,13 +257,14 @@ class SchedulerService:
                 f"no task instance {report.dag_id}/{report.run_id}/{report.task_id}"
             )
         run = self.repos.runs.get(ti.dag_id, ti.run_id)
-        policy = self._spec(run).effective_policy(ti.task_id)
+        spec = self._spec(run)
+        policy = spec.effective_policy(ti.task_id)
         for _ in range(MAX_RACE_RETRIES):
             decision = decide_report(ti, report, policy, self.clock.now())
             if decision.outcome is not Outcome.ACCEPT or decision.transition is None:
                 return decision
             try:
-                self.repos.tasks.apply(ti, decision.transition)
+                self._apply(spec, ti, decision.transition)
                 return decision
             except ConflictError as conflict:
                 if conflict.current is None:
@@ -282,7 +285,9 @@ class SchedulerService:
                 acted += self._evaluate(spec, run, ti) is not None
             else:
                 decision = decide_timeout(ti, spec.effective_policy(ti.task_id), now)
-                if decision.transition is not None and self._try_apply(ti, decision.transition):
+                if decision.transition is not None and self._try_apply(
+                    spec, ti, decision.transition
+                ):
                     acted += 1
                     self._cancel_remote(spec, ti, decision.reason)
         return acted
@@ -313,9 +318,9 @@ class SchedulerService:
                 task_id, ti.state, state, Cause.MARK, ti.version,
                 {"reason": f"marked {state.value}", "ended_at": self.clock.now()},
             )
-            if self._try_apply(ti, transition):
-                run = self.repos.runs.get(dag_id, run_id)
-                self._cancel_remote(self._spec(run), ti, f"marked {state.value}")
+            spec = self._spec(self.repos.runs.get(dag_id, run_id))
+            if self._try_apply(spec, ti, transition):
+                self._cancel_remote(spec, ti, f"marked {state.value}")
                 return transition.apply(ti)
         raise RuntimeError(f"task {dag_id}/{run_id}/{task_id}: could not mark")
 
@@ -341,15 +346,18 @@ class SchedulerService:
                 transition = Transition(
                     ti.task_id, ti.state, TaskState.PENDING, Cause.CLEAR, ti.version, changes
                 )
-                if self._try_apply(ti, transition):
+                # Uncount first: a clear retried after a crash finds the task still
+                # finished, and uncounting twice is harmless (set difference).
+                if ti.state in FINISHED_TASK_STATES:
+                    self.repos.runs.forget_finished(run, spec.task_index(ti.task_id))
+                if self._try_apply(spec, ti, transition):
                     cleared.append(ti.task_id)
         cleared_set = set(cleared)
         for child in {d for t in cleared for d in spec.downstream(t)}:
             current = self.repos.tasks.get(dag_id, run_id, child)
             for parent in cleared_set & set(spec.upstream(child)):
                 current = self.repos.tasks.forget_upstream(current, parent)
-        if cleared:
-            run = self.repos.runs.forget_finished(run, cleared)
+        run = self.repos.runs.get(dag_id, run_id)
         if run.state in (RunState.SUCCESS, RunState.FAILED) and cleared:
             run = self.repos.runs.transition(
                 run, RunState.RUNNING, Cause.CLEAR, ended_at=None, reason=None
@@ -369,7 +377,7 @@ class SchedulerService:
                     ti.task_id, ti.state, TaskState.STOPPED, Cause.STOP, ti.version,
                     {"reason": reason, "ended_at": self.clock.now()},
                 )
-                if self._try_apply(ti, stop):
+                if self._try_apply(spec, ti, stop):
                     self._cancel_remote(spec, ti, reason)
         return run
 
@@ -407,29 +415,35 @@ class SchedulerService:
         transition = decision.transition
         if transition is None:
             return None
-        if transition.dst is TaskState.QUEUED and not self._reserve_slot(spec, run, ti.task_id):
+        if transition.dst is TaskState.QUEUED and not self._reserve_slot(
+            spec, run, ti, ti.try_number + 1
+        ):
             return None
         try:
-            return self.repos.tasks.apply(ti, transition)
+            return self._apply(spec, ti, transition)
         except ConflictError:
             if raise_conflict:
                 raise
             return None
 
-    def _reserve_slot(self, spec: DagSpec, run: DagRun, task_id: str) -> bool:
+    def _apply(self, spec: DagSpec, ti: TaskInstance, transition: Transition) -> TaskInstance:
+        return self.repos.tasks.apply(ti, transition)
+
+    def _reserve_slot(self, spec: DagSpec, run: DagRun, ti: TaskInstance, try_number: int) -> bool:
         """Take a slot, or join the throttled set; a slot freed meanwhile is taken at once.
 
         The second attempt closes the race with a concurrent release: whoever frees a slot
         after we joined the set sees us in it and starts us.
         """
-        if self.repos.runs.reserve_task_slot(run, task_id, spec.max_active_tasks):
+        runs, limit = self.repos.runs, spec.max_active_tasks
+        if runs.reserve_task_slot(run, ti, try_number, limit):
             return True
-        self.repos.runs.add_throttled(run, task_id)
-        return self.repos.runs.reserve_task_slot(run, task_id, spec.max_active_tasks)
+        runs.add_throttled(run, ti.task_id)
+        return runs.reserve_task_slot(run, ti, try_number, limit)
 
-    def _try_apply(self, ti: TaskInstance, transition: Transition) -> bool:
+    def _try_apply(self, spec: DagSpec, ti: TaskInstance, transition: Transition) -> bool:
         try:
-            self.repos.tasks.apply(ti, transition)
+            self._apply(spec, ti, transition)
         except ConflictError:
             return False
         return True
@@ -445,7 +459,12 @@ class SchedulerService:
             )
             if updated is not None:
                 self._evaluate(spec, run, updated)
-        run = self.repos.runs.record_finished(run, ti.task_id, ti.state)
+        self.repos.runs.record_finished(
+            ti,
+            spec.task_index(ti.task_id),
+            failed_leaf=counts_as_failed_leaf(spec, ti.task_id, ti.state),
+        )
+        run = self.repos.runs.get(ti.dag_id, ti.run_id)
         self._fill_free_slots(spec, run)
         self._complete_if_done(spec, run)
 
@@ -459,10 +478,10 @@ class SchedulerService:
 
     def _complete_if_done(self, spec: DagSpec, run: DagRun) -> None:
         for _ in range(MAX_RACE_RETRIES):
-            outcome = run_outcome(spec, run.finished)
+            outcome = run_outcome(spec, run.finished_count, run.failed_leaves)
             if outcome is None or run.state is not RunState.RUNNING:
                 return
-            reason = None if outcome is RunState.SUCCESS else _failed_leaves(spec, run)
+            reason = None if outcome is RunState.SUCCESS else _failed_reason(run)
             try:
                 self.repos.runs.transition(
                     run, outcome, _run_cause(outcome), ended_at=self.clock.now(), reason=reason
@@ -527,9 +546,8 @@ def _run_cause(outcome: RunState) -> Cause:
     return Cause.SUCCEEDED if outcome is RunState.SUCCESS else Cause.FAILED
 
 
-def _failed_leaves(spec: DagSpec, run: DagRun) -> str:
-    failed = [t for t in spec.leaves() if run.finished.get(t) not in (TaskState.SUCCESS, TaskState.SKIPPED)]
-    return "failed leaf tasks: " + ", ".join(failed)
+def _failed_reason(run: DagRun) -> str:
+    return f"{run.failed_leaves} leaf task(s) failed, upstream_failed or stopped"
 
 
 __all__ = ["DagNotFound", "DagPaused", "NotFound", "SchedulerService", "TriggerResult"]

@@ -45,6 +45,8 @@ MAX_YAML_NODES = 100_000
 """Values aliases may add to a document once followed: the alias-bomb bound."""
 MAX_YAML_DEPTH = 50
 """Nesting levels, aliases followed; keeps every recursive walk far from Python's limit."""
+MAX_REPORTED_PROBLEMS = 100
+"""Problems listed per file; the rest are counted (an import-error event must stay small)."""
 
 Key = Any  # a YAML mapping key as constructed: usually str, sometimes int, bool or None
 Loc = tuple[str | int, ...]
@@ -130,7 +132,14 @@ def load_dag_bytes(data: bytes, source: str) -> DagSpec:
         raise DagFileError(source, [Problem(source, exc.message, line=exc.line)]) from None
     spec, problems = _check_document(document)
     if problems or spec is None:
-        raise DagFileError(source, [replace(p, source=source) for p in _in_file_order(problems)])
+        shown = [replace(p, source=source) for p in _in_file_order(problems)]
+        if len(shown) > MAX_REPORTED_PROBLEMS:
+            more = len(shown) - MAX_REPORTED_PROBLEMS
+            shown = [
+                *shown[:MAX_REPORTED_PROBLEMS],
+                Problem(source, f"... and {more} more problems"),
+            ]
+        raise DagFileError(source, shown)
     return spec
 
 

@@ -320,6 +320,21 @@ class DagSpec(SpecModel):
         index = self._downstream_index()
         return [t for t in self.tasks if not index.get(t)]
 
+    def task_index(self, task_id: str) -> int:
+        """The task's position in the file: a small, stable number within a DAG version."""
+        cached: dict[str, int] | None = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = {t: i for i, t in enumerate(self.tasks)}
+            object.__setattr__(self, "_index_cache", cached)
+        return cached[task_id]
+
+    def leaf_set(self) -> frozenset[str]:
+        cached: frozenset[str] | None = self.__dict__.get("_leaf_cache")
+        if cached is None:
+            cached = frozenset(self.leaves())
+            object.__setattr__(self, "_leaf_cache", cached)
+        return cached
+
     def descendants(self, task_id: str) -> list[str]:
         """Every task downstream of ``task_id``, transitively, in topological order."""
         order = {t: i for i, t in enumerate(self.topological_order())}

@@ -276,6 +276,8 @@ def render_string(text: str, context: Mapping[str, Any], path: str = "") -> str:
     budget = _iterations.set(0)
     try:
         return _generate(_compile(text), context, path)
+    except TemplateRenderError:
+        raise
     except UndefinedError as exc:
         raise TemplateRenderError(path, f"undefined: {exc.message}") from None
     except SecurityError as exc:
@@ -284,11 +286,7 @@ def render_string(text: str, context: Mapping[str, Any], path: str = "") -> str:
         raise TemplateRenderError(path, str(exc)) from None
     except RecursionError:
         raise TemplateRenderError(path, "recursion too deep") from None
-    except (ArithmeticError, TypeError, LookupError) as exc:
-        raise TemplateRenderError(path, f"{type(exc).__name__}: {exc}") from None
-    except ValueError as exc:
-        if isinstance(exc, TemplateRenderError):
-            raise
+    except (ArithmeticError, TypeError, LookupError, ValueError) as exc:  # e.g. 1/0, int('x')
         raise TemplateRenderError(path, f"{type(exc).__name__}: {exc}") from None
     finally:
         _iterations.reset(budget)

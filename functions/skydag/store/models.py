@@ -17,6 +17,7 @@ from pynamodb.attributes import (
     BooleanAttribute,
     MapAttribute,
     NumberAttribute,
+    NumberSetAttribute,
     TTLAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
@@ -91,8 +92,14 @@ class RunModel(Model):
     created_at = UTCDateTimeAttribute(null=True)
     started_at = UTCDateTimeAttribute(null=True)
     ended_at = UTCDateTimeAttribute(null=True)
-    finished: MapAttribute[str, Any] = MapAttribute(default=dict)
-    active = UnicodeSetAttribute(null=True)
+    # Indexes (position in the DAG file) of finished tasks and of failed leaves. Sets
+    # make counting idempotent (a redelivered event adds nothing) and stay small: a few
+    # bytes a task, so the run item stays cheap to read and write.
+    finished_idx = NumberSetAttribute(null=True)
+    failed_leaf_idx = NumberSetAttribute(null=True)
+    # task -> try holding a max_active_tasks slot; keyed by try so a late release of an
+    # old try cannot free the slot of the current one.
+    active: MapAttribute[str, Any] = MapAttribute(default=dict)
     throttled = UnicodeSetAttribute(null=True)
     tasks_created = BooleanAttribute(default=False)
     reason = UnicodeAttribute(null=True)

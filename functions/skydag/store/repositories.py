@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -261,27 +262,32 @@ class TaskInstanceRepository:
         ]
 
     def _update(self, ti: TaskInstance, actions: list[Action], condition: Condition) -> None:
-        item = TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.task_id)
+        connection = TaskInstanceModel._get_connection()
         try:
-            item.update(actions=actions, condition=condition)
+            # NONE: the caller already knows the new record; no need to ship it back.
+            connection.update_item(
+                run_key(ti.dag_id, ti.run_id), ti.task_id, actions=actions, condition=condition
+            )
         except UpdateError as error:
             if not is_condition_failure(error):
                 raise
-            current = self.find(ti.dag_id, ti.run_id, ti.task_id)
-            state = current.state.value if current else "missing"
-            version = current.version if current else None
-            raise TaskConflict(
-                f"task {ti.dag_id}/{ti.run_id}/{ti.task_id}: expected {ti.state.value} "
-                f"v{ti.version}, found {state} v{version}",
-                current,
-            ) from error
+            raise self._conflict(ti) from error
+
+    def _conflict(self, ti: TaskInstance) -> ConflictError[TaskInstance]:
+        current = self.find(ti.dag_id, ti.run_id, ti.task_id)
+        state = current.state.value if current else "missing"
+        version = current.version if current else None
+        return TaskConflict(
+            f"task {ti.dag_id}/{ti.run_id}/{ti.task_id}: expected {ti.state.value} "
+            f"v{ti.version}, found {state} v{version}",
+            current,
+        )
 
 
 # --- runs ----------------------------------------------------------------------------------
 
 
 def _run_from_model(item: RunModel) -> DagRun:
-    finished_raw = item.finished.as_dict() if item.finished is not None else {}
     return DagRun(
         dag_id=item.dag_id,
         run_id=item.run_id,
@@ -297,8 +303,9 @@ def _run_from_model(item: RunModel) -> DagRun:
         created_at=item.created_at,
         started_at=item.started_at,
         ended_at=item.ended_at,
-        finished={k: TaskState(v) for k, v in finished_raw.items()},
-        active=frozenset(item.active or ()),
+        finished_count=len(item.finished_idx or ()),
+        failed_leaves=len(item.failed_leaf_idx or ()),
+        active=frozenset((item.active.as_dict() if item.active is not None else {}).keys()),
         throttled=frozenset(item.throttled or ()),
         reason=item.reason,
     )
@@ -325,7 +332,7 @@ class RunRepository:
             data_interval_end=run.data_interval_end,
             trigger=None if run.trigger is None else _dumps(dict(run.trigger)),
             created_at=run.created_at,
-            finished={},
+            active={},
             queued_key=_queued_key(run) if run.state is RunState.QUEUED else None,
         )
         try:
@@ -338,9 +345,10 @@ class RunRepository:
 
     def get(self, dag_id: str, run_id: str) -> DagRun:
         try:
-            return _run_from_model(RunModel.get(dag_id, run_id, consistent_read=True))
+            item = RunModel.get(dag_id, run_id, consistent_read=True)
         except DoesNotExist as error:
             raise NotFound(f"run {dag_id}/{run_id} not found") from error
+        return _run_from_model(item)
 
     def find(self, dag_id: str, run_id: str) -> DagRun | None:
         try:
@@ -358,9 +366,7 @@ class RunRepository:
         for item in RunModel.scan():
             yield _run_from_model(item)
 
-    def transition(
-        self, run: DagRun, dst: RunState, cause: Cause, **changes: Any
-    ) -> DagRun:
+    def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
         sources = run_sources(dst, cause)
         if run.state not in sources:
             raise ValueError(f"run {run.run_id}: {run.state.value} -> {dst.value} not allowed")
@@ -376,64 +382,59 @@ class RunRepository:
         condition = RunModel.state.is_in(*(s.value for s in sources)) & (
             RunModel.version == run.version
         )
-        return self._update(run, actions, condition)
+        self._update(run, actions, condition)
+        return replace(run, state=dst, version=run.version + 1, **changes)
 
     def mark_tasks_created(self, run: DagRun) -> None:
-        RunModel(run.dag_id, run.run_id).update(actions=[RunModel.tasks_created.set(True)])
+        self._write(run.dag_id, run.run_id, [RunModel.tasks_created.set(True)])
 
     def tasks_created(self, run: DagRun) -> bool:
-        item = RunModel.get(run.dag_id, run.run_id, consistent_read=True)
+        item = RunModel.get(
+            run.dag_id, run.run_id, consistent_read=True, attributes_to_get=["tasks_created"]
+        )
         return bool(item.tasks_created)
 
-    def record_finished(self, run: DagRun | tuple[str, str], task_id: str, state: TaskState) -> DagRun:
-        """Note a task's end on its run and free its slot; idempotent."""
-        dag_id, run_id = (run.dag_id, run.run_id) if isinstance(run, DagRun) else run
-        item = RunModel(dag_id, run_id)
-        item.update(
-            actions=[
-                RunModel.finished[task_id].set(state.value),  # type: ignore[index]
-                RunModel.active.delete({task_id}),
-                RunModel.throttled.delete({task_id}),
+    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> None:
+        """Count a task's finish on its run (idempotent: set union) and free its slot."""
+        actions: list[Action] = [RunModel.finished_idx.add({index}), RunModel.version.add(1)]
+        if failed_leaf:
+            actions.append(RunModel.failed_leaf_idx.add({index}))
+        self._write(ti.dag_id, ti.run_id, actions, RunModel.run_id.exists())
+        self.release_task_slot(ti)
+
+    def forget_finished(self, run: DagRun, index: int) -> None:
+        """Uncount a task that is being cleared."""
+        self._write(
+            run.dag_id,
+            run.run_id,
+            [
+                RunModel.finished_idx.delete({index}),
+                RunModel.failed_leaf_idx.delete({index}),
                 RunModel.version.add(1),
             ],
-            condition=RunModel.run_id.exists(),
         )
-        return _run_from_model(item)
 
-    def forget_finished(self, run: DagRun, task_ids: Iterable[str]) -> DagRun:
-        """Cleared tasks are unfinished again."""
-        item = RunModel(run.dag_id, run.run_id)
-        actions: list[Action] = [RunModel.finished[t].remove() for t in task_ids]  # type: ignore[index]
-        item.update(actions=[*actions, RunModel.version.add(1)])
-        return _run_from_model(item)
-
-    def reserve_task_slot(self, run: DagRun, task_id: str, max_active: int) -> bool:
-        """Take a max_active_tasks slot (idempotent for the same task)."""
-        item = RunModel(run.dag_id, run.run_id)
+    def reserve_task_slot(self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int) -> bool:
+        """Take a max_active_tasks slot for one try (idempotent for the same task)."""
+        entry = RunModel.active[ti.task_id]  # type: ignore[index]
         condition = (RunModel.state == RunState.RUNNING.value) & (
-            RunModel.active.does_not_exist()
-            | (size(RunModel.active) < max_active)
-            | RunModel.active.contains(task_id)
+            (size(RunModel.active) < max_active) | entry.exists()
         )
-        try:
-            item.update(
-                actions=[RunModel.active.add({task_id}), RunModel.throttled.delete({task_id})],
-                condition=condition,
-            )
-        except UpdateError as error:
-            if not is_condition_failure(error):
-                raise
-            return False
-        return True
+        actions = [entry.set(try_number), RunModel.throttled.delete({ti.task_id})]
+        return self._write(run.dag_id, run.run_id, actions, condition, quiet=True) is not None
 
-    def release_task_slot(self, run: DagRun | tuple[str, str], task_id: str) -> DagRun:
-        dag_id, run_id = (run.dag_id, run.run_id) if isinstance(run, DagRun) else run
-        item = RunModel(dag_id, run_id)
-        item.update(actions=[RunModel.active.delete({task_id})])
-        return _run_from_model(item)
+    def release_task_slot(self, ti: TaskInstance) -> bool:
+        """Free the slot held by this try; a stale try's release frees nothing."""
+        entry = RunModel.active[ti.task_id]  # type: ignore[index]
+        return (
+            self._write(
+                ti.dag_id, ti.run_id, [entry.remove()], entry == ti.try_number, quiet=True
+            )
+            is not None
+        )
 
     def add_throttled(self, run: DagRun, task_id: str) -> None:
-        RunModel(run.dag_id, run.run_id).update(actions=[RunModel.throttled.add({task_id})])
+        self._write(run.dag_id, run.run_id, [RunModel.throttled.add({task_id})])
 
     def queued_runs(self, dag_id: str, limit: int) -> list[tuple[str, str]]:
         """Runs waiting for a max_active_runs slot, oldest first (sparse index)."""
@@ -442,10 +443,36 @@ class RunRepository:
             for item in RunModel.queued_index.query(dag_id, limit=limit)
         ]
 
-    def _update(self, run: DagRun, actions: list[Action], condition: Condition) -> DagRun:
-        item = RunModel(run.dag_id, run.run_id)
+    def _write(
+        self,
+        dag_id: str,
+        run_id: str,
+        actions: list[Action],
+        condition: Condition | None = None,
+        *,
+        return_values: str = "NONE",
+        quiet: bool = False,
+    ) -> dict[str, Any] | None:
+        """One UpdateItem that never ships the whole item back (runs can be large).
+
+        Returns the requested attributes ({} for NONE); with ``quiet`` a failed
+        condition returns None instead of raising.
+        """
+        connection = RunModel._get_connection()
         try:
-            item.update(actions=actions, condition=condition)
+            response = connection.update_item(
+                dag_id, run_id, actions=actions, condition=condition, return_values=return_values
+            )
+        except UpdateError as error:
+            if quiet and is_condition_failure(error):
+                return None
+            raise
+        attributes: dict[str, Any] = response.get("Attributes", {})
+        return attributes
+
+    def _update(self, run: DagRun, actions: list[Action], condition: Condition) -> None:
+        try:
+            self._write(run.dag_id, run.run_id, actions, condition)
         except UpdateError as error:
             if not is_condition_failure(error):
                 raise
@@ -456,7 +483,6 @@ class RunRepository:
                 f"v{current.version if current else None}",
                 current,
             ) from error
-        return _run_from_model(item)
 
 
 # --- DAGs ----------------------------------------------------------------------------------
