@@ -13,6 +13,7 @@ from skydag.engine.models import JobReport, JobStatus, RunType, TaskInstance, Up
 from skydag.engine.retries import retry_delay
 from skydag.engine.rules import REPORT_POLICY, decide_report, decide_timeout
 from skydag.engine.scheduler import (
+    counts_as_failed_leaf,
     decide_pending,
     decide_retry,
     dispatch_token,
@@ -20,7 +21,6 @@ from skydag.engine.scheduler import (
     make_run_id,
     merged_params,
     new_run,
-    counts_as_failed_leaf,
     run_outcome,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, TaskState, can_transition
@@ -389,7 +389,10 @@ def test_decide_pending_start_on_waits_for_the_signal() -> None:
     decision = decide_pending(SPEC, ti, NOW)
     transition = accepted(decision)
     assert (transition.dst, transition.cause) == (T.WAITING, C.WAIT_FOR_SIGNAL)
-    assert dict(transition.changes) == {"reason": "waiting for a start_on signal", "timeout_at": None}
+    assert dict(transition.changes) == {
+        "reason": "waiting for a start_on signal",
+        "timeout_at": None,
+    }
     after = transition.apply(ti)
     assert after.try_number == 0
     assert after.dispatch_token is None

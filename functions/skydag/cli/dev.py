@@ -121,8 +121,8 @@ def execute(
 
 def _progress_printer(stream: TextIO, started: float) -> Any:
     def show(old: TaskInstance | None, new: TaskInstance) -> None:
-        if old is not None and old.state == new.state:
-            return
+        if (old is None and new.try_number == 0) or (old is not None and old.state == new.state):
+            return  # creation of pending tasks and non-state updates are noise here
         elapsed = time.monotonic() - started
         line = f"  +{elapsed:7.2f}s  {new.task_id:<24} {new.state.value:<15}"
         if new.try_number:
@@ -156,7 +156,9 @@ def _read_signal(path: str, spec: DagSpec) -> dict[str, Any]:
     event.setdefault("id", str(uuid.uuid4()))
     event.setdefault("detail", {})
     if spec.on and not any(matches(pattern, event) for pattern in spec.on):
-        raise UsageError(f"--signal {path}: the event matches none of DAG '{spec.dag}' on: patterns")
+        raise UsageError(
+            f"--signal {path}: the event matches none of DAG '{spec.dag}' on: patterns"
+        )
     return event
 
 

@@ -31,7 +31,7 @@ from skydag.targets.local import LocalTarget
 
 _FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 (moto's fake credentials)
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
@@ -89,9 +89,14 @@ class StreamFeed:
         )
         # (stream, shard) -> (kind, iterator); shard ids are only unique within a stream.
         self._iterators: dict[tuple[str, str], tuple[str, str]] = {}
-        for kind, table in (("run", settings.tables.runs), ("task", settings.tables.task_instances)):
+        for kind, table in (
+            ("run", settings.tables.runs),
+            ("task", settings.tables.task_instances),
+        ):
             arn = self._dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-            for shard in self._streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+            for shard in self._streams.describe_stream(StreamArn=arn)["StreamDescription"][
+                "Shards"
+            ]:
                 iterator = self._streams.get_shard_iterator(
                     StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
                 )["ShardIterator"]

@@ -40,7 +40,9 @@ class ReportRule:
     def decide(self, ctx: ReportContext) -> Decision:
         raise NotImplementedError
 
-    def _move(self, ctx: ReportContext, dst: TaskState, cause: Cause, **changes: object) -> Transition:
+    def _move(
+        self, ctx: ReportContext, dst: TaskState, cause: Cause, **changes: object
+    ) -> Transition:
         return Transition(ctx.ti.task_id, ctx.ti.state, dst, cause, ctx.ti.version, changes)
 
 
@@ -191,7 +193,12 @@ def decide_timeout(ti: TaskInstance, policy: EffectivePolicy, now: datetime) -> 
     reason = f"timed out after {policy.timeout}" if policy.timeout else "timed out"
     if ti.state is T.WAITING:
         transition = Transition(
-            ti.task_id, ti.state, T.FAILED, Cause.TIMED_OUT, ti.version, {"ended_at": now, "reason": reason}
+            ti.task_id,
+            ti.state,
+            T.FAILED,
+            Cause.TIMED_OUT,
+            ti.version,
+            {"ended_at": now, "reason": reason},
         )
         return Decision.accept(transition, reason)
     if ti.state not in (T.QUEUED, T.RUNNING):

@@ -126,11 +126,15 @@ def can_transition_run(src: RunState, dst: RunState, cause: Cause | None = None)
 
 def task_sources(dst: TaskState, cause: Cause) -> frozenset[TaskState]:
     """The states from which ``cause`` may lead to ``dst``: a write's condition."""
-    return frozenset(s for (s, d), causes in TASK_TRANSITIONS.items() if d == dst and cause in causes)
+    return frozenset(
+        s for (s, d), causes in TASK_TRANSITIONS.items() if d == dst and cause in causes
+    )
 
 
 def run_sources(dst: RunState, cause: Cause) -> frozenset[RunState]:
-    return frozenset(s for (s, d), causes in RUN_TRANSITIONS.items() if d == dst and cause in causes)
+    return frozenset(
+        s for (s, d), causes in RUN_TRANSITIONS.items() if d == dst and cause in causes
+    )
 
 
 def mermaid_diagram() -> str:

@@ -18,11 +18,11 @@ from typing import Any
 from skydag.engine.models import DagRun, JobReport, JobStatus, RunType, TaskInstance, UpstreamReport
 from skydag.engine.rules import decide_report, decide_timeout
 from skydag.engine.scheduler import (
+    counts_as_failed_leaf,
     decide_next,
     make_run_id,
     merged_params,
     new_run,
-    counts_as_failed_leaf,
     run_outcome,
 )
 from skydag.engine.states import (
@@ -186,8 +186,13 @@ class SchedulerService:
         elif result.job_id is not None:
             self.on_job_report(
                 JobReport(
-                    ti.dag_id, ti.run_id, ti.task_id, ti.try_number, JobStatus.RUNNING,
-                    job_id=result.job_id, at=self.clock.now(),
+                    ti.dag_id,
+                    ti.run_id,
+                    ti.task_id,
+                    ti.try_number,
+                    JobStatus.RUNNING,
+                    job_id=result.job_id,
+                    at=self.clock.now(),
                 )
             )
 
@@ -195,9 +200,7 @@ class SchedulerService:
         task = spec.tasks[ti.task_id]
         context = self.template_context(spec, run, ti)
         target = render_value(task.target.model_dump(by_alias=True, mode="json"), context)
-        local = (
-            render_value(task.local.model_dump(mode="json"), context) if task.local else None
-        )
+        local = render_value(task.local.model_dump(mode="json"), context) if task.local else None
         assert ti.dispatch_token is not None
         return DispatchRequest(
             dag_id=ti.dag_id,
@@ -242,8 +245,13 @@ class SchedulerService:
     def _report_failure(self, ti: TaskInstance, reason: str) -> None:
         self.on_job_report(
             JobReport(
-                ti.dag_id, ti.run_id, ti.task_id, ti.try_number, JobStatus.FAILED,
-                reason=reason, at=self.clock.now(),
+                ti.dag_id,
+                ti.run_id,
+                ti.task_id,
+                ti.try_number,
+                JobStatus.FAILED,
+                reason=reason,
+                at=self.clock.now(),
             )
         )
 
@@ -315,7 +323,11 @@ class SchedulerService:
                 self._reset(dag_id, run_id, task_id, downstream=False)
                 continue
             transition = Transition(
-                task_id, ti.state, state, Cause.MARK, ti.version,
+                task_id,
+                ti.state,
+                state,
+                Cause.MARK,
+                ti.version,
                 {"reason": f"marked {state.value}", "ended_at": self.clock.now()},
             )
             spec = self._spec(self.repos.runs.get(dag_id, run_id))
@@ -374,7 +386,11 @@ class SchedulerService:
         for ti in self.repos.tasks.list_for_run(dag_id, run_id):
             if ti.state in UNFINISHED_TASK_STATES:
                 stop = Transition(
-                    ti.task_id, ti.state, TaskState.STOPPED, Cause.STOP, ti.version,
+                    ti.task_id,
+                    ti.state,
+                    TaskState.STOPPED,
+                    Cause.STOP,
+                    ti.version,
                     {"reason": reason, "ended_at": self.clock.now()},
                 )
                 if self._try_apply(spec, ti, stop):
@@ -526,7 +542,12 @@ class SchedulerService:
     def _emit_run_event(self, run: DagRun) -> None:
         self.events.put(
             "DagRun State Change",
-            {"dag": run.dag_id, "run_id": run.run_id, "state": run.state.value, "reason": run.reason},
+            {
+                "dag": run.dag_id,
+                "run_id": run.run_id,
+                "state": run.state.value,
+                "reason": run.reason,
+            },
         )
 
     def _emit_task_event(self, ti: TaskInstance) -> None:

@@ -52,7 +52,7 @@ def find_cycle(tasks: Mapping[str, _HasDependencies]) -> list[str] | None:
                 iterators.pop()
             elif colour[nxt] == grey:
                 # nxt is an upstream of path[-1]; report in dependency-flow order.
-                loop = path[path.index(nxt) :] + [nxt]
+                loop = [*path[path.index(nxt) :], nxt]
                 return list(reversed(loop))
             elif colour[nxt] == white:
                 colour[nxt] = grey

@@ -20,6 +20,8 @@ from pydantic import (
 )
 
 from skydag.signals.patterns import validate_pattern
+from skydag.spec import graph
+from skydag.spec.schedule import parse_schedule, validate_timezone
 from skydag.spec.durations import format_duration, parse_duration
 
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -295,12 +297,8 @@ class DagSpec(SpecModel):
 
     @model_validator(mode="after")
     def _graph_and_schedule(self) -> DagSpec:
-        from skydag.spec import graph  # cycles and unknown dependencies
-
         graph.check_dependencies(self.tasks)
         if self.schedule is not None:
-            from skydag.spec.schedule import parse_schedule, validate_timezone
-
             validate_timezone(self.timezone)
             if self.start_date is None:
                 raise ValueError("schedule needs start_date (when the first interval starts)")
@@ -348,9 +346,11 @@ class DagSpec(SpecModel):
         return sorted(found, key=order.__getitem__)
 
     def topological_order(self) -> list[str]:
-        from skydag.spec import graph
-
-        return graph.topological_order(self.tasks)
+        cached: list[str] | None = self.__dict__.get("_topo_cache")
+        if cached is None:
+            cached = graph.topological_order(self.tasks)
+            object.__setattr__(self, "_topo_cache", cached)
+        return list(cached)
 
     def _downstream_index(self) -> dict[str, list[str]]:
         # Frozen model: compute once and keep it outside pydantic's fields.

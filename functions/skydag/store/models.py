@@ -189,7 +189,7 @@ def bind_models(settings: Settings) -> None:
     for model, table_name in names.items():
         model.Meta.table_name = table_name
         model.Meta.region = settings.region
-        model.Meta.host = settings.endpoint_url  # type: ignore[attr-defined]
+        model.Meta.host = settings.endpoint_url
         model._connection = None
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import replace
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -196,15 +196,20 @@ class TaskInstanceRepository:
         return new
 
     def report_upstream(
-        self, downstream: TaskInstance | tuple[str, str, str], upstream_task: str, report: UpstreamReport
+        self,
+        downstream: TaskInstance | tuple[str, str, str],
+        upstream_task: str,
+        report: UpstreamReport,
     ) -> TaskInstance | None:
         """Tell a downstream task its upstream's state; stale (older) reports are refused.
 
         Returns the downstream as it is now, or None when the report was stale.
         """
-        dag_id, run_id, task_id = downstream.key if isinstance(downstream, TaskInstance) else downstream
+        dag_id, run_id, task_id = (
+            downstream.key if isinstance(downstream, TaskInstance) else downstream
+        )
         item = TaskInstanceModel(run_key(dag_id, run_id), task_id)
-        entry = TaskInstanceModel.upstream[upstream_task]  # type: ignore[index]
+        entry = TaskInstanceModel.upstream[upstream_task]
         condition = TaskInstanceModel.run_key.exists() & (
             entry.does_not_exist() | (entry["v"] < report.version)
         )
@@ -225,7 +230,7 @@ class TaskInstanceRepository:
     def forget_upstream(self, ti: TaskInstance, upstream_task: str) -> TaskInstance:
         """A cleared upstream is no longer done: remove its report (for ``clear``)."""
         item = TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.task_id)
-        entry = TaskInstanceModel.upstream[upstream_task]  # type: ignore[index]
+        entry = TaskInstanceModel.upstream[upstream_task]
         item.update(actions=[entry.remove(), TaskInstanceModel.version.add(1)])
         return _ti_from_model(item)
 
@@ -245,12 +250,10 @@ class TaskInstanceRepository:
             raise ValueError(f"task instance has no writable field '{name}'")
         attribute = getattr(TaskInstanceModel, name)
         if value is None:
-            action: Action = attribute.remove()
-            return action
-        if name in _TI_JSON_FIELDS:
-            value = _dumps(value)
-        action = attribute.set(value)
-        return action
+            removal: Action = attribute.remove()
+            return removal
+        assignment: Action = attribute.set(_dumps(value) if name in _TI_JSON_FIELDS else value)
+        return assignment
 
     def _due_actions(self, new: TaskInstance) -> list[Action]:
         due = due_at(new)
@@ -358,7 +361,8 @@ class RunRepository:
 
     def list_for_dag(self, dag_id: str, limit: int | None = None) -> list[DagRun]:
         return [
-            _run_from_model(i) for i in RunModel.query(dag_id, scan_index_forward=False, limit=limit)
+            _run_from_model(i)
+            for i in RunModel.query(dag_id, scan_index_forward=False, limit=limit)
         ]
 
     def list_all(self) -> Iterator[DagRun]:
@@ -414,9 +418,11 @@ class RunRepository:
             ],
         )
 
-    def reserve_task_slot(self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int) -> bool:
+    def reserve_task_slot(
+        self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int
+    ) -> bool:
         """Take a max_active_tasks slot for one try (idempotent for the same task)."""
-        entry = RunModel.active[ti.task_id]  # type: ignore[index]
+        entry = RunModel.active[ti.task_id]
         condition = (RunModel.state == RunState.RUNNING.value) & (
             (size(RunModel.active) < max_active) | entry.exists()
         )
@@ -425,11 +431,9 @@ class RunRepository:
 
     def release_task_slot(self, ti: TaskInstance) -> bool:
         """Free the slot held by this try; a stale try's release frees nothing."""
-        entry = RunModel.active[ti.task_id]  # type: ignore[index]
+        entry = RunModel.active[ti.task_id]
         return (
-            self._write(
-                ti.dag_id, ti.run_id, [entry.remove()], entry == ti.try_number, quiet=True
-            )
+            self._write(ti.dag_id, ti.run_id, [entry.remove()], entry == ti.try_number, quiet=True)
             is not None
         )
 
@@ -439,8 +443,7 @@ class RunRepository:
     def queued_runs(self, dag_id: str, limit: int) -> list[tuple[str, str]]:
         """Runs waiting for a max_active_runs slot, oldest first (sparse index)."""
         return [
-            (item.dag_id, item.run_id)
-            for item in RunModel.queued_index.query(dag_id, limit=limit)
+            (item.dag_id, item.run_id) for item in RunModel.queued_index.query(dag_id, limit=limit)
         ]
 
     def _write(
@@ -681,7 +684,8 @@ class TaskStateRepository:
             if not is_condition_failure(error):
                 raise
             raise ConflictError[Any](
-                f"task state {scope}/{key}: version {expected_version} is stale", self.get(scope, key)
+                f"task state {scope}/{key}: version {expected_version} is stale",
+                self.get(scope, key),
             ) from error
         return new_version
 
@@ -702,7 +706,6 @@ class Repositories:
         self.runs = RunRepository()
         self.tasks = TaskInstanceRepository()
         self.state = TaskStateRepository(task_state_ttl)
-
 
 
 # --- stream images -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +38,14 @@ class _LocalJob:
     simulated_seconds: float = 0.0
     done: bool = False
     cancelled: str | None = None
+
+
+def _resolve_python(command: list[str]) -> list[str]:
+    """``python`` in a DAG's local command means the interpreter skydag runs on: the
+    machine may have no ``python`` on PATH, and the job should see the same packages."""
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return command
 
 
 class LocalTarget:
@@ -78,7 +87,7 @@ class LocalTarget:
         local = request.local or {}
         command = local.get("command")
         if command:
-            self._start_process(job, [str(part) for part in command], local)
+            self._start_process(job, _resolve_python([str(part) for part in command]), local)
         else:
             job.simulated_exit = int(local.get("exit_code", 0))
             job.simulated_seconds = parse_duration(local.get("duration", 0)).total_seconds()
@@ -188,12 +197,24 @@ class LocalTarget:
         return self._report(job, JobStatus.FAILED, exit_code=code, reason=reason)
 
     def _report(
-        self, job: _LocalJob, status: JobStatus, *, exit_code: int | None = None, reason: str | None = None
+        self,
+        job: _LocalJob,
+        status: JobStatus,
+        *,
+        exit_code: int | None = None,
+        reason: str | None = None,
     ) -> JobReport:
         r = job.request
         return JobReport(
-            r.dag_id, r.run_id, r.task_id, r.try_number, status,
-            job_id=job.job_id, exit_code=exit_code, reason=reason, at=self.clock.now(),
+            r.dag_id,
+            r.run_id,
+            r.task_id,
+            r.try_number,
+            status,
+            job_id=job.job_id,
+            exit_code=exit_code,
+            reason=reason,
+            at=self.clock.now(),
         )
 
     @staticmethod
@@ -203,4 +224,3 @@ class LocalTarget:
         text = job.log_path.read_bytes()[-REASON_TAIL_CHARS:].decode("utf-8", "replace")
         lines = [line for line in text.splitlines() if line.strip()]
         return lines[-1].strip() if lines else ""
-
