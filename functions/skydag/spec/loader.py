@@ -319,7 +319,7 @@ class _PyLoader(Reader, Scanner, Parser, _Checks):
 
 def _loader_class() -> Callable[[str], _Checks]:
     try:
-        from yaml._yaml import CParser  # noqa: PLC0415 (optional C extension)
+        from yaml._yaml import CParser
     except ImportError:  # PyYAML built without libyaml
         return _PyLoader
 

@@ -21,8 +21,8 @@ from pydantic import (
 
 from skydag.signals.patterns import validate_pattern
 from skydag.spec import graph
-from skydag.spec.schedule import parse_schedule, validate_timezone
 from skydag.spec.durations import format_duration, parse_duration
+from skydag.spec.schedule import parse_schedule, validate_timezone
 
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 TARGET_KEYS: tuple[str, ...] = (

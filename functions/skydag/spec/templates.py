@@ -52,7 +52,7 @@ CONTEXT_VARIABLES: tuple[str, ...] = (
 )
 
 
-class TemplateSyntaxProblem(ValueError):  # noqa: N818 (the name callers know)
+class TemplateSyntaxProblem(ValueError):
     """A template that does not compile; ``lineno`` is the line inside the template."""
 
     def __init__(self, message: str, lineno: int | None = None) -> None:
