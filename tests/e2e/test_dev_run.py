@@ -1,0 +1,158 @@
+"""`skydag dev run` end to end: the CLI, the embedded AWS, the real engine, store and jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from skydag.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "dags"
+SIGNAL = ROOT / "events" / "signals" / "model_emitted.json"
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Example DAGs name their jobs relative to the repository root.
+    monkeypatch.chdir(ROOT)
+
+
+def write_dag(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "dag.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_signalled_ml_pipeline_succeeds_with_contract_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(
+        [
+            "dev",
+            "run",
+            str(EXAMPLES / "ml_pipeline.yaml"),
+            "--signal",
+            str(SIGNAL),
+            "--output",
+            "json",
+            "--log-dir",
+            str(tmp_path),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run = json.loads(out)
+    assert run["dag"] == "ml_pipeline"
+    assert run["run_id"] == "signal__6a7e8feb-b491-4cf7-a9f1-bf3703467718"
+    assert run["state"] == "success"
+    assert run["conf"] == {}
+    assert [t["task"] for t in run["tasks"]] == ["evaluate", "publish", "redeploy"]
+    for task in run["tasks"]:
+        assert set(task) >= {
+            "task",
+            "state",
+            "try_number",
+            "started_at",
+            "ended_at",
+            "exit_code",
+            "job_id",
+        }
+        assert (task["state"], task["try_number"], task["exit_code"]) == ("success", 1, 0)
+    # Live progress went to stderr, one line per state change.
+    assert "evaluate" in err and "running" in err
+    # The job saw the signal's model URI through its template.
+    log = (tmp_path / "ml_pipeline" / run["run_id"] / "evaluate.1.log").read_text()
+    assert "s3://ml-models/churn/2026-11-22/model.tar.gz" in log
+    assert "run=signal__6a7e8feb" in log
+
+
+def test_failing_task_retries_then_fails_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    dag = write_dag(
+        tmp_path,
+        """
+dag: flaky
+tasks:
+  extract:
+    noop: {}
+  load:
+    depends_on: [extract]
+    retries: 1
+    retry_delay: 0.1s
+    batch: {job_queue: q, job_definition: d}
+    local: {command: [python, -c, "import sys; print('disk full', file=sys.stderr); sys.exit(3)"]}
+  report:
+    depends_on: [load]
+    noop: {}
+""",
+    )
+    code = main(["dev", "run", dag, "--output", "json", "--log-dir", str(tmp_path / "logs")])
+    out, _ = capsys.readouterr()
+    run = json.loads(out)
+    assert code == 1
+    assert run["state"] == "failed"
+    tasks = {t["task"]: t for t in run["tasks"]}
+    assert (tasks["load"]["state"], tasks["load"]["try_number"]) == ("failed", 2)
+    assert tasks["load"]["exit_code"] == 3
+    assert "disk full" in tasks["load"]["reason"]
+    assert tasks["report"]["state"] == "upstream_failed"
+
+
+def test_conf_overrides_params_in_templates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    dag = write_dag(
+        tmp_path,
+        """
+dag: conf_demo
+params: {greeting: hello}
+tasks:
+  say:
+    lambda: {function_name: f}
+    local: {command: [python, -c, "import sys; sys.exit(0 if sys.argv[1] == 'bonjour' else 9)", "{{ params.greeting }}"]}
+""",
+    )
+    code = main(
+        ["dev", "run", dag, "--conf", '{"greeting": "bonjour"}', "--log-dir", str(tmp_path)]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "run conf_demo/" in out and ": success" in out
+
+
+def test_invalid_file_exits_2_with_contract_lines(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    dag = write_dag(tmp_path, "dag: broken\ntasks:\n  a: {depends_on: [b], noop: {}}\n")
+    assert main(["dev", "run", dag]) == 2
+    _, err = capsys.readouterr()
+    assert f"{dag}: error:" in err and "'b'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--conf", "{not json"], "--conf is not valid JSON"),
+        (["--conf", "[1, 2]"], "--conf must be a JSON object"),
+    ],
+)
+def test_bad_conf_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    dag = write_dag(tmp_path, "dag: ok\ntasks:\n  a: {noop: {}}\n")
+    assert main(["dev", "run", dag, *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_signal_that_matches_no_on_pattern_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"source": "someone.else", "detail-type": "x", "detail": {}}))
+    code = main(["dev", "run", str(EXAMPLES / "ml_pipeline.yaml"), "--signal", str(event)])
+    assert code == 2
+    assert "matches none of DAG 'ml_pipeline' on: patterns" in capsys.readouterr().err
