@@ -36,6 +36,7 @@ from skydag.engine.states import (
 from skydag.engine.transitions import Decision, Outcome, Transition
 from skydag.service.ports import Clock, EventSink
 from skydag.spec.models import DagSpec
+from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule
 from skydag.spec.templates import TemplateRenderError, render_value
 from skydag.store.errors import ConflictError, NotFound
 from skydag.store.repositories import Repositories
@@ -120,6 +121,62 @@ class SchedulerService:
         if created:
             self._emit_run_event(run)
         return TriggerResult(run, created)
+
+    def schedule_tick(self, dag_id: str, now: datetime | None = None) -> list[DagRun]:
+        """Create the runs a schedule owes by ``now`` (one, or every missed one with catchup).
+
+        A tick may come late, twice or not at all: the runs owed are computed from the
+        DAG's high-water mark, run ids are the intervals' starts (a duplicate is the same
+        run), and the mark only moves forward by a conditional write.
+        """
+        now = now or self.clock.now()
+        record = self.repos.dags.find(dag_id)
+        if record is None or record.current_version is None or record.paused:
+            return []
+        spec = self.repos.dags.load_spec(dag_id, record.current_version)
+        if spec.schedule is None or spec.start_date is None:
+            return []
+        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
+        intervals = due_intervals(
+            schedule,
+            start_date=spec.start_date,
+            end_date=spec.end_date,
+            last_end=record.last_scheduled_end,
+            now=now,
+            catchup=spec.catchup,
+        )
+        runs = [
+            self.trigger(
+                dag_id,
+                run_type=RunType.SCHEDULED,
+                logical_date=interval.start,
+                data_interval=(interval.start, interval.end),
+            ).run
+            for interval in intervals
+        ]
+        if intervals:
+            self.repos.dags.advance_schedule(dag_id, record.last_scheduled_end, intervals[-1].end)
+        return runs
+
+    def backfill(self, dag_id: str, start: datetime, end: datetime) -> list[DagRun]:
+        """One run per interval whose logical date is in [start, end]; beyond
+        max_active_runs they wait queued and start, oldest first, as slots free."""
+        record = self.repos.dags.find(dag_id)
+        if record is None or record.current_version is None:
+            raise DagNotFound(f"DAG '{dag_id}' is not loaded")
+        spec = self.repos.dags.load_spec(dag_id, record.current_version)
+        if spec.schedule is None:
+            raise ValueError(f"DAG '{dag_id}' has no schedule to backfill")
+        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
+        return [
+            self.trigger(
+                dag_id,
+                run_type=RunType.BACKFILL,
+                logical_date=interval.start,
+                data_interval=(interval.start, interval.end),
+            ).run
+            for interval in backfill_intervals(schedule, start=start, end=end)
+        ]
 
     def try_start(self, run: DagRun, spec: DagSpec) -> DagRun:
         """Take a max_active_runs slot and start the run, or leave it queued."""
