@@ -62,7 +62,8 @@ def test_signalled_ml_pipeline_succeeds_with_contract_json(
         }
         assert (task["state"], task["try_number"], task["exit_code"]) == ("success", 1, 0)
     # Live progress went to stderr, one line per state change.
-    assert "evaluate" in err and "running" in err
+    assert "evaluate" in err
+    assert "running" in err
     # The job saw the signal's model URI through its template.
     log = (tmp_path / "ml_pipeline" / run["run_id"] / "evaluate.1.log").read_text()
     assert "s3://ml-models/churn/2026-11-22/model.tar.gz" in log
@@ -113,7 +114,12 @@ params: {greeting: hello}
 tasks:
   say:
     lambda: {function_name: f}
-    local: {command: [python, -c, "import sys; sys.exit(0 if sys.argv[1] == 'bonjour' else 9)", "{{ params.greeting }}"]}
+    local:
+      command:
+        - python
+        - -c
+        - "import sys; sys.exit(0 if sys.argv[1] == 'bonjour' else 9)"
+        - "{{ params.greeting }}"
 """,
     )
     code = main(
@@ -121,7 +127,8 @@ tasks:
     )
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    assert "run conf_demo/" in out and ": success" in out
+    assert "run conf_demo/" in out
+    assert ": success" in out
 
 
 def test_invalid_file_exits_2_with_contract_lines(
@@ -130,7 +137,8 @@ def test_invalid_file_exits_2_with_contract_lines(
     dag = write_dag(tmp_path, "dag: broken\ntasks:\n  a: {depends_on: [b], noop: {}}\n")
     assert main(["dev", "run", dag]) == 2
     _, err = capsys.readouterr()
-    assert f"{dag}: error:" in err and "'b'" in err
+    assert f"{dag}: error:" in err
+    assert "'b'" in err
 
 
 @pytest.mark.parametrize(
