@@ -154,6 +154,7 @@ class Result:
     transport_s: float
     ratio_to_baseline: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
+    call_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_scenario(counter: CallCounter, scenario: Scenario, timeout: float) -> Result:
@@ -210,6 +211,7 @@ def run_scenario(counter: CallCounter, scenario: Scenario, timeout: float) -> Re
         transport_calls=transport,
         transport_s=transport_s,
         calls=calls,
+        call_seconds={op: round(counter.seconds[op], 4) for op in calls},
     )
 
 
@@ -267,8 +269,11 @@ def print_report(results: list[Result], baseline: Baseline, mode: str) -> None:
             f"{r.scheduler_calls_per_task:>12.2f}{r.scheduler_s / r.tasks * 1000:>9.2f}"
             f"{r.ratio_to_baseline:>8.1f}"
         )
-        ops = "  ".join(f"{op} {n:.2f}" for op, n in r.per_task.items())
-        print(f"  per task: {ops}")
+        ops = "  ".join(
+            f"{op} {n:.2f} ({r.call_seconds[op] / r.calls[op] * 1000:.0f} ms)"
+            for op, n in r.per_task.items()
+        )
+        print(f"  per task (mean time per call): {ops}")
         stream = ", ".join(f"{op} {n} calls" for op, n in r.transport_calls.items()) or "none"
         print(
             f"  transport (not counted above): {stream} "

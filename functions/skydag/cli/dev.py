@@ -9,11 +9,13 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from skydag.engine.models import DagRun, RunType, TaskInstance
-from skydag.engine.states import RunState
+from skydag.engine.scheduler import readiness
+from skydag.engine.states import FINISHED_RUN_STATES, RunState, TaskState
 from skydag.signals.patterns import matches
 from skydag.spec.models import DagSpec
 
@@ -66,6 +68,10 @@ def run_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         progress=sys.stderr,
     )
+    if run.state not in FINISHED_RUN_STATES:
+        waiting = [ti.task_id for ti in tasks if ti.state is TaskState.WAITING]
+        why = f"tasks wait for a signal: {', '.join(waiting)}" if waiting else "timed out"
+        print(f"skydag dev run: the run cannot finish here ({why})", file=sys.stderr)
     if args.output == "json":
         from skydag.cli.render import run_to_json
 
@@ -111,12 +117,19 @@ def execute(
             run = env.run_until_finished(spec.dag, result.run.run_id, timeout=timeout)
             order = {t: i for i, t in enumerate(spec.topological_order())}
             tasks = sorted(
-                env.repos.tasks.list_for_run(spec.dag, run.run_id),
+                (_explained(spec, ti) for ti in env.repos.tasks.list_for_run(spec.dag, run.run_id)),
                 key=lambda ti: order.get(ti.task_id, 0),
             )
             return run, tasks
         finally:
             env.close()
+
+
+def _explained(spec: DagSpec, ti: TaskInstance) -> TaskInstance:
+    """A task that never started says why: which upstreams, under which trigger rule."""
+    if ti.state is not TaskState.PENDING:
+        return ti
+    return replace(ti, reason=f"not started: {readiness(spec, ti)}")
 
 
 def _progress_printer(stream: TextIO, started: float) -> Any:
