@@ -31,6 +31,8 @@ class TaskInstance:
     dag_id: str
     run_id: str
     task_id: str
+    # The run's pinned DAG version, copied here so a job report needs no read of the run.
+    dag_version: int = 0
     state: TaskState = TaskState.PENDING
     # 0 until first dispatched; each dispatch (retry, restart) is a new try.
     try_number: int = 0

@@ -178,7 +178,10 @@ def new_run(
         trigger=dict(trigger) if trigger else None,
         created_at=now,
     )
-    tis = [TaskInstance(dag_id=spec.dag, run_id=run_id, task_id=t) for t in spec.tasks]
+    tis = [
+        TaskInstance(dag_id=spec.dag, run_id=run_id, task_id=t, dag_version=dag_version)
+        for t in spec.tasks
+    ]
     return NewRun(run, tis)
 
 

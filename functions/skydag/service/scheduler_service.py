@@ -239,9 +239,10 @@ class SchedulerService:
             self._report_failure(ti, f"dispatch failed: {error.reason}")
             return
         if result.report is not None:
-            self.on_job_report(result.report)
+            self._apply_report(ti, result.report)
         elif result.job_id is not None:
-            self.on_job_report(
+            self._apply_report(
+                ti,
                 JobReport(
                     ti.dag_id,
                     ti.run_id,
@@ -250,7 +251,7 @@ class SchedulerService:
                     JobStatus.RUNNING,
                     job_id=result.job_id,
                     at=self.clock.now(),
-                )
+                ),
             )
 
     def _dispatch_request(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> DispatchRequest:
@@ -321,8 +322,10 @@ class SchedulerService:
             return Decision.reject(
                 f"no task instance {report.dag_id}/{report.run_id}/{report.task_id}"
             )
-        run = self.repos.runs.get(ti.dag_id, ti.run_id)
-        spec = self._spec(run)
+        return self._apply_report(ti, report)
+
+    def _apply_report(self, ti: TaskInstance, report: JobReport) -> Decision:
+        spec = self.repos.dags.load_spec(ti.dag_id, ti.dag_version)
         policy = spec.effective_policy(ti.task_id)
         for _ in range(MAX_RACE_RETRIES):
             decision = decide_report(ti, report, policy, self.clock.now())
@@ -532,12 +535,11 @@ class SchedulerService:
             )
             if updated is not None:
                 self._evaluate(spec, run, updated)
-        self.repos.runs.record_finished(
+        run = self.repos.runs.record_finished(
             ti,
             spec.task_index(ti.task_id),
             failed_leaf=counts_as_failed_leaf(spec, ti.task_id, ti.state),
         )
-        run = self.repos.runs.get(ti.dag_id, ti.run_id)
         self._fill_free_slots(spec, run)
         self._complete_if_done(spec, run)
 

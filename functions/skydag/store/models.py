@@ -129,6 +129,7 @@ class TaskInstanceModel(Model):
     task_id = UnicodeAttribute(range_key=True)
     dag_id = UnicodeAttribute()
     run_id = UnicodeAttribute()
+    dag_version = NumberAttribute(default=0)
     state = UnicodeAttribute()
     try_number = NumberAttribute(default=0)
     version = NumberAttribute(default=0)

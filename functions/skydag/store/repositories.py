@@ -83,6 +83,7 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         dag_id=item.dag_id,
         run_id=item.run_id,
         task_id=item.task_id,
+        dag_version=int(item.dag_version or 0),
         state=TaskState(item.state),
         try_number=int(item.try_number),
         version=int(item.version),
@@ -126,6 +127,7 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
         ti.task_id,
         dag_id=ti.dag_id,
         run_id=ti.run_id,
+        dag_version=ti.dag_version,
         state=ti.state.value,
         try_number=ti.try_number,
         version=ti.version,
@@ -398,13 +400,19 @@ class RunRepository:
         )
         return bool(item.tasks_created)
 
-    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> None:
-        """Count a task's finish on its run (idempotent: set union) and free its slot."""
+    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> DagRun:
+        """Free the task's slot and count its finish on the run (idempotent: set union).
+
+        Returns the run as it is after the write (a small item: no extra read).
+        """
+        self.release_task_slot(ti)
         actions: list[Action] = [RunModel.finished_idx.add({index}), RunModel.version.add(1)]
         if failed_leaf:
             actions.append(RunModel.failed_leaf_idx.add({index}))
-        self._write(ti.dag_id, ti.run_id, actions, RunModel.run_id.exists())
-        self.release_task_slot(ti)
+        attributes = self._write(
+            ti.dag_id, ti.run_id, actions, RunModel.run_id.exists(), return_values="ALL_NEW"
+        )
+        return _run_from_model(RunModel.from_raw_data(attributes or {}))
 
     def forget_finished(self, run: DagRun, index: int) -> None:
         """Uncount a task that is being cleared."""
@@ -504,7 +512,11 @@ def _dag_from_model(item: DagModel) -> DagRecord:
     )
 
 
-@lru_cache(maxsize=256)
+_SPEC_CACHE_SIZE = 256
+_SPEC_CACHE: dict[tuple[str, str, int], DagSpec] = {}
+
+
+@lru_cache(maxsize=_SPEC_CACHE_SIZE)
 def _parse_spec(spec_json: str) -> DagSpec:
     return DagSpec.model_validate_json(spec_json)
 
@@ -571,12 +583,21 @@ class DagRepository:
         raise DagConflict(f"DAG '{spec.dag}': too many concurrent uploads", self.find(spec.dag))
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec:
-        """A pinned DAG version (immutable, so cached by its JSON)."""
+        """A pinned DAG version. Versions are immutable, so a warm Lambda (or the dev
+        loop) reads each one once."""
+        key = (DagVersionModel.Meta.table_name or "", dag_id, version)
+        cached = _SPEC_CACHE.get(key)
+        if cached is not None:
+            return cached
         try:
             item = DagVersionModel.get(dag_id, version)
         except DoesNotExist as error:
             raise NotFound(f"DAG '{dag_id}' version {version} not found") from error
-        return _parse_spec(item.spec)
+        spec = _parse_spec(item.spec)
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
+            _SPEC_CACHE.pop(next(iter(_SPEC_CACHE)))
+        _SPEC_CACHE[key] = spec
+        return spec
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         DagModel(dag_id).update(
