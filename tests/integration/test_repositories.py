@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
+from pynamodb.exceptions import UpdateError
 
 from skydag.engine.models import DagRun, RunType, TaskInstance, UpstreamReport
 from skydag.engine.states import Cause, RunState, TaskState
@@ -40,8 +42,12 @@ def put_task(repos: Repositories, task_id: str = "a", run_id: str = RUN) -> Task
 
 
 def dispatch(ti: TaskInstance, *, timeout_at: datetime | None = None) -> Transition:
-    changes = {"try_number": ti.try_number + 1, "queued_at": NOW, "timeout_at": timeout_at}
-    changes |= {"next_attempt_at": None}
+    changes = {
+        "try_number": ti.try_number + 1,
+        "queued_at": NOW,
+        "timeout_at": timeout_at,
+        "next_attempt_at": None,
+    }
     return Transition(ti.task_id, ti.state, T.QUEUED, Cause.DISPATCH, ti.version, changes)
 
 
@@ -404,42 +410,47 @@ def test_record_finished_counts_once_and_frees_the_slot(repos: Repositories) -> 
     assert repos.runs.get(DAG, RUN).active == {"a"}
     done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
 
-    assert repos.runs.record_finished(done, failed_leaf=False) == (1, 0)
+    once = repos.runs.record_finished(done, 0, failed_leaf=False)
     # The same finish again (a redelivered stream record): not counted twice.
-    assert repos.runs.record_finished(done, failed_leaf=False) is None
-    after = repos.runs.get(DAG, RUN)
-    assert (after.finished_count, after.failed_leaves, after.active) == (1, 0, frozenset())
-    assert after.state is RunState.RUNNING
+    twice = repos.runs.record_finished(done, 0, failed_leaf=False)
+
+    for after in (once, twice, repos.runs.get(DAG, RUN)):
+        assert (after.finished_count, after.failed_leaves, after.active) == (1, 0, frozenset())
+        assert after.state is RunState.RUNNING
     # The freed slot can be taken by the next task.
     assert repos.runs.reserve_task_slot(run, TaskInstance(DAG, RUN, "b"), 1, 1)
 
 
-def test_cleared_finishes_are_uncounted_once_and_counted_again(repos: Repositories) -> None:
+def test_cleared_finishes_are_uncounted_and_counted_again(repos: Repositories) -> None:
     make_run(repos)
     ti = queued_task(repos, "leaf")
     failed = repos.tasks.apply(ti, move(ti, T.FAILED, Cause.FAILED, ended_at=NOW))
-    run = repos.runs.get(DAG, RUN)
+    other = queued_task(repos, "other")
+    other = repos.tasks.apply(other, move(other, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
 
-    assert repos.runs.record_finished(failed, failed_leaf=True) == (1, 1)
-    assert repos.runs.forget_finished(run, failed, failed_leaf=True) is True
-    assert repos.runs.forget_finished(run, failed, failed_leaf=True) is False  # once only
-    counts = repos.runs.get(DAG, RUN)
-    assert (counts.finished_count, counts.failed_leaves) == (0, 0)
-    # The old finish replayed after the clear: refused (its version is not newer).
-    assert repos.runs.record_finished(failed, failed_leaf=True) is None
+    repos.runs.record_finished(other, 1, failed_leaf=False)
+    counted = repos.runs.record_finished(failed, 0, failed_leaf=True)
+    assert (counted.finished_count, counted.failed_leaves) == (2, 1)
+
+    repos.runs.forget_finished(counted, 0)
+    repos.runs.forget_finished(counted, 0)  # a retried clear: uncounted once only
+    uncounted = repos.runs.get(DAG, RUN)
+    assert (uncounted.finished_count, uncounted.failed_leaves) == (1, 0)
 
     pending = repos.tasks.apply(failed, move(failed, T.PENDING, Cause.CLEAR))
     requeued = repos.tasks.apply(pending, dispatch(pending))
     succeeded = repos.tasks.apply(requeued, move(requeued, T.SUCCESS, Cause.SUCCEEDED))
-
-    assert repos.runs.record_finished(succeeded, failed_leaf=False) == (1, 0)
+    recounted = repos.runs.record_finished(succeeded, 0, failed_leaf=False)
+    assert (recounted.finished_count, recounted.failed_leaves) == (2, 0)
 
 
 def test_record_finished_on_a_missing_run_creates_nothing(repos: Repositories) -> None:
     ti = queued_task(repos, "a")  # its run was never created
     done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED))
 
-    assert repos.runs.record_finished(done, failed_leaf=False) is None
+    with contextlib.suppress(UpdateError):
+        repos.runs.record_finished(done, 0, failed_leaf=False)
+
     assert repos.runs.find(DAG, RUN) is None
 
 

@@ -315,12 +315,6 @@ def test_a_throttled_retry_runs_when_a_slot_frees(
     assert run.state is RunState.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: clearing a task of a finished run reopens it without a max_active_runs slot "
-    "(SchedulerService._reset never calls reserve_run_slot)",
-)
 def test_a_reopened_run_respects_max_active_runs(
     embedded: EmbeddedSkydag, dag_loader: Loader
 ) -> None:
@@ -471,13 +465,6 @@ def test_clear_with_downstream_reruns_the_failed_branch(
     assert dispatched(embedded) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: SchedulerService._reset uncounts a finished task (forget_finished) before "
-    "its clear transition; when that transition loses a race the task stays finished but "
-    "uncounted, so finished_count never reaches the task count and the run never ends",
-)
 def test_a_clear_that_loses_a_race_keeps_the_run_counts(
     embedded: EmbeddedSkydag, dag_loader: Loader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -496,11 +483,11 @@ def test_a_clear_that_loses_a_race_keeps_the_run_counts(
     assert states(embedded, "race", "r1")["b"][0] is T.RUNNING  # c finished, b still runs
     forget = embedded.repos.runs.forget_finished
 
-    def forget_while_c_changes(run: DagRun, ti: TaskInstance, *, failed_leaf: bool) -> bool:
-        uncounted = forget(run, ti, failed_leaf=failed_leaf)
+    def forget_while_c_changes(*args: Any, **kwargs: Any) -> Any:
+        uncounted = forget(*args, **kwargs)
         # Meanwhile another writer touches c (here: an upstream report), so the clear's
         # transition, conditional on c's version, loses.
-        embedded.repos.tasks.report_upstream(ti, "b", UpstreamReport(T.SUCCESS, 1))
+        embedded.repos.tasks.report_upstream(("race", "r1", "c"), "b", UpstreamReport(T.SUCCESS, 1))
         return uncounted
 
     monkeypatch.setattr(embedded.repos.runs, "forget_finished", forget_while_c_changes)
@@ -508,6 +495,28 @@ def test_a_clear_that_loses_a_race_keeps_the_run_counts(
 
     finished = [t for t, (s, _) in states(embedded, "race", "r1").items() if s in FINISHED]
     assert embedded.repos.runs.get("race", "r1").finished_count == len(finished)
+
+
+def test_a_replayed_finish_of_a_cleared_task_does_not_end_the_run(
+    embedded: EmbeddedSkydag, dag_loader: Loader
+) -> None:
+    rerun_sleeps = {"command": ["sh", "-c", 'test "$SKYDAG_TRY" -ge 2 && sleep 1']}
+    dag_loader(
+        {
+            "dag": "recount",
+            "tasks": {"a": job(), "b": {"depends_on": ["a"], "noop": None, "local": rerun_sleeps}},
+        }
+    )
+    embedded.service.trigger("recount", run_id="r1")
+    assert finish(embedded, "recount", "r1").state is RunState.FAILED
+    embedded.service.clear("recount", "r1", "b")
+    pump_until(embedded, lambda: states(embedded, "recount", "r1")["b"] == (T.RUNNING, 2))
+
+    embedded.feed = StreamFeed(embedded.settings)  # the stream redelivered from the start
+    embedded.pump()
+
+    assert embedded.repos.runs.get("recount", "r1").state is RunState.RUNNING
+    assert finish(embedded, "recount", "r1").state is RunState.SUCCESS
 
 
 def test_mark_success_of_a_retrying_task_lets_its_downstream_run(
@@ -534,12 +543,6 @@ def test_mark_success_of_a_retrying_task_lets_its_downstream_run(
     assert embedded.repos.tasks.due(embedded.clock.now().replace(year=2100)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: marking a failed task success leaves its downstream upstream_failed: "
-    "mark -> _reset(downstream=False) forgets the report but never clears the child",
-)
 def test_mark_success_of_a_failed_task_lets_its_downstream_run(
     embedded: EmbeddedSkydag, dag_loader: Loader
 ) -> None:
@@ -637,16 +640,10 @@ def test_replaying_the_stream_dispatches_nothing_twice(
     assert after == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a replayed 'queued' change re-dispatches noop/emit tasks: LocalTarget only "
-    "remembers tokens of jobs it keeps, and SchedulerService.dispatch never re-reads the task",
-)
 def test_replaying_the_stream_dispatches_no_noop_twice(
     embedded: EmbeddedSkydag, dag_loader: Loader
 ) -> None:
-    dag_loader(chain("replay", NOOP))
-    before, after = _run_and_replay(embedded, "replay", "feed")
+    dag_loader(chain("replay-noop", NOOP))
+    before, after = _run_and_replay(embedded, "replay-noop", "feed")
     assert before == 3
     assert after == before

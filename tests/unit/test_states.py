@@ -83,6 +83,9 @@ EXPECTED_RUN_EDGES: dict[tuple[RunState, RunState], frozenset[Cause]] = {
     (R.RUNNING, R.CANCELLED): frozenset({C.STOP}),
     (R.SUCCESS, R.RUNNING): frozenset({C.CLEAR}),
     (R.FAILED, R.RUNNING): frozenset({C.CLEAR}),
+    # Reopened but no max_active_runs slot free: queued like a new run.
+    (R.SUCCESS, R.QUEUED): frozenset({C.CLEAR}),
+    (R.FAILED, R.QUEUED): frozenset({C.CLEAR}),
 }
 
 TASK_PAIRS = list(itertools.product(TaskState, TaskState))
@@ -176,7 +179,7 @@ def test_clear_leads_only_to_pending() -> None:
             assert dst is T.PENDING
     for (_run_src, run_dst), causes in RUN_TRANSITIONS.items():
         if C.CLEAR in causes:
-            assert run_dst is R.RUNNING
+            assert run_dst in (R.RUNNING, R.QUEUED)
 
 
 def test_unfinished_states_cannot_be_cleared_except_up_for_retry() -> None:
@@ -235,7 +238,8 @@ def test_finished_run_state_leaves_only_by_clear(state: RunState) -> None:
         (dst, cause) for dst in RunState for cause in Cause if can_transition_run(state, dst, cause)
     }
     # A cancelled run is final: clearing its tasks is refused ("trigger a new run").
-    assert exits == (set() if state is R.CANCELLED else {(R.RUNNING, C.CLEAR)})
+    reopened = {(R.RUNNING, C.CLEAR), (R.QUEUED, C.CLEAR)}
+    assert exits == (set() if state is R.CANCELLED else reopened)
 
 
 def test_every_run_state_reachable_from_queued() -> None:

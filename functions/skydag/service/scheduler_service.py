@@ -197,7 +197,16 @@ class SchedulerService:
     def on_run_changed(self, old: DagRun | None, new: DagRun) -> None:
         if new.state is RunState.RUNNING and (old is None or old.state is RunState.QUEUED):
             spec = self._spec(new)
-            for ti in self.repos.tasks.get_many(new.dag_id, new.run_id, spec.roots()):
+            if new.finished_count:
+                # A reopened run that waited for a slot: its cleared tasks, wherever they are.
+                candidates = [
+                    ti
+                    for ti in self.repos.tasks.list_for_run(new.dag_id, new.run_id)
+                    if ti.state in (TaskState.PENDING, TaskState.UP_FOR_RETRY)
+                ]
+            else:
+                candidates = self.repos.tasks.get_many(new.dag_id, new.run_id, spec.roots())
+            for ti in candidates:
                 self._evaluate(spec, new, ti)
         elif new.state in FINISHED_RUN_STATES and (old is None or old.state != new.state):
             self.repos.dags.release_run_slot(new.dag_id, new.run_id)
@@ -380,7 +389,15 @@ class SchedulerService:
             if ti.state is state:
                 return ti
             if ti.state in FINISHED_TASK_STATES:
-                self._reset(dag_id, run_id, task_id, downstream=False)
+                # Downstream tasks skipped or upstream_failed because of the old outcome
+                # are decided again once the new one is known.
+                self._reset(
+                    dag_id,
+                    run_id,
+                    task_id,
+                    downstream=True,
+                    downstream_states=frozenset({TaskState.SKIPPED, TaskState.UPSTREAM_FAILED}),
+                )
                 continue
             transition = Transition(
                 task_id,
@@ -397,8 +414,15 @@ class SchedulerService:
         raise RuntimeError(f"task {dag_id}/{run_id}/{task_id}: could not mark")
 
     def _reset(
-        self, dag_id: str, run_id: str, task_id: str, *, downstream: bool
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        *,
+        downstream: bool,
+        downstream_states: frozenset[TaskState] = FINISHED_TASK_STATES,
     ) -> tuple[DagRun, DagSpec, list[str]]:
+        """Return finished tasks to pending, uncount them, and reopen a finished run."""
         run = self.repos.runs.get(dag_id, run_id)
         spec = self._spec(run)
         if task_id not in spec.tasks:
@@ -408,22 +432,9 @@ class SchedulerService:
         wanted = [task_id, *(spec.descendants(task_id) if downstream else [])]
         cleared: list[str] = []
         for ti in self.repos.tasks.get_many(dag_id, run_id, wanted):
-            if ti.state in FINISHED_TASK_STATES | {TaskState.UP_FOR_RETRY}:
-                changes = {
-                    "reason": "cleared",
-                    "ended_at": None,
-                    "next_attempt_at": None,
-                    "timeout_at": None,
-                }
-                transition = Transition(
-                    ti.task_id, ti.state, TaskState.PENDING, Cause.CLEAR, ti.version, changes
-                )
-                # Uncount first: a clear retried after a crash finds the task still
-                # finished, and uncounting twice is harmless (set difference).
-                if ti.state in FINISHED_TASK_STATES:
-                    self.repos.runs.forget_finished(run, spec.task_index(ti.task_id))
-                if self._try_apply(spec, ti, transition):
-                    cleared.append(ti.task_id)
+            allowed = FINISHED_TASK_STATES if ti.task_id == task_id else downstream_states
+            if ti.state in allowed | {TaskState.UP_FOR_RETRY} and self._reset_one(spec, run, ti):
+                cleared.append(ti.task_id)
         cleared_set = set(cleared)
         for child in {d for t in cleared for d in spec.downstream(t)}:
             current = self.repos.tasks.get(dag_id, run_id, child)
@@ -431,10 +442,44 @@ class SchedulerService:
                 current = self.repos.tasks.forget_upstream(current, parent)
         run = self.repos.runs.get(dag_id, run_id)
         if run.state in (RunState.SUCCESS, RunState.FAILED) and cleared:
-            run = self.repos.runs.transition(
+            run = self._reopen(spec, run)
+        return run, spec, cleared
+
+    def _reset_one(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> bool:
+        changes = {
+            "reason": "cleared",
+            "ended_at": None,
+            "next_attempt_at": None,
+            "timeout_at": None,
+        }
+        transition = Transition(
+            ti.task_id, ti.state, TaskState.PENDING, Cause.CLEAR, ti.version, changes
+        )
+        finished = ti.state in FINISHED_TASK_STATES
+        index = spec.task_index(ti.task_id)
+        # Uncount first: a clear retried after a crash finds the task still finished, and
+        # uncounting twice is harmless (set difference). If the clear then loses a race,
+        # the task is counted again as it is now, so the run can still end.
+        if finished:
+            self.repos.runs.forget_finished(run, index)
+        if self._try_apply(spec, ti, transition):
+            return True
+        current = self.repos.tasks.find(ti.dag_id, ti.run_id, ti.task_id)
+        if finished and current is not None and current.state in FINISHED_TASK_STATES:
+            failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
+            self.repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
+        return False
+
+    def _reopen(self, spec: DagSpec, run: DagRun) -> DagRun:
+        """A cleared task reopens its finished run: running if a max_active_runs slot is
+        free, otherwise queued until one is (like any new run)."""
+        if self.repos.dags.reserve_run_slot(run.dag_id, run.run_id, spec.max_active_runs):
+            return self.repos.runs.transition(
                 run, RunState.RUNNING, Cause.CLEAR, ended_at=None, reason=None
             )
-        return run, spec, cleared
+        return self.repos.runs.transition(
+            run, RunState.QUEUED, Cause.CLEAR, ended_at=None, reason="waiting for a run slot"
+        )
 
     def cancel_run(self, dag_id: str, run_id: str, reason: str = "cancelled") -> DagRun:
         """Stop every unfinished task (cancelling remote jobs) and end the run cancelled."""
@@ -524,8 +569,15 @@ class SchedulerService:
             return False
         return True
 
-    def _propagate(self, ti: TaskInstance) -> None:
-        """A task finished: tell its downstream tasks, then its run."""
+    def _propagate(self, image: TaskInstance) -> None:
+        """A task finished: tell its downstream tasks, then its run.
+
+        The change may be a redelivery of an old one (the task was cleared and runs
+        again): only the task's current finish counts.
+        """
+        ti = self.repos.tasks.find(image.dag_id, image.run_id, image.task_id)
+        if ti is None or ti.state != image.state or ti.try_number != image.try_number:
+            return
         run = self.repos.runs.get(ti.dag_id, ti.run_id)
         spec = self._spec(run)
         report = UpstreamReport(ti.state, ti.version)

@@ -383,7 +383,9 @@ class RunRepository:
         for name, value in changes.items():
             attribute = getattr(RunModel, name)
             actions.append(attribute.remove() if value is None else attribute.set(value))
-        if dst is not RunState.QUEUED:
+        if dst is RunState.QUEUED:
+            actions.append(RunModel.queued_key.set(_queued_key(run)))
+        else:
             actions.append(RunModel.queued_key.remove())
         condition = RunModel.state.is_in(*(s.value for s in sources)) & (
             RunModel.version == run.version
@@ -513,7 +515,6 @@ def _dag_from_model(item: DagModel) -> DagRecord:
 
 
 _SPEC_CACHE_SIZE = 256
-_SPEC_CACHE: dict[tuple[str, str, int], DagSpec] = {}
 
 
 @lru_cache(maxsize=_SPEC_CACHE_SIZE)
@@ -522,6 +523,11 @@ def _parse_spec(spec_json: str) -> DagSpec:
 
 
 class DagRepository:
+    def __init__(self) -> None:
+        # Versions are immutable: a warm Lambda (or the dev loop) reads each one once.
+        # Per repository, not per process: a new environment (tests, moto) starts empty.
+        self._specs: dict[tuple[str, int], DagSpec] = {}
+
     def get(self, dag_id: str) -> DagRecord:
         try:
             return _dag_from_model(DagModel.get(dag_id, consistent_read=True))
@@ -583,10 +589,8 @@ class DagRepository:
         raise DagConflict(f"DAG '{spec.dag}': too many concurrent uploads", self.find(spec.dag))
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec:
-        """A pinned DAG version. Versions are immutable, so a warm Lambda (or the dev
-        loop) reads each one once."""
-        key = (DagVersionModel.Meta.table_name or "", dag_id, version)
-        cached = _SPEC_CACHE.get(key)
+        """A pinned DAG version, read once per repository."""
+        cached = self._specs.get((dag_id, version))
         if cached is not None:
             return cached
         try:
@@ -594,9 +598,9 @@ class DagRepository:
         except DoesNotExist as error:
             raise NotFound(f"DAG '{dag_id}' version {version} not found") from error
         spec = _parse_spec(item.spec)
-        if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
-            _SPEC_CACHE.pop(next(iter(_SPEC_CACHE)))
-        _SPEC_CACHE[key] = spec
+        if len(self._specs) >= _SPEC_CACHE_SIZE:
+            self._specs.pop(next(iter(self._specs)))
+        self._specs[(dag_id, version)] = spec
         return spec
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
@@ -679,18 +683,30 @@ class TaskStateRepository:
         expected_version: int | None = None,
         ttl: timedelta | None = None,
     ) -> int:
-        """Write a value; with ``expected_version`` only if nobody wrote since (compare-and-set)."""
+        """Write a value. With ``expected_version`` only if nobody wrote since
+        (compare-and-set, 0 = must not exist); without, last writer wins but versions
+        still never repeat (a concurrent write makes this one retry)."""
         if expected_version is None:
-            current = self.get(scope, key)
-            new_version = (current[1] if current else 0) + 1
-            condition = None
-        else:
-            new_version = expected_version + 1
-            condition = (
-                TaskStateModel.key.does_not_exist()
-                if expected_version == 0
-                else TaskStateModel.version == expected_version
-            )
+            for _ in range(10):
+                current = self.get(scope, key)
+                try:
+                    return self.put(
+                        scope,
+                        key,
+                        value,
+                        now=now,
+                        expected_version=current[1] if current else 0,
+                        ttl=ttl,
+                    )
+                except ConflictError:
+                    continue
+            raise ConflictError[Any](f"task state {scope}/{key}: too many concurrent writers", None)
+        new_version = expected_version + 1
+        condition = (
+            TaskStateModel.key.does_not_exist()
+            if expected_version == 0
+            else TaskStateModel.version == expected_version
+        )
         item = TaskStateModel(
             scope,
             key,

@@ -81,9 +81,13 @@ class LocalTarget:
             self.dispatch_count += 1
             self._counter += 1
             job_id = f"local-{self._counter}"
-        if request.kind in ("noop", "emit") and not request.local:
-            return DispatchResult(job_id=job_id, report=self._immediate(request, job_id))
         job = _LocalJob(request, job_id, time.monotonic())
+        if request.kind in ("noop", "emit") and not request.local:
+            # Remembered like any job, so a redelivered dispatch never emits twice.
+            job.done = True
+            with self._lock:
+                self._jobs[request.token] = job
+            return DispatchResult(job_id=job_id, report=self._immediate(request, job_id))
         local = request.local or {}
         command = local.get("command")
         if command:
