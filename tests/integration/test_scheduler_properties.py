@@ -41,7 +41,7 @@ RULES = [
     "none_skipped",
     "always",
 ]
-EXAMPLES = int(os.environ.get("SKYDAG_PROPERTY_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("SKYDAG_PROPERTY_EXAMPLES", "10"))
 
 
 @dataclass
@@ -95,7 +95,7 @@ Case = tuple[dict[str, Any], dict[str, list[bool]]]
 
 
 @st.composite
-def random_dags(draw: st.DrawFn, max_size: int = 40) -> Case:
+def random_dags(draw: st.DrawFn, max_size: int = 30) -> Case:
     # moto costs milliseconds a call: random cases stay small, and one explicit
     # 200-task case (below) covers the size the engine must handle.
     size = draw(st.integers(1, max_size))
