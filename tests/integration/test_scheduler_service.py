@@ -647,3 +647,19 @@ def test_replaying_the_stream_dispatches_no_noop_twice(
     before, after = _run_and_replay(embedded, "replay-noop", "feed")
     assert before == 3
     assert after == before
+
+
+def test_a_run_cancelled_between_intent_and_dispatch_starts_no_job(
+    embedded: EmbeddedSkydag, dag_loader: Loader
+) -> None:
+    dag_loader({"dag": "late", "tasks": {"a": job(duration="5s")}})
+    run = embedded.service.trigger("late", run_id="r1").run
+    # The scheduler records a's dispatch intent (pending -> queued) ...
+    embedded.service.on_run_changed(None, run)
+    assert tasks(embedded, "late", "r1")["a"].state is T.QUEUED
+    # ... the run is cancelled before the queued change reaches the dispatcher ...
+    embedded.service.cancel_run("late", "r1")
+    drain(embedded)
+    # ... so no job was ever started for it.
+    assert embedded.local.dispatch_count == 0  # type: ignore[attr-defined]
+    assert tasks(embedded, "late", "r1")["a"].state is T.STOPPED

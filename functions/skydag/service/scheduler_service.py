@@ -233,6 +233,10 @@ class SchedulerService:
     def dispatch(self, ti: TaskInstance) -> None:
         """Start the try recorded in ``ti`` (its intent is already stored); idempotent."""
         run = self.repos.runs.get(ti.dag_id, ti.run_id)
+        if run.state is not RunState.RUNNING:
+            # Cancelled (or reopened and queued) after the intent was recorded: no job.
+            log.info("not dispatching %s: run is %s", ti.key, run.state.value)
+            return
         spec = self._spec(run)
         task = spec.tasks[ti.task_id]
         try:
