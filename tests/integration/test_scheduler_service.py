@@ -663,3 +663,17 @@ def test_a_run_cancelled_between_intent_and_dispatch_starts_no_job(
     # ... so no job was ever started for it.
     assert embedded.local.dispatch_count == 0  # type: ignore[attr-defined]
     assert tasks(embedded, "late", "r1")["a"].state is T.STOPPED
+
+
+def test_runs_triggered_while_paused_wait_and_start_on_unpause(
+    embedded: EmbeddedSkydag, dag_loader: Loader
+) -> None:
+    dag_loader({"dag": "paused", "max_active_runs": 2, "tasks": {"a": NOOP}})
+    embedded.service.set_paused("paused", True)
+    queued = [embedded.service.trigger("paused", run_id=f"r{i}").run for i in range(3)]
+    assert {r.state for r in queued} == {RunState.QUEUED}
+    embedded.service.set_paused("paused", False)
+    states = {r: embedded.repos.runs.get("paused", r).state for r in ("r0", "r1", "r2")}
+    assert list(states.values()).count(RunState.RUNNING) == 2
+    for run_id in ("r0", "r1", "r2"):
+        assert embedded.run_until_finished("paused", run_id, timeout=30).state is RunState.SUCCESS

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from skydag.engine.models import DagRun, JobReport, JobStatus, RunType, TaskInstance, UpstreamReport
+from skydag.engine.models import (
+    DagRecord,
+    DagRun,
+    JobReport,
+    JobStatus,
+    RunType,
+    TaskInstance,
+    UpstreamReport,
+)
 from skydag.engine.rules import decide_report, decide_timeout
 from skydag.engine.scheduler import (
     counts_as_failed_leaf,
@@ -485,6 +493,13 @@ class SchedulerService:
             run, RunState.QUEUED, Cause.CLEAR, ended_at=None, reason="waiting for a run slot"
         )
 
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause (no new scheduled or signalled runs; queued runs wait) or unpause (queued
+        runs start, oldest first, up to max_active_runs). Running runs are not touched."""
+        self.repos.dags.set_paused(dag_id, paused)
+        if not paused:
+            self._start_queued_runs(dag_id)
+
     def cancel_run(self, dag_id: str, run_id: str, reason: str = "cancelled") -> DagRun:
         """Stop every unfinished task (cancelling remote jobs) and end the run cancelled."""
         run = self.repos.runs.get(dag_id, run_id)
@@ -507,6 +522,10 @@ class SchedulerService:
         return run
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _spec_of(self, record: DagRecord) -> DagSpec:
+        assert record.current_version is not None
+        return self.repos.dags.load_spec(record.dag_id, record.current_version)
 
     def _spec(self, run: DagRun) -> DagSpec:
         return self.repos.dags.load_spec(run.dag_id, run.dag_version)
@@ -637,9 +656,12 @@ class SchedulerService:
 
     def _start_queued_runs(self, dag_id: str) -> None:
         record = self.repos.dags.find(dag_id)
-        if record is None or record.paused:
+        if record is None or record.paused or record.current_version is None:
             return
-        for _, run_id in self.repos.runs.queued_runs(dag_id, limit=5):
+        room = self._spec_of(record).max_active_runs - len(record.active_runs)
+        if room <= 0:
+            return
+        for _, run_id in self.repos.runs.queued_runs(dag_id, limit=min(room, 100)):
             run = self.repos.runs.get(dag_id, run_id)
             started = self.try_start(run, self._spec(run))
             if started.state is RunState.QUEUED:
