@@ -407,13 +407,24 @@ class RunRepository:
 
         Returns the run as it is after the write (a small item: no extra read).
         """
-        self.release_task_slot(ti)
         actions: list[Action] = [RunModel.finished_idx.add({index}), RunModel.version.add(1)]
         if failed_leaf:
             actions.append(RunModel.failed_leaf_idx.add({index}))
+        slot = RunModel.active[ti.task_id]
+        # One write in the usual case: the slot, if any, is this try's.
         attributes = self._write(
-            ti.dag_id, ti.run_id, actions, RunModel.run_id.exists(), return_values="ALL_NEW"
+            ti.dag_id,
+            ti.run_id,
+            [*actions, slot.remove()],
+            RunModel.run_id.exists() & (slot.does_not_exist() | (slot == ti.try_number)),
+            return_values="ALL_NEW",
+            quiet=True,
         )
+        if attributes is None:
+            # The slot belongs to another try: count the finish, leave the slot alone.
+            attributes = self._write(
+                ti.dag_id, ti.run_id, actions, RunModel.run_id.exists(), return_values="ALL_NEW"
+            )
         return _run_from_model(RunModel.from_raw_data(attributes or {}))
 
     def forget_finished(self, run: DagRun, index: int) -> None:
