@@ -233,7 +233,8 @@ class SchedulerService:
             self.repos.runs.release_task_slot(new)
             run = self.repos.runs.get(new.dag_id, new.run_id)
             self._fill_free_slots(self._spec(run), run)
-        if old is None or old.state != new.state:
+        if old is not None and old.state != new.state:
+            # Not on creation: a run's pending tasks are no news (and events cost money).
             self._emit_task_event(new)
 
     # --- dispatch ------------------------------------------------------------------------
