@@ -164,3 +164,34 @@ def test_signal_that_matches_no_on_pattern_exits_2(
     code = main(["dev", "run", str(EXAMPLES / "ml_pipeline.yaml"), "--signal", str(event)])
     assert code == 2
     assert "matches none of DAG 'ml_pipeline' on: patterns" in capsys.readouterr().err
+
+
+def test_templates_see_the_contract_context(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`dag` is the id; `run`, `params`, `task` carry what design.md lists."""
+    dag = write_dag(
+        tmp_path,
+        """
+dag: context_demo
+params: {size: 3}
+tasks:
+  show:
+    lambda: {function_name: f}
+    local:
+      command:
+        - python
+        - -c
+        - >-
+          import sys;
+          sys.exit(0 if sys.argv[1:] == ['context_demo', 'show', '1', '3', 'manual'] else 7)
+        - "{{ dag }}"
+        - "{{ task.id }}"
+        - "{{ task.try_number }}"
+        - "{{ params.size }}"
+        - "{{ run.type }}"
+""",
+    )
+    code = main(["dev", "run", dag, "--log-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err

@@ -305,7 +305,7 @@ class SchedulerService:
             return moment.isoformat() if moment else None
 
         return {
-            "dag": {"id": spec.dag, "version": run.dag_version},
+            "dag": spec.dag,  # the contract: `dag` is the id
             "run": {
                 "id": run.run_id,
                 "type": run.run_type.value,
