@@ -21,8 +21,8 @@ demo: $(BIN)/.installed
 test: lint typecheck unit
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check functions tests benchmarks
-	$(BIN)/ruff format --check functions tests benchmarks
+	$(BIN)/ruff check functions tests benchmarks examples
+	$(BIN)/ruff format --check functions tests benchmarks examples
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
