@@ -77,6 +77,34 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# An upstream report is stored as one number, version * 16 + state code, not as a map:
+# a task with hundreds of upstreams stays small, and "older" is a plain comparison.
+# The codes are part of the stored format: append new states, never reorder.
+_STATE_ORDER: tuple[TaskState, ...] = (
+    TaskState.PENDING,
+    TaskState.WAITING,
+    TaskState.QUEUED,
+    TaskState.RUNNING,
+    TaskState.SUCCESS,
+    TaskState.FAILED,
+    TaskState.UP_FOR_RETRY,
+    TaskState.STOPPED,
+    TaskState.UPSTREAM_FAILED,
+    TaskState.SKIPPED,
+)
+_STATE_CODES = 16
+_CODE_OF = {state: code for code, state in enumerate(_STATE_ORDER)}
+
+
+def _encode_report(report: UpstreamReport) -> int:
+    return report.version * _STATE_CODES + _CODE_OF[report.state]
+
+
+def _decode_report(value: Any) -> UpstreamReport:
+    number = int(value)
+    return UpstreamReport(_STATE_ORDER[number % _STATE_CODES], number // _STATE_CODES)
+
+
 def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
     upstream_raw = item.upstream.as_dict() if item.upstream is not None else {}
     return TaskInstance(
@@ -87,9 +115,7 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         state=TaskState(item.state),
         try_number=int(item.try_number),
         version=int(item.version),
-        upstream={
-            k: UpstreamReport(TaskState(v["s"]), int(v["v"])) for k, v in upstream_raw.items()
-        },
+        upstream={k: _decode_report(v) for k, v in upstream_raw.items()},
         dispatch_token=item.dispatch_token,
         job_id=item.job_id,
         exit_code=None if item.exit_code is None else int(item.exit_code),
@@ -131,7 +157,7 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
         state=ti.state.value,
         try_number=ti.try_number,
         version=ti.version,
-        upstream={k: {"s": v.state.value, "v": v.version} for k, v in ti.upstream.items()},
+        upstream={k: _encode_report(v) for k, v in ti.upstream.items()},
     )
     due = due_at(ti)
     if due is not None:
@@ -212,15 +238,13 @@ class TaskInstanceRepository:
         )
         item = TaskInstanceModel(run_key(dag_id, run_id), task_id)
         entry = TaskInstanceModel.upstream[upstream_task]
+        # Encoded reports order by version: anything below version * 16 is older.
         condition = TaskInstanceModel.run_key.exists() & (
-            entry.does_not_exist() | (entry["v"] < report.version)
+            entry.does_not_exist() | (entry < report.version * _STATE_CODES)
         )
         try:
             item.update(
-                actions=[
-                    entry.set({"s": report.state.value, "v": report.version}),
-                    TaskInstanceModel.version.add(1),
-                ],
+                actions=[entry.set(_encode_report(report)), TaskInstanceModel.version.add(1)],
                 condition=condition,
             )
         except UpdateError as error:
