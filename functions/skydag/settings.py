@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,8 +48,3 @@ class Settings(BaseModel):
             dag_prefix=env.get("SKYDAG_DAG_PREFIX", "dags/"),
             event_bus=env.get("SKYDAG_EVENT_BUS", "skydag"),
         )
-
-
-@lru_cache(maxsize=1)
-def current_settings() -> Settings:
-    return Settings.from_env()

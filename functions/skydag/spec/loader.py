@@ -791,15 +791,20 @@ def _graph_problems(doc: _Document) -> list[Problem]:
     return problems
 
 
-def _target_problems(doc: _Document) -> list[Problem]:
-    """Exactly one target key per task, checked even when the task has other errors."""
+def _raw_tasks(doc: _Document) -> Iterator[tuple[Any, Mapping[str, Any]]]:
+    """The file's tasks as parsed, skipping malformed ones (the model reports those)."""
     tasks = doc.data.get("tasks")
     if not isinstance(tasks, Mapping):
-        return []
-    problems: list[Problem] = []
+        return
     for task_id, task in tasks.items():
-        if not isinstance(task, Mapping):
-            continue
+        if isinstance(task, Mapping):
+            yield task_id, task
+
+
+def _target_problems(doc: _Document) -> list[Problem]:
+    """Exactly one target key per task, checked even when the task has other errors."""
+    problems: list[Problem] = []
+    for task_id, task in _raw_tasks(doc):
         # `batch:` with no value is no target; `noop:` with no value is the noop shorthand.
         given = [k for k in TARGET_KEYS if k in task and (task[k] is not None or k == "noop")]
         if len(given) == 1:
@@ -855,13 +860,8 @@ def _template_problems(doc: _Document) -> list[Problem]:
     Walks the file's data rather than the model so a task with other errors still gets
     its templates checked; the strings are the ones ``templates.template_strings`` yields.
     """
-    tasks = doc.data.get("tasks")
-    if not isinstance(tasks, Mapping):
-        return []
     problems: list[Problem] = []
-    for task_id, task in tasks.items():
-        if not isinstance(task, Mapping):
-            continue
+    for task_id, task in _raw_tasks(doc):
         for key in (*TARGET_KEYS, "local"):
             for parts, text in _strings(task.get(key), (key,)):
                 problem = _template_problem(text)

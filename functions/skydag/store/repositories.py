@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -391,11 +391,6 @@ class RunRepository:
             for i in RunModel.query(dag_id, scan_index_forward=False, limit=limit)
         ]
 
-    def list_all(self) -> Iterator[DagRun]:
-        """Every run: for the CLI's listing only, never for the scheduler (a scan)."""
-        for item in RunModel.scan():
-            yield _run_from_model(item)
-
     def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
         sources = run_sources(dst, cause)
         if run.state not in sources:
@@ -574,10 +569,6 @@ class DagRepository:
             return self.get(dag_id)
         except NotFound:
             return None
-
-    def list_all(self) -> list[DagRecord]:
-        """Every DAG: for the CLI only (a scan of a small table)."""
-        return sorted((_dag_from_model(i) for i in DagModel.scan()), key=lambda d: d.dag_id)
 
     def save_version(
         self, spec: DagSpec, *, source: str | None, sha256: str | None, now: datetime
