@@ -55,7 +55,8 @@ def reference(rule: TriggerRule, upstreams: Sequence[Upstream]) -> Verdict:
     # Phase 1: can the rule no longer be met? (Airflow's flag_upstream_failed branch)
     give_up: Verdict | None = None
     if rule is TR.ALL_SUCCESS:
-        give_up = V.UPSTREAM_FAILED if failed else V.SKIP if skipped else None
+        # A skip decides only when all are done, so finishing order never matters.
+        give_up = V.UPSTREAM_FAILED if failed else V.SKIP if skipped and upstream_done else None
     elif rule is TR.ALL_FAILED:
         give_up = V.SKIP if success or skipped else None
     elif rule is TR.ONE_SUCCESS:
@@ -207,7 +208,8 @@ def test_waiting_reason_example() -> None:
         # The rules that decide early, before every upstream is done (Airflow does too).
         (TR.ALL_SUCCESS, [T.FAILED, None], V.UPSTREAM_FAILED),
         (TR.ALL_SUCCESS, [T.STOPPED, None], V.UPSTREAM_FAILED),
-        (TR.ALL_SUCCESS, [T.SKIPPED, None], V.SKIP),
+        (TR.ALL_SUCCESS, [T.SKIPPED, None], V.WAIT),
+        (TR.ALL_SUCCESS, [T.SKIPPED, T.SUCCESS], V.SKIP),
         (TR.ALL_SUCCESS, [T.SKIPPED, T.FAILED], V.UPSTREAM_FAILED),
         (TR.ALL_FAILED, [T.SUCCESS, None], V.SKIP),
         (TR.ONE_SUCCESS, [T.SUCCESS, None], V.READY),
@@ -235,3 +237,34 @@ def test_worked_examples(rule: TriggerRule, states: list[Upstream], verdict: Ver
     _ids, result = _evaluate(rule, states)
     assert result.verdict is verdict
     assert reference(rule, states) is verdict
+
+
+FINAL_CHOICES = (T.SUCCESS, T.FAILED, T.SKIPPED, T.UPSTREAM_FAILED, T.STOPPED)
+
+
+@pytest.mark.parametrize("rule", list(TriggerRule))
+def test_verdict_does_not_depend_on_finishing_order(rule: TriggerRule) -> None:
+    """Upstreams finish one by one in every order; the first final verdict is always the same.
+
+    The scheduler acts on the first verdict that is not ``wait`` and never revisits it, so
+    an early decision that a later upstream could overturn would make the outcome depend
+    on timing (seen as a flaky property test before ``all_success`` waited on skips).
+    """
+    problems: list[str] = []
+    for n in (1, 2, 3):
+        for finals in itertools.product(FINAL_CHOICES, repeat=n):
+            ids = [f"u{i}" for i in range(n)]
+            on_final_states = evaluate(rule, ids, dict(zip(ids, finals, strict=True))).verdict
+            for order in itertools.permutations(range(n)):
+                states: dict[str, TaskState] = {}
+                first = V.WAIT
+                for i in order:
+                    states[ids[i]] = finals[i]
+                    first = evaluate(rule, ids, states).verdict
+                    if first is not V.WAIT:
+                        break
+                if first is not on_final_states:
+                    problems.append(
+                        f"{finals} finishing in order {order}: {first} != {on_final_states}"
+                    )
+    assert problems == []

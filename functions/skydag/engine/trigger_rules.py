@@ -1,7 +1,10 @@
 """Airflow's ten trigger rules, evaluated from upstream states alone, with the reason why.
 
 A rule may decide before every upstream is done (``one_success`` fires on the first
-success; ``all_success`` gives up on the first failure), exactly as Airflow does.
+success; ``all_success`` gives up on the first failure), as Airflow does, but only when
+no later upstream outcome could change the verdict: the result never depends on the
+order in which upstreams finish (Airflow's ``all_success`` skips on the first skipped
+upstream even if another is about to fail; here it waits and becomes upstream_failed).
 """
 
 from __future__ import annotations
@@ -83,9 +86,13 @@ def _wait(c: _Counts) -> tuple[Verdict, str]:
 def _all_success(c: _Counts) -> tuple[Verdict, str]:
     if c.failed:
         return Verdict.UPSTREAM_FAILED, f"{c.failed} upstream task(s) failed"
+    if not c.all_done:
+        # A skip must not decide early: a later failure makes the task upstream_failed,
+        # and the outcome may not depend on the order the upstreams finish in.
+        return _wait(c)
     if c.skipped:
         return Verdict.SKIP, f"{c.skipped} upstream task(s) skipped"
-    return (Verdict.READY, "all upstream tasks succeeded") if c.all_done else _wait(c)
+    return Verdict.READY, "all upstream tasks succeeded"
 
 
 def _all_failed(c: _Counts) -> tuple[Verdict, str]:
