@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export AWS_ACCOUNT_ID_ENDPOINT_MODE := disabled
 export POWERTOOLS_TRACE_DISABLED := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := true
 
 .PHONY: demo test lint typecheck unit bench bench-quick clean docs-states
 

@@ -28,6 +28,11 @@ class Settings(BaseModel):
     event_bus: str = "skydag"
     # Task state kept this long after its last write unless a job asks otherwise.
     task_state_ttl_days: int = Field(default=90, ge=1)
+    # EventBridge Scheduler: the group holding DAG schedules and one-shot timers, and the
+    # role it assumes to put their events on the skydag bus (empty in dev: ticks are local).
+    schedule_group: str = "skydag"
+    scheduler_role_arn: str | None = None
+    event_bus_arn: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -47,4 +52,7 @@ class Settings(BaseModel):
             dag_bucket=env.get("SKYDAG_DAG_BUCKET", "skydag-dags"),
             dag_prefix=env.get("SKYDAG_DAG_PREFIX", "dags/"),
             event_bus=env.get("SKYDAG_EVENT_BUS", "skydag"),
+            schedule_group=env.get("SKYDAG_SCHEDULE_GROUP", "skydag"),
+            scheduler_role_arn=env.get("SKYDAG_SCHEDULER_ROLE_ARN") or None,
+            event_bus_arn=env.get("SKYDAG_EVENT_BUS_ARN") or None,
         )

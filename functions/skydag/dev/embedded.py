@@ -141,7 +141,13 @@ class EmbeddedSkydag:
         self.local: PollingTarget = target or LocalTarget(
             self.clock, log_dir, emit=lambda detail: self.events.put("emit", detail)
         )
-        self.service = SchedulerService(self.repos, self.local, self.clock, self.events)
+        self.service = SchedulerService(
+            self.repos,
+            self.local,
+            self.clock,
+            self.events,
+            state_table=settings.tables.task_state,
+        )
         self.feed = StreamFeed(settings)
         self._due: list[datetime] = []  # a heap of retry and timeout times seen
         self.task_listeners: list[Callable[[TaskInstance | None, TaskInstance], None]] = []

@@ -47,7 +47,7 @@ from skydag.spec.models import DagSpec
 from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule
 from skydag.spec.templates import TemplateRenderError, render_value
 from skydag.store.errors import ConflictError, NotFound
-from skydag.store.repositories import Repositories
+from skydag.store.repositories import Repositories, instance_scope, task_scope
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef, TargetRegistry
 
 log = logging.getLogger("skydag.scheduler")
@@ -76,11 +76,15 @@ class SchedulerService:
         targets: TargetRegistry,
         clock: Clock,
         events: EventSink,
+        *,
+        state_table: str | None = None,
     ) -> None:
         self.repos = repos
         self.targets = targets
         self.clock = clock
         self.events = events
+        # Told to jobs (SKYDAG_TASK_STATE_TABLE) so `skydag state` finds their state.
+        self.state_table = state_table
 
     # --- run creation ------------------------------------------------------------------
 
@@ -292,12 +296,7 @@ class SchedulerService:
             target=target,
             local=local,
             timeout=spec.effective_policy(ti.task_id).timeout,
-            environment={
-                "SKYDAG_DAG": ti.dag_id,
-                "SKYDAG_RUN": ti.run_id,
-                "SKYDAG_TASK": ti.task_id,
-                "SKYDAG_TRY": str(ti.try_number),
-            },
+            environment=job_environment(ti, self.state_table),
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
@@ -318,9 +317,22 @@ class SchedulerService:
             "trigger": dict(run.trigger or {}),
             "signal": dict(ti.signal or {}),
             "task": {"id": ti.task_id, "try_number": ti.try_number},
-            "state": {},
+            "state": self._task_state(spec, ti),
             "outputs": {},
         }
+
+    def _task_state(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
+        """The task's stored state for templates: its watermarks (task scope) overlaid by
+        this task instance's checkpoints. Read only when a template mentions ``state``."""
+        task = spec.tasks[ti.task_id]
+        blocks = task.target.model_dump_json() + (
+            task.local.model_dump_json() if task.local else ""
+        )
+        if "state" not in blocks:
+            return {}
+        merged = self.repos.state.get_all(task_scope(ti.dag_id, ti.task_id))
+        merged.update(self.repos.state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.task_id)))
+        return merged
 
     def _report_failure(self, ti: TaskInstance, reason: str) -> None:
         self.on_job_report(
@@ -701,6 +713,19 @@ class SchedulerService:
                 "try_number": ti.try_number,
             },
         )
+
+
+def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]:
+    """What a job learns of its identity (and where its task state lives)."""
+    env = {
+        "SKYDAG_DAG": ti.dag_id,
+        "SKYDAG_RUN": ti.run_id,
+        "SKYDAG_TASK": ti.task_id,
+        "SKYDAG_TRY": str(ti.try_number),
+    }
+    if state_table:
+        env["SKYDAG_TASK_STATE_TABLE"] = state_table
+    return env
 
 
 def _run_cause(outcome: RunState) -> Cause:

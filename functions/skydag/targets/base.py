@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from skydag.engine.models import JobReport
+from skydag.engine.models import JobReport, JobStatus
+
+# The strictest name limit among the services (Step Functions execution names: 80).
+MAX_JOB_NAME = 80
+_TOKEN_AT_END = re.compile(r"-([0-9a-f]{32})$")
 
 
 class DispatchError(Exception):
@@ -37,8 +42,41 @@ class DispatchRequest:
 
     @property
     def job_name(self) -> str:
-        """A deterministic name, for services whose only idempotency is a lookup by name."""
-        return f"skydag-{self.dag_id}-{self.task_id}-{self.token[:12]}-{self.try_number}"[:128]
+        """``skydag-<dag>-<task>-<token>``: deterministic per try (a lookup by name finds a
+        job a crashed dispatcher started) and ending in the whole dispatch token, so a
+        state-change event that carries only the name leads back to its try."""
+        return name_with_token(f"skydag-{self.dag_id}-{self.task_id}", self.token)
+
+
+def name_with_token(prefix: str, token: str) -> str:
+    """``prefix`` (cut to fit) + ``-`` + the 32-character token, at most MAX_JOB_NAME long."""
+    return f"{prefix[: MAX_JOB_NAME - len(token) - 1]}-{token}"
+
+
+def token_from_name(name: str | None) -> str | None:
+    """The dispatch token at the end of a job/step/execution name, if it has one."""
+    if not name:
+        return None
+    match = _TOKEN_AT_END.search(name)
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """A service's native state-change event, translated: which try's job, and what it says.
+
+    ``token`` (the dispatch token, from the job name, client token or payload) finds the
+    task instance; an event whose token is not a task's current one is stale and ignored.
+    """
+
+    kind: str
+    status: JobStatus
+    token: str | None
+    job_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    output: Any = None
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
