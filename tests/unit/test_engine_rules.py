@@ -11,7 +11,7 @@ import pytest
 
 from skydag.engine.models import JobReport, JobStatus, RunType, TaskInstance, UpstreamReport
 from skydag.engine.retries import retry_delay
-from skydag.engine.rules import REPORT_POLICY, decide_report, decide_timeout
+from skydag.engine.rules import REPORT_POLICY, RUNNING_CHECK_EVERY, decide_report, decide_timeout
 from skydag.engine.scheduler import (
     counts_as_failed_leaf,
     decide_pending,
@@ -150,7 +150,12 @@ def test_job_started_records_start_and_job_id() -> None:
     ti = make_ti(T.QUEUED)
     report = make_report(S.RUNNING, job_id="job-1", at=REPORTED_AT)
     transition = accepted(decide_report(ti, report, make_policy(), NOW))
-    assert dict(transition.changes) == {"started_at": REPORTED_AT, "job_id": "job-1"}
+    # The reconciler describes a running job if no event came for a while (lost events).
+    assert dict(transition.changes) == {
+        "started_at": REPORTED_AT,
+        "job_id": "job-1",
+        "check_at": NOW + RUNNING_CHECK_EVERY,
+    }
     after = transition.apply(ti)
     assert (after.state, after.started_at, after.job_id) == (T.RUNNING, REPORTED_AT, "job-1")
 
@@ -158,7 +163,7 @@ def test_job_started_records_start_and_job_id() -> None:
 def test_job_started_without_time_or_id_uses_now_and_keeps_job_id() -> None:
     ti = make_ti(T.QUEUED, job_id="known")
     transition = accepted(decide_report(ti, make_report(S.RUNNING), make_policy(), NOW))
-    assert dict(transition.changes) == {"started_at": NOW}
+    assert dict(transition.changes) == {"started_at": NOW, "check_at": NOW + RUNNING_CHECK_EVERY}
     assert transition.apply(ti).job_id == "known"
 
 
@@ -392,6 +397,7 @@ def test_decide_pending_start_on_waits_for_the_signal() -> None:
     assert dict(transition.changes) == {
         "reason": "waiting for a start_on signal",
         "timeout_at": None,
+        "signal": None,  # a signal from before it waited does not count
     }
     after = transition.apply(ti)
     assert after.try_number == 0

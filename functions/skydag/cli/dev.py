@@ -1,4 +1,5 @@
-"""`skydag dev run`: one DAG, one run, end to end on the embedded environment."""
+"""`skydag dev run`: one DAG, one run, end to end on the embedded environment (moto as a
+server on a loopback port, so the jobs reach it too)."""
 
 from __future__ import annotations
 
@@ -95,12 +96,20 @@ def execute(
     timeout: float,
     progress: TextIO | None,
 ) -> tuple[DagRun, list[TaskInstance]]:
-    """Load the DAG as the loader would, start a run and pump until it ends."""
-    from skydag.dev.embedded import EmbeddedSkydag, embedded_aws
+    """Load the DAG as the loader would, start a run and pump until it ends.
+
+    AWS is moto as a server on a loopback port, not the in-process mock: jobs run as
+    subprocesses and reach their task state through its endpoint.
+    """
+    from skydag.dev.embedded import EmbeddedSkydag
+    from skydag.dev.server import aws_environment, moto_server
     from skydag.settings import Settings
 
-    with embedded_aws():
-        env = EmbeddedSkydag(Settings(), log_dir=log_dir)
+    # aws_environment sets this process's os.environ (endpoint, fake credentials, region)
+    # because the local target gives jobs os.environ: acceptable for a one-shot command,
+    # and restored when the run ends.
+    with moto_server() as endpoint_url, aws_environment(endpoint_url):
+        env = EmbeddedSkydag(Settings(endpoint_url=endpoint_url), log_dir=log_dir)
         try:
             env.repos.dags.save_version(spec, source=source, sha256=sha256, now=env.clock.now())
             started = time.monotonic()

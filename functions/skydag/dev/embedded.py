@@ -9,7 +9,8 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +23,13 @@ from botocore.config import Config
 from skydag.engine.models import DagRun, JobReport, TaskInstance
 from skydag.engine.states import FINISHED_RUN_STATES
 from skydag.service.ports import Clock, MemoryEventSink, SystemClock
+from skydag.service.router import BadEvent, JobEventParser, RouteResult, route_event
 from skydag.service.scheduler_service import SchedulerService
 from skydag.settings import Settings
 from skydag.store.models import bind_models, create_tables
 from skydag.store.repositories import Repositories, run_from_image, task_instance_from_image
-from skydag.targets.base import Target
+from skydag.targets.base import Target, TargetRegistry
+from skydag.targets.builtin import TargetSet
 from skydag.targets.local import LocalTarget
 
 _FAKE_ENV = {
@@ -131,6 +134,7 @@ class EmbeddedSkydag:
         log_dir: Path,
         clock: Clock | None = None,
         target: PollingTarget | None = None,
+        targets: TargetRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -138,12 +142,22 @@ class EmbeddedSkydag:
         bind_models(settings)
         self.repos = Repositories()
         self.events = MemoryEventSink()
-        self.local: PollingTarget = target or LocalTarget(
-            self.clock, log_dir, emit=lambda detail: self.events.put("emit", detail)
+        self.local: PollingTarget = target or LocalTarget(self.clock, log_dir, emit=self._emitted)
+        # A scripted target (tests) takes every kind; the local runner takes all but
+        # `wait`, which finishes when dispatched (its signal came) as in production.
+        registry: TargetRegistry = targets or (
+            self.local
+            if target is not None
+            else TargetSet(self.clock, self.local, instant_kinds=frozenset({"wait"}))
         )
+        # Events put on the skydag bus (emit tasks, tests): routed like in production.
+        self.bus: list[dict[str, Any]] = []
+        self.routed: list[tuple[dict[str, Any], RouteResult | BadEvent]] = []
+        # How the services' state-change events are read (None: the AWS targets' parsers).
+        self.parse_job_event: JobEventParser | None = None
         self.service = SchedulerService(
             self.repos,
-            self.local,
+            registry,
             self.clock,
             self.events,
             state_table=settings.tables.task_state,
@@ -172,12 +186,52 @@ class EmbeddedSkydag:
         for report in self.local.poll():
             handled += 1
             self.service.on_job_report(report)
+        while self.bus:
+            handled += 1
+            self.route(self.bus.pop(0))
         now = self.clock.now()
         if self._due and now >= self._due[0]:
             while self._due and now >= self._due[0]:
                 heapq.heappop(self._due)
             handled += self.service.on_timers(now)
         return handled
+
+    def put_event(
+        self, detail_type: str, detail: Mapping[str, Any], *, source: str = "dev", **extra: Any
+    ) -> dict[str, Any]:
+        """Put an event on the (embedded) skydag bus, as PutEvents would: it gets an id
+        and a time, and is routed on the next pump."""
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": detail_type,
+            "source": source,
+            "account": "123456789012",
+            "time": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.settings.region,
+            "resources": [],
+            "detail": dict(detail),
+            **extra,
+        }
+        self.bus.append(event)
+        return event
+
+    def route(self, event: Mapping[str, Any]) -> RouteResult | BadEvent:
+        """Route one event now, as the scheduler Lambda would; a bad one is recorded."""
+        outcome: RouteResult | BadEvent
+        try:
+            outcome = route_event(self.service, event, parse_job_event=self.parse_job_event)
+        except BadEvent as error:
+            outcome = error
+        self.routed.append((dict(event), outcome))
+        return outcome
+
+    def _emitted(self, target: Mapping[str, Any]) -> None:
+        self.put_event(
+            str(target.get("detail-type", "")),
+            target.get("detail") or {},
+            source=str(target.get("source") or "skydag.dev"),
+        )
 
     def run_until_finished(
         self, dag_id: str, run_id: str, *, timeout: float = 3600.0, idle_sleep: float = 0.02
@@ -190,7 +244,7 @@ class EmbeddedSkydag:
             run = self.repos.runs.get(dag_id, run_id)
             if run.state in FINISHED_RUN_STATES:
                 return run
-            if not self.local.running() and not self._due:
+            if not self.local.running() and not self._due and not self.bus:
                 # Nothing runs, nothing is due and no change is pending: it is stuck.
                 return run
             time.sleep(idle_sleep)

@@ -49,8 +49,15 @@ class TaskInstance:
     ended_at: datetime | None = None
     next_attempt_at: datetime | None = None
     timeout_at: datetime | None = None
+    # When the reconciler should ask the service about the job if no event came first.
+    check_at: datetime | None = None
     signal: Mapping[str, Any] | None = None
     output: Any = None
+    # Tries started by restart_on signals: they do not use up the task's retries.
+    restarts: int = 0
+    # The job a restart replaced: cancelled when the new try is dispatched (a crash
+    # between the restart and the cancel is repaired by the redelivered change).
+    superseded_job: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

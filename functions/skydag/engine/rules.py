@@ -9,7 +9,7 @@ late input harmless (design principle 6).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from skydag.engine.models import JobReport, JobStatus, TaskInstance
@@ -19,6 +19,11 @@ from skydag.engine.transitions import Decision, Transition
 from skydag.spec.models import EffectivePolicy
 
 T = TaskState
+
+# A dispatch not confirmed by then is checked by the reconciler (and re-attached).
+DISPATCH_CHECK_AFTER = timedelta(minutes=2)
+# A running job whose events may have been lost is described this often.
+RUNNING_CHECK_EVERY = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +91,10 @@ class RecordJobStarted(ReportRule):
     STATUSES = frozenset({JobStatus.RUNNING})
 
     def decide(self, ctx: ReportContext) -> Decision:
-        changes: dict[str, object] = {"started_at": ctx.report.at or ctx.now}
+        changes: dict[str, object] = {
+            "started_at": ctx.report.at or ctx.now,
+            "check_at": ctx.now + RUNNING_CHECK_EVERY,
+        }
         if ctx.report.job_id:
             changes["job_id"] = ctx.report.job_id
         return Decision.accept(self._move(ctx, T.RUNNING, Cause.STARTED, **changes), "job started")
@@ -123,10 +131,10 @@ class RetryFailedTask(ReportRule):
     STATUSES = frozenset({JobStatus.FAILED})
 
     def applies(self, ctx: ReportContext) -> bool:
-        return ReportRule.applies(self, ctx) and has_tries_left(ctx.policy, ctx.ti.try_number)
+        return ReportRule.applies(self, ctx) and has_tries_left(ctx.policy, attempt(ctx.ti))
 
     def decide(self, ctx: ReportContext) -> Decision:
-        delay = retry_delay(ctx.policy, ctx.ti.try_number)
+        delay = retry_delay(ctx.policy, attempt(ctx.ti))
         changes = _finished_changes(ctx) | {"next_attempt_at": ctx.now + delay}
         return Decision.accept(
             self._move(ctx, T.UP_FOR_RETRY, Cause.RETRY, **changes),
@@ -146,6 +154,11 @@ class FailTask(ReportRule):
             self._move(ctx, T.FAILED, Cause.FAILED, **_finished_changes(ctx)),
             f"try {ctx.ti.try_number} failed, no retries left",
         )
+
+
+def attempt(ti: TaskInstance) -> int:
+    """Which attempt the current try is, for retries: restarts by signal are not failures."""
+    return ti.try_number - ti.restarts
 
 
 def _finished_changes(ctx: ReportContext) -> dict[str, object]:
@@ -204,8 +217,8 @@ def decide_timeout(ti: TaskInstance, policy: EffectivePolicy, now: datetime) -> 
     if ti.state not in (T.QUEUED, T.RUNNING):
         return Decision.ignore(f"task is {ti.state.value}")
     changes: dict[str, object] = {"ended_at": now, "reason": reason}
-    if has_tries_left(policy, ti.try_number):
-        delay = retry_delay(policy, ti.try_number)
+    if has_tries_left(policy, attempt(ti)):
+        delay = retry_delay(policy, attempt(ti))
         changes["next_attempt_at"] = now + delay
         return Decision.accept(
             Transition(ti.task_id, ti.state, T.UP_FOR_RETRY, Cause.RETRY, ti.version, changes),

@@ -12,22 +12,37 @@ from datetime import datetime
 from typing import Any
 
 from skydag.engine.models import DagRun, RunType, TaskInstance
-from skydag.engine.states import FAILED_TASK_STATES, Cause, RunState, TaskState
+from skydag.engine.rules import DISPATCH_CHECK_AFTER
+from skydag.engine.states import (
+    FAILED_TASK_STATES,
+    FINISHED_TASK_STATES,
+    Cause,
+    RunState,
+    TaskState,
+)
 from skydag.engine.transitions import Decision, Transition
 from skydag.engine.trigger_rules import Readiness, Verdict, evaluate
-from skydag.spec.models import DagSpec
+from skydag.spec.models import DagSpec, TaskMode
 
 T = TaskState
 
 
-def upstream_states(ti: TaskInstance) -> dict[str, TaskState]:
-    return {task_id: report.state for task_id, report in ti.upstream.items()}
+def upstream_states(spec: DagSpec, ti: TaskInstance) -> dict[str, TaskState]:
+    """The upstream states a trigger rule sees. A service upstream (``mode: service``)
+    that runs counts as succeeded: its downstream tasks start once it is up (AIP-35)."""
+    states: dict[str, TaskState] = {}
+    for task_id, report in ti.upstream.items():
+        state = report.state
+        if state is T.RUNNING and spec.tasks[task_id].mode is TaskMode.SERVICE:
+            state = T.SUCCESS
+        states[task_id] = state
+    return states
 
 
 def readiness(spec: DagSpec, ti: TaskInstance) -> Readiness:
     """Why the task may or may not run, from the upstream states it has been told."""
     task = spec.tasks[ti.task_id]
-    return evaluate(task.trigger_rule, task.depends_on, upstream_states(ti))
+    return evaluate(task.trigger_rule, task.depends_on, upstream_states(spec, ti))
 
 
 def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
@@ -56,7 +71,18 @@ def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
             ),
             verdict.reason,
         )
-    if spec.tasks[ti.task_id].start_on:
+    waiting = _wait_for_signal(spec, ti, now)
+    if waiting is not None:
+        return waiting
+    return Decision.accept(dispatch_transition(spec, ti, now), verdict.reason)
+
+
+def _wait_for_signal(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision | None:
+    """A ready task that must first receive a signal (``wait`` or ``start_on``) waits."""
+    task = spec.tasks[ti.task_id]
+    if task.wait is not None:
+        # A wait task holds no compute; its timeout is how long it may wait.
+        timeout = spec.effective_policy(ti.task_id).timeout
         return Decision.accept(
             Transition(
                 ti.task_id,
@@ -64,12 +90,85 @@ def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
                 T.WAITING,
                 Cause.WAIT_FOR_SIGNAL,
                 ti.version,
-                # A wait holds no compute and has no deadline; a previous try's must not linger.
-                {"reason": "waiting for a start_on signal", "timeout_at": None},
+                {
+                    "reason": "waiting for a signal",
+                    "timeout_at": now + timeout if timeout else None,
+                    "signal": None,  # only a signal that comes from now on counts
+                },
+            ),
+            "upstreams satisfied; waiting for a signal",
+        )
+    if task.start_on:
+        return Decision.accept(
+            Transition(
+                ti.task_id,
+                T.PENDING,
+                T.WAITING,
+                Cause.WAIT_FOR_SIGNAL,
+                ti.version,
+                # start_on waits without a deadline (the task's timeout counts from dispatch);
+                # a previous try's deadline must not linger.
+                {"reason": "waiting for a start_on signal", "timeout_at": None, "signal": None},
             ),
             "upstreams satisfied; waiting for a start_on signal",
         )
-    return Decision.accept(dispatch_transition(spec, ti, now), verdict.reason)
+    return None
+
+
+def _signal_id(signal: Mapping[str, Any] | None) -> str | None:
+    return str(signal["id"]) if signal and "id" in signal else None
+
+
+def decide_signal_start(
+    spec: DagSpec, ti: TaskInstance, signal: Mapping[str, Any], now: datetime
+) -> Decision:
+    """A start_on (or wait) signal arrived: a waiting task is dispatched with it."""
+    if ti.state is not T.WAITING:
+        return Decision.ignore(f"task is {ti.state.value}, not waiting for a signal")
+    transition = dispatch_transition(spec, ti, now, cause=Cause.SIGNAL, signal=signal)
+    return Decision.accept(transition, f"signal {_signal_id(signal)} arrived")
+
+
+def decide_restart(
+    spec: DagSpec, ti: TaskInstance, signal: Mapping[str, Any], now: datetime
+) -> Decision:
+    """A restart_on signal: the running try is replaced by a new one that sees the signal.
+
+    The same signal twice restarts once, and a signal older than the one that started
+    the current try is stale (events arrive out of order).
+    """
+    if ti.state is not T.RUNNING:
+        return Decision.ignore(f"task is {ti.state.value}, not running")
+    if ti.signal is not None:
+        if _signal_id(ti.signal) == _signal_id(signal):
+            return Decision.ignore("this signal already restarted the task")
+        current_time, new_time = ti.signal.get("time"), signal.get("time")
+        if isinstance(current_time, str) and isinstance(new_time, str) and new_time < current_time:
+            return Decision.ignore(
+                f"signal of {new_time} is older than the one of the current try ({current_time})"
+            )
+    transition = dispatch_transition(spec, ti, now, cause=Cause.RESTART, signal=signal)
+    changes = dict(transition.changes)
+    changes["restarts"] = ti.restarts + 1
+    changes["superseded_job"] = {
+        "job_id": ti.job_id,
+        "token": ti.dispatch_token,
+        "try_number": ti.try_number,
+    }
+    return Decision.accept(
+        Transition(ti.task_id, ti.state, T.QUEUED, Cause.RESTART, ti.version, changes),
+        f"restarted by signal {_signal_id(signal)}",
+    )
+
+
+def decide_stop(ti: TaskInstance, reason: str, now: datetime) -> Decision:
+    """A stop_on signal (or a cancelled run): an unfinished task stops."""
+    if ti.state in FINISHED_TASK_STATES:
+        return Decision.ignore(f"task already {ti.state.value}")
+    changes = {"reason": reason, "ended_at": now, "next_attempt_at": None, "check_at": None}
+    return Decision.accept(
+        Transition(ti.task_id, ti.state, T.STOPPED, Cause.STOP, ti.version, changes), reason
+    )
 
 
 def dispatch_token(ti: TaskInstance, try_number: int) -> str:
@@ -101,6 +200,9 @@ def dispatch_transition(
         "ended_at": None,
         "next_attempt_at": None,
         "output": None,
+        # Until the job is known to run, look again soon: a crash may have cut the dispatch.
+        "check_at": now + DISPATCH_CHECK_AFTER,
+        "superseded_job": None,
     }
     if signal is not None:
         changes["signal"] = signal
@@ -117,9 +219,14 @@ def decide_retry(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
 
 
 def decide_next(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
-    """The next step of a task that is not running: its trigger rule, or its due retry."""
+    """The next step of a task that is not running: its trigger rule, its due retry, or
+    the dispatch of a waiting task whose signal came while no task slot was free."""
     if ti.state is T.UP_FOR_RETRY:
         return decide_retry(spec, ti, now)
+    if ti.state is T.WAITING:
+        if ti.signal is None:
+            return Decision.ignore("waiting for a signal")
+        return decide_signal_start(spec, ti, ti.signal, now)
     return decide_pending(spec, ti, now)
 
 
@@ -131,7 +238,11 @@ def run_outcome(spec: DagSpec, finished_count: int, failed_leaves: int) -> RunSt
 
 
 def counts_as_failed_leaf(spec: DagSpec, task_id: str, state: TaskState) -> bool:
-    """Whether a finished task makes its run fail (Airflow judges runs by their leaves)."""
+    """Whether a finished task makes its run fail (Airflow judges runs by their leaves).
+
+    Stopping is how a service ends (stop_on, or its run cancelled): not a failure."""
+    if state is T.STOPPED and spec.tasks[task_id].mode is TaskMode.SERVICE:
+        return False
     return task_id in spec.leaf_set() and state in FAILED_TASK_STATES
 
 

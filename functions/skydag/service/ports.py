@@ -28,3 +28,17 @@ class MemoryEventSink:
 
     def put(self, detail_type: str, detail: Mapping[str, Any]) -> None:
         self.events.append((detail_type, dict(detail)))
+
+
+class Timers(Protocol):
+    """One-shot timers (EventBridge Scheduler ``at()`` schedules in production) that put a
+    "Timer Fired" event back to the scheduler: retries fire on time without polling."""
+
+    def set_timer(self, name: str, at: datetime, detail: Mapping[str, Any]) -> None: ...
+
+
+class NoTimers:
+    """Dev and tests: due work is found by polling the due index instead."""
+
+    def set_timer(self, name: str, at: datetime, detail: Mapping[str, Any]) -> None:
+        return None

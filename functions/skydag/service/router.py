@@ -14,9 +14,20 @@ moves on; it is never retried).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from skydag.engine.states import TaskState
+from skydag.engine.transitions import Outcome
+from skydag.service.scheduler_service import DagNotFound
+from skydag.store.errors import NotFound
+
+if TYPE_CHECKING:
+    from skydag.service.scheduler_service import SchedulerService
+    from skydag.targets.base import JobEvent
 
 COMMAND_SOURCE = "skydag.command"
 SCHEDULER_SOURCE = "skydag.scheduler"
@@ -51,6 +62,156 @@ class RouteResult:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def route_event(service: Any, event: Mapping[str, Any]) -> RouteResult:
-    """Handle one EventBridge event. Implemented in the dispatch issue's service work."""
-    raise NotImplementedError
+# EventBridge's own limit for one event; anything larger was not delivered by it.
+MAX_EVENT_BYTES = 256 * 1024
+
+JobEventParser = Callable[[Mapping[str, Any]], "JobEvent | None"]
+
+
+def route_event(
+    service: SchedulerService,
+    event: Any,
+    *,
+    parse_job_event: JobEventParser | None = None,
+) -> RouteResult:
+    """Handle one EventBridge event; raises ``BadEvent`` for input that can never work."""
+    envelope = _check_envelope(event)
+    source, detail_type = envelope["source"], envelope["detail-type"]
+    if source.startswith("aws.") or source == "lambda":
+        parse = parse_job_event or _default_job_parser()
+        job_event = parse(envelope)
+        if job_event is not None:
+            decision = service.on_job_event(job_event)
+            result = RouteResult("job", detail={"kind": job_event.kind, "job": job_event.job_id})
+            if decision.outcome is Outcome.ACCEPT:
+                result.actions.append(decision.reason)
+            else:
+                result.ignored = decision.reason
+            return result
+        # Other AWS events (an S3 object in a data bucket, ...) are signals like any other.
+    if source == COMMAND_SOURCE:
+        return _command(service, detail_type, envelope["detail"])
+    if source == SCHEDULER_SOURCE:
+        return _scheduler_event(service, detail_type, envelope["detail"])
+    result = RouteResult("signal", detail={"source": source, "detail-type": detail_type})
+    result.actions = service.on_signal(envelope)
+    if not result.actions:
+        result.ignored = "no DAG or task subscribes to this event"
+    return result
+
+
+def _check_envelope(event: Any) -> dict[str, Any]:
+    if not isinstance(event, Mapping):
+        raise BadEvent(f"an event must be a JSON object, not {type(event).__name__}")
+    problems = [
+        f"'{key}' must be a non-empty string"
+        for key in ("id", "source", "detail-type")
+        if not isinstance(event.get(key), str) or not event.get(key)
+    ]
+    if not isinstance(event.get("detail"), Mapping):
+        problems.append("'detail' must be a JSON object")
+    if problems:
+        where = f"event {event.get('id')!r}" if isinstance(event.get("id"), str) else "event"
+        raise BadEvent(f"{where}: " + "; ".join(problems))
+    size = len(json.dumps(event, default=str).encode())
+    if size > MAX_EVENT_BYTES:
+        raise BadEvent(f"event {event['id']!r}: {size} bytes, over EventBridge's 256 KB")
+    return dict(event)
+
+
+def _default_job_parser() -> JobEventParser:
+    from skydag.targets.aws.registry import parse_service_event
+
+    return parse_service_event
+
+
+def _require(detail_type: str, detail: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if detail.get(key) in (None, "")]
+    if missing:
+        raise BadEvent(f"command '{detail_type}': detail lacks {', '.join(missing)}")
+    for key in keys:
+        if key != "conf" and not isinstance(detail[key], str):
+            raise BadEvent(f"command '{detail_type}': '{key}' must be a string")
+
+
+def _datetime(detail_type: str, name: str, value: Any) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError as error:
+        raise BadEvent(
+            f"command '{detail_type}': '{name}' is not an ISO date: {value!r}"
+        ) from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _command(service: SchedulerService, detail_type: str, detail: Mapping[str, Any]) -> RouteResult:
+    if detail_type not in COMMANDS:
+        raise BadEvent(
+            f"unknown command '{detail_type}': expected one of {', '.join(sorted(COMMANDS))}"
+        )
+    _require(detail_type, detail, COMMANDS[detail_type])
+    result = RouteResult("command", detail={"command": detail_type, "dag": detail["dag"]})
+    dag_id = str(detail["dag"])
+    try:
+        result.actions = _run_command(service, detail_type, dag_id, detail)
+    except (DagNotFound, NotFound, KeyError, ValueError) as error:
+        message = error.args[0] if error.args else str(error)
+        raise BadEvent(f"command '{detail_type}' for DAG '{dag_id}': {message}") from error
+    return result
+
+
+def _run_command(
+    service: SchedulerService, detail_type: str, dag_id: str, detail: Mapping[str, Any]
+) -> list[str]:
+    if detail_type == "Trigger DAG":
+        conf = detail.get("conf") or {}
+        if not isinstance(conf, Mapping):
+            raise BadEvent("command 'Trigger DAG': 'conf' must be a JSON object")
+        run_id = detail.get("run_id")
+        triggered = service.trigger(
+            dag_id, conf=conf, run_id=str(run_id) if run_id else None, event=None
+        )
+        verb = "created" if triggered.created else "already exists"
+        return [f"run {triggered.run.run_id} {verb}"]
+    if detail_type == "Backfill DAG":
+        start = _datetime(detail_type, "start", detail["start"])
+        end = _datetime(detail_type, "end", detail["end"])
+        return [f"run {run.run_id}" for run in service.backfill(dag_id, start, end)]
+    run_id, task_id = str(detail.get("run_id", "")), str(detail.get("task", ""))
+    if detail_type == "Clear Task":
+        cleared = service.clear(
+            dag_id,
+            run_id,
+            task_id,
+            downstream=bool(detail.get("downstream", False)),
+            reset_state=bool(detail.get("reset_state", False)),
+        )
+        return [f"cleared {', '.join(cleared) or 'nothing'}"]
+    if detail_type == "Mark Task":
+        state = str(detail["state"])
+        if state not in ("success", "failed"):
+            raise BadEvent(f"command 'Mark Task': state must be success or failed, not {state!r}")
+        marked = service.mark(dag_id, run_id, task_id, TaskState(state))
+        return [f"{task_id} marked {marked.state.value}"]
+    if detail_type == "Cancel Run":
+        run = service.cancel_run(dag_id, run_id, str(detail.get("reason") or "cancelled"))
+        return [f"run {run.run_id} {run.state.value}"]
+    paused = detail_type == "Pause DAG"
+    service.set_paused(dag_id, paused)
+    return ["paused" if paused else "unpaused"]
+
+
+def _scheduler_event(
+    service: SchedulerService, detail_type: str, detail: Mapping[str, Any]
+) -> RouteResult:
+    if detail_type == SCHEDULE_TICK:
+        _require(detail_type, detail, ("dag",))
+        runs = service.schedule_tick(str(detail["dag"]))
+        return RouteResult("schedule", [f"run {run.run_id}" for run in runs])
+    if detail_type == TIMER_FIRED:
+        _require(detail_type, detail, ("dag", "run_id", "task"))
+        acted = service.on_timer_fired(
+            str(detail["dag"]), str(detail["run_id"]), str(detail["task"])
+        )
+        return RouteResult("timer", ["acted" if acted else "nothing due"])
+    raise BadEvent(f"unknown scheduler event '{detail_type}'")

@@ -24,10 +24,18 @@ from skydag.engine.models import (
     TaskInstance,
     UpstreamReport,
 )
-from skydag.engine.rules import decide_report, decide_timeout
+from skydag.engine.rules import (
+    DISPATCH_CHECK_AFTER,
+    RUNNING_CHECK_EVERY,
+    decide_report,
+    decide_timeout,
+)
 from skydag.engine.scheduler import (
     counts_as_failed_leaf,
     decide_next,
+    decide_restart,
+    decide_signal_start,
+    decide_stop,
     make_run_id,
     merged_params,
     new_run,
@@ -42,13 +50,20 @@ from skydag.engine.states import (
     TaskState,
 )
 from skydag.engine.transitions import Decision, Outcome, Transition
-from skydag.service.ports import Clock, EventSink
-from skydag.spec.models import DagSpec
+from skydag.service.ports import Clock, EventSink, NoTimers, Timers
+from skydag.signals.patterns import matches
+from skydag.spec.models import DagSpec, TaskMode, TaskSpec
 from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule
 from skydag.spec.templates import TemplateRenderError, render_value
 from skydag.store.errors import ConflictError, NotFound
 from skydag.store.repositories import Repositories, instance_scope, task_scope
-from skydag.targets.base import DispatchError, DispatchRequest, JobRef, TargetRegistry
+from skydag.targets.base import (
+    DispatchError,
+    DispatchRequest,
+    JobEvent,
+    JobRef,
+    TargetRegistry,
+)
 
 log = logging.getLogger("skydag.scheduler")
 
@@ -61,6 +76,22 @@ class DagNotFound(LookupError):
 
 class DagPaused(RuntimeError):
     pass
+
+
+@dataclass(slots=True)
+class ReconcileResult:
+    """What one reconciler pass did (logged and published as metrics)."""
+
+    retries: int = 0
+    timed_out: int = 0
+    redispatched: int = 0
+    described: int = 0
+    repaired: int = 0
+    conflicts: int = 0
+
+    @property
+    def acted(self) -> int:
+        return self.retries + self.timed_out + self.redispatched + self.repaired
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +109,13 @@ class SchedulerService:
         events: EventSink,
         *,
         state_table: str | None = None,
+        timers: Timers | None = None,
     ) -> None:
         self.repos = repos
         self.targets = targets
         self.clock = clock
         self.events = events
+        self.timers: Timers = timers or NoTimers()
         # Told to jobs (SKYDAG_TASK_STATE_TABLE) so `skydag state` finds their state.
         self.state_table = state_table
 
@@ -235,8 +268,16 @@ class SchedulerService:
             self._propagate(new)
         elif new.state is TaskState.UP_FOR_RETRY:
             self.repos.runs.release_task_slot(new)
+            if new.next_attempt_at is not None and new.dispatch_token:
+                self.timers.set_timer(
+                    f"retry-{new.dispatch_token}",
+                    new.next_attempt_at,
+                    {"dag": new.dag_id, "run_id": new.run_id, "task": new.task_id},
+                )
             run = self.repos.runs.get(new.dag_id, new.run_id)
             self._fill_free_slots(self._spec(run), run)
+        elif new.state is TaskState.RUNNING:
+            self._announce_service_up(new)
         if old is not None and old.state != new.state:
             # Not on creation: a run's pending tasks are no news (and events cost money).
             self._emit_task_event(new)
@@ -252,6 +293,21 @@ class SchedulerService:
             return
         spec = self._spec(run)
         task = spec.tasks[ti.task_id]
+        if ti.superseded_job:
+            # A restart: stop the replaced job first (idempotent when redelivered).
+            old = ti.superseded_job
+            self._cancel_job(
+                spec,
+                JobRef(
+                    ti.dag_id,
+                    ti.run_id,
+                    ti.task_id,
+                    int(old.get("try_number") or 0),
+                    old.get("job_id"),
+                    old.get("token"),
+                ),
+                "restarted by a signal",
+            )
         try:
             request = self._dispatch_request(spec, run, ti)
         except TemplateRenderError as error:
@@ -297,6 +353,7 @@ class SchedulerService:
             local=local,
             timeout=spec.effective_policy(ti.task_id).timeout,
             environment=job_environment(ti, self.state_table),
+            signal=ti.signal,
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
@@ -318,8 +375,17 @@ class SchedulerService:
             "signal": dict(ti.signal or {}),
             "task": {"id": ti.task_id, "try_number": ti.try_number},
             "state": self._task_state(spec, ti),
-            "outputs": {},
+            "outputs": self._upstream_outputs(spec, ti),
         }
+
+    def _upstream_outputs(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
+        """``outputs.<task>``: what upstream jobs returned (Step Functions output, Lambda
+        response, a wait task's signal detail). Read only when a template mentions it."""
+        task = spec.tasks[ti.task_id]
+        if not task.depends_on or "outputs" not in _template_text(task):
+            return {}
+        upstream = self.repos.tasks.get_many(ti.dag_id, ti.run_id, task.depends_on)
+        return {u.task_id: u.output for u in upstream if u.output is not None}
 
     def _task_state(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
         """The task's stored state for templates: its watermarks (task scope) overlaid by
@@ -377,30 +443,236 @@ class SchedulerService:
     # --- timers ------------------------------------------------------------------------------
 
     def on_timers(self, now: datetime | None = None, limit: int = 100) -> int:
-        """Fire retries whose time has come and enforce timeouts; returns how many acted."""
+        """Act on everything due by ``now``; returns how many tasks changed."""
+        return self.reconcile(now, limit=limit).acted
+
+    def reconcile(self, now: datetime | None = None, *, limit: int = 100) -> ReconcileResult:
+        """The reconciler's pass over the sparse due index (never a scan): fire retries
+        whose time has come, enforce timeouts (cancelling the remote job), re-attach
+        dispatches a crash cut short, and ask the services about jobs whose events are
+        overdue. Late or duplicate events afterwards change nothing."""
         now = now or self.clock.now()
-        acted = 0
+        result = ReconcileResult()
         for ti in self.repos.tasks.due(now, limit):
-            run = self.repos.runs.get(ti.dag_id, ti.run_id)
-            spec = self._spec(run)
-            if ti.state is TaskState.UP_FOR_RETRY:
-                acted += self._evaluate(spec, run, ti) is not None
+            try:
+                self._act_on_due(ti, now, result)
+            except ConflictError:
+                result.conflicts += 1  # someone else moved it: nothing left to do
+        return result
+
+    def on_timer_fired(self, dag_id: str, run_id: str, task_id: str) -> bool:
+        """A one-shot timer (retry time) fired: act on that task if it is due."""
+        ti = self.repos.tasks.find(dag_id, run_id, task_id)
+        if ti is None:
+            return False
+        result = ReconcileResult()
+        self._act_on_due(ti, self.clock.now(), result)
+        return result.acted > 0
+
+    def _act_on_due(self, ti: TaskInstance, now: datetime, result: ReconcileResult) -> None:
+        run = self.repos.runs.get(ti.dag_id, ti.run_id)
+        spec = self._spec(run)
+        if ti.state is TaskState.UP_FOR_RETRY:
+            if ti.next_attempt_at is None or ti.next_attempt_at <= now:
+                fired = self._evaluate(spec, run, ti) is not None
+                result.retries += fired
+            return
+        if ti.state not in (TaskState.WAITING, TaskState.QUEUED, TaskState.RUNNING):
+            return
+        if ti.timeout_at is not None and ti.timeout_at <= now:
+            decision = decide_timeout(ti, spec.effective_policy(ti.task_id), now)
+            if decision.transition is not None and self._try_apply(spec, ti, decision.transition):
+                result.timed_out += 1
+                self._cancel_remote(spec, ti, decision.reason)
+            return
+        if ti.state is not TaskState.WAITING and ti.check_at is not None and ti.check_at <= now:
+            self._check_job(spec, run, ti, now, result)
+
+    def _check_job(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, now: datetime, result: ReconcileResult
+    ) -> None:
+        """No event came for this try in time: re-attach the dispatch or describe the job."""
+        if run.state is not RunState.RUNNING:
+            self.repos.tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
+            return
+        if ti.state is TaskState.QUEUED and ti.job_id is None:
+            # The intent is recorded but the job id is not: dispatch again. The target's
+            # idempotency (token) finds the job if the first call reached the service.
+            result.redispatched += 1
+            self.dispatch(ti)
+            current = self.repos.tasks.find(ti.dag_id, ti.run_id, ti.task_id)
+            if current is not None and current.state is TaskState.QUEUED:
+                self.repos.tasks.check_later(current, now + DISPATCH_CHECK_AFTER)
+            return
+        job = JobRef(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.job_id, ti.dispatch_token)
+        target = self.targets.target_for(spec.tasks[ti.task_id].target_kind)
+        try:
+            report = target.describe(job)
+        except DispatchError as error:
+            log.warning("could not describe %s: %s", ti.key, error.reason)
+            report = None
+        result.described += 1
+        # A finished job repairs a lost event; "running" for a queued try records the job.
+        if report is not None and (
+            report.status is not JobStatus.RUNNING or ti.state is TaskState.QUEUED
+        ):
+            decision = self._apply_report(ti, report)
+            if decision.outcome is Outcome.ACCEPT:
+                result.repaired += 1
+                return
+        self.repos.tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
+
+    # --- job events and signals ---------------------------------------------------------------
+
+    def on_job_event(self, event: JobEvent) -> Decision:
+        """A service's state-change event, translated: find its try and apply it."""
+        ti = self.repos.tasks.find_by_token(event.token) if event.token else None
+        if ti is None and event.job_id:
+            ti = self.repos.tasks.find_by_job_id(event.job_id)
+        if ti is None:
+            return Decision.reject(
+                f"{event.kind} job {event.job_id or event.token}: no current try of any task "
+                "(an event of a replaced try, or not skydag's job)"
+            )
+        if event.job_id and ti.job_id and event.job_id != ti.job_id:
+            return Decision.reject(
+                f"{event.kind} job {event.job_id} is not the job of {'/'.join(ti.key)} "
+                f"try {ti.try_number} ({ti.job_id})"
+            )
+        report = JobReport(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            ti.try_number,
+            event.status,
+            job_id=event.job_id,
+            exit_code=event.exit_code,
+            reason=event.reason,
+            output=event.output,
+            at=event.at or self.clock.now(),
+        )
+        return self._apply_report(ti, report)
+
+    def on_signal(self, event: Mapping[str, Any]) -> list[str]:
+        """A user signal: create runs of DAGs whose ``on:`` matches, and start, restart or
+        stop the tasks of active runs that subscribe to it. Returns what it did.
+
+        Subscribers come from the index of current DAG versions (two reads, no scan);
+        a task's own patterns are then read from its run's pinned version."""
+        source = str(event.get("source", ""))
+        actions: list[str] = []
+        task_subscribers: set[tuple[str, str, str]] = set()
+        for sub in self.repos.dags.subscriptions(source):
+            if not matches(sub.pattern, event):
+                continue
+            if sub.task_id is None:
+                actions.append(self._trigger_by_signal(sub.dag_id, event))
             else:
-                decision = decide_timeout(ti, spec.effective_policy(ti.task_id), now)
-                if decision.transition is not None and self._try_apply(
-                    spec, ti, decision.transition
-                ):
-                    acted += 1
+                task_subscribers.add((sub.dag_id, sub.task_id, sub.kind))
+        for dag_id, task_id, kind in sorted(task_subscribers):
+            actions.extend(self._signal_task(dag_id, task_id, kind, event))
+        return actions
+
+    def _trigger_by_signal(self, dag_id: str, event: Mapping[str, Any]) -> str:
+        try:
+            result = self.trigger(dag_id, run_type=RunType.SIGNAL, event=event)
+        except DagPaused:
+            return f"{dag_id}: paused, no run"
+        except DagNotFound:
+            return f"{dag_id}: not loaded, no run"
+        verb = "created" if result.created else "already exists (duplicate event)"
+        return f"{dag_id}: run {result.run.run_id} {verb}"
+
+    def _signal_task(
+        self, dag_id: str, task_id: str, kind: str, event: Mapping[str, Any]
+    ) -> list[str]:
+        record = self.repos.dags.find(dag_id)
+        if record is None:
+            return []
+        actions: list[str] = []
+        for run_id in sorted(record.active_runs):
+            run = self.repos.runs.find(dag_id, run_id)
+            if run is None or run.state is not RunState.RUNNING:
+                continue
+            spec = self._spec(run)
+            task = spec.tasks.get(task_id)
+            if task is None or not _task_listens(task, kind, event):
+                continue
+            ti = self.repos.tasks.find(dag_id, run_id, task_id)
+            if ti is not None:
+                actions.append(
+                    f"{dag_id}/{run_id}/{task_id}: {self._apply_signal(spec, run, ti, kind, event)}"
+                )
+        return actions
+
+    def _apply_signal(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, kind: str, event: Mapping[str, Any]
+    ) -> str:
+        for _ in range(MAX_RACE_RETRIES):
+            now = self.clock.now()
+            if kind in ("start_on", "wait"):
+                decision = decide_signal_start(spec, ti, event, now)
+            elif kind == "restart_on":
+                decision = decide_restart(spec, ti, event, now)
+            else:
+                decision = decide_stop(ti, f"stopped by signal {event.get('id')}", now)
+            if decision.transition is None:
+                return f"ignored: {decision.reason}"
+            try:
+                if decision.transition.dst is TaskState.QUEUED:
+                    applied = self._apply_with_slot(spec, run, ti, decision, raise_conflict=True)
+                    if applied is None:
+                        if kind == "restart_on":
+                            return "ignored: no task slot"
+                        # No slot: keep the signal; the task starts when a slot frees.
+                        self.repos.tasks.note_signal(ti, event)
+                        return "signal kept; waiting for a task slot"
+                else:
+                    self._apply(spec, ti, decision.transition)
                     self._cancel_remote(spec, ti, decision.reason)
-        return acted
+                return decision.reason
+            except ConflictError as conflict:
+                if conflict.current is None:
+                    raise
+                ti = conflict.current
+        raise RuntimeError(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races")
+
+    def _announce_service_up(self, ti: TaskInstance) -> None:
+        """A service task runs: its downstream tasks may start (they depend on it being up)."""
+        spec = self.repos.dags.load_spec(ti.dag_id, ti.dag_version)
+        if spec.tasks[ti.task_id].mode is not TaskMode.SERVICE:
+            return
+        current = self.repos.tasks.find(ti.dag_id, ti.run_id, ti.task_id)
+        if current is None or current.state is not TaskState.RUNNING:
+            return
+        run = self.repos.runs.get(ti.dag_id, ti.run_id)
+        report = UpstreamReport(current.state, current.version)
+        for child in spec.downstream(ti.task_id):
+            updated = self.repos.tasks.report_upstream(
+                (ti.dag_id, ti.run_id, child), ti.task_id, report
+            )
+            if updated is not None:
+                self._evaluate(spec, run, updated)
 
     # --- commands ------------------------------------------------------------------------------
 
     def clear(
-        self, dag_id: str, run_id: str, task_id: str, *, downstream: bool = False
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        *,
+        downstream: bool = False,
+        reset_state: bool = False,
     ) -> list[str]:
-        """Reset finished tasks to pending (with their downstream when asked) and rerun them."""
+        """Reset finished tasks to pending (with their downstream when asked) and rerun them.
+
+        Their checkpoints (task-instance state) are kept, so a rerun resumes, unless
+        ``reset_state`` discards them. Watermarks (task scope) are never touched here."""
         run, spec, cleared = self._reset(dag_id, run_id, task_id, downstream=downstream)
+        if reset_state:
+            for cleared_id in cleared:
+                self.repos.state.delete_scope(instance_scope(dag_id, run_id, cleared_id))
         for ti in self.repos.tasks.get_many(dag_id, run_id, cleared):
             self._evaluate(spec, run, ti)
         return cleared
@@ -686,10 +958,20 @@ class SchedulerService:
         if ti.state not in (TaskState.QUEUED, TaskState.RUNNING):
             return
         job = JobRef(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.job_id, ti.dispatch_token)
+        self._cancel_job(spec, job, reason)
+
+    def _cancel_job(self, spec: DagSpec, job: JobRef, reason: str) -> None:
         try:
-            self.targets.target_for(spec.tasks[ti.task_id].target_kind).cancel(job, reason)
+            self.targets.target_for(spec.tasks[job.task_id].target_kind).cancel(job, reason)
         except DispatchError as error:
-            log.warning("could not cancel %s: %s", ti.key, error.reason)
+            log.warning(
+                "could not cancel %s/%s/%s try %s: %s",
+                job.dag_id,
+                job.run_id,
+                job.task_id,
+                job.try_number,
+                error.reason,
+            )
 
     def _emit_run_event(self, run: DagRun) -> None:
         self.events.put(
@@ -713,6 +995,17 @@ class SchedulerService:
                 "try_number": ti.try_number,
             },
         )
+
+
+def _task_listens(task: TaskSpec, kind: str, event: Mapping[str, Any]) -> bool:
+    """Whether the task, as its run's pinned version has it, subscribes to this event."""
+    patterns = task.wait.on if kind == "wait" and task.wait else getattr(task, kind, None)
+    return any(matches(pattern, event) for pattern in patterns or [])
+
+
+def _template_text(task: TaskSpec) -> str:
+    """The task's templated blocks as text: a cheap test of which context they use."""
+    return task.target.model_dump_json() + (task.local.model_dump_json() if task.local else "")
 
 
 def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]:

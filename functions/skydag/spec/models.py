@@ -368,6 +368,10 @@ class DagSpec(SpecModel):
         task = self.tasks[task_id]
 
         def pick(name: str) -> Any:
+            if name == "timeout" and task.mode is TaskMode.SERVICE:
+                # A service runs until stopped: the DAG-wide default timeout would kill a
+                # streaming job; only a timeout set on the task itself applies.
+                return task.timeout
             for source in (task, self.defaults):
                 value = getattr(source, name)
                 if value is not None:

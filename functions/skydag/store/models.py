@@ -5,8 +5,9 @@ Key design keeps every read of the engine bounded:
   neighbourhood are a handful of GetItem/BatchGetItem calls;
 - a downstream task carries its upstreams' states (``upstream``), so its trigger rule
   needs no read of the upstream items at all;
-- sparse indexes hold only what is due (``due``: retries and timeouts) or waiting
-  (``queued``: runs waiting for a max_active_runs slot), so neither is ever scanned.
+- sparse indexes hold only what is due (``due``: retries, timeouts and jobs to check
+  on) or waiting (``queued``: runs waiting for a max_active_runs slot), so neither is
+  ever scanned; ``token`` and ``job`` lead a service's event back to its try.
 """
 
 from __future__ import annotations
@@ -45,6 +46,27 @@ class DagModel(Model):
     active_runs = UnicodeSetAttribute(null=True)
     last_scheduled_end = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    # The highest version ever stored (a retired DAG has no current one but keeps counting).
+    latest_version = NumberAttribute(null=True)
+    # Event sources the current version subscribes to (see SignalSubscriptionModel).
+    signal_sources = UnicodeSetAttribute(null=True)
+
+
+class SignalSubscriptionModel(Model):
+    """Who listens to an event source: one item per source, in the dags table.
+
+    ``dag_id`` is ``sub:<source>`` (``sub:*`` for patterns without an exact source), a
+    key no DAG id can take (ids never contain ':'). ``dags`` maps each subscribing DAG to
+    ``{"v": version, "subs": JSON list of [task or null, kind, pattern]}``. A signal reads
+    two items (its source and ``*``), never every DAG.
+    """
+
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    dag_id = UnicodeAttribute(hash_key=True)
+    dags: MapAttribute[str, Any] = MapAttribute(default=dict)
 
 
 class DagVersionModel(Model):
@@ -118,6 +140,28 @@ class DueTasksIndex(GlobalSecondaryIndex["TaskInstanceModel"]):
     due_at = UnicodeAttribute(range_key=True)
 
 
+class TokenIndex(GlobalSecondaryIndex["TaskInstanceModel"]):
+    """A service's state-change event names its job by the dispatch token (job name,
+    client token, payload): this finds the try it belongs to. Only the current try's
+    token is indexed, so an event of a replaced try finds nothing and changes nothing."""
+
+    class Meta:
+        index_name = "token"
+        projection = KeysOnlyProjection()
+
+    dispatch_token = UnicodeAttribute(hash_key=True)
+
+
+class JobIndex(GlobalSecondaryIndex["TaskInstanceModel"]):
+    """For events that carry only the service's job id (no name to read a token from)."""
+
+    class Meta:
+        index_name = "job"
+        projection = KeysOnlyProjection()
+
+    job_id = UnicodeAttribute(hash_key=True)
+
+
 class TaskInstanceModel(Model):
     class Meta:
         table_name: str | None = None
@@ -143,11 +187,16 @@ class TaskInstanceModel(Model):
     ended_at = UTCDateTimeAttribute(null=True)
     next_attempt_at = UTCDateTimeAttribute(null=True)
     timeout_at = UTCDateTimeAttribute(null=True)
+    check_at = UTCDateTimeAttribute(null=True)
     signal = UnicodeAttribute(null=True)  # JSON
     output = UnicodeAttribute(null=True)  # JSON
+    restarts = NumberAttribute(default=0)
+    superseded_job = UnicodeAttribute(null=True)  # JSON
     due_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     due_index = DueTasksIndex()
+    token_index = TokenIndex()
+    job_index = JobIndex()
 
 
 class TaskStateModel(Model):
@@ -180,13 +229,15 @@ def bind_models(settings: Settings) -> None:
     PynamoDB reads ``Meta`` when it opens a connection; resetting the cached connection
     makes a later call use the new endpoint too.
     """
-    names = {
+    names: dict[type[Model], str] = {
         DagModel: settings.tables.dags,
         DagVersionModel: settings.tables.dag_versions,
         RunModel: settings.tables.runs,
         TaskInstanceModel: settings.tables.task_instances,
         TaskStateModel: settings.tables.task_state,
     }
+    # Models that share a table with another (not created on their own).
+    names[SignalSubscriptionModel] = settings.tables.dags
     for model, table_name in names.items():
         model.Meta.table_name = table_name
         model.Meta.region = settings.region

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -35,6 +35,7 @@ from skydag.store.models import (
     DagModel,
     DagVersionModel,
     RunModel,
+    SignalSubscriptionModel,
     TaskInstanceModel,
     TaskStateModel,
 )
@@ -60,11 +61,15 @@ def run_key(dag_id: str, run_id: str) -> str:
 
 
 def due_at(ti: TaskInstance) -> datetime | None:
-    """When the reconciler must look at this task: a retry's time or a deadline."""
+    """When the reconciler must look at this task: a retry's time, a deadline, or the
+    time to ask the service about a job whose events may have been lost."""
     if ti.state is TaskState.UP_FOR_RETRY:
         return ti.next_attempt_at
-    if ti.state in (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING):
+    if ti.state is TaskState.WAITING:
         return ti.timeout_at
+    if ti.state in (TaskState.QUEUED, TaskState.RUNNING):
+        times = [t for t in (ti.timeout_at, ti.check_at) if t is not None]
+        return min(times) if times else None
     return None
 
 
@@ -125,12 +130,15 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         ended_at=item.ended_at,
         next_attempt_at=item.next_attempt_at,
         timeout_at=item.timeout_at,
+        check_at=item.check_at,
         signal=_loads(item.signal),
         output=_loads(item.output),
+        restarts=int(item.restarts or 0),
+        superseded_job=_loads(item.superseded_job),
     )
 
 
-_TI_JSON_FIELDS = frozenset({"signal", "output"})
+_TI_JSON_FIELDS = frozenset({"signal", "output", "superseded_job"})
 _TI_PLAIN_FIELDS = frozenset(
     {
         "try_number",
@@ -143,6 +151,8 @@ _TI_PLAIN_FIELDS = frozenset(
         "ended_at",
         "next_attempt_at",
         "timeout_at",
+        "check_at",
+        "restarts",
     }
 )
 
@@ -270,6 +280,46 @@ class TaskInstanceRepository:
                 found.append(_ti_from_model(item))
         found.sort(key=lambda ti: due_at(ti) or now)
         return found[:limit]
+
+    def find_by_token(self, token: str) -> TaskInstance | None:
+        """The task instance whose current try has this dispatch token (a GSI query)."""
+        return self._find_by_index(TaskInstanceModel.token_index, token)
+
+    def find_by_job_id(self, job_id: str) -> TaskInstance | None:
+        return self._find_by_index(TaskInstanceModel.job_index, job_id)
+
+    def _find_by_index(self, index: Any, value: str) -> TaskInstance | None:
+        for key in index.query(value, limit=2):
+            # The index is eventually consistent: confirm on the item itself.
+            try:
+                item = TaskInstanceModel.get(key.run_key, key.task_id, consistent_read=True)
+            except DoesNotExist:
+                continue
+            if value in (item.dispatch_token, item.job_id):
+                return _ti_from_model(item)
+        return None
+
+    def check_later(self, ti: TaskInstance, at: datetime) -> TaskInstance:
+        """Move the reconciler's next look at a job (no state change)."""
+        return self._touch(ti, check_at=at)
+
+    def note_signal(self, ti: TaskInstance, signal: Mapping[str, Any]) -> TaskInstance:
+        """Keep a start signal on a waiting task that found no free task slot."""
+        return self._touch(ti, signal=dict(signal))
+
+    def _touch(self, ti: TaskInstance, **changes: Any) -> TaskInstance:
+        """Change fields but not the state; conditional on state and version like any write."""
+        new = replace(ti, version=ti.version + 1, **changes)
+        actions: list[Action] = [
+            *(self._set_or_remove(name, value) for name, value in changes.items()),
+            TaskInstanceModel.version.set(new.version),
+            *self._due_actions(new),
+        ]
+        condition = (TaskInstanceModel.state == ti.state.value) & (
+            TaskInstanceModel.version == ti.version
+        )
+        self._update(ti, actions, condition)
+        return new
 
     def _set_or_remove(self, name: str, value: Any) -> Action:
         if name not in _TI_PLAIN_FIELDS | _TI_JSON_FIELDS:
@@ -580,8 +630,10 @@ class DagRepository:
         """
         spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
         for _ in range(10):
-            head = self.find(spec.dag)
-            number = (head.current_version or 0) + 1 if head else 1
+            head_item = self._find_item(spec.dag)
+            head = _dag_from_model(head_item) if head_item is not None else None
+            latest = head_item.latest_version if head_item is not None else None
+            number = int(latest or (head.current_version if head else 0) or 0) + 1
             try:
                 DagVersionModel(
                     spec.dag, number, spec=spec_json, source=source, sha256=sha256, created_at=now
@@ -604,6 +656,8 @@ class DagRepository:
                         DagModel.import_error.remove(),
                         DagModel.version.add(1),
                         DagModel.updated_at.set(now),
+                        DagModel.latest_version.set(number),
+                        _set_or_remove_set(DagModel.signal_sources, signal_sources(spec)),
                     ],
                     condition=condition,
                 )
@@ -611,8 +665,61 @@ class DagRepository:
                 if not is_condition_failure(error):
                     raise
                 continue
+            previous = set(head_item.signal_sources or ()) if head_item is not None else set()
+            self._index_signals(spec.dag, number, spec, previous)
             return number
         raise DagConflict(f"DAG '{spec.dag}': too many concurrent uploads", self.find(spec.dag))
+
+    def retire(self, dag_id: str, *, now: datetime) -> DagRecord | None:
+        """The DAG's file was deleted: no current version, no subscriptions, no new runs.
+        Runs already going finish on their pinned version; a new upload revives the DAG."""
+        item = self._find_item(dag_id)
+        if item is None:
+            return None
+        previous = set(item.signal_sources or ())
+        item.update(
+            actions=[
+                DagModel.current_version.remove(),
+                DagModel.signal_sources.remove(),
+                DagModel.version.add(1),
+                DagModel.updated_at.set(now),
+            ]
+        )
+        self._index_signals(dag_id, int(item.latest_version or 0) + 1, None, previous)
+        return _dag_from_model(item)
+
+    def subscriptions(self, source: str) -> list[Subscription]:
+        """Every subscription that may match an event of ``source``: two items read."""
+        keys = [f"sub:{source}", f"sub:{ANY_SOURCE}"]
+        found: list[Subscription] = []
+        for item in SignalSubscriptionModel.batch_get(keys, consistent_read=True):
+            entries = item.dags.as_dict() if item.dags is not None else {}
+            for dag_id, entry in sorted(entries.items()):
+                for task_id, kind, pattern in json.loads(entry["subs"]):
+                    found.append(Subscription(dag_id, int(entry["v"]), task_id, kind, pattern))
+        return found
+
+    def _find_item(self, dag_id: str) -> DagModel | None:
+        try:
+            return DagModel.get(dag_id, consistent_read=True)
+        except DoesNotExist:
+            return None
+
+    def _index_signals(
+        self, dag_id: str, number: int, spec: DagSpec | None, previous: set[str]
+    ) -> None:
+        """Write this version's subscriptions under each source; drop sources it left.
+
+        Each entry carries its version and is only replaced by a newer one, so two
+        uploads racing here leave the newer version's subscriptions in place."""
+        grouped: dict[str, list[list[Any]]] = {}
+        for task_id, kind, pattern in spec.iter_signal_patterns() if spec else ():
+            for source in _pattern_sources(pattern):
+                grouped.setdefault(source, []).append([task_id, kind, pattern])
+        for source in sorted(set(grouped) | previous):
+            subs = grouped.get(source)
+            value = {"v": number, "subs": _dumps(subs)} if subs else None
+            _write_subscription(f"sub:{source}", dag_id, number, value)
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec:
         """A pinned DAG version, read once per repository."""
@@ -669,6 +776,72 @@ class DagRepository:
                 raise
             return False
         return True
+
+
+ANY_SOURCE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One signal pattern of a DAG's current version: ``task_id`` None means ``on:``."""
+
+    dag_id: str
+    dag_version: int
+    task_id: str | None
+    kind: str  # on | start_on | restart_on | stop_on | wait
+    pattern: dict[str, Any]
+
+
+def _pattern_sources(pattern: Mapping[str, Any]) -> list[str]:
+    """The exact sources a pattern can match, or ``*`` when it is not a list of strings."""
+    sources = pattern.get("source")
+    if isinstance(sources, list) and sources and all(isinstance(v, str) for v in sources):
+        return sorted(set(sources))
+    return [ANY_SOURCE]
+
+
+def _write_subscription(key: str, dag_id: str, number: int, value: dict[str, Any] | None) -> None:
+    """Set (or remove, when ``value`` is None) one DAG's entry under one source, unless a
+    newer version of that DAG already wrote there."""
+    entry = SignalSubscriptionModel.dags[dag_id]
+    item = SignalSubscriptionModel(key)
+    if value is None:
+        try:
+            item.update(actions=[entry.remove()], condition=entry["v"] < number)
+        except UpdateError as error:
+            # Nothing to remove (no item, no entry) or a newer version owns the entry.
+            if not (is_condition_failure(error) or _is_validation_error(error)):
+                raise
+        return
+    try:
+        SignalSubscriptionModel(key, dags={dag_id: value}).save(
+            condition=SignalSubscriptionModel.dag_id.does_not_exist()
+        )
+        return
+    except PutError as error:
+        if not is_condition_failure(error):
+            raise
+    try:
+        item.update(
+            actions=[entry.set(value)], condition=entry.does_not_exist() | (entry["v"] < number)
+        )
+    except UpdateError as error:
+        if not is_condition_failure(error):
+            raise
+
+
+def _is_validation_error(error: Exception) -> bool:
+    cause = getattr(error, "cause_response_code", None)
+    return cause == "ValidationException"
+
+
+def signal_sources(spec: DagSpec) -> set[str]:
+    return {s for _, _, pattern in spec.iter_signal_patterns() for s in _pattern_sources(pattern)}
+
+
+def _set_or_remove_set(attribute: Any, values: set[str]) -> Action:
+    action: Action = attribute.set(values) if values else attribute.remove()
+    return action
 
 
 # --- task state ----------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class DispatchRequest:
     local: Mapping[str, Any] | None = None
     timeout: timedelta | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
+    # The signal that started or restarted this try (start_on, restart_on, wait), if any.
+    signal: Mapping[str, Any] | None = None
 
     @property
     def job_name(self) -> str:

@@ -1,0 +1,287 @@
+"""What every skydag Lambda handler shares, set up once per container.
+
+- The environment, validated by a Pydantic model at cold start: a missing or malformed
+  variable stops the function's init with an error naming it, so a misconfigured
+  function never handles (and half-handles) an event.
+- Powertools' Logger (JSON; the engine's ``skydag.*`` loggers propagate into it, so their
+  lines carry the same keys), Metrics (EMF, namespace ``POWERTOOLS_METRICS_NAMESPACE``,
+  default ``skydag``) and Tracer.
+- The services, built on first use and kept while the container is warm. boto3, PynamoDB
+  and the engine are imported then, not when a handler module is imported.
+- How a record's failure is classified: dropped (it can never succeed; retrying it would
+  only poison the queue) or retried (it may succeed later).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skydag.settings import Settings
+
+if TYPE_CHECKING:
+    from skydag.service.dag_loader import DagLoaderService
+    from skydag.service.scheduler_service import SchedulerService
+
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "skydag"
+
+# The logger is named "skydag" whatever POWERTOOLS_SERVICE_NAME says: the engine logs to
+# "skydag.*" loggers, which propagate into this one and so share its format and keys.
+logger = Logger(service="skydag")
+metrics = Metrics(namespace=NAMESPACE)
+tracer = Tracer(service="skydag")
+
+# --------------------------------------------------------------------------- environment
+
+_ARN = r"^arn:aws[a-z-]*:"
+
+
+class HandlerEnvironment(BaseModel):
+    """The variables every skydag function needs (the CDK stack sets them all)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    dags_table: str = Field(alias="SKYDAG_DAGS_TABLE", min_length=1)
+    dag_versions_table: str = Field(alias="SKYDAG_DAG_VERSIONS_TABLE", min_length=1)
+    runs_table: str = Field(alias="SKYDAG_RUNS_TABLE", min_length=1)
+    task_instances_table: str = Field(alias="SKYDAG_TASK_INSTANCES_TABLE", min_length=1)
+    task_state_table: str = Field(alias="SKYDAG_TASK_STATE_TABLE", min_length=1)
+    dag_bucket: str = Field(alias="SKYDAG_DAG_BUCKET", min_length=1)
+    dag_prefix: str = Field(alias="SKYDAG_DAG_PREFIX", default="dags/")
+    event_bus: str = Field(alias="SKYDAG_EVENT_BUS", min_length=1)
+    event_bus_arn: str = Field(alias="SKYDAG_EVENT_BUS_ARN", pattern=_ARN)
+    schedule_group: str = Field(alias="SKYDAG_SCHEDULE_GROUP", default="skydag", min_length=1)
+    scheduler_role_arn: str = Field(alias="SKYDAG_SCHEDULER_ROLE_ARN", pattern=_ARN)
+
+
+class HandlerConfigError(RuntimeError):
+    """The function's environment is incomplete or malformed; the message names what."""
+
+
+def _explain(error: ValidationError) -> str:
+    problems = []
+    for detail in error.errors():
+        name = str(detail["loc"][0]) if detail["loc"] else "environment"
+        kind = detail["type"]
+        if kind == "missing":
+            problems.append(f"{name} is not set")
+        elif kind == "string_too_short":
+            problems.append(f"{name} is empty")
+        elif kind == "string_pattern_mismatch":
+            problems.append(f"{name} must be an ARN (arn:aws:...), got {detail['input']!r}")
+        else:
+            problems.append(f"{name}: {detail['msg']}")
+    return "skydag function environment: " + "; ".join(problems)
+
+
+def validate_environment(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings for this function, or HandlerConfigError naming every bad variable."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        HandlerEnvironment.model_validate(env)
+    except ValidationError as error:
+        raise HandlerConfigError(_explain(error)) from None
+    return Settings.from_env(env)
+
+
+# --------------------------------------------------------------------------- services
+
+ServiceFactory = Callable[[Settings], "SchedulerService"]
+
+
+class _Runtime:
+    """The per-container state: settings from the cold start, services built once."""
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self.service: SchedulerService | None = None
+        self.dag_loader: DagLoaderService | None = None
+        self.s3: Any = None
+        self.service_factory: ServiceFactory | None = None
+
+
+_runtime = _Runtime()
+
+
+def cold_start(handler: str) -> Settings:
+    """Validate the environment (raising at init when it is wrong) and name the handler
+    in every log line. Called once, when a handler module is imported."""
+    _runtime.settings = validate_environment()
+    logger.append_keys(handler=handler)
+    return _runtime.settings
+
+
+def settings() -> Settings:
+    if _runtime.settings is None:
+        _runtime.settings = validate_environment()
+    return _runtime.settings
+
+
+def scheduler_service() -> SchedulerService:
+    """The scheduler service (repositories, AWS targets, events, timers), built once."""
+    if _runtime.service is None:
+        factory = _runtime.service_factory or _build_scheduler_service
+        _runtime.service = factory(settings())
+    return _runtime.service
+
+
+def _build_scheduler_service(config: Settings) -> SchedulerService:
+    from skydag.service.factory import build_service
+
+    return build_service(config)
+
+
+def dag_loader_service() -> DagLoaderService:
+    """The DAG loader: repositories, file records, EventBridge Scheduler and the bus."""
+    if _runtime.dag_loader is None:
+        from skydag.adapters.events import EventBridgeEventSink
+        from skydag.adapters.schedules import SCHEDULER_SOURCE, EventBridgeSchedules
+        from skydag.service.dag_loader import DagLoaderService
+        from skydag.service.ports import SystemClock
+        from skydag.store.dag_files import DagFileRepository, bind_dag_files
+        from skydag.store.models import bind_models
+        from skydag.store.repositories import Repositories
+
+        config = settings()
+        bind_models(config)
+        bind_dag_files(config)
+        clock = SystemClock()
+        _runtime.dag_loader = DagLoaderService(
+            Repositories(),
+            DagFileRepository(),
+            EventBridgeSchedules(config, clock=clock),
+            EventBridgeEventSink(config),
+            clock,
+            ticks=EventBridgeEventSink(config, source=SCHEDULER_SOURCE),
+            prefix=config.dag_prefix,
+        )
+    return _runtime.dag_loader
+
+
+def s3_client() -> Any:
+    if _runtime.s3 is None:
+        from skydag.adapters import aws_client
+
+        _runtime.s3 = aws_client("s3", settings())
+    return _runtime.s3
+
+
+def reset(*, service_factory: ServiceFactory | None = None) -> None:
+    """Forget the built services and clients (tests: each runs in a fresh moto account),
+    and optionally build the scheduler service with ``service_factory`` from now on."""
+    _runtime.service = None
+    _runtime.dag_loader = None
+    _runtime.s3 = None
+    _runtime.service_factory = service_factory
+    _runtime.settings = None
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    """Errors no retry can fix: the event is malformed, oversized or names something that
+    does not exist. Imported lazily: the router pulls in the scheduler service."""
+    from skydag.service.router import BadEvent
+    from skydag.service.scheduler_service import DagNotFound
+    from skydag.store.errors import NotFound
+
+    return (BadEvent, DagNotFound, NotFound)
+
+
+def _conflict_errors() -> tuple[type[BaseException], ...]:
+    from skydag.store.errors import ConflictError
+
+    return (ConflictError,)
+
+
+def handle_record(work: Callable[[], object], *, what: str) -> None:
+    """Run one record's work: a permanent failure is logged (what and where), counted as
+    BadEvents and dropped; anything else is logged and re-raised, so the batch reports the
+    record as failed and its event source delivers it again."""
+    try:
+        work()
+    except _permanent_errors() as error:
+        logger.warning(
+            "dropped bad event", extra={"what": what, "error": str(error), "retry": False}
+        )
+        count("BadEvents")
+    except _conflict_errors() as error:
+        # A race lost more often than the service's own re-decide loop allows: retry the
+        # whole record later, when the competing writer is done.
+        logger.warning(
+            "conflict; will retry", extra={"what": what, "error": str(error), "retry": True}
+        )
+        count("Conflicts")
+        raise
+    except Exception as error:
+        logger.exception(
+            "record failed; will retry",
+            extra={"what": what, "error": f"{type(error).__name__}: {error}", "retry": True},
+        )
+        raise
+
+
+@contextmanager
+def log_keys(**keys: Any) -> Iterator[None]:
+    """Append the non-empty ``keys`` (dag, run, task, ...) to every log line inside."""
+    present = {name: value for name, value in keys.items() if value not in (None, "")}
+    with logger.append_context_keys(**present):
+        yield
+
+
+# --------------------------------------------------------------------------- metrics
+
+# Counts with a dimension are collected per invocation and published at its end, one EMF
+# document per (metric, dimension value): Metrics' dimensions apply to all its metrics.
+_dimensioned: Counter[tuple[str, str, str]] = Counter()
+
+
+def count(name: str, value: int = 1) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def count_by(name: str, dimension: str, dimension_value: str, value: int = 1) -> None:
+    _dimensioned[(name, dimension, dimension_value)] += value
+
+
+def flush_dimensioned() -> None:
+    """Publish the dimensioned counts of this invocation (call once, at its end)."""
+    for (name, dimension, dimension_value), value in sorted(_dimensioned.items()):
+        with single_metric(
+            name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE
+        ) as metric:
+            metric.add_dimension(name=dimension, value=dimension_value)
+    _dimensioned.clear()
+
+
+def record_delay(since: datetime | None, now: datetime | None = None) -> None:
+    """SchedulingDelay: milliseconds from when the event happened to its handling."""
+    if since is None:
+        return
+    delay = ((now or datetime.now(UTC)) - since).total_seconds() * 1000
+    if delay >= 0:
+        metrics.add_metric(name="SchedulingDelay", unit=MetricUnit.Milliseconds, value=delay)
+
+
+def event_time(value: Any) -> datetime | None:
+    """An event's time: ISO 8601 (EventBridge's ``time``) or epoch seconds; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None

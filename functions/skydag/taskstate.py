@@ -1,0 +1,392 @@
+"""Task state from inside a job: checkpoints and watermarks, read and written by the job.
+
+    from skydag import taskstate
+
+    since = taskstate.get("watermark", "1970-01-01T00:00:00+00:00")     # task scope
+    done = taskstate.get("checkpoint", {}, scope="instance")            # this task instance
+    taskstate.put("checkpoint", {"pages": 3}, scope="instance", ttl=timedelta(days=7))
+    taskstate.put("watermark", until)
+
+Two scopes:
+
+* ``"task"`` (the default): one task across every run of its DAG, for watermarks
+  ("extracted up to 2026-01-02"). A later run reads what an earlier run stored.
+* ``"instance"``: one task instance (one run's task), kept across its retries, for
+  checkpoints ("pages 1-3 are written"): a retried try resumes instead of starting over.
+
+The job's identity comes from the variables skydag gives every job (``SKYDAG_DAG``,
+``SKYDAG_RUN``, ``SKYDAG_TASK``), the table from ``SKYDAG_TASK_STATE_TABLE``, the endpoint
+from ``AWS_ENDPOINT_URL`` (dev mode) and the region from ``AWS_REGION``/``AWS_DEFAULT_REGION``.
+Values are JSON. Every write bumps the item's version; ``expected_version`` makes a write
+compare-and-set (0: only if the key does not exist yet).
+
+Items are written exactly as ``skydag.store.repositories.TaskStateRepository`` writes them
+(same attributes, versions, TTL in epoch seconds, conditions), so the scheduler (templates'
+``state``), ``skydag state`` and jobs all see the same values. This module imports nothing
+of skydag and nothing but boto3, so a job starts fast and an image can ship this one file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Final, Literal, NamedTuple
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+Scope = Literal["task", "instance"]
+SCOPES: Final[tuple[Scope, ...]] = ("task", "instance")
+
+DEFAULT_TTL: Final = timedelta(days=90)
+"""How long a value is kept after its last write unless ``ttl`` says otherwise: the same
+default as ``Settings.task_state_ttl_days`` (a test keeps the two equal)."""
+
+MAX_VALUE_BYTES: Final = 256 * 1024
+"""Largest encoded value. DynamoDB items stop at 400 KB, and task state is for small
+checkpoints and watermarks: keep data in S3 and its key here."""
+
+DAG_VARIABLE: Final = "SKYDAG_DAG"
+RUN_VARIABLE: Final = "SKYDAG_RUN"
+TASK_VARIABLE: Final = "SKYDAG_TASK"
+TABLE_VARIABLE: Final = "SKYDAG_TASK_STATE_TABLE"
+
+# Last writer wins without expected_version, but each write is still a compare-and-set
+# on the version just read, so versions never repeat; this many lost races give up.
+_WRITE_ATTEMPTS: Final = 10
+# PynamoDB's UTCDateTimeAttribute text, which TaskStateModel.updated_at parses.
+_UPDATED_AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%f+0000"
+# A wrong endpoint should fail a job in seconds, not after botocore's 60 s default.
+_CLIENT_CONFIG: Final = Config(connect_timeout=10, retries={"mode": "standard"})
+
+
+class TaskStateError(Exception):
+    """Task state could not be read or written; the message says what and where."""
+
+
+class MissingIdentity(TaskStateError):
+    """The job's identity is incomplete: ``variable`` is the environment variable to set."""
+
+    def __init__(self, part: str, variable: str, scope: Scope) -> None:
+        super().__init__(
+            f"{variable} is not set: the {scope} scope needs the {part} id, which skydag "
+            "sets for every job (outside a job, set "
+            f"{DAG_VARIABLE}, {TASK_VARIABLE} and, for the instance scope, {RUN_VARIABLE})"
+        )
+        self.part = part
+        self.variable = variable
+
+
+class TableNotFound(TaskStateError):
+    """The task state table does not exist where the client looked."""
+
+
+class VersionedValue(NamedTuple):
+    value: Any
+    version: int
+
+
+class VersionConflict(TaskStateError):
+    """A compare-and-set lost: the stored version was not the expected one.
+
+    ``current`` is the value as it is now (None when the key does not exist).
+    """
+
+    def __init__(self, message: str, current: VersionedValue | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+def task_scope_key(dag_id: str, task_id: str) -> str:
+    """The table's ``scope`` for watermarks (the format of store.repositories.task_scope)."""
+    return f"task#{dag_id}#{task_id}"
+
+
+def instance_scope_key(dag_id: str, run_id: str, task_id: str) -> str:
+    """The table's ``scope`` for checkpoints (store.repositories.instance_scope)."""
+    return f"ti#{dag_id}#{run_id}#{task_id}"
+
+
+def default_table(environ: Mapping[str, str]) -> str:
+    """The task state table's name, found as ``Settings.from_env`` finds it."""
+    prefix = environ.get("SKYDAG_TABLE_PREFIX", "skydag")
+    return environ.get(TABLE_VARIABLE) or f"{prefix}-task-state"
+
+
+@dataclass
+class TaskState:
+    """One task's state in one table. ``dag``/``task`` (and ``run`` for the instance scope)
+    are checked when a scope is used, so a task-scope reader needs no run id."""
+
+    dag: str | None
+    task: str | None
+    run: str | None = None
+    table: str = "skydag-task-state"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    _client: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        dag: str | None = None,
+        run: str | None = None,
+        task: str | None = None,
+        table: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> TaskState:
+        """The job's own state, from the SKYDAG_* variables; arguments override them."""
+        env = os.environ if environ is None else environ
+        return cls(
+            dag=dag or env.get(DAG_VARIABLE) or None,
+            task=task or env.get(TASK_VARIABLE) or None,
+            run=run or env.get(RUN_VARIABLE) or None,
+            table=table or default_table(env),
+            endpoint_url=endpoint_url or env.get("AWS_ENDPOINT_URL") or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        )
+
+    def scope_key(self, scope: Scope) -> str:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown task state scope {scope!r}: expected 'task' or 'instance'")
+        dag = self._require("dag", self.dag, DAG_VARIABLE, scope)
+        task = self._require("task", self.task, TASK_VARIABLE, scope)
+        if scope == "task":
+            return task_scope_key(dag, task)
+        return instance_scope_key(dag, self._require("run", self.run, RUN_VARIABLE, scope), task)
+
+    def where(self) -> str:
+        """Where the values live, for messages: table and endpoint (or region)."""
+        return f"table {self.table} at {self.endpoint_url or f'AWS {self.region}'}"
+
+    # --- reads -------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None, *, scope: Scope = "task") -> Any:
+        """The stored value, or ``default`` when the key has none."""
+        found = self.get_versioned(key, scope=scope)
+        return default if found is None else found.value
+
+    def get_versioned(self, key: str, *, scope: Scope = "task") -> VersionedValue | None:
+        """The value with its version (for ``put(..., expected_version=)``), or None."""
+        response = self._call(
+            "get_item",
+            Key=self._item_key(scope, key),
+            ConsistentRead=True,
+            ProjectionExpression="#value, #version",
+            ExpressionAttributeNames={"#value": "value", "#version": "version"},
+        )
+        item = response.get("Item")
+        if item is None:
+            return None
+        return VersionedValue(json.loads(item["value"]["S"]), int(item["version"]["N"]))
+
+    # --- writes ------------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        scope: Scope = "task",
+        ttl: timedelta | None = None,
+        expected_version: int | None = None,
+    ) -> int:
+        """Store ``value``; returns its new version.
+
+        With ``expected_version`` the write happens only if the stored version is that one
+        (0: only if the key has no value yet), else VersionConflict. Without it the last
+        writer wins. The value expires ``ttl`` (default 90 days) after this write.
+        """
+        encoded = _encode(key, value)
+        lifetime = DEFAULT_TTL if ttl is None else ttl
+        if lifetime <= timedelta(0):
+            raise ValueError(f"ttl must be positive, got {lifetime}")
+        if expected_version is not None:
+            return self._put_if(scope, key, encoded, lifetime, expected_version)
+        current: VersionedValue | None = None
+        for _ in range(_WRITE_ATTEMPTS):
+            current = self.get_versioned(key, scope=scope)
+            try:
+                return self._put_if(
+                    scope, key, encoded, lifetime, current.version if current else 0
+                )
+            except VersionConflict:
+                continue
+        raise VersionConflict(
+            f"task state {self.scope_key(scope)}/{key}: too many concurrent writers "
+            f"({_WRITE_ATTEMPTS} attempts) in {self.where()}",
+            current,
+        )
+
+    def _put_if(
+        self, scope: Scope, key: str, encoded: str, ttl: timedelta, expected_version: int
+    ) -> int:
+        if expected_version < 0:
+            raise ValueError(f"expected_version must be 0 or more, got {expected_version}")
+        now = datetime.now(UTC)
+        new_version = expected_version + 1
+        item = {
+            **self._item_key(scope, key),
+            "value": {"S": encoded},
+            "version": {"N": str(new_version)},
+            "updated_at": {"S": now.strftime(_UPDATED_AT_FORMAT)},
+            # DynamoDB TTL: whole epoch seconds (PynamoDB's TTLAttribute truncates too).
+            "expires_at": {"N": str(int((now + ttl).timestamp()))},
+        }
+        if expected_version == 0:
+            condition: dict[str, Any] = {
+                "ConditionExpression": "attribute_not_exists(#key)",
+                "ExpressionAttributeNames": {"#key": "key"},
+            }
+        else:
+            condition = {
+                "ConditionExpression": "#version = :expected",
+                "ExpressionAttributeNames": {"#version": "version"},
+                "ExpressionAttributeValues": {":expected": {"N": str(expected_version)}},
+            }
+        try:
+            self._call("put_item", Item=item, **condition)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            current = self.get_versioned(key, scope=scope)
+            found = f"version {current.version}" if current else "no value"
+            raise VersionConflict(
+                f"task state {self.scope_key(scope)}/{key}: expected version "
+                f"{expected_version}, found {found} in {self.where()}",
+                current,
+            ) from error
+        return new_version
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _item_key(self, scope: Scope, key: str) -> dict[str, Any]:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"a task state key is a non-empty string, got {key!r}")
+        return {"scope": {"S": self.scope_key(scope)}, "key": {"S": key}}
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        if self._client is None:
+            self._client = boto3.client(
+                "dynamodb",
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                config=_CLIENT_CONFIG,
+            )
+        try:
+            response: dict[str, Any] = getattr(self._client, operation)(
+                TableName=self.table, **kwargs
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise TableNotFound(
+                    f"task state table {self.table!r} does not exist at "
+                    f"{self.endpoint_url or f'AWS {self.region}'} (set {TABLE_VARIABLE})"
+                ) from error
+            raise
+        return response
+
+    @staticmethod
+    def _require(part: str, value: str | None, variable: str, scope: Scope) -> str:
+        if not value:
+            raise MissingIdentity(part, variable, scope)
+        return value
+
+
+def _encode(key: str, value: Any) -> str:
+    """JSON as the repository writes it (compact, sorted keys); dates become ISO 8601."""
+    try:
+        encoded = json.dumps(
+            value, separators=(",", ":"), sort_keys=True, default=_iso_dates, allow_nan=False
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"task state {key!r}: the value must be JSON: {error}") from error
+    size = len(encoded.encode("utf-8"))
+    if size > MAX_VALUE_BYTES:
+        raise ValueError(
+            f"task state {key!r}: the value is {size} bytes encoded, over the "
+            f"{MAX_VALUE_BYTES}-byte limit; store the data elsewhere (S3) and keep its key here"
+        )
+    return encoded
+
+
+def _iso_dates(value: Any) -> str:
+    if isinstance(value, date):  # datetimes too
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# --- the job's own state (from its environment) ----------------------------------------------
+
+_ENVIRONMENT = (
+    DAG_VARIABLE,
+    RUN_VARIABLE,
+    TASK_VARIABLE,
+    TABLE_VARIABLE,
+    "SKYDAG_TABLE_PREFIX",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+@lru_cache(maxsize=8)
+def _state_for(environment: tuple[tuple[str, str], ...]) -> TaskState:
+    # Cached per environment so a job's calls share one boto3 client (creating one costs
+    # tens of milliseconds), while a changed environment (tests) gets its own.
+    return TaskState.from_env(dict(environment))
+
+
+def current() -> TaskState:
+    """The state of the task this process runs as (from its SKYDAG_* environment)."""
+    return _state_for(
+        tuple((name, os.environ[name]) for name in _ENVIRONMENT if name in os.environ)
+    )
+
+
+def get(key: str, default: Any = None, *, scope: Scope = "task") -> Any:
+    """This task's value for ``key`` (``scope="instance"``: this task instance's)."""
+    return current().get(key, default, scope=scope)
+
+
+def get_versioned(key: str, *, scope: Scope = "task") -> VersionedValue | None:
+    """This task's value and version for ``key``, or None."""
+    return current().get_versioned(key, scope=scope)
+
+
+def put(
+    key: str,
+    value: Any,
+    *,
+    scope: Scope = "task",
+    ttl: timedelta | None = None,
+    expected_version: int | None = None,
+) -> int:
+    """Store this task's value for ``key``; returns the new version (see TaskState.put)."""
+    return current().put(key, value, scope=scope, ttl=ttl, expected_version=expected_version)
+
+
+__all__ = [
+    "DEFAULT_TTL",
+    "SCOPES",
+    "MissingIdentity",
+    "Scope",
+    "TableNotFound",
+    "TaskState",
+    "TaskStateError",
+    "VersionConflict",
+    "VersionedValue",
+    "current",
+    "get",
+    "get_versioned",
+    "instance_scope_key",
+    "put",
+    "task_scope_key",
+]
