@@ -152,7 +152,7 @@ class EmbeddedSkydag:
         )
         # Events put on the skydag bus (emit tasks, tests): routed like in production.
         self.bus: list[dict[str, Any]] = []
-        self.routed: list[tuple[dict[str, Any], RouteResult | BadEvent]] = []
+        self.routed: list[tuple[Any, RouteResult | BadEvent]] = []
         # How the services' state-change events are read (None: the AWS targets' parsers).
         self.parse_job_event: JobEventParser | None = None
         self.service = SchedulerService(
@@ -216,14 +216,14 @@ class EmbeddedSkydag:
         self.bus.append(event)
         return event
 
-    def route(self, event: Mapping[str, Any]) -> RouteResult | BadEvent:
+    def route(self, event: Any) -> RouteResult | BadEvent:
         """Route one event now, as the scheduler Lambda would; a bad one is recorded."""
         outcome: RouteResult | BadEvent
         try:
             outcome = route_event(self.service, event, parse_job_event=self.parse_job_event)
         except BadEvent as error:
             outcome = error
-        self.routed.append((dict(event), outcome))
+        self.routed.append((event, outcome))
         return outcome
 
     def _emitted(self, target: Mapping[str, Any]) -> None:

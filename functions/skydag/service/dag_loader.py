@@ -200,15 +200,14 @@ class DagLoaderService:
             and self.files.version_sha256(spec.dag, head.current_version) == sha256
         )
         if unchanged:
-            assert head is not None and head.current_version is not None
+            assert head is not None
+            assert head.current_version is not None
             version, outcome = head.current_version, LoadOutcome.UNCHANGED
             if head.import_error:
                 # The good bytes are back after a broken upload: the error is over.
                 self.files.set_head_import_error(spec.dag, obj.source, None)
         else:
-            version = self.repos.dags.save_version(
-                spec, source=obj.source, sha256=sha256, now=now
-            )
+            version = self.repos.dags.save_version(spec, source=obj.source, sha256=sha256, now=now)
             outcome = LoadOutcome.LOADED
         paused = head.paused if head is not None else False
         expression = self._sync_schedule(spec, paused=paused)

@@ -45,6 +45,7 @@ class DagFileModel(Model):
     class Meta:
         table_name: str | None = None
         region = "us-east-1"
+        host: str | None = None
 
     dag_id = UnicodeAttribute(hash_key=True)  # "file:<s3 key>"
     source = UnicodeAttribute()  # s3://bucket/key
@@ -189,7 +190,9 @@ class DagFileRepository:
         The head's optimistic version is left alone on purpose: the note changes nothing
         the scheduler decides on, and a concurrent good upload (save_version) clears it.
         """
-        action = DagModel.import_error.remove() if error is None else DagModel.import_error.set(error)
+        action = (
+            DagModel.import_error.remove() if error is None else DagModel.import_error.set(error)
+        )
         condition = DagModel.current_version.exists() & (DagModel.source == source)
         try:
             DagModel(dag_id).update(actions=[action], condition=condition)

@@ -1,0 +1,110 @@
+"""Test doubles for the service-side tests: a settable clock and a remote service whose
+jobs run until the test says how they ended (like Batch or EMR without their events)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from skydag.engine.models import JobReport, JobStatus
+from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
+
+START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class SettableClock:
+    moment: datetime = START
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.moment += delta
+        return self.moment
+
+
+class Crash(RuntimeError):
+    """A scheduler invocation dying mid-way (Lambda timeout, out of memory, ...)."""
+
+
+@dataclass
+class FakeService:
+    """A remote service with idempotent dispatch by token, like the AWS targets.
+
+    ``jobs`` maps job id → request; ``outcome`` says what describe() reports per job id;
+    ``crash`` makes the next dispatch die before or after the service call.
+    """
+
+    jobs: dict[str, DispatchRequest] = field(default_factory=dict)
+    by_token: dict[str, str] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    cancelled: list[tuple[str | None, str]] = field(default_factory=list)
+    outcome: dict[str, JobStatus] = field(default_factory=dict)
+    crash: str | None = None  # "before_call" | "after_call"
+
+    def target_for(self, kind: str) -> Target:
+        return self
+
+    def dispatch(self, request: DispatchRequest) -> DispatchResult:
+        self.calls["dispatch"] += 1
+        if self.crash == "before_call":
+            self.crash = None
+            raise Crash("died before calling the service")
+        job_id = self.by_token.get(request.token)
+        if job_id is None:
+            job_id = f"job-{len(self.jobs) + 1}"
+            self.jobs[job_id] = request
+            self.by_token[request.token] = job_id
+        if self.crash == "after_call":
+            self.crash = None
+            raise Crash("died after the service started the job")
+        return DispatchResult(job_id=job_id)
+
+    def describe(self, job: JobRef) -> JobReport | None:
+        self.calls["describe"] += 1
+        job_id = job.job_id or self.by_token.get(job.token or "")
+        if job_id is None or job_id not in self.jobs:
+            return None
+        status = self.outcome.get(job_id, JobStatus.RUNNING)
+        return JobReport(
+            job.dag_id,
+            job.run_id,
+            job.task_id,
+            job.try_number,
+            status,
+            job_id=job_id,
+            exit_code=None if status is JobStatus.RUNNING else int(status is JobStatus.FAILED),
+        )
+
+    def cancel(self, job: JobRef, reason: str) -> None:
+        self.calls["cancel"] += 1
+        self.cancelled.append((job.job_id, reason))
+
+    # PollingTarget: outcomes come as events, never by polling.
+    def poll(self) -> list[JobReport]:
+        return []
+
+    def running(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+    # --- helpers for the tests -------------------------------------------------------------
+
+    def job_of(self, task_id: str, try_number: int) -> str:
+        found = [
+            job_id
+            for job_id, r in self.jobs.items()
+            if r.task_id == task_id and r.try_number == try_number
+        ]
+        assert len(found) == 1, f"{task_id} try {try_number}: jobs {found}"
+        return found[0]
+
+    def event(self, job_id: str, status: JobStatus, **extra: Any) -> JobEvent:
+        """The state-change event the service would send for one of its jobs."""
+        request = self.jobs[job_id]
+        return JobEvent("fake", status, request.token, job_id=job_id, **extra)
