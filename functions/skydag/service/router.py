@@ -79,7 +79,10 @@ def route_event(
     source, detail_type = envelope["source"], envelope["detail-type"]
     if source.startswith("aws.") or source == "lambda":
         parse = parse_job_event or _default_job_parser()
-        job_event = parse(envelope)
+        try:
+            job_event = parse(envelope)
+        except ValueError as error:  # a service event without a field it always has
+            raise BadEvent(f"{source} event {envelope['id']!r}: {error}") from error
         if job_event is not None:
             decision = service.on_job_event(job_event)
             result = RouteResult("job", detail={"kind": job_event.kind, "job": job_event.job_id})
