@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: demo test lint typecheck unit bench bench-quick clean docs-states
+.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,18 +19,37 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/skydag dev run examples/dags/ml_pipeline.yaml --signal events/signals/model_emitted.json
 
-## test: every check: lint, format, types, tests
-test: lint typecheck unit
+## test: every check: lint, format, types, tests, and the real `cdk synth`
+test: lint typecheck unit synth
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check functions tests benchmarks examples
-	$(BIN)/ruff format --check functions tests benchmarks examples
+	$(BIN)/ruff check functions infra tests benchmarks examples
+	$(BIN)/ruff format --check functions infra tests benchmarks examples
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest
+
+# The CDK CLI, pinned in package-lock.json (npm's `latest` aws-cdk is broken).
+CDK := node_modules/.bin/cdk
+CDK_ARGS ?=
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+## synth: the CloudFormation template (cdk.out/) with the real Lambda asset (build/)
+synth: $(BIN)/.installed node_modules/.installed
+	$(CDK) synth --quiet --no-notices $(CDK_ARGS)
+
+## deploy / destroy: `cdk deploy` / `cdk destroy` of the Skydag stack (docs/deploy.md)
+deploy: $(BIN)/.installed node_modules/.installed
+	$(CDK) deploy --no-notices $(CDK_ARGS)
+
+destroy: node_modules/.installed
+	$(CDK) destroy --no-notices $(CDK_ARGS)
 
 ## bench: the benchmarks (figures and ratios; not a test)
 bench: $(BIN)/.installed

@@ -287,8 +287,7 @@ class TaskState:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                 raise TableNotFound(
-                    f"task state table {self.table!r} does not exist at "
-                    f"{self.endpoint_url or f'AWS {self.region}'} (set {TABLE_VARIABLE})"
+                    f"no task state {self.where()}: the table does not exist"
                 ) from error
             raise
         return response

@@ -256,8 +256,11 @@ def translate_schedule(
     parsed = parse_schedule(schedule, timezone, start_date)
     if parsed.kind == "rate":
         value, unit = parsed.expression[parsed.expression.index("(") + 1 : -1].split()
-        # The first fire of the DAG's own grid: EventBridge counts the rate from StartDate.
+        # The first fire of the DAG's own grid (start_date + k * rate) from now on, never
+        # before start_date: EventBridge counts the rate from StartDate.
         first = parsed.next_fire_after(now)
+        if start_date is not None and first < _utc(start_date):
+            first = _utc(start_date)
         return SchedulerExpression(f"rate({int(value)} {unit.lower()})", "UTC", first, end)
     cron = PRESETS.get(parsed.expression.lower(), parsed.expression)
     expression, note = cron_expression(" ".join(cron.split()))

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from skydag.cli import dev, validate
+from skydag.cli import dags, dev, info, runs, state, tasks, trigger, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     validate.register(commands)
     dev.register(commands)
+    info.register(commands)
+    dags.register(commands)
+    trigger.register(commands)
+    runs.register(commands)
+    tasks.register(commands)
+    state.register(commands)
     return parser
 
 

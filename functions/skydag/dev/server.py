@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -62,8 +63,11 @@ def moto_server(host: str = LOOPBACK) -> Iterator[str]:
             _moto_api(bound_host, port, "reset")
             _moto_api(bound_host, port, "config", saved_config)
     finally:
-        server.stop()
         werkzeug_log.setLevel(saved_level)
+        # Stopping waits for werkzeug's 0.5 s poll interval. Nothing needs to wait for it:
+        # the port is this server's alone and moto's state is already reset, so the
+        # (daemon) server thread winds down on its own.
+        threading.Thread(target=server.stop, name="moto-server-stop", daemon=True).start()
 
 
 @contextmanager
@@ -95,9 +99,7 @@ def aws_environment(endpoint_url: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _moto_api(
-    host: str, port: int, path: str, body: Any = None, *, method: str = "POST"
-) -> Any:
+def _moto_api(host: str, port: int, path: str, body: Any = None, *, method: str = "POST") -> Any:
     """Call moto's own API (``/moto-api/<path>``) on the server; returns its JSON answer."""
     connection = http.client.HTTPConnection(host, port, timeout=10)
     try:

@@ -5,7 +5,7 @@
   function never handles (and half-handles) an event.
 - Powertools' Logger (JSON; the engine's ``skydag.*`` loggers propagate into it, so their
   lines carry the same keys), Metrics (EMF, namespace ``POWERTOOLS_METRICS_NAMESPACE``,
-  default ``skydag``) and Tracer.
+  default ``skydag``) and Tracer (X-Ray; only built when tracing is on).
 - The services, built on first use and kept while the container is warm. boto3, PynamoDB
   and the engine are imported then, not when a handler module is imported.
 - How a record's failure is classified: dropped (it can never succeed; retrying it would
@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -37,7 +37,36 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "skydag"
 # "skydag.*" loggers, which propagate into this one and so share its format and keys.
 logger = Logger(service="skydag")
 metrics = Metrics(namespace=NAMESPACE)
-tracer = Tracer(service="skydag")
+
+_TRUE = frozenset({"1", "true", "t", "y", "yes", "on"})
+
+
+def _tracing_enabled() -> bool:
+    """Powertools' own rule (POWERTOOLS_TRACE_DISABLED, outside Lambda, SAM/Chalice
+    local), checked before a Tracer exists: even a disabled Tracer imports the X-Ray
+    SDK, whose recorder builds two botocore clients at import (~0.7 s of cold start)."""
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUE:
+        return False
+    if not os.environ.get("LAMBDA_TASK_ROOT"):
+        return False
+    return not (os.environ.get("AWS_SAM_LOCAL") or os.environ.get("AWS_CHALICE_CLI_MODE"))
+
+
+# Only botocore is patched (PynamoDB calls through it too): patch_all would import every
+# library the X-Ray SDK knows how to patch that happens to be installed.
+tracer: Tracer | None = (
+    Tracer(service="skydag", patch_modules=("botocore",)) if _tracing_enabled() else None
+)
+
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+
+
+def traced(handler: HandlerT) -> HandlerT:
+    """``Tracer.capture_lambda_handler`` when tracing is on; the handler itself otherwise."""
+    if tracer is None:
+        return handler
+    return cast(HandlerT, tracer.capture_lambda_handler(handler))
+
 
 # --------------------------------------------------------------------------- environment
 

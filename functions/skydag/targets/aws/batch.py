@@ -8,6 +8,7 @@ there is re-attached. The job's completion is its "Batch Job State Change" event
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -44,6 +45,8 @@ _FINISHED = frozenset({"SUCCEEDED", "FAILED"})
 # Statuses before RUNNING mean nothing to the engine: the task is already queued.
 _EVENT_STATUSES = frozenset({"RUNNING", *_FINISHED})
 
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
+
 log = logging.getLogger("skydag.targets.batch")
 
 
@@ -55,7 +58,7 @@ class BatchJobs:
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         target = request.target
-        name = job_name(request, target.get("job_name"))
+        name = job_name(request, _name_prefix(target))
         queue = str(target["job_queue"])
         existing = self._find(queue, name)
         if existing is not None:
@@ -97,7 +100,7 @@ class BatchJobs:
             if job.token is None:
                 return None
             where = require_target("batch", job, target)
-            name = job_name_of(job, where.get("job_name"))
+            name = job_name_of(job, _name_prefix(where))
             assert name is not None
             job_id = self._find(str(where["job_queue"]), name)
             if job_id is None:
@@ -128,6 +131,13 @@ class BatchJobs:
             log.warning("%d Batch jobs are named %s; re-attaching to the oldest", len(found), name)
         oldest = min(found, key=lambda summary: summary.get("createdAt") or 0)
         return str(oldest["jobId"])
+
+
+def _name_prefix(target: Mapping[str, Any]) -> str | None:
+    """The target's ``job_name`` in the characters Batch allows in a name (a rendered
+    ``{{ run.id }}`` brings ``:`` and ``+``)."""
+    custom = target.get("job_name")
+    return _NOT_IN_NAMES.sub("-", str(custom)) if custom else None
 
 
 def _is_parent(job_id: str) -> bool:

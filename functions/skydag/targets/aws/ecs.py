@@ -213,11 +213,12 @@ def _outcome(task: Mapping[str, Any]) -> tuple[JobStatus | None, int | None, str
         return JobStatus.STOPPED, exit_code, stopped_reason or "task stopped"
     if exit_code == 0:
         return JobStatus.SUCCEEDED, 0, None
-    failed = next((c for c in containers if int_or_none(c.get("exitCode")) == exit_code), {})
+    if exit_code is None:
+        # No container ran to an exit (it failed to start): the task's reason says why.
+        return JobStatus.FAILED, None, stopped_reason or "task stopped"
+    failed = next(c for c in containers if int_or_none(c.get("exitCode")) == exit_code)
     reason = joined(stopped_reason, failed.get("name"), failed.get("reason"))
-    if exit_code is not None:
-        reason = joined(reason, f"exit code {exit_code}")
-    return JobStatus.FAILED, exit_code, reason or "task stopped"
+    return JobStatus.FAILED, exit_code, joined(reason, f"exit code {exit_code}")
 
 
 def _main_exit_code(task: Mapping[str, Any], containers: list[Mapping[str, Any]]) -> int | None:

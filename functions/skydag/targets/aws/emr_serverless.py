@@ -15,10 +15,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from skydag.engine.models import JobReport, JobStatus
 from skydag.targets.aws._common import (
     DEFAULT_LOOKUP_WINDOW,
     call_unless_missing,
+    error_code,
     event_detail,
     event_time,
     identity_tags,
@@ -29,6 +32,7 @@ from skydag.targets.aws._common import (
     report,
     require_target,
     required,
+    service_error,
     split_job_id,
     timeout_of,
     translate_errors,
@@ -165,13 +169,20 @@ class EmrServerlessRuns:
         the lookup window (ListJobRuns cannot filter by name)."""
         paginator = self.client.get_paginator("list_job_runs")
         since = self.now() - self.lookup_window
-        with translate_errors(
-            "emr-serverless", "ListJobRuns", f"runs named {name} on application {application_id}"
-        ):
+        where = f"runs named {name} on application {application_id}"
+        try:
             for page in paginator.paginate(applicationId=application_id, createdAtAfter=since):
                 for run in page.get("jobRuns", []):
                     if run.get("name") == name:
                         return str(run["id"])
+        except ClientError as error:
+            if error_code(error) in _MISSING:
+                # Nothing to re-attach to; if the application itself is missing, the
+                # start that follows says so.
+                return None
+            raise service_error("emr-serverless", "ListJobRuns", where, error) from error
+        except (BotoCoreError, NotImplementedError) as error:
+            raise service_error("emr-serverless", "ListJobRuns", where, error) from error
         return None
 
 
