@@ -655,3 +655,54 @@ def test_task_state_scopes_are_separate_and_deletable(repos: Repositories) -> No
     assert repos.state.delete_scope(instance) == 0
     assert repos.state.get_all(task) == {"k0": "watermark"}
     assert repos.state.get_all(other_run) == {"k0": "other"}
+
+
+# --- signal subscriptions --------------------------------------------------------------------
+
+
+def _subscriber(version_tag: str, source: str) -> DagSpec:
+    return DagSpec.model_validate(
+        {
+            "dag": "listener",
+            "description": version_tag,
+            "on": [{"source": [source]}],
+            "tasks": {
+                "t": {"noop": {}, "restart_on": [{"detail-type": ["config.changed"]}]},
+            },
+        }
+    )
+
+
+def test_subscriptions_follow_the_current_version(repos: Repositories) -> None:
+    now = datetime.now(UTC)
+    repos.dags.save_version(_subscriber("v1", "ml.a"), source=None, sha256=None, now=now)
+    found = repos.dags.subscriptions("ml.a")
+    # The `on` pattern under its source, the restart_on pattern (no source) under "*".
+    assert [(s.dag_id, s.dag_version, s.task_id, s.kind) for s in found] == [
+        ("listener", 1, "t", "restart_on"),
+        ("listener", 1, None, "on"),
+    ]
+    repos.dags.save_version(_subscriber("v2", "ml.b"), source=None, sha256=None, now=now)
+    assert [s.kind for s in repos.dags.subscriptions("ml.a")] == ["restart_on"]
+    assert {(s.dag_version, s.kind) for s in repos.dags.subscriptions("ml.b")} == {
+        (2, "on"),
+        (2, "restart_on"),
+    }
+    repos.dags.retire("listener", now=now)
+    assert repos.dags.subscriptions("ml.b") == []
+    assert repos.dags.get("listener").current_version is None
+    # A new upload revives it with the next version number, not 1 again.
+    assert repos.dags.save_version(_subscriber("v3", "ml.b"), source=None, sha256=None, now=now) == 3
+    assert {s.dag_version for s in repos.dags.subscriptions("ml.b")} == {3}
+
+
+def test_an_older_version_never_overwrites_newer_subscriptions(repos: Repositories) -> None:
+    from skydag.store.repositories import _write_subscription
+
+    now = datetime.now(UTC)
+    repos.dags.save_version(_subscriber("v1", "ml.a"), source=None, sha256=None, now=now)
+    repos.dags.save_version(_subscriber("v2", "ml.a"), source=None, sha256=None, now=now)
+    # A slow writer of version 1 arriving late (two uploads racing) changes nothing.
+    _write_subscription("sub:ml.a", "listener", 1, {"v": 1, "subs": "[]"})
+    _write_subscription("sub:ml.a", "listener", 1, None)
+    assert {s.dag_version for s in repos.dags.subscriptions("ml.a")} == {2}
