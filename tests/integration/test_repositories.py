@@ -692,7 +692,8 @@ def test_subscriptions_follow_the_current_version(repos: Repositories) -> None:
     assert repos.dags.subscriptions("ml.b") == []
     assert repos.dags.get("listener").current_version is None
     # A new upload revives it with the next version number, not 1 again.
-    assert repos.dags.save_version(_subscriber("v3", "ml.b"), source=None, sha256=None, now=now) == 3
+    revived = repos.dags.save_version(_subscriber("v3", "ml.b"), source=None, sha256=None, now=now)
+    assert revived == 3
     assert {s.dag_version for s in repos.dags.subscriptions("ml.b")} == {3}
 
 
