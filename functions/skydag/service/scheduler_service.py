@@ -9,6 +9,7 @@ and decides again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -504,7 +505,7 @@ class SchedulerService:
             if current is not None and current.state is TaskState.QUEUED:
                 self.repos.tasks.check_later(current, now + DISPATCH_CHECK_AFTER)
             return
-        job = JobRef(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.job_id, ti.dispatch_token)
+        job = self._job_ref(spec, ti)
         target = self.targets.target_for(spec.tasks[ti.task_id].target_kind)
         try:
             report = target.describe(job)
@@ -957,8 +958,26 @@ class SchedulerService:
     def _cancel_remote(self, spec: DagSpec, ti: TaskInstance, reason: str) -> None:
         if ti.state not in (TaskState.QUEUED, TaskState.RUNNING):
             return
-        job = JobRef(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.job_id, ti.dispatch_token)
-        self._cancel_job(spec, job, reason)
+        self._cancel_job(spec, self._job_ref(spec, ti), reason)
+
+    def _job_ref(self, spec: DagSpec, ti: TaskInstance) -> JobRef:
+        """The handle on a try's job; without a job id it carries the rendered target
+        block, so the target can find the job by its token where it lives."""
+        target = None
+        if ti.job_id is None and ti.dispatch_token is not None:
+            run = self.repos.runs.find(ti.dag_id, ti.run_id)
+            if run is not None:
+                with contextlib.suppress(TemplateRenderError):
+                    target = self._dispatch_request(spec, run, ti).target
+        return JobRef(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            ti.try_number,
+            ti.job_id,
+            ti.dispatch_token,
+            target,
+        )
 
     def _cancel_job(self, spec: DagSpec, job: JobRef, reason: str) -> None:
         try:

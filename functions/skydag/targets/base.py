@@ -96,6 +96,9 @@ class JobRef:
     try_number: int
     job_id: str | None
     token: str | None
+    # The try's rendered target block: where the job lives (queue, cluster, application),
+    # for a lookup by token when the job id was never recorded.
+    target: Mapping[str, Any] | None = None
 
 
 class Target(Protocol):

@@ -69,6 +69,7 @@ class BatchJobs:
         return DispatchResult(job_id=str(response["jobId"]))
 
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
+        target = target if target is not None else job.target
         detail = self._detail(job, target)
         if detail is None:
             return None
@@ -83,6 +84,7 @@ class BatchJobs:
         )
 
     def cancel(self, job: JobRef, reason: str, *, target: Mapping[str, Any] | None = None) -> None:
+        target = target if target is not None else job.target
         detail = self._detail(job, target)
         if detail is None or detail.get("status") in _FINISHED:
             return

@@ -74,6 +74,7 @@ class EcsTasks:
         return DispatchResult(job_id=str(tasks[0]["taskArn"]))
 
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
+        target = target if target is not None else job.target
         task = self._task(job, target)
         if task is None:
             return None
@@ -88,6 +89,7 @@ class EcsTasks:
         )
 
     def cancel(self, job: JobRef, reason: str, *, target: Mapping[str, Any] | None = None) -> None:
+        target = target if target is not None else job.target
         task = self._task(job, target)
         if task is None or task.get("lastStatus") == "STOPPED":
             return

@@ -86,6 +86,7 @@ class EmrSteps:
         return DispatchResult(job_id=f"{cluster_id}/{response['StepIds'][0]}")
 
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
+        target = target if target is not None else job.target
         located = self._locate(job, target)
         if located is None:
             return None
@@ -105,6 +106,7 @@ class EmrSteps:
         )
 
     def cancel(self, job: JobRef, reason: str, *, target: Mapping[str, Any] | None = None) -> None:
+        target = target if target is not None else job.target
         located = self._locate(job, target)
         if located is None:
             return

@@ -102,6 +102,7 @@ class EmrServerlessRuns:
         return DispatchResult(job_id=f"{application_id}/{response['jobRunId']}")
 
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
+        target = target if target is not None else job.target
         located = self._locate(job, target)
         if located is None:
             return None
@@ -118,6 +119,7 @@ class EmrServerlessRuns:
         )
 
     def cancel(self, job: JobRef, reason: str, *, target: Mapping[str, Any] | None = None) -> None:
+        target = target if target is not None else job.target
         located = self._locate(job, target)
         if located is None or not self._is_unfinished(*located):
             return

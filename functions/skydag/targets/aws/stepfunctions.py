@@ -78,6 +78,7 @@ class StepFunctionsExecutions:
         return DispatchResult(job_id=str(response["executionArn"]))
 
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
+        target = target if target is not None else job.target
         execution_arn = self._arn(job, target)
         if execution_arn is None:
             return None
@@ -98,6 +99,7 @@ class StepFunctionsExecutions:
         )
 
     def cancel(self, job: JobRef, reason: str, *, target: Mapping[str, Any] | None = None) -> None:
+        target = target if target is not None else job.target
         execution_arn = self._arn(job, target)
         if execution_arn is None:
             return
