@@ -197,7 +197,8 @@ def put_signal(source: str, detail_type: str, detail: dict[str, Any]) -> None:
 
 def service_event(name: str, ti: TaskInstance, **detail: Any) -> dict[str, Any]:
     """A canonical state-change event (events/aws/NAME.json) for the job of ``ti``'s try."""
-    assert ti.dispatch_token is not None and ti.job_id is not None
+    assert ti.dispatch_token is not None
+    assert ti.job_id is not None
     text = (ROOT / "events" / "aws" / f"{name}.json").read_text(encoding="utf-8")
     event: dict[str, Any] = json.loads(text.replace(CANONICAL_TOKEN, ti.dispatch_token))
     event["detail"].update(detail)

@@ -36,9 +36,14 @@ class Timers(Protocol):
 
     def set_timer(self, name: str, at: datetime, detail: Mapping[str, Any]) -> None: ...
 
+    def set_dag_schedule_enabled(self, dag_id: str, enabled: bool) -> bool: ...
+
 
 class NoTimers:
     """Dev and tests: due work is found by polling the due index instead."""
 
     def set_timer(self, name: str, at: datetime, detail: Mapping[str, Any]) -> None:
         return None
+
+    def set_dag_schedule_enabled(self, dag_id: str, enabled: bool) -> bool:
+        return False

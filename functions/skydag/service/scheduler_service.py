@@ -75,6 +75,10 @@ class DagNotFound(LookupError):
     pass
 
 
+class TooManyLostRaces(ConflictError[Any]):
+    """Every re-decision lost its race again: the caller's event source retries later."""
+
+
 class DagPaused(RuntimeError):
     pass
 
@@ -439,7 +443,7 @@ class SchedulerService:
                 if conflict.current is None:
                     raise
                 ti = conflict.current
-        raise RuntimeError(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races")
+        raise TooManyLostRaces(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races", ti)
 
     # --- timers ------------------------------------------------------------------------------
 
@@ -636,7 +640,7 @@ class SchedulerService:
                 if conflict.current is None:
                     raise
                 ti = conflict.current
-        raise RuntimeError(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races")
+        raise TooManyLostRaces(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races", ti)
 
     def _announce_service_up(self, ti: TaskInstance) -> None:
         """A service task runs: its downstream tasks may start (they depend on it being up)."""
@@ -709,7 +713,7 @@ class SchedulerService:
             if self._try_apply(spec, ti, transition):
                 self._cancel_remote(spec, ti, f"marked {state.value}")
                 return transition.apply(ti)
-        raise RuntimeError(f"task {dag_id}/{run_id}/{task_id}: could not mark")
+        raise TooManyLostRaces(f"task {dag_id}/{run_id}/{task_id}: could not mark", None)
 
     def _reset(
         self,
@@ -783,6 +787,9 @@ class SchedulerService:
         """Pause (no new scheduled or signalled runs; queued runs wait) or unpause (queued
         runs start, oldest first, up to max_active_runs). Running runs are not touched."""
         self.repos.dags.set_paused(dag_id, paused)
+        # The DAG's EventBridge Scheduler schedule follows (a paused DAG's ticks would be
+        # harmless, schedule_tick ignores them, but they cost invocations).
+        self.timers.set_dag_schedule_enabled(dag_id, not paused)
         if not paused:
             self._start_queued_runs(dag_id)
 
@@ -830,7 +837,7 @@ class SchedulerService:
                 if conflict.current is None:
                     raise
                 ti = conflict.current
-        raise RuntimeError(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races")
+        raise TooManyLostRaces(f"task {ti.key}: gave up after {MAX_RACE_RETRIES} lost races", ti)
 
     def _apply_with_slot(
         self,
@@ -940,7 +947,9 @@ class SchedulerService:
                 if conflict.current is None or conflict.current.state in FINISHED_RUN_STATES:
                     raise
                 run = conflict.current
-        raise RuntimeError(f"run {run.run_id}: gave up after {MAX_RACE_RETRIES} lost races")
+        raise TooManyLostRaces(
+            f"run {run.run_id}: gave up after {MAX_RACE_RETRIES} lost races", run
+        )
 
     def _start_queued_runs(self, dag_id: str) -> None:
         record = self.repos.dags.find(dag_id)

@@ -182,6 +182,21 @@ class EmitTarget(SpecModel):
     detail_type: str = Field(alias="detail-type", min_length=1)
     detail: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("source")
+    @classmethod
+    def _not_a_reserved_source(cls, value: str | None) -> str | None:
+        # skydag's roles put these events: a DAG must not forge skydag's own notifications,
+        # commands, schedule ticks or timers (EventBridge itself refuses "aws." sources).
+        reserved = value is not None and (
+            value == "skydag" or value.startswith(("skydag.", "aws."))
+        )
+        if reserved and value is not None and not value.startswith("skydag.dag."):
+            raise ValueError(
+                f"source '{value}' is reserved (skydag, skydag.*, aws.*); "
+                "leave it out for the default skydag.dag.<dag> or name your own"
+            )
+        return value
+
 
 class NoopTarget(SpecModel):
     pass

@@ -243,6 +243,9 @@ def bind_models(settings: Settings) -> None:
         model.Meta.region = settings.region
         model.Meta.host = settings.endpoint_url
         model._connection = None
+    from skydag.store.dag_files import bind_dag_files  # shares the dags table
+
+    bind_dag_files(settings)
 
 
 def create_tables(settings: Settings) -> None:

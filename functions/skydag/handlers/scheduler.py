@@ -1,0 +1,108 @@
+"""The scheduler Lambda: SQS batches whose bodies are EventBridge events.
+
+EventBridge rules on the skydag bus send user signals, skydag commands, schedule ticks,
+timers and the services' state-change events to one SQS queue; each message is routed by
+``skydag.service.router.route_event``. The response lists, in ``batchItemFailures``, only
+the messages that may succeed later, so SQS redelivers just those (and after
+maxReceiveCount moves them to the dead-letter queue: nothing is lost):
+
+- dropped (logged, counted as BadEvents, deleted from the queue): a body that is not a
+  JSON object, an event over EventBridge's size or missing its envelope, an unknown or
+  incomplete command, an unknown DAG, run or task — no retry can fix these and retrying
+  would poison the queue;
+- retried: throttling and other AWS errors, a race still lost after the service's own
+  re-decide loop (also counted as Conflicts), any unexpected error.
+
+Every route is idempotent (conditional writes, deterministic run ids, dispatch tokens),
+so a redelivered message changes nothing twice; no idempotency table is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from skydag.handlers import _runtime as runtime
+
+runtime.cold_start("scheduler")
+logger, metrics = runtime.logger, runtime.metrics
+
+# All records failing is reported like any partial failure (each is retried on its own)
+# rather than raised, which would also redeliver the bad ones.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def _decode(record: SQSRecord) -> dict[str, Any]:
+    """The EventBridge event in an SQS message body, or BadEvent saying what is wrong."""
+    from skydag.service.router import BadEvent
+
+    try:
+        event = json.loads(record.body)
+    except (TypeError, ValueError) as error:
+        raise BadEvent(f"SQS message {record.message_id}: body is not JSON ({error})") from None
+    if not isinstance(event, dict):
+        raise BadEvent(
+            f"SQS message {record.message_id}: body is a JSON {type(event).__name__}, "
+            "not an EventBridge event"
+        )
+    return event
+
+
+def _keys(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Log keys naming what the event is about (when it says)."""
+    detail = event.get("detail")
+    detail = detail if isinstance(detail, Mapping) else {}
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return {
+        "event_id": text(event.get("id")),
+        "source": text(event.get("source")),
+        "detail_type": text(event.get("detail-type")),
+        "dag": text(detail.get("dag")),
+        "run": text(detail.get("run_id")),
+        "task": text(detail.get("task")),
+    }
+
+
+def _route(record: SQSRecord) -> None:
+    from skydag.service.router import route_event
+
+    event = _decode(record)
+    with runtime.log_keys(**_keys(event)):
+        runtime.record_delay(runtime.event_time(event.get("time")))
+        result = route_event(runtime.scheduler_service(), event)
+        logger.info(
+            "event handled",
+            extra={"route": result.route, "actions": result.actions, "ignored": result.ignored},
+        )
+
+
+def _handle(record: SQSRecord) -> None:
+    runtime.handle_record(lambda: _route(record), what=f"SQS message {record.message_id}")
+
+
+@logger.inject_lambda_context(clear_state=True)
+@runtime.traced
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    # clear_state dropped the keys of the previous invocation, the handler's name too.
+    logger.append_keys(handler="scheduler")
+    runtime.count("EventsReceived", len(event.get("Records") or []))
+    try:
+        return process_partial_response(
+            event=event, record_handler=_handle, processor=processor, context=context
+        )
+    finally:
+        runtime.flush_dimensioned()

@@ -1,0 +1,251 @@
+"""EventBridge: the bus and its policy, every rule's pattern (exactly), targets, Scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from infra_synth import Synthesized
+from skydag_infra import event_patterns
+
+from skydag.service import router
+from skydag.targets.base import DispatchRequest
+
+SKYDAG_BUS_RULES: dict[str, dict[str, Any]] = {
+    "CommandsRule": {"source": ["skydag.command"]},
+    "SchedulerEventsRule": {
+        "source": ["skydag.scheduler"],
+        "detail-type": ["Schedule Tick", "Timer Fired"],
+    },
+    "LambdaResultsRule": {
+        "source": ["lambda"],
+        "detail-type": [
+            "Lambda Function Invocation Result - Success",
+            "Lambda Function Invocation Result - Failure",
+        ],
+    },
+    "SignalsRule": {"source": [{"anything-but": ["skydag.command", "skydag.scheduler", "lambda"]}]},
+}
+DEFAULT_BUS_RULES: dict[str, dict[str, Any]] = {
+    "BatchJobStateRule": {
+        "source": ["aws.batch"],
+        "detail-type": ["Batch Job State Change"],
+        "detail": {
+            "status": ["RUNNING", "SUCCEEDED", "FAILED"],
+            "jobName": [{"prefix": "skydag-"}],
+        },
+    },
+    "EmrStepStatusRule": {
+        "source": ["aws.emr"],
+        "detail-type": ["EMR Step Status Change"],
+        "detail": {
+            "state": ["RUNNING", "COMPLETED", "FAILED", "CANCELLED"],
+            "name": [{"prefix": "skydag-"}],
+        },
+    },
+    "EmrServerlessJobRunRule": {
+        "source": ["aws.emr-serverless"],
+        "detail-type": ["EMR Serverless Job Run State Change"],
+        "detail": {"state": ["RUNNING", "SUCCESS", "FAILED", "CANCELLED"]},
+    },
+    "StepFunctionsExecutionRule": {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {
+            "status": ["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+            "name": [{"prefix": "skydag-"}],
+        },
+    },
+    "EcsTaskStateRule": {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Task State Change"],
+        "detail": {"lastStatus": ["RUNNING", "STOPPED"], "startedBy": [{"prefix": "skydag-"}]},
+    },
+}
+
+
+def _rule(synth: Synthesized, rule_id: str) -> dict[str, Any]:
+    rule: dict[str, Any] = synth.resource(synth.skydag.node.find_child(rule_id))["Properties"]
+    return rule
+
+
+def _scheduler_queue_target(synth: Synthesized) -> dict[str, Any]:
+    skydag = synth.skydag
+    return {
+        "Arn": {"Fn::GetAtt": [synth.logical_id(skydag.scheduler_queue), "Arn"]},
+        "DeadLetterConfig": {
+            "Arn": {
+                "Fn::GetAtt": [
+                    synth.logical_id(skydag.dead_letter_queues["EventDeliveryDlq"]),
+                    "Arn",
+                ]
+            }
+        },
+        "RetryPolicy": {"MaximumEventAgeInSeconds": 6 * 3600, "MaximumRetryAttempts": 8},
+    }
+
+
+@pytest.mark.parametrize(("rule_id", "pattern"), SKYDAG_BUS_RULES.items())
+def test_skydag_bus_rules_feed_the_scheduler_queue(
+    synth: Synthesized, rule_id: str, pattern: dict[str, Any]
+) -> None:
+    rule = _rule(synth, rule_id)
+    assert rule["EventPattern"] == pattern
+    assert rule["EventBusName"] == {"Ref": synth.logical_id(synth.skydag.event_bus)}
+    (target,) = rule["Targets"]
+    assert {k: v for k, v in target.items() if k != "Id"} == _scheduler_queue_target(synth)
+
+
+@pytest.mark.parametrize(("rule_id", "pattern"), DEFAULT_BUS_RULES.items())
+def test_service_state_changes_on_the_default_bus_feed_the_scheduler_queue(
+    synth: Synthesized, rule_id: str, pattern: dict[str, Any]
+) -> None:
+    rule = _rule(synth, rule_id)
+    assert rule["EventPattern"] == pattern
+    assert "EventBusName" not in rule  # the default bus: where AWS services put events
+    (target,) = rule["Targets"]
+    assert {k: v for k, v in target.items() if k != "Id"} == _scheduler_queue_target(synth)
+
+
+def test_the_rules_are_exactly_these(synth: Synthesized) -> None:
+    rules = synth.resources("AWS::Events::Rule")
+    expected = {*SKYDAG_BUS_RULES, *DEFAULT_BUS_RULES, "DagFilesRule", "ReconcileRule"}
+    assert len(rules) == len(expected)
+    assert {synth.logical_id(synth.skydag.node.find_child(r)) for r in expected} == set(rules)
+
+
+def test_dag_files_rule_sends_yaml_under_the_prefix_to_the_loader(synth: Synthesized) -> None:
+    skydag = synth.skydag
+    rule = _rule(synth, "DagFilesRule")
+    assert rule["EventPattern"] == {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created", "Object Deleted"],
+        "detail": {
+            "bucket": {"name": [{"Ref": synth.logical_id(skydag.dag_bucket)}]},
+            "object": {"key": [{"wildcard": "dags/*.yaml"}, {"wildcard": "dags/*.yml"}]},
+        },
+    }
+    assert "EventBusName" not in rule
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [synth.logical_id(skydag.functions["DagLoader"]), "Arn"]}
+    assert target["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": [synth.logical_id(skydag.dead_letter_queues["DagLoaderDlq"]), "Arn"]}
+    }
+    assert target["RetryPolicy"] == {
+        "MaximumEventAgeInSeconds": 6 * 3600,
+        "MaximumRetryAttempts": 8,
+    }
+
+
+def test_reconciler_runs_every_five_minutes(synth: Synthesized) -> None:
+    skydag = synth.skydag
+    rule = _rule(synth, "ReconcileRule")
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {
+        "Fn::GetAtt": [synth.logical_id(skydag.functions["Reconciler"]), "Arn"]
+    }
+    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 300, "MaximumRetryAttempts": 2}
+
+
+def test_patterns_use_the_sources_and_names_the_code_uses() -> None:
+    assert event_patterns.COMMAND_SOURCE == router.COMMAND_SOURCE
+    assert event_patterns.SCHEDULER_SOURCE == router.SCHEDULER_SOURCE
+    assert event_patterns.SKYDAG_SOURCE == router.SKYDAG_SOURCE
+    assert event_patterns.SCHEDULER_DETAIL_TYPES == [router.SCHEDULE_TICK, router.TIMER_FIRED]
+    request = DispatchRequest(
+        dag_id="d", run_id="r", task_id="t", try_number=1, token="0" * 32, kind="batch", target={}
+    )
+    assert request.job_name.startswith(event_patterns.JOB_NAME_PREFIX)
+
+
+def test_the_bus_lets_the_account_signal_but_only_skydag_speak_as_skydag(
+    synth: Synthesized,
+) -> None:
+    skydag = synth.skydag
+    bus = synth.resource(skydag.event_bus)["Properties"]
+    assert bus["Name"] == "skydag"
+    bus_arn = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":events:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":event-bus/skydag",
+            ],
+        ]
+    }
+    own_roles = [
+        {"Fn::GetAtt": [synth.logical_id(role), "Arn"]}
+        for role in (*skydag.roles.values(), skydag.scheduler_role)
+    ]
+    assert len(own_roles) == 5
+    allow, deny = bus["Policy"]["Statement"]
+    assert allow == {
+        "Sid": "AccountMayPutEvents",
+        "Effect": "Allow",
+        "Principal": {
+            "AWS": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "arn:",
+                        {"Ref": "AWS::Partition"},
+                        ":iam::",
+                        {"Ref": "AWS::AccountId"},
+                        ":root",
+                    ],
+                ]
+            }
+        },
+        "Action": "events:PutEvents",
+        "Resource": bus_arn,
+    }
+    assert deny == {
+        "Sid": "OnlySkydagPutsSkydagSources",
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": "events:PutEvents",
+        "Resource": bus_arn,
+        "Condition": {
+            "StringEquals": {"events:source": ["skydag", "skydag.scheduler"]},
+            "ArnNotEquals": {"aws:PrincipalArn": own_roles},
+        },
+    }
+
+
+def test_schedule_group_and_the_role_its_schedules_assume(synth: Synthesized) -> None:
+    skydag = synth.skydag
+    group = synth.resource(skydag.schedule_group)
+    assert group["Properties"] == {"Name": "skydag"}
+    role = synth.resource(skydag.scheduler_role)["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == {
+        "Action": "sts:AssumeRole",
+        "Effect": "Allow",
+        "Principal": {"Service": "scheduler.amazonaws.com"},
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnEquals": {
+                "aws:SourceArn": {"Fn::GetAtt": [synth.logical_id(skydag.schedule_group), "Arn"]}
+            },
+        },
+    }
+    policies = [
+        p["Properties"]
+        for p in synth.resources("AWS::IAM::Policy").values()
+        if {"Ref": synth.logical_id(skydag.scheduler_role)} in p["Properties"]["Roles"]
+    ]
+    assert [p["PolicyDocument"]["Statement"] for p in policies] == [
+        [
+            {
+                "Action": "events:PutEvents",
+                "Effect": "Allow",
+                "Resource": {"Fn::GetAtt": [synth.logical_id(skydag.event_bus), "Arn"]},
+            }
+        ]
+    ]
