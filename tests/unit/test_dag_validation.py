@@ -738,3 +738,33 @@ def test_problems_are_capped_per_file() -> None:
     found = problems_of(f"dag: many\ntasks:\n{tasks}".encode())
     assert len(found) == MAX_REPORTED_PROBLEMS + 1
     assert found[-1].message == "... and 50 more problems"
+
+
+@pytest.mark.parametrize("source", ["skydag", "skydag.scheduler", "skydag.command", "aws.batch"])
+def test_emit_refuses_reserved_sources(source: str) -> None:
+    # A DAG must not forge skydag's notifications, commands, ticks or timers.
+    problem = only_problem(
+        f"""
+        dag: forger
+        tasks:
+          tick:
+            emit: {{source: {source}, detail-type: Schedule Tick}}
+        """
+    )
+    assert (problem.task, problem.field, problem.line) == ("tick", "emit.source", 4)
+    assert problem.message.startswith(f"source '{source}' is reserved (skydag, skydag.*, aws.*)")
+
+
+def test_emit_may_name_its_own_source_or_its_dags() -> None:
+    for source in ("ml.evaluation", "skydag.dag.forger"):
+        spec = load(
+            f"""
+            dag: forger
+            tasks:
+              announce:
+                emit: {{source: {source}, detail-type: done}}
+            """
+        )
+        emit = spec.tasks["announce"].emit
+        assert emit is not None
+        assert emit.source == source
