@@ -141,6 +141,7 @@ class TaskState:
         task: str | None = None,
         table: str | None = None,
         endpoint_url: str | None = None,
+        region: str | None = None,
     ) -> TaskState:
         """The job's own state, from the SKYDAG_* variables; arguments override them."""
         env = os.environ if environ is None else environ
@@ -150,7 +151,7 @@ class TaskState:
             run=run or env.get(RUN_VARIABLE) or None,
             table=table or default_table(env),
             endpoint_url=endpoint_url or env.get("AWS_ENDPOINT_URL") or None,
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            region=region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
 
     def scope_key(self, scope: Scope) -> str:

@@ -572,14 +572,14 @@ def test_design_example_validates() -> None:
     assert spec.defaults.timeout == timedelta(hours=2)
 
 
-@pytest.mark.parametrize("name", ["ml_pipeline.yaml", "etl_daily.yaml", "fanout.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_examples_validate(name: str) -> None:
     spec = load_dag_file(EXAMPLES / name)
     assert spec.tasks
 
 
 def test_every_example_task_has_a_local_command() -> None:
-    for name in ("ml_pipeline.yaml", "etl_daily.yaml"):
+    for name in ("ml_pipeline.yaml", "etl_daily.yaml", "incremental_etl.yaml", "ml_platform.yaml"):
         spec = load_dag_file(EXAMPLES / name)
         for task_id, task in spec.tasks.items():
             assert task.local is not None, (name, task_id)

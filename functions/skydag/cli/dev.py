@@ -4,12 +4,15 @@ server on a loopback port, so the jobs reach it too)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -108,7 +111,11 @@ def execute(
     # aws_environment sets this process's os.environ (endpoint, fake credentials, region)
     # because the local target gives jobs os.environ: acceptable for a one-shot command,
     # and restored when the run ends.
-    with moto_server() as endpoint_url, aws_environment(endpoint_url):
+    with (
+        _shared_botocore_loader(),
+        moto_server() as endpoint_url,
+        aws_environment(endpoint_url),
+    ):
         env = EmbeddedSkydag(Settings(endpoint_url=endpoint_url), log_dir=log_dir)
         try:
             env.repos.dags.save_version(spec, source=source, sha256=sha256, now=env.clock.now())
@@ -132,6 +139,26 @@ def execute(
             return run, tasks
         finally:
             env.close()
+
+
+@contextmanager
+def _shared_botocore_loader() -> Iterator[None]:
+    """One botocore loader for every session opened meanwhile.
+
+    PynamoDB opens a botocore session per model and connection, and each new session
+    reads and parses the service's JSON again (a few tenths of a second each, over a
+    second per dev run). That data is static, so sharing it is safe (the test suite does
+    the same); the original factory is back when the run ends.
+    """
+    import botocore.loaders
+    import botocore.session
+
+    original = botocore.session.create_loader
+    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
+    try:
+        yield
+    finally:
+        botocore.session.create_loader = original
 
 
 def _explained(spec: DagSpec, ti: TaskInstance) -> TaskInstance:

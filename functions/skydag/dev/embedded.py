@@ -84,10 +84,13 @@ class StreamFeed:
     """Reads the runs and task-instances streams, shard by shard, from where it left off."""
 
     def __init__(self, settings: Settings) -> None:
-        self._dynamodb = boto3.client("dynamodb", region_name=settings.region)
+        self._dynamodb = boto3.client(
+            "dynamodb", region_name=settings.region, endpoint_url=settings.endpoint_url
+        )
         self._streams = boto3.client(
             "dynamodbstreams",
             region_name=settings.region,
+            endpoint_url=settings.endpoint_url,
             config=Config(account_id_endpoint_mode="disabled"),
         )
         # (stream, shard) -> (kind, iterator); shard ids are only unique within a stream.

@@ -40,10 +40,18 @@ _REMOVED = ("AWS_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
 def moto_server(host: str = LOOPBACK) -> Iterator[str]:
     """Start moto's server on a free port of ``host``; yield its endpoint URL.
 
-    moto keeps its state per process: the server starts from an empty account and
-    leaves one behind, as ``mock_aws`` does. AWS Batch runs without Docker.
+    moto's state is process-wide (shared with any in-process mock): the server starts
+    from an empty account and leaves one behind, as ``mock_aws`` does. AWS Batch runs
+    without Docker.
     """
+    from moto.core.models import botocore_stubber
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    if botocore_stubber.enabled:
+        raise RuntimeError(
+            "moto's in-process mock (mock_aws, embedded_aws) is active: it would answer the "
+            "calls meant for the server; use one or the other"
+        )
 
     # werkzeug logs every request at INFO on stderr, burying dev run's progress lines.
     werkzeug_log = logging.getLogger("werkzeug")
