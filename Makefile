@@ -58,6 +58,10 @@ bench: $(BIN)/.installed
 bench-quick: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_benchmarks.py --quick
 
+## bench-events: idle cost, signal routing, reconciler repairs, handler cold starts, asset size
+bench-events: $(BIN)/.installed
+	cd benchmarks && ../$(BIN)/python run_event_benchmarks.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
