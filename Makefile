@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick clean docs-states
+.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +63,7 @@ bench-events: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python run_event_benchmarks.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node_modules cdk.out build
 
 ## docs-states: regenerate the state diagram in docs/states.md from the transition table
 docs-states: $(BIN)/.installed
