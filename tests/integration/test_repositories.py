@@ -679,8 +679,8 @@ def test_subscriptions_follow_the_current_version(repos: Repositories) -> None:
     found = repos.dags.subscriptions("ml.a")
     # The `on` pattern under its source, the restart_on pattern (no source) under "*".
     assert [(s.dag_id, s.dag_version, s.task_id, s.kind) for s in found] == [
-        ("listener", 1, "t", "restart_on"),
         ("listener", 1, None, "on"),
+        ("listener", 1, "t", "restart_on"),
     ]
     repos.dags.save_version(_subscriber("v2", "ml.b"), source=None, sha256=None, now=now)
     assert [s.kind for s in repos.dags.subscriptions("ml.a")] == ["restart_on"]

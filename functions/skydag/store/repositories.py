@@ -697,6 +697,8 @@ class DagRepository:
             for dag_id, entry in sorted(entries.items()):
                 for task_id, kind, pattern in json.loads(entry["subs"]):
                     found.append(Subscription(dag_id, int(entry["v"]), task_id, kind, pattern))
+        # BatchGetItem answers in any order: keep the handling of a signal deterministic.
+        found.sort(key=lambda sub: (sub.dag_id, sub.task_id or "", sub.kind))
         return found
 
     def _find_item(self, dag_id: str) -> DagModel | None:
