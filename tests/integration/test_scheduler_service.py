@@ -519,6 +519,32 @@ def test_a_replayed_finish_of_a_cleared_task_does_not_end_the_run(
     assert finish(embedded, "recount", "r1").state is RunState.SUCCESS
 
 
+def test_a_stale_count_never_ends_a_run_early(embedded: EmbeddedSkydag, dag_loader: Loader) -> None:
+    """The narrow race left open above (a replayed finish counted just as a clear lands):
+    the run's end is checked against its task instances, and the stale count is undone."""
+    rerun_sleeps = {"command": ["sh", "-c", 'test "$SKYDAG_TRY" -ge 2 && sleep 1']}
+    spec = dag_loader(
+        {
+            "dag": "stale",
+            "tasks": {"a": job(), "b": {"depends_on": ["a"], "noop": None, "local": rerun_sleeps}},
+        }
+    )
+    embedded.service.trigger("stale", run_id="r1")
+    assert finish(embedded, "stale", "r1").state is RunState.FAILED
+    embedded.service.clear("stale", "r1", "b")
+    pump_until(embedded, lambda: states(embedded, "stale", "r1")["b"] == (T.RUNNING, 2))
+    # What the race leaves behind: b counted as finished while it runs again.
+    b = embedded.repos.tasks.get("stale", "r1", "b")
+    run = embedded.repos.runs.record_finished(b, spec.task_index("b"), failed_leaf=False)
+    assert run.finished_count == 2
+
+    embedded.service._complete_if_done(spec, run)
+
+    run = embedded.repos.runs.get("stale", "r1")
+    assert (run.state, run.finished_count) == (RunState.RUNNING, 1)
+    assert finish(embedded, "stale", "r1").state is RunState.SUCCESS
+
+
 def test_mark_success_of_a_retrying_task_lets_its_downstream_run(
     embedded: EmbeddedSkydag, dag_loader: Loader
 ) -> None:

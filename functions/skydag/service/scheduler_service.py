@@ -922,10 +922,18 @@ class SchedulerService:
             self._evaluate(spec, run, ti)
 
     def _complete_if_done(self, spec: DagSpec, run: DagRun) -> None:
+        verified = False
         for _ in range(MAX_RACE_RETRIES):
             outcome = run_outcome(spec, run.finished_count, run.failed_leaves)
             if outcome is None or run.state is not RunState.RUNNING:
                 return
+            if not verified:
+                # The counters say every task finished: check it on the task instances
+                # (one query, once per run end). A redelivered finish that raced a clear
+                # may have counted a task that runs again; uncount it and wait for it.
+                verified = True
+                if self._uncount_unfinished(spec, run):
+                    return
             reason = None if outcome is RunState.SUCCESS else _failed_reason(run)
             try:
                 self.repos.runs.transition(
@@ -936,6 +944,23 @@ class SchedulerService:
                 if conflict.current is None:
                     raise
                 run = conflict.current
+
+    def _uncount_unfinished(self, spec: DagSpec, run: DagRun) -> bool:
+        unfinished = [
+            ti
+            for ti in self.repos.tasks.list_for_run(run.dag_id, run.run_id)
+            if ti.state not in FINISHED_TASK_STATES
+        ]
+        for ti in unfinished:
+            log.warning(
+                "run %s/%s: %s counted finished but is %s; uncounted",
+                run.dag_id,
+                run.run_id,
+                ti.task_id,
+                ti.state.value,
+            )
+            self.repos.runs.forget_finished(run, spec.task_index(ti.task_id))
+        return bool(unfinished)
 
     def _transition_run(self, run: DagRun, dst: RunState, cause: Cause, reason: str) -> DagRun:
         for _ in range(MAX_RACE_RETRIES):
