@@ -1,5 +1,7 @@
 """`skydag dev run`: one DAG, one run, end to end on the embedded environment (moto as a
-server on a loopback port, so the jobs reach it too)."""
+server on a loopback port, so the jobs reach it too). `skydag dev up`: that environment
+as a long-running endpoint with the stack's resources and the production handlers
+(``skydag.dev.up``)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,15 @@ def register(commands: Any) -> None:
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
     run.add_argument("--log-dir", help="where task logs go (default: a temporary folder)")
     run.set_defaults(handler=run_command)
+    up = sub.add_parser(
+        "up",
+        help="serve a local AWS endpoint with skydag's stack and handlers (until Ctrl-C)",
+    )
+    up.add_argument(
+        "--port", type=int, default=None, help="the endpoint's port (default 5555; 0: any free)"
+    )
+    up.add_argument("--dags", help="a folder whose DAG files are uploaded at start")
+    up.set_defaults(handler=up_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -86,6 +97,26 @@ def run_command(args: argparse.Namespace) -> int:
         print(run_table(run, tasks))
         print(f"task logs: {log_dir}")
     return EXIT_OK if run.state is RunState.SUCCESS else EXIT_FAILED
+
+
+def up_command(args: argparse.Namespace) -> int:
+    import threading
+
+    from skydag.dev.up import DEFAULT_PORT, serve
+
+    dags_dir = Path(args.dags) if args.dags else None
+    if dags_dir is not None and not dags_dir.is_dir():
+        print(f"skydag dev up: error: --dags {args.dags}: not a folder", file=sys.stderr)
+        return EXIT_INVALID
+    stop = threading.Event()
+    try:
+        serve(stop, port=DEFAULT_PORT if args.port is None else args.port, dags_dir=dags_dir)
+    except KeyboardInterrupt:
+        stop.set()  # Ctrl-C is how `dev up` ends: not an error
+    except OSError as error:  # the port is taken, most often
+        print(f"skydag dev up: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def execute(
@@ -211,4 +242,4 @@ def _read_signal(path: str, spec: DagSpec) -> dict[str, Any]:
     return event
 
 
-__all__ = ["RunState", "execute", "register", "run_command"]
+__all__ = ["RunState", "execute", "register", "run_command", "up_command"]

@@ -890,8 +890,8 @@ class SchedulerService:
 
         The change may be a redelivery of an old one (the task was cleared and runs
         again): only the task's current finish counts. A clear landing between this
-        re-read and the count below can still leave one stale count; re-deriving a run's
-        counters from its task instances is the reconciler's job.
+        re-read and the count below can still leave one stale count; the run's end is
+        therefore checked against its task instances (``_complete_if_done``).
         """
         ti = self.repos.tasks.find(image.dag_id, image.run_id, image.task_id)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:
