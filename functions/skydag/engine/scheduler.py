@@ -83,36 +83,18 @@ def _wait_for_signal(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision
     if task.wait is not None:
         # A wait task holds no compute; its timeout is how long it may wait.
         timeout = spec.effective_policy(ti.task_id).timeout
-        return Decision.accept(
-            Transition(
-                ti.task_id,
-                T.PENDING,
-                T.WAITING,
-                Cause.WAIT_FOR_SIGNAL,
-                ti.version,
-                {
-                    "reason": "waiting for a signal",
-                    "timeout_at": now + timeout if timeout else None,
-                    "signal": None,  # only a signal that comes from now on counts
-                },
-            ),
-            "upstreams satisfied; waiting for a signal",
-        )
-    if task.start_on:
-        return Decision.accept(
-            Transition(
-                ti.task_id,
-                T.PENDING,
-                T.WAITING,
-                Cause.WAIT_FOR_SIGNAL,
-                ti.version,
-                # start_on waits without a deadline (the task's timeout counts from dispatch);
-                # a previous try's deadline must not linger.
-                {"reason": "waiting for a start_on signal", "timeout_at": None, "signal": None},
-            ),
-            "upstreams satisfied; waiting for a start_on signal",
-        )
-    return None
+        deadline, reason = (now + timeout if timeout else None), "waiting for a signal"
+    elif task.start_on:
+        # start_on waits without a deadline: the task's timeout counts from dispatch.
+        deadline, reason = None, "waiting for a start_on signal"
+    else:
+        return None
+    # Only a signal that comes from now on counts (a previous try's must not linger).
+    changes = {"reason": reason, "timeout_at": deadline, "signal": None}
+    return Decision.accept(
+        Transition(ti.task_id, T.PENDING, T.WAITING, Cause.WAIT_FOR_SIGNAL, ti.version, changes),
+        f"upstreams satisfied; {reason}",
+    )
 
 
 def _signal_id(signal: Mapping[str, Any] | None) -> str | None:

@@ -650,14 +650,7 @@ class SchedulerService:
         current = self.repos.tasks.find(ti.dag_id, ti.run_id, ti.task_id)
         if current is None or current.state is not TaskState.RUNNING:
             return
-        run = self.repos.runs.get(ti.dag_id, ti.run_id)
-        report = UpstreamReport(current.state, current.version)
-        for child in spec.downstream(ti.task_id):
-            updated = self.repos.tasks.report_upstream(
-                (ti.dag_id, ti.run_id, child), ti.task_id, report
-            )
-            if updated is not None:
-                self._evaluate(spec, run, updated)
+        self._report_downstream(spec, self.repos.runs.get(ti.dag_id, ti.run_id), current)
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -898,13 +891,7 @@ class SchedulerService:
             return
         run = self.repos.runs.get(ti.dag_id, ti.run_id)
         spec = self._spec(run)
-        report = UpstreamReport(ti.state, ti.version)
-        for child in spec.downstream(ti.task_id):
-            updated = self.repos.tasks.report_upstream(
-                (ti.dag_id, ti.run_id, child), ti.task_id, report
-            )
-            if updated is not None:
-                self._evaluate(spec, run, updated)
+        self._report_downstream(spec, run, ti)
         run = self.repos.runs.record_finished(
             ti,
             spec.task_index(ti.task_id),
@@ -912,6 +899,16 @@ class SchedulerService:
         )
         self._fill_free_slots(spec, run)
         self._complete_if_done(spec, run)
+
+    def _report_downstream(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> None:
+        """Tell each downstream task this task's state, and evaluate the ones it changed."""
+        report = UpstreamReport(ti.state, ti.version)
+        for child in spec.downstream(ti.task_id):
+            updated = self.repos.tasks.report_upstream(
+                (ti.dag_id, ti.run_id, child), ti.task_id, report
+            )
+            if updated is not None:
+                self._evaluate(spec, run, updated)
 
     def _fill_free_slots(self, spec: DagSpec, run: DagRun) -> None:
         free = spec.max_active_tasks - len(run.active)
