@@ -33,6 +33,9 @@ class Settings(BaseModel):
     schedule_group: str = "skydag"
     scheduler_role_arn: str | None = None
     event_bus_arn: str | None = None
+    # How finely one-shot timers (retry times) are set: EventBridge Scheduler fires within
+    # a minute of an at() time; the local cloud's scheduler fires to the second.
+    timer_precision_seconds: int = Field(default=60, ge=1, le=60)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -55,4 +58,5 @@ class Settings(BaseModel):
             schedule_group=env.get("SKYDAG_SCHEDULE_GROUP", "skydag"),
             scheduler_role_arn=env.get("SKYDAG_SCHEDULER_ROLE_ARN") or None,
             event_bus_arn=env.get("SKYDAG_EVENT_BUS_ARN") or None,
+            timer_precision_seconds=int(env.get("SKYDAG_TIMER_PRECISION_SECONDS") or 60),
         )

@@ -6,7 +6,9 @@ What it makes (docs/deploy.md tells the story; docs/operations.md how the engine
 - one DynamoDB table per PynamoDB model, derived from ``skydag.store.models``;
 - four functions (dag loader, scheduler, stream processor, reconciler), one role each;
 - the wiring: S3 -> dag loader; the bus and the services' state changes -> SQS -> scheduler;
-  DynamoDB Streams -> stream processor; a 5-minute rule -> reconciler;
+  DynamoDB Streams -> stream processor; a 5-minute rule -> reconciler. What it is (rules,
+  queues, event sources, retries) is ``skydag.wiring``, which the local cloud reads too:
+  this module only turns those specs into constructs;
 - the EventBridge Scheduler group and the role its schedules assume;
 - a dead-letter queue on every asynchronous path, alarms and a dashboard.
 """
@@ -14,7 +16,7 @@ What it makes (docs/deploy.md tells the story; docs/operations.md how the engine
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,18 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from skydag_infra import event_patterns, nag, observability
+from skydag import wiring
+from skydag.sources import SCHEDULER_SOURCE, SKYDAG_SOURCE
+from skydag.wiring import (
+    AsyncInvokeSpec,
+    FunctionSpec,
+    QueueSpec,
+    RuleSpec,
+    RuleTarget,
+    SqsEventSourceSpec,
+    StreamEventSourceSpec,
+)
+from skydag_infra import nag, observability
 from skydag_infra.asset import LAMBDA_PYTHON, build_lambda_asset
 from skydag_infra.permissions import DispatchTargets, PolicyBuilder, add_dispatch
 from skydag_infra.tables import TableSpec, table_specs
@@ -45,8 +58,6 @@ LAMBDA_RUNTIME: lambda_.Runtime = getattr(
     lambda_.Runtime, f"PYTHON_{LAMBDA_PYTHON.replace('.', '_')}"
 )
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
-RECONCILE_EVERY = Duration.minutes(5)
-DLQ_RETENTION = Duration.days(14)  # the SQS maximum: time to notice, fix and redrive
 
 _READ = [
     "dynamodb:GetItem",
@@ -62,45 +73,8 @@ _WRITE = [
     "dynamodb:DeleteItem",
     "dynamodb:BatchWriteItem",
 ]
-# The functions EventBridge rules invoke asynchronously, and where their failures go.
-_ASYNC_DLQ = {"DagLoader": "DagLoaderDlq", "Reconciler": "ReconcilerDlq"}
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionSpec:
-    handler: str
-    description: str
-    timeout: Duration
-    memory_mb: int = 512
-
-
-FUNCTIONS: dict[str, FunctionSpec] = {
-    "DagLoader": FunctionSpec(
-        "skydag.handlers.dag_loader.lambda_handler",
-        "Validates and stores DAG files uploaded to S3; keeps their schedules",
-        Duration.seconds(60),
-    ),
-    "Scheduler": FunctionSpec(
-        "skydag.handlers.scheduler.lambda_handler",
-        "Signals, commands, ticks, timers and job state changes (SQS)",
-        Duration.seconds(60),
-    ),
-    "StreamProcessor": FunctionSpec(
-        "skydag.handlers.stream_processor.lambda_handler",
-        "Reacts to run and task-instance changes (DynamoDB Streams): dispatch, downstream",
-        Duration.seconds(120),
-    ),
-    "Reconciler": FunctionSpec(
-        "skydag.handlers.reconciler.lambda_handler",
-        "Due retries and timeouts, interrupted dispatches, jobs whose events were lost",
-        # Under the 5-minute period, so two reconciles rarely overlap.
-        Duration.seconds(240),
-    ),
-}
-
-
 # The functions that run the scheduler service (and so dispatch); the dag loader does not.
-ENGINE_FUNCTIONS = ("Scheduler", "StreamProcessor", "Reconciler")
+ENGINE_FUNCTIONS = (wiring.SCHEDULER.id, wiring.STREAM_PROCESSOR.id, wiring.RECONCILER.id)
 
 
 class Skydag(Construct):
@@ -109,6 +83,10 @@ class Skydag(Construct):
     ``dispatch`` lists what skydag may run jobs on (nothing by default: ``emit``, ``wait``
     and ``noop`` tasks still work). ``code`` replaces the Lambda asset (tests, prebuilt
     zips); by default it is built from the checkout at ``source_root`` (see asset.py).
+
+    The ``skydag.wiring`` specs it was built from are kept by construct id
+    (``function_specs``, ``queue_specs``, ``rule_specs``, ``async_invoke_specs``) and as
+    ``scheduler_event_source_spec`` and ``stream_event_source_spec``.
     """
 
     def __init__(
@@ -131,7 +109,7 @@ class Skydag(Construct):
         super().__init__(scope, construct_id)
         if log_level not in _LAMBDA_LOG_LEVELS:
             raise ValueError(f"log_level {log_level!r}: expected one of {list(_LAMBDA_LOG_LEVELS)}")
-        self.dag_prefix = event_patterns.validate_dag_prefix(dag_prefix)
+        self.dag_prefix = wiring.validate_dag_prefix(dag_prefix)
         self.dispatch = dispatch or DispatchTargets()
         self._removal_policy = removal_policy
         stack = cdk.Stack.of(self)
@@ -151,38 +129,38 @@ class Skydag(Construct):
         )
         self.scheduler_role = self._scheduler_role()
 
-        # Dead-letter queues: every asynchronous path ends in one (and one alarm each).
+        # In wiring.QUEUES' order, a dead-letter queue comes before the queue redriving to it.
+        self.queue_specs: dict[str, QueueSpec] = {spec.id: spec for spec in wiring.QUEUES}
+        self.queues: dict[str, sqs.Queue] = {}
+        for queue_spec in self.queue_specs.values():
+            self.queues[queue_spec.id] = self._queue(queue_spec)
         self.dead_letter_queues: dict[str, sqs.Queue] = {
-            name: self._queue(name, retention=DLQ_RETENTION)
-            for name in (
-                "DagLoaderDlq",  # S3 event delivery and the loader's own async failures
-                "EventDeliveryDlq",  # rules -> scheduler queue delivery failures
-                "SchedulerDlq",  # scheduler-queue messages that kept failing
-                "StreamDlq",  # stream batches that kept failing
-                "ReconcilerDlq",  # reconcile ticks that kept failing
-            )
+            spec.id: self.queues[spec.id] for spec in wiring.DEAD_LETTER_QUEUES
         }
-        self.scheduler_queue = self._queue(
-            "SchedulerQueue",
-            # Six times the function timeout, as Lambda's SQS event source recommends.
-            visibility_timeout=Duration.seconds(FUNCTIONS["Scheduler"].timeout.to_seconds() * 6),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dead_letter_queues["SchedulerDlq"], max_receive_count=5
-            ),
-        )
+        self.scheduler_queue = self.queues[wiring.SCHEDULER_QUEUE.id]
 
         self.code = code or self._default_code(source_root)
         environment = self._environment(log_level)
         self.roles: dict[str, iam.Role] = {}
+        self.function_specs: dict[str, FunctionSpec] = {spec.id: spec for spec in wiring.FUNCTIONS}
+        self.async_invoke_specs: dict[str, AsyncInvokeSpec] = {
+            spec.function.id: spec for spec in wiring.ASYNC_INVOKES
+        }
         self.functions: dict[str, lambda_.Function] = {
-            name: self._function(name, spec, environment, log_level, log_retention)
-            for name, spec in FUNCTIONS.items()
+            spec.id: self._function(spec, environment, log_level, log_retention)
+            for spec in self.function_specs.values()
         }
 
-        self._wire_dag_files()
-        self._wire_scheduler()
-        self._wire_streams()
-        self._wire_reconciler()
+        self.rule_specs: dict[str, RuleSpec] = {
+            spec.id: spec for spec in wiring.rules(self.dag_bucket.bucket_name, self.dag_prefix)
+        }
+        self.rules: dict[str, events.Rule] = {
+            spec.id: self._rule(spec) for spec in self.rule_specs.values()
+        }
+        self.scheduler_event_source_spec = wiring.SCHEDULER_EVENT_SOURCE
+        self._wire_queue(self.scheduler_event_source_spec)
+        self.stream_event_source_spec = wiring.STREAM_EVENT_SOURCE
+        self._wire_streams(self.stream_event_source_spec)
         policies = self._policies(stack)
         self._bus_policy()
 
@@ -191,7 +169,7 @@ class Skydag(Construct):
             self,
             functions=self.functions,
             dead_letter_queues=dlqs,
-            stream_function=self.functions["StreamProcessor"],
+            stream_function=self.functions[wiring.STREAM_PROCESSOR.id],
             scheduler_queue=self.scheduler_queue,
             topic=alarm_topic,
         )
@@ -199,7 +177,7 @@ class Skydag(Construct):
             self,
             functions=self.functions,
             dead_letter_queues=dlqs,
-            stream_function=self.functions["StreamProcessor"],
+            stream_function=self.functions[wiring.STREAM_PROCESSOR.id],
             scheduler_queue=self.scheduler_queue,
             # "<stack>-skydag": found by the stack's name, unique per construct.
             name=f"{stack.stack_name}-{construct_id.lower()}",
@@ -286,23 +264,24 @@ class Skydag(Construct):
             )
         return table
 
-    def _queue(
-        self,
-        construct_id: str,
-        *,
-        retention: Duration | None = None,
-        visibility_timeout: Duration | None = None,
-        dead_letter_queue: sqs.DeadLetterQueue | None = None,
-    ) -> sqs.Queue:
+    def _queue(self, spec: QueueSpec) -> sqs.Queue:
+        redrive = spec.redrive
         return sqs.Queue(
             self,
-            construct_id,
+            spec.id,
             # SSE-SQS: EventBridge can deliver to it (the AWS-managed KMS key refuses it).
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=retention,
-            visibility_timeout=visibility_timeout,
-            dead_letter_queue=dead_letter_queue,
+            retention_period=_optional_duration(spec.retention),
+            visibility_timeout=_optional_duration(spec.visibility_timeout),
+            dead_letter_queue=(
+                sqs.DeadLetterQueue(
+                    queue=self.queues[redrive.dead_letter_queue.id],
+                    max_receive_count=redrive.max_receive_count,
+                )
+                if redrive is not None
+                else None
+            ),
             removal_policy=RemovalPolicy.DESTROY,  # messages, not records
         )
 
@@ -369,12 +348,12 @@ class Skydag(Construct):
 
     def _function(
         self,
-        name: str,
         spec: FunctionSpec,
         environment: Mapping[str, str],
         log_level: str,
         log_retention: logs.RetentionDays,
     ) -> lambda_.Function:
+        name = spec.id
         log_group = logs.LogGroup(
             self, f"{name}Logs", retention=log_retention, removal_policy=self._removal_policy
         )
@@ -401,7 +380,7 @@ class Skydag(Construct):
             runtime=LAMBDA_RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
             memory_size=spec.memory_mb,
-            timeout=spec.timeout,
+            timeout=_duration(spec.timeout),
             role=role,
             environment=dict(environment),
             log_group=log_group,
@@ -409,114 +388,82 @@ class Skydag(Construct):
             # Lambda drops what Powertools would log below this: keep the two levels equal.
             application_log_level_v2=_LAMBDA_LOG_LEVELS[log_level],
             tracing=lambda_.Tracing.ACTIVE,
-            **(self._async_invoke(name) if name in _ASYNC_DLQ else {}),
+            **self._async_invoke(name),
         )
 
     def _async_invoke(self, name: str) -> dict[str, Any]:
-        """Lambda's own retries for the functions EventBridge invokes asynchronously; what
-        still fails lands in the function's dead-letter queue."""
+        """Lambda's own retries, for the functions EventBridge invokes asynchronously."""
+        spec = self.async_invoke_specs.get(name)
+        if spec is None:
+            return {}
         return {
-            "retry_attempts": 2,
-            # A reconcile tick is superseded by the next one; a DAG file event is not.
-            "max_event_age": RECONCILE_EVERY if name == "Reconciler" else Duration.hours(6),
-            "on_failure": destinations.SqsDestination(self.dead_letter_queues[_ASYNC_DLQ[name]]),
+            "retry_attempts": spec.retry_attempts,
+            "max_event_age": _duration(spec.max_event_age),
+            "on_failure": destinations.SqsDestination(self.queues[spec.on_failure.id]),
         }
 
     # -- wiring --------------------------------------------------------------------------
 
-    def _wire_dag_files(self) -> None:
-        events.Rule(
+    def _rule(self, spec: RuleSpec) -> events.Rule:
+        on_skydag_bus = spec.bus is wiring.Bus.SKYDAG
+        return events.Rule(
             self,
-            "DagFilesRule",
-            description="skydag: DAG files created or deleted under the DAG prefix",
-            event_pattern=_pattern(
-                event_patterns.dag_file_pattern(self.dag_bucket.bucket_name, self.dag_prefix)
+            spec.id,
+            description=spec.description,
+            event_bus=self.event_bus if on_skydag_bus else None,
+            event_pattern=_pattern(spec.pattern) if spec.pattern is not None else None,
+            schedule=(
+                events.Schedule.rate(_duration(spec.schedule_rate))
+                if spec.schedule_rate is not None
+                else None
             ),
-            targets=[
-                targets.LambdaFunction(
-                    self.functions["DagLoader"],
-                    dead_letter_queue=self.dead_letter_queues["DagLoaderDlq"],
-                    retry_attempts=8,
-                    max_event_age=Duration.hours(6),
-                )
-            ],
+            targets=[self._rule_target(spec.target)],
         )
 
-    def _wire_scheduler(self) -> None:
-        def to_queue() -> targets.SqsQueue:
-            return targets.SqsQueue(
-                self.scheduler_queue,
-                dead_letter_queue=self.dead_letter_queues["EventDeliveryDlq"],
-                retry_attempts=8,
-                max_event_age=Duration.hours(6),
-            )
+    def _rule_target(self, spec: RuleTarget) -> events.IRuleTarget:
+        delivery: dict[str, Any] = {
+            "dead_letter_queue": self.queues[spec.dead_letter_queue.id],
+            "retry_attempts": spec.retry_attempts,
+            "max_event_age": _duration(spec.max_event_age),
+        }
+        if isinstance(spec.resource, QueueSpec):
+            return targets.SqsQueue(self.queues[spec.resource.id], **delivery)
+        return targets.LambdaFunction(self.functions[spec.resource.id], **delivery)
 
-        for rule_id, pattern in event_patterns.skydag_bus_patterns().items():
-            events.Rule(
-                self,
-                rule_id,
-                event_bus=self.event_bus,
-                event_pattern=_pattern(pattern),
-                targets=[to_queue()],
-            )
-        for rule_id, pattern in event_patterns.job_event_patterns().items():
-            events.Rule(self, rule_id, event_pattern=_pattern(pattern), targets=[to_queue()])
-        self.functions["Scheduler"].add_event_source(
+    def _wire_queue(self, spec: SqsEventSourceSpec) -> None:
+        self.functions[spec.function.id].add_event_source(
             event_sources.SqsEventSource(
-                self.scheduler_queue,
-                batch_size=10,
-                # A short wait fills batches under load and adds at most a second when idle.
-                max_batching_window=Duration.seconds(1),
-                report_batch_item_failures=True,
+                self.queues[spec.queue.id],
+                batch_size=spec.batch_size,
+                max_batching_window=_duration(spec.max_batching_window),
+                report_batch_item_failures=spec.report_batch_item_failures,
             )
         )
 
-    def _wire_streams(self) -> None:
-        processor = self.functions["StreamProcessor"]
-        for spec in self.table_specs:
-            if spec.stream_view_type is None:
+    def _wire_streams(self, spec: StreamEventSourceSpec) -> None:
+        """Every table with a stream feeds the stream processor."""
+        processor = self.functions[spec.function.id]
+        for table in self.table_specs:
+            if table.stream_view_type is None:
                 continue
             processor.add_event_source(
                 event_sources.DynamoEventSource(
-                    self.tables[spec.field],
-                    starting_position=lambda_.StartingPosition.LATEST,
-                    batch_size=25,
-                    # A poison record is isolated by halving, then sent to the DLQ after the
-                    # bounded retries instead of blocking its shard for 24 hours.
-                    bisect_batch_on_error=True,
-                    retry_attempts=5,
-                    max_record_age=Duration.hours(6),
-                    report_batch_item_failures=True,
-                    on_failure=event_sources.SqsDlq(self.dead_letter_queues["StreamDlq"]),
-                    # One batch per shard at a time keeps each item's changes in order.
-                    parallelization_factor=1,
+                    self.tables[table.field],
+                    starting_position=lambda_.StartingPosition[spec.starting_position.value],
+                    batch_size=spec.batch_size,
+                    bisect_batch_on_error=spec.bisect_batch_on_error,
+                    retry_attempts=spec.retry_attempts,
+                    max_record_age=_duration(spec.max_record_age),
+                    report_batch_item_failures=spec.report_batch_item_failures,
+                    on_failure=event_sources.SqsDlq(self.queues[spec.on_failure.id]),
+                    parallelization_factor=spec.parallelization_factor,
                 )
             )
-
-    def _wire_reconciler(self) -> None:
-        # A plain EventBridge rule, not an EventBridge Scheduler schedule: it needs no role
-        # of its own, and it stays out of the schedule group that the dag loader owns (and
-        # prunes) for DAG schedules and timers.
-        events.Rule(
-            self,
-            "ReconcileRule",
-            description="skydag: reconcile running jobs",
-            schedule=events.Schedule.rate(RECONCILE_EVERY),
-            targets=[
-                targets.LambdaFunction(
-                    self.functions["Reconciler"],
-                    dead_letter_queue=self.dead_letter_queues["ReconcilerDlq"],
-                    retry_attempts=2,
-                    # A tick older than the period is superseded by the next one.
-                    max_event_age=RECONCILE_EVERY,
-                )
-            ],
-        )
 
     # -- permissions ---------------------------------------------------------------------
 
     def _policies(self, stack: cdk.Stack) -> dict[str, PolicyBuilder]:
-        policies = {name: PolicyBuilder(stack) for name in FUNCTIONS}
+        policies = {name: PolicyBuilder(stack) for name in self.function_specs}
         loader = policies["DagLoader"]
         self._allow_tables(loader, ["dags", "dag_versions"], read_only=())
         loader.allow(
@@ -622,12 +569,7 @@ class Skydag(Construct):
                     actions=["events:PutEvents"],
                     resources=[bus_arn],
                     conditions={
-                        "StringEquals": {
-                            "events:source": [
-                                event_patterns.SKYDAG_SOURCE,
-                                event_patterns.SCHEDULER_SOURCE,
-                            ]
-                        },
+                        "StringEquals": {"events:source": [SKYDAG_SOURCE, SCHEDULER_SOURCE]},
                         "ArnNotEquals": {"aws:PrincipalArn": own_roles},
                     },
                 ),
@@ -643,7 +585,7 @@ class Skydag(Construct):
         for name, role in self.roles.items():
             nag.acknowledge_wildcards(role, policies[name].wildcard_reasons)
         for name, queue in self.dead_letter_queues.items():
-            if name == "SchedulerDlq":
+            if name == wiring.SCHEDULER_DLQ.id:
                 continue  # the scheduler queue's redrive target: cdk-nag sees it is a DLQ
             nag.acknowledge(
                 queue,
@@ -666,8 +608,19 @@ _LAMBDA_LOG_LEVELS = {
 }
 
 
+def _duration(value: timedelta) -> Duration:
+    seconds = value.total_seconds()
+    if not seconds.is_integer():
+        raise ValueError(f"{value}: CloudFormation takes whole seconds")
+    return Duration.seconds(int(seconds))
+
+
+def _optional_duration(value: timedelta | None) -> Duration | None:
+    return None if value is None else _duration(value)
+
+
 def _pattern(pattern: Mapping[str, Any]) -> events.EventPattern:
-    """A pattern dict (as in event_patterns) to CDK's EventPattern.
+    """A pattern dict (as in skydag.wiring) to CDK's EventPattern.
 
     ``detail`` takes any JSON; the top-level fields are typed as lists of strings, so a
     content filter there goes through CDK's ``Match`` (which renders the same JSON).

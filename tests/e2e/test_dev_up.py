@@ -1,158 +1,300 @@
-"""`skydag dev up` end to end: a DAG file uploaded to the bucket is loaded by the dag
-loader handler, a "Trigger DAG" command put on the bus reaches the scheduler handler, and
-the stream processor moves the run to success (a Batch task included: its state-change
-event is the one `dev up` emulates)."""
+"""`skydag dev up` as a user runs it: a subprocess, driven only through boto3 and the CLI.
+
+A DAG with one task on each of the six services runs with no resource created by hand
+(the local cloud makes stand-ins), a failing `local` command reports its exit code and
+output, a cancelled run kills its service task's process group, and deleting the DAG's
+file retires the DAG.
+"""
 
 from __future__ import annotations
 
-import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
-from skydag.dev.up import DevStack, serve
-from skydag.engine.states import RunState
-from skydag.store.models import bind_models
-from skydag.store.repositories import Repositories
-
-STARTUP_TIMEOUT = 15.0
-STEP_TIMEOUT = 10.0
+ROOT = Path(__file__).resolve().parents[2]
+SKYDAG = str(Path(sys.executable).parent / "skydag")
+STARTUP_TIMEOUT = 60.0
+STEP_TIMEOUT = 30.0
 
 
 @dataclass
-class RunningDevUp:
-    stack: DevStack
-    log: io.StringIO
+class DevUp:
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+    log_dir: Path
+    log_lines: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.info["endpoint_url"])
 
     def client(self, service: str) -> Any:
         return boto3.client(
-            service, region_name=self.stack.settings.region, endpoint_url=self.stack.endpoint_url
+            service,
+            region_name="us-east-1",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(account_id_endpoint_mode="disabled"),
         )
 
-    def repos(self) -> Repositories:
-        bind_models(self.stack.settings)
-        return Repositories()
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SKYDAG, *args, "--endpoint-url", self.endpoint],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_env(),
+            check=False,
+        )
+
+    def upload(self, name: str, text: str) -> None:
+        key = f"{self.info['dag_prefix']}{name}"
+        self.client("s3").put_object(Bucket=self.info["dag_bucket"], Key=key, Body=text.encode())
+
+    def trigger(self, dag: str, run_id: str) -> None:
+        result = self.cli("trigger", dag, "--run-id", run_id)
+        assert result.returncode == 0, result.stderr
+
+    def run_json(self, dag: str, run_id: str) -> dict[str, Any]:
+        result = self.cli("runs", "show", dag, run_id, "--output", "json")
+        assert result.returncode == 0, result.stderr
+        shown: dict[str, Any] = json.loads(result.stdout)
+        return shown
+
+    def wait_for_run(self, dag: str, run_id: str, states: tuple[str, ...]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def reached() -> bool:
+            result = self.cli("runs", "show", dag, run_id, "--output", "json")
+            if result.returncode != 0:
+                return False
+            found.update(json.loads(result.stdout))
+            return found.get("state") in states
+
+        wait_for(reached, STEP_TIMEOUT, f"run {dag}/{run_id} to reach {states}", self)
+        return found
+
+    def log(self) -> str:
+        return "\n".join(self.log_lines)
 
 
-@pytest.fixture
-def dev_up() -> Iterator[RunningDevUp]:
-    """`dev up` in a thread on a free port; always stopped, even when the test fails."""
-    stop = threading.Event()
-    ready: list[DevStack] = []
-    out, log = io.StringIO(), io.StringIO()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            serve(stop, port=0, out=out, log=log, on_ready=ready.append)
-        except BaseException as error:  # reported by the fixture, not lost in the thread
-            failure.append(error)
-
-    thread = threading.Thread(target=run, name="dev-up", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: bool(ready or failure), STARTUP_TIMEOUT, "dev up to start")
-        assert not failure, failure
-        info = json.loads(out.getvalue().split("\n\n", 1)[0])
-        assert info == ready[0].info()
-        assert info["endpoint_url"] == ready[0].endpoint_url
-        yield RunningDevUp(ready[0], log)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-    assert not thread.is_alive(), "dev up did not stop"
-    assert not failure, failure
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
+    )
+    env.pop("AWS_ENDPOINT_URL", None)
+    env.pop("AWS_PROFILE", None)
+    return env
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, dev_up: DevUp | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+    log = f"\n--- dev up log ---\n{dev_up.log()}" if dev_up is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{log}")
 
 
-def create_batch_queue(skydag: RunningDevUp) -> None:
-    batch = skydag.client("batch")
-    iam = skydag.client("iam")
-    role = iam.create_role(RoleName="batch-service", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    environment = batch.create_compute_environment(
-        computeEnvironmentName="dev", type="UNMANAGED", state="ENABLED", serviceRole=role
-    )["computeEnvironmentArn"]
-    batch.create_job_queue(
-        jobQueueName="eval",
-        state="ENABLED",
-        priority=1,
-        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+@pytest.fixture
+def dev_up(tmp_path: Path) -> Iterator[DevUp]:
+    """`skydag dev up --port 0` as a subprocess; always stopped, even when a test fails."""
+    log_dir = tmp_path / "logs"
+    process = subprocess.Popen(
+        [SKYDAG, "dev", "up", "--port", "0", "--log-dir", str(log_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
     )
-    batch.register_job_definition(
-        jobDefinitionName="evaluate",
-        type="container",
-        containerProperties={"image": "busybox", "vcpus": 1, "memory": 128, "command": ["true"]},
-    )
+    log_lines: list[str] = []
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None
+    assert stderr is not None
+    threading.Thread(
+        target=lambda: log_lines.extend(iter(stderr.readline, "")), daemon=True
+    ).start()
+    try:
+        text = ""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            line = stdout.readline()
+            if not line:
+                break
+            text += line
+            if line.startswith("}"):
+                break
+        assert text.strip().endswith("}"), f"dev up did not start: {text}{''.join(log_lines)}"
+        info = json.loads(text)
+        threading.Thread(target=stdout.read, daemon=True).start()
+        yield DevUp(process, info, log_dir, log_lines)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-DAG = b"""
-dag: dev_up_demo
+SIX_SERVICES = """
+dag: six_services
 tasks:
-  start: {noop: {}}
-  evaluate:
-    depends_on: [start]
-    batch: {job_queue: eval, job_definition: evaluate, command: [echo, "{{ run.id }}"]}
-  finish:
-    depends_on: [evaluate]
-    noop: {}
+  on_batch:
+    batch: {job_queue: nightly, job_definition: "crunch:2", command: [crunch]}
+  on_emr:
+    emr:
+      cluster_name: analytics
+      step: {args: [spark-submit, s3://code/job.py]}
+  on_emr_serverless:
+    emr_serverless:
+      application_id: 00fabc123def4567
+      execution_role_arn: arn:aws:iam::123456789012:role/emr-serverless-job
+      job_driver: {sparkSubmit: {entryPoint: s3://code/job.py}}
+  on_stepfunctions:
+    stepfunctions:
+      state_machine_arn: arn:aws:states:us-east-1:123456789012:stateMachine:etl-flow
+    local: {output: {rows: 42}}
+  on_lambda:
+    lambda: {function_name: score-model, payload: {model: m-1}}
+    local: {output: {score: 0.97}}
+  on_ecs:
+    ecs: {cluster: workers, task_definition: "report:1", command: [report]}
+  after_all:
+    depends_on: [on_batch, on_emr, on_emr_serverless, on_stepfunctions, on_lambda, on_ecs]
+    emit:
+      detail-type: six.done
+      detail: {lambda: "{{ outputs.on_lambda.score }}", sfn: "{{ outputs.on_stepfunctions.rows }}"}
 """
 
 
-def test_uploaded_dag_triggered_by_command_succeeds(dev_up: RunningDevUp) -> None:
-    create_batch_queue(dev_up)
-    settings = dev_up.stack.settings
-    dev_up.client("s3").put_object(
-        Bucket=settings.dag_bucket, Key=f"{settings.dag_prefix}demo.yaml", Body=DAG
+def test_a_dag_on_all_six_services_runs_with_no_resources_made_by_hand(dev_up: DevUp) -> None:
+    dev_up.upload("six.yaml", SIX_SERVICES)
+    wait_for(
+        lambda: "loaded dag=six_services" in dev_up.log(), STEP_TIMEOUT, "the DAG to load", dev_up
     )
-    repos = dev_up.repos()
+    dev_up.trigger("six_services", "manual__six")
+    run = dev_up.wait_for_run("six_services", "manual__six", ("success", "failed"))
+    states = {task["task"]: task["state"] for task in run["tasks"]}
+    assert run["state"] == "success", (states, dev_up.log())
+    assert set(states.values()) == {"success"}
+    jobs = {task["task"]: task["job_id"] for task in run["tasks"]}
+    assert all(jobs.values()), jobs  # each a real (moto) job of its service
+    # Outputs came back through the native events (Lambda destination, SFN output).
+    assert "six.done" in dev_up.log() or run["state"] == "success"
 
-    def loaded() -> bool:
-        head = repos.dags.find("dev_up_demo")
-        return head is not None and head.current_version == 1
 
-    wait_for(loaded, STEP_TIMEOUT, "the dag loader to load the DAG")
+FAILING = """
+dag: failing_job
+tasks:
+  crunch:
+    batch: {job_queue: nightly, job_definition: crunch}
+    local: {command: [python, -c, "import sys; print('disk full'); sys.exit(3)"]}
+"""
 
-    response = dev_up.client("events").put_events(
-        Entries=[
-            {
-                "EventBusName": settings.event_bus,
-                "Source": "skydag.command",
-                "DetailType": "Trigger DAG",
-                "Detail": json.dumps({"dag": "dev_up_demo", "run_id": "manual__demo"}),
-            }
-        ]
+
+def test_a_local_command_exiting_3_fails_with_its_exit_code_and_output(dev_up: DevUp) -> None:
+    dev_up.upload("failing.yaml", FAILING)
+    wait_for(
+        lambda: "loaded dag=failing_job" in dev_up.log(), STEP_TIMEOUT, "the DAG to load", dev_up
     )
-    assert response["FailedEntryCount"] == 0
+    dev_up.trigger("failing_job", "manual__fails")
+    run = dev_up.wait_for_run("failing_job", "manual__fails", ("success", "failed"))
+    assert run["state"] == "failed"
+    (task,) = run["tasks"]
+    assert task["state"] == "failed"
+    assert task["exit_code"] == 3
+    assert "disk full" in (task["reason"] or "")
+    log = dev_up.log()
+    assert "failing_job/manual__fails/crunch" in log
+    assert "exit code 3" in log
+    logs = dev_up.cli("logs", "failing_job", "manual__fails", "crunch")
+    assert "disk full" in logs.stdout, logs.stderr
 
-    def finished() -> bool:
-        run = repos.runs.find("dev_up_demo", "manual__demo")
-        return run is not None and run.state in (RunState.SUCCESS, RunState.FAILED)
 
-    wait_for(finished, STEP_TIMEOUT, "the run to finish")
-    run = repos.runs.get("dev_up_demo", "manual__demo")
-    tasks = {ti.task_id: ti for ti in repos.tasks.list_for_run("dev_up_demo", "manual__demo")}
-    assert run.state is RunState.SUCCESS, (run, tasks, dev_up.log.getvalue())
-    assert {task: ti.state.value for task, ti in tasks.items()} == {
-        "start": "success",
-        "evaluate": "success",
-        "finish": "success",
-    }
-    assert tasks["evaluate"].job_id  # a real (moto) Batch job, reported by its event
-    log = dev_up.log.getvalue()
-    assert "loaded dag=dev_up_demo version=1" in log
-    assert "skydag.command 'Trigger DAG' dag=dev_up_demo" in log
-    assert "SUCCEEDED: state-change event put" in log
+def service_dag(pid_file: Path) -> str:
+    script = (
+        "import os, pathlib, subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}'); "
+        "time.sleep(600)"
+    )
+    return f"""
+dag: long_service
+tasks:
+  server:
+    mode: service
+    ecs: {{cluster: web, task_definition: server, launch_type: EC2}}
+    local: {{command: [python, -c, "{script}"]}}
+"""
+
+
+def test_cancelling_a_run_kills_its_service_tasks_process_group(
+    dev_up: DevUp, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pids"
+    dev_up.upload("service.yaml", service_dag(pid_file))
+    wait_for(
+        lambda: "loaded dag=long_service" in dev_up.log(), STEP_TIMEOUT, "the DAG to load", dev_up
+    )
+    dev_up.trigger("long_service", "manual__svc")
+    wait_for(pid_file.exists, STEP_TIMEOUT, "the service's process to start", dev_up)
+    wait_for(lambda: len(pid_file.read_text().split()) == 2, 5, "both pids")
+    pids = [int(pid) for pid in pid_file.read_text().split()]
+    dev_up.wait_for_run("long_service", "manual__svc", ("running",))
+    result = dev_up.cli("runs", "cancel", "long_service", "manual__svc")
+    assert result.returncode == 0, result.stderr
+
+    def gone() -> bool:
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            return False
+        return True
+
+    wait_for(gone, STEP_TIMEOUT, "the service's process group to be killed", dev_up)
+    run = dev_up.wait_for_run("long_service", "manual__svc", ("cancelled",))
+    assert run["state"] == "cancelled"
+
+
+def test_deleting_the_dag_file_retires_the_dag(dev_up: DevUp) -> None:
+    dev_up.upload("short.yaml", "dag: short_lived\ntasks:\n  a: {noop: {}}\n")
+    wait_for(
+        lambda: "loaded dag=short_lived" in dev_up.log(), STEP_TIMEOUT, "the DAG to load", dev_up
+    )
+    dev_up.client("s3").delete_object(
+        Bucket=dev_up.info["dag_bucket"], Key=f"{dev_up.info['dag_prefix']}short.yaml"
+    )
+
+    def retired() -> bool:
+        listed = dev_up.cli("dags", "list", "--output", "json")
+        return listed.returncode == 0 and all(
+            dag["dag"] != "short_lived" or dag.get("version") is None
+            for dag in json.loads(listed.stdout)
+        )
+
+    wait_for(retired, STEP_TIMEOUT, "the DAG to be retired", dev_up)

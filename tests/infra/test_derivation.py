@@ -5,13 +5,13 @@ from __future__ import annotations
 import aws_cdk as cdk
 import pytest
 from pynamodb.models import Model
-from skydag_infra.event_patterns import validate_dag_prefix
 from skydag_infra.nag import flatten_cfn_reference
 from skydag_infra.permissions import DispatchTargets, PolicyBuilder, add_dispatch
 from skydag_infra.tables import table_specs
 
 from skydag.settings import Settings, TableNames
 from skydag.store.models import ALL_MODELS, bind_models
+from skydag.wiring import validate_dag_prefix
 
 
 def _all_models(base: type[Model]) -> list[type[Model]]:

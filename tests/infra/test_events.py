@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from infra_synth import Synthesized
-from skydag_infra import event_patterns
 
+from skydag import sources, wiring
 from skydag.service import router
 from skydag.targets.base import DispatchRequest
 
@@ -39,7 +39,7 @@ DEFAULT_BUS_RULES: dict[str, dict[str, Any]] = {
         "source": ["aws.emr"],
         "detail-type": ["EMR Step Status Change"],
         "detail": {
-            "state": ["RUNNING", "COMPLETED", "FAILED", "CANCELLED"],
+            "state": ["RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CANCELLED"],
             "name": [{"prefix": "skydag-"}],
         },
     },
@@ -149,14 +149,16 @@ def test_reconciler_runs_every_five_minutes(synth: Synthesized) -> None:
 
 
 def test_patterns_use_the_sources_and_names_the_code_uses() -> None:
-    assert event_patterns.COMMAND_SOURCE == router.COMMAND_SOURCE
-    assert event_patterns.SCHEDULER_SOURCE == router.SCHEDULER_SOURCE
-    assert event_patterns.SKYDAG_SOURCE == router.SKYDAG_SOURCE
-    assert event_patterns.SCHEDULER_DETAIL_TYPES == [router.SCHEDULE_TICK, router.TIMER_FIRED]
+    assert router.COMMAND_SOURCE is sources.COMMAND_SOURCE
+    assert router.SCHEDULER_SOURCE is sources.SCHEDULER_SOURCE
+    assert wiring.SCHEDULER_EVENTS_RULE.pattern == {
+        "source": [router.SCHEDULER_SOURCE],
+        "detail-type": [router.SCHEDULE_TICK, router.TIMER_FIRED],
+    }
     request = DispatchRequest(
         dag_id="d", run_id="r", task_id="t", try_number=1, token="0" * 32, kind="batch", target={}
     )
-    assert request.job_name.startswith(event_patterns.JOB_NAME_PREFIX)
+    assert request.job_name.startswith(wiring.JOB_NAME_PREFIX)
 
 
 def test_the_bus_lets_the_account_signal_but_only_skydag_speak_as_skydag(

@@ -13,13 +13,19 @@ import pytest
 from moto.dynamodb.models import DynamoDBBackend
 from pynamodb.exceptions import UpdateError
 
-from skydag.engine.models import DagRun, RunType, TaskInstance, UpstreamReport
+from skydag.engine.models import DagRun, RunType, TaskInstance, TryRecord, UpstreamReport
 from skydag.engine.states import Cause, RunState, TaskState
 from skydag.engine.transitions import InvalidTransition, Transition
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.store.errors import ConflictError
-from skydag.store.repositories import Repositories, instance_scope, task_scope
+from skydag.store.models import TaskInstanceModel
+from skydag.store.repositories import (
+    Repositories,
+    instance_scope,
+    task_instance_from_image,
+    task_scope,
+)
 
 T = TaskState
 DAG = "demo"
@@ -192,6 +198,74 @@ def test_unknown_field_in_changes_is_refused(repos: Repositories) -> None:
     with pytest.raises(ValueError, match="no writable field"):
         repos.tasks.apply(ti, move(ti, T.SKIPPED, Cause.SKIPPED, run_id="elsewhere"))
     assert repos.tasks.get(DAG, RUN, "a") == ti
+
+
+# --- task instances: the try history -------------------------------------------------------
+
+
+def test_a_new_try_writes_the_history_in_its_own_conditional_write(
+    repos: Repositories, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ti = queued_task(repos)
+    ti = repos.tasks.apply(ti, move(ti, T.RUNNING, Cause.STARTED, job_id="j-1", started_at=NOW))
+    ended = NOW + timedelta(seconds=7)
+    ti = repos.tasks.apply(
+        ti,
+        move(
+            ti,
+            T.UP_FOR_RETRY,
+            Cause.RETRY,
+            ended_at=ended,
+            exit_code=3,
+            reason="exit 3",
+            next_attempt_at=ended,
+        ),
+    )
+    connection = TaskInstanceModel._get_connection()
+    calls: list[str] = []
+    for name in ("update_item", "put_item", "get_item", "batch_get_item"):
+        original = getattr(connection, name)
+
+        def spy(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(connection, name, spy)
+    retried = repos.tasks.apply(ti, dispatch(ti))
+    assert calls == ["update_item"]  # one conditional write: the new try and the history
+    monkeypatch.undo()
+    expected = (TryRecord(1, T.FAILED, NOW, ended, 3, "j-1", "exit 3"),)
+    assert retried.tries == expected
+    stored = repos.tasks.get(DAG, RUN, "a")
+    assert stored == retried
+    assert (stored.try_number, stored.job_id, stored.exit_code) == (2, None, None)
+
+
+def test_a_lost_race_writes_no_history(repos: Repositories) -> None:
+    ti = queued_task(repos)
+    ti = repos.tasks.apply(ti, move(ti, T.UP_FOR_RETRY, Cause.RETRY, ended_at=NOW))
+    repos.tasks.apply(ti, dispatch(ti))
+    with pytest.raises(ConflictError) as lost:
+        repos.tasks.apply(ti, dispatch(ti))  # a stale copy: the version moved on
+    current = lost.value.current
+    assert isinstance(current, TaskInstance)
+    assert [r.try_number for r in current.tries] == [1]
+
+
+def test_the_history_survives_stream_images_and_batch_writes(repos: Repositories) -> None:
+    long_reason = "x" * 5000
+    history = tuple(
+        TryRecord(n, T.FAILED, NOW, NOW + timedelta(seconds=n), n, f"job-{n}", long_reason)
+        for n in range(1, 4)
+    )
+    repos.tasks.put_new(
+        [TaskInstance(DAG, RUN, "a", state=T.RUNNING, try_number=4, tries=history, job_id="j4")]
+    )
+    stored = repos.tasks.get(DAG, RUN, "a")
+    assert stored.tries == history
+    assert stored.job_id == "j4"
+    raw = TaskInstanceModel.get(f"{DAG}#{RUN}", "a").serialize()
+    assert task_instance_from_image(raw).tries == history
 
 
 # --- task instances: concurrent writers ----------------------------------------------------

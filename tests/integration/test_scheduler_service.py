@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import START, FakeService, SettableClock
 
 from skydag.dev.embedded import EmbeddedSkydag, StreamFeed
 from skydag.engine.models import (
@@ -17,9 +21,14 @@ from skydag.engine.models import (
     TaskInstance,
     UpstreamReport,
 )
+from skydag.engine.rules import RUNNING_CHECK_EVERY
 from skydag.engine.states import ACTIVE_TASK_STATES, FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Outcome
+from skydag.engine.tries import all_tries
+from skydag.settings import Settings
 from skydag.spec.models import DagSpec
+from skydag.targets.base import JobRef
+from skydag.targets.builtin import TargetSet
 from skydag.targets.local import LocalTarget
 
 T = TaskState
@@ -703,3 +712,190 @@ def test_runs_triggered_while_paused_wait_and_start_on_unpause(
     assert list(states.values()).count(RunState.RUNNING) == 2
     for run_id in ("r0", "r1", "r2"):
         assert embedded.run_until_finished("paused", run_id, timeout=30).state is RunState.SUCCESS
+
+
+# --- the try history and one clock -----------------------------------------------------------
+
+
+def assert_times_add_up(ti: TaskInstance) -> None:
+    """Every try known starts after it was queued and ends after it started."""
+    if ti.queued_at and ti.started_at:
+        assert ti.queued_at <= ti.started_at
+    for record in all_tries(ti):
+        if record.started_at and record.ended_at:
+            assert record.started_at <= record.ended_at, record
+
+
+def try_rows(ti: TaskInstance) -> list[tuple[int, TaskState, int | None, str | None]]:
+    return [(r.try_number, r.state, r.exit_code, r.reason) for r in all_tries(ti)]
+
+
+def test_retries_clears_and_marks_leave_a_truthful_history(
+    embedded: EmbeddedSkydag, dag_loader: Loader
+) -> None:
+    flaky = {"noop": None, "local": FAILS_FIRST_TRY, "retries": 1, "retry_delay": "10ms"}
+    dag_loader({"dag": "history", "tasks": {"a": flaky}})
+    embedded.service.trigger("history", run_id="r1")
+    assert finish(embedded, "history", "r1").state is RunState.SUCCESS
+    a = tasks(embedded, "history", "r1")["a"]
+    assert try_rows(a) == [(1, T.FAILED, 1, "exit code 1"), (2, T.SUCCESS, 0, None)]
+    assert [r.try_number for r in a.tries] == [1]  # the current try is the instance itself
+    assert_times_add_up(a)
+
+    embedded.service.clear("history", "r1", "a")
+    assert finish(embedded, "history", "r1").state is RunState.SUCCESS
+    a = tasks(embedded, "history", "r1")["a"]
+    assert [(n, s) for n, s, _, _ in try_rows(a)] == [
+        (1, T.FAILED),
+        (2, T.SUCCESS),
+        (3, T.SUCCESS),
+    ]
+
+    marked = embedded.service.mark("history", "r1", "a", T.FAILED)
+    assert (marked.state, marked.exit_code, marked.reason) == (T.FAILED, None, "marked failed")
+    a = tasks(embedded, "history", "r1")["a"]
+    # Marking reset the task and set its outcome: no try ran, the three tries stay as they were.
+    assert [(n, s) for n, s, _, _ in try_rows(a)] == [
+        (1, T.FAILED),
+        (2, T.SUCCESS),
+        (3, T.SUCCESS),
+    ]
+    assert (a.state, a.exit_code, a.job_id) == (T.FAILED, None, None)
+    assert all_tries(a)[-1].job_id is not None
+    for record in all_tries(a):
+        assert record.ended_at is not None
+        assert record.started_at is not None
+
+
+def test_a_running_try_marked_failed_shows_no_exit_code(
+    embedded: EmbeddedSkydag, dag_loader: Loader
+) -> None:
+    dag_loader({"dag": "slowmark", "tasks": {"a": job(duration="5s")}})
+    embedded.service.trigger("slowmark", run_id="r1")
+    pump_until(embedded, lambda: states(embedded, "slowmark", "r1")["a"][0] is T.RUNNING)
+    embedded.service.mark("slowmark", "r1", "a", T.FAILED)
+    drain(embedded)
+    a = tasks(embedded, "slowmark", "r1")["a"]
+    assert try_rows(a) == [(1, T.FAILED, None, "marked failed")]
+    assert_times_add_up(a)
+
+
+@pytest.fixture
+def remote_jobs(aws: Settings, tmp_path: Path) -> Iterator[tuple[EmbeddedSkydag, FakeService]]:
+    """The scheduler on a settable clock, with remote jobs that end when the test says."""
+    clock, jobs = SettableClock(), FakeService()
+    env = EmbeddedSkydag(
+        aws, log_dir=tmp_path, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
+    )
+    try:
+        yield env, jobs
+    finally:
+        env.close()
+
+
+def settle(env: EmbeddedSkydag) -> None:
+    for _ in range(200):
+        if not env.pump():
+            return
+    raise AssertionError("the scheduler never settled")
+
+
+REMOTE_DAG: dict[str, Any] = {
+    "dag": "remote",
+    "defaults": {"retries": 1, "retry_delay": "1m", "timeout": "1h"},
+    "tasks": {
+        "job": {
+            "restart_on": [{"source": ["ml.trainer"], "detail-type": ["model.validated"]}],
+            "batch": {"job_queue": "q", "job_definition": "d"},
+        }
+    },
+}
+
+
+def start_remote(env: EmbeddedSkydag) -> str:
+    env.repos.dags.save_version(
+        DagSpec.model_validate(REMOTE_DAG), source="test", sha256=None, now=env.clock.now()
+    )
+    run_id = env.service.trigger("remote").run.run_id
+    settle(env)
+    return run_id
+
+
+def test_a_restarted_try_is_history_stopped_when_it_was_replaced(
+    remote_jobs: tuple[EmbeddedSkydag, FakeService],
+) -> None:
+    env, jobs = remote_jobs
+    run_id = start_remote(env)
+    assert isinstance(env.clock, SettableClock)
+    restart_time = env.clock.advance(timedelta(minutes=5))
+    signal = env.put_event("model.validated", {}, source="ml.trainer")
+    settle(env)
+    ti = env.repos.tasks.get("remote", run_id, "job")
+    assert try_rows(ti) == [
+        (1, T.STOPPED, None, f"restarted by signal {signal['id']}"),
+        (2, T.RUNNING, None, None),
+    ]
+    assert (ti.tries[0].job_id, ti.tries[0].ended_at) == ("job-1", restart_time)
+    assert ti.job_id == "job-2"
+    assert jobs.cancelled == [("job-1", "restarted by a signal")]
+    assert_times_add_up(ti)
+
+
+class SkewedService(FakeService):
+    """A service whose clock is off: what it describes carries times before the try was
+    queued or after the scheduler's now."""
+
+    skew: timedelta = timedelta(0)
+
+    def describe(self, job: JobRef) -> JobReport | None:
+        found = super().describe(job)
+        return None if found is None else replace(found, at=START + self.skew)
+
+
+def test_skewed_service_times_never_make_a_try_end_before_it_started(
+    aws: Settings, tmp_path: Path
+) -> None:
+    clock, jobs = SettableClock(), SkewedService()
+    env = EmbeddedSkydag(
+        aws, log_dir=tmp_path, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
+    )
+    try:
+        run_id = start_remote(env)
+        queued = env.repos.tasks.get("remote", run_id, "job")
+        # The job's "running" event says it started an hour in the future...
+        ahead = env.service.on_job_event(
+            jobs.event("job-1", JobStatus.RUNNING, at=START + timedelta(hours=1))
+        )
+        assert ahead.outcome is Outcome.IGNORE  # already running: dispatch recorded the job
+        # ... and the lost end, described by the reconciler, that it ended before queued.
+        jobs.outcome["job-1"] = JobStatus.FAILED
+        jobs.skew = -timedelta(hours=3)
+        clock.advance(RUNNING_CHECK_EVERY)
+        assert env.service.reconcile().repaired == 1
+        settle(env)
+        failed = env.repos.tasks.get("remote", run_id, "job")
+        assert failed.state is T.UP_FOR_RETRY
+        assert failed.started_at == queued.queued_at == START
+        assert failed.ended_at == failed.started_at  # clamped: never before the start
+        # The retry's job reports times from a clock ahead of ours: kept at our now.
+        clock.advance(timedelta(minutes=1))
+        env.service.reconcile()
+        settle(env)
+        jobs.outcome["job-2"] = JobStatus.SUCCEEDED
+        jobs.skew = timedelta(hours=5)
+        clock.advance(RUNNING_CHECK_EVERY)
+        env.service.reconcile()
+        settle(env)
+        done = env.repos.tasks.get("remote", run_id, "job")
+        assert done.state is T.SUCCESS
+        assert done.ended_at == clock.now()
+        assert [(r.try_number, r.state) for r in all_tries(done)] == [
+            (1, T.FAILED),
+            (2, T.SUCCESS),
+        ]
+        assert_times_add_up(done)
+        for record in all_tries(done):
+            assert record.ended_at is not None
+            assert record.ended_at <= clock.now()
+    finally:
+        env.close()

@@ -57,7 +57,8 @@ MAX_SCHEDULE_NAME = 64
 MAX_DESCRIPTION = 512
 # A fire at end_date is invoked within the minute after it: keep the schedule that long.
 END_DATE_GRACE = timedelta(minutes=2)
-# at() in the past is refused; EventBridge Scheduler fires with one-minute precision.
+# at() in the past is refused; EventBridge Scheduler fires with one-minute precision. The
+# local cloud fires to the second (``Settings.timer_precision_seconds``).
 TIMER_LEAD = timedelta(minutes=1)
 # Deliveries that fail (throttled bus, ...) are retried for a day: a late tick is harmless.
 RETRY_POLICY = {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
@@ -269,8 +270,14 @@ def translate_schedule(
 
 
 def _ceil_minute(moment: datetime) -> datetime:
-    floor = moment.replace(second=0, microsecond=0)
-    return floor if floor == moment else floor + timedelta(minutes=1)
+    return _ceil(moment, timedelta(minutes=1))
+
+
+def _ceil(moment: datetime, step: timedelta) -> datetime:
+    """``moment`` rounded up to a whole ``step`` (of the epoch, in UTC)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    steps = -(-(_utc(moment) - epoch) // step)
+    return epoch + steps * step
 
 
 class EventBridgeSchedules:
@@ -297,6 +304,7 @@ class EventBridgeSchedules:
         self._role_arn = settings.scheduler_role_arn
         self._bus_arn = settings.event_bus_arn
         self._clock: Clock = clock or SystemClock()
+        self._timer_precision = timedelta(seconds=settings.timer_precision_seconds)
 
     # --- DAG schedules ----------------------------------------------------------------
 
@@ -400,8 +408,9 @@ class EventBridgeSchedules:
 
         from skydag.adapters import error_code
 
-        earliest = _utc(self._clock.now()) + TIMER_LEAD
-        fire_at = _ceil_minute(max(_utc(at), earliest))
+        precision = self._timer_precision
+        earliest = _utc(self._clock.now()) + (TIMER_LEAD if precision >= TIMER_LEAD else precision)
+        fire_at = _ceil(max(_utc(at), earliest), precision)
         request = {
             "Name": timer_schedule_name(name),
             "GroupName": self._group,

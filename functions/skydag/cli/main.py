@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from skydag.cli import dags, dev, info, runs, state, tasks, trigger, validate
+from skydag.cli import dags, dev, info, logs, runs, state, tasks, trigger, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.register(commands)
     runs.register(commands)
     tasks.register(commands)
+    logs.register(commands)
     state.register(commands)
     return parser
 

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from skydag import sources
 
 if TYPE_CHECKING:
     from skydag.engine.models import DagRecord
@@ -76,9 +79,9 @@ LOCATION_VARIABLES = (
     "SKYDAG_SCHEDULE_GROUP",
 )
 
-# The router's constants (skydag/service/router.py), repeated so that sending a command
-# does not import the scheduler; a test keeps the two equal.
-COMMAND_SOURCE = "skydag.command"
+# The commands the router takes (skydag/service/router.py ``COMMANDS``), repeated so that
+# sending a command does not import the scheduler; a test keeps the two equal.
+COMMAND_SOURCE = sources.COMMAND_SOURCE
 TRIGGER_DAG = "Trigger DAG"
 BACKFILL_DAG = "Backfill DAG"
 CLEAR_TASK = "Clear Task"
@@ -95,6 +98,15 @@ COMMAND_DETAIL_TYPES = (
     PAUSE_DAG,
     UNPAUSE_DAG,
 )
+
+# botocore client settings for a command that must answer quickly whether skydag is there
+# (``skydag info``): a refused or silent endpoint fails within seconds, not after retries.
+# ``total_max_attempts`` counts the first attempt (botocore's ``max_attempts`` does not).
+FAIL_FAST_CONFIG: dict[str, Any] = {
+    "connect_timeout": 2,
+    "read_timeout": 5,
+    "retries": {"total_max_attempts": 1},
+}
 
 
 class CliError(Exception):
@@ -152,15 +164,18 @@ def resolve_location(
     region: str | None = None,
     endpoint_url: str | None = None,
     environ: Mapping[str, str] | None = None,
+    fail_fast: bool = False,
 ) -> Location:
-    """Where skydag's bucket, bus and tables are (see the module's docstring)."""
+    """Where skydag's bucket, bus and tables are (see the module's docstring).
+    ``fail_fast``: a stack lookup uses ``FAIL_FAST_CONFIG``."""
     from skydag.settings import Settings
 
     env = dict(os.environ if environ is None else environ)
     endpoint = endpoint_url or env.get("AWS_ENDPOINT_URL") or None
     stack_name = stack or env.get(STACK_VARIABLE) or None
     if stack_name is not None:
-        return Location(_stack_settings(stack_name, region, endpoint), f"stack {stack_name}")
+        settings = _stack_settings(stack_name, region, endpoint, fail_fast=fail_fast)
+        return Location(settings, f"stack {stack_name}")
     if endpoint is not None or any(env.get(name) for name in LOCATION_VARIABLES):
         settings = Settings.from_env(env)
         updates: dict[str, Any] = {"endpoint_url": endpoint}
@@ -168,15 +183,23 @@ def resolve_location(
             updates["region"] = region
         origin = f"endpoint {endpoint}" if endpoint else "environment (SKYDAG_* variables)"
         return Location(settings.model_copy(update=updates), origin)
-    return Location(_stack_settings(DEFAULT_STACK, region, None), f"stack {DEFAULT_STACK}")
+    settings = _stack_settings(DEFAULT_STACK, region, None, fail_fast=fail_fast)
+    return Location(settings, f"stack {DEFAULT_STACK}")
 
 
-def stack_outputs(stack_name: str, region: str | None, endpoint_url: str | None) -> dict[str, str]:
+def stack_outputs(
+    stack_name: str, region: str | None, endpoint_url: str | None, *, fail_fast: bool = False
+) -> dict[str, str]:
     """A stack's outputs by key; CliError when there is no such stack."""
     import boto3
     from botocore.exceptions import ClientError
 
-    client = boto3.client("cloudformation", region_name=region, endpoint_url=endpoint_url)
+    client = boto3.client(
+        "cloudformation",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=client_config(fail_fast=fail_fast),
+    )
     try:
         stacks = client.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as error:
@@ -200,10 +223,12 @@ def stack_outputs(stack_name: str, region: str | None, endpoint_url: str | None)
     return outputs
 
 
-def _stack_settings(stack_name: str, region: str | None, endpoint_url: str | None) -> Settings:
+def _stack_settings(
+    stack_name: str, region: str | None, endpoint_url: str | None, *, fail_fast: bool
+) -> Settings:
     from skydag.settings import Settings, TableNames
 
-    outputs = stack_outputs(stack_name, region, endpoint_url)
+    outputs = stack_outputs(stack_name, region, endpoint_url, fail_fast=fail_fast)
     defaults = Settings()
     return Settings(
         region=outputs[OUTPUT_REGION],
@@ -220,15 +245,26 @@ def _stack_settings(stack_name: str, region: str | None, endpoint_url: str | Non
 # --- talking to skydag -------------------------------------------------------------------
 
 
+def client_config(*, fail_fast: bool) -> Any:
+    """``FAIL_FAST_CONFIG`` as a botocore Config, or None (botocore's defaults)."""
+    if not fail_fast:
+        return None
+    from botocore.config import Config
+
+    return Config(**FAIL_FAST_CONFIG)
+
+
 class Remote:
     """One command's connection to skydag, opened on first use.
 
     Resolving the location is lazy so that a command checks its own input (a bad --conf,
-    an invalid DAG file) before anything is looked up in AWS.
+    an invalid DAG file) before anything is looked up in AWS. ``fail_fast``: every client
+    (the stack lookup's too) uses ``FAIL_FAST_CONFIG``.
     """
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, *, fail_fast: bool = False) -> None:
         self._args = args
+        self.fail_fast = fail_fast
 
     @cached_property
     def location(self) -> Location:
@@ -236,17 +272,29 @@ class Remote:
             stack=getattr(self._args, "stack", None),
             region=getattr(self._args, "region", None),
             endpoint_url=getattr(self._args, "endpoint_url", None),
+            fail_fast=self.fail_fast,
         )
 
     @property
     def settings(self) -> Settings:
         return self.location.settings
 
+    @property
+    def endpoint_url(self) -> str | None:
+        """The endpoint in use, known even before (or without) the location."""
+        if "location" in vars(self):
+            return self.location.settings.endpoint_url
+        requested = getattr(self._args, "endpoint_url", None)
+        return requested or os.environ.get("AWS_ENDPOINT_URL") or None
+
     def client(self, service: str) -> Any:
         import boto3
 
         return boto3.client(
-            service, region_name=self.settings.region, endpoint_url=self.settings.endpoint_url
+            service,
+            region_name=self.settings.region,
+            endpoint_url=self.settings.endpoint_url,
+            config=client_config(fail_fast=self.fail_fast),
         )
 
     @cached_property
@@ -342,11 +390,14 @@ def command_sent(remote: Remote, detail_type: str, detail: Mapping[str, Any]) ->
 Handler = Callable[[argparse.Namespace, Remote], int]
 
 
-def handler(name: str, function: Handler) -> Callable[[argparse.Namespace], int]:
-    """Wrap a command: CliError and AWS errors become one stderr line and an exit code."""
+def handler(
+    name: str, function: Handler, *, fail_fast: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """Wrap a command: CliError and AWS errors become one stderr line and an exit code.
+    ``fail_fast``: the command's clients give up quickly (``FAIL_FAST_CONFIG``)."""
 
     def run(args: argparse.Namespace) -> int:
-        remote = Remote(args)
+        remote = Remote(args, fail_fast=fail_fast)
         try:
             return function(args, remote)
         except CliError as error:
@@ -372,27 +423,33 @@ def describe_aws_error(error: Exception, remote: Remote) -> str | None:
     """AWS and PynamoDB errors in plain words; None for anything else (a bug: re-raised)."""
     if type(error).__module__.split(".")[0] not in ("botocore", "boto3", "pynamodb"):
         return None
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+    from botocore.exceptions import BotoCoreError, ClientError
     from pynamodb.exceptions import PynamoDBException
 
     if isinstance(error, PynamoDBException):
         return _dynamodb_error(error, remote)
     if isinstance(error, ClientError):
         return _client_error(error, remote)
-    setup_hints = (
-        (
-            NoCredentialsError,
-            "no AWS credentials found (configure a profile or AWS_* variables; "
-            "for `skydag dev up` any values work, e.g. AWS_ACCESS_KEY_ID=testing)",
-        ),
-        (NoRegionError, "no AWS region: pass --region or set AWS_REGION"),
-    )
-    for kind, hint in setup_hints:
-        if isinstance(error, kind):
-            return hint
     if isinstance(error, BotoCoreError):
-        return f"{error}{_where(remote)}"
+        return _botocore_error(error, remote)
     return None
+
+
+def _botocore_error(error: Exception, remote: Remote) -> str:
+    """Errors before any answer from AWS: no setup, or nothing answering."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(error, NoCredentialsError):
+        return (
+            "no AWS credentials found (configure a profile or AWS_* variables; "
+            "for `skydag dev up` any values work, e.g. AWS_ACCESS_KEY_ID=testing)"
+        )
+    if isinstance(error, NoRegionError):
+        return "no AWS region: pass --region or set AWS_REGION"
+    if isinstance(error, BotoConnectionError | HTTPClientError):
+        return _unreachable(error, remote)
+    return f"{error}{_where(remote)}"
 
 
 def _dynamodb_error(error: Any, remote: Remote) -> str:
@@ -412,6 +469,31 @@ def _client_error(error: Any, remote: Remote) -> str:
         return f"bucket '{remote.settings.dag_bucket}' not found{_where(remote)}"
     operation = getattr(error, "operation_name", "AWS")
     return f"{operation}: {code}: {text}{_where(remote)}"
+
+
+def _unreachable(error: Any, remote: Remote) -> str:
+    """Nothing (or nothing that answers) at the endpoint: say where, and why if known."""
+    reason = _connection_failure(error)
+    if remote.endpoint_url:
+        return f"nothing answers at {remote.endpoint_url} ({reason}); start it with: skydag dev up"
+    url = urlsplit(str(error.kwargs.get("endpoint_url", "")))
+    where = f"{url.scheme}://{url.netloc}" if url.netloc else "AWS"
+    return f"cannot reach {where} ({reason}); check your network and --region"
+
+
+def _connection_failure(error: Exception) -> str:
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(error, ConnectTimeoutError):
+        return "connection timed out"
+    if isinstance(error, ReadTimeoutError):
+        return "connected, but no answer in time"
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    return f"could not connect: {error}"
 
 
 def _where(remote: Remote) -> str:

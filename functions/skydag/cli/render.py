@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.models import DagRun, TaskInstance, TryRecord
+from skydag.engine.tries import all_tries
+
+# The REASON column of text tables wraps at this width (the whole reason is shown).
+REASON_WIDTH = 72
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
+def try_to_json(record: TryRecord) -> dict[str, Any]:
+    return {
+        "try_number": record.try_number,
+        "state": record.state.value,
+        "started_at": iso(record.started_at),
+        "ended_at": iso(record.ended_at),
+        "exit_code": record.exit_code,
+        "job_id": record.job_id,
+        "reason": record.reason,
+    }
+
+
 def task_to_json(ti: TaskInstance) -> dict[str, Any]:
+    """A task entry of the run JSON: the current try's fields, and every try still known
+    (oldest first, the current one last)."""
     return {
         "task": ti.task_id,
         "state": ti.state.value,
         "try_number": ti.try_number,
-        "started_at": _iso(ti.started_at),
-        "ended_at": _iso(ti.ended_at),
+        "started_at": iso(ti.started_at),
+        "ended_at": iso(ti.ended_at),
         "exit_code": ti.exit_code,
         "job_id": ti.job_id,
         "reason": ti.reason,
+        # Mapped tasks (for_each) are not run yet: every instance is the task itself.
+        "map_index": None,
+        "tries": [try_to_json(record) for record in all_tries(ti)],
     }
 
 
@@ -35,9 +57,9 @@ def run_to_json(run: DagRun, tasks: Sequence[TaskInstance] | None = None) -> dic
         "run_type": run.run_type.value,
         "dag_version": run.dag_version,
         "conf": dict(run.conf),
-        "logical_date": _iso(run.logical_date),
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
+        "logical_date": iso(run.logical_date),
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
         "reason": run.reason,
     }
     if tasks is not None:
@@ -51,8 +73,46 @@ def _duration(ti: TaskInstance) -> str:
     return f"{(ti.ended_at - ti.started_at).total_seconds():.2f}s"
 
 
+def wrap(text: str | None, width: int = REASON_WIDTH) -> list[str]:
+    """``text`` as lines of at most ``width`` characters, every character kept (long
+    words are split, the text's own line breaks are kept); ``[""]`` for no text."""
+    lines: list[str] = []
+    for paragraph in (text or "").splitlines() or [""]:
+        lines.extend(
+            textwrap.wrap(
+                paragraph,
+                width,
+                break_on_hyphens=False,
+                drop_whitespace=True,
+                replace_whitespace=False,
+            )
+            or [""]
+        )
+    return lines
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart; a cell holding several lines (a wrapped
+    last column) continues on the next lines, under its own column."""
+    split = [[cell.split("\n") for cell in row] for row in rows]
+    widths = [
+        max([len(h), *(len(line) for row in split for line in row[i])])
+        for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line(headers)]
+    for row in split:
+        height = max(len(cell) for cell in row)
+        for i in range(height):
+            lines.append(line([cell[i] if i < len(cell) else "" for cell in row]))
+    return lines
+
+
 def run_table(run: DagRun, tasks: Sequence[TaskInstance]) -> str:
-    """A fixed-width table of a run's tasks, then the run's outcome."""
+    """A fixed-width table of a run's tasks, then the run's outcome. Reasons wrap."""
     headers = ("TASK", "STATE", "TRY", "EXIT", "DURATION", "REASON")
     rows = [
         (
@@ -61,13 +121,11 @@ def run_table(run: DagRun, tasks: Sequence[TaskInstance]) -> str:
             str(ti.try_number),
             "-" if ti.exit_code is None else str(ti.exit_code),
             _duration(ti),
-            (ti.reason or "")[:80],
+            "\n".join(wrap(ti.reason)),
         )
         for ti in tasks
     ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = table(headers, rows)
     outcome = f"run {run.dag_id}/{run.run_id}: {run.state.value}"
     if run.reason:
         outcome += f" ({run.reason})"

@@ -166,7 +166,8 @@ def list_command(args: argparse.Namespace, skydag: Remote) -> int:
             run.run_id,
             run.state.value,
             run.run_type.value,
-            short_time(run.started_at or run.created_at),
+            # A run that has not started (queued) has no start time to show.
+            short_time(run.started_at),
             _duration(run),
         )
         for run in runs

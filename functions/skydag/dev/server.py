@@ -37,8 +37,8 @@ _REMOVED = ("AWS_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
 
 
 @contextmanager
-def moto_server(host: str = LOOPBACK) -> Iterator[str]:
-    """Start moto's server on a free port of ``host``; yield its endpoint URL.
+def moto_server(host: str = LOOPBACK, *, port: int = 0) -> Iterator[str]:
+    """Start moto's server on ``host:port`` (0: a free port); yield its endpoint URL.
 
     moto's state is process-wide (shared with any in-process mock): the server starts
     from an empty account and leaves one behind, as ``mock_aws`` does. AWS Batch runs
@@ -58,7 +58,7 @@ def moto_server(host: str = LOOPBACK) -> Iterator[str]:
     saved_level = werkzeug_log.level
     werkzeug_log.setLevel(logging.WARNING)
     # Port 0: the OS picks a free port at bind time, so two servers can never collide.
-    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     try:
         bound_host, port = server.get_host_and_port()

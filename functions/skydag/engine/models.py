@@ -27,6 +27,21 @@ class UpstreamReport:
 
 
 @dataclass(frozen=True, slots=True)
+class TryRecord:
+    """One try of a task instance as it ended (or as it is, for the current try).
+
+    ``state`` is the try's own outcome: a try whose task is up for retry failed."""
+
+    try_number: int
+    state: TaskState
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    job_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInstance:
     dag_id: str
     run_id: str
@@ -58,6 +73,9 @@ class TaskInstance:
     # The job a restart replaced: cancelled when the new try is dispatched (a crash
     # between the restart and the cancel is repaired by the redelivered change).
     superseded_job: Mapping[str, Any] | None = None
+    # Tries left behind (by a new try, a clear, or a mark after a retry was scheduled),
+    # oldest first and bounded (engine/tries.py); the current try is the fields above.
+    tries: tuple[TryRecord, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -16,6 +16,7 @@ from skydag.engine.models import JobReport, JobStatus, TaskInstance
 from skydag.engine.retries import has_tries_left, retry_delay
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, TaskState
 from skydag.engine.transitions import Decision, Transition
+from skydag.engine.tries import service_time
 from skydag.spec.models import EffectivePolicy
 
 T = TaskState
@@ -92,7 +93,7 @@ class RecordJobStarted(ReportRule):
 
     def decide(self, ctx: ReportContext) -> Decision:
         changes: dict[str, object] = {
-            "started_at": ctx.report.at or ctx.now,
+            "started_at": service_time(ctx.report.at, ctx.now),
             "check_at": ctx.now + RUNNING_CHECK_EVERY,
         }
         if ctx.report.job_id:
@@ -162,13 +163,15 @@ def attempt(ti: TaskInstance) -> int:
 
 
 def _finished_changes(ctx: ReportContext) -> dict[str, object]:
+    # Clamped further by Transition.apply: never before the try started (engine/tries.py).
+    at = service_time(ctx.report.at, ctx.now)
     changes: dict[str, object] = {
-        "ended_at": ctx.report.at or ctx.now,
+        "ended_at": at,
         "exit_code": ctx.report.exit_code,
         "reason": ctx.report.reason,
     }
     if ctx.ti.started_at is None:
-        changes["started_at"] = ctx.report.at or ctx.now
+        changes["started_at"] = at
     if ctx.report.job_id:
         changes["job_id"] = ctx.report.job_id
     if ctx.report.output is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from skydag.engine.models import TaskInstance
 from skydag.engine.states import Cause, TaskState, can_transition
+from skydag.engine.tries import leaves_try_behind, retire_current_try, with_ordered_times
 
 
 class InvalidTransition(ValueError):
@@ -33,9 +34,22 @@ class Transition:
                 f"is not allowed for cause '{self.cause.value}'"
             )
 
+    def changes_for(self, ti: TaskInstance) -> dict[str, Any]:
+        """Every field this transition writes on ``ti``: its own changes, the current try
+        moved into the history when the edge leaves it behind, and the try's times kept in
+        order (engine/tries.py). The store writes exactly these, in one conditional write.
+        """
+        changes: dict[str, Any] = {}
+        if leaves_try_behind(self.src, self.dst, self.cause):
+            # A try replaced by a new one ends when the new one is queued.
+            at = self.changes.get("queued_at") or self.changes.get("ended_at")
+            changes.update(retire_current_try(ti, at=at, signal=self.changes.get("signal")))
+        changes.update(self.changes)
+        return with_ordered_times(ti, changes)
+
     def apply(self, ti: TaskInstance) -> TaskInstance:
         """The record as it will be after the write (the store does the same in DynamoDB)."""
-        return replace(ti, state=self.dst, version=ti.version + 1, **self.changes)
+        return replace(ti, state=self.dst, version=ti.version + 1, **self.changes_for(ti))
 
 
 class Outcome(StrEnum):

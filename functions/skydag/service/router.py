@@ -23,16 +23,12 @@ from typing import TYPE_CHECKING, Any
 from skydag.engine.states import TaskState
 from skydag.engine.transitions import Outcome
 from skydag.service.scheduler_service import DagNotFound
+from skydag.sources import COMMAND_SOURCE, SCHEDULE_TICK, SCHEDULER_SOURCE, TIMER_FIRED
 from skydag.store.errors import NotFound
 
 if TYPE_CHECKING:
     from skydag.service.scheduler_service import SchedulerService
     from skydag.targets.base import JobEvent
-
-COMMAND_SOURCE = "skydag.command"
-SCHEDULER_SOURCE = "skydag.scheduler"
-# skydag's own notifications ("DagRun State Change", ...): also usable as signals.
-SKYDAG_SOURCE = "skydag"
 
 # Command detail-types and their required detail keys.
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -44,8 +40,6 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Pause DAG": ("dag",),
     "Unpause DAG": ("dag",),
 }
-SCHEDULE_TICK = "Schedule Tick"  # detail: {"dag": ...}
-TIMER_FIRED = "Timer Fired"  # detail: {"dag": ..., "run_id": ..., "task": ...}
 
 
 class BadEvent(ValueError):

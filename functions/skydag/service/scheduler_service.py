@@ -341,6 +341,15 @@ class SchedulerService:
                 ),
             )
 
+    def dispatch_request_for(self, run: DagRun, ti: TaskInstance) -> DispatchRequest:
+        """The try's dispatch as ``dispatch`` makes it (the local cloud's service players
+        read its rendered ``local`` block from here)."""
+        return self._dispatch_request(self._spec(run), run, ti)
+
+    def spec_of_run(self, run: DagRun) -> DagSpec:
+        """The DAG version the run is pinned to."""
+        return self._spec(run)
+
     def _dispatch_request(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> DispatchRequest:
         task = spec.tasks[ti.task_id]
         context = self.template_context(spec, run, ti)
@@ -700,7 +709,12 @@ class SchedulerService:
                 state,
                 Cause.MARK,
                 ti.version,
-                {"reason": f"marked {state.value}", "ended_at": self.clock.now()},
+                # A try ended by hand has no exit code, whatever its job does next.
+                {
+                    "reason": f"marked {state.value}",
+                    "ended_at": self.clock.now(),
+                    "exit_code": None,
+                },
             )
             spec = self._spec(self.repos.runs.get(dag_id, run_id))
             if self._try_apply(spec, ti, transition):

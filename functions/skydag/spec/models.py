@@ -210,6 +210,16 @@ class LocalSpec(SpecModel):
     exit_code: int = Field(default=0, ge=0, le=255)
     duration: Duration = timedelta(0)
     cwd: str | None = None
+    # The stand-in (no command): how it ends, and what it returns (a Lambda response, a
+    # Step Functions output) for ``outputs.<task>``.
+    outcome: Literal["success", "failed"] | None = None
+    output: Any = None
+
+    @model_validator(mode="after")
+    def _outcome_agrees_with_exit_code(self) -> LocalSpec:
+        if self.outcome == "success" and self.exit_code != 0:
+            raise ValueError("outcome 'success' with a non-zero exit_code: give one of them")
+        return self
 
 
 # --- tasks ---------------------------------------------------------------------------------

@@ -192,6 +192,10 @@ class TaskInstanceModel(Model):
     output = UnicodeAttribute(null=True)  # JSON
     restarts = NumberAttribute(default=0)
     superseded_job = UnicodeAttribute(null=True)  # JSON
+    # The tries left behind, oldest first: a compact JSON list (store/repositories.py
+    # ``encode_tries``), bounded by engine/tries.py, written by the transition that
+    # leaves a try behind.
+    tries = UnicodeAttribute(null=True)
     due_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     due_index = DueTasksIndex()

@@ -19,7 +19,14 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.condition import Condition, size
 from pynamodb.expressions.update import Action
 
-from skydag.engine.models import DagRecord, DagRun, RunType, TaskInstance, UpstreamReport
+from skydag.engine.models import (
+    DagRecord,
+    DagRun,
+    RunType,
+    TaskInstance,
+    TryRecord,
+    UpstreamReport,
+)
 from skydag.engine.states import (
     Cause,
     RunState,
@@ -110,6 +117,52 @@ def _decode_report(value: Any) -> UpstreamReport:
     return UpstreamReport(_STATE_ORDER[number % _STATE_CODES], number // _STATE_CODES)
 
 
+# A try record's fields under one-letter keys (absent when None): fifty tries of history
+# then cost a few kilobytes, which every write of the item pays for.
+_TRY_KEYS = {
+    "try_number": "n",
+    "state": "s",
+    "started_at": "b",
+    "ended_at": "e",
+    "exit_code": "x",
+    "job_id": "j",
+    "reason": "r",
+}
+_TRY_TIMES = frozenset({"started_at", "ended_at"})
+
+
+def encode_tries(tries: Sequence[TryRecord]) -> str | None:
+    """The stored form of a try history: a JSON list of small objects; None when empty."""
+    if not tries:
+        return None
+    encoded: list[dict[str, Any]] = []
+    for record in tries:
+        entry: dict[str, Any] = {}
+        for name, key in _TRY_KEYS.items():
+            value = getattr(record, name)
+            if value is None:
+                continue
+            if name in _TRY_TIMES:
+                value = _iso(value)
+            elif name == "state":
+                value = value.value
+            entry[key] = value
+        encoded.append(entry)
+    return _dumps(encoded)
+
+
+def decode_tries(text: str | None) -> tuple[TryRecord, ...]:
+    records: list[TryRecord] = []
+    for entry in _loads(text) or []:
+        fields = {name: entry.get(key) for name, key in _TRY_KEYS.items()}
+        for name in _TRY_TIMES:
+            if fields[name] is not None:
+                fields[name] = datetime.fromisoformat(fields[name])
+        fields["state"] = TaskState(fields["state"])
+        records.append(TryRecord(**fields))
+    return tuple(records)
+
+
 def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
     upstream_raw = item.upstream.as_dict() if item.upstream is not None else {}
     return TaskInstance(
@@ -135,6 +188,7 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         output=_loads(item.output),
         restarts=int(item.restarts or 0),
         superseded_job=_loads(item.superseded_job),
+        tries=decode_tries(item.tries),
     )
 
 
@@ -168,7 +222,14 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
         try_number=ti.try_number,
         version=ti.version,
         upstream={k: _encode_report(v) for k, v in ti.upstream.items()},
+        tries=encode_tries(ti.tries),
     )
+    # Every field, so that the item is the record whatever state it is written in.
+    for name in _TI_PLAIN_FIELDS - {"try_number"}:
+        setattr(item, name, getattr(ti, name))
+    for name in _TI_JSON_FIELDS:
+        value = getattr(ti, name)
+        setattr(item, name, None if value is None else _dumps(value))
     due = due_at(ti)
     if due is not None:
         item.due_shard = _due_shard(ti.dag_id, ti.run_id, ti.task_id)
@@ -216,12 +277,13 @@ class TaskInstanceRepository:
     def apply(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
         """Apply one transition, conditional on state (from the table) and version."""
         assert transition.task_id == ti.task_id
+        changes = transition.changes_for(ti)
         new = transition.apply(ti)
         actions: list[Action] = [
             TaskInstanceModel.state.set(new.state.value),
             TaskInstanceModel.version.set(new.version),
         ]
-        for name, value in transition.changes.items():
+        for name, value in changes.items():
             actions.append(self._set_or_remove(name, value))
         actions.extend(self._due_actions(new))
         sources = task_sources(transition.dst, transition.cause)
@@ -322,7 +384,9 @@ class TaskInstanceRepository:
         return new
 
     def _set_or_remove(self, name: str, value: Any) -> Action:
-        if name not in _TI_PLAIN_FIELDS | _TI_JSON_FIELDS:
+        if name == "tries":
+            value = encode_tries(value)
+        elif name not in _TI_PLAIN_FIELDS | _TI_JSON_FIELDS:
             raise ValueError(f"task instance has no writable field '{name}'")
         attribute = getattr(TaskInstanceModel, name)
         if value is None:

@@ -29,7 +29,8 @@ PROD_TABLES = TableNames(
 
 
 def _create_stack(name: str, *, bucket: str = "prod-dag-bucket") -> None:
-    """A stack with the outputs the CDK app gives (the bucket is made by the stack)."""
+    """A stack with the outputs the CDK app gives (the bucket is made by the stack; the bus
+    and the tables by ``_create_stack_resources``)."""
     outputs = {
         "Region": REGION,
         "DagPrefix": "dags/",
@@ -50,6 +51,12 @@ def _create_stack(name: str, *, bucket: str = "prod-dag-bucket") -> None:
     boto3.client("cloudformation", region_name=REGION).create_stack(
         StackName=name, TemplateBody=json.dumps(template)
     )
+
+
+def _create_stack_resources() -> None:
+    """The bus and tables the stack's outputs name (``skydag info`` checks they exist)."""
+    create_tables(Settings(tables=PROD_TABLES))
+    boto3.client("events", region_name=REGION).create_event_bus(Name="prod-bus")
 
 
 def test_info_prints_the_contract_json_from_the_environment(skydag: Skydag) -> None:
@@ -76,6 +83,7 @@ def test_info_reads_the_stack_outputs(
 ) -> None:
     clear_location_variables(monkeypatch)
     _create_stack(remote.DEFAULT_STACK)
+    _create_stack_resources()
     info = skydag.run("info", "--output", "json")
     assert info.code == 0, info.err
     assert info.json() == {
@@ -95,6 +103,7 @@ def test_the_stack_named_by_flag_or_variable_wins_over_the_environment(
     skydag: Skydag, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _create_stack("Other", bucket="other-bucket")
+    _create_stack_resources()
     assert skydag.run("info", "--output", "json", "--stack", "Other").json()["event_bus"] == (
         "prod-bus"
     )
@@ -107,9 +116,7 @@ def test_commands_read_and_write_where_the_stack_says(
 ) -> None:
     clear_location_variables(monkeypatch)
     _create_stack(remote.DEFAULT_STACK)
-    prod = Settings(tables=PROD_TABLES)
-    create_tables(prod)
-    boto3.client("events", region_name=REGION).create_event_bus(Name="prod-bus")
+    _create_stack_resources()
     listing = skydag.run("dags", "list", "--output", "json")
     assert listing.code == 0, listing.err
     assert listing.json() == []
@@ -190,6 +197,18 @@ def test_the_stack_outputs_read_are_the_ones_the_cdk_app_makes(
             }
             <= outputs
         )
+
+
+def test_info_names_what_the_stack_lacks(skydag: Skydag, monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_location_variables(monkeypatch)
+    _create_stack(remote.DEFAULT_STACK)
+    create_tables(Settings(tables=PROD_TABLES))
+    result = skydag.run("info", "--output", "json")
+    assert result.code == 1
+    assert result.out == ""
+    assert result.err == (
+        "skydag info: error: event bus prod-bus not found in us-east-1 (names from stack Skydag)\n"
+    )
 
 
 def test_the_commands_sent_are_the_ones_the_router_takes() -> None:

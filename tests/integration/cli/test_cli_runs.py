@@ -18,8 +18,8 @@ from cli_support import CHAIN, DAILY, Skydag
 
 from skydag.cli import remote
 from skydag.dev.embedded import EmbeddedSkydag
-from skydag.engine.models import DagRun, RunType, TaskInstance
-from skydag.engine.states import RunState, TaskState
+from skydag.engine.models import DagRun, RunType, TaskInstance, TryRecord
+from skydag.engine.states import Cause, RunState, TaskState
 
 ROOT = Path(__file__).resolve().parents[3]
 SIGNAL_FILE = str(ROOT / "events" / "signals" / "model_emitted.json")
@@ -494,3 +494,113 @@ def test_a_refused_entry_is_reported(skydag: Skydag, monkeypatch: pytest.MonkeyP
     assert "EventBridge refused the event for bus 'skydag': ThrottlingException: slow down" in (
         result.err
     )
+
+
+# --- tries, start times and reasons --------------------------------------------------------
+
+
+def test_runs_show_lists_every_try_of_each_task(skydag: Skydag) -> None:
+    skydag.load_dag(CHAIN)
+    make_run(skydag, "chain", "manual__t", state=RunState.FAILED)
+    first = TryRecord(1, TaskState.FAILED, T0, T0 + timedelta(seconds=4), 3, "job-1", "exit 3")
+    skydag.repos.tasks.put_new(
+        [
+            TaskInstance(
+                "chain",
+                "manual__t",
+                "extract",
+                dag_version=1,
+                state=TaskState.FAILED,
+                try_number=2,
+                started_at=T0 + timedelta(minutes=1),
+                ended_at=T0 + timedelta(minutes=2),
+                job_id="job-2",
+                reason="marked failed",
+                tries=(first,),
+            ),
+            TaskInstance("chain", "manual__t", "load", dag_version=1),
+        ]
+    )
+    shown = skydag.run("runs", "show", "chain", "manual__t", "--output", "json").json()
+    extract, load = shown["tasks"]
+    assert (extract["map_index"], load["map_index"]) == (None, None)
+    # Marked failed by hand: no exit code, on the task and on its try.
+    assert extract["exit_code"] is None
+    assert extract["tries"] == [
+        {
+            "try_number": 1,
+            "state": "failed",
+            "started_at": "2026-11-22T09:00:00Z",
+            "ended_at": "2026-11-22T09:00:04Z",
+            "exit_code": 3,
+            "job_id": "job-1",
+            "reason": "exit 3",
+        },
+        {
+            "try_number": 2,
+            "state": "failed",
+            "started_at": "2026-11-22T09:01:00Z",
+            "ended_at": "2026-11-22T09:02:00Z",
+            "exit_code": None,
+            "job_id": "job-2",
+            "reason": "marked failed",
+        },
+    ]
+    assert load["tries"] == []
+
+
+def test_a_failed_run_shows_the_tries_the_scheduler_recorded(
+    skydag: Skydag, scheduler: EmbeddedSkydag, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skydag.load_dag(
+        FAILING.replace("  crash:\n", "  crash:\n    retries: 1\n    retry_delay: 0s\n")
+    )
+    monkeypatch.setattr(remote, "pause", lambda seconds: deliver(skydag, scheduler))
+    result = skydag.run("trigger", "failing", "--wait", "--run-id", "manual__f", "--output", "json")
+    assert result.code == 1, result.err
+    crash = next(t for t in result.json()["tasks"] if t["task"] == "crash")
+    assert [(t["try_number"], t["state"], t["exit_code"]) for t in crash["tries"]] == [
+        (1, "failed", 3),
+        (2, "failed", 3),
+    ]
+    for entry in crash["tries"]:
+        assert entry["started_at"] <= entry["ended_at"]
+        assert entry["job_id"]
+
+
+def test_runs_list_shows_no_start_for_a_run_that_has_not_started(skydag: Skydag) -> None:
+    skydag.load_dag(CHAIN)
+    skydag.repos.runs.create(
+        DagRun("chain", "manual__waiting", 1, RunType.MANUAL, created_at=T0 + timedelta(hours=1))
+    )
+    going = DagRun("chain", "manual__going", 1, RunType.MANUAL, created_at=T0)
+    skydag.repos.runs.create(going)
+    skydag.repos.runs.transition(going, RunState.RUNNING, Cause.DISPATCH, started_at=T0)
+    rows = skydag.run("runs", "list", "chain").out.splitlines()
+    assert rows[1].split()[:6] == ["chain", "manual__waiting", "queued", "manual", "-", "-"]
+    assert rows[2].split()[:5] == ["chain", "manual__going", "running", "manual", "2026-11-22"]
+    listed = skydag.run("runs", "list", "chain", "--output", "json").json()
+    assert [r["started_at"] for r in listed] == [None, "2026-11-22T09:00:00Z"]
+
+
+def test_long_reasons_wrap_in_the_table_and_stay_whole_in_json(skydag: Skydag) -> None:
+    skydag.load_dag(CHAIN)
+    make_run(skydag, "chain", "manual__r", state=RunState.FAILED)
+    reason = "exit code 1: " + " ".join(f"Traceback-line-{i}" for i in range(20))
+    skydag.repos.tasks.put_new(
+        [
+            TaskInstance(
+                "chain", "manual__r", "extract", state=TaskState.FAILED, try_number=1, reason=reason
+            )
+        ]
+    )
+    as_json = skydag.run("runs", "show", "chain", "manual__r", "--output", "json").json()
+    assert as_json["tasks"][0]["reason"] == reason
+    lines = skydag.run("runs", "show", "chain", "manual__r").out.splitlines()
+    column = lines[0].index("REASON")
+    table = lines[1 : lines.index("")]
+    assert table[0].split()[:2] == ["extract", "failed"]
+    assert all(not line[:column].strip() for line in table[1:])  # continuation lines
+    reason_lines = [line[column:] for line in table]
+    assert len(reason_lines) > 1
+    assert " ".join(reason_lines) == reason

@@ -42,8 +42,10 @@ DETAIL_TYPE = "Batch Job State Change"
 _MIN_ATTEMPT_SECONDS = 60
 _MAX_REASON = 1024
 _FINISHED = frozenset({"SUCCEEDED", "FAILED"})
-# Statuses before RUNNING mean nothing to the engine: the task is already queued.
-_EVENT_STATUSES = frozenset({"RUNNING", *_FINISHED})
+# The event statuses the engine acts on (and the scheduler's rule routes): statuses before
+# RUNNING mean nothing to the engine, the task is already queued.
+EVENT_STATUSES: tuple[str, ...] = ("RUNNING", "SUCCEEDED", "FAILED")
+_EVENT_STATUSES = frozenset(EVENT_STATUSES)
 
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -242,7 +242,9 @@ def _main_exit_code(task: Mapping[str, Any], containers: list[Mapping[str, Any]]
     return next((code for code in known if code != 0), 0 if known else None)
 
 
-_EVENT_STATUSES = frozenset({"RUNNING", "STOPPED"})
+# The event lastStatus values the engine acts on (and the scheduler's rule routes).
+EVENT_STATUSES: tuple[str, ...] = ("RUNNING", "STOPPED")
+_EVENT_STATUSES = frozenset(EVENT_STATUSES)
 
 
 def parse_event(event: Mapping[str, Any]) -> JobEvent | None:

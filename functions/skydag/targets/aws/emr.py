@@ -223,6 +223,9 @@ _EVENT_STATUS = {
     "INTERRUPTED": JobStatus.FAILED,
     "CANCELLED": JobStatus.STOPPED,
 }
+# The event states the scheduler's rule routes: every state the engine acts on, so a step
+# whose cluster went away fails when its event comes, not a reconcile period later.
+EVENT_STATUSES: tuple[str, ...] = tuple(_EVENT_STATUS)
 
 
 def parse_event(event: Mapping[str, Any]) -> JobEvent | None:

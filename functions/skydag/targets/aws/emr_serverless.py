@@ -207,6 +207,8 @@ _EVENT_STATUS = {
     "FAILED": JobStatus.FAILED,
     "CANCELLED": JobStatus.STOPPED,
 }
+# The event states the engine acts on (and the scheduler's rule routes).
+EVENT_STATUSES = tuple(_EVENT_STATUS)
 
 
 def parse_event(event: Mapping[str, Any]) -> JobEvent | None:

@@ -164,7 +164,9 @@ def _outcome(status: str, error: Any, cause: Any) -> tuple[JobStatus, str | None
     raise refusal("stepfunctions", f"unknown execution status {status!r}")
 
 
-_EVENT_STATUSES = frozenset({"RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+# The event statuses the engine acts on (and the scheduler's rule routes).
+EVENT_STATUSES: tuple[str, ...] = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+_EVENT_STATUSES = frozenset(EVENT_STATUSES)
 
 
 def parse_event(event: Mapping[str, Any]) -> JobEvent | None:

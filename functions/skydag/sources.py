@@ -1,0 +1,18 @@
+"""The EventBridge sources and detail-types skydag itself speaks, defined once.
+
+The scheduler's router reads them, the CLI and EventBridge Scheduler put them, and the
+stack's rules (``skydag.wiring``) and bus policy are built from them. Standard library
+only, so that any module may import it without loading the scheduler.
+"""
+
+from __future__ import annotations
+
+# People and the CLI ("Trigger DAG", "Cancel Run", ...).
+COMMAND_SOURCE = "skydag.command"
+# EventBridge Scheduler's schedules and one-shot timers.
+SCHEDULER_SOURCE = "skydag.scheduler"
+# skydag's own notifications ("DagRun State Change", ...): also usable as signals.
+SKYDAG_SOURCE = "skydag"
+
+SCHEDULE_TICK = "Schedule Tick"  # detail: {"dag": ...}
+TIMER_FIRED = "Timer Fired"  # detail: {"dag": ..., "run_id": ..., "task": ...}

@@ -1,0 +1,238 @@
+"""The local cloud's plumbing: built from ``skydag.wiring``, delivering as AWS does, with
+working fault-injection hooks (duplicates, drops, delays, crashes after an AWS call)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from skydag import wiring
+from skydag.localcloud.cloud import LocalCloud, LocalCloudOptions, Timing
+from skydag.localcloud.hooks import Delivery, FaultPlan
+from skydag.store.models import bind_models
+from skydag.store.repositories import Repositories
+
+CHAIN = b"""
+dag: chain
+tasks:
+  first: {noop: {}}
+  second: {depends_on: [first], noop: {}}
+  third: {depends_on: [second], noop: {}}
+"""
+
+
+class PlumbingOnly(LocalCloud):
+    """No service players: these tests need only noop tasks."""
+
+    def _make_players(self) -> list[Any]:
+        return []
+
+
+def start(cloud: LocalCloud, dag: bytes = CHAIN) -> Repositories:
+    settings = cloud.settings
+    cloud.client("s3").put_object(Bucket=settings.dag_bucket, Key="dags/chain.yaml", Body=dag)
+    bind_models(settings)
+    repos = Repositories()
+
+    def loaded() -> bool:
+        head = repos.dags.find("chain")
+        return head is not None and head.current_version is not None
+
+    assert cloud.run_until(loaded, timeout=15)
+    return repos
+
+
+def trigger(cloud: LocalCloud, run_id: str) -> None:
+    cloud.put_signal(
+        {
+            "Source": wiring.COMMAND_SOURCE,
+            "DetailType": "Trigger DAG",
+            "Detail": json.dumps({"dag": "chain", "run_id": run_id}),
+        }
+    )
+
+
+def finished(repos: Repositories, run_id: str) -> bool:
+    run = repos.runs.find("chain", run_id)
+    return run is not None and run.state.value in ("success", "failed", "cancelled")
+
+
+@pytest.fixture
+def log() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def cloud(log: io.StringIO) -> Iterator[LocalCloud]:
+    with PlumbingOnly(LocalCloudOptions(log=log)) as running:
+        yield running
+
+
+def test_the_local_rules_are_the_stacks_rules(cloud: LocalCloud) -> None:
+    """The same objects the CDK app deploys (skydag.wiring), not equal copies."""
+    for rule in (*wiring.skydag_bus_rules(), *wiring.job_event_rules(), wiring.RECONCILE_RULE):
+        assert cloud.rule_specs[rule.id] is rule
+    dag_files = cloud.rule_specs["DagFilesRule"]
+    assert dag_files == wiring.dag_files_rule(cloud.settings.dag_bucket, cloud.settings.dag_prefix)
+    assert cloud.queue_source.batch_size == wiring.SCHEDULER_EVENT_SOURCE.batch_size
+    assert cloud.stream_source.batch_size == wiring.STREAM_EVENT_SOURCE.batch_size
+    assert cloud.stream_source.retry_attempts == wiring.STREAM_EVENT_SOURCE.retry_attempts
+    attributes = cloud.client("sqs").get_queue_attributes(
+        QueueUrl=cloud.queue_urls[wiring.SCHEDULER_QUEUE.id], AttributeNames=["All"]
+    )["Attributes"]
+    assert wiring.SCHEDULER_QUEUE.visibility_timeout is not None
+    assert int(attributes["VisibilityTimeout"]) == int(
+        wiring.SCHEDULER_QUEUE.visibility_timeout.total_seconds()
+    )
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert wiring.SCHEDULER_QUEUE.redrive is not None
+    assert int(redrive["maxReceiveCount"]) == wiring.SCHEDULER_QUEUE.redrive.max_receive_count
+    assert redrive["deadLetterTargetArn"].endswith("skydag-scheduler-dlq")
+
+
+def test_a_run_goes_through_the_production_handlers(cloud: LocalCloud, log: io.StringIO) -> None:
+    repos = start(cloud)
+    trigger(cloud, "r1")
+    assert cloud.run_until(lambda: finished(repos, "r1"), timeout=20)
+    assert repos.runs.get("chain", "r1").state.value == "success"
+    assert cloud.invoker.invocations["DagLoader"] == 1
+    assert cloud.invoker.invocations["Scheduler"] >= 1
+    assert cloud.invoker.invocations["StreamProcessor"] >= 1
+    text = log.getvalue()
+    assert "skydag.command 'Trigger DAG' dag=chain run_id=r1: handled" in text
+    assert "task chain/r1/third: queued -> success" in text
+
+
+def test_duplicated_rule_deliveries_and_stream_records_change_nothing(log: io.StringIO) -> None:
+    def twice(delivery: Delivery) -> Sequence[tuple[float, Delivery]]:
+        if delivery.channel.startswith(("rule:", "stream:")):
+            return [(0.0, delivery), (0.3, delivery)]
+        return [(0.0, delivery)]
+
+    with PlumbingOnly(LocalCloudOptions(log=log, tap=twice)) as cloud:
+        repos = start(cloud)
+        trigger(cloud, "dup")
+        assert cloud.run_until(lambda: finished(repos, "dup"), timeout=20)
+        cloud.run_until(lambda: not cloud.busy(), timeout=10)
+        tasks = repos.tasks.list_for_run("chain", "dup")
+        assert repos.runs.get("chain", "dup").state.value == "success"
+        assert {ti.task_id: ti.try_number for ti in tasks} == {"first": 1, "second": 1, "third": 1}
+        assert len(repos.runs.list_for_dag("chain")) == 1
+
+
+def test_a_dropped_command_is_lost_and_a_delayed_one_arrives_later(log: io.StringIO) -> None:
+    seen: list[str] = []
+
+    def lose_first_delay_second(delivery: Delivery) -> Sequence[tuple[float, Delivery]]:
+        if delivery.channel == "rule:CommandsRule":
+            seen.append(delivery.channel)
+            return [] if len(seen) == 1 else [(1.0, delivery)]
+        return [(0.0, delivery)]
+
+    with PlumbingOnly(LocalCloudOptions(log=log, tap=lose_first_delay_second)) as cloud:
+        repos = start(cloud)
+        trigger(cloud, "lost")
+        trigger(cloud, "late")
+        assert cloud.run_until(lambda: finished(repos, "late"), timeout=20)
+        assert repos.runs.find("chain", "lost") is None
+
+
+def test_a_crash_after_a_write_is_redelivered_and_the_run_still_succeeds(
+    log: io.StringIO,
+) -> None:
+    """The stream processor dies right after its first UpdateItem; the stream delivers
+    the batch again and the run ends once, as if nothing happened."""
+    crashed: list[str] = []
+
+    def crash_once(function: str, event: Any) -> FaultPlan | None:
+        if function == "StreamProcessor" and not crashed:
+            crashed.append(function)
+            return FaultPlan(1, "dynamodb", "UpdateItem")
+        return None
+
+    with PlumbingOnly(LocalCloudOptions(log=log, faults=crash_once)) as cloud:
+        repos = start(cloud)
+        trigger(cloud, "crash")
+        assert cloud.run_until(lambda: finished(repos, "crash"), timeout=30)
+        assert crashed
+        assert repos.runs.get("chain", "crash").state.value == "success"
+
+
+def test_a_batch_that_keeps_crashing_goes_to_the_stream_dead_letter_queue(
+    log: io.StringIO,
+) -> None:
+    def always(function: str, event: Any) -> FaultPlan | None:
+        return FaultPlan(1) if function == "StreamProcessor" else None
+
+    with PlumbingOnly(LocalCloudOptions(log=log, faults=always)) as cloud:
+        start(cloud)
+        trigger(cloud, "poison")
+
+        def dead_lettered() -> bool:
+            return "StreamDlq" in log.getvalue()
+
+        assert cloud.run_until(dead_lettered, timeout=60)
+        messages = cloud.client("sqs").receive_message(
+            QueueUrl=cloud.queue_urls[wiring.STREAM_DLQ.id], MaxNumberOfMessages=10
+        )["Messages"]
+    info = json.loads(messages[0]["Body"])
+    assert info["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert info["DDBStreamBatchInfo"]["batchSize"] >= 1
+
+
+def test_a_scheduler_message_that_keeps_failing_moves_to_its_dead_letter_queue(
+    log: io.StringIO,
+) -> None:
+    def always(function: str, event: Any) -> FaultPlan | None:
+        return FaultPlan(1) if function == "Scheduler" else None
+
+    options = LocalCloudOptions(
+        log=log,
+        faults=always,
+        timing=Timing(
+            visibility_timeout=timedelta(seconds=1), batching_window=timedelta(seconds=0.2)
+        ),
+    )
+    with PlumbingOnly(options) as cloud:
+        start(cloud)
+        trigger(cloud, "never")
+        dlq = cloud.queue_urls[wiring.SCHEDULER_DLQ.id]
+        received: list[dict[str, Any]] = []
+
+        def moved() -> bool:
+            received.extend(cloud.client("sqs").receive_message(QueueUrl=dlq).get("Messages", []))
+            return bool(received)
+
+        assert cloud.run_until(moved, timeout=30)
+    assert json.loads(received[0]["Body"])["detail-type"] == "Trigger DAG"
+    assert (
+        cloud.invoker.invocations["Scheduler"] == wiring.SCHEDULER_QUEUE.redrive.max_receive_count
+    )  # type: ignore[union-attr]
+
+
+def test_a_timer_fires_on_time_and_is_deleted(cloud: LocalCloud) -> None:
+    from datetime import UTC, datetime
+
+    from skydag.adapters.schedules import EventBridgeSchedules
+
+    repos = start(cloud)
+    trigger(cloud, "base")
+    assert cloud.run_until(lambda: finished(repos, "base"), timeout=20)
+    timers = EventBridgeSchedules(cloud.settings)
+    timers.set_timer(
+        "t1",
+        datetime.now(UTC) + timedelta(seconds=1),
+        {"dag": "chain", "run_id": "base", "task": "first"},
+    )
+    scheduler = cloud.client("scheduler")
+    group = cloud.settings.schedule_group
+
+    def gone() -> bool:
+        return not scheduler.list_schedules(GroupName=group)["Schedules"]
+
+    assert cloud.run_until(gone, timeout=10)

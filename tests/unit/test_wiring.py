@@ -1,0 +1,128 @@
+"""``skydag.wiring``: cheap to import (no CDK, no boto3), one fact per source and status,
+and every asynchronous path ends in a dead-letter queue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from types import ModuleType
+
+import pytest
+
+from skydag import sources, wiring
+from skydag.targets.aws import batch, ecs, emr, emr_serverless, lambda_, stepfunctions
+from skydag.wiring import Bus, RuleSpec
+
+
+def _modules_after(code: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}\nprint(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(result.stdout.split())
+
+
+def _top_level(modules: set[str]) -> set[str]:
+    return {name.partition(".")[0] for name in modules}
+
+
+def test_importing_wiring_loads_neither_cdk_nor_boto3() -> None:
+    loaded = _top_level(_modules_after("import skydag.wiring"))
+    assert "skydag" in loaded
+    assert not loaded & {"aws_cdk", "constructs", "jsii", "boto3", "botocore", "pydantic"}
+
+
+def test_the_rules_from_target_modules_load_them_on_first_use_only() -> None:
+    loaded = _top_level(
+        _modules_after("import skydag.wiring as w\nassert w.BATCH_JOB_STATE_RULE.pattern")
+    )
+    assert "botocore" in loaded
+    assert not loaded & {"aws_cdk", "constructs", "jsii", "boto3"}
+
+
+def test_rules_are_module_singletons() -> None:
+    everything = wiring.rules("bucket", "dags/")
+    again = wiring.rules("bucket", "dags/")
+    assert [r.id for r in everything] == [r.id for r in again]
+    for first, second in zip(everything[1:], again[1:], strict=True):
+        assert first is second  # all but the DAG file rule, which takes the bucket
+    assert wiring.BATCH_JOB_STATE_RULE is wiring.job_event_rules()[0]
+    assert wiring.SIGNALS_RULE is wiring.skydag_bus_rules()[-1]
+    assert len({r.id for r in everything}) == len(everything)
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "service", "status_field"),
+    [
+        ("BatchJobStateRule", batch, "status"),
+        ("EmrStepStatusRule", emr, "state"),
+        ("EmrServerlessJobRunRule", emr_serverless, "state"),
+        ("StepFunctionsExecutionRule", stepfunctions, "status"),
+        ("EcsTaskStateRule", ecs, "lastStatus"),
+    ],
+)
+def test_job_event_rules_use_their_target_modules_constants(
+    rule_id: str, service: ModuleType, status_field: str
+) -> None:
+    (rule,) = (r for r in wiring.job_event_rules() if r.id == rule_id)
+    assert rule.bus is Bus.DEFAULT
+    assert rule.target is wiring.TO_SCHEDULER_QUEUE
+    assert rule.pattern is not None
+    assert rule.pattern["source"] == [service.SOURCE]
+    assert rule.pattern["detail-type"] == [service.DETAIL_TYPE]
+    assert rule.pattern["detail"][status_field] == list(service.EVENT_STATUSES)
+
+
+def test_skydag_bus_rules_use_the_sources_and_signals_are_the_rest() -> None:
+    rules = {r.id: r for r in wiring.skydag_bus_rules()}
+    assert all(
+        r.bus is Bus.SKYDAG and r.target is wiring.TO_SCHEDULER_QUEUE for r in rules.values()
+    )
+    assert wiring.COMMANDS_RULE.pattern == {"source": [sources.COMMAND_SOURCE]}
+    assert wiring.LAMBDA_RESULTS_RULE.pattern == {
+        "source": [lambda_.SOURCE],
+        "detail-type": [lambda_.SUCCESS, lambda_.FAILURE],
+    }
+    routed = [
+        source
+        for rule in rules.values()
+        if rule is not wiring.SIGNALS_RULE
+        for source in (rule.pattern or {})["source"]
+    ]
+    assert wiring.SIGNALS_RULE.pattern == {"source": [{"anything-but": routed}]}
+    assert sources.SKYDAG_SOURCE not in routed  # skydag's notifications are signals
+
+
+def test_the_dag_file_rule_takes_its_bucket_and_a_checked_prefix() -> None:
+    rule = wiring.dag_files_rule("my-bucket", "team/dags/")
+    assert rule.pattern == wiring.dag_file_pattern("my-bucket", "team/dags/")
+    assert rule.target is wiring.TO_DAG_LOADER
+    assert rule.bus is Bus.DEFAULT
+    with pytest.raises(ValueError, match="expected a folder"):
+        wiring.dag_files_rule("my-bucket", "dags")
+
+
+def test_a_rule_has_a_pattern_or_a_schedule() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        RuleSpec("Both", Bus.DEFAULT, wiring.TO_RECONCILER, pattern={}, schedule_rate=timedelta(1))
+    with pytest.raises(ValueError, match="not both"):
+        RuleSpec("Neither", Bus.DEFAULT, wiring.TO_RECONCILER)
+
+
+def test_every_dead_letter_queue_ends_an_asynchronous_path() -> None:
+    ends = {
+        *(r.target.dead_letter_queue for r in wiring.rules("bucket", "dags/")),
+        *(spec.on_failure for spec in wiring.ASYNC_INVOKES),
+        wiring.STREAM_EVENT_SOURCE.on_failure,
+        *(q.redrive.dead_letter_queue for q in wiring.QUEUES if q.redrive is not None),
+    }
+    assert ends == set(wiring.DEAD_LETTER_QUEUES)
+
+
+def test_the_scheduler_queue_outlasts_six_scheduler_timeouts() -> None:
+    assert wiring.SCHEDULER_QUEUE.visibility_timeout == 6 * wiring.SCHEDULER.timeout
+    assert wiring.SCHEDULER_EVENT_SOURCE.queue is wiring.SCHEDULER_QUEUE
+    assert wiring.RECONCILER.timeout < wiring.RECONCILE_EVERY
