@@ -200,3 +200,95 @@ tasks:
     code = main(["dev", "run", dag, "--log-dir", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 0, out + err
+
+
+def test_timed_signals_drive_start_on_and_stop_on(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--signal FILE@SECONDS` puts each signal that long after the run starts: one lets a
+    `start_on` task go, the next stops a service; the queue is named by a template, so
+    its stand-in is made when the task is dispatched."""
+    go = tmp_path / "go.json"
+    go.write_text(json.dumps({"source": "ops", "detail-type": "go", "detail": {"n": 7}}))
+    stop = tmp_path / "stop.json"
+    stop.write_text(json.dumps({"source": "ops", "detail-type": "stop", "detail": {}}))
+    dag = write_dag(
+        tmp_path,
+        """
+dag: driven
+tasks:
+  gated:
+    start_on: [{source: [ops], detail-type: [go]}]
+    batch: {job_queue: "q-{{ dag }}", job_definition: d}
+    local: {command: [python, -c, "import sys; sys.exit(0 if sys.argv[1] == '7' else 5)",
+                      "{{ signal.detail.n }}"]}
+  server:
+    mode: service
+    stop_on: [{source: [ops], detail-type: [stop]}]
+    ecs: {cluster: c, task_definition: srv}
+""",
+    )
+    code = main(
+        [
+            "dev",
+            "run",
+            dag,
+            "--signal",
+            f"{go}@1",
+            "--signal",
+            f"{stop}@3",
+            "--output",
+            "json",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run = json.loads(out)
+    states = {task["task"]: task["state"] for task in run["tasks"]}
+    assert states == {"gated": "success", "server": "stopped"}, err
+    assert "go.json put" in err
+
+
+def test_the_endpoint_answers_the_cli_while_dev_run_runs(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+    import time
+
+    dag = write_dag(
+        tmp_path,
+        "dag: slow\ntasks:\n  a_bit:\n    lambda: {function_name: f}\n    local: {duration: 4s}\n",
+    )
+    skydag = str(Path(sys.executable).parent / "skydag")
+    process = subprocess.Popen(
+        [skydag, "dev", "run", dag, "--log-dir", str(tmp_path / "logs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    try:
+        first = process.stderr.readline()
+        found = re.search(r"local cloud at (\S+)", first)
+        assert found, first
+        deadline = time.monotonic() + 30
+        listed = None
+        while time.monotonic() < deadline:
+            listed = subprocess.run(
+                [skydag, "runs", "list", "slow", "--output", "json", "--endpoint-url", found[1]],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if listed.returncode == 0 and json.loads(listed.stdout):
+                break
+            time.sleep(0.3)
+        assert listed is not None
+        assert listed.returncode == 0, listed
+        assert [run["state"] for run in json.loads(listed.stdout)] in (["running"], ["queued"])
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

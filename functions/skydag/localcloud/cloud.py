@@ -598,6 +598,34 @@ class LocalCloud:
             for line in player.ensure_resources(target):
                 self.say("stand-in", f"{spec.dag}.{task_id}: {line}")
 
+    def _ensure_rendered_resources(self, image: Mapping[str, Any]) -> None:
+        """A try about to be dispatched whose target names resources by template: their
+        stand-ins, from the target as the scheduler renders it (this record is seen before
+        the stream processor handles it, so before the dispatch)."""
+        from skydag.spec.templates import TemplateRenderError
+        from skydag.store.repositories import task_instance_from_image
+        from skydag.targets.base import DispatchRequest
+
+        try:
+            ti = task_instance_from_image(dict(image))
+        except (KeyError, TypeError, ValueError):
+            return
+        service = self._service()
+        run = service.repos.runs.find(ti.dag_id, ti.run_id)
+        if run is None or ti.dispatch_token is None:
+            return
+        task = service.spec_of_run(run).tasks.get(ti.task_id)
+        player = self.players.get(task.target_kind) if task is not None else None
+        if task is None or player is None or "{{" not in task.target.model_dump_json():
+            return
+        try:
+            request: DispatchRequest = service.dispatch_request_for(run, ti)
+        except TemplateRenderError as error:  # the dispatch reports it on the task
+            self.say("stand-in", f"{ti.dag_id}.{ti.task_id}: not rendered ({error})")
+            return
+        for line in player.ensure_resources(request.target):
+            self.say("stand-in", f"{ti.dag_id}.{ti.task_id}: {line}")
+
     # --- the log ---------------------------------------------------------------------------
 
     def _log_load(self, event: Mapping[str, Any], result: Invocation) -> None:
@@ -640,6 +668,8 @@ class LocalCloud:
             return
         if self.task_listeners and _text(new, "task_id"):
             self._tell_listeners(old, new)
+        if _text(new, "task_id") and _text(new, "state") == "queued" != _text(old, "state"):
+            self._ensure_rendered_resources(new)
         state, before = _text(new, "state"), _text(old, "state")
         if state == before and _text(new, "try_number", "N") == _text(old, "try_number", "N"):
             return  # not a state change

@@ -123,3 +123,29 @@ def test_events_that_are_not_service_job_events_are_none() -> None:
         is None
     )
     assert parse_service_event({}) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # Batch and Step Functions: epoch milliseconds; ECS and Lambda: ISO with fractions.
+        ("batch_job_running", "detail.startedAt"),
+        ("batch_job_succeeded", "detail.stoppedAt"),
+        ("ecs_task_running", "detail.startedAt"),
+        ("ecs_task_stopped_success", "detail.stoppedAt"),
+        ("sfn_execution_running", "detail.startDate"),
+        ("sfn_execution_succeeded", "detail.stopDate"),
+        ("lambda_invocation_success", "detail.timestamp"),
+    ],
+)
+def test_a_job_events_time_is_the_services_own_not_the_events_second(
+    name: str, expected: str
+) -> None:
+    """EventBridge stamps events to the second; the job's own times are finer, and a try's
+    duration is measured between two of them."""
+    from skydag.targets.aws._common import parse_time
+
+    event = json.loads((ROOT / "events" / "aws" / f"{name}.json").read_text())
+    parsed = parse_service_event(event)
+    assert parsed is not None
+    assert parsed.at == parse_time(event["detail"][expected.split(".")[1]])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from skydag.engine.models import JobReport, JobStatus
@@ -221,5 +221,11 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         job_id=job_id,
         exit_code=exit_code,
         reason=reason,
-        at=event_time(event),
+        # The job's own times (milliseconds) over the event's (whole seconds).
+        at=_moment(detail, status) or event_time(event),
     )
+
+
+def _moment(detail: Mapping[str, Any], status: JobStatus) -> datetime | None:
+    """When the job reached ``status``, by Batch's clock: startedAt or stoppedAt."""
+    return parse_time(detail.get("startedAt" if status is JobStatus.RUNNING else "stoppedAt"))

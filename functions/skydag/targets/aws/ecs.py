@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from skydag.engine.models import JobReport, JobStatus
@@ -266,5 +267,11 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         job_id=task_arn,
         exit_code=exit_code,
         reason=reason,
-        at=event_time(event),
+        # The task's own times (milliseconds) over the event's (whole seconds).
+        at=_moment(detail, status) or event_time(event),
     )
+
+
+def _moment(detail: Mapping[str, Any], status: JobStatus) -> datetime | None:
+    """When the task reached ``status``, by ECS's clock: startedAt or stoppedAt."""
+    return parse_time(detail.get("startedAt" if status is JobStatus.RUNNING else "stoppedAt"))

@@ -24,6 +24,7 @@ from skydag.targets.aws._common import (
     event_detail,
     event_time,
     joined,
+    parse_time,
     translate_errors,
 )
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef
@@ -118,5 +119,6 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         job_id=context["requestId"],
         reason=reason,
         output=output,
-        at=event_time(event),
+        # The result's own timestamp (milliseconds) over the event's (whole seconds).
+        at=parse_time(detail.get("timestamp")) or event_time(event),
     )

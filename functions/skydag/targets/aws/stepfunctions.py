@@ -189,5 +189,7 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         job_id=execution_arn,
         reason=reason,
         output=output,
-        at=event_time(event),
+        # The execution's own times (milliseconds) over the event's (whole seconds).
+        at=parse_time(detail.get("startDate" if status is JobStatus.RUNNING else "stopDate"))
+        or event_time(event),
     )
