@@ -134,6 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def up_command(args: argparse.Namespace) -> int:
+    import signal
     import threading
 
     from skydag.dev.up import DEFAULT_PORT, serve
@@ -143,6 +144,10 @@ def up_command(args: argparse.Namespace) -> int:
         print(f"skydag dev up: error: --dags {args.dags}: not a folder", file=sys.stderr)
         return EXIT_INVALID
     stop = threading.Event()
+    # Ctrl-C and `kill` both end `dev up` cleanly (jobs killed, the port freed), also when
+    # started in the background, where a shell leaves SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         serve(
             stop,
