@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from skydag.store.repositories import Repositories
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 # Seconds with nothing in flight before a run that cannot move is reported as stuck.
 STUCK_AFTER = 3.0
 # How long the loader and the scheduler get to load the file and create the run.
@@ -70,6 +71,14 @@ def register(commands: Any) -> None:
     run.add_argument("--output", choices=("text", "json"), default="text")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
     run.add_argument("--log-dir", help="where task logs go (default: a temporary folder)")
+    run.add_argument(
+        "--signal-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a run whose tasks wait for a signal nobody has sent is kept going, "
+        "for a signal sent by hand (default 30)",
+    )
     run.add_argument(
         "--port", type=int, default=0, help="the local endpoint's port (default: any free one)"
     )
@@ -113,10 +122,15 @@ def run_command(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             progress=sys.stderr,
             port=args.port,
+            signal_wait=args.signal_wait,
         )
     except DevRunError as error:
         print(f"skydag dev run: error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        # The local cloud has stopped every job on its way out.
+        print("skydag dev run: interrupted; every job was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if run.state not in FINISHED_RUN_STATES:
         waiting = [ti.task_id for ti in tasks if ti.state is TaskState.WAITING]
         why = f"tasks wait for a signal: {', '.join(waiting)}" if waiting else "timed out"
@@ -185,6 +199,7 @@ def execute(
     progress: TextIO | None,
     later_signals: tuple[TimedSignal, ...] = (),
     port: int = 0,
+    signal_wait: float = 30.0,
 ) -> tuple[DagRun, list[TaskInstance]]:
     """Upload the file, start a run by a command (or by ``event``) and step the local cloud
     until the run ends; returns the run and its tasks (in DAG order)."""
@@ -229,6 +244,7 @@ def execute(
             started=started,
             timeout=timeout,
             progress=progress,
+            signal_wait=signal_wait,
         )
         order = {t: i for i, t in enumerate(spec.topological_order())}
         tasks = sorted(
@@ -303,6 +319,7 @@ def _follow(
     started: float,
     timeout: float,
     progress: TextIO | None,
+    signal_wait: float,
 ) -> DagRun:
     """Step until the run ends, putting the timed signals when due; a run that nothing can
     move any more (nothing in flight, no timer, no signal to come) ends the wait."""
@@ -338,12 +355,14 @@ def _follow(
             if waiting and not hinted and progress is not None:
                 hinted = True
                 print(
-                    f"  waiting for a signal ({', '.join(waiting)}): put it with "
+                    f"  waiting up to {signal_wait:g}s for a signal ({', '.join(waiting)}): "
+                    "put it with "
                     f"`skydag signal ... --endpoint-url {cloud.endpoint_url}` or "
                     f"`aws events put-events --endpoint-url {cloud.endpoint_url} ...`",
                     file=progress,
                 )
-            if not waiting and now - idle_since >= STUCK_AFTER:
+            patience = signal_wait if waiting else STUCK_AFTER
+            if now - idle_since >= patience:
                 return run
         time.sleep(0.05)
     return repos.runs.get(spec.dag, run_id)
