@@ -1,10 +1,17 @@
 """Fixtures for the service players: a moto server in this process (the players patch its
-backends), a context that records the events players put, and the shared job runner."""
+backends), a context that records the events players put, the shared job runner, the test
+module's player installed on them (the module names its class ``PLAYER``) and the helpers
+of the test modules (``kit``), tries planned for that player among them.
+
+The helpers come as fixtures, never through ``from conftest import``: pytest given several
+directories loads each one's conftest as ``conftest``, and the import can find another's."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -128,6 +135,20 @@ def runner(tmp_path: Path) -> Iterator[JobRunner]:
         job_runner.close()
 
 
+@pytest.fixture
+def player(
+    request: pytest.FixtureRequest, context: RecordingContext, runner: JobRunner
+) -> Iterator[Any]:
+    """The test module's ``PLAYER`` (a player class), installed on the moto server; it is
+    uninstalled after the test."""
+    played = request.module.PLAYER()
+    played.install(context, runner)
+    try:
+        yield played
+    finally:
+        played.uninstall()
+
+
 def canonical(name: str) -> dict[str, Any]:
     """An event file of events/aws by name (without .json)."""
     loaded: dict[str, Any] = json.loads((CANONICAL / f"{name}.json").read_text())
@@ -156,7 +177,7 @@ def shape(value: Any) -> Any:
     return None
 
 
-# --- planned tries (the Step Functions, EMR and EMR Serverless players' tests) --------------
+# --- planned tries ----------------------------------------------------------------------------
 
 PLANNED_RUN = "manual__2026-11-22T00:00:00+00:00"
 
@@ -231,7 +252,18 @@ def log_messages(context: RecordingContext, group: str, stream: str) -> list[str
     return [str(event["message"]) for event in events]
 
 
-# --- process groups with grandchildren (the Batch, ECS and Lambda players' tests) ------------
+# --- long jobs, and process groups with grandchildren ---------------------------------------
+
+# A local command that runs until it is stopped.
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+# One that starts a child (a grandchild of the runner) running until it is killed, then
+# runs until it is stopped.
+_SLEEP = "import time; time.sleep(60)"
+SLEEPER_WITH_CHILD = [
+    "python",
+    "-c",
+    f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {_SLEEP!r}]); {_SLEEP}",
+]
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -277,24 +309,6 @@ def subreaper() -> Iterator[Callable[[int], None]]:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
-@pytest.fixture
-def kit() -> Any:
-    """This directory's helpers for its test modules: ``from conftest import`` can find
-    another directory's conftest (pytest given several directories loads each as
-    ``conftest``), a fixture always finds this one."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(
-        canonical=canonical,
-        pump_until=pump_until,
-        shape=shape,
-        planned_request=planned_request,
-        planned_job_ref=planned_job_ref,
-        process_group_gone=process_group_gone,
-        log_messages=log_messages,
-    )
-
-
 def missing_keys(actual: Any, model: Any, path: str = "detail") -> list[str]:
     """The key paths of ``model`` (a canonical event's ``shape``) that ``actual`` (a played
     event's ``shape``) lacks: a played event may carry more, never less."""
@@ -315,24 +329,29 @@ def missing_keys(actual: Any, model: Any, path: str = "detail") -> list[str]:
     return []
 
 
+def missing(detail: Any, name: str) -> list[str]:
+    """What the canonical event ``name`` has in its detail and ``detail`` lacks."""
+    return missing_keys(shape(detail), shape(canonical(name)["detail"]))
+
+
 @pytest.fixture
-def service_kit() -> Any:
-    """The helpers the Batch, ECS and Lambda players' tests use, as ``kit`` gives them (a
-    fixture always finds this directory's conftest), with the shape and process-group
-    checks."""
+def kit(request: pytest.FixtureRequest, context: RecordingContext) -> Any:
+    """This directory's helpers for its test modules (a fixture always finds this
+    directory's conftest). ``kit.planned(target, local=None, *, task_id=..., try_number=...)``
+    is a DispatchRequest of the kind of the module's ``PLAYER``, for a try whose plan the
+    context knows."""
     from types import SimpleNamespace
 
-    def missing(detail: Any, name: str) -> list[str]:
-        """What the canonical event ``name`` has in its detail and ``detail`` lacks."""
-        return missing_keys(shape(detail), shape(canonical(name)["detail"]))
-
     return SimpleNamespace(
+        planned=functools.partial(planned_request, context, request.module.PLAYER.kind),
         canonical=canonical,
         pump_until=pump_until,
         shape=shape,
         missing=missing,
-        planned_request=planned_request,
         planned_job_ref=planned_job_ref,
         log_messages=log_messages,
+        process_group_gone=process_group_gone,
         pids_in_group=pids_in_group,
+        sleeper=SLEEPER,
+        sleeper_with_child=SLEEPER_WITH_CHILD,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,17 +19,9 @@ from skydag.targets.base import JobEvent
 if TYPE_CHECKING:
     from conftest import RecordingContext
 
+# The player the conftest's ``player`` fixture installs.
+PLAYER = BatchPlayer
 TARGET = {"job_queue": "etl", "job_definition": "etl-extract", "timeout": "2h"}
-
-
-@pytest.fixture
-def player(context: RecordingContext, runner: JobRunner) -> Iterator[BatchPlayer]:
-    played = BatchPlayer()
-    played.install(context, runner)
-    try:
-        yield played
-    finally:
-        played.uninstall()
 
 
 @pytest.fixture
@@ -53,31 +45,29 @@ def test_a_stand_in_runs_then_succeeds_with_batch_events_and_describe_agreeing(
     context: RecordingContext,
     player: BatchPlayer,
     jobs: BatchJobs,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
-    request = service_kit.planned_request(context, "batch", TARGET, {"duration": "0.3s"})
+    request = kit.planned(TARGET, {"duration": "0.3s"})
     job_id = jobs.dispatch(request).job_id
     assert job_id is not None
 
-    service_kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
     running = context.events_of(DETAIL_TYPE)[0]
     assert running.source == "aws.batch"
     assert running.bus == "default"
     assert running.resources == [f"arn:aws:batch:us-east-1:123456789012:job/{job_id}"]
-    assert service_kit.missing(running.detail, "batch_job_running") == []
+    assert kit.missing(running.detail, "batch_job_running") == []
     assert parsed(context, 0) == JobEvent(
         "batch", JobStatus.RUNNING, request.token, job_id, at=parsed(context, 0).at
     )
-    described = jobs.describe(service_kit.planned_job_ref(request, job_id))
+    described = jobs.describe(kit.planned_job_ref(request, job_id))
     assert described is not None
     assert (described.status, described.at is not None) == (JobStatus.RUNNING, True)
     assert context.client("batch").describe_jobs(jobs=[job_id])["jobs"][0]["startedAt"] > 0
 
-    service_kit.pump_until(
-        player.poll, lambda: statuses(context) == ["RUNNING", "SUCCEEDED"], timeout=2
-    )
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING", "SUCCEEDED"], timeout=2)
     succeeded = context.events_of(DETAIL_TYPE)[1]
-    assert service_kit.missing(succeeded.detail, "batch_job_succeeded") == []
+    assert kit.missing(succeeded.detail, "batch_job_succeeded") == []
     event = parsed(context, 1)
     assert (event.status, event.token, event.job_id, event.exit_code) == (
         JobStatus.SUCCEEDED,
@@ -85,40 +75,38 @@ def test_a_stand_in_runs_then_succeeds_with_batch_events_and_describe_agreeing(
         job_id,
         0,
     )
-    described = jobs.describe(service_kit.planned_job_ref(request, job_id))
+    described = jobs.describe(kit.planned_job_ref(request, job_id))
     assert described is not None
     assert (described.status, described.exit_code) == (JobStatus.SUCCEEDED, 0)
     stream = succeeded.detail["container"]["logStreamName"]
     assert stream.startswith("etl-extract/default/")
     assert len(stream.rsplit("/", 1)[1]) == 32
-    note = service_kit.log_messages(context, joblogs.BATCH_LOG_GROUP, stream)
+    note = kit.log_messages(context, joblogs.BATCH_LOG_GROUP, stream)
     assert note[0].startswith("stand-in: exited 0 after 0.")
     local = joblogs.local_stream("etl", request.run_id, "extract", 1)
-    assert service_kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == note
+    assert kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == note
 
 
 def test_a_command_exiting_3_fails_with_its_exit_code_and_last_output_line(
     context: RecordingContext,
     player: BatchPlayer,
     jobs: BatchJobs,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     script = "import sys; print('loading orders'); print('table orders is locked'); sys.exit(3)"
-    request = service_kit.planned_request(
-        context, "batch", TARGET, {"command": ["python", "-c", script]}
-    )
+    request = kit.planned(TARGET, {"command": ["python", "-c", script]})
     job_id = jobs.dispatch(request).job_id
 
-    service_kit.pump_until(player.poll, lambda: "FAILED" in statuses(context), timeout=2)
+    kit.pump_until(player.poll, lambda: "FAILED" in statuses(context), timeout=2)
     failed = context.events_of(DETAIL_TYPE)[-1]
-    assert service_kit.missing(failed.detail, "batch_job_failed") == []
+    assert kit.missing(failed.detail, "batch_job_failed") == []
     assert failed.detail["statusReason"] == "Essential container in task exited"
     assert failed.detail["container"]["exitCode"] == 3
     assert failed.detail["attempts"][0]["container"]["exitCode"] == 3
     event = parsed(context, -1)
     assert (event.status, event.job_id, event.exit_code) == (JobStatus.FAILED, job_id, 3)
     assert event.reason == "Essential container in task exited: table orders is locked"
-    described = jobs.describe(service_kit.planned_job_ref(request, job_id))
+    described = jobs.describe(kit.planned_job_ref(request, job_id))
     assert described is not None
     assert (described.status, described.exit_code, described.reason) == (
         JobStatus.FAILED,
@@ -127,9 +115,9 @@ def test_a_command_exiting_3_fails_with_its_exit_code_and_last_output_line(
     )
     expected = ["loading orders", "table orders is locked"]
     stream = failed.detail["container"]["logStreamName"]
-    assert service_kit.log_messages(context, joblogs.BATCH_LOG_GROUP, stream) == expected
+    assert kit.log_messages(context, joblogs.BATCH_LOG_GROUP, stream) == expected
     local = joblogs.local_stream("etl", request.run_id, "extract", 1)
-    assert service_kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == expected
+    assert kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == expected
     said = context.lines[-1]
     assert "FAILED" in said
     assert "exit code 3" in said
@@ -139,22 +127,20 @@ def test_a_command_exiting_3_fails_with_its_exit_code_and_last_output_line(
     # As on AWS, TerminateJob on a finished job changes nothing.
     context.client("batch").terminate_job(jobId=job_id, reason="skydag cancel: too late")
     assert player.poll() == 0
-    assert jobs.describe(service_kit.planned_job_ref(request, job_id)) == described
+    assert jobs.describe(kit.planned_job_ref(request, job_id)) == described
 
 
 def test_a_stand_in_with_outcome_failed_fails_after_its_duration(
     context: RecordingContext,
     player: BatchPlayer,
     jobs: BatchJobs,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
-    request = service_kit.planned_request(
-        context, "batch", TARGET, {"duration": "0.3s", "outcome": "failed"}
-    )
+    request = kit.planned(TARGET, {"duration": "0.3s", "outcome": "failed"})
     started = time.monotonic()
     job_id = jobs.dispatch(request).job_id
 
-    service_kit.pump_until(player.poll, lambda: "FAILED" in statuses(context), timeout=2)
+    kit.pump_until(player.poll, lambda: "FAILED" in statuses(context), timeout=2)
     assert time.monotonic() - started >= 0.3
     event = parsed(context, -1)
     assert (event.status, event.job_id, event.exit_code) == (JobStatus.FAILED, job_id, 1)
@@ -167,32 +153,24 @@ def test_terminate_through_the_adapter_kills_the_process_group(
     jobs: BatchJobs,
     runner: JobRunner,
     subreaper: Callable[[int], None],
-    service_kit: Any,
+    kit: Any,
 ) -> None:
-    sleeper = "import time; time.sleep(60)"
-    script = (
-        f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); {sleeper}"
-    )
-    request = service_kit.planned_request(
-        context, "batch", TARGET, {"command": ["python", "-c", script]}
-    )
+    request = kit.planned(TARGET, {"command": kit.sleeper_with_child})
     job_id = jobs.dispatch(request).job_id
     assert job_id is not None
-    service_kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
     pgid = runner.pid_of(f"batch:{job_id}")
     assert pgid is not None
-    service_kit.pump_until(lambda: 0, lambda: len(service_kit.pids_in_group(pgid)) == 2, timeout=2)
+    kit.pump_until(lambda: 0, lambda: len(kit.pids_in_group(pgid)) == 2, timeout=2)
 
-    jobs.cancel(service_kit.planned_job_ref(request, job_id), "run cancelled by alice")
-    service_kit.pump_until(
-        player.poll, lambda: statuses(context) == ["RUNNING", "FAILED"], timeout=2
-    )
+    jobs.cancel(kit.planned_job_ref(request, job_id), "run cancelled by alice")
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING", "FAILED"], timeout=2)
 
     subreaper(pgid)
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
     stopped = context.events_of(DETAIL_TYPE)[-1]
-    assert service_kit.missing(stopped.detail, "batch_job_stopped") == []
+    assert kit.missing(stopped.detail, "batch_job_stopped") == []
     assert stopped.detail["statusReason"] == "skydag cancel: run cancelled by alice"
     assert stopped.detail["isTerminated"] is True
     event = parsed(context, -1)
@@ -201,7 +179,7 @@ def test_terminate_through_the_adapter_kills_the_process_group(
         job_id,
         "skydag cancel: run cancelled by alice",
     )
-    described = jobs.describe(service_kit.planned_job_ref(request, job_id))
+    described = jobs.describe(kit.planned_job_ref(request, job_id))
     assert described is not None
     assert (described.status, described.reason) == (JobStatus.STOPPED, event.reason)
 
@@ -211,11 +189,9 @@ def test_a_job_terminated_before_it_started_never_runs(
     player: BatchPlayer,
     jobs: BatchJobs,
     runner: JobRunner,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
-    request = service_kit.planned_request(
-        context, "batch", TARGET, {"command": ["python", "-c", "pass"]}
-    )
+    request = kit.planned(TARGET, {"command": ["python", "-c", "pass"]})
     job_id = jobs.dispatch(request).job_id
     assert job_id is not None
     context.client("batch").terminate_job(jobId=job_id, reason="skydag cancel: too late")
@@ -234,7 +210,7 @@ def test_jobs_of_no_try_are_left_to_moto(
     context: RecordingContext,
     player: BatchPlayer,
     jobs: BatchJobs,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     batch = context.client("batch")
     unknown = batch.submit_job(
@@ -247,7 +223,7 @@ def test_jobs_of_no_try_are_left_to_moto(
     # Held for a moment (the try's row may not be readable yet), then moto's again.
     assert player.poll() == 0
     assert batch.describe_jobs(jobs=[unknown])["jobs"][0]["status"] == "SUBMITTED"
-    service_kit.pump_until(
+    kit.pump_until(
         player.poll,
         lambda: batch.describe_jobs(jobs=[unknown])["jobs"][0]["status"] == "SUCCEEDED",
         timeout=2,
@@ -258,7 +234,7 @@ def test_jobs_of_no_try_are_left_to_moto(
 def test_ensure_resources_creates_the_queue_and_revisions_once(
     context: RecordingContext,
     player: BatchPlayer,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     created = player.ensure_resources({"job_queue": "etl", "job_definition": "etl-extract:3"})
     assert created == [
@@ -274,11 +250,9 @@ def test_ensure_resources_creates_the_queue_and_revisions_once(
     assert len(refused) == 1
     assert "not created" in refused[0]
 
-    request = service_kit.planned_request(
-        context, "batch", {"job_queue": "etl", "job_definition": "etl-extract:3"}
-    )
+    request = kit.planned({"job_queue": "etl", "job_definition": "etl-extract:3"})
     job_id = BatchJobs(context.client("batch")).dispatch(request).job_id
-    service_kit.pump_until(player.poll, lambda: "SUCCEEDED" in statuses(context), timeout=2)
+    kit.pump_until(player.poll, lambda: "SUCCEEDED" in statuses(context), timeout=2)
     assert parsed(context, -1).job_id == job_id
     assert context.events_of(DETAIL_TYPE)[-1].detail["jobDefinition"].endswith("etl-extract:3")
 

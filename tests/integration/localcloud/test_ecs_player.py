@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,6 +19,8 @@ from skydag.targets.base import JobEvent
 if TYPE_CHECKING:
     from conftest import RecordingContext
 
+# The player the conftest's ``player`` fixture installs.
+PLAYER = EcsPlayer
 # The command ECS would run (the played task runs the try's ``local:`` block instead).
 COMMAND = ["python", "extract.py"]
 FARGATE = {
@@ -28,16 +30,6 @@ FARGATE = {
     "command": COMMAND,
 }
 EC2 = {"cluster": "etl", "task_definition": "etl-extract", "launch_type": "EC2", "command": COMMAND}
-
-
-@pytest.fixture
-def player(context: RecordingContext, runner: JobRunner) -> Iterator[EcsPlayer]:
-    played = EcsPlayer()
-    played.install(context, runner)
-    try:
-        yield played
-    finally:
-        played.uninstall()
 
 
 @pytest.fixture
@@ -67,66 +59,60 @@ def test_a_fargate_stand_in_runs_then_stops_with_ecs_events_and_describe_agreein
     context: RecordingContext,
     player: EcsPlayer,
     tasks: EcsTasks,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
-    request = service_kit.planned_request(context, "ecs", FARGATE, {"duration": "0.3s"})
+    request = kit.planned(FARGATE, {"duration": "0.3s"})
     task_arn = tasks.dispatch(request).job_id
     assert task_arn is not None
     assert described_task(context, task_arn)["lastStatus"] == "PROVISIONING"
 
-    service_kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
     running = context.events_of(DETAIL_TYPE)[0]
     assert (running.source, running.bus, running.resources) == ("aws.ecs", "default", [task_arn])
-    assert service_kit.missing(running.detail, "ecs_task_running") == []
-    assert set(running.detail) == set(service_kit.canonical("ecs_task_running")["detail"])
+    assert kit.missing(running.detail, "ecs_task_running") == []
+    assert set(running.detail) == set(kit.canonical("ecs_task_running")["detail"])
     event = parsed(context, 0)
     assert (event.status, event.token, event.job_id) == (JobStatus.RUNNING, request.token, task_arn)
     # moto's DescribeTasks would walk a task towards STOPPED: a played one stays RUNNING.
     for _ in range(5):
         described = described_task(context, task_arn)
     assert (described["lastStatus"], "startedAt" in described) == ("RUNNING", True)
-    report = tasks.describe(service_kit.planned_job_ref(request, task_arn))
+    report = tasks.describe(kit.planned_job_ref(request, task_arn))
     assert report is not None
     assert report.status is JobStatus.RUNNING
 
-    service_kit.pump_until(
-        player.poll, lambda: statuses(context) == ["RUNNING", "STOPPED"], timeout=2
-    )
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING", "STOPPED"], timeout=2)
     stopped = context.events_of(DETAIL_TYPE)[1]
-    assert service_kit.missing(stopped.detail, "ecs_task_stopped_success") == []
-    assert set(stopped.detail) == set(service_kit.canonical("ecs_task_stopped_success")["detail"])
+    assert kit.missing(stopped.detail, "ecs_task_stopped_success") == []
+    assert set(stopped.detail) == set(kit.canonical("ecs_task_stopped_success")["detail"])
     assert stopped.detail["stopCode"] == "EssentialContainerExited"
     event = parsed(context, 1)
     assert (event.status, event.job_id, event.exit_code) == (JobStatus.SUCCEEDED, task_arn, 0)
-    report = tasks.describe(service_kit.planned_job_ref(request, task_arn))
+    report = tasks.describe(kit.planned_job_ref(request, task_arn))
     assert report is not None
     assert (report.status, report.exit_code) == (JobStatus.SUCCEEDED, 0)
     task_id = task_arn.rsplit("/", 1)[1]
-    note = service_kit.log_messages(context, "/ecs/etl-extract", f"skydag/etl-extract/{task_id}")
+    note = kit.log_messages(context, "/ecs/etl-extract", f"skydag/etl-extract/{task_id}")
     assert note[0].startswith("stand-in: exited 0 after 0.")
     local = joblogs.local_stream("etl", request.run_id, "extract", 1)
-    assert service_kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == note
+    assert kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == note
 
 
 def test_a_command_exiting_3_on_ec2_stops_with_its_exit_code_and_last_output_line(
     context: RecordingContext,
     player: EcsPlayer,
     tasks: EcsTasks,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     script = "import sys; print('loading orders'); print('table orders is locked'); sys.exit(3)"
-    request = service_kit.planned_request(
-        context, "ecs", EC2, {"command": ["python", "-c", script]}
-    )
+    request = kit.planned(EC2, {"command": ["python", "-c", script]})
     task_arn = tasks.dispatch(request).job_id
     assert task_arn is not None
 
-    service_kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
+    kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
     stopped = context.events_of(DETAIL_TYPE)[-1]
     # An EC2 task names its container instance where a Fargate one has a platform version.
-    assert service_kit.missing(stopped.detail, "ecs_task_stopped_failed") == [
-        "detail.platformVersion"
-    ]
+    assert kit.missing(stopped.detail, "ecs_task_stopped_failed") == ["detail.platformVersion"]
     assert "containerInstanceArn" in stopped.detail
     assert stopped.detail["launchType"] == "EC2"
     assert stopped.detail["containers"][0]["exitCode"] == 3
@@ -136,17 +122,16 @@ def test_a_command_exiting_3_on_ec2_stops_with_its_exit_code_and_last_output_lin
     assert event.reason == (
         "Essential container in task exited: etl-extract: table orders is locked: exit code 3"
     )
-    report = tasks.describe(service_kit.planned_job_ref(request, task_arn))
+    report = tasks.describe(kit.planned_job_ref(request, task_arn))
     assert report is not None
     assert (report.status, report.exit_code, report.reason) == (JobStatus.FAILED, 3, event.reason)
     task_id = task_arn.rsplit("/", 1)[1]
     expected = ["loading orders", "table orders is locked"]
     assert (
-        service_kit.log_messages(context, "/ecs/etl-extract", f"skydag/etl-extract/{task_id}")
-        == expected
+        kit.log_messages(context, "/ecs/etl-extract", f"skydag/etl-extract/{task_id}") == expected
     )
     local = joblogs.local_stream("etl", request.run_id, "extract", 1)
-    assert service_kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == expected
+    assert kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local) == expected
     said = context.lines[-1]
     assert "exit code 3" in said
     assert "table orders is locked" in said
@@ -155,23 +140,21 @@ def test_a_command_exiting_3_on_ec2_stops_with_its_exit_code_and_last_output_lin
     # As on ECS, StopTask on a stopped task changes nothing.
     context.client("ecs").stop_task(cluster="etl", task=task_arn, reason="too late")
     assert player.poll() == 0
-    assert tasks.describe(service_kit.planned_job_ref(request, task_arn)) == report
+    assert tasks.describe(kit.planned_job_ref(request, task_arn)) == report
 
 
 def test_a_stand_in_with_outcome_failed_and_no_launch_type_fails_after_its_duration(
     context: RecordingContext,
     player: EcsPlayer,
     tasks: EcsTasks,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     target = {"cluster": "etl", "task_definition": "etl-extract"}
-    request = service_kit.planned_request(
-        context, "ecs", target, {"duration": "0.3s", "outcome": "failed"}
-    )
+    request = kit.planned(target, {"duration": "0.3s", "outcome": "failed"})
     started = time.monotonic()
     task_arn = tasks.dispatch(request).job_id
 
-    service_kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
+    kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
     assert time.monotonic() - started >= 0.3
     event = parsed(context, -1)
     assert (event.status, event.job_id, event.exit_code) == (JobStatus.FAILED, task_arn, 1)
@@ -184,33 +167,25 @@ def test_stop_through_the_adapter_kills_the_process_group(
     tasks: EcsTasks,
     runner: JobRunner,
     subreaper: Callable[[int], None],
-    service_kit: Any,
+    kit: Any,
 ) -> None:
-    sleeper = "import time; time.sleep(60)"
-    script = (
-        f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); {sleeper}"
-    )
-    request = service_kit.planned_request(
-        context, "ecs", FARGATE, {"command": ["python", "-c", script]}
-    )
+    request = kit.planned(FARGATE, {"command": kit.sleeper_with_child})
     task_arn = tasks.dispatch(request).job_id
     assert task_arn is not None
-    service_kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
     pgid = runner.pid_of(f"ecs:{task_arn}")
     assert pgid is not None
-    service_kit.pump_until(lambda: 0, lambda: len(service_kit.pids_in_group(pgid)) == 2, timeout=2)
+    kit.pump_until(lambda: 0, lambda: len(kit.pids_in_group(pgid)) == 2, timeout=2)
 
-    tasks.cancel(service_kit.planned_job_ref(request, task_arn), "run cancelled by alice")
+    tasks.cancel(kit.planned_job_ref(request, task_arn), "run cancelled by alice")
     assert described_task(context, task_arn)["desiredStatus"] == "STOPPED"
-    service_kit.pump_until(
-        player.poll, lambda: statuses(context) == ["RUNNING", "STOPPED"], timeout=2
-    )
+    kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING", "STOPPED"], timeout=2)
 
     subreaper(pgid)
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
     stopped = context.events_of(DETAIL_TYPE)[-1]
-    assert service_kit.missing(stopped.detail, "ecs_task_stopped_by_user") == []
+    assert kit.missing(stopped.detail, "ecs_task_stopped_by_user") == []
     assert (stopped.detail["stopCode"], stopped.detail["stoppedReason"]) == (
         "UserInitiated",
         "skydag cancel: run cancelled by alice",
@@ -221,7 +196,7 @@ def test_stop_through_the_adapter_kills_the_process_group(
         task_arn,
         "skydag cancel: run cancelled by alice",
     )
-    report = tasks.describe(service_kit.planned_job_ref(request, task_arn))
+    report = tasks.describe(kit.planned_job_ref(request, task_arn))
     assert report is not None
     assert (report.status, report.reason) == (JobStatus.STOPPED, event.reason)
 
@@ -241,7 +216,7 @@ def test_ensure_resources_lets_a_task_run_with_any_launch_type(
     context: RecordingContext,
     player: EcsPlayer,
     placement: dict[str, str],
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     target = {"cluster": "etl", "task_definition": "etl-extract:2", **placement}
     created = player.ensure_resources(target)
@@ -251,9 +226,9 @@ def test_ensure_resources_lets_a_task_run_with_any_launch_type(
     on_instance = placement.get("launch_type") != "FARGATE" and "capacity_provider" not in placement
     assert len(created) == (3 if on_instance else 2)
     assert player.ensure_resources(target) == []
-    request = service_kit.planned_request(context, "ecs", target)
+    request = kit.planned(target)
     task_arn = EcsTasks(context.client("ecs")).dispatch(request).job_id
-    service_kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
+    kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
     assert parsed(context, -1) == JobEvent(
         "ecs", JobStatus.SUCCEEDED, request.token, task_arn, 0, at=parsed(context, -1).at
     )
@@ -263,7 +238,7 @@ def test_ensure_resources_lets_a_task_run_with_any_launch_type(
 def test_ensure_resources_uses_the_users_own_and_skips_what_it_cannot_make(
     context: RecordingContext,
     player: EcsPlayer,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     ecs = context.client("ecs")
     ecs.create_cluster(clusterName="mine")
@@ -284,24 +259,20 @@ def test_ensure_resources_uses_the_users_own_and_skips_what_it_cannot_make(
     assert "not created" in refused[0]
     assert "not created" in context.lines[-1]
 
-    request = service_kit.planned_request(
-        context, "ecs", {"cluster": "mine", "task_definition": "loader:2"}
-    )
+    request = kit.planned({"cluster": "mine", "task_definition": "loader:2"})
     task_arn = EcsTasks(ecs).dispatch(request).job_id
-    service_kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
+    kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
     assert parsed(context, -1).job_id == task_arn
     # No awslogs driver on the user's container: only the local stream has the output.
     local = joblogs.local_stream("etl", request.run_id, "extract", 1)
-    assert service_kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local)[0].startswith(
-        "stand-in:"
-    )
+    assert kit.log_messages(context, joblogs.LOCAL_LOG_GROUP, local)[0].startswith("stand-in:")
 
 
 def test_a_task_of_no_try_is_left_to_moto(
     context: RecordingContext,
     player: EcsPlayer,
     tasks: EcsTasks,
-    service_kit: Any,
+    kit: Any,
 ) -> None:
     ecs = context.client("ecs")
     started, stopped = (
@@ -317,11 +288,11 @@ def test_a_task_of_no_try_is_left_to_moto(
     # Held for a moment (the try's row may not be readable yet), then moto's again.
     assert player.poll() == 0
     assert described_task(context, started)["lastStatus"] == "PROVISIONING"
-    service_kit.pump_until(
+    kit.pump_until(
         player.poll, lambda: described_task(context, stopped)["lastStatus"] == "STOPPED", timeout=2
     )
     assert described_task(context, stopped)["stoppedReason"] == "not needed"
-    service_kit.pump_until(
+    kit.pump_until(
         lambda: 0, lambda: described_task(context, started)["lastStatus"] == "STOPPED", timeout=2
     )
     assert context.events == []

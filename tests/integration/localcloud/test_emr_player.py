@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import gzip
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from skydag import joblogs
 from skydag.engine.models import JobStatus
-from skydag.localcloud.players import emr as emr_player
 from skydag.localcloud.players.emr import EmrPlayer
 from skydag.localcloud.players.runner import JobRunner
 from skydag.targets.aws.emr import DETAIL_TYPE, EmrSteps, parse_event
@@ -19,18 +17,10 @@ from skydag.targets.aws.emr import DETAIL_TYPE, EmrSteps, parse_event
 if TYPE_CHECKING:
     from conftest import RecordingContext
 
+# The player the conftest's ``player`` fixture installs.
+PLAYER = EmrPlayer
 CLUSTER_ID = "j-2AXXXXXXGAPLF"
 STEP = {"args": ["spark-submit", "s3://etl-code/extract.py"]}
-
-
-@pytest.fixture
-def player(context: RecordingContext, runner: JobRunner) -> Iterator[EmrPlayer]:
-    played = EmrPlayer()
-    played.install(context, runner)
-    try:
-        yield played
-    finally:
-        played.uninstall()
 
 
 @pytest.fixture
@@ -50,7 +40,7 @@ def test_a_step_on_a_cluster_id_completes_with_its_events_and_its_log(
     ]
     target = {"cluster_id": CLUSTER_ID, "step": STEP}
     command = [sys.executable, "-c", "print('extracted 12 rows')"]
-    request = kit.planned_request(context, "emr", target, {"command": command})
+    request = kit.planned(target, {"command": command})
 
     job_id = EmrSteps(emr).dispatch(request).job_id
     kit.pump_until(player.poll, lambda: "COMPLETED" in states(context), timeout=2)
@@ -89,7 +79,7 @@ def test_a_failing_step_on_a_named_cluster_fails_with_its_exit_code_and_log_file
     assert created.startswith("emr cluster analytics (j-")
     assert player.ensure_resources(target) == []
     command = [sys.executable, "-c", "print('reading'); print('no such table'); exit(3)"]
-    request = kit.planned_request(context, "emr", target, {"command": command})
+    request = kit.planned(target, {"command": command})
 
     job_id = EmrSteps(emr).dispatch(request).job_id
     kit.pump_until(player.poll, lambda: "FAILED" in states(context), timeout=2)
@@ -130,8 +120,7 @@ def test_cancel_steps_cancels_the_step_and_kills_the_process_group(
 ) -> None:
     target = {"cluster_id": CLUSTER_ID, "step": STEP}
     player.ensure_resources(target)
-    command = [sys.executable, "-c", "import time; time.sleep(60)"]
-    request = kit.planned_request(context, "emr", target, {"command": command})
+    request = kit.planned(target, {"command": kit.sleeper})
     job_id = EmrSteps(emr).dispatch(request).job_id
     kit.pump_until(player.poll, lambda: states(context) == ["RUNNING"], timeout=2)
     pgid = runner.pid_of(f"emr:{job_id}")
@@ -176,12 +165,11 @@ def test_a_skydag_named_step_without_a_try_is_left_to_moto(
     kit: Any,
     player: EmrPlayer,
     emr: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(emr_player, "PLAN_GRACE_SECONDS", 0.0)
+    player.claim_grace = 0.0  # no try has the step: let go at once
     target = {"cluster_id": CLUSTER_ID, "step": STEP}
     player.ensure_resources(target)
-    request = kit.planned_request(context, "emr", target)
+    request = kit.planned(target)
     context.plans.clear()
     EmrSteps(emr).dispatch(request)
 

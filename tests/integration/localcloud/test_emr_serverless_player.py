@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import gzip
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from skydag import joblogs
 from skydag.engine.models import JobStatus
-from skydag.localcloud.players import emr_serverless as serverless_player
 from skydag.localcloud.players.emr_serverless import EmrServerlessPlayer
 from skydag.localcloud.players.runner import JobRunner
 from skydag.targets.aws.emr_serverless import DETAIL_TYPE, EmrServerlessRuns, parse_event
@@ -19,19 +17,11 @@ from skydag.targets.aws.emr_serverless import DETAIL_TYPE, EmrServerlessRuns, pa
 if TYPE_CHECKING:
     from conftest import RecordingContext
 
+# The player the conftest's ``player`` fixture installs.
+PLAYER = EmrServerlessPlayer
 APPLICATION_ID = "00f1982r1uukb925"
 ROLE = "arn:aws:iam::123456789012:role/etl-emr-serverless"
 DRIVER = {"sparkSubmit": {"entryPoint": "s3://etl-code/extract.py"}}
-
-
-@pytest.fixture
-def player(context: RecordingContext, runner: JobRunner) -> Iterator[EmrServerlessPlayer]:
-    played = EmrServerlessPlayer()
-    played.install(context, runner)
-    try:
-        yield played
-    finally:
-        played.uninstall()
 
 
 @pytest.fixture
@@ -73,9 +63,7 @@ def test_a_run_succeeds_with_canonical_events_and_its_logs_where_configured(
         }
     }
     command = [sys.executable, "-c", "print('wrote 7 files')"]
-    request = kit.planned_request(
-        context, "emr_serverless", target(configuration_overrides=overrides), {"command": command}
-    )
+    request = kit.planned(target(configuration_overrides=overrides), {"command": command})
 
     job_id = EmrServerlessRuns(serverless).dispatch(request).job_id
     assert job_id is not None
@@ -109,7 +97,7 @@ def test_a_failing_run_fails_with_its_exit_code_in_the_state_details(
     context: RecordingContext, kit: Any, player: EmrServerlessPlayer, serverless: Any
 ) -> None:
     command = [sys.executable, "-c", "print('starting'); print('out of memory'); exit(3)"]
-    request = kit.planned_request(context, "emr_serverless", target(), {"command": command})
+    request = kit.planned(target(), {"command": command})
 
     job_id = EmrServerlessRuns(serverless).dispatch(request).job_id
     kit.pump_until(player.poll, lambda: "FAILED" in states(context), timeout=2)
@@ -141,7 +129,7 @@ def test_a_failing_run_fails_with_its_exit_code_in_the_state_details(
 def test_a_stand_in_writes_a_note_as_its_log_and_cannot_be_cancelled_once_ended(
     context: RecordingContext, kit: Any, player: EmrServerlessPlayer, serverless: Any
 ) -> None:
-    request = kit.planned_request(context, "emr_serverless", target(), {"outcome": "success"})
+    request = kit.planned(target(), {"outcome": "success"})
 
     job_id = EmrServerlessRuns(serverless).dispatch(request).job_id
     kit.pump_until(player.poll, lambda: "SUCCESS" in states(context), timeout=2)
@@ -162,8 +150,7 @@ def test_cancel_job_run_cancels_the_run_and_kills_the_process_group(
     serverless: Any,
     runner: JobRunner,
 ) -> None:
-    command = [sys.executable, "-c", "import time; time.sleep(60)"]
-    request = kit.planned_request(context, "emr_serverless", target(), {"command": command})
+    request = kit.planned(target(), {"command": kit.sleeper})
     job_id = EmrServerlessRuns(serverless).dispatch(request).job_id
     kit.pump_until(player.poll, lambda: states(context) == ["RUNNING"], timeout=2)
     pgid = runner.pid_of(f"emr_serverless:{job_id}")
@@ -190,10 +177,9 @@ def test_a_skydag_named_run_without_a_try_ends_as_moto_ends_it(
     kit: Any,
     player: EmrServerlessPlayer,
     serverless: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(serverless_player, "PLAN_GRACE_SECONDS", 0.0)
-    request = kit.planned_request(context, "emr_serverless", target())
+    player.claim_grace = 0.0  # no try has the run: let go at once
+    request = kit.planned(target())
     context.plans.clear()
     job_id = EmrServerlessRuns(serverless).dispatch(request).job_id
     assert job_id is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,17 +22,9 @@ from skydag.targets.aws.stepfunctions import (
 if TYPE_CHECKING:
     from conftest import RecordingContext
 
+# The player the conftest's ``player`` fixture installs.
+PLAYER = StepFunctionsPlayer
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:etl-extract"
-
-
-@pytest.fixture
-def player(context: RecordingContext, runner: JobRunner) -> Iterator[StepFunctionsPlayer]:
-    played = StepFunctionsPlayer()
-    played.install(context, runner)
-    try:
-        yield played
-    finally:
-        played.uninstall()
 
 
 @pytest.fixture
@@ -46,10 +37,8 @@ def statuses(context: RecordingContext) -> list[str]:
     return [event.detail["status"] for event in context.events_of(DETAIL_TYPE)]
 
 
-def dispatch(context: RecordingContext, kit: Any, sfn: Any, local: dict[str, Any] | None) -> Any:
-    request = kit.planned_request(
-        context, "stepfunctions", {"state_machine_arn": MACHINE, "input": {"day": 1}}, local
-    )
+def dispatch(kit: Any, sfn: Any, local: dict[str, Any] | None) -> Any:
+    request = kit.planned({"state_machine_arn": MACHINE, "input": {"day": 1}}, local)
     result = StepFunctionsExecutions(sfn).dispatch(request)
     return request, result.job_id
 
@@ -57,7 +46,7 @@ def dispatch(context: RecordingContext, kit: Any, sfn: Any, local: dict[str, Any
 def test_a_stand_in_succeeds_with_its_output_in_the_event_and_the_execution(
     context: RecordingContext, kit: Any, player: StepFunctionsPlayer, sfn: Any
 ) -> None:
-    request, job_id = dispatch(context, kit, sfn, {"outcome": "success", "output": {"a": 1}})
+    request, job_id = dispatch(kit, sfn, {"outcome": "success", "output": {"a": 1}})
 
     kit.pump_until(player.poll, lambda: "SUCCEEDED" in statuses(context), timeout=2)
 
@@ -92,7 +81,7 @@ def test_a_failing_command_fails_the_execution_with_its_exit_code_and_last_line(
     context: RecordingContext, kit: Any, player: StepFunctionsPlayer, sfn: Any
 ) -> None:
     command = [sys.executable, "-c", "print('loading'); print('table locked'); exit(3)"]
-    request, job_id = dispatch(context, kit, sfn, {"command": command})
+    request, job_id = dispatch(kit, sfn, {"command": command})
 
     kit.pump_until(player.poll, lambda: "FAILED" in statuses(context), timeout=2)
 
@@ -115,8 +104,7 @@ def test_a_failing_command_fails_the_execution_with_its_exit_code_and_last_line(
 def test_cancel_aborts_the_execution_and_kills_the_process_group(
     context: RecordingContext, kit: Any, player: StepFunctionsPlayer, sfn: Any, runner: JobRunner
 ) -> None:
-    command = [sys.executable, "-c", "import time; time.sleep(60)"]
-    request, job_id = dispatch(context, kit, sfn, {"command": command})
+    request, job_id = dispatch(kit, sfn, {"command": kit.sleeper})
     kit.pump_until(player.poll, lambda: statuses(context) == ["RUNNING"], timeout=2)
     pgid = runner.pid_of(f"stepfunctions:{job_id}")
     assert pgid is not None

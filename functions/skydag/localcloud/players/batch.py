@@ -12,17 +12,27 @@ A held job no try claims is handed back to moto's own behaviour.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from skydag import joblogs
+from skydag.localcloud.players._common import (
+    MAX_STAND_IN_REVISION,
+    STAND_IN_IMAGE,
+    HeldJobsPlayer,
+    Stop,
+    ensure_role,
+    numbers,
+    output_text,
+    rendered,
+    split_revision,
+    write_local_log,
+)
 from skydag.localcloud.players.base import JobExit, LocalPlan, PlayerContext
 from skydag.localcloud.players.runner import output_tail
 from skydag.targets.aws.batch import DETAIL_TYPE, SOURCE
@@ -31,26 +41,14 @@ from skydag.targets.base import token_from_name
 KIND = "batch"
 # What AWS Batch says of a job whose container ran to an exit, successful or not.
 CONTAINER_EXITED = "Essential container in task exited"
-# ``name:N`` in a target makes the stand-in register revisions 1..N: bounded, since every
-# revision is one more job definition in the emulator.
-MAX_STAND_IN_REVISION = 100
-STAND_IN_IMAGE = "public.ecr.aws/amazonlinux/amazonlinux:latest"
 STAND_IN_COMPUTE_ENVIRONMENT = "skydag-local"
 STAND_IN_SERVICE_ROLE = "skydag-local-batch-service"
-# A job's own log stream holds at most this much of its output (CloudWatch Logs' request
-# limit is 1 MB); the local file keeps all of it.
-MAX_LOG_BYTES = 256 * 1024
-
-# A job whose token no try claims is handed back to moto after this long: the try's row
-# may not be readable yet when the job's first poll comes.
-CLAIM_GRACE_SECONDS = 1.0
 
 # The attribute on a played moto Job holding what the player adds to DescribeJobs.
 _EXTRA = "_skydag_detail"
 # Statuses in which TerminateJob, and CancelJob, no longer do anything.
 _FINISHED = frozenset({"SUCCEEDED", "FAILED"})
 _STARTED = frozenset({"STARTING", "RUNNING", *_FINISHED})
-_ABSENT = object()
 
 
 @dataclass
@@ -62,12 +60,17 @@ class _Held:
     release: Callable[[], None]
     held_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def job_id(self) -> str:
+        return str(self.job.job_id)
+
+    @property
+    def token(self) -> str | None:
+        return token_from_name(self.job.job_name)
+
 
 @dataclass
-class _Stop:
-    job_id: str
-    reason: str
-    backend: Any
+class _Stop(Stop):
     # CancelJob (before the job started) rather than TerminateJob.
     cancelled: bool = False
 
@@ -99,45 +102,18 @@ class _Played:
         )
 
 
-class _Patches:
-    """Class attributes replaced on moto, and how to put the originals back."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[type, str, Any]] = []
-
-    def replace(self, owner: type, name: str, value: Any) -> None:
-        self._saved.append((owner, name, owner.__dict__.get(name, _ABSENT)))
-        setattr(owner, name, value)
-
-    def restore(self) -> None:
-        while self._saved:
-            owner, name, original = self._saved.pop()
-            if original is _ABSENT:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-
-
-class BatchPlayer:
+class BatchPlayer(HeldJobsPlayer[_Held, _Stop, _Played]):
     """Plays AWS Batch for the local cloud (see the module docstring)."""
 
     kind = KIND
+    title = "the Batch player"
 
-    def __init__(self, *, claim_grace: float = CLAIM_GRACE_SECONDS) -> None:
-        self._claim_grace = claim_grace
-        self._context: PlayerContext | None = None
-        self._runner: Any = None
-        self._patches = _Patches()
-        self._lock = threading.Lock()
-        # Filled on moto's request threads, drained by poll(). _mine: the jobs the player
-        # holds or played (not those it handed back to moto).
+    def __init__(self, *, claim_grace: float | None = None) -> None:
+        super().__init__(claim_grace=claim_grace)
+        # Filled on moto's request threads. _mine: the jobs the player holds or played (not
+        # those it handed back to moto).
         self._mine: set[str] = set()
-        self._submitted: list[_Held] = []
         self._children: dict[str, list[_Held]] = {}
-        self._stops: list[_Stop] = []
-        self._exits: list[tuple[str, JobExit]] = []
-        # poll()'s own.
-        self._played: dict[str, _Played] = {}
 
     # --- install ----------------------------------------------------------------------------
 
@@ -145,7 +121,7 @@ class BatchPlayer:
         from moto.batch.models import BatchBackend, Job
         from moto.batch_simple.models import BatchSimpleBackend
 
-        self._context, self._runner = context, runner
+        self._attach(context, runner)
         mark_finished = BatchSimpleBackend._mark_job_as_finished
         run = Job.run
         describe = Job.describe
@@ -158,14 +134,16 @@ class BatchPlayer:
                 return
             # Listed and described as moto's own mark does, but left SUBMITTED.
             backend.backend._jobs[job.job_id] = job
-            self._hold(job, lambda: mark_finished(backend, include_start_attempt, job))
+            self._hold_job(job, lambda: mark_finished(backend, include_start_attempt, job))
 
         def run_job(job: Any) -> None:
             # With Docker: the job's thread. An array's children run as moto runs them.
             if token_from_name(job.job_name) is None or _is_array_child(job):
                 run(job)
                 return
-            self._hold(job, lambda: threading.Thread(target=run, args=(job,), daemon=True).start())
+            self._hold_job(
+                job, lambda: threading.Thread(target=run, args=(job,), daemon=True).start()
+            )
 
         def describe_job(job: Any) -> dict[str, Any]:
             result: dict[str, Any] = describe(job)
@@ -197,12 +175,9 @@ class BatchPlayer:
 
         return stop_job_for_tries
 
-    def uninstall(self) -> None:
-        self._patches.restore()
-
     # --- on moto's request threads: record only -----------------------------------------
 
-    def _hold(self, job: Any, release: Callable[[], None]) -> None:
+    def _hold_job(self, job: Any, release: Callable[[], None]) -> None:
         held = _Held(job, release)
         with self._lock:
             self._mine.add(job.job_id)
@@ -210,60 +185,16 @@ class BatchPlayer:
                 # Children are submitted before their parent; they end with it.
                 self._children.setdefault(job.job_id.split(":")[0], []).append(held)
             else:
-                self._submitted.append(held)
+                self._pending.append(held)
 
     def _holds(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._mine
 
-    def _request_stop(self, stop: _Stop) -> None:
-        with self._lock:
-            self._stops.append(stop)
-
-    def _on_exit(self, job_id: str) -> Callable[[JobExit], None]:
-        def record(exit_: JobExit) -> None:
-            with self._lock:
-                self._exits.append((job_id, exit_))
-
-        return record
-
     # --- poll ---------------------------------------------------------------------------
 
-    def poll(self) -> int:
-        with self._lock:
-            submitted, self._submitted = self._submitted, []
-            stops, self._stops = self._stops, []
-        stop_for = {stop.job_id: stop for stop in stops}
-        done = 0
-        for held in submitted:
-            done += self._start(held, stop_for.pop(held.job.job_id, None))
-        for stop in stop_for.values():
-            done += self._stop(stop)
-        self._runner.poll()
-        with self._lock:
-            exits, self._exits = self._exits, []
-        for job_id, exit_ in exits:
-            played = self._played.pop(job_id, None)
-            if played is not None:
-                self._end(played, exit_)
-                done += 1
-        return done
-
-    def _start(self, held: _Held, stop: _Stop | None) -> int:
-        context = self._require_context()
+    def _play(self, held: _Held, plan: LocalPlan, stop: _Stop | None) -> int:
         job = held.job
-        token = token_from_name(job.job_name)
-        plan = context.plan_for(KIND, token) if token else None
-        if plan is None and time.monotonic() - held.held_at < self._claim_grace:
-            with self._lock:  # asked again on the next poll
-                self._submitted.append(held)
-                self._stops.extend([stop] if stop else [])
-            return 0
-        if plan is None:
-            self._release(held)
-            if stop is not None:
-                self._stop(stop)  # moto's own stop, now that the job is moto's
-            return 0
         played = _Played(job, plan)
         if stop is not None:
             # Stopped before it started: it never runs, as on AWS.
@@ -277,12 +208,11 @@ class BatchPlayer:
         job.status = "RUNNING"
         self._played[job.job_id] = played
         self._put(played, now)
-        context.say(
-            KIND,
+        self._say(
             f"{job.job_name} RUNNING (job {job.job_id}; log {joblogs.BATCH_LOG_GROUP} "
-            f"{played.log_stream})",
+            f"{played.log_stream})"
         )
-        self._runner.start(_key(job.job_id), plan, self._on_exit(job.job_id))
+        self._run(job.job_id, plan)
         return 1
 
     def _release(self, held: _Held) -> None:
@@ -308,7 +238,7 @@ class BatchPlayer:
             return 0
         if stop.cancelled or played.stop is not None:
             return 0  # CancelJob on a started job, or a second terminate: nothing to do
-        if not self._runner.stop(_key(stop.job_id), stop.reason):
+        if not self.runner.stop(self._key(stop.job_id), stop.reason):
             return 0  # it exited on its own meanwhile: that exit stands
         played.stop = stop
         return 1
@@ -318,7 +248,6 @@ class BatchPlayer:
     def _end(self, played: _Played, exit_: JobExit | None) -> None:
         """SUCCEEDED or FAILED in moto, the logs, the event; ``exit_`` None: the job was
         stopped before it started."""
-        context = self._require_context()
         job = played.job
         code = exit_.exit_code if exit_ else None
         ended = (exit_.ended_at if exit_ else None) or datetime.now(UTC)
@@ -351,9 +280,7 @@ class BatchPlayer:
         if exit_ is not None:
             self._write_logs(played, exit_)
         self._put(played, ended)
-        context.say(
-            KIND, _summary(played, status, reason=reason, code=code, tail=tail, exit_=exit_)
-        )
+        self._say(_summary(played, status, reason=reason, code=code, tail=tail, exit_=exit_))
 
     def _end_children(self, job: Any, status: str, ended: datetime) -> None:
         with self._lock:
@@ -367,28 +294,25 @@ class BatchPlayer:
             child.job.status = status
 
     def _write_logs(self, played: _Played, exit_: JobExit) -> None:
-        context = self._require_context()
-        text = _output_text(exit_)
-        who = played.plan.identity
-        stream = joblogs.local_stream(who.dag_id, who.run_id, who.task_id, who.try_number)
-        context.write_log(joblogs.LOCAL_LOG_GROUP, stream, text)
-        context.write_log(joblogs.BATCH_LOG_GROUP, played.log_stream, text)
+        text = output_text(exit_)
+        write_local_log(self.context, played.plan, text)
+        self.context.write_log(joblogs.BATCH_LOG_GROUP, played.log_stream, text)
 
     def _put(self, played: _Played, at: datetime) -> None:
         job = played.job
         detail = job.describe()
         # Batch's events carry the job's ARN among its tags.
         detail["tags"] = {"resourceArn": job.arn, **(detail.get("tags") or {})}
-        self._require_context().put_event(SOURCE, DETAIL_TYPE, detail, resources=[job.arn], time=at)
+        self.context.put_event(SOURCE, DETAIL_TYPE, detail, resources=[job.arn], time=at)
 
     # --- stand-ins ----------------------------------------------------------------------
 
     def ensure_resources(self, target: Mapping[str, Any]) -> list[str]:
         created: list[str] = []
-        queue = _plain(target.get("job_queue"))
+        queue = rendered(target.get("job_queue"))
         if queue is not None:
             created += self._ensure_queue(queue)
-        definition = _plain(target.get("job_definition"))
+        definition = rendered(target.get("job_definition"))
         if definition is not None:
             created += self._ensure_definition(definition)
         return created
@@ -416,7 +340,13 @@ class BatchPlayer:
         )["computeEnvironments"]
         if found:
             return str(found[0]["computeEnvironmentArn"])
-        role = self._ensure_service_role(created)
+        role = ensure_role(
+            self.context,
+            STAND_IN_SERVICE_ROLE,
+            "batch.amazonaws.com",
+            "Batch service role",
+            created,
+        )
         # UNMANAGED: moto starts no EC2 instances for it, and needs no Docker.
         arn = batch.create_compute_environment(
             computeEnvironmentName=STAND_IN_COMPUTE_ENVIRONMENT,
@@ -427,27 +357,15 @@ class BatchPlayer:
         created.append(f"batch compute environment {STAND_IN_COMPUTE_ENVIRONMENT} (unmanaged)")
         return str(arn)
 
-    def _ensure_service_role(self, created: list[str]) -> str:
-        iam = self._client("iam")
-        with contextlib.suppress(iam.exceptions.NoSuchEntityException):
-            return str(iam.get_role(RoleName=STAND_IN_SERVICE_ROLE)["Role"]["Arn"])
-        trust = (
-            '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":'
-            '{"Service":"batch.amazonaws.com"},"Action":"sts:AssumeRole"}]}'
-        )
-        role = iam.create_role(RoleName=STAND_IN_SERVICE_ROLE, AssumeRolePolicyDocument=trust)
-        created.append(f"iam role {STAND_IN_SERVICE_ROLE} (Batch service role)")
-        return str(role["Role"]["Arn"])
-
     def _ensure_definition(self, definition: str) -> list[str]:
-        name, revision = _name_and_revision(definition.rsplit("/", 1)[-1])
+        name, revision = split_revision(definition.rsplit("/", 1)[-1])
         wanted = revision or 1
         if wanted > MAX_STAND_IN_REVISION:
             line = (
                 f"batch job definition {name}:{wanted} not created: stand-ins register "
                 f"revisions up to {MAX_STAND_IN_REVISION} only"
             )
-            self._require_context().say(KIND, line)
+            self._say(line)
             return [line]
         batch = self._client("batch")
         existing = batch.describe_job_definitions(jobDefinitionName=name)["jobDefinitions"]
@@ -466,32 +384,7 @@ class BatchPlayer:
             batch.register_job_definition(
                 jobDefinitionName=name, type="container", containerProperties=properties
             )
-        revisions = f"{have + 1}" if wanted == have + 1 else f"{have + 1}-{wanted}"
-        return [f"batch job definition {name} (revision {revisions})"]
-
-    # --- helpers ------------------------------------------------------------------------
-
-    def _require_context(self) -> PlayerContext:
-        if self._context is None:
-            raise RuntimeError("the Batch player is not installed")
-        return self._context
-
-    def _client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        context = self._require_context()
-        return boto3.client(
-            service,
-            region_name=context.region,
-            endpoint_url=context.endpoint_url,
-            config=Config(account_id_endpoint_mode="disabled"),
-        )
-
-
-def _key(job_id: str) -> str:
-    """The job's key in the runner every player shares."""
-    return f"{KIND}:{job_id}"
+        return [f"batch job definition {name} (revision {numbers(have + 1, wanted)})"]
 
 
 def _is_array_child(job: Any) -> bool:
@@ -559,36 +452,6 @@ def _merge(result: dict[str, Any], extra: Mapping[str, Any]) -> None:
         # moto appends AWS_BATCH_JOB_ID to the job's overrides on every describe.
         unique = {v.get("name"): v for v in reversed(container["environment"])}
         container["environment"] = list(reversed(unique.values()))
-
-
-def _name_and_revision(value: str) -> tuple[str, int | None]:
-    name, _, revision = value.partition(":")
-    return name, int(revision) if revision.isdigit() else None
-
-
-def _plain(value: Any) -> str | None:
-    """A target value the stand-ins can use: set and fully rendered."""
-    if value is None or value == "":
-        return None
-    text = str(value)
-    return None if "{{" in text else text
-
-
-def _output_text(exit_: JobExit) -> str:
-    """The job's captured output for its log streams (a stand-in's: one line saying so)."""
-    if exit_.log_path is None or not Path(exit_.log_path).exists():
-        seconds = 0.0
-        if exit_.started_at and exit_.ended_at:
-            seconds = (exit_.ended_at - exit_.started_at).total_seconds()
-        return f"stand-in: exited {exit_.exit_code} after {seconds:.1f} s"
-    with Path(exit_.log_path).open("rb") as stream:
-        stream.seek(0, 2)
-        size = stream.tell()
-        stream.seek(max(0, size - MAX_LOG_BYTES))
-        text = stream.read().decode("utf-8", "replace")
-    if size > MAX_LOG_BYTES:
-        text = f"[first {size - MAX_LOG_BYTES} bytes left out; all of it: {exit_.log_path}]\n{text}"
-    return text if text.strip() else "(no output)"
 
 
 def _summary(

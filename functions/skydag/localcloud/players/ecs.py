@@ -15,16 +15,25 @@ import contextlib
 import hashlib
 import json
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from skydag import joblogs
+from skydag.localcloud.players._common import (
+    MAX_STAND_IN_REVISION,
+    STAND_IN_IMAGE,
+    HeldJobsPlayer,
+    Stop,
+    iso_milliseconds,
+    numbers,
+    output_text,
+    rendered,
+    split_revision,
+    write_local_log,
+)
 from skydag.localcloud.players.base import JobExit, LocalPlan, PlayerContext
 from skydag.localcloud.players.runner import output_tail
 from skydag.targets.aws.ecs import DETAIL_TYPE, SOURCE, USER_INITIATED
@@ -39,21 +48,12 @@ STOPPED_BY_USER = "Task stopped by user"
 SIGTERM_EXIT = 143
 FARGATE_PROVIDERS = frozenset({"FARGATE", "FARGATE_SPOT"})
 FARGATE_PLATFORM = "1.4.0"
-# ``family:N`` in a target makes the stand-in register revisions 1..N: bounded.
-MAX_STAND_IN_REVISION = 100
-STAND_IN_IMAGE = "public.ecr.aws/amazonlinux/amazonlinux:latest"
 STAND_IN_LOG_PREFIX = "skydag"
 # moto places EC2 tasks only on a registered container instance with room for them; the
 # stand-in instance has room for any number of played tasks.
 STAND_IN_AMI = "ami-03cf127a"  # one of moto's built-in AMIs
 AMPLE_CPU_UNITS = 1024 * 1024
 AMPLE_MEMORY_MIB = 4 * 1024 * 1024
-# A task's log streams hold at most this much of its output; the local file keeps all.
-MAX_LOG_BYTES = 256 * 1024
-# A job whose token no try claims is handed back to moto after this long: the try's row
-# may not be readable yet when the job's first poll comes.
-CLAIM_GRACE_SECONDS = 1.0
-_ABSENT = object()
 
 
 @dataclass
@@ -66,12 +66,19 @@ class _Held:
     transitions: list[tuple[str | None, str]]
     held_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def job_id(self) -> str:
+        return str(self.task.task_arn)
+
+    @property
+    def token(self) -> str | None:
+        return token_from_name(self.task.started_by)
+
 
 @dataclass
-class _Stop:
-    task_arn: str
-    reason: str
-    backend: Any
+class _Stop(Stop):
+    """A StopTask; ``job_id`` is the task's ARN."""
+
     cluster: str
 
 
@@ -88,57 +95,27 @@ class _Played:
     def fargate(self) -> bool:
         return self.task.container_instance_arn is None
 
-    @property
-    def key(self) -> str:
-        return _key(self.task.task_arn)
 
-
-class _Patches:
-    """Class attributes replaced on moto, and how to put the originals back."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[type, str, Any]] = []
-
-    def replace(self, owner: type, name: str, value: Any) -> None:
-        self._saved.append((owner, name, owner.__dict__.get(name, _ABSENT)))
-        setattr(owner, name, value)
-
-    def restore(self) -> None:
-        while self._saved:
-            owner, name, original = self._saved.pop()
-            if original is _ABSENT:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-
-
-class EcsPlayer:
-    """Plays Amazon ECS for the local cloud (see the module docstring)."""
+class EcsPlayer(HeldJobsPlayer[_Held, _Stop, _Played]):
+    """Plays Amazon ECS for the local cloud (see the module docstring); its jobs' ids are
+    their task ARNs."""
 
     kind = KIND
+    title = "the ECS player"
 
-    def __init__(self, *, claim_grace: float = CLAIM_GRACE_SECONDS) -> None:
-        self._claim_grace = claim_grace
-        self._context: PlayerContext | None = None
-        self._runner: Any = None
+    def __init__(self, *, claim_grace: float | None = None) -> None:
+        super().__init__(claim_grace=claim_grace)
         self._moto_stop_task: Callable[..., Any] | None = None
-        self._patches = _Patches()
-        self._lock = threading.Lock()
-        # Filled on moto's request threads, drained by poll(). _held: the tasks the player
-        # holds or played (not those it handed back to moto), by task id.
+        # Filled on moto's request threads. _held: the tasks the player holds or played (not
+        # those it handed back to moto), by task id.
         self._held: dict[str, _Held] = {}
-        self._started: list[_Held] = []
-        self._stops: list[_Stop] = []
-        self._exits: list[tuple[str, JobExit]] = []
-        # poll()'s own, keyed by task ARN.
-        self._played: dict[str, _Played] = {}
 
     # --- install ----------------------------------------------------------------------------
 
     def install(self, context: PlayerContext, runner: Any) -> None:
         from moto.ecs.models import EC2ContainerServiceBackend
 
-        self._context, self._runner = context, runner
+        self._attach(context, runner)
         run_task = EC2ContainerServiceBackend.run_task
         stop_task = EC2ContainerServiceBackend.stop_task
         self._moto_stop_task = stop_task
@@ -147,7 +124,7 @@ class EcsPlayer:
             tasks = run_task(backend, *args, **kwargs)
             for task in tasks:
                 if token_from_name(task.started_by) is not None:
-                    self._hold(task, backend)
+                    self._hold_task(task, backend)
             return tasks
 
         def stop_task_for_tries(backend: Any, cluster_str: str, task_str: str, reason: str) -> Any:
@@ -161,19 +138,15 @@ class EcsPlayer:
             if task.desired_status != "STOPPED":
                 task.desired_status = "STOPPED"
                 stop = _Stop(task.task_arn, reason or STOPPED_BY_USER, backend, cluster_str)
-                with self._lock:
-                    self._stops.append(stop)
+                self._request_stop(stop)
             return task
 
         self._patches.replace(EC2ContainerServiceBackend, "run_task", run_task_for_tries)
         self._patches.replace(EC2ContainerServiceBackend, "stop_task", stop_task_for_tries)
 
-    def uninstall(self) -> None:
-        self._patches.restore()
-
     # --- on moto's request threads: record only -----------------------------------------
 
-    def _hold(self, task: Any, backend: Any) -> None:
+    def _hold_task(self, task: Any, backend: Any) -> None:
         held = _Held(task, backend, task._transitions)
         # No transitions: moto's DescribeTasks no longer walks it towards STOPPED.
         task._transitions = []
@@ -182,56 +155,16 @@ class EcsPlayer:
         task.last_status = "PROVISIONING"
         with self._lock:
             self._held[task.id] = held
-            self._started.append(held)
+            self._pending.append(held)
 
     def _held_task(self, task_id: str) -> _Held | None:
         with self._lock:
             return self._held.get(task_id)
 
-    def _on_exit(self, task_arn: str) -> Callable[[JobExit], None]:
-        def record(exit_: JobExit) -> None:
-            with self._lock:
-                self._exits.append((task_arn, exit_))
-
-        return record
-
     # --- poll ---------------------------------------------------------------------------
 
-    def poll(self) -> int:
-        with self._lock:
-            started, self._started = self._started, []
-            stops, self._stops = self._stops, []
-        stop_for = {stop.task_arn: stop for stop in stops}
-        done = 0
-        for held in started:
-            done += self._start(held, stop_for.pop(held.task.task_arn, None))
-        for stop in stop_for.values():
-            done += self._stop(stop)
-        self._runner.poll()
-        with self._lock:
-            exits, self._exits = self._exits, []
-        for task_arn, exit_ in exits:
-            played = self._played.pop(task_arn, None)
-            if played is not None:
-                self._end(played, exit_)
-                done += 1
-        return done
-
-    def _start(self, held: _Held, stop: _Stop | None) -> int:
-        context = self._require_context()
+    def _play(self, held: _Held, plan: LocalPlan, stop: _Stop | None) -> int:
         task = held.task
-        token = token_from_name(task.started_by)
-        plan = context.plan_for(KIND, token) if token else None
-        if plan is None and time.monotonic() - held.held_at < self._claim_grace:
-            with self._lock:  # asked again on the next poll
-                self._started.append(held)
-                self._stops.extend([stop] if stop else [])
-            return 0
-        if plan is None:
-            self._release(held)
-            if stop is not None:
-                self._stop(stop)  # moto's own stop, now that the job is moto's
-            return 0
         definition = held.backend.describe_task_definition(task.task_definition_arn)
         played = _Played(task, held.backend, definition, plan, _main_container(task, definition))
         _describe_placement(played)
@@ -251,8 +184,8 @@ class EcsPlayer:
         task.last_status = "RUNNING"
         self._played[task.task_arn] = played
         self._put(played, now)
-        context.say(KIND, f"{task.started_by} RUNNING (task {task.task_arn})")
-        self._runner.start(played.key, plan, self._on_exit(task.task_arn))
+        self._say(f"{task.started_by} RUNNING (task {task.task_arn})")
+        self._run(task.task_arn, plan)
         return 1
 
     def _release(self, held: _Held) -> None:
@@ -264,15 +197,15 @@ class EcsPlayer:
         task.last_status = "RUNNING"
 
     def _stop(self, stop: _Stop) -> int:
-        played = self._played.get(stop.task_arn)
-        task_id = stop.task_arn.rsplit("/", 1)[-1]
+        played = self._played.get(stop.job_id)
+        task_id = stop.job_id.rsplit("/", 1)[-1]
         if played is None and self._held_task(task_id) is None and self._moto_stop_task:
             # Handed back to moto meanwhile (not a try's): moto's own StopTask.
-            self._moto_stop_task(stop.backend, stop.cluster, stop.task_arn, stop.reason)
+            self._moto_stop_task(stop.backend, stop.cluster, stop.job_id, stop.reason)
             return 0
         if played is None or played.stop is not None:
             return 0
-        if not self._runner.stop(played.key, stop.reason):
+        if not self.runner.stop(self._key(stop.job_id), stop.reason):
             return 0  # it exited on its own meanwhile: that exit stands
         played.stop = stop
         return 1
@@ -280,7 +213,6 @@ class EcsPlayer:
     # --- the end of a task --------------------------------------------------------------
 
     def _end(self, played: _Played, exit_: JobExit | None) -> None:
-        context = self._require_context()
         task = played.task
         ended = (exit_.ended_at if exit_ else None) or datetime.now(UTC)
         stopped = played.stop.reason if played.stop else (exit_.stopped if exit_ else None)
@@ -307,20 +239,17 @@ class EcsPlayer:
         if exit_ is not None:
             self._write_logs(played, exit_)
         self._put(played, ended)
-        context.say(KIND, _summary(played, exit_, tail))
+        self._say(_summary(played, exit_, tail))
 
     def _write_logs(self, played: _Played, exit_: JobExit) -> None:
-        context = self._require_context()
-        text = _output_text(exit_)
-        who = played.plan.identity
-        stream = joblogs.local_stream(who.dag_id, who.run_id, who.task_id, who.try_number)
-        context.write_log(joblogs.LOCAL_LOG_GROUP, stream, text)
+        text = output_text(exit_)
+        write_local_log(self.context, played.plan, text)
         where = _awslogs(played)
         if where is not None:
-            context.write_log(*where, text)
+            self.context.write_log(*where, text)
 
     def _put(self, played: _Played, at: datetime) -> None:
-        self._require_context().put_event(
+        self.context.put_event(
             SOURCE, DETAIL_TYPE, _detail(played, at), resources=[played.task.task_arn], time=at
         )
 
@@ -328,12 +257,12 @@ class EcsPlayer:
 
     def ensure_resources(self, target: Mapping[str, Any]) -> list[str]:
         created: list[str] = []
-        cluster = _plain(target.get("cluster"))
+        cluster = rendered(target.get("cluster"))
         if cluster is not None:
             created += self._ensure_cluster(cluster, placed_on_instances=_on_instances(target))
-        definition = _plain(target.get("task_definition"))
+        definition = rendered(target.get("task_definition"))
         if definition is not None:
-            created += self._ensure_task_definition(definition, _plain(target.get("container")))
+            created += self._ensure_task_definition(definition, rendered(target.get("container")))
         return created
 
     def _ensure_cluster(self, cluster: str, *, placed_on_instances: bool) -> list[str]:
@@ -354,7 +283,7 @@ class EcsPlayer:
         """An EC2 instance registered in ``cluster`` with room for every played task."""
         from moto.ecs.models import ecs_backends
 
-        context = self._require_context()
+        context = self.context
         instance = self._client("ec2").run_instances(ImageId=STAND_IN_AMI, MinCount=1, MaxCount=1)
         instance_id = instance["Instances"][0]["InstanceId"]
         registered = self._client("ecs").register_container_instance(
@@ -371,18 +300,18 @@ class EcsPlayer:
         return f"ecs container instance {arn} ({instance_id}) in cluster {cluster}"
 
     def _ensure_task_definition(self, definition: str, container: str | None) -> list[str]:
-        family, revision = _family_and_revision(definition.rsplit("/", 1)[-1])
+        family, revision = split_revision(definition.rsplit("/", 1)[-1])
         wanted = revision or 1
         if wanted > MAX_STAND_IN_REVISION:
             line = (
                 f"ecs task definition {family}:{wanted} not created: stand-ins register "
                 f"revisions up to {MAX_STAND_IN_REVISION} only"
             )
-            self._require_context().say(KIND, line)
+            self._say(line)
             return [line]
         ecs = self._client("ecs")
         arns = ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
-        have = max((_family_and_revision(a.rsplit("/", 1)[-1])[1] or 0 for a in arns), default=0)
+        have = max((split_revision(a.rsplit("/", 1)[-1])[1] or 0 for a in arns), default=0)
         if have >= wanted:
             return []
         parameters = self._stand_in_definition(family, container)
@@ -391,7 +320,7 @@ class EcsPlayer:
             parameters = _registrable(latest["taskDefinition"])
         for _ in range(wanted - have):
             ecs.register_task_definition(**parameters)
-        revisions = f"{have + 1}" if wanted == have + 1 else f"{have + 1}-{wanted}"
+        revisions = numbers(have + 1, wanted)
         container_name = parameters["containerDefinitions"][0]["name"]
         return [f"ecs task definition {family} (revision {revisions}; container {container_name})"]
 
@@ -411,37 +340,13 @@ class EcsPlayer:
                         "logDriver": "awslogs",
                         "options": {
                             "awslogs-group": f"/ecs/{family}",
-                            "awslogs-region": self._require_context().region,
+                            "awslogs-region": self.context.region,
                             "awslogs-stream-prefix": STAND_IN_LOG_PREFIX,
                         },
                     },
                 }
             ],
         }
-
-    # --- helpers ------------------------------------------------------------------------
-
-    def _require_context(self) -> PlayerContext:
-        if self._context is None:
-            raise RuntimeError("the ECS player is not installed")
-        return self._context
-
-    def _client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        context = self._require_context()
-        return boto3.client(
-            service,
-            region_name=context.region,
-            endpoint_url=context.endpoint_url,
-            config=Config(account_id_endpoint_mode="disabled"),
-        )
-
-
-def _key(task_arn: str) -> str:
-    """The task's key in the runner every player shares."""
-    return f"{KIND}:{task_arn}"
 
 
 def _definitions(played: _Played) -> list[Mapping[str, Any]]:
@@ -532,9 +437,7 @@ def _awslogs(played: _Played) -> tuple[str, str] | None:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if moment is None else iso_milliseconds(moment)
 
 
 def _detail(played: _Played, at: datetime) -> dict[str, Any]:
@@ -638,36 +541,6 @@ def _on_instances(target: Mapping[str, Any]) -> bool:
     return target.get("launch_type") != "FARGATE" and (
         target.get("capacity_provider") not in FARGATE_PROVIDERS
     )
-
-
-def _family_and_revision(value: str) -> tuple[str, int | None]:
-    family, _, revision = value.partition(":")
-    return family, int(revision) if revision.isdigit() else None
-
-
-def _plain(value: Any) -> str | None:
-    """A target value the stand-ins can use: set and fully rendered."""
-    if value is None or value == "":
-        return None
-    text = str(value)
-    return None if "{{" in text else text
-
-
-def _output_text(exit_: JobExit) -> str:
-    """The task's captured output for its log streams (a stand-in's: one line saying so)."""
-    if exit_.log_path is None or not Path(exit_.log_path).exists():
-        seconds = 0.0
-        if exit_.started_at and exit_.ended_at:
-            seconds = (exit_.ended_at - exit_.started_at).total_seconds()
-        return f"stand-in: exited {exit_.exit_code} after {seconds:.1f} s"
-    with Path(exit_.log_path).open("rb") as stream:
-        stream.seek(0, 2)
-        size = stream.tell()
-        stream.seek(max(0, size - MAX_LOG_BYTES))
-        text = stream.read().decode("utf-8", "replace")
-    if size > MAX_LOG_BYTES:
-        text = f"[first {size - MAX_LOG_BYTES} bytes left out; all of it: {exit_.log_path}]\n{text}"
-    return text if text.strip() else "(no output)"
 
 
 def _summary(played: _Played, exit_: JobExit | None, tail: str) -> str:

@@ -12,30 +12,29 @@ stream.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from skydag import joblogs
+from skydag.localcloud.players._common import (
+    TrackedJobsPlayer,
+    exit_reason,
+    naive_utc,
+    output_text,
+    rendered,
+    write_local_log,
+)
 from skydag.localcloud.players.base import JobExit, LocalPlan, PlayerContext
-from skydag.localcloud.players.runner import JobRunner, output_tail
 from skydag.targets.aws.emr_serverless import DETAIL_TYPE, SOURCE
 from skydag.targets.base import token_from_name
 
 KIND = "emr_serverless"
 # The most of a job's output its log streams get (all of it stays in its file).
 MAX_LOG_BYTES = 1_000_000
-# How long a run named like skydag's waits for its try to be found; then it is left to
-# moto, as any other run (which ends it with SUCCESS).
-PLAN_GRACE_SECONDS = 2.0
 # Where EMR Serverless sends a run's logs when its CloudWatch logging names no group.
 DEFAULT_LOG_GROUP = "/aws/emr-serverless"
 STAND_IN_RELEASE = "emr-7.5.0"
@@ -61,33 +60,24 @@ class _Tracked:
     def job_id(self) -> str:
         return f"{self.run.application_id}/{self.run.id}"
 
+    @property
+    def name(self) -> str:
+        return str(self.run.name)
 
-class EmrServerlessPlayer:
-    """Plays the job runs of the EMR Serverless applications in moto."""
+
+class EmrServerlessPlayer(TrackedJobsPlayer[_Tracked]):
+    """Plays the job runs of the EMR Serverless applications in moto; its jobs' ids are
+    ``<application id>/<run id>``. Its lock also guards the played runs' state."""
 
     kind = KIND
-
-    def __init__(self) -> None:
-        self._context: PlayerContext | None = None
-        self._runner: JobRunner | None = None
-        self._originals: list[tuple[type, str, Any]] = []
-        # Guards everything below and the played runs' state: moto's request threads
-        # record, poll() consumes.
-        self._lock = threading.Lock()
-        self._tracked: dict[str, _Tracked] = {}
-        self._stops: list[tuple[str, str]] = []
-        self._exits: list[tuple[str, JobExit]] = []
-        self._buckets: set[str] = set()
+    title = "the EMR Serverless player"
 
     # --- installing ---------------------------------------------------------------------
 
     def install(self, context: PlayerContext, runner: Any) -> None:
         from moto.emrserverless.models import EMRServerlessBackend
 
-        if self._originals:
-            raise RuntimeError("the EMR Serverless player is installed already")
-        self._context = context
-        self._runner = runner
+        self._attach(context, runner)
         start_original = EMRServerlessBackend.start_job_run
         cancel_original = EMRServerlessBackend.cancel_job_run
         player = self
@@ -102,21 +92,8 @@ class EmrServerlessPlayer:
                 return application_id, job_run_id
             return cancel_original(backend, application_id, job_run_id)
 
-        self._patch(EMRServerlessBackend, "start_job_run", start_job_run)
-        self._patch(EMRServerlessBackend, "cancel_job_run", cancel_job_run)
-
-    def uninstall(self) -> None:
-        for owner, name, original in reversed(self._originals):
-            setattr(owner, name, original)
-        self._originals.clear()
-        with self._lock:
-            self._tracked.clear()
-            self._stops.clear()
-            self._exits.clear()
-
-    def _patch(self, owner: type, name: str, replacement: Any) -> None:
-        self._originals.append((owner, name, owner.__dict__[name]))
-        setattr(owner, name, replacement)
+        self._patches.replace(EMRServerlessBackend, "start_job_run", start_job_run)
+        self._patches.replace(EMRServerlessBackend, "cancel_job_run", cancel_job_run)
 
     # --- moto's request threads: record only ----------------------------------------------
 
@@ -125,7 +102,7 @@ class EmrServerlessPlayer:
             return
         # Before StartJobRun answers: no GetJobRun may see moto's instant SUCCESS. moto
         # also dates runs at midnight; AWS dates them when they are created.
-        now = _naive_utc(None)
+        now = naive_utc(None)
         with self._lock:
             run.created_at = run.updated_at = now
             run.state = "SUBMITTED"
@@ -147,42 +124,15 @@ class EmrServerlessPlayer:
                     f"Job run {run.id} is in state {run.state} and cannot be cancelled"
                 )
             if run.state != "CANCELLING":
-                run.updated_at = _naive_utc(None)
+                run.updated_at = naive_utc(None)
                 run.state = "CANCELLING"
                 self._stops.append((job_id, "CancelJobRun"))
             return True
 
-    def _exited(self, job_id: str, exit: JobExit) -> None:
-        with self._lock:
-            self._exits.append((job_id, exit))
-
     # --- the player's thread ------------------------------------------------------------
 
-    def poll(self) -> int:
-        context, runner = self._attached()
-        with self._lock:
-            waiting = [tracked for tracked in self._tracked.values() if tracked.plan is None]
-        happened = sum(self._claim(context, runner, tracked) for tracked in waiting)
-        with self._lock:
-            stops, self._stops = self._stops, []
-        for job_id, reason in stops:
-            if runner.stop(_runner_key(job_id), reason):
-                context.say(KIND, f"{job_id} stopping: {reason}")
-                happened += 1
-        runner.poll()
-        with self._lock:
-            exits, self._exits = self._exits, []
-        for job_id, exit in exits:
-            self._finish(context, job_id, exit)
-        return happened + len(exits)
-
-    def _claim(self, context: PlayerContext, runner: JobRunner, tracked: _Tracked) -> int:
+    def _start(self, tracked: _Tracked, plan: LocalPlan) -> int:
         run = tracked.run
-        plan = context.plan_for(KIND, str(token_from_name(run.name)))
-        if plan is None:
-            if time.monotonic() - tracked.seen_at > PLAN_GRACE_SECONDS:
-                self._give_back(tracked)
-            return 0
         with self._lock:
             tracked.plan = plan
             setattr(run, _PLAYED, True)
@@ -193,78 +143,59 @@ class EmrServerlessPlayer:
                 _write_state(run, "CANCELLED")
                 self._tracked.pop(tracked.job_id, None)
             else:
-                run.started_at = _naive_utc(None)  # GetJobRun's startedAt (moto has none)
+                run.started_at = naive_utc(None)  # GetJobRun's startedAt (moto has none)
                 _write_state(run, "RUNNING")
-        self._put(context, tracked)
-        context.say(KIND, f"{run.name} ({tracked.job_id}) {run.state}")
+        self._put(tracked)
+        self._say(f"{run.name} ({tracked.job_id}) {run.state}")
         if not cancelled:
-            job_id = tracked.job_id
-            runner.start(_runner_key(job_id), plan, lambda exit: self._exited(job_id, exit))
+            self._run(tracked.job_id, plan)
         return 1
 
-    def _give_back(self, tracked: _Tracked) -> None:
+    def _let_go(self, tracked: _Tracked) -> None:
         """No try has this run's token: it ends as moto ends any run."""
         with self._lock:
             self._tracked.pop(tracked.job_id, None)
             run = tracked.run
             _write_state(run, "CANCELLED" if run.state == "CANCELLING" else "SUCCESS")
 
-    def _finish(self, context: PlayerContext, job_id: str, exit: JobExit) -> None:
-        with self._lock:
-            tracked = self._tracked.get(job_id)
-        if tracked is None or tracked.plan is None:
-            return
+    def _finish(self, tracked: _Tracked, plan: LocalPlan, exit: JobExit) -> None:
+        text = output_text(exit, max_bytes=MAX_LOG_BYTES, tell_stop=True)
         written = [
-            _write_local_log(context, tracked.plan, exit),
-            *self._write_logs(context, tracked, exit),
+            f"{joblogs.LOCAL_LOG_GROUP} {write_local_log(self.context, plan, text)}",
+            *self._write_logs(tracked, text),
         ]
         run = tracked.run
         with self._lock:
             if run.state in _UNFINISHED:
                 tracked.previous_state = str(run.state)
                 _close(run, exit)
-            self._tracked.pop(job_id, None)
-        self._put(context, tracked, at=exit.ended_at)
-        context.say(KIND, _summary(tracked, exit, written))
+            self._tracked.pop(tracked.job_id, None)
+        self._put(tracked, at=exit.ended_at)
+        self._say(_summary(tracked, exit, written))
 
-    def _write_logs(self, context: PlayerContext, tracked: _Tracked, exit: JobExit) -> list[str]:
+    def _write_logs(self, tracked: _Tracked, text: str) -> list[str]:
         """The run's output where its monitoring configuration sends the driver's stdout."""
         run = tracked.run
         monitoring = (run.configuration_overrides or {}).get("monitoringConfiguration") or {}
         path = f"applications/{run.application_id}/jobs/{run.id}/SPARK_DRIVER/stdout"
-        text = log_text(exit)
         written: list[str] = []
         cloudwatch = monitoring.get("cloudWatchLoggingConfiguration") or {}
         if cloudwatch.get("enabled"):
             group = str(cloudwatch.get("logGroupName") or DEFAULT_LOG_GROUP)
             prefix = str(cloudwatch.get("logStreamNamePrefix") or "").strip("/")
             stream = f"{prefix}/{path}" if prefix else path
-            context.write_log(group, stream, text)
+            self.context.write_log(group, stream, text)
             written.append(f"{group} {stream}")
         log_uri = str((monitoring.get("s3MonitoringConfiguration") or {}).get("logUri") or "")
         if log_uri.startswith("s3://"):
             uri = f"{log_uri.rstrip('/')}/{path}.gz"
-            if self._put_s3(context, uri, gzip.compress(text.encode("utf-8"))):
+            body = gzip.compress(text.encode("utf-8"))
+            if self._put_log_object(uri, body, "the run's log"):
                 written.append(uri)
         return written
 
-    def _put_s3(self, context: PlayerContext, uri: str, body: bytes) -> bool:
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        s3 = _client(context, "s3")
-        try:
-            if bucket not in self._buckets:
-                with contextlib.suppress(
-                    s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists
-                ):
-                    s3.create_bucket(Bucket=bucket)
-                self._buckets.add(bucket)
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-        except (ClientError, BotoCoreError) as error:
-            context.say(KIND, f"cannot write the run's log to {uri}: {error}")
-            return False
-        return True
-
-    def _put(self, context: PlayerContext, tracked: _Tracked, at: datetime | None = None) -> None:
+    def _put(self, tracked: _Tracked, at: datetime | None = None) -> None:
+        context = self.context
         context.put_event(
             SOURCE,
             DETAIL_TYPE,
@@ -273,19 +204,14 @@ class EmrServerlessPlayer:
             time=at,
         )
 
-    def _attached(self) -> tuple[PlayerContext, JobRunner]:
-        if self._context is None or self._runner is None:
-            raise RuntimeError("the EMR Serverless player is not installed")
-        return self._context, self._runner
-
     # --- stand-in resources -------------------------------------------------------------
 
     def ensure_resources(self, target: Mapping[str, Any]) -> list[str]:
         """The application ``application_id`` names, STARTED, with exactly that id."""
         from moto.emrserverless.models import emrserverless_backends
 
-        context, _ = self._attached()
-        application_id = _concrete(target.get("application_id"))
+        context = self.context
+        application_id = rendered(target.get("application_id"))
         if application_id is None:
             return []
         backend = emrserverless_backends[context.account_id][context.region]
@@ -319,7 +245,7 @@ class EmrServerlessPlayer:
 
 
 def _write_state(run: Any, state: str, at: datetime | None = None) -> None:
-    run.updated_at = _naive_utc(at)
+    run.updated_at = naive_utc(at)
     run.state = state
 
 
@@ -339,15 +265,13 @@ def _close(run: Any, exit: JobExit) -> None:
         run.total_execution_duration_seconds = int(
             (exit.ended_at - exit.started_at).total_seconds()
         )
-    run.ended_at = _naive_utc(exit.ended_at)  # GetJobRun's endedAt (moto has none)
+    run.ended_at = naive_utc(exit.ended_at)  # GetJobRun's endedAt (moto has none)
     _write_state(run, state, exit.ended_at)
 
 
 def state_details(exit: JobExit) -> str:
     """A failed run's stateDetails: the exit code and the output's last line."""
-    tail = output_tail(exit.log_path)
-    details = f"Job failed: the local job exited with code {exit.exit_code}"
-    return (f"{details}: {tail}" if tail else details)[:_MAX_STATE_DETAILS]
+    return f"Job failed: {exit_reason(exit)}"[:_MAX_STATE_DETAILS]
 
 
 def event_detail(run: Any, previous_state: str, account_id: str) -> dict[str, Any]:
@@ -383,63 +307,6 @@ def _summary(tracked: _Tracked, exit: JobExit, written: list[str]) -> str:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _runner_key(job_id: str) -> str:
-    # The runner is shared by every player: its keys carry the kind.
-    return f"{KIND}:{job_id}"
-
-
-def _write_local_log(context: PlayerContext, plan: LocalPlan, exit: JobExit) -> str:
-    """The try's output (or a note on the stand-in) in the local cloud's own stream."""
-    who = plan.identity
-    stream = joblogs.local_stream(who.dag_id, who.run_id, who.task_id, who.try_number)
-    context.write_log(joblogs.LOCAL_LOG_GROUP, stream, log_text(exit))
-    return f"{joblogs.LOCAL_LOG_GROUP} {stream}"
-
-
-def log_text(exit: JobExit) -> str:
-    """The job's captured output for its log streams (a stand-in's: one line saying so)."""
-    if exit.log_path is None or not exit.log_path.exists():
-        seconds = 0.0
-        if exit.started_at is not None and exit.ended_at is not None:
-            seconds = (exit.ended_at - exit.started_at).total_seconds()
-        note = f"stand-in: exited {exit.exit_code} after {seconds:.1f} s"
-        return f"{note} (stopped: {exit.stopped})" if exit.stopped else note
-    with exit.log_path.open("rb") as stream:
-        stream.seek(0, os.SEEK_END)
-        size = stream.tell()
-        stream.seek(max(0, size - MAX_LOG_BYTES))
-        text = stream.read().decode("utf-8", "replace")
-    if size > MAX_LOG_BYTES:
-        left_out = f"[first {size - MAX_LOG_BYTES} bytes left out; all of it: {exit.log_path}]"
-        text = f"{left_out}\n{text}"
-    return text if text.strip() else "(no output)"
-
-
-def _concrete(value: Any) -> str | None:
-    """A target value ensure_resources can act on (not missing, not an unrendered template)."""
-    if value is None or "{{" in str(value):
-        return None
-    return str(value) or None
-
-
-def _client(context: PlayerContext, service: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        service,
-        region_name=context.region,
-        endpoint_url=context.endpoint_url,
-        config=Config(account_id_endpoint_mode="disabled"),
-    )
-
-
-def _naive_utc(moment: datetime | None) -> datetime:
-    """moto keeps naive UTC datetimes."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _iso(moment: datetime) -> str:

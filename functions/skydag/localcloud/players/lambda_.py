@@ -17,18 +17,27 @@ from __future__ import annotations
 import io
 import json
 import math
-import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from skydag import joblogs
+from skydag.localcloud.players._common import (
+    MAX_STAND_IN_REVISION,
+    HeldJobsPlayer,
+    Stop,
+    ensure_role,
+    iso_milliseconds,
+    numbers,
+    output_text,
+    rendered,
+    write_local_log,
+)
 from skydag.localcloud.players.base import JobExit, LocalPlan, PlayerContext
 from skydag.localcloud.players.runner import output_tail
 from skydag.targets.aws.lambda_ import FAILURE, SOURCE, SUCCESS
@@ -40,16 +49,8 @@ EXIT_ERROR = "Runtime.ExitError"
 STAND_IN_ROLE = "skydag-local-lambda"
 STAND_IN_RUNTIME = "python3.12"
 STAND_IN_HANDLER = "index.handler"
-# ``qualifier: N`` makes the stand-in publish versions 1..N: bounded.
-MAX_STAND_IN_VERSION = 100
-# A function's log stream holds at most this much of an invocation's output.
-MAX_LOG_BYTES = 256 * 1024
 # How the invoke wrapper hands the request id it chose to the response (never sent).
 _REQUEST_ID_HEADER = "x-skydag-request-id"
-# An invocation whose token no try claims is dropped after this long: the try's row
-# may not be readable yet when the invocation's first poll comes.
-CLAIM_GRACE_SECONDS = 1.0
-_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,11 @@ class _Invocation:
     qualifier: str
     version: str
     memory_mb: int
-    invoked_at: float = field(default_factory=time.monotonic)
+    held_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def job_id(self) -> str:
+        return self.request_id
 
     @property
     def invoked_arn(self) -> str:
@@ -78,49 +83,21 @@ class _Played:
     plan: LocalPlan
 
 
-class _Patches:
-    """Class attributes replaced on moto, and how to put the originals back."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[type, str, Any]] = []
-
-    def replace(self, owner: type, name: str, value: Any) -> None:
-        self._saved.append((owner, name, owner.__dict__.get(name, _ABSENT)))
-        setattr(owner, name, value)
-
-    def restore(self) -> None:
-        while self._saved:
-            owner, name, original = self._saved.pop()
-            if original is _ABSENT:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-
-
-class LambdaPlayer:
+class LambdaPlayer(HeldJobsPlayer[_Invocation, Stop, _Played]):
     """Plays AWS Lambda's asynchronous invocations for the local cloud (see the module
-    docstring)."""
+    docstring); its jobs' ids are the invocations' request ids. An invocation cannot be
+    stopped: no stop is ever recorded, and one no try claims is dropped (nothing to hand
+    back to moto)."""
 
     kind = KIND
-
-    def __init__(self, *, claim_grace: float = CLAIM_GRACE_SECONDS) -> None:
-        self._claim_grace = claim_grace
-        self._context: PlayerContext | None = None
-        self._runner: Any = None
-        self._patches = _Patches()
-        self._lock = threading.Lock()
-        # Filled on moto's request threads, drained by poll().
-        self._invoked: list[_Invocation] = []
-        self._exits: list[tuple[str, JobExit]] = []
-        # poll()'s own, keyed by request id.
-        self._played: dict[str, _Played] = {}
+    title = "the Lambda player"
 
     # --- install ----------------------------------------------------------------------------
 
     def install(self, context: PlayerContext, runner: Any) -> None:
         from moto.awslambda.responses import LambdaResponse
 
-        self._context, self._runner = context, runner
+        self._attach(context, runner)
         invoke = LambdaResponse.invoke
         call_action = LambdaResponse.call_action
 
@@ -167,55 +144,19 @@ class LambdaPlayer:
             version=str(function.version),
             memory_mb=int(getattr(function, "memory_size", 128) or 128),
         )
-        with self._lock:
-            self._invoked.append(invocation)
+        self._hold(invocation)
         return invocation
-
-    def uninstall(self) -> None:
-        self._patches.restore()
-
-    def _on_exit(self, request_id: str) -> Callable[[JobExit], None]:
-        def record(exit_: JobExit) -> None:
-            with self._lock:
-                self._exits.append((request_id, exit_))
-
-        return record
 
     # --- poll ---------------------------------------------------------------------------
 
-    def poll(self) -> int:
-        context = self._require_context()
-        with self._lock:
-            invoked, self._invoked = self._invoked, []
-        done = 0
-        for invocation in invoked:
-            plan = context.plan_for(KIND, invocation.token)
-            if plan is None and time.monotonic() - invocation.invoked_at < self._claim_grace:
-                with self._lock:  # asked again on the next poll
-                    self._invoked.append(invocation)
-                continue
-            if plan is None:
-                # Not a try's (a stale token): nothing runs, as nothing would have in moto.
-                continue
-            self._played[invocation.request_id] = _Played(invocation, plan)
-            context.say(
-                KIND, f"{invocation.function_name} invoked (request {invocation.request_id})"
-            )
-            key = f"{KIND}:{invocation.request_id}"
-            self._runner.start(key, plan, self._on_exit(invocation.request_id))
-            done += 1
-        self._runner.poll()
-        with self._lock:
-            exits, self._exits = self._exits, []
-        for request_id, exit_ in exits:
-            played = self._played.pop(request_id, None)
-            if played is not None:
-                self._finish(played, exit_)
-                done += 1
-        return done
+    def _play(self, held: _Invocation, plan: LocalPlan, stop: Stop | None) -> int:
+        self._played[held.request_id] = _Played(held, plan)
+        self._say(f"{held.function_name} invoked (request {held.request_id})")
+        self._run(held.request_id, plan)
+        return 1
 
-    def _finish(self, played: _Played, exit_: JobExit) -> None:
-        context = self._require_context()
+    def _end(self, played: _Played, exit_: JobExit) -> None:
+        context = self.context
         invocation = played.invocation
         ended = exit_.ended_at or datetime.now(UTC)
         succeeded = exit_.exit_code == 0 and exit_.stopped is None
@@ -223,7 +164,7 @@ class LambdaPlayer:
         stream = self._write_logs(played, exit_, error)
         detail = {
             "version": "1.0",
-            "timestamp": _iso(ended),
+            "timestamp": iso_milliseconds(ended),
             "requestContext": {
                 "requestId": invocation.request_id,
                 "functionArn": invocation.invoked_arn,
@@ -263,12 +204,11 @@ class LambdaPlayer:
     ) -> tuple[str, str]:
         """The output in the local stream, and in the function's log group framed as
         Lambda frames an invocation; returns that (group, stream)."""
-        context = self._require_context()
+        context = self.context
         invocation = played.invocation
-        text = _output_text(exit_)
-        who = played.plan.identity
-        local = joblogs.local_stream(who.dag_id, who.run_id, who.task_id, who.try_number)
-        context.write_log(joblogs.LOCAL_LOG_GROUP, local, text)
+        # Without its last newline: the lines below frame the output.
+        text = output_text(exit_).rstrip("\n")
+        write_local_log(context, played.plan, text)
         started = exit_.started_at or datetime.now(UTC)
         ended = exit_.ended_at or started
         milliseconds = (ended - started).total_seconds() * 1000
@@ -290,11 +230,11 @@ class LambdaPlayer:
     # --- stand-ins ----------------------------------------------------------------------
 
     def ensure_resources(self, target: Mapping[str, Any]) -> list[str]:
-        function = _plain(target.get("function_name"))
+        function = rendered(target.get("function_name"))
         if function is None:
             return []
         name, qualifier = _name_and_qualifier(function)
-        qualifier = _plain(target.get("qualifier")) or qualifier
+        qualifier = rendered(target.get("qualifier")) or qualifier
         created = self._ensure_function(name)
         if qualifier and qualifier != LATEST:
             created += self._ensure_qualifier(name, qualifier)
@@ -309,7 +249,9 @@ class LambdaPlayer:
         else:
             return []
         created: list[str] = []
-        role = self._ensure_role(created)
+        role = ensure_role(
+            self.context, STAND_IN_ROLE, "lambda.amazonaws.com", "Lambda execution role", created
+        )
         client.create_function(
             FunctionName=name,
             Runtime=STAND_IN_RUNTIME,
@@ -321,26 +263,6 @@ class LambdaPlayer:
         created.append(f"lambda function {name} ({STAND_IN_RUNTIME} stand-in)")
         return created
 
-    def _ensure_role(self, created: list[str]) -> str:
-        iam = self._client("iam")
-        try:
-            return str(iam.get_role(RoleName=STAND_IN_ROLE)["Role"]["Arn"])
-        except iam.exceptions.NoSuchEntityException:
-            pass
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "lambda.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-        role = iam.create_role(RoleName=STAND_IN_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
-        created.append(f"iam role {STAND_IN_ROLE} (Lambda execution role)")
-        return str(role["Role"]["Arn"])
-
     def _ensure_qualifier(self, name: str, qualifier: str) -> list[str]:
         client = self._client("lambda")
         if not qualifier.isdigit():
@@ -351,12 +273,12 @@ class LambdaPlayer:
                 return [f"lambda alias {name}:{qualifier} (to {LATEST})"]
             return []
         wanted = int(qualifier)
-        if wanted > MAX_STAND_IN_VERSION:
+        if wanted > MAX_STAND_IN_REVISION:
             line = (
                 f"lambda version {name}:{wanted} not created: stand-ins publish versions up "
-                f"to {MAX_STAND_IN_VERSION} only"
+                f"to {MAX_STAND_IN_REVISION} only"
             )
-            self._require_context().say(KIND, line)
+            self._say(line)
             return [line]
         versions = client.list_versions_by_function(FunctionName=name)["Versions"]
         have = max((int(v["Version"]) for v in versions if v["Version"].isdigit()), default=0)
@@ -366,27 +288,7 @@ class LambdaPlayer:
             # Lambda publishes a new version only for changed code.
             client.update_function_code(FunctionName=name, ZipFile=_stand_in_code(number))
             client.publish_version(FunctionName=name)
-        numbers = f"{have + 1}" if wanted == have + 1 else f"{have + 1}-{wanted}"
-        return [f"lambda function {name} (version {numbers})"]
-
-    # --- helpers ------------------------------------------------------------------------
-
-    def _require_context(self) -> PlayerContext:
-        if self._context is None:
-            raise RuntimeError("the Lambda player is not installed")
-        return self._context
-
-    def _client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        context = self._require_context()
-        return boto3.client(
-            service,
-            region_name=context.region,
-            endpoint_url=context.endpoint_url,
-            config=Config(account_id_endpoint_mode="disabled"),
-        )
+        return [f"lambda function {name} (version {numbers(have + 1, wanted)})"]
 
 
 def _try_payload(body: Any, headers: Any) -> tuple[Any, str | None]:
@@ -449,32 +351,3 @@ def _stand_in_code(revision: int) -> bytes:
             "def handler(event, context):\n    return event\n",
         )
     return buffer.getvalue()
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _plain(value: Any) -> str | None:
-    """A target value the stand-ins can use: set and fully rendered."""
-    if value is None or value == "":
-        return None
-    text = str(value)
-    return None if "{{" in text else text
-
-
-def _output_text(exit_: JobExit) -> str:
-    """The invocation's captured output (a stand-in's: one line saying so)."""
-    if exit_.log_path is None or not Path(exit_.log_path).exists():
-        seconds = 0.0
-        if exit_.started_at and exit_.ended_at:
-            seconds = (exit_.ended_at - exit_.started_at).total_seconds()
-        return f"stand-in: exited {exit_.exit_code} after {seconds:.1f} s"
-    with Path(exit_.log_path).open("rb") as stream:
-        stream.seek(0, 2)
-        size = stream.tell()
-        stream.seek(max(0, size - MAX_LOG_BYTES))
-        text = stream.read().decode("utf-8", "replace").rstrip("\n")
-    if size > MAX_LOG_BYTES:
-        text = f"[first {size - MAX_LOG_BYTES} bytes left out; all of it: {exit_.log_path}]\n{text}"
-    return text if text.strip() else "(no output)"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,17 +21,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from skydag import joblogs
+from skydag.localcloud.players._common import (
+    TrackedJobsPlayer,
+    ensure_role,
+    exit_reason,
+    naive_utc,
+    output_text,
+    rendered,
+    write_local_log,
+)
 from skydag.localcloud.players.base import JobExit, LocalPlan, PlayerContext
-from skydag.localcloud.players.runner import JobRunner, output_tail
 from skydag.targets.aws.stepfunctions import DETAIL_TYPE, SOURCE
 from skydag.targets.base import token_from_name
 
 KIND = "stepfunctions"
 # The most of a job's output its log streams get (all of it stays in its file).
 MAX_LOG_BYTES = 1_000_000
-# How long an execution named like skydag's waits for its try to be found; then it is
-# left to moto, as any other execution.
-PLAN_GRACE_SECONDS = 2.0
 # AWS's error for a failed Task state: the played job is the one task of the execution.
 FAILED_ERROR = "States.TaskFailed"
 # An execution whose job the local cloud stopped (not StopExecution): AWS has no such case.
@@ -44,16 +47,6 @@ STAND_IN_DEFINITION = {
     "Comment": "skydag local cloud stand-in: the task's local block runs instead",
     "StartAt": "Done",
     "States": {"Done": {"Type": "Pass", "End": True}},
-}
-_TRUST_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "states.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
 }
 _FINISHED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 # Marks the executions the player runs, on moto's own objects (they outlive the tracking).
@@ -68,21 +61,21 @@ class _Tracked:
     seen_at: float
     plan: LocalPlan | None = None
 
+    @property
+    def job_id(self) -> str:
+        return str(self.execution.execution_arn)
 
-class StepFunctionsPlayer:
-    """Plays Step Functions executions of the state machines in moto."""
+    @property
+    def name(self) -> str:
+        return str(self.execution.name)
+
+
+class StepFunctionsPlayer(TrackedJobsPlayer[_Tracked]):
+    """Plays Step Functions executions of the state machines in moto; its jobs' ids are
+    the executions' ARNs."""
 
     kind = KIND
-
-    def __init__(self) -> None:
-        self._context: PlayerContext | None = None
-        self._runner: JobRunner | None = None
-        self._originals: list[tuple[type, str, Any]] = []
-        # Guards everything below: moto's request threads record, poll() consumes.
-        self._lock = threading.Lock()
-        self._tracked: dict[str, _Tracked] = {}
-        self._stops: list[tuple[str, str]] = []
-        self._exits: list[tuple[str, JobExit]] = []
+    title = "the Step Functions player"
 
     # --- installing ---------------------------------------------------------------------
 
@@ -91,10 +84,7 @@ class StepFunctionsPlayer:
         from moto.stepfunctions.models import StepFunctionBackend
         from moto.stepfunctions.responses import StepFunctionResponse
 
-        if self._originals:
-            raise RuntimeError("the Step Functions player is installed already")
-        self._context = context
-        self._runner = runner
+        self._attach(context, runner)
         start_original = StepFunctionBackend.start_execution
         stop_original = StepFunctionBackend.stop_execution
         player = self
@@ -118,22 +108,9 @@ class StepFunctionsPlayer:
             )
             return ActionResult({"stopDate": execution.stop_date})
 
-        self._patch(StepFunctionBackend, "start_execution", start_execution)
-        self._patch(StepFunctionBackend, "stop_execution", stop_execution)
-        self._patch(StepFunctionResponse, "stop_execution", stop_execution_response)
-
-    def uninstall(self) -> None:
-        for owner, name, original in reversed(self._originals):
-            setattr(owner, name, original)
-        self._originals.clear()
-        with self._lock:
-            self._tracked.clear()
-            self._stops.clear()
-            self._exits.clear()
-
-    def _patch(self, owner: type, name: str, replacement: Callable[..., Any]) -> None:
-        self._originals.append((owner, name, owner.__dict__[name]))
-        setattr(owner, name, replacement)
+        self._patches.replace(StepFunctionBackend, "start_execution", start_execution)
+        self._patches.replace(StepFunctionBackend, "stop_execution", stop_execution)
+        self._patches.replace(StepFunctionResponse, "stop_execution", stop_execution_response)
 
     # --- moto's request threads: record only ----------------------------------------------
 
@@ -164,74 +141,40 @@ class StepFunctionsPlayer:
                 self._stops.append((execution_arn, joined_reason(error, cause)))
             return execution
 
-    def _exited(self, execution_arn: str, exit: JobExit) -> None:
-        with self._lock:
-            self._exits.append((execution_arn, exit))
-
     # --- the player's thread ------------------------------------------------------------
 
-    def poll(self) -> int:
-        context, runner = self._attached()
-        with self._lock:
-            waiting = [tracked for tracked in self._tracked.values() if tracked.plan is None]
-        happened = sum(self._claim(context, runner, tracked) for tracked in waiting)
-        with self._lock:
-            stops, self._stops = self._stops, []
-        for execution_arn, reason in stops:
-            if runner.stop(_runner_key(execution_arn), reason):
-                context.say(KIND, f"{execution_arn} stopping: {reason}")
-                happened += 1
-        runner.poll()
-        with self._lock:
-            exits, self._exits = self._exits, []
-        for execution_arn, exit in exits:
-            self._finish(context, execution_arn, exit)
-        return happened + len(exits)
-
-    def _claim(self, context: PlayerContext, runner: JobRunner, tracked: _Tracked) -> int:
+    def _start(self, tracked: _Tracked, plan: LocalPlan) -> int:
         execution = tracked.execution
-        plan = context.plan_for(KIND, str(token_from_name(execution.name)))
-        if plan is None:
-            if time.monotonic() - tracked.seen_at > PLAN_GRACE_SECONDS:
-                with self._lock:
-                    self._tracked.pop(execution.execution_arn, None)
-            return 0
         with self._lock:
             tracked.plan = plan
             setattr(execution, _PLAYED, True)
             status = execution.status
         if status != "RUNNING":
             # Stopped before the player got to it: nothing runs, only the end is told.
-            self._put(context, execution)
-            context.say(KIND, f"{execution.name} {status} before it started")
+            self._put(execution)
+            self._say(f"{execution.name} {status} before it started")
             with self._lock:
                 self._tracked.pop(execution.execution_arn, None)
             return 1
-        self._put(context, execution)
-        context.say(KIND, f"{execution.name} RUNNING")
-        execution_arn = execution.execution_arn
-        runner.start(
-            _runner_key(execution_arn), plan, lambda exit: self._exited(execution_arn, exit)
-        )
+        self._put(execution)
+        self._say(f"{execution.name} RUNNING")
+        self._run(tracked.job_id, plan)
         return 1
 
-    def _finish(self, context: PlayerContext, execution_arn: str, exit: JobExit) -> None:
-        with self._lock:
-            tracked = self._tracked.get(execution_arn)
-        if tracked is None or tracked.plan is None:
-            return
-        stream = _write_local_log(context, tracked.plan, exit)
+    def _finish(self, tracked: _Tracked, plan: LocalPlan, exit_: JobExit) -> None:
+        text = output_text(exit_, max_bytes=MAX_LOG_BYTES, tell_stop=True)
+        stream = write_local_log(self.context, plan, text)
         execution = tracked.execution
         with self._lock:
             # A StopExecution that came first has closed the execution already: it wins.
             if execution.status == "RUNNING":
-                _close(execution, exit)
-            self._tracked.pop(execution_arn, None)
-        self._put(context, execution, at=exit.ended_at)
-        context.say(KIND, _summary(execution, exit, stream))
+                _close(execution, exit_)
+            self._tracked.pop(tracked.job_id, None)
+        self._put(execution, at=exit_.ended_at)
+        self._say(_summary(execution, exit_, stream))
 
-    def _put(self, context: PlayerContext, execution: Any, at: datetime | None = None) -> None:
-        context.put_event(
+    def _put(self, execution: Any, at: datetime | None = None) -> None:
+        self.context.put_event(
             SOURCE,
             DETAIL_TYPE,
             event_detail(execution),
@@ -239,17 +182,12 @@ class StepFunctionsPlayer:
             time=at,
         )
 
-    def _attached(self) -> tuple[PlayerContext, JobRunner]:
-        if self._context is None or self._runner is None:
-            raise RuntimeError("the Step Functions player is not installed")
-        return self._context, self._runner
-
     # --- stand-in resources -------------------------------------------------------------
 
     def ensure_resources(self, target: Mapping[str, Any]) -> list[str]:
         """The state machine ``state_machine_arn`` names, as a one-Pass-state stand-in."""
-        context, _ = self._attached()
-        arn = _concrete(target.get("state_machine_arn"))
+        context = self.context
+        arn = rendered(target.get("state_machine_arn"))
         if arn is None:
             return []
         parts = arn.split(":")
@@ -262,11 +200,14 @@ class StepFunctionsPlayer:
                 f"{context.account_id}, region {context.region}"
             ]
         machine_arn = ":".join(parts[:7])  # executions run on the machine, not a qualifier
-        sfn = _client(context, "stepfunctions")
+        sfn = self._client("stepfunctions")
         with contextlib.suppress(sfn.exceptions.StateMachineDoesNotExist):
             sfn.describe_state_machine(stateMachineArn=machine_arn)
             return []
-        created, role_arn = _ensure_role(context)
+        created: list[str] = []
+        role_arn = ensure_role(
+            context, STAND_IN_ROLE, "states.amazonaws.com", "Step Functions role", created
+        )
         sfn.create_state_machine(
             name=parts[6], definition=json.dumps(STAND_IN_DEFINITION), roleArn=role_arn
         )
@@ -293,15 +234,13 @@ def _close(execution: Any, exit: JobExit) -> None:
         cause = failure_cause(exit)
     execution.error = error
     execution.cause = cause
-    execution.stop_date = _naive_utc(exit.ended_at)
+    execution.stop_date = naive_utc(exit.ended_at)
     execution.status = status
 
 
 def failure_cause(exit: JobExit) -> str:
     """What a failed execution's cause says: the exit code and the output's last line."""
-    tail = output_tail(exit.log_path)
-    cause = f"the local job exited with code {exit.exit_code}"
-    return f"{cause}: {tail}" if tail else cause
+    return exit_reason(exit)
 
 
 def event_detail(execution: Any) -> dict[str, Any]:
@@ -339,75 +278,6 @@ def _summary(execution: Any, exit: JobExit, stream: str) -> str:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _runner_key(execution_arn: str) -> str:
-    # The runner is shared by every player: its keys carry the kind.
-    return f"{KIND}:{execution_arn}"
-
-
-def _write_local_log(context: PlayerContext, plan: LocalPlan, exit: JobExit) -> str:
-    """The try's output (or a note on the stand-in) in the local cloud's own stream."""
-    who = plan.identity
-    stream = joblogs.local_stream(who.dag_id, who.run_id, who.task_id, who.try_number)
-    context.write_log(joblogs.LOCAL_LOG_GROUP, stream, log_text(exit))
-    return stream
-
-
-def log_text(exit: JobExit) -> str:
-    """The job's captured output for its log streams (a stand-in's: one line saying so)."""
-    if exit.log_path is None or not exit.log_path.exists():
-        seconds = 0.0
-        if exit.started_at is not None and exit.ended_at is not None:
-            seconds = (exit.ended_at - exit.started_at).total_seconds()
-        note = f"stand-in: exited {exit.exit_code} after {seconds:.1f} s"
-        return f"{note} (stopped: {exit.stopped})" if exit.stopped else note
-    with exit.log_path.open("rb") as stream:
-        stream.seek(0, os.SEEK_END)
-        size = stream.tell()
-        stream.seek(max(0, size - MAX_LOG_BYTES))
-        text = stream.read().decode("utf-8", "replace")
-    if size > MAX_LOG_BYTES:
-        left_out = f"[first {size - MAX_LOG_BYTES} bytes left out; all of it: {exit.log_path}]"
-        text = f"{left_out}\n{text}"
-    return text if text.strip() else "(no output)"
-
-
-def _concrete(value: Any) -> str | None:
-    """A target value ensure_resources can act on (not missing, not an unrendered template)."""
-    if value is None or "{{" in str(value):
-        return None
-    return str(value) or None
-
-
-def _ensure_role(context: PlayerContext) -> tuple[list[str], str]:
-    iam = _client(context, "iam")
-    try:
-        role = iam.get_role(RoleName=STAND_IN_ROLE)["Role"]
-        return [], str(role["Arn"])
-    except iam.exceptions.NoSuchEntityException:
-        role = iam.create_role(
-            RoleName=STAND_IN_ROLE, AssumeRolePolicyDocument=json.dumps(_TRUST_POLICY)
-        )["Role"]
-        return [f"iam role {STAND_IN_ROLE} (Step Functions role)"], str(role["Arn"])
-
-
-def _client(context: PlayerContext, service: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        service,
-        region_name=context.region,
-        endpoint_url=context.endpoint_url,
-        config=Config(account_id_endpoint_mode="disabled"),
-    )
-
-
-def _naive_utc(moment: datetime | None) -> datetime:
-    """moto keeps naive UTC datetimes."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _epoch_ms(moment: datetime | None) -> int | None:
