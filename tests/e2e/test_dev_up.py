@@ -230,6 +230,7 @@ def test_a_local_command_exiting_3_fails_with_its_exit_code_and_output(dev_up: D
     log = dev_up.log()
     assert "failing_job/manual__fails/crunch" in log
     assert "exit code 3" in log
+    assert "crunch.1.log" in log  # where its captured output is
     logs = dev_up.cli("logs", "failing_job", "manual__fails", "crunch")
     assert "disk full" in logs.stdout, logs.stderr
 

@@ -690,7 +690,11 @@ class LocalCloud:
             stream = joblogs.local_stream(
                 names[0] or "", names[1] or "", names[2], int(try_number or 0)
             )
-            line += f" [log: {self.log_dir / (names[0] or '') / (names[1] or '')}, stream {stream}]"
+            path = self.runner.log_path(
+                names[0] or "", names[1] or "", names[2], int(try_number or 0)
+            )
+            where = f"{path}, " if path.exists() else ""
+            line += f" [output: {where}log stream {joblogs.LOCAL_LOG_GROUP} {stream}]"
         self.say("stream", line)
 
     def _tell_listeners(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:

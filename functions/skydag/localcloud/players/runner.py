@@ -105,9 +105,8 @@ class JobRunner:
 
     def _spawn(self, job: _Job, command: list[str], local: Mapping[str, Any]) -> None:
         who = job.plan.identity
-        folder = self.log_dir / _safe_part(who.dag_id) / _safe_part(who.run_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        job.log_path = folder / f"{_safe_part(who.task_id)}.{who.try_number}.log"
+        job.log_path = self.log_path(who.dag_id, who.run_id, who.task_id, who.try_number)
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
         job.log_file = job.log_path.open("wb")
         env = {
             **os.environ,
@@ -132,6 +131,11 @@ class JobRunner:
             job.process = None
             job.stand_in_exit = 127
             job.stand_in_seconds = 0.0
+
+    def log_path(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+        """Where a try's captured output goes: ``<log_dir>/<dag>/<run>/<task>.<try>.log``."""
+        folder = self.log_dir / _safe_part(dag_id) / _safe_part(run_id)
+        return folder / f"{_safe_part(task_id)}.{try_number}.log"
 
     # --- stopping ---------------------------------------------------------------------------
 
