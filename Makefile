@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events clean docs-states
+.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-quick: $(BIN)/.installed
 ## bench-events: idle cost, signal routing, reconciler repairs, handler cold starts, asset size
 bench-events: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python run_event_benchmarks.py
+
+## bench-local: the local cloud: job end -> event per service, handler invocations and AWS calls per task
+bench-local: $(BIN)/.installed
+	$(BIN)/python benchmarks/run_local_cloud_benchmarks.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node_modules cdk.out build
