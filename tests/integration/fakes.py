@@ -4,6 +4,7 @@ jobs run until the test says how they ended (like Batch or EMR without their eve
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +36,10 @@ class FakeService:
     """A remote service with idempotent dispatch by token, like the AWS targets.
 
     ``jobs`` maps job id → request; ``outcome`` says what describe() reports per job id;
-    ``crash`` makes the next dispatch die before or after the service call.
+    ``crash`` makes the next dispatch die before or after the service call;
+    ``before_start`` runs once inside the next dispatch, before the service starts the job
+    (whatever the scheduler does meanwhile happens while the dispatch is under way);
+    ``broken`` makes describe() of those job ids raise (a bug, not a service error).
     """
 
     jobs: dict[str, DispatchRequest] = field(default_factory=dict)
@@ -44,6 +48,8 @@ class FakeService:
     cancelled: list[tuple[str | None, str]] = field(default_factory=list)
     outcome: dict[str, JobStatus] = field(default_factory=dict)
     crash: str | None = None  # "before_call" | "after_call"
+    before_start: Callable[[DispatchRequest], None] | None = None
+    broken: dict[str, Exception] = field(default_factory=dict)
 
     def target_for(self, kind: str) -> Target:
         return self
@@ -53,6 +59,9 @@ class FakeService:
         if self.crash == "before_call":
             self.crash = None
             raise Crash("died before calling the service")
+        if self.before_start is not None:
+            hook, self.before_start = self.before_start, None
+            hook(request)
         job_id = self.by_token.get(request.token)
         if job_id is None:
             job_id = f"job-{len(self.jobs) + 1}"
@@ -68,6 +77,8 @@ class FakeService:
         job_id = job.job_id or self.by_token.get(job.token or "")
         if job_id is None or job_id not in self.jobs:
             return None
+        if job_id in self.broken:
+            raise self.broken[job_id]
         status = self.outcome.get(job_id, JobStatus.RUNNING)
         return JobReport(
             job.dag_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -326,8 +327,9 @@ def test_report_upstream_is_idempotent_and_refuses_stale_reports(repos: Reposito
     assert updated.upstream == {"a": UpstreamReport(T.FAILED, 3)}
     assert updated.version == child.version + 1
 
-    # The same report again (a redelivered stream record): nothing changes.
-    assert repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.FAILED, 3)) is None
+    # The same report again (a redelivered stream record): nothing is written, and the
+    # downstream comes back as it is (it holds the report: the redelivery evaluates it).
+    assert repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.FAILED, 3)) == updated
     # An older report (a lower version of the upstream) arriving late: refused.
     assert repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.SUCCESS, 2)) is None
     assert repos.tasks.get(DAG, RUN, "b") == updated
@@ -349,20 +351,39 @@ def test_report_upstream_to_a_missing_task_creates_nothing(repos: Repositories) 
     assert repos.tasks.find(DAG, RUN, "nope") is None
 
 
-def test_forget_upstream_removes_the_report(repos: Repositories) -> None:
+def test_a_clear_tombstone_refuses_the_cleared_version_and_takes_later_ones(
+    repos: Repositories,
+) -> None:
     child = put_task(repos, "b")
     reported = repos.tasks.report_upstream(child, "a", UpstreamReport(T.SUCCESS, 2))
     assert reported is not None
     reported = repos.tasks.report_upstream(reported, "c", UpstreamReport(T.SUCCESS, 2))
     assert reported is not None
+    upstream = replace(put_task(repos, "a"), version=2)
 
-    forgotten = repos.tasks.forget_upstream(reported, "a")
+    retired = repos.tasks.retire_upstream(upstream, ["b"])  # a is cleared at version 2
 
-    assert forgotten.upstream == {"c": UpstreamReport(T.SUCCESS, 2)}
-    assert forgotten.version == reported.version + 1
-    assert repos.tasks.get(DAG, RUN, "b") == forgotten
-    # Once forgotten, the same report is news again (the cleared upstream reruns).
-    assert repos.tasks.report_upstream(child, "a", UpstreamReport(T.SUCCESS, 2)) is not None
+    assert list(retired) == ["b"]
+    assert retired["b"].upstream == {
+        "a": UpstreamReport.tombstone(2),
+        "c": UpstreamReport(T.SUCCESS, 2),
+    }
+    assert retired["b"].version == reported.version + 1
+    # The cleared try's finish, read before the clear and reported after it: refused.
+    assert repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.SUCCESS, 2)) is None
+    # Retiring the same or an older version again changes nothing.
+    assert repos.tasks.retire_upstream(upstream, ["b"]) == {}
+    assert repos.tasks.retire_upstream(replace(upstream, version=1), ["b"]) == {}
+    assert repos.tasks.get(DAG, RUN, "b") == retired["b"]
+    # The rerun finishes at a later version: that is news.
+    rerun = repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.SUCCESS, 4))
+    assert rerun is not None
+    assert rerun.upstream["a"] == UpstreamReport(T.SUCCESS, 4)
+    # A downstream never reported to gets a tombstone too; a missing one gets nothing.
+    fresh = repos.tasks.retire_upstream(replace(upstream, task_id="d", version=0), ["b", "nope"])
+    assert list(fresh) == ["b"]
+    assert fresh["b"].upstream["d"] == UpstreamReport.tombstone(0)
+    assert repos.tasks.find(DAG, RUN, "nope") is None
 
 
 def test_get_many_and_list_for_run(repos: Repositories) -> None:
@@ -427,6 +448,24 @@ def test_deadlines_of_running_tasks_are_due(repos: Repositories) -> None:
         "t2",
         "t3",
     ]
+
+
+def test_postponing_moves_only_the_place_in_the_due_index(repos: Repositories) -> None:
+    ti = queued_task(repos, "a")
+    ti = repos.tasks.apply(ti, move(ti, T.UP_FOR_RETRY, Cause.RETRY, next_attempt_at=NOW))
+    later = NOW + timedelta(minutes=5)
+
+    assert repos.tasks.postpone_due(ti, later) is True
+
+    assert repos.tasks.due(later - timedelta(seconds=1)) == []
+    assert repos.tasks.due(later) == [ti]  # the task itself did not change
+    assert repos.tasks.get(DAG, RUN, "a") == ti
+    # A task that changed meanwhile is not postponed: its own due time stands.
+    stale = replace(ti, version=ti.version - 1)
+    assert repos.tasks.postpone_due(stale, NOW + timedelta(hours=1)) is False
+    # Its next write puts it back where its fields say.
+    repos.tasks.check_later(ti, NOW)
+    assert [t.task_id for t in repos.tasks.due(NOW)] == ["a"]
 
 
 # --- runs ----------------------------------------------------------------------------------

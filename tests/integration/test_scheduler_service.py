@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import START, FakeService, SettableClock
+from fakes import START, Crash, FakeService, SettableClock
 
 from skydag.dev.embedded import EmbeddedSkydag, StreamFeed
 from skydag.engine.models import (
@@ -899,3 +899,153 @@ def test_skewed_service_times_never_make_a_try_end_before_it_started(
             assert record.ended_at <= clock.now()
     finally:
         env.close()
+
+
+# --- exactly once under races and redeliveries ---------------------------------------------
+
+BATCH: dict[str, Any] = {"batch": {"job_queue": "q", "job_definition": "d"}}
+
+
+def load_remote(env: EmbeddedSkydag, dag: dict[str, Any]) -> DagSpec:
+    spec = DagSpec.model_validate(dag)
+    env.repos.dags.save_version(spec, source="test", sha256=None, now=env.clock.now())
+    return spec
+
+
+def succeed(env: EmbeddedSkydag, jobs: FakeService, task_id: str, try_number: int) -> None:
+    job_id = jobs.job_of(task_id, try_number)
+    decision = env.service.on_job_event(jobs.event(job_id, JobStatus.SUCCEEDED, exit_code=0))
+    assert decision.outcome is Outcome.ACCEPT, decision.reason
+
+
+def test_a_clear_racing_a_finish_never_runs_the_child_on_the_old_result(
+    remote_jobs: tuple[EmbeddedSkydag, FakeService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the clear of ``t`` deleted the child's report entry for ``t`` while ``t``'s
+    old success was being reported; "no entry" accepted the stale report, and ``child``
+    ran on try 1's result while ``t`` was on try 2."""
+    env, jobs = remote_jobs
+    load_remote(
+        env, {"dag": "racy", "tasks": {"t": BATCH, "child": {"depends_on": ["t"], **BATCH}}}
+    )
+    run_id = env.service.trigger("racy").run.run_id
+    settle(env)
+    succeed(env, jobs, "t", 1)
+    report = env.repos.tasks.report_upstream
+    cleared: list[str] = []
+
+    def clear_first(*args: Any) -> Any:
+        # The clear lands after the finish was read, before it reaches the child.
+        if not cleared:
+            cleared.extend(env.service.clear("racy", run_id, "t"))
+        return report(*args)
+
+    monkeypatch.setattr(env.repos.tasks, "report_upstream", clear_first)
+    settle(env)
+
+    assert cleared == ["t"]
+    assert states(env, "racy", run_id) == {"t": (T.RUNNING, 2), "child": (T.PENDING, 0)}
+    assert [request.task_id for request in jobs.jobs.values()] == ["t", "t"]
+    succeed(env, jobs, "t", 2)
+    settle(env)
+    assert states(env, "racy", run_id)["child"] == (T.RUNNING, 1)  # on try 2's result
+
+
+def test_a_fan_out_cut_short_still_evaluates_every_child(
+    remote_jobs: tuple[EmbeddedSkydag, FakeService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the finish record that died after reporting to one child, before evaluating
+    it, was redelivered; that child's report was already there, so the redelivery skipped
+    it, and it stayed pending forever."""
+    env, jobs = remote_jobs
+    children = {c: {"depends_on": ["t"], **BATCH} for c in ("c1", "c2")}
+    load_remote(env, {"dag": "fan", "tasks": {"t": BATCH, **children}})
+    run_id = env.service.trigger("fan").run.run_id
+    settle(env)
+    succeed(env, jobs, "t", 1)
+    report = env.repos.tasks.report_upstream
+
+    def die_after_the_first_report(*args: Any) -> Any:
+        monkeypatch.setattr(env.repos.tasks, "report_upstream", report)
+        report(*args)
+        raise Crash("died after reporting to the first child")
+
+    monkeypatch.setattr(env.repos.tasks, "report_upstream", die_after_the_first_report)
+    with pytest.raises(Crash):
+        settle(env)
+    reported = [ti.task_id for ti in tasks(env, "fan", run_id).values() if "t" in ti.upstream]
+    assert len(reported) == 1
+
+    # The stream delivers the record again (its batch failed).
+    env.service.on_task_changed(None, env.repos.tasks.get("fan", run_id, "t"))
+    settle(env)
+
+    assert states(env, "fan", run_id) == {
+        "t": (T.SUCCESS, 1),
+        "c1": (T.RUNNING, 1),
+        "c2": (T.RUNNING, 1),
+    }
+
+
+def test_a_stale_finish_of_a_reopened_run_keeps_its_run_slot(
+    remote_jobs: tuple[EmbeddedSkydag, FakeService],
+) -> None:
+    """Before: the run's ``running → success`` record, redelivered after a clear reopened
+    the run, freed the reopened run's ``max_active_runs`` slot: a second run then ran
+    beside it, and task signals (which reach the runs holding a slot) stopped reaching it."""
+    env, jobs = remote_jobs
+    load_remote(env, {"dag": "serial", "max_active_runs": 1, "tasks": {"a": BATCH}})
+    finishes: list[tuple[DagRun | None, DagRun]] = []
+
+    def watch(old: DagRun | None, new: DagRun) -> None:
+        if old is not None and old.state is RunState.RUNNING and new.state is RunState.SUCCESS:
+            finishes.append((old, new))
+
+    env.run_listeners.append(watch)
+    env.service.trigger("serial", run_id="r1")
+    settle(env)
+    succeed(env, jobs, "a", 1)
+    settle(env)
+    env.service.clear("serial", "r1", "a")
+    settle(env)
+    assert env.repos.runs.get("serial", "r1").state is RunState.RUNNING
+    ((old, new),) = finishes
+
+    env.service.on_run_changed(old, new)  # the old finish, delivered again
+
+    assert env.repos.dags.get("serial").active_runs == frozenset({"r1"})
+    assert env.service.trigger("serial", run_id="r2").run.state is RunState.QUEUED
+    settle(env)
+    assert env.repos.runs.get("serial", "r2").state is RunState.QUEUED
+
+
+def test_an_always_task_starts_with_its_run(
+    remote_jobs: tuple[EmbeddedSkydag, FakeService],
+) -> None:
+    """Before: a starting run evaluated only its root tasks, so a ``trigger_rule: always``
+    task waited for its upstreams to finish instead of starting at once with the run."""
+    env, jobs = remote_jobs
+    load_remote(
+        env,
+        {
+            "dag": "always",
+            "tasks": {
+                "a": BATCH,
+                "b": {"depends_on": ["a"], **BATCH},
+                "watch": {"depends_on": ["b"], "trigger_rule": "always", **BATCH},
+            },
+        },
+    )
+    run_id = env.service.trigger("always").run.run_id
+    settle(env)
+
+    assert states(env, "always", run_id) == {
+        "a": (T.RUNNING, 1),
+        "b": (T.PENDING, 0),
+        "watch": (T.RUNNING, 1),
+    }
+    for task_id in ("watch", "a", "b"):
+        succeed(env, jobs, task_id, 1)
+        settle(env)
+    assert env.repos.runs.get("always", run_id).state is RunState.SUCCESS
+    assert len(jobs.jobs) == 3

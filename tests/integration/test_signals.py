@@ -271,3 +271,26 @@ def test_signal_for_a_retired_dag_or_nobody_is_harmless(env: EmbeddedSkydag) -> 
     assert not isinstance(outcome, Exception)
     assert outcome.ignored == "no DAG or task subscribes to this event"
     assert env.repos.runs.list_for_dag("gone") == []
+
+
+def test_a_stop_signal_during_dispatch_cancels_the_job_that_starts(
+    env: EmbeddedSkydag, service_jobs: FakeService
+) -> None:
+    """Before: a ``stop_on`` signal that came while the task's dispatch was under way found
+    no job id to cancel; the job then started, its "running" report lost to ``stopped``
+    and was ignored, and the job ran on, orphaned."""
+    load(env, STREAMING_DAG)
+
+    def stop_now(request: object) -> None:
+        shutdown = signal(env, "shutdown")
+        env.bus.remove(shutdown)
+        env.route(shutdown)
+
+    service_jobs.before_start = stop_now
+    run_id = env.service.trigger("serving").run.run_id
+    settle(env)
+
+    server = task(env, "serving", run_id, "server")
+    assert (server.state, server.try_number) == (T.STOPPED, 1)
+    job_id = service_jobs.job_of("server", 1)
+    assert job_id in [cancelled for cancelled, _ in service_jobs.cancelled]

@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from skydag.engine.models import JobReport, JobStatus, RunType, TaskInstance, UpstreamReport
+from skydag.engine.models import (
+    DagRun,
+    JobReport,
+    JobStatus,
+    RunType,
+    TaskInstance,
+    TryRecord,
+    UpstreamReport,
+)
 from skydag.engine.retries import retry_delay
-from skydag.engine.rules import REPORT_POLICY, RUNNING_CHECK_EVERY, decide_report, decide_timeout
+from skydag.engine.rules import (
+    RECONCILE_BACKOFF_MAX,
+    RECONCILE_BACKOFF_MIN,
+    REPORT_POLICY,
+    RUNNING_CHECK_EVERY,
+    decide_report,
+    decide_timeout,
+    reconcile_backoff,
+)
 from skydag.engine.scheduler import (
+    RunChange,
+    Timer,
     counts_as_failed_leaf,
+    deadline_left_behind,
     decide_pending,
     decide_retry,
     dispatch_token,
@@ -21,7 +41,12 @@ from skydag.engine.scheduler import (
     make_run_id,
     merged_params,
     new_run,
+    run_change,
+    run_change_holds,
     run_outcome,
+    start_tasks,
+    timer_for,
+    why_not_dispatch,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, TaskState, can_transition
 from skydag.engine.transitions import Decision, InvalidTransition, Outcome, Transition
@@ -101,6 +126,8 @@ REPORT_TABLE_NO_TRIES_LEFT = REPORT_TABLE_TRIES_LEFT | {
     (T.RUNNING, S.FAILED): (T.FAILED, C.FAILED),
 }
 STATE_STATUS = list(itertools.product(TaskState, JobStatus))
+# A job that says it runs for a try that is over (its task left queued and running).
+STRAY_JOB = {(s, S.RUNNING) for s in TaskState if s not in (T.QUEUED, T.RUNNING)}
 
 
 @pytest.mark.parametrize("tries_left", [True, False], ids=["tries-left", "last-try"])
@@ -114,6 +141,11 @@ def test_report_matrix(state: TaskState, status: JobStatus, tries_left: bool) ->
     decision = decide_report(ti, report, policy, NOW)
     table = REPORT_TABLE_TRIES_LEFT if tries_left else REPORT_TABLE_NO_TRIES_LEFT
     expected = table.get((state, status))
+    if (state, status) in STRAY_JOB:
+        # This try is over and never knew job-1: the job is cancelled, the task unchanged.
+        assert decision.outcome is Outcome.CANCEL_JOB, decision
+        assert decision.transition is None
+        return
     if expected is None:
         assert_ignored(decision)
         return
@@ -247,7 +279,12 @@ def test_stopped_job_fails_the_task_even_with_tries_left(state: TaskState, retri
 
 def test_report_policy_order_starts_with_the_guards() -> None:
     names = [type(rule).__name__ for rule in REPORT_POLICY]
-    assert names[:3] == ["IgnoreStaleTry", "IgnoreFinishedTask", "IgnoreReportWhileWaitingForRetry"]
+    assert names[:4] == [
+        "CancelJobOfEndedTry",
+        "IgnoreStaleTry",
+        "IgnoreFinishedTask",
+        "IgnoreReportWhileWaitingForRetry",
+    ]
     for rule in REPORT_POLICY:
         # Every rule that moves a task names only edges of the transition table.
         if rule.TO is not None:
@@ -727,3 +764,185 @@ def test_new_run_defaults() -> None:
     assert run.logical_date == NOW
     assert (run.data_interval_start, run.data_interval_end, run.trigger) == (None, None, None)
     assert run.conf == {}
+
+
+# --- exactly once: stray jobs, stale dispatches and run changes, timers, backoff ------------
+
+
+@pytest.mark.parametrize(
+    ("state", "try_number", "ti_fields"),
+    [
+        (T.STOPPED, 1, {}),  # stopped (run cancelled, stop_on) while being dispatched
+        (T.FAILED, 1, {}),  # marked failed, or timed out on its last try
+        (T.SUCCESS, 1, {}),  # marked success
+        (T.UP_FOR_RETRY, 1, {}),  # timed out with tries left
+        (T.PENDING, 1, {"tries": (TryRecord(1, T.STOPPED),)}),  # then cleared
+        (T.RUNNING, 2, {"job_id": "job-2", "tries": (TryRecord(1, T.FAILED),)}),  # moved on
+    ],
+)
+def test_a_job_running_for_a_try_that_is_over_is_cancelled(
+    state: TaskState, try_number: int, ti_fields: dict[str, Any]
+) -> None:
+    """The try ended before its job was known (nobody could cancel it by id): the job's
+    "running" report asks for its cancellation and changes nothing else."""
+    ti = make_ti(state, try_number=try_number, **ti_fields)
+    decision = decide_report(ti, make_report(S.RUNNING, job_id="job-1"), make_policy(), NOW)
+    assert (decision.outcome, decision.transition) == (Outcome.CANCEL_JOB, None)
+    assert "job-1" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("state", "try_number", "ti_fields", "report_fields"),
+    [
+        (T.SUCCESS, 1, {"job_id": "job-1"}, {"job_id": "job-1"}),  # its own late "running"
+        (T.STOPPED, 1, {"job_id": "job-1"}, {"job_id": "job-1"}),  # cancelled by id already
+        (T.STOPPED, 1, {}, {}),  # says nothing of a job
+        (T.PENDING, 1, {"tries": (TryRecord(1, T.SUCCESS, job_id="job-1"),)}, {"job_id": "job-1"}),
+        (T.RUNNING, 2, {"tries": (TryRecord(1, T.FAILED, job_id="job-1"),)}, {"job_id": "job-1"}),
+        (T.QUEUED, 1, {}, {"job_id": "job-1"}),  # the try's job starting: recorded
+        (T.RUNNING, 1, {"job_id": "job-1"}, {"job_id": "job-9"}),  # the current try's duplicate
+        (T.STOPPED, 0, {}, {"job_id": "job-1"}),  # a try that never was
+    ],
+)
+def test_a_job_the_try_knew_is_not_cancelled_again(
+    state: TaskState,
+    try_number: int,
+    ti_fields: dict[str, Any],
+    report_fields: dict[str, Any],
+) -> None:
+    ti = make_ti(state, try_number=try_number, **ti_fields)
+    decision = decide_report(ti, make_report(S.RUNNING, **report_fields), make_policy(), NOW)
+    assert decision.outcome is not Outcome.CANCEL_JOB, decision
+
+
+QUEUED_TRY = make_ti(T.QUEUED, try_number=2, dispatch_token="tok-2")
+
+
+@pytest.mark.parametrize(
+    ("current", "why"),
+    [
+        (None, "gone"),
+        (replace(QUEUED_TRY, try_number=3, dispatch_token="tok-3"), "not the current try"),
+        (replace(QUEUED_TRY, dispatch_token="other"), "not the current try"),
+        (replace(QUEUED_TRY, state=T.RUNNING, job_id="job-1"), "already running"),
+        (replace(QUEUED_TRY, state=T.SUCCESS), "already success"),
+        (replace(QUEUED_TRY, state=T.UP_FOR_RETRY), "already up_for_retry"),
+        (replace(QUEUED_TRY, job_id="job-1"), "already has its job"),
+    ],
+)
+def test_only_the_current_queued_try_without_a_job_is_dispatched(
+    current: TaskInstance | None, why: str
+) -> None:
+    reason = why_not_dispatch(QUEUED_TRY, current)
+    assert reason is not None
+    assert why in reason
+    assert why_not_dispatch(QUEUED_TRY, replace(QUEUED_TRY, version=9)) is None
+
+
+def test_a_run_starts_its_roots_and_its_always_tasks() -> None:
+    spec = DagSpec.model_validate(
+        {
+            "dag": "d",
+            "tasks": {
+                "a": {"noop": {}},
+                "b": {"noop": {}, "depends_on": ["a"]},
+                "cleanup": {"noop": {}, "depends_on": ["b"], "trigger_rule": "always"},
+                "z": {"noop": {}},
+            },
+        }
+    )
+    assert start_tasks(spec) == ["a", "cleanup", "z"]
+
+
+def make_run(state: RunState, version: int = 3, **fields: Any) -> DagRun:
+    return DagRun("d", "r", 1, RunType.MANUAL, state=state, version=version, **fields)
+
+
+R = RunState
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "change"),
+    [
+        (None, R.RUNNING, RunChange.STARTED),
+        (R.QUEUED, R.RUNNING, RunChange.STARTED),
+        (R.SUCCESS, R.RUNNING, RunChange.NONE),  # reopened by a clear: clear evaluates
+        (R.RUNNING, R.RUNNING, RunChange.NONE),  # a count
+        (R.RUNNING, R.SUCCESS, RunChange.FINISHED),
+        (R.QUEUED, R.CANCELLED, RunChange.FINISHED),
+        (R.FAILED, R.FAILED, RunChange.NONE),
+        (R.SUCCESS, R.QUEUED, RunChange.NONE),
+    ],
+)
+def test_what_a_run_change_asks_for(old: RunState | None, new: RunState, change: RunChange) -> None:
+    assert run_change(None if old is None else make_run(old), make_run(new)) is change
+
+
+def test_a_run_change_holds_only_while_the_run_is_still_what_it_made() -> None:
+    ended = make_run(R.SUCCESS, ended_at=NOW)
+    assert run_change_holds(RunChange.FINISHED, ended, replace(ended, version=9))
+    assert not run_change_holds(RunChange.FINISHED, ended, None)
+    # Reopened by a clear (running again), or reopened and ended again later.
+    assert not run_change_holds(RunChange.FINISHED, ended, make_run(R.RUNNING))
+    again = make_run(R.SUCCESS, ended_at=NOW + timedelta(hours=1))
+    assert not run_change_holds(RunChange.FINISHED, ended, again)
+    started = make_run(R.RUNNING)
+    assert run_change_holds(RunChange.STARTED, started, replace(started, version=7))
+    assert not run_change_holds(RunChange.STARTED, started, make_run(R.CANCELLED))
+
+
+def test_timers_for_retries_and_deadlines() -> None:
+    retry = make_ti(T.UP_FOR_RETRY, dispatch_token="tok", next_attempt_at=NOW)
+    assert timer_for(retry) == Timer("retry-tok", NOW)
+    deadline = NOW + timedelta(hours=1)
+    queued = make_ti(T.QUEUED, dispatch_token="tok", timeout_at=deadline)
+    timer = timer_for(queued)
+    assert timer is not None
+    assert timer.at == deadline
+    assert re.fullmatch(r"timeout-[0-9a-f]{32}", timer.name)
+    # Same try and deadline, same timer (a redelivered change); another, another timer.
+    assert timer_for(replace(queued, version=99)) == timer
+    assert timer_for(replace(queued, timeout_at=deadline + timedelta(seconds=1))) != timer
+    assert timer_for(replace(queued, try_number=2)) != timer
+    for ti in (
+        make_ti(T.QUEUED),  # no timeout
+        make_ti(T.RUNNING, timeout_at=deadline),  # set when it was queued
+        make_ti(T.WAITING, timeout_at=deadline),  # a wait's deadline is the reconciler's
+        make_ti(T.UP_FOR_RETRY, next_attempt_at=NOW),  # no token: never dispatched
+        make_ti(T.SUCCESS, timeout_at=deadline),
+    ):
+        assert timer_for(ti) is None
+
+
+def test_a_deadline_timer_is_removed_once_it_guards_nothing() -> None:
+    deadline = NOW + timedelta(hours=1)
+    queued = make_ti(T.QUEUED, timeout_at=deadline)
+    set_timer = timer_for(queued)
+    assert set_timer is not None
+    running = replace(queued, state=T.RUNNING)
+    assert deadline_left_behind(queued, running) is None  # the same try runs on
+    for ended in (
+        replace(running, state=T.SUCCESS),
+        replace(running, state=T.UP_FOR_RETRY, next_attempt_at=NOW),  # timed out
+        replace(running, state=T.STOPPED),
+        # Restarted: a new try with its own deadline.
+        replace(running, state=T.QUEUED, try_number=2, timeout_at=deadline + timedelta(1)),
+    ):
+        assert deadline_left_behind(running, ended) == set_timer.name
+    assert deadline_left_behind(None, queued) is None
+    assert deadline_left_behind(make_ti(T.RUNNING), make_ti(T.SUCCESS)) is None  # no timeout
+    waiting = make_ti(T.WAITING, timeout_at=deadline)
+    assert deadline_left_behind(waiting, replace(waiting, state=T.FAILED)) is None  # had none
+
+
+@pytest.mark.parametrize(
+    ("overdue", "wait"),
+    [
+        (timedelta(0), RECONCILE_BACKOFF_MIN),
+        (timedelta(minutes=7), timedelta(minutes=7)),
+        (timedelta(days=2), RECONCILE_BACKOFF_MAX),
+    ],
+)
+def test_the_reconciler_backs_off_a_failing_item(overdue: timedelta, wait: timedelta) -> None:
+    assert reconcile_backoff(NOW - overdue, NOW) == NOW + wait
+    assert reconcile_backoff(None, NOW) == NOW + RECONCILE_BACKOFF_MIN

@@ -27,3 +27,20 @@ def test_any_report_of_an_older_version_sorts_below_the_newer_floor(
         < 5 * 16
         <= _encode_report(UpstreamReport(newer, 5))
     )
+
+
+@pytest.mark.parametrize("version", [0, 1, 7, 123_456])
+def test_a_tombstone_round_trips(version: int) -> None:
+    tombstone = UpstreamReport.tombstone(version)
+    assert (tombstone.state, tombstone.cleared) == (TaskState.PENDING, True)
+    assert _decode_report(_encode_report(tombstone)) == tombstone
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_a_tombstone_sorts_between_its_version_and_the_next(state: TaskState) -> None:
+    # A clear at version 4 refuses every report of version 4 (the store accepts a report
+    # only below its version * 16) and yields to any report of version 5.
+    tombstone = _encode_report(UpstreamReport.tombstone(4))
+    assert _encode_report(UpstreamReport(state, 4)) < tombstone
+    assert not tombstone < 4 * 16
+    assert tombstone < 5 * 16 <= _encode_report(UpstreamReport(state, 5))

@@ -20,10 +20,20 @@ class RunType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UpstreamReport:
-    """What a downstream task knows of one upstream: its state at a given version."""
+    """What a downstream task knows of one upstream: its state at a given version.
+
+    A tombstone (``cleared``) is what a clear of the upstream leaves: the upstream is not
+    done (``pending``), and every report of ``version`` or older is stale, so a finish
+    reported late, after the clear, is refused instead of being taken as news."""
 
     state: TaskState
     version: int
+    cleared: bool = False
+
+    @classmethod
+    def tombstone(cls, version: int) -> UpstreamReport:
+        """The mark of a clear of the upstream at ``version``."""
+        return cls(TaskState.PENDING, version, cleared=True)
 
 
 @dataclass(frozen=True, slots=True)

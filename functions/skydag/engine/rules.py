@@ -16,7 +16,7 @@ from skydag.engine.models import JobReport, JobStatus, TaskInstance
 from skydag.engine.retries import has_tries_left, retry_delay
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, TaskState
 from skydag.engine.transitions import Decision, Transition
-from skydag.engine.tries import service_time
+from skydag.engine.tries import job_of_try, service_time
 from skydag.spec.models import EffectivePolicy
 
 T = TaskState
@@ -25,6 +25,10 @@ T = TaskState
 DISPATCH_CHECK_AFTER = timedelta(minutes=2)
 # A running job whose events may have been lost is described this often.
 RUNNING_CHECK_EVERY = timedelta(minutes=10)
+# An item the reconciler failed to handle waits this long at least (one pass) and at most
+# before it is looked at again, so that it never blocks the items behind it.
+RECONCILE_BACKOFF_MIN = timedelta(minutes=5)
+RECONCILE_BACKOFF_MAX = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,31 @@ class IgnoreStaleTry(ReportRule):
     def decide(self, ctx: ReportContext) -> Decision:
         return Decision.ignore(
             f"report for try {ctx.report.try_number}, task is at try {ctx.ti.try_number}"
+        )
+
+
+class CancelJobOfEndedTry(ReportRule):
+    """A job that reports it runs for a try already over (stopped, marked, timed out or
+    cleared while its dispatch was under way, so nobody knew its id to cancel it) is
+    orphaned: cancel it. A job the try recorded ended by itself or was cancelled by id."""
+
+    FROM = frozenset(TaskState)
+    STATUSES = frozenset({JobStatus.RUNNING})
+
+    def applies(self, ctx: ReportContext) -> bool:
+        report, ti = ctx.report, ctx.ti
+        if report.status not in self.STATUSES or report.job_id is None:
+            return False
+        if report.try_number > ti.try_number:
+            return False
+        if report.try_number == ti.try_number and ti.state in (T.QUEUED, T.RUNNING):
+            return False
+        return report.job_id != job_of_try(ti, report.try_number)
+
+    def decide(self, ctx: ReportContext) -> Decision:
+        return Decision.cancel_job(
+            f"job {ctx.report.job_id} runs for try {ctx.report.try_number}, which is over "
+            f"(task {ctx.ti.state.value} at try {ctx.ti.try_number})"
         )
 
 
@@ -180,6 +209,7 @@ def _finished_changes(ctx: ReportContext) -> dict[str, object]:
 
 
 REPORT_POLICY: tuple[ReportRule, ...] = (
+    CancelJobOfEndedTry(),
     IgnoreStaleTry(),
     IgnoreFinishedTask(),
     IgnoreReportWhileWaitingForRetry(),
@@ -230,3 +260,10 @@ def decide_timeout(ti: TaskInstance, policy: EffectivePolicy, now: datetime) -> 
     return Decision.accept(
         Transition(ti.task_id, ti.state, T.FAILED, Cause.TIMED_OUT, ti.version, changes), reason
     )
+
+
+def reconcile_backoff(due: datetime | None, now: datetime) -> datetime:
+    """When the reconciler looks again at an item it failed to handle: after as long as
+    the item has been overdue (so the waits double), within the backoff bounds."""
+    overdue = now - due if due is not None else RECONCILE_BACKOFF_MIN
+    return now + min(max(overdue, RECONCILE_BACKOFF_MIN), RECONCILE_BACKOFF_MAX)

@@ -9,12 +9,14 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from skydag.engine.models import DagRun, RunType, TaskInstance
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import (
     FAILED_TASK_STATES,
+    FINISHED_RUN_STATES,
     FINISHED_TASK_STATES,
     Cause,
     RunState,
@@ -22,7 +24,7 @@ from skydag.engine.states import (
 )
 from skydag.engine.transitions import Decision, Transition
 from skydag.engine.trigger_rules import Readiness, Verdict, evaluate
-from skydag.spec.models import DagSpec, TaskMode
+from skydag.spec.models import DagSpec, TaskMode, TriggerRule
 
 T = TaskState
 
@@ -43,6 +45,16 @@ def readiness(spec: DagSpec, ti: TaskInstance) -> Readiness:
     """Why the task may or may not run, from the upstream states it has been told."""
     task = spec.tasks[ti.task_id]
     return evaluate(task.trigger_rule, task.depends_on, upstream_states(spec, ti))
+
+
+def start_tasks(spec: DagSpec) -> list[str]:
+    """The tasks a run evaluates when it starts: its roots, and the tasks whose trigger
+    rule is ``always`` (they start at once, without waiting for their upstreams)."""
+    return [
+        task_id
+        for task_id, task in spec.tasks.items()
+        if not task.depends_on or task.trigger_rule is TriggerRule.ALWAYS
+    ]
 
 
 def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
@@ -153,6 +165,19 @@ def decide_stop(ti: TaskInstance, reason: str, now: datetime) -> Decision:
     )
 
 
+def clear_transition(ti: TaskInstance) -> Transition:
+    """A person cleared the task: back to pending, its try left in the history."""
+    changes = {"reason": "cleared", "ended_at": None, "next_attempt_at": None, "timeout_at": None}
+    return Transition(ti.task_id, ti.state, T.PENDING, Cause.CLEAR, ti.version, changes)
+
+
+def mark_transition(ti: TaskInstance, state: TaskState, now: datetime) -> Transition:
+    """A person set the task's outcome. A try ended by hand has no exit code, whatever its
+    job does next."""
+    changes = {"reason": f"marked {state.value}", "ended_at": now, "exit_code": None}
+    return Transition(ti.task_id, ti.state, state, Cause.MARK, ti.version, changes)
+
+
 def dispatch_token(ti: TaskInstance, try_number: int) -> str:
     """Deterministic per try: a crashed dispatcher that retries presents the same token."""
     raw = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{try_number}".encode()
@@ -191,6 +216,70 @@ def dispatch_transition(
     return Transition(ti.task_id, ti.state, T.QUEUED, cause, ti.version, changes)
 
 
+def why_not_dispatch(image: TaskInstance, current: TaskInstance | None) -> str | None:
+    """Why the try a change asks to dispatch must not be, judged on the task as it is
+    now; None when it must. A target is called only for the current try, still queued,
+    whose job is not known yet: a stale or repeated ``→ queued`` change calls nothing (the
+    target's idempotency token is the second line of defence, not the first)."""
+    if current is None:
+        return "the task instance is gone"
+    if current.try_number != image.try_number or current.dispatch_token != image.dispatch_token:
+        return f"try {image.try_number} is not the current try ({current.try_number})"
+    if current.state is not T.QUEUED:
+        return f"try {current.try_number} is already {current.state.value}"
+    if current.job_id is not None:
+        return f"try {current.try_number} already has its job ({current.job_id})"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A one-shot wake-up for one task instance: "Timer Fired" at ``at`` (retry, deadline)."""
+
+    name: str
+    at: datetime
+
+
+# The states of a try under its deadline (``timeout``, counted from the dispatch).
+_UNDER_DEADLINE = frozenset({T.QUEUED, T.RUNNING})
+
+
+def timer_for(ti: TaskInstance) -> Timer | None:
+    """The timer a task instance's new state needs, so that its time is kept to the
+    minute and not to the reconciler's pace: the retry's time (up_for_retry), or the
+    deadline of the try (set when it is queued). Names are deterministic, so a
+    redelivered change sets the same timer; when it fires, the task is judged as it is
+    then. A wait for a signal gets none: its deadline is the reconciler's (a pending timer
+    would keep ``dev run`` from giving up on a signal nobody sends)."""
+    if ti.state is T.UP_FOR_RETRY:
+        if ti.next_attempt_at is None or not ti.dispatch_token:
+            return None
+        return Timer(f"retry-{ti.dispatch_token}", ti.next_attempt_at)
+    if ti.state is T.QUEUED:
+        return _deadline_timer(ti)
+    return None
+
+
+def deadline_left_behind(old: TaskInstance | None, new: TaskInstance) -> str | None:
+    """The name of the deadline timer a change leaves with nothing to guard (the try is
+    over, or a new try has its own deadline): it is removed rather than left to fire for
+    nothing, so that only live deadlines are pending."""
+    if old is None or old.state not in _UNDER_DEADLINE:
+        return None
+    ended = _deadline_timer(old)
+    if ended is None or (new.state in _UNDER_DEADLINE and _deadline_timer(new) == ended):
+        return None
+    return ended.name
+
+
+def _deadline_timer(ti: TaskInstance) -> Timer | None:
+    if ti.timeout_at is None:
+        return None
+    at = ti.timeout_at.isoformat()
+    raw = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}/{at}".encode()
+    return Timer(f"timeout-{hashlib.sha256(raw).hexdigest()[:32]}", ti.timeout_at)
+
+
 def decide_retry(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
     """An up_for_retry task whose time has come is dispatched again."""
     if ti.state is not T.UP_FOR_RETRY:
@@ -212,11 +301,47 @@ def decide_next(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
     return decide_pending(spec, ti, now)
 
 
+class RunChange(StrEnum):
+    """What a change of a run asks of the scheduler."""
+
+    NONE = "none"
+    STARTED = "started"  # evaluate the tasks the run starts with
+    FINISHED = "finished"  # free its max_active_runs slot, start the next queued run
+
+
+def run_change(old: DagRun | None, new: DagRun) -> RunChange:
+    """What a run's change (a stream record's two images) asks for, if anything."""
+    if new.state is RunState.RUNNING and (old is None or old.state is RunState.QUEUED):
+        return RunChange.STARTED
+    if new.state in FINISHED_RUN_STATES and (old is None or old.state != new.state):
+        return RunChange.FINISHED
+    return RunChange.NONE
+
+
+def run_change_holds(change: RunChange, new: DagRun, current: DagRun | None) -> bool:
+    """Whether the run as it is now is still what the change made it. A redelivered
+    image of a start or an end that a later change undid (a clear reopened the run, it was
+    cancelled) asks for nothing: acting on it would, say, free the slot of a running run."""
+    if current is None or current.state is not new.state:
+        return False
+    if change is RunChange.FINISHED:
+        # A run reopened and finished again in the same state ended at another time.
+        return current.ended_at == new.ended_at
+    return change is RunChange.STARTED
+
+
 def run_outcome(spec: DagSpec, finished_count: int, failed_leaves: int) -> RunState | None:
     """The run's end state once every task finished (Airflow: judged by the leaves)."""
     if finished_count < len(spec.tasks):
         return None
     return RunState.FAILED if failed_leaves > 0 else RunState.SUCCESS
+
+
+def run_end(outcome: RunState, failed_leaves: int) -> tuple[Cause, str | None]:
+    """The cause and reason of a run's end, once its outcome is known."""
+    if outcome is RunState.SUCCESS:
+        return Cause.SUCCEEDED, None
+    return Cause.FAILED, f"{failed_leaves} leaf task(s) failed, upstream_failed or stopped"
 
 
 def counts_as_failed_leaf(spec: DagSpec, task_id: str, state: TaskState) -> bool:

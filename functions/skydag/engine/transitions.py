@@ -56,6 +56,7 @@ class Outcome(StrEnum):
     ACCEPT = "accept"  # apply the transition
     IGNORE = "ignore"  # nothing to do: duplicate, stale or late input
     REJECT = "reject"  # the input is not acceptable in this state: tell whoever sent it
+    CANCEL_JOB = "cancel_job"  # a job runs for a try that is over: cancel it, change nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +76,7 @@ class Decision:
     @classmethod
     def reject(cls, reason: str) -> Decision:
         return cls(Outcome.REJECT, reason)
+
+    @classmethod
+    def cancel_job(cls, reason: str) -> Decision:
+        return cls(Outcome.CANCEL_JOB, reason)

@@ -75,6 +75,14 @@ def all_tries(ti: TaskInstance) -> list[TryRecord]:
     return [*ti.tries, current] if current is not None else list(ti.tries)
 
 
+def job_of_try(ti: TaskInstance, try_number: int) -> str | None:
+    """The job id recorded for one of the task's tries (current or in the history)."""
+    for record in all_tries(ti):
+        if record.try_number == try_number:
+            return record.job_id
+    return None
+
+
 def leaves_try_behind(src: TaskState, dst: TaskState, cause: Cause) -> bool:
     """Whether an edge of the transition table ends the current try's tenure: a new try
     starts (to queued), the task is reset (clear), or the task's outcome is set after its

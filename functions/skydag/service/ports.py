@@ -32,9 +32,12 @@ class MemoryEventSink:
 
 class Timers(Protocol):
     """One-shot timers (EventBridge Scheduler ``at()`` schedules in production) that put a
-    "Timer Fired" event back to the scheduler: retries fire on time without polling."""
+    "Timer Fired" event back to the scheduler: retries and deadlines fire on time without
+    polling."""
 
     def set_timer(self, name: str, at: datetime, detail: Mapping[str, Any]) -> None: ...
+
+    def delete_timer(self, name: str) -> bool: ...
 
     def set_dag_schedule_enabled(self, dag_id: str, enabled: bool) -> bool: ...
 
@@ -44,6 +47,9 @@ class NoTimers:
 
     def set_timer(self, name: str, at: datetime, detail: Mapping[str, Any]) -> None:
         return None
+
+    def delete_timer(self, name: str) -> bool:
+        return False
 
     def set_dag_schedule_enabled(self, dag_id: str, enabled: bool) -> bool:
         return False

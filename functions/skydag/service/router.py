@@ -80,7 +80,7 @@ def route_event(
         if job_event is not None:
             decision = service.on_job_event(job_event)
             result = RouteResult("job", detail={"kind": job_event.kind, "job": job_event.job_id})
-            if decision.outcome is Outcome.ACCEPT:
+            if decision.outcome in (Outcome.ACCEPT, Outcome.CANCEL_JOB):
                 result.actions.append(decision.reason)
             else:
                 result.ignored = decision.reason

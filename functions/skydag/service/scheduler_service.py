@@ -30,22 +30,33 @@ from skydag.engine.rules import (
     RUNNING_CHECK_EVERY,
     decide_report,
     decide_timeout,
+    reconcile_backoff,
 )
 from skydag.engine.scheduler import (
+    RunChange,
+    clear_transition,
     counts_as_failed_leaf,
+    deadline_left_behind,
     decide_next,
     decide_restart,
     decide_signal_start,
     decide_stop,
+    dispatch_token,
     make_run_id,
+    mark_transition,
     merged_params,
     new_run,
+    run_change,
+    run_change_holds,
+    run_end,
     run_outcome,
+    start_tasks,
+    timer_for,
+    why_not_dispatch,
 )
 from skydag.engine.states import (
     FINISHED_RUN_STATES,
     FINISHED_TASK_STATES,
-    UNFINISHED_TASK_STATES,
     Cause,
     RunState,
     TaskState,
@@ -57,7 +68,7 @@ from skydag.spec.models import DagSpec, TaskMode, TaskSpec
 from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule
 from skydag.spec.templates import TemplateRenderError, render_value
 from skydag.store.errors import ConflictError, NotFound
-from skydag.store.repositories import Repositories, instance_scope, task_scope
+from skydag.store.repositories import Repositories, due_at, instance_scope, task_scope
 from skydag.targets.base import (
     DispatchError,
     DispatchRequest,
@@ -93,6 +104,7 @@ class ReconcileResult:
     described: int = 0
     repaired: int = 0
     conflicts: int = 0
+    failed: int = 0  # items whose handling raised: logged, and skipped for a while
 
     @property
     def acted(self) -> int:
@@ -245,23 +257,32 @@ class SchedulerService:
     # --- reactions to changes (DynamoDB Streams) ---------------------------------------
 
     def on_run_changed(self, old: DagRun | None, new: DagRun) -> None:
-        if new.state is RunState.RUNNING and (old is None or old.state is RunState.QUEUED):
-            spec = self._spec(new)
-            if new.finished_count:
+        change = run_change(old, new)
+        if change is RunChange.NONE:
+            return
+        # The image may be a redelivery of a change a later one undid: act on the run as
+        # it is now (a stale end must not free the slot of a reopened run).
+        run = self.repos.runs.find(new.dag_id, new.run_id)
+        if run is None or not run_change_holds(change, new, run):
+            log.info("run %s/%s: stale %s change, nothing to do", new.dag_id, new.run_id, change)
+            return
+        if change is RunChange.STARTED:
+            spec = self._spec(run)
+            if run.finished_count:
                 # A reopened run that waited for a slot: its cleared tasks, wherever they are.
                 candidates = [
                     ti
-                    for ti in self.repos.tasks.list_for_run(new.dag_id, new.run_id)
+                    for ti in self.repos.tasks.list_for_run(run.dag_id, run.run_id)
                     if ti.state in (TaskState.PENDING, TaskState.UP_FOR_RETRY)
                 ]
             else:
-                candidates = self.repos.tasks.get_many(new.dag_id, new.run_id, spec.roots())
+                candidates = self.repos.tasks.get_many(run.dag_id, run.run_id, start_tasks(spec))
             for ti in candidates:
-                self._evaluate(spec, new, ti)
-        elif new.state in FINISHED_RUN_STATES and (old is None or old.state != new.state):
-            self.repos.dags.release_run_slot(new.dag_id, new.run_id)
-            self._start_queued_runs(new.dag_id)
-            self._emit_run_event(new)
+                self._evaluate(spec, run, ti)
+        else:
+            self.repos.dags.release_run_slot(run.dag_id, run.run_id)
+            self._start_queued_runs(run.dag_id)
+            self._emit_run_event(run)
 
     def on_task_changed(self, old: TaskInstance | None, new: TaskInstance) -> None:
         became = old is None or old.state != new.state or old.try_number != new.try_number
@@ -273,24 +294,32 @@ class SchedulerService:
             self._propagate(new)
         elif new.state is TaskState.UP_FOR_RETRY:
             self.repos.runs.release_task_slot(new)
-            if new.next_attempt_at is not None and new.dispatch_token:
-                self.timers.set_timer(
-                    f"retry-{new.dispatch_token}",
-                    new.next_attempt_at,
-                    {"dag": new.dag_id, "run_id": new.run_id, "task": new.task_id},
-                )
             run = self.repos.runs.get(new.dag_id, new.run_id)
             self._fill_free_slots(self._spec(run), run)
         elif new.state is TaskState.RUNNING:
             self._announce_service_up(new)
+        # A retry's time or a deadline kept on time, not at the reconciler's pace; after
+        # the dispatch, so a timer service that fails delays no job.
+        timer, ended = timer_for(new), deadline_left_behind(old, new)
+        if timer is not None:
+            detail = {"dag": new.dag_id, "run_id": new.run_id, "task": new.task_id}
+            self.timers.set_timer(timer.name, timer.at, detail)
+        if ended is not None:
+            self.timers.delete_timer(ended)
         if old is not None and old.state != new.state:
             # Not on creation: a run's pending tasks are no news (and events cost money).
             self._emit_task_event(new)
 
     # --- dispatch ------------------------------------------------------------------------
 
-    def dispatch(self, ti: TaskInstance) -> None:
-        """Start the try recorded in ``ti`` (its intent is already stored); idempotent."""
+    def dispatch(self, image: TaskInstance) -> None:
+        """Start the try recorded in ``image`` (its intent is already stored), if it is
+        still the current, queued try without a job; idempotent."""
+        ti = self.repos.tasks.find(image.dag_id, image.run_id, image.task_id)
+        skip = why_not_dispatch(image, ti)
+        if skip is not None or ti is None:
+            log.info("not dispatching %s: %s", image.key, skip)
+            return
         run = self.repos.runs.get(ti.dag_id, ti.run_id)
         if run.state is not RunState.RUNNING:
             # Cancelled (or reopened and queued) after the intent was recorded: no job.
@@ -443,6 +472,10 @@ class SchedulerService:
         policy = spec.effective_policy(ti.task_id)
         for _ in range(MAX_RACE_RETRIES):
             decision = decide_report(ti, report, policy, self.clock.now())
+            if decision.outcome is Outcome.CANCEL_JOB:
+                token = dispatch_token(ti, report.try_number)
+                job = JobRef(*ti.key, report.try_number, report.job_id, token)
+                self._cancel_job(spec, job, decision.reason)
             if decision.outcome is not Outcome.ACCEPT or decision.transition is None:
                 return decision
             try:
@@ -472,6 +505,14 @@ class SchedulerService:
                 self._act_on_due(ti, now, result)
             except ConflictError:
                 result.conflicts += 1  # someone else moved it: nothing left to do
+            except Exception:
+                # An item that always fails must stall neither this pass nor the next ones
+                # (it would stay first in the index): counted, logged, looked at later.
+                result.failed += 1
+                until = reconcile_backoff(due_at(ti), now)
+                where = "/".join(ti.key)
+                log.exception("reconciling %s (%s) failed; again at %s", where, ti.state, until)
+                self.repos.tasks.postpone_due(ti, until)
         return result
 
     def on_timer_fired(self, dag_id: str, run_id: str, task_id: str) -> bool:
@@ -703,19 +744,7 @@ class SchedulerService:
                     downstream_states=frozenset({TaskState.SKIPPED, TaskState.UPSTREAM_FAILED}),
                 )
                 continue
-            transition = Transition(
-                task_id,
-                ti.state,
-                state,
-                Cause.MARK,
-                ti.version,
-                # A try ended by hand has no exit code, whatever its job does next.
-                {
-                    "reason": f"marked {state.value}",
-                    "ended_at": self.clock.now(),
-                    "exit_code": None,
-                },
-            )
+            transition = mark_transition(ti, state, self.clock.now())
             spec = self._spec(self.repos.runs.get(dag_id, run_id))
             if self._try_apply(spec, ti, transition):
                 self._cancel_remote(spec, ti, f"marked {state.value}")
@@ -740,30 +769,28 @@ class SchedulerService:
             raise ValueError(f"run {dag_id}/{run_id} was cancelled; trigger a new run")
         wanted = [task_id, *(spec.descendants(task_id) if downstream else [])]
         cleared: list[str] = []
-        for ti in self.repos.tasks.get_many(dag_id, run_id, wanted):
+        # Tasks whose version a tombstone moved since they were read (topological order:
+        # a parent's tombstones land before its child's own reset).
+        retired: dict[str, TaskInstance] = {}
+        for read in self.repos.tasks.get_many(dag_id, run_id, wanted):
+            ti = retired.get(read.task_id, read)
             allowed = FINISHED_TASK_STATES if ti.task_id == task_id else downstream_states
-            if ti.state in allowed | {TaskState.UP_FOR_RETRY} and self._reset_one(spec, run, ti):
+            if ti.state in allowed | {TaskState.UP_FOR_RETRY} and self._reset_one(
+                spec, run, ti, retired
+            ):
                 cleared.append(ti.task_id)
-        cleared_set = set(cleared)
-        for child in {d for t in cleared for d in spec.downstream(t)}:
-            current = self.repos.tasks.get(dag_id, run_id, child)
-            for parent in cleared_set & set(spec.upstream(child)):
-                current = self.repos.tasks.forget_upstream(current, parent)
         run = self.repos.runs.get(dag_id, run_id)
         if run.state in (RunState.SUCCESS, RunState.FAILED) and cleared:
             run = self._reopen(spec, run)
         return run, spec, cleared
 
-    def _reset_one(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> bool:
-        changes = {
-            "reason": "cleared",
-            "ended_at": None,
-            "next_attempt_at": None,
-            "timeout_at": None,
-        }
-        transition = Transition(
-            ti.task_id, ti.state, TaskState.PENDING, Cause.CLEAR, ti.version, changes
-        )
+    def _reset_one(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, retired: dict[str, TaskInstance]
+    ) -> bool:
+        # Tombstones first: from now on the children refuse every report of this version,
+        # so a finish read before the clear cannot reach them after it.
+        retired.update(self.repos.tasks.retire_upstream(ti, spec.downstream(ti.task_id)))
+        transition = clear_transition(ti)
         finished = ti.state in FINISHED_TASK_STATES
         index = spec.task_index(ti.task_id)
         # Uncount first: a clear retried after a crash finds the task still finished, and
@@ -774,9 +801,12 @@ class SchedulerService:
         if self._try_apply(spec, ti, transition):
             return True
         current = self.repos.tasks.find(ti.dag_id, ti.run_id, ti.task_id)
-        if finished and current is not None and current.state in FINISHED_TASK_STATES:
-            failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
-            self.repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
+        if current is not None and current.state in FINISHED_TASK_STATES:
+            if finished:
+                failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
+                self.repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
+            # Its finish stands after all: the tombstones retired it, report it again.
+            self._report_downstream(spec, run, current)
         return False
 
     def _reopen(self, spec: DagSpec, run: DagRun) -> DagRun:
@@ -808,17 +838,9 @@ class SchedulerService:
         spec = self._spec(run)
         run = self._transition_run(run, RunState.CANCELLED, Cause.STOP, reason)
         for ti in self.repos.tasks.list_for_run(dag_id, run_id):
-            if ti.state in UNFINISHED_TASK_STATES:
-                stop = Transition(
-                    ti.task_id,
-                    ti.state,
-                    TaskState.STOPPED,
-                    Cause.STOP,
-                    ti.version,
-                    {"reason": reason, "ended_at": self.clock.now()},
-                )
-                if self._try_apply(spec, ti, stop):
-                    self._cancel_remote(spec, ti, reason)
+            stop = decide_stop(ti, reason, self.clock.now()).transition
+            if stop is not None and self._try_apply(spec, ti, stop):
+                self._cancel_remote(spec, ti, reason)
         return run
 
     # --- internals -------------------------------------------------------------------------------
@@ -945,10 +967,10 @@ class SchedulerService:
                 verified = True
                 if self._uncount_unfinished(spec, run):
                     return
-            reason = None if outcome is RunState.SUCCESS else _failed_reason(run)
+            cause, reason = run_end(outcome, run.failed_leaves)
             try:
                 self.repos.runs.transition(
-                    run, outcome, _run_cause(outcome), ended_at=self.clock.now(), reason=reason
+                    run, outcome, cause, ended_at=self.clock.now(), reason=reason
                 )
                 return
             except ConflictError as conflict:
@@ -1083,14 +1105,6 @@ def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]
     if state_table:
         env["SKYDAG_TASK_STATE_TABLE"] = state_table
     return env
-
-
-def _run_cause(outcome: RunState) -> Cause:
-    return Cause.SUCCEEDED if outcome is RunState.SUCCESS else Cause.FAILED
-
-
-def _failed_reason(run: DagRun) -> str:
-    return f"{run.failed_leaves} leaf task(s) failed, upstream_failed or stopped"
 
 
 __all__ = ["DagNotFound", "DagPaused", "NotFound", "SchedulerService", "TriggerResult"]

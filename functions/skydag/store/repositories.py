@@ -91,7 +91,9 @@ def _iso(moment: datetime) -> str:
 
 # An upstream report is stored as one number, version * 16 + state code, not as a map:
 # a task with hundreds of upstreams stays small, and "older" is a plain comparison.
-# The codes are part of the stored format: append new states, never reorder.
+# The codes are part of the stored format: append new states, never reorder. The last
+# code is no state: it marks a clear's tombstone, which sorts above every report of its
+# version and below every report of a later one.
 _STATE_ORDER: tuple[TaskState, ...] = (
     TaskState.PENDING,
     TaskState.WAITING,
@@ -105,16 +107,20 @@ _STATE_ORDER: tuple[TaskState, ...] = (
     TaskState.SKIPPED,
 )
 _STATE_CODES = 16
+_TOMBSTONE_CODE = _STATE_CODES - 1
 _CODE_OF = {state: code for code, state in enumerate(_STATE_ORDER)}
 
 
 def _encode_report(report: UpstreamReport) -> int:
-    return report.version * _STATE_CODES + _CODE_OF[report.state]
+    code = _TOMBSTONE_CODE if report.cleared else _CODE_OF[report.state]
+    return report.version * _STATE_CODES + code
 
 
 def _decode_report(value: Any) -> UpstreamReport:
-    number = int(value)
-    return UpstreamReport(_STATE_ORDER[number % _STATE_CODES], number // _STATE_CODES)
+    version, code = divmod(int(value), _STATE_CODES)
+    if code == _TOMBSTONE_CODE:
+        return UpstreamReport.tombstone(version)
+    return UpstreamReport(_STATE_ORDER[code], version)
 
 
 # A try record's fields under one-letter keys (absent when None): fifty tries of history
@@ -303,7 +309,9 @@ class TaskInstanceRepository:
     ) -> TaskInstance | None:
         """Tell a downstream task its upstream's state; stale (older) reports are refused.
 
-        Returns the downstream as it is now, or None when the report was stale.
+        Returns the downstream as it is now when it holds this report (written now, or by
+        an earlier delivery of it that may have died before the downstream was evaluated),
+        None when it holds a newer report or a clear's tombstone (this one is stale).
         """
         dag_id, run_id, task_id = (
             downstream.key if isinstance(downstream, TaskInstance) else downstream
@@ -322,15 +330,41 @@ class TaskInstanceRepository:
         except UpdateError as error:
             if not is_condition_failure(error):
                 raise
-            return None
+            current = self.find(dag_id, run_id, task_id)
+            held = current is not None and current.upstream.get(upstream_task) == report
+            return current if held else None
         return _ti_from_model(item)
 
-    def forget_upstream(self, ti: TaskInstance, upstream_task: str) -> TaskInstance:
-        """A cleared upstream is no longer done: remove its report (for ``clear``)."""
-        item = TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.task_id)
-        entry = TaskInstanceModel.upstream[upstream_task]
-        item.update(actions=[entry.remove(), TaskInstanceModel.version.add(1)])
-        return _ti_from_model(item)
+    def retire_upstream(
+        self, upstream: TaskInstance, downstream_tasks: Iterable[str]
+    ) -> dict[str, TaskInstance]:
+        """Leave a clear's tombstone on each downstream task: ``upstream`` is no longer
+        done, and its reports of its current version or older are refused from now on (a
+        finish read before the clear and reported after it is stale). Written before the
+        upstream is reset, so no report of the cleared try can slip in between.
+
+        Returns the downstream tasks as they are now, by id, leaving out those that hold a
+        newer report (or this tombstone) already: nothing to retire there.
+        """
+        tombstone = _encode_report(UpstreamReport.tombstone(upstream.version))
+        entry = TaskInstanceModel.upstream[upstream.task_id]
+        condition = TaskInstanceModel.run_key.exists() & (
+            entry.does_not_exist() | (entry < tombstone)
+        )
+        retired: dict[str, TaskInstance] = {}
+        for task_id in downstream_tasks:
+            item = TaskInstanceModel(run_key(upstream.dag_id, upstream.run_id), task_id)
+            try:
+                item.update(
+                    actions=[entry.set(tombstone), TaskInstanceModel.version.add(1)],
+                    condition=condition,
+                )
+            except UpdateError as error:
+                if not is_condition_failure(error):
+                    raise
+                continue
+            retired[task_id] = _ti_from_model(item)
+        return retired
 
     def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
         """Task instances whose retry or deadline has come: a sparse-index query, no scan."""
@@ -360,6 +394,28 @@ class TaskInstanceRepository:
             if value in (item.dispatch_token, item.job_id):
                 return _ti_from_model(item)
         return None
+
+    def postpone_due(self, ti: TaskInstance, until: datetime) -> bool:
+        """Move only the task's place in the due index (the reconciler's backoff for an
+        item it could not handle), unless the task changed meanwhile: its next write puts
+        it back where its fields say. No version bump: nothing about the task changed."""
+        condition = (
+            TaskInstanceModel.due_at.exists()
+            & (TaskInstanceModel.state == ti.state.value)
+            & (TaskInstanceModel.version == ti.version)
+        )
+        try:
+            TaskInstanceModel._get_connection().update_item(
+                run_key(ti.dag_id, ti.run_id),
+                ti.task_id,
+                actions=[TaskInstanceModel.due_at.set(_iso(until))],
+                condition=condition,
+            )
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
 
     def check_later(self, ti: TaskInstance, at: datetime) -> TaskInstance:
         """Move the reconciler's next look at a job (no state change)."""

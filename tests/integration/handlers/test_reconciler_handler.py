@@ -44,7 +44,15 @@ def test_the_reconciler_times_out_what_is_overdue(
     counts = handlers.reconciler.lambda_handler({}, context)
 
     assert counts["timed_out"] == 1
-    assert set(counts) >= {"retries", "timed_out", "redispatched", "described", "repaired"}
+    assert set(counts) >= {
+        "retries",
+        "timed_out",
+        "redispatched",
+        "described",
+        "repaired",
+        "failed",
+    }
+    assert counts["failed"] == 0
     assert Repositories().tasks.get("waiter", "manual__1", "hold").state is TaskState.FAILED
     output = capsys.readouterr().out
     assert metric_total(output, "Reconciled", action="timed_out") == 1
