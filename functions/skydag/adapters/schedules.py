@@ -41,17 +41,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from skydag.adapters.events import detail_json
-from skydag.service.ports import Clock, SystemClock
+from skydag.ports import Clock, SystemClock
 from skydag.settings import Settings
+from skydag.sources import SCHEDULE_TICK, SCHEDULER_SOURCE, TIMER_FIRED
 
 if TYPE_CHECKING:
     from skydag.spec.models import DagSpec
 
-# The events the scheduler routes (skydag.service.router has the same constants; it is not
-# imported here because it pulls in the whole scheduler service).
-SCHEDULER_SOURCE = "skydag.scheduler"
-SCHEDULE_TICK = "Schedule Tick"
-TIMER_FIRED = "Timer Fired"
 
 MAX_SCHEDULE_NAME = 64
 MAX_DESCRIPTION = 512
@@ -283,7 +279,7 @@ def _ceil(moment: datetime, step: timedelta) -> datetime:
 class EventBridgeSchedules:
     """DAG schedules and one-shot timers in the skydag schedule group.
 
-    Satisfies ``skydag.service.ports.Timers`` (``set_timer``) and the DAG loader's
+    Satisfies ``skydag.ports.Timers`` (``set_timer``) and the DAG loader's
     ``DagSchedules`` port (``put_dag_schedule``, ``delete_dag_schedule``).
     """
 

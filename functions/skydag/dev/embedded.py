@@ -22,7 +22,7 @@ from botocore.config import Config
 
 from skydag.engine.models import DagRun, JobReport, TaskInstance
 from skydag.engine.states import FINISHED_RUN_STATES
-from skydag.service.ports import Clock, MemoryEventSink, SystemClock
+from skydag.ports import Clock, MemoryEventSink, SystemClock
 from skydag.service.router import BadEvent, JobEventParser, RouteResult, route_event
 from skydag.service.scheduler_service import SchedulerService
 from skydag.settings import Settings

@@ -172,9 +172,10 @@ def dag_loader_service() -> DagLoaderService:
     """The DAG loader: repositories, file records, EventBridge Scheduler and the bus."""
     if _runtime.dag_loader is None:
         from skydag.adapters.events import EventBridgeEventSink
-        from skydag.adapters.schedules import SCHEDULER_SOURCE, EventBridgeSchedules
+        from skydag.adapters.schedules import EventBridgeSchedules
+        from skydag.ports import SystemClock
         from skydag.service.dag_loader import DagLoaderService
-        from skydag.service.ports import SystemClock
+        from skydag.sources import SCHEDULER_SOURCE
         from skydag.store.dag_files import DagFileRepository, bind_dag_files
         from skydag.store.models import bind_models
         from skydag.store.repositories import Repositories

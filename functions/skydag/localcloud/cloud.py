@@ -543,8 +543,8 @@ class LocalCloud:
 
     def _service(self) -> Any:
         if self._plans_service is None:
+            from skydag.ports import MemoryEventSink, NoTimers
             from skydag.service.factory import build_service
-            from skydag.service.ports import MemoryEventSink, NoTimers
 
             self._plans_service = build_service(
                 self.settings, events=MemoryEventSink(), timers=NoTimers()

@@ -32,14 +32,14 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from skydag.engine.models import DagRecord
-from skydag.service.ports import Clock, EventSink
+from skydag.ports import Clock, EventSink
+from skydag.sources import SCHEDULE_TICK
 from skydag.spec.loader import DagFileError, load_dag_bytes, parse_yaml
 from skydag.spec.models import ID_PATTERN, DagSpec
 from skydag.store.dag_files import DagFile, DagFileRepository, is_older
 from skydag.store.repositories import Repositories
 
 DAG_IMPORT_ERROR = "DAG Import Error"
-SCHEDULE_TICK = "Schedule Tick"
 DAG_FILE_SUFFIXES = (".yaml", ".yml")
 
 # How much of an import error each place keeps. The head is read on every trigger, so its

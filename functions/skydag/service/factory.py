@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from skydag.service.ports import Clock, EventSink, SystemClock, Timers
+from skydag.ports import Clock, EventSink, SystemClock, Timers
 from skydag.service.scheduler_service import SchedulerService
 from skydag.settings import Settings
 

@@ -62,7 +62,7 @@ from skydag.engine.states import (
     TaskState,
 )
 from skydag.engine.transitions import Decision, Outcome, Transition
-from skydag.service.ports import Clock, EventSink, NoTimers, Timers
+from skydag.ports import Clock, EventSink, NoTimers, Timers
 from skydag.signals.patterns import matches
 from skydag.spec.models import DagSpec, TaskMode, TaskSpec
 from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule

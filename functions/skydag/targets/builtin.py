@@ -9,7 +9,7 @@ job is done by then: its output is the signal's detail, for ``outputs.<task>``.
 from __future__ import annotations
 
 from skydag.engine.models import JobReport, JobStatus
-from skydag.service.ports import Clock
+from skydag.ports import Clock
 from skydag.targets.base import DispatchRequest, DispatchResult, JobRef, Target, TargetRegistry
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from skydag.engine.models import JobReport, JobStatus
-from skydag.service.ports import Clock
+from skydag.ports import Clock
 from skydag.spec.durations import parse_duration
 from skydag.targets.base import DispatchError, DispatchRequest, DispatchResult, JobRef, Target
 

@@ -114,7 +114,7 @@ class Loader:
 
     def __init__(self, settings: Settings) -> None:
         from skydag.service.dag_loader import DagLoaderService
-        from skydag.service.ports import MemoryEventSink, SystemClock
+        from skydag.ports import MemoryEventSink, SystemClock
         from skydag.store.dag_files import DagFileRepository
 
         remote.bind_store(settings)

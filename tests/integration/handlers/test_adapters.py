@@ -18,7 +18,7 @@ from skydag.adapters.events import (
     entry_size,
 )
 from skydag.adapters.schedules import EventBridgeSchedules, timer_schedule_name
-from skydag.service.ports import Timers
+from skydag.ports import Timers
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 

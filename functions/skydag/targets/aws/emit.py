@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from skydag.engine.models import JobReport, JobStatus
-from skydag.service.ports import Clock, SystemClock
+from skydag.ports import Clock, SystemClock
 from skydag.targets.aws._common import is_retryable_code, report, translate_errors
 from skydag.targets.base import DispatchError, DispatchRequest, DispatchResult, JobRef
 

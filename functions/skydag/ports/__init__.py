@@ -1,4 +1,5 @@
-"""Ports the service needs besides the repositories: time and skydag's own events."""
+"""Ports on the bottom floor: time, skydag's own events and one-shot timers (the store's
+interfaces are in ``skydag.ports.store``). Nothing here imports anything of skydag."""
 
 from __future__ import annotations
 
