@@ -189,6 +189,8 @@ def test_reconciler_enforces_timeouts_by_cancelling_the_job(
     run_id = start(env)
     clock.advance(timedelta(hours=1, seconds=1))
     assert env.service.reconcile().timed_out == 1
+    assert jobs.cancelled == []  # not by the reconciler: by the change it wrote
+    settle(env)
     assert jobs.cancelled == [("job-1", "timed out after 1:00:00")]
     assert extract(env, run_id).state is T.UP_FOR_RETRY
     clock.advance(timedelta(minutes=1))
@@ -496,8 +498,8 @@ def test_a_timeout_fires_on_time_by_a_timer(
     assert routed.actions == ["acted"]
     timed_out = extract(env, run_id)
     assert (timed_out.state, timed_out.reason) == (T.UP_FOR_RETRY, "timed out after 1:00:00")
-    assert jobs.cancelled == [("job-1", "timed out after 1:00:00")]
     settle(env)
+    assert jobs.cancelled == [("job-1", "timed out after 1:00:00")]
     # The ended try's timer is removed (it fired here); only live deadlines stay pending.
     assert timers.deleted == [deadlines[0][0]]
 

@@ -547,7 +547,7 @@ def test_a_stale_count_never_ends_a_run_early(embedded: EmbeddedSkydag, dag_load
     run = embedded.repos.runs.record_finished(b, spec.task_index("b"), failed_leaf=False)
     assert run.finished_count == 2
 
-    embedded.service._complete_if_done(spec, run)
+    embedded.service.runs.complete_if_done(spec, run)
 
     run = embedded.repos.runs.get("stale", "r1")
     assert (run.state, run.finished_count) == (RunState.RUNNING, 1)

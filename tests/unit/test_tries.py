@@ -11,9 +11,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from skydag.engine.commands import decide_restart, decide_stop
 from skydag.engine.models import JobReport, JobStatus, TaskInstance, TryRecord
 from skydag.engine.rules import decide_report, decide_timeout
-from skydag.engine.scheduler import decide_restart, decide_retry, decide_stop
+from skydag.engine.scheduler import decide_retry
 from skydag.engine.states import Cause, TaskState
 from skydag.engine.transitions import Outcome, Transition
 from skydag.engine.tries import (

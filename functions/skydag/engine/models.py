@@ -80,9 +80,13 @@ class TaskInstance:
     output: Any = None
     # Tries started by restart_on signals: they do not use up the task's retries.
     restarts: int = 0
-    # The job a restart replaced: cancelled when the new try is dispatched (a crash
-    # between the restart and the cancel is repaired by the redelivered change).
+    # The job of a try that ended while it was live (a restart, stop, mark or timeout):
+    # the change that sets it is what cancels it (engine/tries.py ``job_left_live``), so a
+    # crash after the write cannot lose the cancel: the stream record is redelivered.
     superseded_job: Mapping[str, Any] | None = None
+    # Ids of the commands and signals applied to this task, newest last and bounded
+    # (engine/commands.py): a duplicate delivered after the task moved on is refused.
+    applied: tuple[str, ...] = ()
     # Tries left behind (by a new try, a clear, or a mark after a retry was scheduled),
     # oldest first and bounded (engine/tries.py); the current try is the fields above.
     tries: tuple[TryRecord, ...] = ()
@@ -116,6 +120,9 @@ class DagRun:
     active: frozenset[str] = frozenset()
     throttled: frozenset[str] = frozenset()
     reason: str | None = None
+    # Set once every task instance is written: only then may the run start (a trigger
+    # cut short between the two writes is finished by its redelivery).
+    tasks_created: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from skydag.engine.models import JobReport, JobStatus, TaskInstance
 from skydag.engine.retries import has_tries_left, retry_delay
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, TaskState
 from skydag.engine.transitions import Decision, Transition
-from skydag.engine.tries import job_of_try, service_time
+from skydag.engine.tries import job_left_live, job_of_try, service_time
 from skydag.spec.models import EffectivePolicy
 
 T = TaskState
@@ -249,7 +249,8 @@ def decide_timeout(ti: TaskInstance, policy: EffectivePolicy, now: datetime) -> 
         return Decision.accept(transition, reason)
     if ti.state not in (T.QUEUED, T.RUNNING):
         return Decision.ignore(f"task is {ti.state.value}")
-    changes: dict[str, object] = {"ended_at": now, "reason": reason}
+    # The job runs on past its deadline until cancelled: the change hands it over.
+    changes: dict[str, object] = {"ended_at": now, "reason": reason, **job_left_live(ti)}
     if has_tries_left(policy, attempt(ti)):
         delay = retry_delay(policy, attempt(ti))
         changes["next_attempt_at"] = now + delay

@@ -17,7 +17,6 @@ from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import (
     FAILED_TASK_STATES,
     FINISHED_RUN_STATES,
-    FINISHED_TASK_STATES,
     Cause,
     RunState,
     TaskState,
@@ -121,61 +120,6 @@ def decide_signal_start(
         return Decision.ignore(f"task is {ti.state.value}, not waiting for a signal")
     transition = dispatch_transition(spec, ti, now, cause=Cause.SIGNAL, signal=signal)
     return Decision.accept(transition, f"signal {_signal_id(signal)} arrived")
-
-
-def decide_restart(
-    spec: DagSpec, ti: TaskInstance, signal: Mapping[str, Any], now: datetime
-) -> Decision:
-    """A restart_on signal: the running try is replaced by a new one that sees the signal.
-
-    The same signal twice restarts once, and a signal older than the one that started
-    the current try is stale (events arrive out of order).
-    """
-    if ti.state is not T.RUNNING:
-        return Decision.ignore(f"task is {ti.state.value}, not running")
-    if ti.signal is not None:
-        if _signal_id(ti.signal) == _signal_id(signal):
-            return Decision.ignore("this signal already restarted the task")
-        current_time, new_time = ti.signal.get("time"), signal.get("time")
-        if isinstance(current_time, str) and isinstance(new_time, str) and new_time < current_time:
-            return Decision.ignore(
-                f"signal of {new_time} is older than the one of the current try ({current_time})"
-            )
-    transition = dispatch_transition(spec, ti, now, cause=Cause.RESTART, signal=signal)
-    changes = dict(transition.changes)
-    changes["restarts"] = ti.restarts + 1
-    changes["superseded_job"] = {
-        "job_id": ti.job_id,
-        "token": ti.dispatch_token,
-        "try_number": ti.try_number,
-    }
-    return Decision.accept(
-        Transition(ti.task_id, ti.state, T.QUEUED, Cause.RESTART, ti.version, changes),
-        f"restarted by signal {_signal_id(signal)}",
-    )
-
-
-def decide_stop(ti: TaskInstance, reason: str, now: datetime) -> Decision:
-    """A stop_on signal (or a cancelled run): an unfinished task stops."""
-    if ti.state in FINISHED_TASK_STATES:
-        return Decision.ignore(f"task already {ti.state.value}")
-    changes = {"reason": reason, "ended_at": now, "next_attempt_at": None, "check_at": None}
-    return Decision.accept(
-        Transition(ti.task_id, ti.state, T.STOPPED, Cause.STOP, ti.version, changes), reason
-    )
-
-
-def clear_transition(ti: TaskInstance) -> Transition:
-    """A person cleared the task: back to pending, its try left in the history."""
-    changes = {"reason": "cleared", "ended_at": None, "next_attempt_at": None, "timeout_at": None}
-    return Transition(ti.task_id, ti.state, T.PENDING, Cause.CLEAR, ti.version, changes)
-
-
-def mark_transition(ti: TaskInstance, state: TaskState, now: datetime) -> Transition:
-    """A person set the task's outcome. A try ended by hand has no exit code, whatever its
-    job does next."""
-    changes = {"reason": f"marked {state.value}", "ended_at": now, "exit_code": None}
-    return Transition(ti.task_id, ti.state, state, Cause.MARK, ti.version, changes)
 
 
 def dispatch_token(ti: TaskInstance, try_number: int) -> str:

@@ -83,6 +83,21 @@ def job_of_try(ti: TaskInstance, try_number: int) -> str | None:
     return None
 
 
+# The states of a try whose job may be running.
+LIVE_TRY_STATES = frozenset({T.QUEUED, T.RUNNING})
+
+
+def job_left_live(ti: TaskInstance) -> dict[str, Any]:
+    """The change that hands the job of a live try over to be cancelled, for a transition
+    that ends the try from outside (restart, stop, mark, timeout): the scheduler cancels
+    ``superseded_job`` when it sees the change, not after the write, so the cancel is as
+    durable as the write. A queued try without a job id is found by its token."""
+    if ti.state not in LIVE_TRY_STATES:
+        return {}
+    job = {"job_id": ti.job_id, "token": ti.dispatch_token, "try_number": ti.try_number}
+    return {"superseded_job": job}
+
+
 def leaves_try_behind(src: TaskState, dst: TaskState, cause: Cause) -> bool:
     """Whether an edge of the transition table ends the current try's tenure: a new try
     starts (to queued), the task is reset (clear), or the task's outcome is set after its

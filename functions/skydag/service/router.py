@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from skydag.engine.states import TaskState
 from skydag.engine.transitions import Outcome
-from skydag.service.scheduler_service import DagNotFound
+from skydag.service.core import CommandRefused, DagNotFound
 from skydag.sources import COMMAND_SOURCE, SCHEDULE_TICK, SCHEDULER_SOURCE, TIMER_FIRED
 from skydag.store.errors import NotFound
 
@@ -87,7 +87,7 @@ def route_event(
             return result
         # Other AWS events (an S3 object in a data bucket, ...) are signals like any other.
     if source == COMMAND_SOURCE:
-        return _command(service, detail_type, envelope["detail"])
+        return _command(service, envelope)
     if source == SCHEDULER_SOURCE:
         return _scheduler_event(service, detail_type, envelope["detail"])
     result = RouteResult("signal", detail={"source": source, "detail-type": detail_type})
@@ -141,7 +141,8 @@ def _datetime(detail_type: str, name: str, value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _command(service: SchedulerService, detail_type: str, detail: Mapping[str, Any]) -> RouteResult:
+def _command(service: SchedulerService, envelope: Mapping[str, Any]) -> RouteResult:
+    detail_type, detail = envelope["detail-type"], envelope["detail"]
     if detail_type not in COMMANDS:
         raise BadEvent(
             f"unknown command '{detail_type}': expected one of {', '.join(sorted(COMMANDS))}"
@@ -150,16 +151,24 @@ def _command(service: SchedulerService, detail_type: str, detail: Mapping[str, A
     result = RouteResult("command", detail={"command": detail_type, "dag": detail["dag"]})
     dag_id = str(detail["dag"])
     try:
-        result.actions = _run_command(service, detail_type, dag_id, detail)
-    except (DagNotFound, NotFound, KeyError, ValueError) as error:
+        result.actions = _run_command(service, detail_type, dag_id, detail, envelope["id"])
+    except (DagNotFound, NotFound, CommandRefused) as error:
+        # Only what the command asked is wrong; an engine bug (any other error) is
+        # retried and alarmed, never dropped as a bad event.
         message = error.args[0] if error.args else str(error)
         raise BadEvent(f"command '{detail_type}' for DAG '{dag_id}': {message}") from error
     return result
 
 
 def _run_command(
-    service: SchedulerService, detail_type: str, dag_id: str, detail: Mapping[str, Any]
+    service: SchedulerService,
+    detail_type: str,
+    dag_id: str,
+    detail: Mapping[str, Any],
+    command_id: str,
 ) -> list[str]:
+    """Apply one command. ``command_id`` (the event's id, the same in every copy that
+    EventBridge or SQS delivers) keeps a command from applying twice to a task."""
     if detail_type == "Trigger DAG":
         conf = detail.get("conf") or {}
         if not isinstance(conf, Mapping):
@@ -182,13 +191,14 @@ def _run_command(
             task_id,
             downstream=bool(detail.get("downstream", False)),
             reset_state=bool(detail.get("reset_state", False)),
+            command_id=command_id,
         )
         return [f"cleared {', '.join(cleared) or 'nothing'}"]
     if detail_type == "Mark Task":
         state = str(detail["state"])
         if state not in ("success", "failed"):
             raise BadEvent(f"command 'Mark Task': state must be success or failed, not {state!r}")
-        marked = service.mark(dag_id, run_id, task_id, TaskState(state))
+        marked = service.mark(dag_id, run_id, task_id, TaskState(state), command_id=command_id)
         return [f"{task_id} marked {marked.state.value}"]
     if detail_type == "Cancel Run":
         run = service.cancel_run(dag_id, run_id, str(detail.get("reason") or "cancelled"))

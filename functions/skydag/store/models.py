@@ -192,6 +192,7 @@ class TaskInstanceModel(Model):
     output = UnicodeAttribute(null=True)  # JSON
     restarts = NumberAttribute(default=0)
     superseded_job = UnicodeAttribute(null=True)  # JSON
+    applied = UnicodeAttribute(null=True)  # JSON list of command and signal ids
     # The tries left behind, oldest first: a compact JSON list (store/repositories.py
     # ``encode_tries``), bounded by engine/tries.py, written by the transition that
     # leaves a try behind.

@@ -194,11 +194,12 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         output=_loads(item.output),
         restarts=int(item.restarts or 0),
         superseded_job=_loads(item.superseded_job),
+        applied=tuple(_loads(item.applied) or ()),
         tries=decode_tries(item.tries),
     )
 
 
-_TI_JSON_FIELDS = frozenset({"signal", "output", "superseded_job"})
+_TI_JSON_FIELDS = frozenset({"signal", "output", "superseded_job", "applied"})
 _TI_PLAIN_FIELDS = frozenset(
     {
         "try_number",
@@ -507,6 +508,7 @@ def _run_from_model(item: RunModel) -> DagRun:
         active=frozenset((item.active.as_dict() if item.active is not None else {}).keys()),
         throttled=frozenset(item.throttled or ()),
         reason=item.reason,
+        tasks_created=bool(item.tasks_created),
     )
 
 

@@ -113,8 +113,8 @@ class Loader:
     """The DAG loader as the Lambda runs it, fed the bucket's objects (S3 events aside)."""
 
     def __init__(self, settings: Settings) -> None:
-        from skydag.service.dag_loader import DagLoaderService
         from skydag.ports import MemoryEventSink, SystemClock
+        from skydag.service.dag_loader import DagLoaderService
         from skydag.store.dag_files import DagFileRepository
 
         remote.bind_store(settings)

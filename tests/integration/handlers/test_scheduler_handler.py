@@ -14,7 +14,7 @@ from handler_support import EVENTS, Stack, load_event, metric_total, sqs_batch, 
 
 from skydag.engine.models import RunType
 from skydag.engine.states import RunState
-from skydag.service.scheduler_service import SchedulerService
+from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec
 from skydag.store.repositories import Repositories
 
@@ -45,16 +45,16 @@ def test_only_the_retryable_record_is_reported_as_failed(
 ) -> None:
     load_dag(one_noop_task("orders"))
     load_dag(one_noop_task("flaky"))
-    real_trigger = SchedulerService.trigger
+    real_trigger = RunLifecycle.trigger
 
-    def throttled_for_flaky(self: SchedulerService, dag_id: str, **kwargs: Any) -> Any:
+    def throttled_for_flaky(self: RunLifecycle, dag_id: str, **kwargs: Any) -> Any:
         if dag_id == "flaky":  # DynamoDB throttled this write past botocore's retries
             raise ClientError(
                 {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "PutItem"
             )
         return real_trigger(self, dag_id, **kwargs)
 
-    monkeypatch.setattr(SchedulerService, "trigger", throttled_for_flaky)
+    monkeypatch.setattr(RunLifecycle, "trigger", throttled_for_flaky)
     good = sqs_message(trigger("orders", "manual__good"))
     malformed = sqs_message('{"version": "0", "detail-type": "Trigger DAG", ')
     unknown_dag = sqs_message(trigger("no_such_dag", "manual__lost"))
@@ -83,10 +83,10 @@ def test_a_batch_where_everything_fails_is_reported_record_by_record(
 ) -> None:
     load_dag(one_noop_task("flaky"))
 
-    def throttled(self: SchedulerService, dag_id: str, **kwargs: Any) -> Any:
+    def throttled(self: RunLifecycle, dag_id: str, **kwargs: Any) -> Any:
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "Query")
 
-    monkeypatch.setattr(SchedulerService, "trigger", throttled)
+    monkeypatch.setattr(RunLifecycle, "trigger", throttled)
     first, second = sqs_message(trigger("flaky", "a")), sqs_message(trigger("flaky", "b"))
 
     response = handlers.scheduler.lambda_handler(sqs_batch(first, second), context)

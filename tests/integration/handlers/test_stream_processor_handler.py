@@ -13,7 +13,6 @@ from handler_support import Stack, metric_total
 from skydag.engine.models import TaskInstance
 from skydag.engine.states import RunState
 from skydag.handlers import _runtime
-from skydag.service.scheduler_service import SchedulerService
 from skydag.spec.models import DagSpec
 from skydag.store.repositories import Repositories
 
@@ -70,14 +69,15 @@ def test_a_record_whose_processing_raises_is_reported_by_its_sequence_number(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     start_run()
-    real = SchedulerService.on_task_changed
+    service = _runtime.scheduler_service()
+    real = service.on_task_changed
 
-    def fails_for_load(self: SchedulerService, old: TaskInstance | None, new: TaskInstance) -> None:
+    def fails_for_load(old: TaskInstance | None, new: TaskInstance) -> None:
         if new.task_id == "load":
             raise RuntimeError("the dispatch target timed out")
-        real(self, old, new)
+        real(old, new)
 
-    monkeypatch.setattr(SchedulerService, "on_task_changed", fails_for_load)
+    monkeypatch.setattr(service, "on_task_changed", fails_for_load)
     batch = stack.stream_batch(stack.settings.tables.task_instances)
     load_records = [
         record["dynamodb"]["SequenceNumber"]

@@ -1,0 +1,118 @@
+"""Reactions to changes of runs and task instances (DynamoDB Streams records).
+
+A record may come twice, late, or after later changes of its item: each reaction reads
+the item as it is now and acts only on what still holds. Side effects that must follow a
+write (dispatching a queued try, cancelling the job of a try ended from outside, setting
+its timers) hang on the change itself, so they happen however the write's caller ended:
+the stream redelivers the record until its reaction succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.scheduler import (
+    RunChange,
+    deadline_left_behind,
+    run_change,
+    run_change_holds,
+    start_tasks,
+    timer_for,
+)
+from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
+from skydag.service.core import Scheduler
+from skydag.service.dispatcher import Dispatcher
+from skydag.service.jobs import Jobs
+from skydag.service.progress import TaskProgress
+from skydag.service.runs import RunLifecycle
+
+log = logging.getLogger("skydag.scheduler")
+
+
+class ChangeReactions:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        runs: RunLifecycle,
+        progress: TaskProgress,
+        dispatcher: Dispatcher,
+        jobs: Jobs,
+    ) -> None:
+        self.scheduler = scheduler
+        self.runs = runs
+        self.progress = progress
+        self.dispatcher = dispatcher
+        self.jobs = jobs
+
+    def on_run_changed(self, old: DagRun | None, new: DagRun) -> None:
+        change = run_change(old, new)
+        if change is RunChange.NONE:
+            return
+        repos = self.scheduler.repos
+        # The image may be a redelivery of a change a later one undid: act on the run as
+        # it is now (a stale end must not free the slot of a reopened run).
+        run = repos.runs.find(new.dag_id, new.run_id)
+        if run is None or not run_change_holds(change, new, run):
+            log.info("run %s/%s: stale %s change", new.dag_id, new.run_id, change)
+            if change is RunChange.FINISHED:
+                # Its first delivery may have freed the slot and died before starting the
+                # queued runs; starting them is judged on the slots as they are now.
+                self.runs.start_queued_runs(new.dag_id)
+            return
+        if change is RunChange.STARTED:
+            spec = self.scheduler.spec(run)
+            if run.finished_count:
+                # A reopened run that waited for a slot: its cleared tasks, wherever they are.
+                candidates = [
+                    ti
+                    for ti in repos.tasks.list_for_run(run.dag_id, run.run_id)
+                    if ti.state in (TaskState.PENDING, TaskState.UP_FOR_RETRY)
+                ]
+            else:
+                candidates = repos.tasks.get_many(run.dag_id, run.run_id, start_tasks(spec))
+            for ti in candidates:
+                self.progress.evaluate(spec, run, ti)
+            return
+        repos.dags.release_run_slot(run.dag_id, run.run_id)
+        if run.state is RunState.CANCELLED:
+            # Also when the cancel command died after ending the run.
+            self.progress.stop_unfinished(run, run.reason or "run cancelled")
+        self.runs.start_queued_runs(run.dag_id)
+        self.scheduler.emit_run_event(run)
+
+    def on_task_changed(self, old: TaskInstance | None, new: TaskInstance) -> None:
+        became = old is None or old.state != new.state or old.try_number != new.try_number
+        if not became:
+            return
+        if new.superseded_job and (old is None or old.superseded_job != new.superseded_job):
+            # First: a restarted service's old job stops before its new one starts.
+            self._cancel_superseded(new)
+        if new.state is TaskState.QUEUED:
+            self.dispatcher.dispatch(new)
+        elif new.state in FINISHED_TASK_STATES:
+            self.progress.propagate(new)
+        elif new.state is TaskState.UP_FOR_RETRY:
+            self.progress.release_slot(new)
+        elif new.state is TaskState.RUNNING:
+            self.progress.announce_service_up(new)
+        # A retry's time or a deadline kept on time, not at the reconciler's pace; after
+        # the dispatch, so a timer service that fails delays no job.
+        timer, ended = timer_for(new), deadline_left_behind(old, new)
+        if timer is not None:
+            detail = {"dag": new.dag_id, "run_id": new.run_id, "task": new.task_id}
+            self.scheduler.timers.set_timer(timer.name, timer.at, detail)
+        if ended is not None:
+            self.scheduler.timers.delete_timer(ended)
+        if old is not None and old.state != new.state:
+            # Not on creation: a run's pending tasks are no news (and events cost money).
+            self.scheduler.emit_task_event(new)
+
+    def _cancel_superseded(self, ti: TaskInstance) -> None:
+        """Cancel the job of the try this change ended from outside (a restart, stop,
+        mark or timeout). Idempotent: a redelivered change cancels a stopped job again."""
+        assert ti.superseded_job is not None
+        spec = self.scheduler.spec_of_task(ti)
+        job = self.jobs.job_ref(spec, ti, ti.superseded_job)
+        reason = ti.reason or ("restarted by a signal" if ti.state is TaskState.QUEUED else "")
+        self.jobs.cancel(spec, job, reason or "its try ended")

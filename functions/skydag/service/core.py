@@ -1,0 +1,140 @@
+"""What the scheduler's collaborators share: the ports, the DAG versions runs are pinned
+to, skydag's own events, and the one loop every write goes through.
+
+Every write is conditional on the version it was decided from. A lost race is normal
+(concurrent invocations, redelivered events): the store's ``ConflictError`` carries the
+item as it is now, and the decision is made again from it (``settle``). Nothing is ever
+decided from an image that may be stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from skydag.engine.models import DagRecord, DagRun, TaskInstance
+from skydag.engine.transitions import Decision, Transition
+from skydag.ports import Clock, EventSink, Timers
+from skydag.spec.models import DagSpec
+from skydag.store.errors import ConflictError
+from skydag.store.repositories import Repositories
+from skydag.targets.base import TargetRegistry
+
+MAX_RACE_RETRIES = 8
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class DagNotFound(LookupError):
+    pass
+
+
+class DagPaused(RuntimeError):
+    pass
+
+
+class CommandRefused(ValueError):
+    """An operator command that cannot apply as asked (an unknown task, a cancelled run,
+    a DAG without a schedule): nothing changed, and the message says why."""
+
+
+class TooManyLostRaces(ConflictError[Any]):
+    """Every re-decision lost its race again: the caller's event source retries later."""
+
+
+def settle(item: Item, attempt: Callable[[Item], Result], what: str) -> Result:
+    """Run ``attempt`` on ``item``; when its conditional write loses a race, run it again
+    on the item as the store now has it. The only retry loop of the scheduler."""
+    for _ in range(MAX_RACE_RETRIES):
+        try:
+            return attempt(item)
+        except ConflictError as conflict:
+            if conflict.current is None:
+                raise
+            item = conflict.current
+    raise TooManyLostRaces(f"{what}: gave up after {MAX_RACE_RETRIES} lost races", item)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What deciding on a task did: the decision, and the task as written (None when
+    nothing was written: no transition, or no free task slot for a dispatch)."""
+
+    decision: Decision
+    seen: TaskInstance  # the task as the decision saw it (the current item)
+    task: TaskInstance | None = None
+    no_slot: bool = False
+
+
+# Whether a transition may be written now (a dispatch first takes a task slot).
+Gate = Callable[[TaskInstance, Transition], bool]
+
+
+@dataclass(slots=True)
+class Scheduler:
+    """The ports every collaborator uses (tests swap ``targets`` and ``timers``)."""
+
+    repos: Repositories
+    targets: TargetRegistry
+    clock: Clock
+    events: EventSink
+    timers: Timers
+    # Told to jobs (SKYDAG_TASK_STATE_TABLE) so `skydag state` finds their state.
+    state_table: str | None = None
+
+    def spec(self, run: DagRun) -> DagSpec:
+        """The DAG version the run is pinned to."""
+        return self.repos.dags.load_spec(run.dag_id, run.dag_version)
+
+    def spec_of_task(self, ti: TaskInstance) -> DagSpec:
+        return self.repos.dags.load_spec(ti.dag_id, ti.dag_version)
+
+    def current_spec(self, record: DagRecord) -> DagSpec:
+        assert record.current_version is not None
+        return self.repos.dags.load_spec(record.dag_id, record.current_version)
+
+    def decide_and_apply(
+        self,
+        ti: TaskInstance,
+        decide: Callable[[TaskInstance], Decision],
+        *,
+        gate: Gate | None = None,
+    ) -> Applied:
+        """Decide on the task and write the transition conditionally; decide again on
+        the current item when the write loses a race."""
+
+        def attempt(current: TaskInstance) -> Applied:
+            decision = decide(current)
+            transition = decision.transition
+            if transition is None:
+                return Applied(decision, current)
+            if gate is not None and not gate(current, transition):
+                return Applied(decision, current, no_slot=True)
+            return Applied(decision, current, self.repos.tasks.apply(current, transition))
+
+        return settle(ti, attempt, f"task {'/'.join(ti.key)}")
+
+    def emit_run_event(self, run: DagRun) -> None:
+        self.events.put(
+            "DagRun State Change",
+            {
+                "dag": run.dag_id,
+                "run_id": run.run_id,
+                "state": run.state.value,
+                "reason": run.reason,
+            },
+        )
+
+    def emit_task_event(self, ti: TaskInstance) -> None:
+        self.events.put(
+            "Task Instance State Change",
+            {
+                "dag": ti.dag_id,
+                "run_id": ti.run_id,
+                "task": ti.task_id,
+                "state": ti.state.value,
+                "try_number": ti.try_number,
+            },
+        )

@@ -1,0 +1,67 @@
+"""Starting a try's job: only for the current, queued try whose job is not known yet
+(``why_not_dispatch``), so a stale or repeated change calls no target; the target's
+idempotency token is the second line of defence, not the first."""
+
+from __future__ import annotations
+
+import logging
+
+from skydag.engine.models import JobReport, JobStatus, TaskInstance
+from skydag.engine.scheduler import why_not_dispatch
+from skydag.engine.states import RunState
+from skydag.service.core import Scheduler
+from skydag.service.jobs import Jobs
+from skydag.service.reports import TaskReports
+from skydag.spec.templates import TemplateRenderError
+from skydag.targets.base import DispatchError
+
+log = logging.getLogger("skydag.scheduler")
+
+
+class Dispatcher:
+    def __init__(self, scheduler: Scheduler, jobs: Jobs, reports: TaskReports) -> None:
+        self.scheduler = scheduler
+        self.jobs = jobs
+        self.reports = reports
+
+    def dispatch(self, image: TaskInstance) -> None:
+        """Start the try recorded in ``image`` (its intent is already stored), if it is
+        still the current, queued try without a job; idempotent."""
+        repos = self.scheduler.repos
+        ti = repos.tasks.find(image.dag_id, image.run_id, image.task_id)
+        skip = why_not_dispatch(image, ti)
+        if skip is not None or ti is None:
+            log.info("not dispatching %s: %s", image.key, skip)
+            return
+        run = repos.runs.get(ti.dag_id, ti.run_id)
+        if run.state is not RunState.RUNNING:
+            # Cancelled (or reopened and queued) after the intent was recorded: no job.
+            log.info("not dispatching %s: run is %s", ti.key, run.state.value)
+            return
+        spec = self.scheduler.spec(run)
+        try:
+            request = self.jobs.dispatch_request(spec, run, ti)
+        except TemplateRenderError as error:
+            self.reports.fail(ti, f"template error: {error}")
+            return
+        target = self.scheduler.targets.target_for(spec.tasks[ti.task_id].target_kind)
+        try:
+            result = target.dispatch(request)
+        except DispatchError as error:
+            if error.retryable:
+                raise
+            self.reports.fail(ti, f"dispatch failed: {error.reason}")
+            return
+        if result.report is not None:
+            self.reports.apply(ti, result.report)
+        elif result.job_id is not None:
+            running = JobReport(
+                ti.dag_id,
+                ti.run_id,
+                ti.task_id,
+                ti.try_number,
+                JobStatus.RUNNING,
+                job_id=result.job_id,
+                at=self.scheduler.clock.now(),
+            )
+            self.reports.apply(ti, running)

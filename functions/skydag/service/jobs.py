@@ -1,0 +1,142 @@
+"""A try's job as the targets see it: the rendered dispatch request, the handle to find
+or cancel the job, and the environment a job learns its identity from."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.scheduler import merged_params
+from skydag.service.core import Scheduler
+from skydag.spec.models import DagSpec, TaskSpec
+from skydag.spec.templates import TemplateRenderError, render_value
+from skydag.store.repositories import instance_scope, task_scope
+from skydag.targets.base import DispatchError, DispatchRequest, JobRef
+
+log = logging.getLogger("skydag.scheduler")
+
+
+class Jobs:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def dispatch_request(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> DispatchRequest:
+        """The try's dispatch, its target and local blocks rendered for this try."""
+        task = spec.tasks[ti.task_id]
+        context = self.template_context(spec, run, ti)
+        target = render_value(task.target.model_dump(by_alias=True, mode="json"), context)
+        local = render_value(task.local.model_dump(mode="json"), context) if task.local else None
+        assert ti.dispatch_token is not None
+        return DispatchRequest(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            token=ti.dispatch_token,
+            kind=task.target_kind,
+            target=target,
+            local=local,
+            timeout=spec.effective_policy(ti.task_id).timeout,
+            environment=job_environment(ti, self.scheduler.state_table),
+            signal=ti.signal,
+        )
+
+    def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment else None
+
+        return {
+            "dag": spec.dag,  # the contract: `dag` is the id
+            "run": {
+                "id": run.run_id,
+                "type": run.run_type.value,
+                "logical_date": iso(run.logical_date),
+                "data_interval_start": iso(run.data_interval_start),
+                "data_interval_end": iso(run.data_interval_end),
+                "conf": dict(run.conf),
+            },
+            "params": merged_params(spec, run),
+            "trigger": dict(run.trigger or {}),
+            "signal": dict(ti.signal or {}),
+            "task": {"id": ti.task_id, "try_number": ti.try_number},
+            "state": self._task_state(spec, ti),
+            "outputs": self._upstream_outputs(spec, ti),
+        }
+
+    def _upstream_outputs(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
+        """``outputs.<task>``: what upstream jobs returned (Step Functions output, Lambda
+        response, a wait task's signal detail). Read only when a template mentions it."""
+        task = spec.tasks[ti.task_id]
+        if not task.depends_on or "outputs" not in _template_text(task):
+            return {}
+        upstream = self.scheduler.repos.tasks.get_many(ti.dag_id, ti.run_id, task.depends_on)
+        return {u.task_id: u.output for u in upstream if u.output is not None}
+
+    def _task_state(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
+        """The task's stored state for templates: its watermarks (task scope) overlaid by
+        this task instance's checkpoints. Read only when a template mentions ``state``."""
+        if "state" not in _template_text(spec.tasks[ti.task_id]):
+            return {}
+        state = self.scheduler.repos.state
+        merged = state.get_all(task_scope(ti.dag_id, ti.task_id))
+        merged.update(state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.task_id)))
+        return merged
+
+    def job_ref(
+        self, spec: DagSpec, ti: TaskInstance, job: Mapping[str, Any] | None = None
+    ) -> JobRef:
+        """The handle on a try's job (the current try's, or ``job``: a try left behind,
+        as ``superseded_job`` keeps it). Without a job id it carries the rendered target
+        block, so the target can find the job by its token where it lives."""
+        try_number = int(job["try_number"] or 0) if job else ti.try_number
+        job_id = job.get("job_id") if job else ti.job_id
+        token = job.get("token") if job else ti.dispatch_token
+        target = None
+        if job_id is None and token is not None and ti.dispatch_token is not None:
+            run = self.scheduler.repos.runs.find(ti.dag_id, ti.run_id)
+            if run is not None:
+                with contextlib.suppress(TemplateRenderError):
+                    target = self.dispatch_request(spec, run, ti).target
+        return JobRef(ti.dag_id, ti.run_id, ti.task_id, try_number, job_id, token, target)
+
+    def cancel(self, spec: DagSpec, job: JobRef, reason: str) -> None:
+        """Cancel a job (idempotent). A retryable failure (throttling, a service error)
+        raises, so the change that asked for the cancel is delivered again; a job the
+        service refuses to cancel is logged."""
+        try:
+            self.scheduler.targets.target_for(spec.tasks[job.task_id].target_kind).cancel(
+                job, reason
+            )
+        except DispatchError as error:
+            if error.retryable:
+                raise
+            log.warning(
+                "could not cancel %s/%s/%s try %s: %s",
+                job.dag_id,
+                job.run_id,
+                job.task_id,
+                job.try_number,
+                error.reason,
+            )
+
+
+def _template_text(task: TaskSpec) -> str:
+    """The task's templated blocks as text: a cheap test of which context they use."""
+    return task.target.model_dump_json() + (task.local.model_dump_json() if task.local else "")
+
+
+def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]:
+    """What a job learns of its identity (and where its task state lives)."""
+    env = {
+        "SKYDAG_DAG": ti.dag_id,
+        "SKYDAG_RUN": ti.run_id,
+        "SKYDAG_TASK": ti.task_id,
+        "SKYDAG_TRY": str(ti.try_number),
+    }
+    if state_table:
+        env["SKYDAG_TASK_STATE_TABLE"] = state_table
+    return env

@@ -1,0 +1,117 @@
+"""Tasks moving on: a pending task decided under its trigger rule, a dispatch taking a
+max_active_tasks slot, a finish reported to the downstream tasks and counted on the run."""
+
+from __future__ import annotations
+
+from skydag.engine.commands import decide_stop
+from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
+from skydag.engine.scheduler import counts_as_failed_leaf, decide_next
+from skydag.engine.states import RunState, TaskState
+from skydag.engine.transitions import Transition
+from skydag.service.core import Gate, Scheduler
+from skydag.service.runs import RunLifecycle
+from skydag.spec.models import DagSpec, TaskMode
+
+
+class TaskProgress:
+    def __init__(self, scheduler: Scheduler, runs: RunLifecycle) -> None:
+        self.scheduler = scheduler
+        self.runs = runs
+
+    def evaluate(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> TaskInstance | None:
+        """Move a task that is not running on (trigger rule, due retry, kept signal)."""
+        if run.state is not RunState.RUNNING:
+            return None
+        clock = self.scheduler.clock
+        applied = self.scheduler.decide_and_apply(
+            ti,
+            lambda current: decide_next(spec, current, clock.now()),
+            gate=self.slot_gate(spec, run),
+        )
+        return applied.task
+
+    def slot_gate(self, spec: DagSpec, run: DagRun) -> Gate:
+        """A dispatch first takes a max_active_tasks slot, or joins the throttled set.
+
+        The second attempt closes the race with a concurrent release: whoever frees a slot
+        after we joined the set sees us in it and starts us."""
+        runs, limit = self.scheduler.repos.runs, spec.max_active_tasks
+
+        def gate(ti: TaskInstance, transition: Transition) -> bool:
+            if transition.dst is not TaskState.QUEUED:
+                return True
+            try_number = ti.try_number + 1
+            if runs.reserve_task_slot(run, ti, try_number, limit):
+                return True
+            runs.add_throttled(run, ti.task_id)
+            return runs.reserve_task_slot(run, ti, try_number, limit)
+
+        return gate
+
+    def propagate(self, image: TaskInstance) -> None:
+        """A task finished: tell its downstream tasks, then its run.
+
+        The change may be a redelivery of an old one (the task was cleared and runs
+        again): only the task's current finish counts. A clear landing between this
+        re-read and the count below can still leave one stale count; the run's end is
+        therefore checked against its task instances (``complete_if_done``).
+        """
+        repos = self.scheduler.repos
+        ti = repos.tasks.find(image.dag_id, image.run_id, image.task_id)
+        if ti is None or ti.state != image.state or ti.try_number != image.try_number:
+            return
+        run = repos.runs.get(ti.dag_id, ti.run_id)
+        spec = self.scheduler.spec(run)
+        self.report_downstream(spec, run, ti)
+        run = repos.runs.record_finished(
+            ti,
+            spec.task_index(ti.task_id),
+            failed_leaf=counts_as_failed_leaf(spec, ti.task_id, ti.state),
+        )
+        self.fill_free_slots(spec, run)
+        self.runs.complete_if_done(spec, run)
+
+    def report_downstream(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> None:
+        """Tell each downstream task this task's state, and evaluate the ones it changed."""
+        report = UpstreamReport(ti.state, ti.version)
+        for child in spec.downstream(ti.task_id):
+            updated = self.scheduler.repos.tasks.report_upstream(
+                (ti.dag_id, ti.run_id, child), ti.task_id, report
+            )
+            if updated is not None:
+                self.evaluate(spec, run, updated)
+
+    def release_slot(self, ti: TaskInstance) -> None:
+        """A try went up for retry: its slot goes to a task waiting for one."""
+        repos = self.scheduler.repos
+        repos.runs.release_task_slot(ti)
+        run = repos.runs.get(ti.dag_id, ti.run_id)
+        self.fill_free_slots(self.scheduler.spec(run), run)
+
+    def fill_free_slots(self, spec: DagSpec, run: DagRun) -> None:
+        free = spec.max_active_tasks - len(run.active)
+        if free <= 0 or not run.throttled or run.state is not RunState.RUNNING:
+            return
+        waiting = sorted(run.throttled)[:free]
+        for ti in self.scheduler.repos.tasks.get_many(run.dag_id, run.run_id, waiting):
+            self.evaluate(spec, run, ti)
+
+    def announce_service_up(self, ti: TaskInstance) -> None:
+        """A service task runs: its downstream tasks may start (they depend on it being up)."""
+        repos = self.scheduler.repos
+        spec = self.scheduler.spec_of_task(ti)
+        if spec.tasks[ti.task_id].mode is not TaskMode.SERVICE:
+            return
+        current = repos.tasks.find(ti.dag_id, ti.run_id, ti.task_id)
+        if current is None or current.state is not TaskState.RUNNING:
+            return
+        self.report_downstream(spec, repos.runs.get(ti.dag_id, ti.run_id), current)
+
+    def stop_unfinished(self, run: DagRun, reason: str) -> None:
+        """Stop every unfinished task of a cancelled run. Their jobs are cancelled from
+        the changes this writes (``superseded_job``), so nothing here can lose them."""
+        clock = self.scheduler.clock
+        for ti in self.scheduler.repos.tasks.list_for_run(run.dag_id, run.run_id):
+            self.scheduler.decide_and_apply(
+                ti, lambda current: decide_stop(current, reason, clock.now())
+            )

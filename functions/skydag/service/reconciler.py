@@ -1,0 +1,144 @@
+"""The reconciler's pass over the sparse due index (never a scan), and one-shot timers:
+retries whose time has come, deadlines, dispatches a crash cut short, and jobs whose
+events are overdue. Late or duplicate events afterwards change nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from skydag.engine.models import DagRun, JobStatus, TaskInstance
+from skydag.engine.rules import (
+    DISPATCH_CHECK_AFTER,
+    RUNNING_CHECK_EVERY,
+    decide_timeout,
+    reconcile_backoff,
+)
+from skydag.engine.states import RunState, TaskState
+from skydag.engine.transitions import Outcome
+from skydag.service.core import Scheduler
+from skydag.service.dispatcher import Dispatcher
+from skydag.service.jobs import Jobs
+from skydag.service.progress import TaskProgress
+from skydag.service.reports import TaskReports
+from skydag.spec.models import DagSpec
+from skydag.store.errors import ConflictError
+from skydag.store.repositories import due_at
+from skydag.targets.base import DispatchError
+
+log = logging.getLogger("skydag.scheduler")
+
+
+@dataclass(slots=True)
+class ReconcileResult:
+    """What one reconciler pass did (logged and published as metrics)."""
+
+    retries: int = 0
+    timed_out: int = 0
+    redispatched: int = 0
+    described: int = 0
+    repaired: int = 0
+    conflicts: int = 0
+    failed: int = 0  # items whose handling raised: logged, and skipped for a while
+
+    @property
+    def acted(self) -> int:
+        return self.retries + self.timed_out + self.redispatched + self.repaired
+
+
+class Reconciler:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        progress: TaskProgress,
+        dispatcher: Dispatcher,
+        reports: TaskReports,
+        jobs: Jobs,
+    ) -> None:
+        self.scheduler = scheduler
+        self.progress = progress
+        self.dispatcher = dispatcher
+        self.reports = reports
+        self.jobs = jobs
+
+    def reconcile(self, now: datetime | None = None, *, limit: int = 100) -> ReconcileResult:
+        now = now or self.scheduler.clock.now()
+        result = ReconcileResult()
+        tasks = self.scheduler.repos.tasks
+        for ti in tasks.due(now, limit):
+            try:
+                self.act_on_due(ti, now, result)
+            except ConflictError:
+                result.conflicts += 1  # someone else moved it: nothing left to do
+            except Exception:
+                # An item that always fails must stall neither this pass nor the next ones
+                # (it would stay first in the index): counted, logged, looked at later.
+                result.failed += 1
+                until = reconcile_backoff(due_at(ti), now)
+                where = "/".join(ti.key)
+                log.exception("reconciling %s (%s) failed; again at %s", where, ti.state, until)
+                tasks.postpone_due(ti, until)
+        return result
+
+    def on_timer_fired(self, dag_id: str, run_id: str, task_id: str) -> bool:
+        """A one-shot timer (a retry's time, a deadline) fired: act on the task if due."""
+        ti = self.scheduler.repos.tasks.find(dag_id, run_id, task_id)
+        if ti is None:
+            return False
+        result = ReconcileResult()
+        self.act_on_due(ti, self.scheduler.clock.now(), result)
+        return result.acted > 0
+
+    def act_on_due(self, ti: TaskInstance, now: datetime, result: ReconcileResult) -> None:
+        run = self.scheduler.repos.runs.get(ti.dag_id, ti.run_id)
+        spec = self.scheduler.spec(run)
+        if ti.state is TaskState.UP_FOR_RETRY:
+            if ti.next_attempt_at is None or ti.next_attempt_at <= now:
+                result.retries += self.progress.evaluate(spec, run, ti) is not None
+            return
+        if ti.state not in (TaskState.WAITING, TaskState.QUEUED, TaskState.RUNNING):
+            return
+        if ti.timeout_at is not None and ti.timeout_at <= now:
+            # The job is cancelled from the change (``superseded_job``), not from here.
+            policy = spec.effective_policy(ti.task_id)
+            applied = self.scheduler.decide_and_apply(
+                ti, lambda current: decide_timeout(current, policy, now)
+            )
+            result.timed_out += applied.task is not None
+            return
+        if ti.state is not TaskState.WAITING and ti.check_at is not None and ti.check_at <= now:
+            self._check_job(spec, run, ti, now, result)
+
+    def _check_job(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, now: datetime, result: ReconcileResult
+    ) -> None:
+        """No event came for this try in time: re-attach the dispatch or describe the job."""
+        tasks = self.scheduler.repos.tasks
+        if run.state is not RunState.RUNNING:
+            tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
+            return
+        if ti.state is TaskState.QUEUED and ti.job_id is None:
+            # The intent is recorded but the job id is not: dispatch again. The target's
+            # idempotency (token) finds the job if the first call reached the service.
+            result.redispatched += 1
+            self.dispatcher.dispatch(ti)
+            current = tasks.find(ti.dag_id, ti.run_id, ti.task_id)
+            if current is not None and current.state is TaskState.QUEUED:
+                tasks.check_later(current, now + DISPATCH_CHECK_AFTER)
+            return
+        target = self.scheduler.targets.target_for(spec.tasks[ti.task_id].target_kind)
+        try:
+            report = target.describe(self.jobs.job_ref(spec, ti))
+        except DispatchError as error:
+            log.warning("could not describe %s: %s", ti.key, error.reason)
+            report = None
+        result.described += 1
+        # A finished job repairs a lost event; "running" for a queued try records the job.
+        news = report is not None and (
+            report.status is not JobStatus.RUNNING or ti.state is TaskState.QUEUED
+        )
+        if news and report is not None and self.reports.apply(ti, report).outcome is Outcome.ACCEPT:
+            result.repaired += 1
+            return
+        tasks.check_later(ti, now + RUNNING_CHECK_EVERY)

@@ -1,0 +1,87 @@
+"""What jobs say about their tries: service state-change events, what a dispatch or a
+Describe call returned, and failures to dispatch. Each is judged against the task as it
+is now (``decide_report``): duplicates and stale reports change nothing."""
+
+from __future__ import annotations
+
+from skydag.engine.models import JobReport, JobStatus, TaskInstance
+from skydag.engine.rules import decide_report
+from skydag.engine.scheduler import dispatch_token
+from skydag.engine.transitions import Decision, Outcome
+from skydag.service.core import Scheduler
+from skydag.service.jobs import Jobs
+from skydag.targets.base import JobEvent, JobRef
+
+
+class TaskReports:
+    def __init__(self, scheduler: Scheduler, jobs: Jobs) -> None:
+        self.scheduler = scheduler
+        self.jobs = jobs
+
+    def on_job_report(self, report: JobReport) -> Decision:
+        """Apply what a job says about one of its tries."""
+        tasks = self.scheduler.repos.tasks
+        ti = tasks.find(report.dag_id, report.run_id, report.task_id)
+        if ti is None:
+            return Decision.reject(
+                f"no task instance {report.dag_id}/{report.run_id}/{report.task_id}"
+            )
+        return self.apply(ti, report)
+
+    def on_job_event(self, event: JobEvent) -> Decision:
+        """A service's state-change event, translated: find its try and apply it."""
+        tasks = self.scheduler.repos.tasks
+        ti = tasks.find_by_token(event.token) if event.token else None
+        if ti is None and event.job_id:
+            ti = tasks.find_by_job_id(event.job_id)
+        if ti is None:
+            return Decision.reject(
+                f"{event.kind} job {event.job_id or event.token}: no current try of any task "
+                "(an event of a replaced try, or not skydag's job)"
+            )
+        if event.job_id and ti.job_id and event.job_id != ti.job_id:
+            return Decision.reject(
+                f"{event.kind} job {event.job_id} is not the job of {'/'.join(ti.key)} "
+                f"try {ti.try_number} ({ti.job_id})"
+            )
+        report = JobReport(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            ti.try_number,
+            event.status,
+            job_id=event.job_id,
+            exit_code=event.exit_code,
+            reason=event.reason,
+            output=event.output,
+            at=event.at or self.scheduler.clock.now(),
+        )
+        return self.apply(ti, report)
+
+    def apply(self, ti: TaskInstance, report: JobReport) -> Decision:
+        spec = self.scheduler.spec_of_task(ti)
+        policy = spec.effective_policy(ti.task_id)
+        clock = self.scheduler.clock
+        decision = self.scheduler.decide_and_apply(
+            ti, lambda current: decide_report(current, report, policy, clock.now())
+        ).decision
+        if decision.outcome is Outcome.CANCEL_JOB:
+            # A job runs for a try that is over (stopped or marked while it started).
+            token = dispatch_token(ti, report.try_number)
+            job = JobRef(*ti.key, report.try_number, report.job_id, token)
+            self.jobs.cancel(spec, job, decision.reason)
+        return decision
+
+    def fail(self, ti: TaskInstance, reason: str) -> Decision:
+        """The try could not be dispatched and never will be: it failed (a retry may
+        follow, as for any failure)."""
+        report = JobReport(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            ti.try_number,
+            JobStatus.FAILED,
+            reason=reason,
+            at=self.scheduler.clock.now(),
+        )
+        return self.on_job_report(report)

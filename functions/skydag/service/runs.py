@@ -1,0 +1,250 @@
+"""A run's life: created (by a trigger, a schedule, a backfill, a signal), started when a
+max_active_runs slot is free, ended once every task finished, reopened by a clear."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from skydag.engine.models import DagRun, RunType
+from skydag.engine.scheduler import make_run_id, new_run, run_end, run_outcome
+from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, can_transition_run
+from skydag.service.core import CommandRefused, DagNotFound, DagPaused, Scheduler, settle
+from skydag.spec.models import DagSpec
+from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule
+from skydag.store.errors import ConflictError
+
+log = logging.getLogger("skydag.scheduler")
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    run: DagRun
+    created: bool  # False when the trigger was a duplicate of an existing run
+
+
+class RunLifecycle:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    # --- creation ------------------------------------------------------------------------
+
+    def trigger(
+        self,
+        dag_id: str,
+        *,
+        run_type: RunType = RunType.MANUAL,
+        conf: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        event: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        data_interval: tuple[datetime, datetime] | None = None,
+    ) -> TriggerResult:
+        """Create a run pinned to the DAG's current version; a duplicate returns the first.
+
+        The run is written first, then its task instances, then the mark that they exist:
+        a run is only ever started with that mark (``try_start``), so a trigger cut short
+        leaves a queued run that its redelivery completes, never a running run without
+        tasks holding a slot."""
+        repos = self.scheduler.repos
+        record = repos.dags.find(dag_id)
+        if record is None or record.current_version is None:
+            raise DagNotFound(f"DAG '{dag_id}' is not loaded")
+        if record.paused and run_type in (RunType.SCHEDULED, RunType.SIGNAL):
+            raise DagPaused(f"DAG '{dag_id}' is paused")
+        spec = repos.dags.load_spec(dag_id, record.current_version)
+        now = self.scheduler.clock.now()
+        event_id = str(event["id"]) if event and "id" in event else None
+        if run_id is None:
+            run_id = make_run_id(run_type, at=logical_date or now, event_id=event_id)
+        planned = new_run(
+            spec,
+            record.current_version,
+            run_id=run_id,
+            run_type=run_type,
+            now=now,
+            conf=conf,
+            logical_date=logical_date,
+            data_interval=data_interval,
+            trigger=event,
+        )
+        created = repos.runs.create(planned.run)
+        run = planned.run if created else repos.runs.get(dag_id, run_id)
+        if run.state is RunState.QUEUED and not run.tasks_created:
+            # Also on a duplicate: a crash may have left the first attempt half done.
+            repos.tasks.put_new(planned.task_instances)
+            repos.runs.mark_tasks_created(run)
+            run = replace(run, tasks_created=True)
+        if run.state is RunState.QUEUED:
+            run = self.try_start(run, spec)
+        if created:
+            self.scheduler.emit_run_event(run)
+        return TriggerResult(run, created)
+
+    def schedule_tick(self, dag_id: str, now: datetime | None = None) -> list[DagRun]:
+        """Create the runs a schedule owes by ``now`` (one, or every missed one with catchup).
+
+        A tick may come late, twice or not at all: the runs owed are computed from the
+        DAG's high-water mark, run ids are the intervals' starts (a duplicate is the same
+        run), and the mark only moves forward by a conditional write.
+        """
+        repos = self.scheduler.repos
+        now = now or self.scheduler.clock.now()
+        record = repos.dags.find(dag_id)
+        if record is None or record.current_version is None or record.paused:
+            return []
+        spec = self.scheduler.current_spec(record)
+        if spec.schedule is None or spec.start_date is None:
+            return []
+        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
+        intervals = due_intervals(
+            schedule,
+            start_date=spec.start_date,
+            end_date=spec.end_date,
+            last_end=record.last_scheduled_end,
+            now=now,
+            catchup=spec.catchup,
+        )
+        runs = [
+            self.trigger(
+                dag_id,
+                run_type=RunType.SCHEDULED,
+                logical_date=interval.start,
+                data_interval=(interval.start, interval.end),
+            ).run
+            for interval in intervals
+        ]
+        if intervals:
+            repos.dags.advance_schedule(dag_id, record.last_scheduled_end, intervals[-1].end)
+        return runs
+
+    def backfill(self, dag_id: str, start: datetime, end: datetime) -> list[DagRun]:
+        """One run per interval whose logical date is in [start, end]; beyond
+        max_active_runs they wait queued and start, oldest first, as slots free."""
+        record = self.scheduler.repos.dags.find(dag_id)
+        if record is None or record.current_version is None:
+            raise DagNotFound(f"DAG '{dag_id}' is not loaded")
+        spec = self.scheduler.current_spec(record)
+        if spec.schedule is None:
+            raise CommandRefused(f"DAG '{dag_id}' has no schedule to backfill")
+        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
+        return [
+            self.trigger(
+                dag_id,
+                run_type=RunType.BACKFILL,
+                logical_date=interval.start,
+                data_interval=(interval.start, interval.end),
+            ).run
+            for interval in backfill_intervals(schedule, start=start, end=end)
+        ]
+
+    # --- slots -----------------------------------------------------------------------------
+
+    def try_start(self, run: DagRun, spec: DagSpec) -> DagRun:
+        """Take a max_active_runs slot and start the run, or leave it queued."""
+        if run.state is not RunState.QUEUED or not run.tasks_created:
+            return run
+        repos = self.scheduler.repos
+        if not repos.dags.reserve_run_slot(run.dag_id, run.run_id, spec.max_active_runs):
+            return run
+        try:
+            return repos.runs.transition(
+                run, RunState.RUNNING, Cause.DISPATCH, started_at=self.scheduler.clock.now()
+            )
+        except ConflictError as conflict:
+            current: DagRun | None = conflict.current
+            return current if current is not None else run
+
+    def start_queued_runs(self, dag_id: str) -> None:
+        """Start the DAG's queued runs, oldest first, while slots are free, and any queued
+        run that already holds a slot (a start that died between taking the slot and
+        starting the run). Idempotent, judged on the slots as they are now: any change
+        may call it."""
+        repos = self.scheduler.repos
+        record = repos.dags.find(dag_id)
+        if record is None or record.paused or record.current_version is None:
+            return
+        room = self.scheduler.current_spec(record).max_active_runs - len(record.active_runs)
+        for _, run_id in repos.runs.queued_runs(dag_id, limit=100):
+            holds_slot = run_id in record.active_runs
+            if room <= 0 and not holds_slot:
+                continue  # only a run holding a slot may still start
+            run = repos.runs.get(dag_id, run_id)
+            if not run.tasks_created:
+                continue  # a trigger still under way: its redelivery starts it
+            started = self.try_start(run, self.scheduler.spec(run))
+            if not holds_slot:
+                room = room - 1 if started.state is not RunState.QUEUED else 0
+
+    def reopen(self, spec: DagSpec, run: DagRun) -> DagRun:
+        """A cleared task reopens its finished run: running if a max_active_runs slot is
+        free, otherwise queued until one is (like any new run)."""
+        repos = self.scheduler.repos
+        if repos.dags.reserve_run_slot(run.dag_id, run.run_id, spec.max_active_runs):
+            return repos.runs.transition(
+                run, RunState.RUNNING, Cause.CLEAR, ended_at=None, reason=None
+            )
+        return repos.runs.transition(
+            run, RunState.QUEUED, Cause.CLEAR, ended_at=None, reason="waiting for a run slot"
+        )
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def complete_if_done(self, spec: DagSpec, run: DagRun) -> None:
+        """End the run once its counters say every task finished, checked once on the
+        task instances (a redelivered finish that raced a clear may have counted a task
+        that runs again: it is uncounted and the run goes on)."""
+        verified = False
+
+        def attempt(current: DagRun) -> None:
+            nonlocal verified
+            outcome = run_outcome(spec, current.finished_count, current.failed_leaves)
+            if outcome is None or current.state is not RunState.RUNNING:
+                return
+            if not verified:
+                verified = True
+                if self._uncount_unfinished(spec, current):
+                    return
+            cause, reason = run_end(outcome, current.failed_leaves)
+            self.scheduler.repos.runs.transition(
+                current, outcome, cause, ended_at=self.scheduler.clock.now(), reason=reason
+            )
+
+        settle(run, attempt, f"run {run.dag_id}/{run.run_id}")
+
+    def _uncount_unfinished(self, spec: DagSpec, run: DagRun) -> bool:
+        repos = self.scheduler.repos
+        unfinished = [
+            ti
+            for ti in repos.tasks.list_for_run(run.dag_id, run.run_id)
+            if ti.state not in FINISHED_TASK_STATES
+        ]
+        for ti in unfinished:
+            log.warning(
+                "run %s/%s: %s counted finished but is %s; uncounted",
+                run.dag_id,
+                run.run_id,
+                ti.task_id,
+                ti.state.value,
+            )
+            repos.runs.forget_finished(run, spec.task_index(ti.task_id))
+        return bool(unfinished)
+
+    def cancel(self, run: DagRun, reason: str) -> DagRun:
+        """End an unfinished run cancelled (its tasks are stopped by the caller)."""
+
+        def attempt(current: DagRun) -> DagRun:
+            if not can_transition_run(current.state, RunState.CANCELLED, Cause.STOP):
+                return current
+            return self.scheduler.repos.runs.transition(
+                current,
+                RunState.CANCELLED,
+                Cause.STOP,
+                ended_at=self.scheduler.clock.now(),
+                reason=reason,
+            )
+
+        return settle(run, attempt, f"run {run.dag_id}/{run.run_id}")

@@ -1,0 +1,320 @@
+"""Exactly once when an invocation dies halfway and its input is delivered again.
+
+Each test cuts one command, signal or change short at the point the reliability simulator
+found (docs/guarantees.md, F1 to F8), delivers it again as SQS or the stream would, and
+checks that the work is finished once: no task stranded, no job orphaned, nothing applied
+twice. They fail on the scheduler before commands and signals recorded their ids and
+before cancels hung on the changes that end a try.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import Crash, FakeService, SettableClock
+
+from skydag.dev.embedded import EmbeddedSkydag
+from skydag.engine.models import DagRun, JobStatus, TaskInstance
+from skydag.engine.states import RunState, TaskState
+from skydag.settings import Settings
+from skydag.spec.models import DagSpec
+from skydag.targets.base import DispatchError
+from skydag.targets.builtin import TargetSet
+
+T = TaskState
+BATCH = {"batch": {"job_queue": "q", "job_definition": "d"}}
+RESTART = [{"source": ["ml.trainer"], "detail-type": ["model.validated"]}]
+STOP = [{"source": ["ml.trainer"], "detail-type": ["training.stop"]}]
+
+DAGS: list[dict[str, Any]] = [
+    {
+        "dag": "etl",
+        "max_active_runs": 1,
+        "tasks": {"extract": BATCH, "load": {"depends_on": ["extract"], **BATCH}},
+    },
+    {
+        "dag": "svc",
+        "tasks": {"feed": {"mode": "service", "restart_on": RESTART, "stop_on": STOP, **BATCH}},
+    },
+]
+
+
+@pytest.fixture
+def jobs() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture
+def env(aws: Settings, tmp_path: Path, jobs: FakeService) -> Iterator[EmbeddedSkydag]:
+    clock = SettableClock()
+    embedded = EmbeddedSkydag(
+        aws, log_dir=tmp_path, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
+    )
+    for dag in DAGS:
+        embedded.repos.dags.save_version(
+            DagSpec.model_validate(dag), source="test", sha256=None, now=clock.now()
+        )
+    try:
+        yield embedded
+    finally:
+        embedded.close()
+
+
+def settle(env: EmbeddedSkydag) -> None:
+    for _ in range(200):
+        if not env.pump():
+            return
+    raise AssertionError("the scheduler never settled")
+
+
+def task(env: EmbeddedSkydag, dag: str, run_id: str, task_id: str) -> TaskInstance:
+    return env.repos.tasks.get(dag, run_id, task_id)
+
+
+def run_of(env: EmbeddedSkydag, run_id: str, dag: str = "etl") -> DagRun:
+    return env.repos.runs.get(dag, run_id)
+
+
+def finish_job(env: EmbeddedSkydag, jobs: FakeService, ti: TaskInstance) -> None:
+    assert ti.job_id is not None, ti
+    env.service.on_job_event(jobs.event(ti.job_id, JobStatus.SUCCEEDED, exit_code=0))
+    settle(env)
+
+
+def finish_run(env: EmbeddedSkydag, jobs: FakeService, run_id: str) -> None:
+    for task_id in ("extract", "load"):
+        ti = task(env, "etl", run_id, task_id)
+        if ti.state is T.RUNNING:
+            finish_job(env, jobs, ti)
+
+
+def crash_once(target: Any, name: str, *, when: Callable[..., bool] = lambda *a, **k: True) -> None:
+    """Make ``target.name`` die (like a Lambda timeout) the first time ``when`` holds."""
+    original = getattr(target, name)
+    armed = [True]
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        if armed[0] and when(*args, **kwargs):
+            armed[0] = False
+            raise Crash(f"died in {name}")
+        return original(*args, **kwargs)
+
+    setattr(target, name, dying)
+
+
+def signal(env: EmbeddedSkydag, detail_type: str, event_id: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": event_id,
+        "source": "ml.trainer",
+        "detail-type": detail_type,
+        "account": "123456789012",
+        "time": env.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {},
+    }
+
+
+def command(detail_type: str, event_id: str, **detail: Any) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": event_id,
+        "source": "skydag.command",
+        "detail-type": detail_type,
+        "detail": detail,
+    }
+
+
+# --- F1: a trigger cut short ----------------------------------------------------------------
+
+
+def test_a_trigger_cut_short_never_starts_a_run_without_tasks(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    crash_once(env.repos.tasks, "put_new")
+    with pytest.raises(Crash):
+        env.service.trigger("etl", run_id="r2")  # the run is written, its tasks are not
+    finish_run(env, jobs, "r1")  # r1's end frees the only slot
+    assert run_of(env, "r1").state is RunState.SUCCESS
+    assert run_of(env, "r2").state is RunState.QUEUED  # not running with nothing to run
+
+    env.service.trigger("etl", run_id="r2")  # SQS delivers the command again
+    settle(env)
+    assert run_of(env, "r2").state is RunState.RUNNING
+    assert task(env, "etl", "r2", "extract").state is T.RUNNING
+    finish_run(env, jobs, "r2")
+    assert run_of(env, "r2").state is RunState.SUCCESS
+
+
+# --- F2, F6: a clear cut short, a clear delivered twice --------------------------------------
+
+
+def test_a_clear_cut_short_is_finished_by_its_redelivery(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    finish_run(env, jobs, "r1")
+    clear = command("Clear Task", "c-1", dag="etl", run_id="r1", task="load")
+    crash_once(env.service.commands, "_rerun")
+    with pytest.raises(Crash):
+        env.route(clear)  # the task is reset; the run is neither reopened nor decided
+    assert task(env, "etl", "r1", "load").state is T.PENDING
+
+    env.route(clear)  # the redelivery
+    settle(env)
+    load = task(env, "etl", "r1", "load")
+    assert (load.state, load.try_number) == (T.RUNNING, 2)
+    finish_job(env, jobs, load)
+    assert run_of(env, "r1").state is RunState.SUCCESS
+
+
+def test_a_command_delivered_twice_applies_once(env: EmbeddedSkydag, jobs: FakeService) -> None:
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    finish_run(env, jobs, "r1")
+    clear = command("Clear Task", "c-2", dag="etl", run_id="r1", task="load")
+    env.route(clear)
+    settle(env)
+    finish_job(env, jobs, task(env, "etl", "r1", "load"))  # try 2 ran and finished
+
+    late_copy = env.route(clear)
+    settle(env)
+    assert not isinstance(late_copy, Exception)
+    assert task(env, "etl", "r1", "load").try_number == 2
+    assert run_of(env, "r1").state is RunState.SUCCESS
+    # Marks likewise: a late copy of "mark failed" does not undo a later clear's rerun.
+    mark = command("Mark Task", "m-1", dag="etl", run_id="r1", task="load", state="failed")
+    env.route(mark)
+    env.route(command("Clear Task", "c-3", dag="etl", run_id="r1", task="load"))
+    settle(env)
+    env.route(mark)
+    settle(env)
+    assert task(env, "etl", "r1", "load").state is T.RUNNING
+
+
+# --- F3: a cancel cut short ----------------------------------------------------------------------
+
+
+def test_a_cancel_cut_short_still_stops_every_task_and_job(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    extract = task(env, "etl", "r1", "extract")
+    crash_once(env.service.progress, "stop_unfinished")
+    with pytest.raises(Crash):
+        env.route(command("Cancel Run", "x-1", dag="etl", run_id="r1"))  # run ended only
+    assert run_of(env, "r1").state is RunState.CANCELLED
+
+    settle(env)  # the run's change stops its tasks, each stop's change cancels its job
+    assert task(env, "etl", "r1", "extract").state is T.STOPPED
+    assert task(env, "etl", "r1", "load").state is T.STOPPED
+    assert [job for job, _ in jobs.cancelled] == [extract.job_id]
+
+
+# --- F4, F8: a stop cut short, a throttled cancel ------------------------------------------------
+
+
+def test_a_stop_cut_short_or_throttled_still_cancels_the_job(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    env.service.trigger("svc", run_id="s1")
+    settle(env)
+    feed = task(env, "svc", "s1", "feed")
+    throttled = DispatchError("Throttling: rate exceeded", retryable=True)
+    crash_once(jobs, "cancel")
+    env.route(signal(env, "training.stop", "stop-1"))  # the stop is written ...
+    assert task(env, "svc", "s1", "feed").state is T.STOPPED
+    assert jobs.cancelled == []  # ... and the job is cancelled from its change
+    with pytest.raises(Crash):
+        settle(env)  # the first delivery of the change dies in the cancel
+    stopped = task(env, "svc", "s1", "feed")
+
+    original = jobs.cancel
+    attempts = [0]
+
+    def throttled_once(job: Any, reason: str) -> None:
+        attempts[0] += 1
+        if attempts[0] == 1:
+            raise throttled
+        original(job, reason)
+
+    jobs.cancel = throttled_once  # type: ignore[method-assign]
+    with pytest.raises(DispatchError):
+        env.service.on_task_changed(feed, stopped)  # redelivered: throttled, so raised
+    env.service.on_task_changed(feed, stopped)  # and delivered again
+    assert [job for job, _ in jobs.cancelled] == [feed.job_id]
+    assert jobs.cancelled[0][1] == "stopped by signal stop-1"
+
+
+# --- F5: a late copy of an older restart signal -----------------------------------------------
+
+
+def test_a_late_copy_of_a_restart_signal_restarts_nothing(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    env.service.trigger("svc", run_id="s1")
+    settle(env)
+    first, second = signal(env, "model.validated", "A"), signal(env, "model.validated", "B")
+    env.route(first)
+    settle(env)
+    env.route(second)  # the same second as A: times do not order them
+    settle(env)
+    env.route(first)  # a late duplicate of A
+    settle(env)
+    feed = task(env, "svc", "s1", "feed")
+    assert (feed.restarts, feed.try_number) == (2, 3)
+    assert feed.signal is not None
+    assert feed.signal["id"] == "B"
+
+
+# --- F7: a run's end handled while a clear reopens it ---------------------------------------------
+
+
+def test_a_stale_run_end_still_starts_the_queued_runs(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    env.service.trigger("etl", run_id="r1")
+    env.service.trigger("etl", run_id="r2")  # queued: max_active_runs is 1
+    settle(env)
+    # r1's end frees the slot; starting r2 takes it and dies before r2 is running.
+    crash_once(
+        env.repos.runs,
+        "transition",
+        when=lambda run, dst, *a, **k: run.run_id == "r2" and dst is RunState.RUNNING,
+    )
+    with pytest.raises(Crash):
+        finish_run(env, jobs, "r1")
+    assert run_of(env, "r2").state is RunState.QUEUED
+    assert env.repos.dags.get("etl").active_runs == frozenset({"r2"})
+    env.service.clear("etl", "r1", "load")  # r1 reopens, queued: r2 holds the slot
+    settle(env)
+    assert run_of(env, "r1").state is RunState.QUEUED
+
+    # The stream delivers r1's end again: stale now (r1 reopened), yet the queued runs
+    # must still be started, r2 first (it holds the slot its start took).
+    env.service.on_run_changed(*_end_images(env, "r1"))
+    settle(env)
+    assert run_of(env, "r2").state is RunState.RUNNING
+    finish_run(env, jobs, "r2")
+    assert run_of(env, "r1").state is RunState.RUNNING  # and r1 after it
+    finish_run(env, jobs, "r1")
+    assert run_of(env, "r1").state is RunState.SUCCESS
+
+
+def _end_images(env: EmbeddedSkydag, run_id: str) -> tuple[DagRun, DagRun]:
+    """The old and new images of the run's first end, as its stream record had them."""
+    now = run_of(env, run_id)
+    ended_at = env.clock.now() - timedelta(seconds=1)
+    return replace(now, state=RunState.RUNNING), replace(
+        now, state=RunState.SUCCESS, ended_at=ended_at
+    )
