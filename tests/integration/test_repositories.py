@@ -1,31 +1,36 @@
-"""The repositories against moto: every write is conditional, indexes are sparse."""
+"""The store's contract: every write is conditional, indexes are sparse.
+
+Each test runs against both stores (``skydag.ports.store.Store``): the DynamoDB
+repositories on moto (id ``dynamodb``) and the in-memory store (id ``memory``). What only
+one of them has (the table's raw items, call counts, TTL settings) is reached through the
+``backend`` fixture or tested for DynamoDB alone at the end.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from skydag.engine.models import DagRun, RunType, TaskInstance, TryRecord, UpstreamReport
 from skydag.engine.states import Cause, RunState, TaskState
 from skydag.engine.transitions import InvalidTransition, Transition
+from skydag.ports.store import ConflictError, NotFound, Store, instance_scope, task_scope
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
-from skydag.store.errors import ConflictError
-from skydag.store.models import TaskInstanceModel
+from skydag.store.memory import MemoryStore
+from skydag.store.models import DagVersionModel, TaskInstanceModel
 from skydag.store.repositories import (
     Repositories,
-    instance_scope,
+    _write_subscription,
     task_instance_from_image,
-    task_scope,
 )
 
 T = TaskState
@@ -40,10 +45,123 @@ SPEC_V2: dict[str, Any] = {
 }
 
 
+# What a store's backend shows besides the ports; the stores' own errors for a write on
+# a missing item (PynamoDB's in the DynamoDB repositories, NotFound in memory).
+MISSING_ITEM_ERRORS = (NotFound, UpdateError, DoesNotExist)
+
+
+class Backend(Protocol):
+    store: Store
+
+    def in_due_index(self, task_id: str) -> bool:
+        """Whether the task instance (of DAG/RUN) has a place in the due index."""
+        ...
+
+    def expires_at(self, scope: str, key: str) -> int:
+        """The task-state item's TTL attribute (epoch seconds)."""
+        ...
+
+    def last_image(self, task_id: str) -> TaskInstance:
+        """The task instance as the change feed (the table's stream) carries it now."""
+        ...
+
+    def write_subscription(
+        self, key: str, dag_id: str, number: int, value: dict[str, Any] | None
+    ) -> None:
+        """One subscription write of a DAG version, as an upload makes it."""
+        ...
+
+    def orphan_version(self, spec: DagSpec, number: int) -> None:
+        """A version item without its head update (a loader that died in between)."""
+        ...
+
+
+class DynamoBackend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store = Repositories()
+        self.client = boto3.client("dynamodb", region_name=settings.region)
+
+    def in_due_index(self, task_id: str) -> bool:
+        key = {"run_key": {"S": f"{DAG}#{RUN}"}, "task_id": {"S": task_id}}
+        item = self.client.get_item(
+            TableName=self.settings.tables.task_instances, Key=key, ConsistentRead=True
+        )["Item"]
+        assert ("due_at" in item) == ("due_shard" in item)
+        return "due_at" in item
+
+    def expires_at(self, scope: str, key: str) -> int:
+        item = self.client.get_item(
+            TableName=self.settings.tables.task_state,
+            Key={"scope": {"S": scope}, "key": {"S": key}},
+            ConsistentRead=True,
+        )["Item"]
+        return int(item["expires_at"]["N"])  # epoch seconds, as DynamoDB's TTL wants
+
+    def last_image(self, task_id: str) -> TaskInstance:
+        raw = TaskInstanceModel.get(f"{DAG}#{RUN}", task_id).serialize()
+        return task_instance_from_image(raw)
+
+    def write_subscription(
+        self, key: str, dag_id: str, number: int, value: dict[str, Any] | None
+    ) -> None:
+        _write_subscription(key, dag_id, number, value)
+
+    def orphan_version(self, spec: DagSpec, number: int) -> None:
+        spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
+        DagVersionModel(spec.dag, number, spec=spec_json, created_at=NOW).save()
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.memory = MemoryStore(record_changes=True)
+        self.store: Store = self.memory
+
+    def in_due_index(self, task_id: str) -> bool:
+        item = self.memory.tasks._item(DAG, RUN, task_id)
+        assert item is not None
+        return item.due is not None
+
+    def expires_at(self, scope: str, key: str) -> int:
+        expires = self.memory.state.expires_at(scope, key)
+        assert expires is not None
+        return expires
+
+    def last_image(self, task_id: str) -> TaskInstance:
+        images = [c.new for c in self.memory.take_changes() if c.new.key == (DAG, RUN, task_id)]
+        image: TaskInstance = images[-1]
+        return image
+
+    def write_subscription(
+        self, key: str, dag_id: str, number: int, value: dict[str, Any] | None
+    ) -> None:
+        with self.memory.tasks._lock:
+            self.memory.dags._write_subscription(key, dag_id, number, value)
+
+    def orphan_version(self, spec: DagSpec, number: int) -> None:
+        from skydag.store.memory import _DagVersion
+
+        spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
+        self.memory.dags._versions[(spec.dag, number)] = _DagVersion(spec_json, None, None, NOW)
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "dynamodb":
+        return DynamoBackend(request.getfixturevalue("aws"))
+    return MemoryBackend()
+
+
+@pytest.fixture
+def repos(backend: Backend) -> Store:
+    """The store under test (overrides the conftest's DynamoDB-only ``repos``)."""
+    return backend.store
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 
-def put_task(repos: Repositories, task_id: str = "a", run_id: str = RUN) -> TaskInstance:
+def put_task(repos: Store, task_id: str = "a", run_id: str = RUN) -> TaskInstance:
     repos.tasks.put_new([TaskInstance(DAG, run_id, task_id)])
     return repos.tasks.get(DAG, run_id, task_id)
 
@@ -62,13 +180,13 @@ def move(ti: TaskInstance, dst: TaskState, cause: Cause, **changes: Any) -> Tran
     return Transition(ti.task_id, ti.state, dst, cause, ti.version, changes)
 
 
-def queued_task(repos: Repositories, task_id: str = "a") -> TaskInstance:
+def queued_task(repos: Store, task_id: str = "a") -> TaskInstance:
     ti = put_task(repos, task_id)
     return repos.tasks.apply(ti, dispatch(ti))
 
 
 def make_run(
-    repos: Repositories,
+    repos: Store,
     run_id: str = RUN,
     *,
     start: bool = True,
@@ -119,7 +237,7 @@ def race(workers: list[Callable[[], Any]]) -> list[Any]:
 # --- task instances: conditional transitions -----------------------------------------------
 
 
-def test_transition_with_the_right_version_is_applied(repos: Repositories) -> None:
+def test_transition_with_the_right_version_is_applied(repos: Store) -> None:
     ti = put_task(repos)
     assert (ti.state, ti.version, ti.try_number) == (T.PENDING, 0, 0)
 
@@ -132,7 +250,7 @@ def test_transition_with_the_right_version_is_applied(repos: Repositories) -> No
     assert stored.timeout_at == NOW + timedelta(minutes=5)
 
 
-def test_changes_set_to_none_are_removed(repos: Repositories) -> None:
+def test_changes_set_to_none_are_removed(repos: Store) -> None:
     ti = queued_task(repos)
     ti = repos.tasks.apply(ti, move(ti, T.RUNNING, Cause.STARTED, job_id="j-1", started_at=NOW))
     assert repos.tasks.get(DAG, RUN, "a").job_id == "j-1"
@@ -148,7 +266,7 @@ def test_changes_set_to_none_are_removed(repos: Repositories) -> None:
     )
 
 
-def test_stale_version_conflicts_and_carries_the_current_item(repos: Repositories) -> None:
+def test_stale_version_conflicts_and_carries_the_current_item(repos: Store) -> None:
     ti = put_task(repos)
     repos.tasks.apply(ti, dispatch(ti))
 
@@ -159,7 +277,7 @@ def test_stale_version_conflicts_and_carries_the_current_item(repos: Repositorie
     assert (conflict.value.current.state, conflict.value.current.version) == (T.QUEUED, 1)
 
 
-def test_wrong_source_state_conflicts_even_with_the_right_version(repos: Repositories) -> None:
+def test_wrong_source_state_conflicts_even_with_the_right_version(repos: Store) -> None:
     ti = queued_task(repos)  # queued, version 1
     # A copy that believes the task is still pending at version 1.
     believed = TaskInstance(DAG, RUN, "a", state=T.PENDING, version=ti.version)
@@ -171,7 +289,7 @@ def test_wrong_source_state_conflicts_even_with_the_right_version(repos: Reposit
     assert repos.tasks.get(DAG, RUN, "a") == ti
 
 
-def test_missing_task_conflicts_with_no_current_item(repos: Repositories) -> None:
+def test_missing_task_conflicts_with_no_current_item(repos: Store) -> None:
     ghost = TaskInstance(DAG, RUN, "ghost")
     with pytest.raises(ConflictError) as conflict:
         repos.tasks.apply(ghost, dispatch(ghost))
@@ -194,7 +312,7 @@ def test_a_transition_outside_the_table_cannot_be_built(
         Transition("a", src, dst, cause, 0)
 
 
-def test_unknown_field_in_changes_is_refused(repos: Repositories) -> None:
+def test_unknown_field_in_changes_is_refused(repos: Store) -> None:
     ti = put_task(repos)
     with pytest.raises(ValueError, match="no writable field"):
         repos.tasks.apply(ti, move(ti, T.SKIPPED, Cause.SKIPPED, run_id="elsewhere"))
@@ -205,7 +323,7 @@ def test_unknown_field_in_changes_is_refused(repos: Repositories) -> None:
 
 
 def test_a_new_try_writes_the_history_in_its_own_conditional_write(
-    repos: Repositories, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, repos: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ti = queued_task(repos)
     ti = repos.tasks.apply(ti, move(ti, T.RUNNING, Cause.STARTED, job_id="j-1", started_at=NOW))
@@ -222,18 +340,20 @@ def test_a_new_try_writes_the_history_in_its_own_conditional_write(
             next_attempt_at=ended,
         ),
     )
-    connection = TaskInstanceModel._get_connection()
     calls: list[str] = []
-    for name in ("update_item", "put_item", "get_item", "batch_get_item"):
-        original = getattr(connection, name)
+    if isinstance(backend, DynamoBackend):
+        connection = TaskInstanceModel._get_connection()
+        for name in ("update_item", "put_item", "get_item", "batch_get_item"):
+            original = getattr(connection, name)
 
-        def spy(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
-            calls.append(_name)
-            return _original(*args, **kwargs)
+            def spy(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+                calls.append(_name)
+                return _original(*args, **kw)
 
-        monkeypatch.setattr(connection, name, spy)
+            monkeypatch.setattr(connection, name, spy)
     retried = repos.tasks.apply(ti, dispatch(ti))
-    assert calls == ["update_item"]  # one conditional write: the new try and the history
+    if isinstance(backend, DynamoBackend):
+        assert calls == ["update_item"]  # one conditional write: the new try and the history
     monkeypatch.undo()
     expected = (TryRecord(1, T.FAILED, NOW, ended, 3, "j-1", "exit 3"),)
     assert retried.tries == expected
@@ -242,7 +362,7 @@ def test_a_new_try_writes_the_history_in_its_own_conditional_write(
     assert (stored.try_number, stored.job_id, stored.exit_code) == (2, None, None)
 
 
-def test_a_lost_race_writes_no_history(repos: Repositories) -> None:
+def test_a_lost_race_writes_no_history(repos: Store) -> None:
     ti = queued_task(repos)
     ti = repos.tasks.apply(ti, move(ti, T.UP_FOR_RETRY, Cause.RETRY, ended_at=NOW))
     repos.tasks.apply(ti, dispatch(ti))
@@ -253,7 +373,9 @@ def test_a_lost_race_writes_no_history(repos: Repositories) -> None:
     assert [r.try_number for r in current.tries] == [1]
 
 
-def test_the_history_survives_stream_images_and_batch_writes(repos: Repositories) -> None:
+def test_the_history_survives_stream_images_and_batch_writes(
+    backend: Backend, repos: Store
+) -> None:
     long_reason = "x" * 5000
     history = tuple(
         TryRecord(n, T.FAILED, NOW, NOW + timedelta(seconds=n), n, f"job-{n}", long_reason)
@@ -265,14 +387,13 @@ def test_the_history_survives_stream_images_and_batch_writes(repos: Repositories
     stored = repos.tasks.get(DAG, RUN, "a")
     assert stored.tries == history
     assert stored.job_id == "j4"
-    raw = TaskInstanceModel.get(f"{DAG}#{RUN}", "a").serialize()
-    assert task_instance_from_image(raw).tries == history
+    assert backend.last_image("a").tries == history
 
 
 # --- task instances: concurrent writers ----------------------------------------------------
 
 
-def test_interleaved_stale_copies_one_wins_the_other_redecides(repos: Repositories) -> None:
+def test_interleaved_stale_copies_one_wins_the_other_redecides(repos: Store) -> None:
     ti = queued_task(repos)
     first, second = ti, ti  # two schedulers read the same item
 
@@ -289,7 +410,7 @@ def test_interleaved_stale_copies_one_wins_the_other_redecides(repos: Repositori
 
 
 @pytest.mark.usefixtures("serialised_moto")
-def test_concurrent_writers_exactly_one_wins(repos: Repositories) -> None:
+def test_concurrent_writers_exactly_one_wins(repos: Store) -> None:
     outcomes = [
         (T.RUNNING, Cause.STARTED),
         (T.SUCCESS, Cause.SUCCEEDED),
@@ -319,7 +440,7 @@ def test_concurrent_writers_exactly_one_wins(repos: Repositories) -> None:
 # --- upstream reports ----------------------------------------------------------------------
 
 
-def test_report_upstream_is_idempotent_and_refuses_stale_reports(repos: Repositories) -> None:
+def test_report_upstream_is_idempotent_and_refuses_stale_reports(repos: Store) -> None:
     child = put_task(repos, "b")
 
     updated = repos.tasks.report_upstream(child, "a", UpstreamReport(T.FAILED, 3))
@@ -345,14 +466,14 @@ def test_report_upstream_is_idempotent_and_refuses_stale_reports(repos: Reposito
     assert repos.tasks.get(DAG, RUN, "b") == both
 
 
-def test_report_upstream_to_a_missing_task_creates_nothing(repos: Repositories) -> None:
+def test_report_upstream_to_a_missing_task_creates_nothing(repos: Store) -> None:
     report = UpstreamReport(T.SUCCESS, 1)
     assert repos.tasks.report_upstream((DAG, RUN, "nope"), "a", report) is None
     assert repos.tasks.find(DAG, RUN, "nope") is None
 
 
 def test_a_clear_tombstone_refuses_the_cleared_version_and_takes_later_ones(
-    repos: Repositories,
+    repos: Store,
 ) -> None:
     child = put_task(repos, "b")
     reported = repos.tasks.report_upstream(child, "a", UpstreamReport(T.SUCCESS, 2))
@@ -386,7 +507,7 @@ def test_a_clear_tombstone_refuses_the_cleared_version_and_takes_later_ones(
     assert repos.tasks.find(DAG, RUN, "nope") is None
 
 
-def test_get_many_and_list_for_run(repos: Repositories) -> None:
+def test_get_many_and_list_for_run(repos: Store) -> None:
     repos.tasks.put_new(TaskInstance(DAG, RUN, f"t{i:03}") for i in range(120))
     repos.tasks.put_new([TaskInstance(DAG, "other", "t000")])
 
@@ -400,16 +521,7 @@ def test_get_many_and_list_for_run(repos: Repositories) -> None:
 # --- due index (retries and timeouts) ------------------------------------------------------
 
 
-def _raw_task(settings: Settings, task_id: str) -> dict[str, Any]:
-    client = boto3.client("dynamodb", region_name=settings.region)
-    key = {"run_key": {"S": f"{DAG}#{RUN}"}, "task_id": {"S": task_id}}
-    item: dict[str, Any] = client.get_item(
-        TableName=settings.tables.task_instances, Key=key, ConsistentRead=True
-    )["Item"]
-    return item
-
-
-def test_retry_is_due_only_once_its_time_has_come(aws: Settings, repos: Repositories) -> None:
+def test_retry_is_due_only_once_its_time_has_come(backend: Backend, repos: Store) -> None:
     ti = queued_task(repos, "a")
     at = NOW + timedelta(minutes=2)
     ti = repos.tasks.apply(ti, move(ti, T.UP_FOR_RETRY, Cause.RETRY, next_attempt_at=at))
@@ -423,12 +535,10 @@ def test_retry_is_due_only_once_its_time_has_come(aws: Settings, repos: Reposito
     ti = repos.tasks.apply(ti, dispatch(ti))  # the retry is dispatched
 
     assert repos.tasks.due(at + timedelta(hours=1)) == []
-    raw = _raw_task(aws, "a")
-    assert "due_at" not in raw
-    assert "due_shard" not in raw  # sparse: the item left the index
+    assert not backend.in_due_index("a")  # sparse: the item left the index
 
 
-def test_deadlines_of_running_tasks_are_due(repos: Repositories) -> None:
+def test_deadlines_of_running_tasks_are_due(repos: Store) -> None:
     deadlines = {f"t{i}": NOW + timedelta(minutes=i) for i in range(1, 9)}
     for task_id, deadline in deadlines.items():
         ti = put_task(repos, task_id)
@@ -450,7 +560,7 @@ def test_deadlines_of_running_tasks_are_due(repos: Repositories) -> None:
     ]
 
 
-def test_postponing_moves_only_the_place_in_the_due_index(repos: Repositories) -> None:
+def test_postponing_moves_only_the_place_in_the_due_index(repos: Store) -> None:
     ti = queued_task(repos, "a")
     ti = repos.tasks.apply(ti, move(ti, T.UP_FOR_RETRY, Cause.RETRY, next_attempt_at=NOW))
     later = NOW + timedelta(minutes=5)
@@ -471,7 +581,7 @@ def test_postponing_moves_only_the_place_in_the_due_index(repos: Repositories) -
 # --- runs ----------------------------------------------------------------------------------
 
 
-def test_create_twice_returns_false_and_keeps_the_first(repos: Repositories) -> None:
+def test_create_twice_returns_false_and_keeps_the_first(repos: Store) -> None:
     first = DagRun(DAG, RUN, 1, RunType.SIGNAL, conf={"x": 1}, created_at=NOW)
     assert repos.runs.create(first) is True
 
@@ -487,7 +597,7 @@ def test_create_twice_returns_false_and_keeps_the_first(repos: Repositories) -> 
     )
 
 
-def test_run_transitions_are_conditional(repos: Repositories) -> None:
+def test_run_transitions_are_conditional(repos: Store) -> None:
     queued = make_run(repos, start=False)
 
     running = repos.runs.transition(queued, RunState.RUNNING, Cause.DISPATCH, started_at=NOW)
@@ -516,7 +626,7 @@ def test_run_transitions_are_conditional(repos: Repositories) -> None:
     assert (reopened.state, reopened.ended_at) == (RunState.RUNNING, None)
 
 
-def test_record_finished_counts_once_and_frees_the_slot(repos: Repositories) -> None:
+def test_record_finished_counts_once_and_frees_the_slot(repos: Store) -> None:
     run = make_run(repos)
     ti = queued_task(repos, "a")
     assert repos.runs.reserve_task_slot(run, ti, ti.try_number, 1)
@@ -534,7 +644,7 @@ def test_record_finished_counts_once_and_frees_the_slot(repos: Repositories) -> 
     assert repos.runs.reserve_task_slot(run, TaskInstance(DAG, RUN, "b"), 1, 1)
 
 
-def test_cleared_finishes_are_uncounted_and_counted_again(repos: Repositories) -> None:
+def test_cleared_finishes_are_uncounted_and_counted_again(repos: Store) -> None:
     make_run(repos)
     ti = queued_task(repos, "leaf")
     failed = repos.tasks.apply(ti, move(ti, T.FAILED, Cause.FAILED, ended_at=NOW))
@@ -557,17 +667,17 @@ def test_cleared_finishes_are_uncounted_and_counted_again(repos: Repositories) -
     assert (recounted.finished_count, recounted.failed_leaves) == (2, 0)
 
 
-def test_record_finished_on_a_missing_run_creates_nothing(repos: Repositories) -> None:
+def test_record_finished_on_a_missing_run_creates_nothing(repos: Store) -> None:
     ti = queued_task(repos, "a")  # its run was never created
     done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED))
 
-    with contextlib.suppress(UpdateError):
+    with pytest.raises(MISSING_ITEM_ERRORS):
         repos.runs.record_finished(done, 0, failed_leaf=False)
 
     assert repos.runs.find(DAG, RUN) is None
 
 
-def test_reserve_task_slot_respects_max_active_tasks(repos: Repositories) -> None:
+def test_reserve_task_slot_respects_max_active_tasks(repos: Store) -> None:
     run = make_run(repos)
     a, b, c, d = (TaskInstance(DAG, RUN, t, try_number=1) for t in "abcd")
 
@@ -585,7 +695,7 @@ def test_reserve_task_slot_respects_max_active_tasks(repos: Repositories) -> Non
     assert after.throttled == frozenset()
 
 
-def test_an_old_try_cannot_release_the_current_try_slot(repos: Repositories) -> None:
+def test_an_old_try_cannot_release_the_current_try_slot(repos: Store) -> None:
     run = make_run(repos)
     second_try = TaskInstance(DAG, RUN, "a", try_number=2)
     assert repos.runs.reserve_task_slot(run, second_try, 2, 1)
@@ -597,7 +707,7 @@ def test_an_old_try_cannot_release_the_current_try_slot(repos: Repositories) -> 
     assert repos.runs.get(DAG, RUN).active == frozenset()
 
 
-def test_reserve_task_slot_refused_unless_the_run_is_running(repos: Repositories) -> None:
+def test_reserve_task_slot_refused_unless_the_run_is_running(repos: Store) -> None:
     a = TaskInstance(DAG, "queued", "a")
     queued = make_run(repos, "queued", start=False)
     assert repos.runs.reserve_task_slot(queued, a, 1, 10) is False
@@ -609,7 +719,7 @@ def test_reserve_task_slot_refused_unless_the_run_is_running(repos: Repositories
 
 
 @pytest.mark.usefixtures("serialised_moto")
-def test_concurrent_slot_reservations_never_exceed_the_maximum(repos: Repositories) -> None:
+def test_concurrent_slot_reservations_never_exceed_the_maximum(repos: Store) -> None:
     run = make_run(repos)
 
     def reserve(task_id: str) -> Callable[[], bool]:
@@ -622,7 +732,7 @@ def test_concurrent_slot_reservations_never_exceed_the_maximum(repos: Repositori
 
 
 def test_reserve_run_slot_respects_max_active_runs_and_pause(
-    repos: Repositories, dag_loader: Callable[[dict[str, Any]], DagSpec]
+    repos: Store, dag_loader: Callable[[dict[str, Any]], DagSpec]
 ) -> None:
     dag_loader(SPEC_V1)
 
@@ -640,7 +750,7 @@ def test_reserve_run_slot_respects_max_active_runs_and_pause(
     assert repos.dags.get(DAG).active_runs == {"r2", "r3"}
 
 
-def test_queued_runs_index_is_oldest_first_and_sparse(repos: Repositories) -> None:
+def test_queued_runs_index_is_oldest_first_and_sparse(repos: Store) -> None:
     # Created out of order; the index orders them by logical date.
     for run_id, minutes in (("late", 30), ("early", 10), ("middle", 20)):
         make_run(repos, run_id, start=False, logical_date=NOW + timedelta(minutes=minutes))
@@ -666,7 +776,7 @@ def test_queued_runs_index_is_oldest_first_and_sparse(repos: Repositories) -> No
 
 
 def test_save_version_numbers_versions_and_runs_stay_pinned(
-    repos: Repositories, dag_loader: Callable[[dict[str, Any]], DagSpec]
+    repos: Store, dag_loader: Callable[[dict[str, Any]], DagSpec]
 ) -> None:
     v1 = dag_loader(SPEC_V1)
     assert repos.dags.get(DAG).current_version == 1
@@ -687,7 +797,7 @@ def test_save_version_numbers_versions_and_runs_stay_pinned(
 
 
 def test_save_version_keeps_the_pause_flag(
-    repos: Repositories, dag_loader: Callable[[dict[str, Any]], DagSpec]
+    repos: Store, dag_loader: Callable[[dict[str, Any]], DagSpec]
 ) -> None:
     dag_loader(SPEC_V1)
     repos.dags.set_paused(DAG, True)
@@ -698,7 +808,7 @@ def test_save_version_keeps_the_pause_flag(
 # --- task state ----------------------------------------------------------------------------
 
 
-def test_task_state_put_get_and_versions(repos: Repositories) -> None:
+def test_task_state_put_get_and_versions(repos: Store) -> None:
     scope = instance_scope(DAG, RUN, "a")
     assert repos.state.get(scope, "offset") is None
 
@@ -710,7 +820,7 @@ def test_task_state_put_get_and_versions(repos: Repositories) -> None:
     assert repos.state.get_all(scope) == {"offset": {"n": 2}, "rows": [1, 2, 3]}
 
 
-def test_task_state_compare_and_set(repos: Repositories) -> None:
+def test_task_state_compare_and_set(repos: Store) -> None:
     scope = task_scope(DAG, "a")
     assert repos.state.put(scope, "watermark", "2026-01-01", now=NOW, expected_version=0) == 1
 
@@ -725,11 +835,24 @@ def test_task_state_compare_and_set(repos: Repositories) -> None:
     assert repos.state.get(scope, "watermark") == ("2026-01-02", 2)
 
 
-def test_task_state_has_a_ttl(aws: Settings, repos: Repositories) -> None:
+def test_task_state_has_a_ttl(backend: Backend, repos: Store) -> None:
     scope = instance_scope(DAG, RUN, "a")
     repos.state.put(scope, "default", 1, now=NOW)
     repos.state.put(scope, "short", 1, now=NOW, ttl=timedelta(days=1))
+    # A zero ttl is no ttl: the default applies.
+    repos.state.put(scope, "zero", 1, now=NOW, ttl=timedelta(0))
 
+    assert backend.expires_at(scope, "default") == int((NOW + timedelta(days=90)).timestamp())
+    assert backend.expires_at(scope, "short") == int((NOW + timedelta(days=1)).timestamp())
+    assert backend.expires_at(scope, "zero") == int((NOW + timedelta(days=90)).timestamp())
+    # Every write starts the clock again.
+    later = NOW + timedelta(hours=5, seconds=0.7)
+    repos.state.put(scope, "short", 2, now=later, ttl=timedelta(days=1))
+    assert backend.expires_at(scope, "short") == int((later + timedelta(days=1)).timestamp())
+
+
+def test_the_task_state_table_expires_items_by_ttl(aws: Settings) -> None:
+    """DynamoDB only: the table's TTL is on the attribute the repository writes."""
     client = boto3.client("dynamodb", region_name=aws.region)
     ttl = client.describe_time_to_live(TableName=aws.tables.task_state)
     assert ttl["TimeToLiveDescription"] == {
@@ -737,19 +860,18 @@ def test_task_state_has_a_ttl(aws: Settings, repos: Repositories) -> None:
         "AttributeName": "expires_at",
     }
 
-    def expires(key: str) -> int:
-        item = client.get_item(
-            TableName=aws.tables.task_state,
-            Key={"scope": {"S": scope}, "key": {"S": key}},
-            ConsistentRead=True,
-        )["Item"]
-        return int(item["expires_at"]["N"])  # epoch seconds, as DynamoDB's TTL wants
 
-    assert expires("default") == int((NOW + timedelta(days=90)).timestamp())
-    assert expires("short") == int((NOW + timedelta(days=1)).timestamp())
+def test_the_memory_store_sweeps_expired_task_state() -> None:
+    """Memory only: what DynamoDB's TTL sweeper does, on demand."""
+    store = MemoryStore(task_state_ttl=timedelta(days=2))
+    scope = task_scope(DAG, "a")
+    store.state.put(scope, "old", 1, now=NOW)
+    store.state.put(scope, "new", 1, now=NOW + timedelta(days=1))
+    assert store.sweep_expired(NOW + timedelta(days=2, seconds=1)) == 1
+    assert store.state.get_all(scope) == {"new": 1}
 
 
-def test_task_state_scopes_are_separate_and_deletable(repos: Repositories) -> None:
+def test_task_state_scopes_are_separate_and_deletable(repos: Store) -> None:
     instance = instance_scope(DAG, RUN, "a")
     task = task_scope(DAG, "a")
     other_run = instance_scope(DAG, "r2", "a")
@@ -786,7 +908,7 @@ def _subscriber(version_tag: str, source: str) -> DagSpec:
     )
 
 
-def test_subscriptions_follow_the_current_version(repos: Repositories) -> None:
+def test_subscriptions_follow_the_current_version(repos: Store) -> None:
     now = datetime.now(UTC)
     repos.dags.save_version(_subscriber("v1", "ml.a"), source=None, sha256=None, now=now)
     found = repos.dags.subscriptions("ml.a")
@@ -810,13 +932,13 @@ def test_subscriptions_follow_the_current_version(repos: Repositories) -> None:
     assert {s.dag_version for s in repos.dags.subscriptions("ml.b")} == {3}
 
 
-def test_an_older_version_never_overwrites_newer_subscriptions(repos: Repositories) -> None:
-    from skydag.store.repositories import _write_subscription
-
+def test_an_older_version_never_overwrites_newer_subscriptions(
+    backend: Backend, repos: Store
+) -> None:
     now = datetime.now(UTC)
     repos.dags.save_version(_subscriber("v1", "ml.a"), source=None, sha256=None, now=now)
     repos.dags.save_version(_subscriber("v2", "ml.a"), source=None, sha256=None, now=now)
     # A slow writer of version 1 arriving late (two uploads racing) changes nothing.
-    _write_subscription("sub:ml.a", "listener", 1, {"v": 1, "subs": "[]"})
-    _write_subscription("sub:ml.a", "listener", 1, None)
+    backend.write_subscription("sub:ml.a", "listener", 1, {"v": 1, "subs": "[]"})
+    backend.write_subscription("sub:ml.a", "listener", 1, None)
     assert {s.dag_version for s in repos.dags.subscriptions("ml.a")} == {2}
