@@ -13,6 +13,7 @@ import botocore.session
 import pytest
 
 from skydag.dev.embedded import EmbeddedSkydag, embedded_aws
+from skydag.ports.store import Store
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.store.models import create_tables
@@ -66,7 +67,7 @@ def embedded(aws: Settings, tmp_path: Path) -> Iterator[EmbeddedSkydag]:
         env.close()
 
 
-def load_dag(repos: Repositories, spec_dict: dict[str, Any]) -> DagSpec:
+def load_dag(repos: Store, spec_dict: dict[str, Any]) -> DagSpec:
     """Validate a DAG and store it as a new current version."""
     spec = DagSpec.model_validate(spec_dict)
     repos.dags.save_version(spec, source="test", sha256=None, now=datetime.now(UTC))

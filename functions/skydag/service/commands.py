@@ -17,12 +17,11 @@ from skydag.engine.models import DagRun, TaskInstance
 from skydag.engine.scheduler import counts_as_failed_leaf
 from skydag.engine.states import FINISHED_RUN_STATES, FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Outcome
+from skydag.ports.store import ConflictError, instance_scope
 from skydag.service.core import CommandRefused, Scheduler
 from skydag.service.progress import TaskProgress
 from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec
-from skydag.store.errors import ConflictError
-from skydag.store.repositories import instance_scope
 
 log = logging.getLogger("skydag.scheduler")
 

@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 from skydag.engine.models import DagRecord, DagRun, TaskInstance
 from skydag.engine.transitions import Decision, Transition
 from skydag.ports import Clock, EventSink, Timers
+from skydag.ports.store import ConflictError, Store
 from skydag.spec.models import DagSpec
-from skydag.store.errors import ConflictError
-from skydag.store.repositories import Repositories
 from skydag.targets.base import TargetRegistry
 
 MAX_RACE_RETRIES = 8
@@ -76,7 +75,7 @@ Gate = Callable[[TaskInstance, Transition], bool]
 class Scheduler:
     """The ports every collaborator uses (tests swap ``targets`` and ``timers``)."""
 
-    repos: Repositories
+    repos: Store
     targets: TargetRegistry
     clock: Clock
     events: EventSink

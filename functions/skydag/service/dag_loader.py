@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 from skydag.engine.models import DagRecord
 from skydag.ports import Clock, EventSink
+from skydag.ports.store import Store
 from skydag.sources import SCHEDULE_TICK
 from skydag.spec.loader import DagFileError, load_dag_bytes, parse_yaml
 from skydag.spec.models import ID_PATTERN, DagSpec
 from skydag.store.dag_files import DagFile, DagFileRepository, is_older
-from skydag.store.repositories import Repositories
 
 DAG_IMPORT_ERROR = "DAG Import Error"
 DAG_FILE_SUFFIXES = (".yaml", ".yml")
@@ -151,7 +151,7 @@ def _s3_key(source: str) -> str | None:
 class DagLoaderService:
     def __init__(
         self,
-        repos: Repositories,
+        repos: Store,
         files: DagFileRepository,
         schedules: DagSchedules,
         events: EventSink,

@@ -11,10 +11,10 @@ from typing import Any
 
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.engine.scheduler import merged_params
+from skydag.ports.store import instance_scope, task_scope
 from skydag.service.core import Scheduler
 from skydag.spec.models import DagSpec, TaskSpec
 from skydag.spec.templates import TemplateRenderError, render_value
-from skydag.store.repositories import instance_scope, task_scope
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef
 
 log = logging.getLogger("skydag.scheduler")

@@ -17,14 +17,13 @@ from skydag.engine.rules import (
 )
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Outcome
+from skydag.ports.store import ConflictError, due_at
 from skydag.service.core import Scheduler
 from skydag.service.dispatcher import Dispatcher
 from skydag.service.jobs import Jobs
 from skydag.service.progress import TaskProgress
 from skydag.service.reports import TaskReports
 from skydag.spec.models import DagSpec
-from skydag.store.errors import ConflictError
-from skydag.store.repositories import due_at
 from skydag.targets.base import DispatchError
 
 log = logging.getLogger("skydag.scheduler")

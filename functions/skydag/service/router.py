@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from skydag.engine.states import TaskState
 from skydag.engine.transitions import Outcome
+from skydag.ports.store import NotFound
 from skydag.service.core import CommandRefused, DagNotFound
 from skydag.sources import COMMAND_SOURCE, SCHEDULE_TICK, SCHEDULER_SOURCE, TIMER_FIRED
-from skydag.store.errors import NotFound
 
 if TYPE_CHECKING:
     from skydag.service.scheduler_service import SchedulerService

@@ -12,10 +12,10 @@ from typing import Any
 from skydag.engine.models import DagRun, RunType
 from skydag.engine.scheduler import make_run_id, new_run, run_end, run_outcome
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, can_transition_run
+from skydag.ports.store import ConflictError
 from skydag.service.core import CommandRefused, DagNotFound, DagPaused, Scheduler, settle
 from skydag.spec.models import DagSpec
 from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule
-from skydag.store.errors import ConflictError
 
 log = logging.getLogger("skydag.scheduler")
 

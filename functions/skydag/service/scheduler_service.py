@@ -19,6 +19,7 @@ from datetime import datetime
 
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.ports import Clock, EventSink, NoTimers, Timers
+from skydag.ports.store import NotFound, Store
 from skydag.service.changes import ChangeReactions
 from skydag.service.commands import OperatorCommands
 from skydag.service.core import (
@@ -36,15 +37,13 @@ from skydag.service.reports import TaskReports
 from skydag.service.runs import RunLifecycle, TriggerResult
 from skydag.service.signals import SignalRouting
 from skydag.spec.models import DagSpec
-from skydag.store.errors import NotFound
-from skydag.store.repositories import Repositories
 from skydag.targets.base import DispatchRequest, TargetRegistry
 
 
 class SchedulerService:
     def __init__(
         self,
-        repos: Repositories,
+        repos: Store,
         targets: TargetRegistry,
         clock: Clock,
         events: EventSink,
@@ -88,7 +87,7 @@ class SchedulerService:
     # --- the ports (tests swap targets and timers) ------------------------------------------
 
     @property
-    def repos(self) -> Repositories:
+    def repos(self) -> Store:
         return self.scheduler.repos
 
     @property

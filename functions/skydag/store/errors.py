@@ -1,28 +1,13 @@
-"""Typed store errors. A lost race is normal: the error carries the current item."""
+"""Typed store errors. A lost race is normal: the error carries the current item.
+
+The error classes are part of the store's ports (``skydag.ports.store``); they are
+re-exported here for the code that imports them from the store."""
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
-
 from pynamodb.exceptions import PynamoDBException
 
-ItemT = TypeVar("ItemT")
-
-
-class StoreError(Exception):
-    pass
-
-
-class ConflictError(StoreError, Generic[ItemT]):
-    """A conditional write lost: the item was not in the expected state or version."""
-
-    def __init__(self, message: str, current: ItemT | None) -> None:
-        super().__init__(message)
-        self.current = current
-
-
-class NotFound(StoreError):
-    pass
+from skydag.ports.store import ConflictError, NotFound, StoreError
 
 
 def is_condition_failure(error: PynamoDBException) -> bool:
@@ -30,3 +15,6 @@ def is_condition_failure(error: PynamoDBException) -> bool:
         "ConditionalCheckFailedException",
         "TransactionCanceledException",
     )
+
+
+__all__ = ["ConflictError", "NotFound", "StoreError", "is_condition_failure"]

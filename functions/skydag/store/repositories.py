@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -35,7 +35,23 @@ from skydag.engine.states import (
     task_sources,
 )
 from skydag.engine.transitions import Transition
+from skydag.ports.store import (
+    ANY_SOURCE,
+    Store,
+    Subscription,
+    due_at,
+    instance_scope,
+    task_scope,
+)
 from skydag.spec.models import DagSpec
+from skydag.store.common import TI_JSON_FIELDS as _TI_JSON_FIELDS
+from skydag.store.common import TI_PLAIN_FIELDS as _TI_PLAIN_FIELDS
+from skydag.store.common import dumps as _dumps
+from skydag.store.common import iso as _iso
+from skydag.store.common import loads as _loads
+from skydag.store.common import pattern_sources as _pattern_sources
+from skydag.store.common import queued_key as _queued_key
+from skydag.store.common import run_key, signal_sources
 from skydag.store.errors import ConflictError, NotFound, is_condition_failure
 from skydag.store.models import (
     DUE_SHARDS,
@@ -52,41 +68,12 @@ RunConflict = ConflictError[DagRun]
 DagConflict = ConflictError[DagRecord]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
-def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-def run_key(dag_id: str, run_id: str) -> str:
-    return f"{dag_id}#{run_id}"
-
-
 # --- task instances ------------------------------------------------------------------------
-
-
-def due_at(ti: TaskInstance) -> datetime | None:
-    """When the reconciler must look at this task: a retry's time, a deadline, or the
-    time to ask the service about a job whose events may have been lost."""
-    if ti.state is TaskState.UP_FOR_RETRY:
-        return ti.next_attempt_at
-    if ti.state is TaskState.WAITING:
-        return ti.timeout_at
-    if ti.state in (TaskState.QUEUED, TaskState.RUNNING):
-        times = [t for t in (ti.timeout_at, ti.check_at) if t is not None]
-        return min(times) if times else None
-    return None
 
 
 def _due_shard(dag_id: str, run_id: str, task_id: str) -> str:
     # Spread the due index over a few partitions; the reconciler queries them all.
     return f"due#{zlib.crc32(f'{dag_id}/{run_id}/{task_id}'.encode()) % DUE_SHARDS}"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # An upstream report is stored as one number, version * 16 + state code, not as a map:
@@ -197,25 +184,6 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         applied=tuple(_loads(item.applied) or ()),
         tries=decode_tries(item.tries),
     )
-
-
-_TI_JSON_FIELDS = frozenset({"signal", "output", "superseded_job", "applied"})
-_TI_PLAIN_FIELDS = frozenset(
-    {
-        "try_number",
-        "dispatch_token",
-        "job_id",
-        "exit_code",
-        "reason",
-        "queued_at",
-        "started_at",
-        "ended_at",
-        "next_attempt_at",
-        "timeout_at",
-        "check_at",
-        "restarts",
-    }
-)
 
 
 def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
@@ -510,11 +478,6 @@ def _run_from_model(item: RunModel) -> DagRun:
         reason=item.reason,
         tasks_created=bool(item.tasks_created),
     )
-
-
-def _queued_key(run: DagRun) -> str:
-    moment = run.logical_date or run.created_at or datetime.now(UTC)
-    return f"{_iso(moment)}#{run.run_id}"
 
 
 class RunRepository:
@@ -902,28 +865,6 @@ class DagRepository:
         return True
 
 
-ANY_SOURCE = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """One signal pattern of a DAG's current version: ``task_id`` None means ``on:``."""
-
-    dag_id: str
-    dag_version: int
-    task_id: str | None
-    kind: str  # on | start_on | restart_on | stop_on | wait
-    pattern: dict[str, Any]
-
-
-def _pattern_sources(pattern: Mapping[str, Any]) -> list[str]:
-    """The exact sources a pattern can match, or ``*`` when it is not a list of strings."""
-    sources = pattern.get("source")
-    if isinstance(sources, list) and sources and all(isinstance(v, str) for v in sources):
-        return sorted(set(sources))
-    return [ANY_SOURCE]
-
-
 def _write_subscription(key: str, dag_id: str, number: int, value: dict[str, Any] | None) -> None:
     """Set (or remove, when ``value`` is None) one DAG's entry under one source, unless a
     newer version of that DAG already wrote there."""
@@ -959,26 +900,12 @@ def _is_validation_error(error: Exception) -> bool:
     return cause == "ValidationException"
 
 
-def signal_sources(spec: DagSpec) -> set[str]:
-    return {s for _, _, pattern in spec.iter_signal_patterns() for s in _pattern_sources(pattern)}
-
-
 def _set_or_remove_set(attribute: Any, values: set[str]) -> Action:
     action: Action = attribute.set(values) if values else attribute.remove()
     return action
 
 
 # --- task state ----------------------------------------------------------------------------
-
-
-def instance_scope(dag_id: str, run_id: str, task_id: str) -> str:
-    """Checkpoints: one task instance, kept across its retries."""
-    return f"ti#{dag_id}#{run_id}#{task_id}"
-
-
-def task_scope(dag_id: str, task_id: str) -> str:
-    """Watermarks: one task across all its runs."""
-    return f"task#{dag_id}#{task_id}"
 
 
 class TaskStateRepository:
@@ -1078,3 +1005,32 @@ def task_instance_from_image(image: dict[str, Any]) -> TaskInstance:
 
 def run_from_image(image: dict[str, Any]) -> DagRun:
     return _run_from_model(RunModel.from_raw_data(image))
+
+
+def _keeps_the_store_ports(repositories: Repositories) -> Store:
+    """Type-checked only: the DynamoDB repositories satisfy ``skydag.ports.store.Store``."""
+    return repositories
+
+
+# The contract's helpers and types (skydag.ports.store) are re-exported: they lived here.
+__all__ = [
+    "ANY_SOURCE",
+    "DagConflict",
+    "DagRepository",
+    "Repositories",
+    "RunConflict",
+    "RunRepository",
+    "Subscription",
+    "TaskConflict",
+    "TaskInstanceRepository",
+    "TaskStateRepository",
+    "decode_tries",
+    "due_at",
+    "encode_tries",
+    "instance_scope",
+    "run_from_image",
+    "run_key",
+    "signal_sources",
+    "task_instance_from_image",
+    "task_scope",
+]

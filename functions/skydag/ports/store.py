@@ -1,0 +1,304 @@
+"""The store's ports: what the scheduler service reads and writes, as typing Protocols.
+
+Two implementations keep this contract, checked by the same tests
+(tests/integration/test_repositories.py): the DynamoDB repositories
+(``skydag.store.repositories.Repositories``) and an in-memory store
+(``skydag.store.memory.MemoryStore``). Only engine records, DAG specs and plain types
+cross it. The rules every implementation keeps:
+
+- every task-instance and run write is conditional on the state and version the caller
+  read (for state changes, the allowed source states come from the transition table:
+  ``task_sources`` / ``run_sources``); a lost race raises ``ConflictError`` whose
+  ``current`` is the item as it is now (None when it does not exist);
+- reads of one item (``get``, ``find``, ``get_many``, ``list_for_run``) see every write
+  that came before them; index reads (``due``, ``find_by_*``, ``queued_runs``,
+  ``list_for_dag``, task state's ``get_all``) may lag behind in DynamoDB;
+- counters (finished tasks, slots, throttled tasks) are sets, so a redelivered event
+  counts once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar
+
+from skydag.engine.models import DagRecord, DagRun, TaskInstance, UpstreamReport
+from skydag.engine.states import Cause, RunState, TaskState
+from skydag.engine.transitions import Transition
+from skydag.spec.models import DagSpec
+
+ItemT = TypeVar("ItemT")
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    pass
+
+
+class ConflictError(StoreError, Generic[ItemT]):
+    """A conditional write lost: the item was not in the expected state or version."""
+
+    def __init__(self, message: str, current: ItemT | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class NotFound(StoreError):
+    pass
+
+
+# --- what the contract defines -------------------------------------------------------------
+
+
+def due_at(ti: TaskInstance) -> datetime | None:
+    """When the reconciler must look at this task: a retry's time, a deadline, or the
+    time to ask the service about a job whose events may have been lost. A task is in the
+    due index exactly when this is not None (until ``postpone_due`` moves its place)."""
+    if ti.state is TaskState.UP_FOR_RETRY:
+        return ti.next_attempt_at
+    if ti.state is TaskState.WAITING:
+        return ti.timeout_at
+    if ti.state in (TaskState.QUEUED, TaskState.RUNNING):
+        times = [t for t in (ti.timeout_at, ti.check_at) if t is not None]
+        return min(times) if times else None
+    return None
+
+
+def instance_scope(dag_id: str, run_id: str, task_id: str) -> str:
+    """Checkpoints: one task instance, kept across its retries."""
+    return f"ti#{dag_id}#{run_id}#{task_id}"
+
+
+def task_scope(dag_id: str, task_id: str) -> str:
+    """Watermarks: one task across all its runs."""
+    return f"task#{dag_id}#{task_id}"
+
+
+# Patterns that name no exact source are indexed under this one.
+ANY_SOURCE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One signal pattern of a DAG's current version: ``task_id`` None means ``on:``."""
+
+    dag_id: str
+    dag_version: int
+    task_id: str | None
+    kind: str  # on | start_on | restart_on | stop_on | wait
+    pattern: dict[str, Any]
+
+
+# --- the repositories ----------------------------------------------------------------------
+
+
+class TaskInstanceStore(Protocol):
+    """Task instances, keyed by (dag, run, task)."""
+
+    def put_new(self, tis: Iterable[TaskInstance]) -> None:
+        """Write instances as given, unconditionally (a queued run's fresh pending tasks)."""
+        ...
+
+    def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
+        """The instance; ``NotFound`` when there is none."""
+        ...
+
+    def find(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance | None: ...
+
+    def get_many(self, dag_id: str, run_id: str, task_ids: Sequence[str]) -> list[TaskInstance]:
+        """The instances that exist, in the order asked."""
+        ...
+
+    def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
+        """Every instance of the run, by task id."""
+        ...
+
+    def apply(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+        """Write ``transition.changes_for(ti)``, the new state and version + 1, only if the
+        item is at ``transition.src`` (one of ``task_sources(dst, cause)``) and
+        ``transition.expected_version``; returns ``transition.apply(ti)``. A field the
+        record cannot write raises ValueError before anything is written."""
+        ...
+
+    def report_upstream(
+        self,
+        downstream: TaskInstance | tuple[str, str, str],
+        upstream_task: str,
+        report: UpstreamReport,
+    ) -> TaskInstance | None:
+        """Record an upstream's state on a downstream (version + 1) unless it holds a
+        report of that version or later (or a tombstone of it). Returns the downstream as
+        it is now when it holds this very report, None otherwise (or when missing)."""
+        ...
+
+    def retire_upstream(
+        self, upstream: TaskInstance, downstream_tasks: Iterable[str]
+    ) -> dict[str, TaskInstance]:
+        """Leave a tombstone of ``upstream.version`` on each existing downstream that holds
+        no report of a later version (nor this tombstone); returns those, as they are now."""
+        ...
+
+    def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
+        """Instances whose place in the due index is at or before ``now``, earliest first."""
+        ...
+
+    def find_by_token(self, token: str) -> TaskInstance | None:
+        """The instance whose current try has this dispatch token."""
+        ...
+
+    def find_by_job_id(self, job_id: str) -> TaskInstance | None: ...
+
+    def postpone_due(self, ti: TaskInstance, until: datetime) -> bool:
+        """Move only the instance's place in the due index (no version bump), if it is in
+        the index and still at ``ti``'s state and version; the next write puts it back."""
+        ...
+
+    def check_later(self, ti: TaskInstance, at: datetime) -> TaskInstance:
+        """Set ``check_at`` (no state change), conditional on state and version."""
+        ...
+
+    def note_signal(self, ti: TaskInstance, signal: Mapping[str, Any]) -> TaskInstance:
+        """Keep a start signal on the instance, conditional on state and version."""
+        ...
+
+
+class RunStore(Protocol):
+    """DAG runs, keyed by (dag, run)."""
+
+    def create(self, run: DagRun) -> bool:
+        """Create the run (no counters, slots, start, end or reason yet); False when a run
+        with this id exists."""
+        ...
+
+    def get(self, dag_id: str, run_id: str) -> DagRun: ...
+
+    def find(self, dag_id: str, run_id: str) -> DagRun | None: ...
+
+    def list_for_dag(self, dag_id: str, limit: int | None = None) -> list[DagRun]:
+        """The DAG's runs, by run id, last first."""
+        ...
+
+    def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
+        """Move the run to ``dst`` with ``changes`` (None removes a field), only if it is at
+        ``run.version`` in one of ``run_sources(dst, cause)``; ValueError when ``run.state``
+        itself is not a source."""
+        ...
+
+    def mark_tasks_created(self, run: DagRun) -> None: ...
+
+    def tasks_created(self, run: DagRun) -> bool: ...
+
+    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> DagRun:
+        """Count the task's finish (a set: once), free the slot if this try holds it (or
+        none does); returns the run after the write."""
+        ...
+
+    def forget_finished(self, run: DagRun, index: int) -> None: ...
+
+    def reserve_task_slot(
+        self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int
+    ) -> bool:
+        """Take (or keep) a max_active_tasks slot for this try of the task, only while the
+        run is running; leaves the throttled set on success."""
+        ...
+
+    def release_task_slot(self, ti: TaskInstance) -> bool:
+        """Free the slot if this try holds it."""
+        ...
+
+    def add_throttled(self, run: DagRun, task_id: str) -> None: ...
+
+    def queued_runs(self, dag_id: str, limit: int) -> list[tuple[str, str]]:
+        """Queued runs as (dag, run), oldest logical date first."""
+        ...
+
+
+class DagStore(Protocol):
+    """DAG heads, their immutable versions, run slots and the signal subscriptions."""
+
+    def get(self, dag_id: str) -> DagRecord: ...
+
+    def find(self, dag_id: str) -> DagRecord | None: ...
+
+    def save_version(
+        self, spec: DagSpec, *, source: str | None, sha256: str | None, now: datetime
+    ) -> int:
+        """Store the spec as the next version and make it current; returns its number."""
+        ...
+
+    def retire(self, dag_id: str, *, now: datetime) -> DagRecord | None: ...
+
+    def subscriptions(self, source: str) -> list[Subscription]: ...
+
+    def load_spec(self, dag_id: str, version: int) -> DagSpec: ...
+
+    def set_paused(self, dag_id: str, paused: bool) -> None: ...
+
+    def reserve_run_slot(self, dag_id: str, run_id: str, max_active_runs: int) -> bool: ...
+
+    def release_run_slot(self, dag_id: str, run_id: str) -> None: ...
+
+    def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
+        """Move the schedule's high-water mark from ``expected`` to ``new_end``, once."""
+        ...
+
+
+class TaskStateStore(Protocol):
+    """Checkpoints and watermarks: JSON values by (scope, key), versioned from 1."""
+
+    def get(self, scope: str, key: str) -> tuple[Any, int] | None: ...
+
+    def get_all(self, scope: str) -> dict[str, Any]: ...
+
+    def put(
+        self,
+        scope: str,
+        key: str,
+        value: Any,
+        *,
+        now: datetime,
+        expected_version: int | None = None,
+        ttl: timedelta | None = None,
+    ) -> int:
+        """Write a value, returns its version. ``expected_version`` makes it a
+        compare-and-set (0: must not exist) raising ``ConflictError`` with the current
+        (value, version); it expires ``ttl`` (or the store's default) after ``now``."""
+        ...
+
+    def delete_scope(self, scope: str) -> int: ...
+
+
+class Store(Protocol):
+    """The repositories one service instance uses."""
+
+    @property
+    def dags(self) -> DagStore: ...
+
+    @property
+    def runs(self) -> RunStore: ...
+
+    @property
+    def tasks(self) -> TaskInstanceStore: ...
+
+    @property
+    def state(self) -> TaskStateStore: ...
+
+
+__all__ = [
+    "ANY_SOURCE",
+    "ConflictError",
+    "DagStore",
+    "NotFound",
+    "RunStore",
+    "Store",
+    "StoreError",
+    "Subscription",
+    "TaskInstanceStore",
+    "TaskStateStore",
+    "due_at",
+    "instance_scope",
+    "task_scope",
+]

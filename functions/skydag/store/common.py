@@ -1,0 +1,71 @@
+"""Pure helpers both stores share (the DynamoDB repositories and the in-memory store):
+the JSON form of stored values, time keys, and which event sources a pattern is indexed
+under. Nothing here imports an AWS library."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from skydag.engine.models import DagRun
+from skydag.ports.store import ANY_SOURCE
+from skydag.spec.models import DagSpec
+
+
+def dumps(value: Any) -> str:
+    """A stored JSON value: compact, keys sorted, anything else as its ``str``."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    return f"{dag_id}#{run_id}"
+
+
+def iso(moment: datetime) -> str:
+    """A sortable UTC time key (microseconds, ``Z``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def queued_key(run: DagRun) -> str:
+    """A queued run's place in the queue: its logical date (or creation), then its id."""
+    moment = run.logical_date or run.created_at or datetime.now(UTC)
+    return f"{iso(moment)}#{run.run_id}"
+
+
+def pattern_sources(pattern: Mapping[str, Any]) -> list[str]:
+    """The exact sources a pattern can match, or ``*`` when it is not a list of strings."""
+    sources = pattern.get("source")
+    if isinstance(sources, list) and sources and all(isinstance(v, str) for v in sources):
+        return sorted(set(sources))
+    return [ANY_SOURCE]
+
+
+def signal_sources(spec: DagSpec) -> set[str]:
+    return {s for _, _, pattern in spec.iter_signal_patterns() for s in pattern_sources(pattern)}
+
+
+# The task-instance fields a write may change (besides state and version): stored as they
+# are, as JSON, or (``tries``) as the compact try history.
+TI_JSON_FIELDS = frozenset({"signal", "output", "superseded_job", "applied"})
+TI_PLAIN_FIELDS = frozenset(
+    {
+        "try_number",
+        "dispatch_token",
+        "job_id",
+        "exit_code",
+        "reason",
+        "queued_at",
+        "started_at",
+        "ended_at",
+        "next_attempt_at",
+        "timeout_at",
+        "check_at",
+        "restarts",
+    }
+)

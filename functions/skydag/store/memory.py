@@ -1,0 +1,906 @@
+"""The store in memory: the same contract as the DynamoDB repositories, in one process.
+
+Every write the DynamoDB repositories make conditional is conditional here too, on the
+same conditions (the transition table's source states, the versions, the slot and
+report rules), evaluated and applied under one lock, so exactly one of several racing
+writers wins and a loser's ``ConflictError`` carries the item as it is now. What comes
+back from a read is what DynamoDB would give back: JSON values round-trip through JSON,
+times come back in UTC, counters are sets. Reads are always consistent (DynamoDB's index
+reads may lag; nothing may rely on that lag).
+
+Besides the ports (``skydag.ports.store.Store``) it offers what the tables offer around
+them: a change feed like the tables' streams (``take_changes``, with
+``record_changes=True``) and the TTL sweeper of the task-state table
+(``sweep_expired``). Known differences, by design: a write on a missing run that
+DynamoDB would turn into a broken, key-only item changes nothing here, and errors that the
+DynamoDB repositories let through as PynamoDB exceptions (``set_paused``,
+``tasks_created`` and ``record_finished`` on a missing item) are ``NotFound`` here.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from skydag.engine.models import (
+    DagRecord,
+    DagRun,
+    RunType,
+    TaskInstance,
+    TryRecord,
+    UpstreamReport,
+)
+from skydag.engine.states import Cause, RunState, TaskState, run_sources, task_sources
+from skydag.engine.transitions import Transition
+from skydag.ports.store import (
+    ANY_SOURCE,
+    ConflictError,
+    NotFound,
+    Store,
+    Subscription,
+    due_at,
+)
+from skydag.spec.models import DagSpec
+from skydag.store.common import (
+    TI_JSON_FIELDS,
+    TI_PLAIN_FIELDS,
+    dumps,
+    iso,
+    loads,
+    pattern_sources,
+    queued_key,
+    signal_sources,
+)
+
+_TI_TIME_FIELDS = frozenset(
+    {"queued_at", "started_at", "ended_at", "next_attempt_at", "timeout_at", "check_at"}
+)
+_TI_INT_FIELDS = frozenset({"try_number", "exit_code", "restarts"})
+_TI_WRITABLE = TI_PLAIN_FIELDS | TI_JSON_FIELDS | {"tries"}
+# Run fields a transition may set (the rest have their own writes, or none).
+_RUN_WRITABLE = frozenset(
+    {
+        "started_at",
+        "ended_at",
+        "reason",
+        "created_at",
+        "logical_date",
+        "data_interval_start",
+        "data_interval_end",
+    }
+)
+_RUN_TIME_FIELDS = _RUN_WRITABLE - {"reason"}
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time as it comes back from the table: aware, in UTC (naive counts as UTC)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _json(value: Any) -> Any:
+    """A value as it comes back from a JSON attribute (None: the attribute is absent)."""
+    return None if value is None else loads(dumps(value))
+
+
+def _ti_field(name: str, value: Any) -> Any:
+    if name == "tries":
+        return _tries(value or ())  # an empty history is no attribute: it reads as ()
+    if value is None:
+        return None
+    if name in TI_JSON_FIELDS:
+        # ``applied`` is a JSON list in DynamoDB, read back as a tuple.
+        return tuple(_json(value)) if name == "applied" else _json(value)
+    if name in _TI_TIME_FIELDS:
+        return _utc(value)
+    if name in _TI_INT_FIELDS:
+        return int(value)
+    return value
+
+
+def _tries(tries: Sequence[TryRecord]) -> tuple[TryRecord, ...]:
+    return tuple(
+        replace(
+            record,
+            try_number=int(record.try_number),
+            state=TaskState(record.state),
+            started_at=_utc(record.started_at),
+            ended_at=_utc(record.ended_at),
+            exit_code=None if record.exit_code is None else int(record.exit_code),
+        )
+        for record in tries
+    )
+
+
+def _report(report: UpstreamReport) -> UpstreamReport:
+    """A report as stored: a clear's mark keeps only its version."""
+    return UpstreamReport.tombstone(report.version) if report.cleared else report
+
+
+def _stored_ti(ti: TaskInstance) -> TaskInstance:
+    """A task instance as a full write (``put_new``) leaves it in the table."""
+    changes = {name: _ti_field(name, getattr(ti, name)) for name in _TI_WRITABLE}
+    return replace(
+        ti,
+        dag_version=int(ti.dag_version or 0),
+        state=TaskState(ti.state),
+        version=int(ti.version),
+        upstream={task: _report(r) for task, r in ti.upstream.items()},
+        **changes,
+    )
+
+
+def _fresh_ti(ti: TaskInstance) -> TaskInstance:
+    """A copy for a reader: nothing it holds is shared with the store."""
+    return replace(
+        ti,
+        upstream=dict(ti.upstream),
+        signal=copy.deepcopy(ti.signal),
+        output=copy.deepcopy(ti.output),
+        superseded_job=copy.deepcopy(ti.superseded_job),
+    )
+
+
+def _check_ti_fields(changes: Mapping[str, Any]) -> None:
+    for name in changes:
+        if name not in _TI_WRITABLE:
+            raise ValueError(f"task instance has no writable field '{name}'")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreChange:
+    """One write as the tables' streams report it: ``kind`` "run" or "task", the record
+    before (None when created) and after."""
+
+    kind: str
+    old: Any
+    new: Any
+
+
+@dataclass(slots=True)
+class _TaskItem:
+    ti: TaskInstance
+    due: str | None  # the place in the due index (absent: not in it)
+
+
+@dataclass(slots=True)
+class _RunItem:
+    run: DagRun  # counters, slots and throttled tasks are kept in the sets below
+    finished: set[int] = field(default_factory=set)
+    failed_leaves: set[int] = field(default_factory=set)
+    active: dict[str, int] = field(default_factory=dict)
+    throttled: set[str] = field(default_factory=set)
+    tasks_created: bool = False
+    queued_key: str | None = None
+
+    def record(self) -> DagRun:
+        return replace(
+            self.run,
+            conf=copy.deepcopy(self.run.conf),
+            trigger=copy.deepcopy(self.run.trigger),
+            finished_count=len(self.finished),
+            failed_leaves=len(self.failed_leaves),
+            active=frozenset(self.active),
+            throttled=frozenset(self.throttled),
+            tasks_created=self.tasks_created,
+        )
+
+
+@dataclass(slots=True)
+class _DagItem:
+    dag_id: str
+    # None: the item has no version attribute (a head a slot write created: see
+    # MemoryDagRepository.reserve_run_slot); it reads as 0, but a condition on it fails.
+    version: int | None = None
+    current_version: int | None = None
+    latest_version: int | None = None
+    paused: bool = False
+    source: str | None = None
+    import_error: str | None = None
+    active_runs: set[str] = field(default_factory=set)
+    last_scheduled_end: datetime | None = None
+    signal_sources: set[str] = field(default_factory=set)
+    updated_at: datetime | None = None
+
+    def record(self) -> DagRecord:
+        return DagRecord(
+            dag_id=self.dag_id,
+            current_version=self.current_version,
+            paused=self.paused,
+            source=self.source,
+            import_error=self.import_error,
+            version=self.version or 0,
+            active_runs=frozenset(self.active_runs),
+            last_scheduled_end=self.last_scheduled_end,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _DagVersion:
+    spec_json: str
+    source: str | None
+    sha256: str | None
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class _StateItem:
+    value: str  # JSON
+    version: int
+    updated_at: datetime
+    expires_at: int  # epoch seconds, as the table's TTL attribute
+
+
+class _Tables:
+    """What the four repositories share: one lock over all items, and the change feed."""
+
+    def __init__(self, record_changes: bool) -> None:
+        self.lock = threading.RLock()
+        self.record_changes = record_changes
+        self.changes: deque[StoreChange] = deque()
+
+    def changed(self, kind: str, old: Any, new: Any) -> None:
+        # Like a stream, only a write that changes the record is news.
+        if self.record_changes and old != new:
+            self.changes.append(StoreChange(kind, old, new))
+
+
+# --- task instances ------------------------------------------------------------------------
+
+
+class MemoryTaskInstanceRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._tables = tables
+        self._lock = tables.lock
+        self._runs: dict[tuple[str, str], dict[str, _TaskItem]] = {}
+
+    def put_new(self, tis: Iterable[TaskInstance]) -> None:
+        with self._lock:
+            for ti in tis:
+                stored = _stored_ti(ti)
+                due = due_at(stored)
+                items = self._runs.setdefault((ti.dag_id, ti.run_id), {})
+                old = items.get(ti.task_id)
+                items[ti.task_id] = _TaskItem(stored, None if due is None else iso(due))
+                self._changed(old.ti if old else None, stored)
+
+    def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
+        found = self.find(dag_id, run_id, task_id)
+        if found is None:
+            raise NotFound(f"task instance {dag_id}/{run_id}/{task_id} not found")
+        return found
+
+    def find(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance | None:
+        with self._lock:
+            item = self._item(dag_id, run_id, task_id)
+            return None if item is None else _fresh_ti(item.ti)
+
+    def get_many(self, dag_id: str, run_id: str, task_ids: Sequence[str]) -> list[TaskInstance]:
+        with self._lock:
+            items = self._runs.get((dag_id, run_id), {})
+            return [_fresh_ti(items[t].ti) for t in task_ids if t in items]
+
+    def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
+        with self._lock:
+            items = self._runs.get((dag_id, run_id), {})
+            return [_fresh_ti(items[t].ti) for t in sorted(items)]
+
+    def apply(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+        assert transition.task_id == ti.task_id
+        changes = transition.changes_for(ti)
+        new = transition.apply(ti)
+        _check_ti_fields(changes)
+        sources = task_sources(transition.dst, transition.cause)
+        with self._lock:
+            item = self._item(*ti.key)
+            if (
+                item is None
+                or item.ti.state not in sources
+                or item.ti.state is not transition.src
+                or item.ti.version != transition.expected_version
+            ):
+                raise self._conflict(ti, item)
+            self._write(item, new, state=new.state, version=new.version, **changes)
+        return new
+
+    def report_upstream(
+        self,
+        downstream: TaskInstance | tuple[str, str, str],
+        upstream_task: str,
+        report: UpstreamReport,
+    ) -> TaskInstance | None:
+        key = downstream.key if isinstance(downstream, TaskInstance) else downstream
+        with self._lock:
+            item = self._item(*key)
+            if item is None:
+                return None
+            held = item.ti.upstream.get(upstream_task)
+            # Only a report of a later version than the one held (or its tombstone) is news.
+            if held is None or held.version < report.version:
+                return self._set_upstream(item, upstream_task, _report(report))
+            return _fresh_ti(item.ti) if held == report else None
+
+    def retire_upstream(
+        self, upstream: TaskInstance, downstream_tasks: Iterable[str]
+    ) -> dict[str, TaskInstance]:
+        tombstone = UpstreamReport.tombstone(upstream.version)
+        retired: dict[str, TaskInstance] = {}
+        with self._lock:
+            for task_id in downstream_tasks:
+                item = self._item(upstream.dag_id, upstream.run_id, task_id)
+                if item is None:
+                    continue
+                held = item.ti.upstream.get(upstream.task_id)
+                # A tombstone sorts above every report of its version, below later ones.
+                if (
+                    held is None
+                    or held.version < tombstone.version
+                    or (held.version == tombstone.version and not held.cleared)
+                ):
+                    retired[task_id] = self._set_upstream(item, upstream.task_id, tombstone)
+        return retired
+
+    def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
+        bound = iso(now)
+        with self._lock:
+            found = [
+                item
+                for items in self._runs.values()
+                for item in items.values()
+                if item.due is not None and item.due <= bound
+            ]
+            found.sort(key=lambda item: (item.due or "", item.ti.key))
+            tis = [_fresh_ti(item.ti) for item in found]
+        tis.sort(key=lambda ti: due_at(ti) or now)
+        return tis[:limit]
+
+    def find_by_token(self, token: str) -> TaskInstance | None:
+        return self._find_by(lambda ti: ti.dispatch_token == token)
+
+    def find_by_job_id(self, job_id: str) -> TaskInstance | None:
+        return self._find_by(lambda ti: ti.job_id == job_id)
+
+    def postpone_due(self, ti: TaskInstance, until: datetime) -> bool:
+        with self._lock:
+            item = self._item(*ti.key)
+            if (
+                item is None
+                or item.due is None
+                or item.ti.state is not ti.state
+                or item.ti.version != ti.version
+            ):
+                return False
+            item.due = iso(until)
+            return True
+
+    def check_later(self, ti: TaskInstance, at: datetime) -> TaskInstance:
+        return self._touch(ti, check_at=at)
+
+    def note_signal(self, ti: TaskInstance, signal: Mapping[str, Any]) -> TaskInstance:
+        return self._touch(ti, signal=dict(signal))
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _item(self, dag_id: str, run_id: str, task_id: str) -> _TaskItem | None:
+        return self._runs.get((dag_id, run_id), {}).get(task_id)
+
+    def _touch(self, ti: TaskInstance, **changes: Any) -> TaskInstance:
+        new = replace(ti, version=ti.version + 1, **changes)
+        _check_ti_fields(changes)
+        with self._lock:
+            item = self._item(*ti.key)
+            if item is None or item.ti.state is not ti.state or item.ti.version != ti.version:
+                raise self._conflict(ti, item)
+            self._write(item, new, version=new.version, **changes)
+        return new
+
+    def _write(self, item: _TaskItem, new: TaskInstance, **fields: Any) -> None:
+        """Set these fields on the stored item; its due place follows ``new`` (the record
+        the writer computed), as the DynamoDB write derives it."""
+        old = item.ti
+        stored = {
+            name: value if name in ("state", "version") else _ti_field(name, value)
+            for name, value in fields.items()
+        }
+        item.ti = replace(old, **stored)
+        due = due_at(new)
+        item.due = None if due is None else iso(due)
+        self._changed(old, item.ti)
+
+    def _set_upstream(
+        self, item: _TaskItem, upstream_task: str, report: UpstreamReport
+    ) -> TaskInstance:
+        old = item.ti
+        upstream = {**old.upstream, upstream_task: report}
+        item.ti = replace(old, upstream=upstream, version=old.version + 1)
+        self._changed(old, item.ti)
+        return _fresh_ti(item.ti)
+
+    def _find_by(self, matches: Callable[[TaskInstance], bool]) -> TaskInstance | None:
+        with self._lock:
+            for (_, _), items in sorted(self._runs.items()):
+                for task_id in sorted(items):
+                    if matches(items[task_id].ti):
+                        return _fresh_ti(items[task_id].ti)
+        return None
+
+    def _conflict(self, ti: TaskInstance, item: _TaskItem | None) -> ConflictError[TaskInstance]:
+        current = None if item is None else _fresh_ti(item.ti)
+        state = current.state.value if current else "missing"
+        version = current.version if current else None
+        return ConflictError[TaskInstance](
+            f"task {ti.dag_id}/{ti.run_id}/{ti.task_id}: expected {ti.state.value} "
+            f"v{ti.version}, found {state} v{version}",
+            current,
+        )
+
+    def _changed(self, old: TaskInstance | None, new: TaskInstance) -> None:
+        if self._tables.record_changes:
+            self._tables.changed("task", old and _fresh_ti(old), _fresh_ti(new))
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+class MemoryRunRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._tables = tables
+        self._lock = tables.lock
+        self._runs: dict[tuple[str, str], _RunItem] = {}
+
+    def create(self, run: DagRun) -> bool:
+        stored = DagRun(
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            dag_version=int(run.dag_version),
+            run_type=RunType(run.run_type),
+            state=RunState(run.state),
+            version=int(run.version),
+            conf=_json(dict(run.conf)) or {},
+            logical_date=_utc(run.logical_date),
+            data_interval_start=_utc(run.data_interval_start),
+            data_interval_end=_utc(run.data_interval_end),
+            trigger=None if run.trigger is None else _json(dict(run.trigger)),
+            created_at=_utc(run.created_at),
+        )
+        with self._lock:
+            if (run.dag_id, run.run_id) in self._runs:
+                return False
+            item = _RunItem(stored)
+            if run.state is RunState.QUEUED:
+                item.queued_key = queued_key(run)
+            self._runs[(run.dag_id, run.run_id)] = item
+            self._tables.changed("run", None, item.record())
+        return True
+
+    def get(self, dag_id: str, run_id: str) -> DagRun:
+        found = self.find(dag_id, run_id)
+        if found is None:
+            raise NotFound(f"run {dag_id}/{run_id} not found")
+        return found
+
+    def find(self, dag_id: str, run_id: str) -> DagRun | None:
+        with self._lock:
+            item = self._runs.get((dag_id, run_id))
+            return None if item is None else item.record()
+
+    def list_for_dag(self, dag_id: str, limit: int | None = None) -> list[DagRun]:
+        with self._lock:
+            ids = sorted((r for d, r in self._runs if d == dag_id), reverse=True)
+            return [self._runs[(dag_id, r)].record() for r in ids[:limit]]
+
+    def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
+        sources = run_sources(dst, cause)
+        if run.state not in sources:
+            raise ValueError(f"run {run.run_id}: {run.state.value} -> {dst.value} not allowed")
+        for name in changes:
+            if name not in _RUN_WRITABLE:
+                raise ValueError(f"run has no writable field '{name}'")
+        stored: dict[str, Any] = {
+            name: _utc(value) if name in _RUN_TIME_FIELDS else value
+            for name, value in changes.items()
+        }
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is None or item.run.state not in sources or item.run.version != run.version:
+                current = None if item is None else item.record()
+                raise ConflictError[DagRun](
+                    f"run {run.dag_id}/{run.run_id}: expected {run.state.value} v{run.version}, "
+                    f"found {current.state.value if current else 'missing'} "
+                    f"v{current.version if current else None}",
+                    current,
+                )
+
+            def write() -> None:
+                item.run = replace(item.run, state=dst, version=run.version + 1, **stored)
+                item.queued_key = queued_key(run) if dst is RunState.QUEUED else None
+
+            self._write(item, write)
+        return replace(run, state=dst, version=run.version + 1, **changes)
+
+    def mark_tasks_created(self, run: DagRun) -> None:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is not None:
+                item.tasks_created = True
+
+    def tasks_created(self, run: DagRun) -> bool:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is None:
+                raise NotFound(f"run {run.dag_id}/{run.run_id} not found")
+            return item.tasks_created
+
+    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> DagRun:
+        with self._lock:
+            item = self._runs.get((ti.dag_id, ti.run_id))
+            if item is None:
+                raise NotFound(f"run {ti.dag_id}/{ti.run_id} not found")
+
+            def write() -> None:
+                item.finished.add(index)
+                if failed_leaf:
+                    item.failed_leaves.add(index)
+                item.run = replace(item.run, version=item.run.version + 1)
+                # The slot, if any, is freed only when it is this try's.
+                if item.active.get(ti.task_id, ti.try_number) == ti.try_number:
+                    item.active.pop(ti.task_id, None)
+
+            self._write(item, write)
+            return item.record()
+
+    def forget_finished(self, run: DagRun, index: int) -> None:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is None:
+                return
+
+            def write() -> None:
+                item.finished.discard(index)
+                item.failed_leaves.discard(index)
+                item.run = replace(item.run, version=item.run.version + 1)
+
+            self._write(item, write)
+
+    def reserve_task_slot(
+        self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int
+    ) -> bool:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is None or item.run.state is not RunState.RUNNING:
+                return False
+            if len(item.active) >= max_active and ti.task_id not in item.active:
+                return False
+
+            def write() -> None:
+                item.active[ti.task_id] = try_number
+                item.throttled.discard(ti.task_id)
+
+            self._write(item, write)
+            return True
+
+    def release_task_slot(self, ti: TaskInstance) -> bool:
+        with self._lock:
+            item = self._runs.get((ti.dag_id, ti.run_id))
+            if item is None or item.active.get(ti.task_id) != ti.try_number:
+                return False
+            self._write(item, lambda: item.active.pop(ti.task_id))
+            return True
+
+    def add_throttled(self, run: DagRun, task_id: str) -> None:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is not None:
+                self._write(item, lambda: item.throttled.add(task_id))
+
+    def queued_runs(self, dag_id: str, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            queued = sorted(
+                (item.queued_key, run_id)
+                for (d, run_id), item in self._runs.items()
+                if d == dag_id and item.queued_key is not None
+            )
+        return [(dag_id, run_id) for _, run_id in queued[:limit]]
+
+    def _write(self, item: _RunItem, write: Callable[[], object]) -> None:
+        old = item.record() if self._tables.record_changes else None
+        write()
+        if self._tables.record_changes:
+            self._tables.changed("run", old, item.record())
+
+
+# --- DAGs ----------------------------------------------------------------------------------
+
+
+class MemoryDagRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._lock = tables.lock
+        self._heads: dict[str, _DagItem] = {}
+        self._versions: dict[tuple[str, int], _DagVersion] = {}
+        self._specs: dict[tuple[str, int], DagSpec] = {}
+        # "sub:<source>" -> dag -> {"v": version, "subs": JSON list of [task, kind, pattern]}
+        self._subscriptions: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def get(self, dag_id: str) -> DagRecord:
+        found = self.find(dag_id)
+        if found is None:
+            raise NotFound(f"DAG '{dag_id}' not found")
+        return found
+
+    def find(self, dag_id: str) -> DagRecord | None:
+        with self._lock:
+            head = self._heads.get(dag_id)
+            return None if head is None else head.record()
+
+    def save_version(
+        self, spec: DagSpec, *, source: str | None, sha256: str | None, now: datetime
+    ) -> int:
+        spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
+        with self._lock:
+            # The same steps as the DynamoDB repository, which numbers versions by
+            # conditional writes: here they cannot race, but an orphaned version item
+            # (a loader that died between its two writes) blocks the number the same way.
+            for _ in range(10):
+                head = self._heads.get(spec.dag)
+                latest = head.latest_version if head is not None else None
+                number = int(latest or (head.current_version if head else 0) or 0) + 1
+                if (spec.dag, number) in self._versions:
+                    continue
+                self._versions[(spec.dag, number)] = _DagVersion(
+                    spec_json, source, sha256, _utc(now) or now
+                )
+                if head is not None and head.version is None:
+                    continue  # the head's version condition fails on a missing version
+                if head is None:
+                    head = self._heads[spec.dag] = _DagItem(spec.dag)
+                previous = set(head.signal_sources)
+                head.current_version = number
+                head.source = source or None
+                head.import_error = None
+                head.version = (head.version or 0) + 1
+                head.updated_at = _utc(now)
+                head.latest_version = number
+                head.signal_sources = signal_sources(spec)
+                self._index_signals(spec.dag, number, spec, previous)
+                return number
+            raise ConflictError[DagRecord](
+                f"DAG '{spec.dag}': too many concurrent uploads", self.find(spec.dag)
+            )
+
+    def retire(self, dag_id: str, *, now: datetime) -> DagRecord | None:
+        with self._lock:
+            head = self._heads.get(dag_id)
+            if head is None:
+                return None
+            previous = set(head.signal_sources)
+            head.current_version = None
+            head.signal_sources = set()
+            head.version = (head.version or 0) + 1
+            head.updated_at = _utc(now)
+            self._index_signals(dag_id, int(head.latest_version or 0) + 1, None, previous)
+            return head.record()
+
+    def subscriptions(self, source: str) -> list[Subscription]:
+        keys = dict.fromkeys([f"sub:{source}", f"sub:{ANY_SOURCE}"])
+        found: list[Subscription] = []
+        with self._lock:
+            for key in keys:
+                entries = self._subscriptions.get(key, {})
+                for dag_id, entry in sorted(entries.items()):
+                    for task_id, kind, pattern in loads(entry["subs"]):
+                        found.append(Subscription(dag_id, int(entry["v"]), task_id, kind, pattern))
+        found.sort(key=lambda sub: (sub.dag_id, sub.task_id or "", sub.kind))
+        return found
+
+    def load_spec(self, dag_id: str, version: int) -> DagSpec:
+        with self._lock:
+            cached = self._specs.get((dag_id, version))
+            if cached is not None:
+                return cached
+            stored = self._versions.get((dag_id, version))
+            if stored is None:
+                raise NotFound(f"DAG '{dag_id}' version {version} not found")
+            spec = DagSpec.model_validate_json(stored.spec_json)
+            self._specs[(dag_id, version)] = spec
+            return spec
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        with self._lock:
+            head = self._heads.get(dag_id)
+            if head is None:
+                raise NotFound(f"DAG '{dag_id}' not found")
+            head.paused = paused
+            head.version = (head.version or 0) + 1
+
+    def reserve_run_slot(self, dag_id: str, run_id: str, max_active_runs: int) -> bool:
+        with self._lock:
+            head = self._heads.get(dag_id)
+            # DynamoDB keeps no empty set: no runs at all is room, whatever the maximum.
+            if head is not None and (
+                head.paused
+                or (
+                    head.active_runs
+                    and len(head.active_runs) >= max_active_runs
+                    and run_id not in head.active_runs
+                )
+            ):
+                return False
+            # Like DynamoDB's UpdateItem, a write on a missing DAG leaves a head behind.
+            self._head(dag_id).active_runs.add(run_id)
+            return True
+
+    def release_run_slot(self, dag_id: str, run_id: str) -> None:
+        with self._lock:
+            self._head(dag_id).active_runs.discard(run_id)
+
+    def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
+        with self._lock:
+            head = self._heads.get(dag_id)
+            current = head.last_scheduled_end if head is not None else None
+            if current != _utc(expected):
+                return False
+            self._head(dag_id).last_scheduled_end = _utc(new_end)
+            return True
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _head(self, dag_id: str) -> _DagItem:
+        """The head, or a key-only one as an unconditional UpdateItem creates."""
+        head = self._heads.get(dag_id)
+        if head is None:
+            head = self._heads[dag_id] = _DagItem(dag_id)
+        return head
+
+    def _index_signals(
+        self, dag_id: str, number: int, spec: DagSpec | None, previous: set[str]
+    ) -> None:
+        grouped: dict[str, list[list[Any]]] = {}
+        for task_id, kind, pattern in spec.iter_signal_patterns() if spec else ():
+            for source in pattern_sources(pattern):
+                grouped.setdefault(source, []).append([task_id, kind, pattern])
+        for source in sorted(set(grouped) | previous):
+            subs = grouped.get(source)
+            value = {"v": number, "subs": dumps(subs)} if subs else None
+            self._write_subscription(f"sub:{source}", dag_id, number, value)
+
+    def _write_subscription(
+        self, key: str, dag_id: str, number: int, value: dict[str, Any] | None
+    ) -> None:
+        """Set (or remove) one DAG's entry under one source, unless a newer version of
+        that DAG wrote there."""
+        entries = self._subscriptions.get(key)
+        held = entries.get(dag_id) if entries is not None else None
+        if value is None:
+            if entries is not None and held is not None and int(held["v"]) < number:
+                del entries[dag_id]
+            return
+        if entries is None:
+            self._subscriptions[key] = {dag_id: dict(value)}
+        elif held is None or int(held["v"]) < number:
+            entries[dag_id] = dict(value)
+
+
+# --- task state ----------------------------------------------------------------------------
+
+
+class MemoryTaskStateRepository:
+    def __init__(self, tables: _Tables, default_ttl: timedelta = timedelta(days=90)) -> None:
+        self._lock = tables.lock
+        self.default_ttl = default_ttl
+        self._scopes: dict[str, dict[str, _StateItem]] = {}
+
+    def get(self, scope: str, key: str) -> tuple[Any, int] | None:
+        with self._lock:
+            item = self._scopes.get(scope, {}).get(key)
+            return None if item is None else (loads(item.value), item.version)
+
+    def get_all(self, scope: str) -> dict[str, Any]:
+        with self._lock:
+            items = self._scopes.get(scope, {})
+            return {key: loads(items[key].value) for key in sorted(items)}
+
+    def put(
+        self,
+        scope: str,
+        key: str,
+        value: Any,
+        *,
+        now: datetime,
+        expected_version: int | None = None,
+        ttl: timedelta | None = None,
+    ) -> int:
+        if expected_version is None:
+            for _ in range(10):
+                current = self.get(scope, key)
+                try:
+                    return self.put(
+                        scope,
+                        key,
+                        value,
+                        now=now,
+                        expected_version=current[1] if current else 0,
+                        ttl=ttl,
+                    )
+                except ConflictError:
+                    continue
+            raise ConflictError[Any](f"task state {scope}/{key}: too many concurrent writers", None)
+        expires = now + (ttl or self.default_ttl)
+        if expires.tzinfo is None:
+            raise ValueError("datetime must be timezone-aware")  # as the TTL attribute says
+        stored = _StateItem(dumps(value), expected_version + 1, _utc(now) or now, 0)
+        stored.expires_at = int(expires.timestamp())
+        with self._lock:
+            items = self._scopes.setdefault(scope, {})
+            held = items.get(key)
+            if (held is None) != (expected_version == 0) or (
+                held is not None and held.version != expected_version
+            ):
+                raise ConflictError[Any](
+                    f"task state {scope}/{key}: version {expected_version} is stale",
+                    self.get(scope, key),
+                )
+            items[key] = stored
+        return stored.version
+
+    def delete_scope(self, scope: str) -> int:
+        with self._lock:
+            return len(self._scopes.pop(scope, {}))
+
+    # --- what the table shows besides the port -----------------------------------------
+
+    def expires_at(self, scope: str, key: str) -> int | None:
+        """The item's TTL attribute: epoch seconds after which DynamoDB may delete it."""
+        with self._lock:
+            item = self._scopes.get(scope, {}).get(key)
+            return None if item is None else item.expires_at
+
+    def sweep_expired(self, now: datetime) -> int:
+        """Delete what DynamoDB's TTL sweeper may have deleted by ``now``."""
+        moment = now.timestamp()
+        removed = 0
+        with self._lock:
+            for items in self._scopes.values():
+                for key in [k for k, item in items.items() if item.expires_at < moment]:
+                    del items[key]
+                    removed += 1
+        return removed
+
+
+class MemoryStore:
+    """The in-memory store: the four repositories over one lock."""
+
+    def __init__(
+        self, task_state_ttl: timedelta = timedelta(days=90), *, record_changes: bool = False
+    ) -> None:
+        self._tables = _Tables(record_changes)
+        self.dags = MemoryDagRepository(self._tables)
+        self.runs = MemoryRunRepository(self._tables)
+        self.tasks = MemoryTaskInstanceRepository(self._tables)
+        self.state = MemoryTaskStateRepository(self._tables, task_state_ttl)
+
+    def take_changes(self) -> list[StoreChange]:
+        """The run and task-instance changes since the last call, in write order (what
+        the tables' streams deliver; ``record_changes=True`` keeps them)."""
+        with self._tables.lock:
+            taken = list(self._tables.changes)
+            self._tables.changes.clear()
+        return taken
+
+    def sweep_expired(self, now: datetime) -> int:
+        return self.state.sweep_expired(now)
+
+
+def _keeps_the_store_ports(store: MemoryStore) -> Store:
+    """Type-checked only: the in-memory store satisfies ``skydag.ports.store.Store``."""
+    return store
+
+
+__all__ = ["MemoryStore", "StoreChange"]

@@ -1,0 +1,258 @@
+"""The scheduler service on the in-memory store: no moto, no AWS call at all.
+
+The store's change feed stands in for the tables' streams, a scripted remote service
+for the targets; DAGs run end to end: a chain, a fan-out/fan-in with a failure, a retry
+and a clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import botocore.client
+import pytest
+
+from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance
+from skydag.engine.states import RunState, TaskState
+from skydag.ports import MemoryEventSink
+from skydag.service.scheduler_service import SchedulerService
+from skydag.spec.models import DagSpec
+from skydag.store.memory import MemoryStore
+from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
+
+T = TaskState
+START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+JOB: dict[str, Any] = {"noop": None}  # the kind does not matter: every kind is the script's
+
+
+@dataclass
+class Clock:
+    moment: datetime = START
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+@dataclass
+class ScriptedService:
+    """A remote service whose jobs run until the harness ends them: they fail when their
+    (task, try) is in ``fail``, else succeed. Dispatch is idempotent by token."""
+
+    fail: set[tuple[str, int]] = field(default_factory=set)
+    jobs: dict[str, DispatchRequest] = field(default_factory=dict)
+    by_token: dict[str, str] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    cancelled: list[str | None] = field(default_factory=list)
+
+    def target_for(self, kind: str) -> Target:
+        return self
+
+    def dispatch(self, request: DispatchRequest) -> DispatchResult:
+        job_id = self.by_token.setdefault(request.token, f"job-{len(self.jobs) + 1}")
+        self.jobs[job_id] = request
+        return DispatchResult(job_id=job_id)
+
+    def describe(self, job: JobRef) -> JobReport | None:
+        return None
+
+    def cancel(self, job: JobRef, reason: str) -> None:
+        self.cancelled.append(job.job_id)
+
+    def running(self) -> list[str]:
+        return [job_id for job_id in self.jobs if job_id not in self.ended]
+
+    def outcome(self, job_id: str) -> JobEvent:
+        request = self.jobs[job_id]
+        failed = (request.task_id, request.try_number) in self.fail
+        status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
+        self.ended.add(job_id)
+        return JobEvent("script", status, request.token, job_id=job_id, exit_code=int(failed))
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.store = MemoryStore(record_changes=True)
+        self.clock = Clock()
+        self.remote = ScriptedService()
+        self.events = MemoryEventSink()
+        self.service = SchedulerService(self.store, self.remote, self.clock, self.events)
+
+    def load(self, spec: dict[str, Any]) -> DagSpec:
+        validated = DagSpec.model_validate(spec)
+        self.store.dags.save_version(validated, source="test", sha256=None, now=self.clock.now())
+        return validated
+
+    def settle(self) -> None:
+        """Deliver changes (as the streams would) and end running jobs until all is quiet."""
+        for _ in range(1000):
+            changes = self.store.take_changes()
+            for change in changes:
+                if change.kind == "run":
+                    self.service.on_run_changed(change.old, change.new)
+                else:
+                    self.service.on_task_changed(change.old, change.new)
+            if changes:
+                continue
+            running = self.remote.running()
+            if not running:
+                return
+            for job_id in running:
+                self.service.on_job_event(self.remote.outcome(job_id))
+        raise AssertionError("the scheduler never settled")
+
+    def later(self, delta: timedelta) -> None:
+        """Time passes; the reconciler finds what fell due (retries) in the due index."""
+        self.clock.moment += delta
+        self.service.reconcile()
+        self.settle()
+
+    def run(self, dag: str, run_id: str = "r1") -> DagRun:
+        return self.store.runs.get(dag, run_id)
+
+    def tasks(self, dag: str, run_id: str = "r1") -> dict[str, TaskInstance]:
+        return {ti.task_id: ti for ti in self.store.tasks.list_for_run(dag, run_id)}
+
+    def states(self, dag: str, run_id: str = "r1") -> dict[str, tuple[TaskState, int]]:
+        return {t: (ti.state, ti.try_number) for t, ti in self.tasks(dag, run_id).items()}
+
+
+@pytest.fixture(autouse=True)
+def _no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any AWS call (boto3, PynamoDB) fails the test: the store is in memory."""
+
+    def refuse(self: Any, operation: str, params: Any) -> Any:
+        raise AssertionError(f"an AWS call was made: {operation}")
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", refuse)
+
+
+@pytest.fixture
+def env() -> Harness:
+    return Harness()
+
+
+def test_a_chain_runs_to_success(env: Harness) -> None:
+    env.load(
+        {
+            "dag": "chain",
+            "tasks": {
+                "a": JOB,
+                "b": {"depends_on": ["a"], **JOB},
+                "c": {"depends_on": ["b"], **JOB},
+            },
+        }
+    )
+    result = env.service.trigger("chain", run_id="r1")
+    assert result.created
+    assert result.run.state is RunState.RUNNING
+
+    env.settle()
+
+    run = env.run("chain")
+    assert (run.state, run.finished_count, run.failed_leaves) == (RunState.SUCCESS, 3, 0)
+    assert env.states("chain") == {t: (T.SUCCESS, 1) for t in "abc"}
+    started = [env.remote.jobs[j].task_id for j in sorted(env.remote.jobs)]
+    assert started == ["a", "b", "c"]
+    assert env.store.dags.get("chain").active_runs == frozenset()
+    assert (
+        "DagRun State Change",
+        {"dag": "chain", "run_id": "r1", "state": "success", "reason": None},
+    ) in env.events.events
+    # A duplicate trigger is the same run, and starts nothing.
+    assert env.service.trigger("chain", run_id="r1").created is False
+    env.settle()
+    assert len(env.remote.jobs) == 3
+
+
+def fan(dag: str, dag_keys: dict[str, Any] | None = None, **policy: Any) -> dict[str, Any]:
+    """a, then b, c and d at once, then e when all three succeeded."""
+    return {
+        "dag": dag,
+        **(dag_keys or {}),
+        "tasks": {
+            "a": JOB,
+            **{t: {"depends_on": ["a"], **JOB, **policy} for t in "bcd"},
+            "e": {"depends_on": ["b", "c", "d"], **JOB},
+        },
+    }
+
+
+def test_a_failed_try_is_retried_and_the_fan_in_waits_for_it(env: Harness) -> None:
+    env.load(fan("fan", {"max_active_tasks": 2}, retries=1, retry_delay="5m"))
+    env.remote.fail = {("c", 1)}
+    env.service.trigger("fan", run_id="r1")
+
+    env.settle()
+
+    states = env.states("fan")
+    assert states["c"] == (T.UP_FOR_RETRY, 1)
+    assert states["e"] == (T.PENDING, 0)
+    assert {states[t] for t in "abd"} == {(T.SUCCESS, 1)}
+    assert env.run("fan").state is RunState.RUNNING
+    assert env.store.tasks.due(env.clock.now()) == []  # the retry is not due yet
+
+    env.later(timedelta(minutes=5))
+
+    run = env.run("fan")
+    assert (run.state, run.finished_count, run.active) == (RunState.SUCCESS, 5, frozenset())
+    c = env.tasks("fan")["c"]
+    assert (c.state, c.try_number) == (T.SUCCESS, 2)
+    assert [(r.try_number, r.state) for r in c.tries] == [(1, T.FAILED)]
+    assert env.states("fan")["e"] == (T.SUCCESS, 1)
+
+
+def test_a_failure_fails_the_fan_in_and_a_clear_reruns_it(env: Harness) -> None:
+    env.load(fan("fan"))
+    env.remote.fail = {("c", 1)}
+    env.service.trigger("fan", run_id="r1")
+    env.settle()
+
+    run = env.run("fan")
+    assert (run.state, run.failed_leaves) == (RunState.FAILED, 1)
+    assert run.reason
+    states = env.states("fan")
+    assert (states["c"], states["e"]) == ((T.FAILED, 1), (T.UPSTREAM_FAILED, 0))
+
+    cleared = env.service.clear("fan", "r1", "c", downstream=True)
+
+    assert sorted(cleared) == ["c", "e"]
+    assert env.run("fan").state is RunState.RUNNING  # reopened
+    env.settle()
+    run = env.run("fan")
+    assert (run.state, run.finished_count, run.failed_leaves) == (RunState.SUCCESS, 5, 0)
+    assert env.states("fan") == {
+        "a": (T.SUCCESS, 1),
+        "b": (T.SUCCESS, 1),
+        "c": (T.SUCCESS, 2),
+        "d": (T.SUCCESS, 1),
+        "e": (T.SUCCESS, 1),
+    }
+    # The clear left tombstones: e holds c's new finish, of a later version.
+    e = env.tasks("fan")["e"]
+    assert e.upstream["c"].state is T.SUCCESS
+    assert not e.upstream["c"].cleared
+
+
+def test_cancelling_a_run_stops_its_jobs(env: Harness) -> None:
+    env.load(fan("fan"))
+    env.service.trigger("fan", run_id="r1")
+    # Deliver the changes but let no job end: a's job runs.
+    while changes := env.store.take_changes():
+        for change in changes:
+            if change.kind == "run":
+                env.service.on_run_changed(change.old, change.new)
+            else:
+                env.service.on_task_changed(change.old, change.new)
+    assert env.states("fan")["a"] == (T.RUNNING, 1)
+
+    run = env.service.cancel_run("fan", "r1")
+
+    assert run.state is RunState.CANCELLED
+    assert env.states("fan")["a"] == (T.STOPPED, 1)
+    assert env.remote.cancelled == []  # cancelled from the stop's change, not after it
+    env.settle()
+    assert env.remote.cancelled == ["job-1"]
+    assert env.run("fan").state is RunState.CANCELLED
+    assert env.store.dags.get("fan").active_runs == frozenset()
