@@ -30,6 +30,7 @@ from skydag.engine.rules import (
     reconcile_backoff,
 )
 from skydag.engine.scheduler import (
+    DEADLINE_TIMER,
     RunChange,
     Timer,
     counts_as_failed_leaf,
@@ -907,7 +908,7 @@ def test_timers_for_retries_and_deadlines() -> None:
     for ti in (
         make_ti(T.QUEUED),  # no timeout
         make_ti(T.RUNNING, timeout_at=deadline),  # set when it was queued
-        make_ti(T.WAITING, timeout_at=deadline),  # a wait's deadline is the reconciler's
+        make_ti(T.WAITING),  # a start_on wait has no deadline
         make_ti(T.UP_FOR_RETRY, next_attempt_at=NOW),  # no token: never dispatched
         make_ti(T.SUCCESS, timeout_at=deadline),
     ):
@@ -931,8 +932,20 @@ def test_a_deadline_timer_is_removed_once_it_guards_nothing() -> None:
         assert deadline_left_behind(running, ended) == set_timer.name
     assert deadline_left_behind(None, queued) is None
     assert deadline_left_behind(make_ti(T.RUNNING), make_ti(T.SUCCESS)) is None  # no timeout
+
+
+def test_a_wait_for_a_signal_keeps_its_deadline_by_a_timer() -> None:
+    """Before: a wait's deadline was the reconciler's (every 5 minutes on AWS)."""
+    deadline = NOW + timedelta(minutes=20)
     waiting = make_ti(T.WAITING, timeout_at=deadline)
-    assert deadline_left_behind(waiting, replace(waiting, state=T.FAILED)) is None  # had none
+    timer = timer_for(waiting)
+    assert timer is not None
+    assert timer.at == deadline
+    assert timer.name.startswith(DEADLINE_TIMER)
+    # It ends with the wait: timed out, or its signal came (the try's own deadline next).
+    assert deadline_left_behind(waiting, replace(waiting, state=T.FAILED)) == timer.name
+    dispatched = replace(waiting, state=T.QUEUED, try_number=1, timeout_at=deadline + timedelta(1))
+    assert deadline_left_behind(waiting, dispatched) == timer.name
 
 
 @pytest.mark.parametrize(

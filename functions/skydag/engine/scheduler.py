@@ -184,22 +184,26 @@ class Timer:
     at: datetime
 
 
-# The states of a try under its deadline (``timeout``, counted from the dispatch).
-_UNDER_DEADLINE = frozenset({T.QUEUED, T.RUNNING})
+# Timer names start with what they wake up for: a retry is work still to come, a
+# deadline only ends work that may never come (``dev run`` waits for the former only).
+RETRY_TIMER = "retry-"
+DEADLINE_TIMER = "timeout-"
+# The states under a deadline: a try (``timeout`` counted from the dispatch), or a wait
+# for a signal (``timeout`` counted from the start of the wait).
+_UNDER_DEADLINE = frozenset({T.WAITING, T.QUEUED, T.RUNNING})
 
 
 def timer_for(ti: TaskInstance) -> Timer | None:
     """The timer a task instance's new state needs, so that its time is kept to the
     minute and not to the reconciler's pace: the retry's time (up_for_retry), or the
-    deadline of the try (set when it is queued). Names are deterministic, so a
-    redelivered change sets the same timer; when it fires, the task is judged as it is
-    then. A wait for a signal gets none: its deadline is the reconciler's (a pending timer
-    would keep ``dev run`` from giving up on a signal nobody sends)."""
+    deadline of the wait or of the try (set when the task starts waiting or is queued).
+    Names are deterministic, so a redelivered change sets the same timer; when it fires,
+    the task is judged as it is then."""
     if ti.state is T.UP_FOR_RETRY:
         if ti.next_attempt_at is None or not ti.dispatch_token:
             return None
-        return Timer(f"retry-{ti.dispatch_token}", ti.next_attempt_at)
-    if ti.state is T.QUEUED:
+        return Timer(f"{RETRY_TIMER}{ti.dispatch_token}", ti.next_attempt_at)
+    if ti.state in (T.WAITING, T.QUEUED):
         return _deadline_timer(ti)
     return None
 
@@ -221,7 +225,7 @@ def _deadline_timer(ti: TaskInstance) -> Timer | None:
         return None
     at = ti.timeout_at.isoformat()
     raw = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}/{at}".encode()
-    return Timer(f"timeout-{hashlib.sha256(raw).hexdigest()[:32]}", ti.timeout_at)
+    return Timer(f"{DEADLINE_TIMER}{hashlib.sha256(raw).hexdigest()[:32]}", ti.timeout_at)
 
 
 def decide_retry(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:

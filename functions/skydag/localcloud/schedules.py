@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
+from skydag.engine.scheduler import RETRY_TIMER
+
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 _WEEKDAY_NUMBERS = {
@@ -117,12 +119,15 @@ class ScheduleFirer:
         return fired
 
     def pending_timers(self) -> int:
-        """How many one-shot timers are set (retries waiting for their time)."""
+        """How many retries wait for their time (their one-shot timers). Deadlines are
+        not counted: a wait's deadline ends a wait for a signal that may never come."""
         pending = 0
         pages = self._client.get_paginator("list_schedules").paginate(GroupName=self._group)
         for page in pages:
             for summary in page.get("Schedules", []):
                 name = str(summary["Name"])
+                if not name.startswith(RETRY_TIMER):
+                    continue
                 schedule = self._client.get_schedule(Name=name, GroupName=self._group)
                 pending += str(schedule.get("ScheduleExpression", "")).startswith("at(")
         return pending
