@@ -318,3 +318,35 @@ def _end_images(env: EmbeddedSkydag, run_id: str) -> tuple[DagRun, DagRun]:
     return replace(now, state=RunState.RUNNING), replace(
         now, state=RunState.SUCCESS, ended_at=ended_at
     )
+
+
+# --- concurrent dispatchers of one try ---------------------------------------------------------
+
+
+def test_two_dispatchers_never_call_the_target_for_one_try_at_once(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """Found by the simulator with concurrent invocations: the reconciler re-attached a
+    dispatch (its check time had come) while the stream's dispatch of the same try was
+    under way, and both called the target (two ECS tasks, two Lambda invocations)."""
+    assert isinstance(env.clock, SettableClock)
+    env.service.trigger("etl", run_id="r1")
+    jobs.crash = "before_call"  # the stream's first dispatch dies: no job yet
+    with pytest.raises(Crash):
+        settle(env)
+    image = task(env, "etl", "r1", "extract")  # the queued change, as the stream has it
+    assert (image.state, image.job_id) == (T.QUEUED, None)
+    env.clock.advance(timedelta(minutes=2))  # the dispatch's claim runs out
+    calls = jobs.calls["dispatch"]
+
+    def late_stream_delivery(request: Any) -> None:
+        # While the reconciler's dispatch is under way, the stream delivers the queued
+        # change again: the reconciler claimed the try, so it calls nothing.
+        env.service.on_task_changed(None, image)
+
+    jobs.before_start = late_stream_delivery
+    assert env.service.reconcile().redispatched == 1
+    assert jobs.calls["dispatch"] == calls + 1
+    settle(env)
+    assert list(jobs.jobs) == ["job-1"]
+    assert task(env, "etl", "r1", "extract").state is T.RUNNING

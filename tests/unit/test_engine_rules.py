@@ -31,12 +31,14 @@ from skydag.engine.rules import (
 )
 from skydag.engine.scheduler import (
     DEADLINE_TIMER,
+    DispatchClaim,
     RunChange,
     Timer,
     counts_as_failed_leaf,
     deadline_left_behind,
     decide_pending,
     decide_retry,
+    dispatch_claim,
     dispatch_token,
     dispatch_transition,
     make_run_id,
@@ -959,3 +961,15 @@ def test_a_wait_for_a_signal_keeps_its_deadline_by_a_timer() -> None:
 def test_the_reconciler_backs_off_a_failing_item(overdue: timedelta, wait: timedelta) -> None:
     assert reconcile_backoff(NOW - overdue, NOW) == NOW + wait
     assert reconcile_backoff(None, NOW) == NOW + RECONCILE_BACKOFF_MIN
+
+
+def test_a_dispatch_claim_is_the_try_check_time() -> None:
+    claim_end = NOW + timedelta(minutes=2)
+    queued = make_ti(T.QUEUED, dispatch_token="tok", check_at=claim_end)
+    assert dispatch_claim(queued, queued, NOW) is DispatchClaim.HELD
+    # Someone else moved the claim on: stand down while it runs.
+    claimed = replace(queued, version=queued.version + 1, check_at=claim_end + timedelta(1))
+    assert dispatch_claim(queued, claimed, NOW) is DispatchClaim.TAKEN
+    # Nobody's claim runs (the reconciler's case, or a change delivered late): claim it.
+    assert dispatch_claim(queued, queued, claim_end) is DispatchClaim.EXPIRED
+    assert dispatch_claim(queued, replace(queued, check_at=None), NOW) is DispatchClaim.EXPIRED

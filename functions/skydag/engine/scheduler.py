@@ -176,6 +176,31 @@ def why_not_dispatch(image: TaskInstance, current: TaskInstance | None) -> str |
     return None
 
 
+class DispatchClaim(StrEnum):
+    """Who may call the target for a queued try (``dispatch_claim``)."""
+
+    HELD = "held"  # the claim of the write the caller acts on still stands: go ahead
+    TAKEN = "taken"  # another dispatcher claimed the try and its claim runs: stand down
+    EXPIRED = "expired"  # nobody's claim runs: claim it (a conditional write), then go
+
+
+def dispatch_claim(image: TaskInstance, current: TaskInstance, now: datetime) -> DispatchClaim:
+    """Whether whoever acts on ``image`` may call the target for the queued try.
+
+    A claim is the try's ``check_at`` (``DISPATCH_CHECK_AFTER`` ahead): the ``→ queued``
+    write is the claim of the change that made it, and a dispatcher that finds no running
+    claim -- the reconciler re-attaching a dispatch a crash cut short, a change delivered
+    after its claim ran out -- claims the try by a conditional write that moves
+    ``check_at`` on. So two dispatchers never call the target for one try at once, short of
+    a call that outlasts its claim (then the target's token is the second line: Lambda's
+    asynchronous invoke has none)."""
+    if current.check_at is None or current.check_at <= now:
+        return DispatchClaim.EXPIRED
+    if current.check_at == image.check_at:
+        return DispatchClaim.HELD
+    return DispatchClaim.TAKEN
+
+
 @dataclass(frozen=True, slots=True)
 class Timer:
     """A one-shot wake-up for one task instance: "Timer Fired" at ``at`` (retry, deadline)."""

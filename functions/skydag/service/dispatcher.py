@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 
 from skydag.engine.models import JobReport, JobStatus, TaskInstance
-from skydag.engine.scheduler import why_not_dispatch
+from skydag.engine.rules import DISPATCH_CHECK_AFTER
+from skydag.engine.scheduler import DispatchClaim, dispatch_claim, why_not_dispatch
 from skydag.engine.states import RunState
+from skydag.ports.store import ConflictError
 from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.reports import TaskReports
@@ -37,6 +39,17 @@ class Dispatcher:
         if run.state is not RunState.RUNNING:
             # Cancelled (or reopened and queued) after the intent was recorded: no job.
             log.info("not dispatching %s: run is %s", ti.key, run.state.value)
+            return
+        now = self.scheduler.clock.now()
+        claim = dispatch_claim(image, ti, now)
+        if claim is DispatchClaim.EXPIRED:
+            try:
+                ti = repos.tasks.check_later(ti, now + DISPATCH_CHECK_AFTER)
+                claim = DispatchClaim.HELD
+            except ConflictError:
+                claim = DispatchClaim.TAKEN
+        if claim is DispatchClaim.TAKEN:
+            log.info("not dispatching %s: another dispatcher claimed it", ti.key)
             return
         spec = self.scheduler.spec(run)
         try:

@@ -10,7 +10,6 @@ from datetime import datetime
 
 from skydag.engine.models import DagRun, JobStatus, TaskInstance
 from skydag.engine.rules import (
-    DISPATCH_CHECK_AFTER,
     RUNNING_CHECK_EVERY,
     decide_timeout,
     reconcile_backoff,
@@ -118,13 +117,11 @@ class Reconciler:
             tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
             return
         if ti.state is TaskState.QUEUED and ti.job_id is None:
-            # The intent is recorded but the job id is not: dispatch again. The target's
+            # The intent is recorded but the job id is not: dispatch again, claiming the
+            # try first (its next look is moved on in the same write). The target's
             # idempotency (token) finds the job if the first call reached the service.
             result.redispatched += 1
             self.dispatcher.dispatch(ti)
-            current = tasks.find(ti.dag_id, ti.run_id, ti.task_id)
-            if current is not None and current.state is TaskState.QUEUED:
-                tasks.check_later(current, now + DISPATCH_CHECK_AFTER)
             return
         target = self.scheduler.targets.target_for(spec.tasks[ti.task_id].target_kind)
         try:
