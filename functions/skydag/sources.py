@@ -13,6 +13,8 @@ COMMAND_SOURCE = "skydag.command"
 SCHEDULER_SOURCE = "skydag.scheduler"
 # skydag's own notifications ("DagRun State Change", ...): also usable as signals.
 SKYDAG_SOURCE = "skydag"
+# What ``emit:`` tasks put by default: ``skydag.dag.<dag id>``, each DAG under its own name.
+DAG_SOURCE_PREFIX = "skydag.dag."
 
 SCHEDULE_TICK = "Schedule Tick"  # detail: {"dag": ...}
 TIMER_FIRED = "Timer Fired"  # detail: {"dag": ..., "run_id": ..., "task": ...}

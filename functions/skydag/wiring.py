@@ -45,6 +45,11 @@ SKYDAG_SOURCE = sources.SKYDAG_SOURCE
 # Every job, step, execution and task skydag starts is named ``skydag-<dag>-<task>-<token>``
 # (``skydag.targets.base.DispatchRequest.job_name``; a test keeps the two equal).
 JOB_NAME_PREFIX = "skydag-"
+# Every Batch job, ECS task and EMR Serverless job run skydag starts carries this tag, its
+# value the skydag bus's name (unique per account and region): the functions may stop and
+# tag only what carries it (``aws:ResourceTag``), never another deployment's jobs or
+# anyone else's.
+DEPLOYMENT_TAG = "skydag:deployment"
 
 # An EventBridge event pattern, as JSON (lists, not tuples: it equals the template's).
 Pattern = Mapping[str, Any]

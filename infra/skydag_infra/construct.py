@@ -15,7 +15,7 @@ What it makes (docs/deploy.md tells the story; docs/operations.md how the engine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from skydag import wiring
-from skydag.sources import SCHEDULER_SOURCE, SKYDAG_SOURCE
+from skydag.sources import COMMAND_SOURCE, DAG_SOURCE_PREFIX, SCHEDULER_SOURCE, SKYDAG_SOURCE
 from skydag.wiring import (
     AsyncInvokeSpec,
     FunctionSpec,
@@ -84,6 +84,11 @@ class Skydag(Construct):
     and ``noop`` tasks still work). ``code`` replaces the Lambda asset (tests, prebuilt
     zips); by default it is built from the checkout at ``source_root`` (see asset.py).
 
+    ``operators`` lists the IAM roles and users (ARNs; ``*`` allowed) that may send
+    commands (``skydag.command``: trigger, cancel, clear, mark, pause, backfill) and
+    redrive dead-letter queues into the scheduler queue; nobody else may, not even skydag's
+    own functions (docs/security.md).
+
     The ``skydag.wiring`` specs it was built from are kept by construct id
     (``function_specs``, ``queue_specs``, ``rule_specs``, ``async_invoke_specs``) and as
     ``scheduler_event_source_spec`` and ``stream_event_source_spec``.
@@ -105,8 +110,16 @@ class Skydag(Construct):
         alarm_topic: sns.ITopic | None = None,
         log_level: str = "INFO",
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        operators: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
+        self.operators = _principal_arns(operators)
+        if not self.operators:
+            cdk.Annotations.of(self).add_warning_v2(
+                "skydag:operators",
+                "no operators: nobody may send skydag commands (trigger, cancel, clear, ...); "
+                "give the construct `operators` (IAM role or user ARNs, wildcards allowed)",
+            )
         if log_level not in _LAMBDA_LOG_LEVELS:
             raise ValueError(f"log_level {log_level!r}: expected one of {list(_LAMBDA_LOG_LEVELS)}")
         self.dag_prefix = wiring.validate_dag_prefix(dag_prefix)
@@ -163,6 +176,7 @@ class Skydag(Construct):
         self._wire_streams(self.stream_event_source_spec)
         policies = self._policies(stack)
         self._bus_policy()
+        self._queue_policies()
 
         dlqs = self.dead_letter_queues
         self.alarms = observability.create_alarms(
@@ -206,23 +220,44 @@ class Skydag(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=self.access_logs_bucket,
-            server_access_logs_prefix="dag-bucket/",
             lifecycle_rules=[
                 s3.LifecycleRule(noncurrent_version_expiration=Duration.days(365)),
             ],
             removal_policy=self._removal_policy,
         )
-        # EventBridge notifications on the bucket itself: ``event_bridge_enabled=True`` would
-        # add a custom-resource Lambda to set what CloudFormation sets natively.
         cfn_bucket = bucket.node.default_child
         assert isinstance(cfn_bucket, s3.CfnBucket)
+        self._log_access(bucket, cfn_bucket, prefix="dag-bucket/")
+        # EventBridge notifications on the bucket itself: ``event_bridge_enabled=True`` would
+        # add a custom-resource Lambda to set what CloudFormation sets natively.
         cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
             event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
                 event_bridge_enabled=True
             )
         )
         return bucket
+
+    def _log_access(self, bucket: s3.Bucket, cfn_bucket: s3.CfnBucket, *, prefix: str) -> None:
+        """Server access logs delivered under a bucket policy, set here rather than by
+        ``server_access_logs_bucket``: that one grants an ACL instead unless the host app
+        sets ``@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy``, and ACLs are disabled on
+        these buckets (so the construct synthesizes in any app, whatever its flags)."""
+        logs_bucket = self.access_logs_bucket
+        cfn_bucket.logging_configuration = s3.CfnBucket.LoggingConfigurationProperty(
+            destination_bucket_name=logs_bucket.bucket_name, log_file_prefix=prefix
+        )
+        logs_bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="S3ServerAccessLogsFromTheDagBucket",
+                principals=[iam.ServicePrincipal("logging.s3.amazonaws.com")],
+                actions=["s3:PutObject"],
+                resources=[logs_bucket.arn_for_objects(f"{prefix}*")],
+                conditions={
+                    "ArnLike": {"aws:SourceArn": bucket.bucket_arn},
+                    "StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account},
+                },
+            )
+        )
 
     def _table(self, spec: TableSpec, deletion_protection: bool) -> dynamodb.Table:
         table = dynamodb.Table(
@@ -491,7 +526,7 @@ class Skydag(Construct):
             self._allow_tables(engine, everything, read_only=("dag_versions",))
             self._allow_put_events(engine)
             self._allow_schedules(engine)
-            add_dispatch(engine, self.dispatch)
+            add_dispatch(engine, self.dispatch, deployment=self._event_bus_name)
 
         for name, policy in policies.items():
             policy.attach(self.roles[name])
@@ -540,44 +575,112 @@ class Skydag(Construct):
             conditions={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
         )
 
-    def _bus_policy(self) -> None:
-        """Anyone in the account may signal; only skydag may speak as skydag.
+    def source_senders(self) -> dict[str, list[str]]:
+        """skydag's own sources (``StringLike`` patterns) -> the principal ARNs that may put
+        them on the bus; the bus policy denies them to everyone else.
 
-        ``skydag`` (notifications) and ``skydag.scheduler`` (ticks, timers) events start
-        runs and fire retries, so a principal other than skydag's roles is denied putting
-        them (``events:source`` is evaluated per entry). Commands (``skydag.command``) and
-        signals come from people and are governed by their own IAM permissions.
+        - ``skydag`` (notifications: a DAG may start on another's outcome): the functions
+          that run the scheduler service, and the dag loader ("DAG Import Error");
+        - ``skydag.scheduler`` (ticks and timers): EventBridge Scheduler's role, and the dag
+          loader (the first tick of a DAG whose schedule is due when it loads);
+        - ``skydag.dag.*`` (``emit:`` tasks): the functions that dispatch;
+        - ``skydag.command`` (trigger, cancel, clear, mark, pause, backfill): the operators
+          only, never a function.
         """
-        own_roles = [role.role_arn for role in (*self.roles.values(), self.scheduler_role)]
+        engine = [self.roles[name].role_arn for name in ENGINE_FUNCTIONS]
+        loader = self.roles[wiring.DAG_LOADER.id].role_arn
+        return {
+            SKYDAG_SOURCE: [loader, *engine],
+            SCHEDULER_SOURCE: [self.scheduler_role.role_arn, loader],
+            f"{DAG_SOURCE_PREFIX}*": engine,
+            COMMAND_SOURCE: list(self.operators),
+        }
+
+    def _bus_policy(self) -> None:
+        """Anyone in the account may signal; only the principals ``source_senders`` names
+        may speak as skydag (``events:source`` is evaluated per entry)."""
         # The bus's ARN from its name: its own ``Arn`` attribute would make the bus depend
         # on itself.
         bus_arn = cdk.Stack.of(self).format_arn(
             service="events", resource="event-bus", resource_name=self._event_bus_name
         )
-        document = iam.PolicyDocument(
-            statements=[
+        statements = [
+            iam.PolicyStatement(
+                sid="AccountMayPutEvents",
+                principals=[iam.AccountRootPrincipal()],
+                actions=["events:PutEvents"],
+                resources=[bus_arn],
+            )
+        ]
+        for source, senders in self.source_senders().items():
+            conditions: dict[str, Any] = {"StringLike": {"events:source": source}}
+            if senders:
+                conditions["ArnNotLike"] = {"aws:PrincipalArn": senders}
+            statements.append(
                 iam.PolicyStatement(
-                    sid="AccountMayPutEvents",
-                    principals=[iam.AccountRootPrincipal()],
-                    actions=["events:PutEvents"],
-                    resources=[bus_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="OnlySkydagPutsSkydagSources",
+                    sid=_SOURCE_SIDS[source],
                     effect=iam.Effect.DENY,
                     principals=[iam.AnyPrincipal()],
                     actions=["events:PutEvents"],
                     resources=[bus_arn],
-                    conditions={
-                        "StringEquals": {"events:source": [SKYDAG_SOURCE, SCHEDULER_SOURCE]},
-                        "ArnNotEquals": {"aws:PrincipalArn": own_roles},
-                    },
-                ),
-            ]
-        )
+                    conditions=conditions,
+                )
+            )
         cfn_bus = self.event_bus.node.default_child
         assert isinstance(cfn_bus, events.CfnEventBus)
-        cfn_bus.policy = document
+        cfn_bus.policy = iam.PolicyDocument(statements=statements)
+
+    def queue_senders(self) -> dict[str, tuple[list[str], list[str]]]:
+        """Queue id -> (source ARNs, principal ARNs) that may send to it; the queue's policy
+        denies ``sqs:SendMessage`` to any other request. Derived from ``skydag.wiring``:
+
+        - a rule's target queue and dead-letter queue: the rule (EventBridge sends with
+          ``aws:SourceArn`` = the rule);
+        - an asynchronous invocation's or a stream's on-failure queue: the function's role
+          (Lambda sends with the function's role);
+        - a queue's dead-letter queue: the queue (SQS moves the message itself);
+        - the scheduler queue: also the operators, who redrive its dead-letter queues into
+          it (``StartMessageMoveTask`` sends with the caller's permissions).
+        """
+        senders: dict[str, tuple[list[str], list[str]]] = {q: ([], []) for q in self.queues}
+        for rule_id, rule in self.rule_specs.items():
+            target = rule.target
+            for queue in (target.resource, target.dead_letter_queue):
+                if isinstance(queue, QueueSpec):
+                    senders[queue.id][0].append(self.rules[rule_id].rule_arn)
+        for spec in self.queue_specs.values():
+            if spec.redrive is not None:
+                senders[spec.redrive.dead_letter_queue.id][0].append(self.queues[spec.id].queue_arn)
+        for function, on_failure in (
+            *((a.function, a.on_failure) for a in self.async_invoke_specs.values()),
+            (self.stream_event_source_spec.function, self.stream_event_source_spec.on_failure),
+        ):
+            senders[on_failure.id][1].append(self.roles[function.id].role_arn)
+        senders[wiring.SCHEDULER_QUEUE.id][1].extend(self.operators)
+        return senders
+
+    def _queue_policies(self) -> None:
+        for queue_id, (sources, principals) in self.queue_senders().items():
+            conditions: dict[str, Any] = {}
+            if sources:
+                conditions["ArnNotEquals"] = {"aws:SourceArn": sources}
+            # No principal sends here: deny every IAM principal (a request SQS or another
+            # service makes on its own carries no principal ARN).
+            conditions.update(
+                {"ArnNotLike": {"aws:PrincipalArn": principals}}
+                if principals
+                else {"Null": {"aws:PrincipalArn": "false"}}
+            )
+            self.queues[queue_id].add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="OnlySkydagSends",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=["sqs:SendMessage"],
+                    resources=[self.queues[queue_id].queue_arn],
+                    conditions=conditions,
+                )
+            )
 
     # -- cdk-nag -------------------------------------------------------------------------
 
@@ -592,6 +695,29 @@ class Skydag(Construct):
                 "AwsSolutions-SQS3",
                 f"{name} is a dead-letter queue: the end of its path, watched by an alarm",
             )
+
+
+# A statement id per reserved source (the bus requires one: requireEventBusPolicySid).
+_SOURCE_SIDS = {
+    SKYDAG_SOURCE: "OnlySkydagPutsNotifications",
+    SCHEDULER_SOURCE: "OnlySchedulesPutTicksAndTimers",
+    f"{DAG_SOURCE_PREFIX}*": "OnlySkydagEmitsForDags",
+    COMMAND_SOURCE: "OnlyOperatorsPutCommands",
+}
+
+
+def _principal_arns(arns: Sequence[str]) -> tuple[str, ...]:
+    """IAM role or user ARNs (``ArnLike`` patterns: ``*`` allowed; tokens pass as they are).
+    ``aws:PrincipalArn`` of an assumed role is the role's ARN, never the session's."""
+    for arn in arns:
+        if cdk.Token.is_unresolved(arn):
+            continue
+        parts = arn.split(":", 5)
+        if len(parts) == 6 and parts[2] == "sts":
+            raise ValueError(f"operators: {arn!r}: give the role's ARN, not a session's")
+        if len(parts) != 6 or parts[0] != "arn" or parts[2] != "iam":
+            raise ValueError(f"operators: {arn!r} is not an IAM role or user ARN")
+    return tuple(arns)
 
 
 def _attribute(name: str, attribute_type: str) -> dynamodb.Attribute:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 
+from skydag.wiring import DEPLOYMENT_TAG, JOB_NAME_PREFIX
+
 # Actions that the services only authorize on "*": the reason is written into the cdk-nag
 # acknowledgment of every role that holds them.
 STAR_RESOURCE_REASONS: dict[str, str] = {
@@ -186,8 +188,22 @@ def any_revision(arns: Sequence[str]) -> list[str]:
     return out
 
 
-def add_dispatch(policy: PolicyBuilder, targets: DispatchTargets) -> None:
-    """Start, watch and stop jobs on the targets the user allowed (scheduler, streams)."""
+def tagged_by(deployment: str) -> dict[str, dict[str, object]]:
+    """Only what carries this deployment's tag (a job skydag started)."""
+    return {"StringEquals": {f"aws:ResourceTag/{DEPLOYMENT_TAG}": deployment}}
+
+
+def tagging_with(deployment: str) -> dict[str, dict[str, object]]:
+    """Only a tagging that sets this deployment's tag (as skydag does when it starts a job)."""
+    return {"StringEquals": {f"aws:RequestTag/{DEPLOYMENT_TAG}": deployment}}
+
+
+def add_dispatch(policy: PolicyBuilder, targets: DispatchTargets, *, deployment: str) -> None:
+    """Start, watch and stop jobs on the targets the user allowed (scheduler, streams).
+
+    ``deployment`` is the value of ``DEPLOYMENT_TAG`` on every job skydag starts; the
+    statements that stop or tag a job whose id the service assigns require it.
+    """
     stack = policy.scope
     if targets.batch_job_queues:
         policy.allow(
@@ -198,16 +214,26 @@ def add_dispatch(policy: PolicyBuilder, targets: DispatchTargets) -> None:
         policy.allow(
             ["batch:TagResource"],
             [_batch_jobs(stack)],
-            wildcard_reason="tags on the jobs skydag submits (job ids are assigned by Batch)",
+            conditions=tagging_with(deployment),
+            wildcard_reason=(
+                "tags on the jobs skydag submits (job ids are assigned by Batch), only "
+                "with skydag's deployment tag"
+            ),
         )
-    add_watch_and_cancel(policy, targets)
+    add_watch_and_cancel(policy, targets, deployment=deployment)
     for cluster_id in targets.emr_cluster_ids:
         policy.allow(["elasticmapreduce:AddJobFlowSteps"], [_emr_cluster(stack, cluster_id)])
     if targets.emr_serverless_applications:
         apps = list(targets.emr_serverless_applications)
         policy.allow(
-            ["emr-serverless:StartJobRun", "emr-serverless:TagResource"],
+            ["emr-serverless:StartJobRun"],
             [*apps, *(f"{app}/jobruns/*" for app in apps)],
+            wildcard_reason="job runs of the EMR Serverless applications the user allowed",
+        )
+        policy.allow(
+            ["emr-serverless:TagResource"],
+            [f"{app}/jobruns/*" for app in apps],
+            conditions=tagging_with(deployment),
             wildcard_reason="job runs of the EMR Serverless applications the user allowed",
         )
     if targets.state_machines:
@@ -232,7 +258,12 @@ def add_dispatch(policy: PolicyBuilder, targets: DispatchTargets) -> None:
         policy.allow(
             ["ecs:TagResource"],
             [_ecs_tasks(c) for c in clusters],
-            conditions={"StringEquals": {"ecs:CreateAction": "RunTask"}},
+            conditions={
+                "StringEquals": {
+                    "ecs:CreateAction": "RunTask",
+                    **tagging_with(deployment)["StringEquals"],
+                }
+            },
             wildcard_reason="tags on the tasks skydag starts (task ids are assigned by ECS)",
         )
     for service, roles in sorted(targets.pass_roles.items()):
@@ -244,17 +275,26 @@ def add_dispatch(policy: PolicyBuilder, targets: DispatchTargets) -> None:
             )
 
 
-def add_watch_and_cancel(policy: PolicyBuilder, targets: DispatchTargets) -> None:
-    """Describe, find (by the deterministic name) and stop jobs on the allowed targets."""
+def add_watch_and_cancel(
+    policy: PolicyBuilder, targets: DispatchTargets, *, deployment: str
+) -> None:
+    """Describe, find (by the deterministic name) and stop jobs on the allowed targets.
+
+    Stopping is narrowed to skydag's own jobs: by the deployment tag where the job can
+    carry tags (Batch, ECS, EMR Serverless), by the ``skydag-`` name where the ARN holds
+    the name (Step Functions executions). EMR steps can do neither: ``CancelSteps`` is
+    authorized on the cluster, so it reaches every step of the clusters the user allowed.
+    """
     stack = policy.scope
     if targets.batch_job_queues:
         policy.allow(["batch:DescribeJobs", "batch:ListJobs"], ["*"])
         policy.allow(
             ["batch:TerminateJob"],
             [_batch_jobs(stack)],
+            conditions=tagged_by(deployment),
             wildcard_reason=(
                 "TerminateJob is authorized on job ARNs only, and Batch assigns job ids; "
-                "skydag terminates only jobs it recorded"
+                "only jobs that carry skydag's deployment tag"
             ),
         )
     if targets.emr_cluster_ids:
@@ -270,29 +310,43 @@ def add_watch_and_cancel(policy: PolicyBuilder, targets: DispatchTargets) -> Non
     if targets.emr_serverless_applications:
         apps = list(targets.emr_serverless_applications)
         policy.allow(
-            [
-                "emr-serverless:GetJobRun",
-                "emr-serverless:CancelJobRun",
-                "emr-serverless:ListJobRuns",
-            ],
+            ["emr-serverless:GetJobRun", "emr-serverless:ListJobRuns"],
             [*apps, *(f"{app}/jobruns/*" for app in apps)],
             wildcard_reason="job runs of the EMR Serverless applications the user allowed",
         )
+        policy.allow(
+            ["emr-serverless:CancelJobRun"],
+            [f"{app}/jobruns/*" for app in apps],
+            conditions=tagged_by(deployment),
+            wildcard_reason="job runs of the EMR Serverless applications the user allowed",
+        )
     if targets.state_machines:
+        # Executions cannot be tagged; their ARN holds the name, which skydag's start with.
         policy.allow(
             ["states:DescribeExecution", "states:StopExecution"],
             [
-                arn_children(sm, cdk.ArnFormat.COLON_RESOURCE_NAME, "execution", ":*")
+                arn_children(
+                    sm, cdk.ArnFormat.COLON_RESOURCE_NAME, "execution", f":{JOB_NAME_PREFIX}*"
+                )
                 for sm in targets.state_machines
             ],
-            wildcard_reason="executions of the state machines the user allowed",
+            wildcard_reason=(
+                "the executions skydag starts (named skydag-...) of the state machines the "
+                "user allowed"
+            ),
         )
     if targets.ecs_clusters:
         clusters = list(targets.ecs_clusters)
         policy.allow(
-            ["ecs:DescribeTasks", "ecs:StopTask"],
+            ["ecs:DescribeTasks"],
             [_ecs_tasks(c) for c in clusters],
             conditions={"ArnEquals": {"ecs:cluster": clusters}},
+            wildcard_reason="tasks in the ECS clusters the user allowed",
+        )
+        policy.allow(
+            ["ecs:StopTask"],
+            [_ecs_tasks(c) for c in clusters],
+            conditions={"ArnEquals": {"ecs:cluster": clusters}, **tagged_by(deployment)},
             wildcard_reason="tasks in the ECS clusters the user allowed",
         )
         policy.allow(["ecs:ListTasks"], ["*"], conditions={"ArnEquals": {"ecs:cluster": clusters}})

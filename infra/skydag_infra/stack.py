@@ -9,6 +9,7 @@ Context (cdk.json or ``cdk deploy -c key=value``):
 | ``skydag:scheduleGroupName`` | ``skydag`` | EventBridge Scheduler group |
 | ``skydag:dagPrefix`` | ``dags/`` | where DAG files live in the bucket |
 | ``skydag:dispatch`` | ``{}`` | JSON: what skydag may run jobs on (``DispatchTargets``) |
+| ``skydag:operators`` | ``[]`` | JSON list: IAM role/user ARNs that may send commands |
 | ``skydag:retain`` | ``true`` | ``false``: tables, buckets and logs go with the stack |
 | ``skydag:alarmTopicArn`` | none | an SNS topic the alarms notify |
 | ``skydag:logLevel`` | ``INFO`` | ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` |
@@ -55,6 +56,7 @@ class SkydagStack(cdk.Stack):
                 sns.Topic.from_topic_arn(self, "AlarmTopic", topic_arn) if topic_arn else None
             ),
             log_level=context.text("skydag:logLevel", default="INFO"),
+            operators=context.strings("skydag:operators"),
         )
         self._outputs()
 
@@ -101,6 +103,16 @@ class _Context:
         if str(value).lower() in ("true", "false"):
             return str(value).lower() == "true"
         raise ValueError(f"{key}: expected true or false, got {value!r}")
+
+    def strings(self, key: str) -> list[str]:
+        value = self._get(key)
+        if value is None:
+            return []
+        # ``-c key='[...]'`` arrives as a string; cdk.json gives the list itself.
+        parsed = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+            raise ValueError(f"{key}: expected a JSON list of strings")
+        return parsed
 
     def json(self, key: str) -> dict[str, Any]:
         value = self._get(key)

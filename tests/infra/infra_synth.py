@@ -24,6 +24,11 @@ from skydag_infra.stack import SkydagStack  # noqa: E402
 ACCOUNT = "111122223333"
 REGION = "us-east-1"
 ALARM_TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:skydag-alarms"
+# The roles that may send commands: one by name, and every SSO administrator role.
+OPERATORS = [
+    f"arn:aws:iam::{ACCOUNT}:role/skydag-operator",
+    f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/*/AWSReservedSSO_Admin_*",
+]
 DISPATCH: dict[str, Any] = {
     "batch_job_queues": [f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/eval"],
     "batch_job_definitions": [
@@ -80,6 +85,7 @@ def synthesize(outdir: Path) -> Synthesized:
         "skydag:lambdaAsset": "placeholder",
         "skydag:dispatch": DISPATCH,
         "skydag:alarmTopicArn": ALARM_TOPIC_ARN,
+        "skydag:operators": OPERATORS,
     }
     app = build_app(cdk.App(context=context, outdir=str(outdir)))
     # Raises on any unacknowledged cdk-nag finding (and on CloudFormation validation errors).

@@ -88,7 +88,7 @@ def test_dispatch_targets_validate_their_shape() -> None:
 
 def test_no_dispatch_target_means_no_dispatch_permission() -> None:
     policy = PolicyBuilder(cdk.Stack())
-    add_dispatch(policy, DispatchTargets())
+    add_dispatch(policy, DispatchTargets(), deployment="skydag")
     assert policy.statements == []
 
 

@@ -8,6 +8,10 @@ from typing import Any
 import pytest
 from infra_synth import ACCOUNT, DISPATCH, REGION, Synthesized
 
+from skydag.wiring import DEPLOYMENT_TAG
+
+BUS = "skydag"  # the test stack's bus: the deployment tag's value
+
 # Actions allowed on Resource "*", each because the API has no resource-level permission.
 STAR_ALLOWED = {
     "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
@@ -180,8 +184,9 @@ def test_dispatch_is_scoped_to_what_the_user_allowed(synth: Synthesized, name: s
         ]
     )
     assert resources_for("states:StartExecution") == DISPATCH["state_machines"]
+    # Executions cannot be tagged: only those named as skydag names them may be stopped.
     assert resources_for("states:StopExecution") == [
-        f"arn:aws:states:{REGION}:{ACCOUNT}:execution:publish:*"
+        f"arn:aws:states:{REGION}:{ACCOUNT}:execution:publish:skydag-*"
     ]
     function = DISPATCH["lambda_functions"][0]
     assert resources_for("lambda:InvokeFunction") == [function, f"{function}:*"]
@@ -198,7 +203,9 @@ def test_dispatch_is_scoped_to_what_the_user_allowed(synth: Synthesized, name: s
     ]
     assert resources_for("ecs:StopTask") == [f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/jobs/*"]
     (tag_tasks,) = (s for s in statements if s["Action"] == "ecs:TagResource")
-    assert tag_tasks["Condition"] == {"StringEquals": {"ecs:CreateAction": "RunTask"}}
+    assert tag_tasks["Condition"] == {
+        "StringEquals": {"ecs:CreateAction": "RunTask", f"aws:RequestTag/{DEPLOYMENT_TAG}": BUS}
+    }
     (list_tasks,) = (s for s in statements if s["Action"] == "ecs:ListTasks")
     assert list_tasks["Condition"] == {"ArnEquals": {"ecs:cluster": [cluster]}}
     for service, roles in DISPATCH["pass_roles"].items():
@@ -209,6 +216,30 @@ def test_dispatch_is_scoped_to_what_the_user_allowed(synth: Synthesized, name: s
             and s["Condition"]["StringEquals"]["iam:PassedToService"] == service
         )
         assert _as_list(passing["Resource"]) == roles
+
+
+@pytest.mark.parametrize("name", ["Scheduler", "StreamProcessor", "Reconciler"])
+@pytest.mark.parametrize(
+    ("action", "tag_key"),
+    [
+        ("batch:TerminateJob", "aws:ResourceTag"),
+        ("batch:TagResource", "aws:RequestTag"),
+        ("ecs:StopTask", "aws:ResourceTag"),
+        ("ecs:TagResource", "aws:RequestTag"),
+        ("emr-serverless:CancelJobRun", "aws:ResourceTag"),
+        ("emr-serverless:TagResource", "aws:RequestTag"),
+    ],
+)
+def test_stopping_and_tagging_need_the_deployment_tag(
+    synth: Synthesized, name: str, action: str, tag_key: str
+) -> None:
+    """Job ids are assigned by the services, so these are granted on ``job/*`` and the like:
+    the tag skydag puts on what it starts is what keeps them off everyone else's jobs."""
+    statements = [s for s in _role_statements(synth, name) if action in _as_list(s["Action"])]
+    assert statements, action
+    for statement in statements:
+        assert _as_list(statement["Action"]) == [action]
+        assert statement["Condition"]["StringEquals"][f"{tag_key}/{DEPLOYMENT_TAG}"] == BUS
 
 
 def test_the_event_bus_is_the_only_place_functions_put_events(synth: Synthesized) -> None:

@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from skydag.settings import Settings
-
-SKYDAG_SOURCE = "skydag"
+from skydag.sources import SKYDAG_SOURCE
 
 # EventBridge's limit for one entry, counted its way (see ``entry_size``).
 MAX_ENTRY_BYTES = 256 * 1024

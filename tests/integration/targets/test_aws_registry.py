@@ -56,6 +56,14 @@ def test_a_target_per_kind_made_once(kind: str, target_class: type) -> None:
     assert targets.target_for(kind) is target
 
 
+@pytest.mark.parametrize("kind", ["batch", "ecs", "emr_serverless"])
+def test_jobs_are_tagged_with_the_settings_bus_as_their_deployment(kind: str) -> None:
+    """The deployment tag's value is the bus's name, as the stack's IAM conditions say."""
+    target = AwsTargets(Settings(event_bus="skydag-prod")).target_for(kind)
+
+    assert getattr(target, "deployment", None) == "skydag-prod"
+
+
 @pytest.mark.parametrize("kind", ["noop", "wait", "local", "glue"])
 def test_kinds_without_an_aws_target_are_a_key_error(kind: str) -> None:
     with pytest.raises(KeyError, match=kind):

@@ -14,6 +14,7 @@ from skydag.spec.models import BatchTarget
 from skydag.targets.aws import BatchJobs, MalformedEvent
 from skydag.targets.aws.batch import parse_event
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef
+from skydag.wiring import DEPLOYMENT_TAG
 
 QUEUE = "etl-queue"
 MakeRequest = Callable[..., DispatchRequest]
@@ -360,3 +361,19 @@ def test_a_malformed_event_is_a_clear_error(
 ) -> None:
     with pytest.raises(MalformedEvent, match=r"detail\.jobId"):
         parse_event(without(load_event("batch_job_failed"), "jobId"))
+
+
+def test_the_job_carries_the_deployment_tag_which_no_user_tag_overrides(
+    batch: Any, make_request: MakeRequest, recorder: Callable[[Any], Any]
+) -> None:
+    """IAM lets skydag terminate and tag only jobs with this tag (docs/security.md)."""
+    target = batch_target(tags={DEPLOYMENT_TAG: "someone-else", "team": "data"})
+    calls = recorder(batch)
+
+    result = BatchJobs(batch, deployment="skydag-prod").dispatch(make_request("batch", target))
+
+    job = batch.describe_jobs(jobs=[result.job_id])["jobs"][0]
+    assert job["tags"][DEPLOYMENT_TAG] == "skydag-prod"
+    assert job["tags"]["team"] == "data"
+    [submit] = calls.of("SubmitJob")
+    assert submit["propagateTags"] is True  # the job's ECS tasks carry the tags too

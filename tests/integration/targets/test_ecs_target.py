@@ -20,6 +20,7 @@ from skydag.spec.models import EcsTarget
 from skydag.targets.aws import EcsTasks, MalformedEvent
 from skydag.targets.aws.ecs import parse_event
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef
+from skydag.wiring import DEPLOYMENT_TAG
 
 MakeRequest = Callable[..., DispatchRequest]
 JobRefFor = Callable[[DispatchRequest, str | None], JobRef]
@@ -109,6 +110,20 @@ def test_dispatch_runs_one_task_with_the_tries_parameters(
             "assignPublicIp": "ENABLED",
         }
     }
+
+
+def test_the_task_carries_the_deployment_tag_which_no_user_tag_overrides(
+    ecs: Any, make_request: MakeRequest
+) -> None:
+    """IAM lets skydag stop and tag only tasks with this tag (docs/security.md)."""
+    target = ecs_target(tags={DEPLOYMENT_TAG: "someone-else", "team": "data"})
+
+    result = EcsTasks(ecs, deployment="skydag-prod").dispatch(make_request("ecs", target))
+
+    task = ecs.describe_tasks(cluster=CLUSTER, tasks=[result.job_id], include=["TAGS"])["tasks"][0]
+    tags = {t["key"]: t["value"] for t in task["tags"]}
+    assert tags[DEPLOYMENT_TAG] == "skydag-prod"
+    assert tags["team"] == "data"
 
 
 def test_dispatch_again_with_the_same_token_reattaches(ecs: Any, make_request: MakeRequest) -> None:

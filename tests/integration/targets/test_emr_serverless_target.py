@@ -18,6 +18,7 @@ from skydag.spec.models import EmrServerlessTarget
 from skydag.targets.aws import EmrServerlessRuns, MalformedEvent
 from skydag.targets.aws.emr_serverless import parse_event
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef
+from skydag.wiring import DEPLOYMENT_TAG
 
 MakeRequest = Callable[..., DispatchRequest]
 JobRefFor = Callable[[DispatchRequest, str | None], JobRef]
@@ -80,6 +81,21 @@ def test_dispatch_starts_one_run_with_the_tries_parameters(
     [sent] = calls.of("StartJobRun")
     assert sent["clientToken"] == request.token  # AWS's own idempotency key
     assert sent["configurationOverrides"] == {"monitoringConfiguration": {}}
+
+
+def test_the_run_carries_the_deployment_tag_which_no_user_tag_overrides(
+    emr_serverless: Any, application_id: str, make_request: MakeRequest
+) -> None:
+    """IAM lets skydag cancel and tag only runs with this tag (docs/security.md)."""
+    target = serverless_target(application_id, tags={DEPLOYMENT_TAG: "someone-else"})
+    runs = EmrServerlessRuns(emr_serverless, deployment="skydag-prod")
+
+    job_id = runs.dispatch(make_request("emr_serverless", target)).job_id
+
+    assert job_id is not None
+    run_id = job_id.split("/")[1]
+    job_run = emr_serverless.get_job_run(applicationId=application_id, jobRunId=run_id)["jobRun"]
+    assert job_run["tags"][DEPLOYMENT_TAG] == "skydag-prod"
 
 
 def test_dispatch_again_with_the_same_token_reattaches(

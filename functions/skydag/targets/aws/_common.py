@@ -15,6 +15,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from skydag.engine.models import JobReport, JobStatus
 from skydag.spec.durations import parse_duration
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef, name_with_token
+from skydag.wiring import DEPLOYMENT_TAG
 
 # What skydag writes as the reason when it stops a job, so the job's final state
 # (Batch statusReason, ECS stoppedReason) tells a skydag cancel from a crash.
@@ -140,8 +141,12 @@ def job_name_of(job: JobRef, custom_prefix: str | None) -> str | None:
     return name_with_token(base, job.token)
 
 
-def identity_tags(request: DispatchRequest, user_tags: Mapping[str, str] | None) -> dict[str, str]:
-    """The user's tags plus the try's identity (skydag's own keys win)."""
+def identity_tags(
+    request: DispatchRequest, user_tags: Mapping[str, str] | None, deployment: str | None
+) -> dict[str, str]:
+    """The user's tags plus the try's identity and, when known, the deployment's
+    (``wiring.DEPLOYMENT_TAG``: IAM lets skydag stop only what carries it); skydag's own
+    keys win."""
     tags = {str(k): str(v) for k, v in (user_tags or {}).items()}
     tags.update(
         {
@@ -152,6 +157,8 @@ def identity_tags(request: DispatchRequest, user_tags: Mapping[str, str] | None)
             "skydag:token": request.token,
         }
     )
+    if deployment is not None:
+        tags[DEPLOYMENT_TAG] = deployment
     # Tag values are at most 256 characters in every service used here.
     return {k: v[:256] for k, v in tags.items()}
 

@@ -55,8 +55,9 @@ log = logging.getLogger("skydag.targets.batch")
 class BatchJobs:
     """Submits, describes and terminates AWS Batch jobs (``batch:`` tasks)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, deployment: str | None = None) -> None:
         self.client = client
+        self.deployment = deployment
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         target = request.target
@@ -67,7 +68,7 @@ class BatchJobs:
             log.info("re-attaching to Batch job %s (%s)", existing, name)
             return DispatchResult(job_id=existing)
         with translate_errors("batch", "SubmitJob", f"job {name} on queue {queue}"):
-            response = self.client.submit_job(**_submit_parameters(request, name))
+            response = self.client.submit_job(**_submit_parameters(request, name, self.deployment))
         return DispatchResult(job_id=str(response["jobId"]))
 
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
@@ -148,7 +149,9 @@ def _is_parent(job_id: str) -> bool:
     return ":" not in job_id and "#" not in job_id
 
 
-def _submit_parameters(request: DispatchRequest, name: str) -> dict[str, Any]:
+def _submit_parameters(
+    request: DispatchRequest, name: str, deployment: str | None
+) -> dict[str, Any]:
     target = request.target
     overrides: dict[str, Any] = {
         "environment": job_environment(request, target.get("environment")),
@@ -160,7 +163,9 @@ def _submit_parameters(request: DispatchRequest, name: str) -> dict[str, Any]:
         "jobQueue": str(target["job_queue"]),
         "jobDefinition": str(target["job_definition"]),
         "containerOverrides": overrides,
-        "tags": identity_tags(request, target.get("tags")),
+        "tags": identity_tags(request, target.get("tags"), deployment),
+        # The ECS tasks that run the job carry its tags too (cost reports, clean-up).
+        "propagateTags": True,
     }
     if target.get("parameters"):
         parameters["parameters"] = {str(k): str(v) for k, v in target["parameters"].items()}

@@ -49,8 +49,9 @@ log = logging.getLogger("skydag.targets.ecs")
 class EcsTasks:
     """Runs, describes and stops ECS tasks (``ecs:`` tasks)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, deployment: str | None = None) -> None:
         self.client = client
+        self.deployment = deployment
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         target = request.target
@@ -152,7 +153,9 @@ class EcsTasks:
             "overrides": {"containerOverrides": [override]},
             "tags": [
                 {"key": key, "value": value}
-                for key, value in identity_tags(request, target.get("tags")).items()
+                for key, value in identity_tags(
+                    request, target.get("tags"), self.deployment
+                ).items()
             ],
         }
         launch_type, provider = target.get("launch_type"), target.get("capacity_provider")

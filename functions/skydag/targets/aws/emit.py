@@ -14,6 +14,7 @@ from typing import Any
 
 from skydag.engine.models import JobReport, JobStatus
 from skydag.ports import Clock, SystemClock
+from skydag.sources import DAG_SOURCE_PREFIX
 from skydag.targets.aws._common import is_retryable_code, report, translate_errors
 from skydag.targets.base import DispatchError, DispatchRequest, DispatchResult, JobRef
 
@@ -31,7 +32,7 @@ class EventEmitter:
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         target = request.target
         entry = {
-            "Source": str(target.get("source") or f"skydag.dag.{request.dag_id}"),
+            "Source": str(target.get("source") or f"{DAG_SOURCE_PREFIX}{request.dag_id}"),
             "DetailType": str(target["detail-type"]),
             "Detail": json.dumps(target.get("detail") or {}),
             "EventBusName": self.bus_name,

@@ -67,8 +67,10 @@ class EmrServerlessRuns:
         *,
         lookup_window: timedelta = DEFAULT_LOOKUP_WINDOW,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        deployment: str | None = None,
     ) -> None:
         self.client = client
+        self.deployment = deployment
         self.lookup_window = lookup_window
         self.now = now
 
@@ -86,7 +88,7 @@ class EmrServerlessRuns:
             "name": name,
             "executionRoleArn": str(target["execution_role_arn"]),
             "jobDriver": target["job_driver"],
-            "tags": identity_tags(request, target.get("tags")),
+            "tags": identity_tags(request, target.get("tags"), self.deployment),
         }
         if target.get("configuration_overrides"):
             parameters["configurationOverrides"] = target["configuration_overrides"]

@@ -89,13 +89,16 @@ class AwsTargets:
     def _make(self, kind: str, client: Any) -> Target:
         if kind == "emit":
             return EventEmitter(client, self.settings.event_bus)
+        # What skydag starts is tagged with its deployment (the bus's name), the tag its
+        # IAM statements require to stop or tag a job.
+        deployment = self.settings.event_bus
         makers: Mapping[str, Callable[[Any], Target]] = {
-            "batch": BatchJobs,
+            "batch": lambda c: BatchJobs(c, deployment=deployment),
             "emr": EmrSteps,
-            "emr_serverless": EmrServerlessRuns,
+            "emr_serverless": lambda c: EmrServerlessRuns(c, deployment=deployment),
             "stepfunctions": StepFunctionsExecutions,
             "lambda": LambdaInvocations,
-            "ecs": EcsTasks,
+            "ecs": lambda c: EcsTasks(c, deployment=deployment),
         }
         return makers[kind](client)
 

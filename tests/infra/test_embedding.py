@@ -1,0 +1,88 @@
+"""The construct in a host app that sets no context and no feature flags at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk.assertions import Annotations, Match, Template
+from cdk_nag import AwsSolutionsChecks
+from infra_synth import ROOT
+from skydag_infra.asset import placeholder_asset
+from skydag_infra.construct import Skydag
+
+from skydag.sources import COMMAND_SOURCE
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> tuple[cdk.Stack, Skydag, dict[str, Any]]:
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("bare.out")))  # no context, no flags
+    stack = cdk.Stack(app, "Host")
+    code = lambda_.Code.from_asset(str(placeholder_asset(ROOT / "build").path))
+    skydag = Skydag(stack, "Orchestrator", code=code)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    assembly = app.synth()  # raises on an unacknowledged cdk-nag finding
+    return stack, skydag, assembly.get_stack_artifact(stack.artifact_id).template
+
+
+def _logical_id(stack: cdk.Stack, construct: Any) -> str:
+    return str(stack.resolve(stack.get_logical_id(construct.node.default_child)))
+
+
+def test_it_synthesizes_clean_in_a_bare_app(
+    bare: tuple[cdk.Stack, Skydag, dict[str, Any]],
+) -> None:
+    stack, skydag, _ = bare
+    assert skydag.functions
+    assert not Annotations.from_stack(stack).find_error("*", Match.any_value())
+
+
+def test_access_logs_are_delivered_under_a_bucket_policy_not_an_acl(
+    bare: tuple[cdk.Stack, Skydag, dict[str, Any]],
+) -> None:
+    stack, skydag, template = bare
+    resources = template["Resources"]
+    dag_bucket = resources[_logical_id(stack, skydag.dag_bucket)]
+    logs_id = _logical_id(stack, skydag.access_logs_bucket)
+    assert dag_bucket["Properties"]["LoggingConfiguration"] == {
+        "DestinationBucketName": {"Ref": logs_id},
+        "LogFilePrefix": "dag-bucket/",
+    }
+    assert "AccessControl" not in resources[logs_id]["Properties"]
+    Template.from_json(template).has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "Bucket": {"Ref": logs_id},
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Principal": {"Service": "logging.s3.amazonaws.com"},
+                                "Action": "s3:PutObject",
+                                "Effect": "Allow",
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_without_operators_nobody_may_send_commands_and_synth_says_so(
+    bare: tuple[cdk.Stack, Skydag, dict[str, Any]],
+) -> None:
+    stack, skydag, template = bare
+    bus_id = _logical_id(stack, skydag.event_bus)
+    (denial,) = (
+        s
+        for s in template["Resources"][bus_id]["Properties"]["Policy"]["Statement"]
+        if s.get("Condition", {}).get("StringLike", {}).get("events:source") == COMMAND_SOURCE
+    )
+    assert denial["Effect"] == "Deny"
+    assert denial["Condition"] == {"StringLike": {"events:source": COMMAND_SOURCE}}
+    annotations = Annotations.from_stack(stack)
+    assert annotations.find_warning("*", Match.string_like_regexp("operators"))
