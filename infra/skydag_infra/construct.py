@@ -86,8 +86,9 @@ class Skydag(Construct):
 
     ``operators`` lists the IAM roles and users (ARNs; ``*`` allowed) that may send
     commands (``skydag.command``: trigger, cancel, clear, mark, pause, backfill) and
-    redrive dead-letter queues into the scheduler queue; nobody else may, not even skydag's
-    own functions (docs/security.md).
+    redrive dead-letter queues into the scheduler queue. By default every principal of the
+    account may (with ``events:PutEvents`` in its own IAM policy), as before; skydag's own
+    functions never may, whatever the list (docs/security.md).
 
     The ``skydag.wiring`` specs it was built from are kept by construct id
     (``function_specs``, ``queue_specs``, ``rule_specs``, ``async_invoke_specs``) and as
@@ -114,12 +115,6 @@ class Skydag(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.operators = _principal_arns(operators)
-        if not self.operators:
-            cdk.Annotations.of(self).add_warning_v2(
-                "skydag:operators",
-                "no operators: nobody may send skydag commands (trigger, cancel, clear, ...); "
-                "give the construct `operators` (IAM role or user ARNs, wildcards allowed)",
-            )
         if log_level not in _LAMBDA_LOG_LEVELS:
             raise ValueError(f"log_level {log_level!r}: expected one of {list(_LAMBDA_LOG_LEVELS)}")
         self.dag_prefix = wiring.validate_dag_prefix(dag_prefix)
@@ -593,8 +588,17 @@ class Skydag(Construct):
             SKYDAG_SOURCE: [loader, *engine],
             SCHEDULER_SOURCE: [self.scheduler_role.role_arn, loader],
             f"{DAG_SOURCE_PREFIX}*": engine,
+            # Operators only; without a list, anyone of the account but skydag's roles.
             COMMAND_SOURCE: list(self.operators),
         }
+
+    def _skydag_roles(self) -> list[str]:
+        """Every role skydag's code runs as: none may send commands (a DAG's templates
+        run there, so a DAG author could otherwise forge one)."""
+        return [
+            *(role.role_arn for role in self.roles.values()),
+            self.scheduler_role.role_arn,
+        ]
 
     def _bus_policy(self) -> None:
         """Anyone in the account may signal; only the principals ``source_senders`` names
@@ -616,6 +620,9 @@ class Skydag(Construct):
             conditions: dict[str, Any] = {"StringLike": {"events:source": source}}
             if senders:
                 conditions["ArnNotLike"] = {"aws:PrincipalArn": senders}
+            elif source == COMMAND_SOURCE:
+                # No operators named: the account's principals may, skydag's roles not.
+                conditions["ArnLike"] = {"aws:PrincipalArn": self._skydag_roles()}
             statements.append(
                 iam.PolicyStatement(
                     sid=_SOURCE_SIDS[source],
@@ -656,7 +663,14 @@ class Skydag(Construct):
             (self.stream_event_source_spec.function, self.stream_event_source_spec.on_failure),
         ):
             senders[on_failure.id][1].append(self.roles[function.id].role_arn)
-        senders[wiring.SCHEDULER_QUEUE.id][1].extend(self.operators)
+        # Without operators named, the account's principals (a role skydag's code runs as
+        # could send directly, but its code never does: the bus is what it may not bypass).
+        account_principals = [
+            cdk.Stack.of(self).format_arn(
+                service="iam", region="", resource="*", arn_format=cdk.ArnFormat.NO_RESOURCE_NAME
+            )
+        ]
+        senders[wiring.SCHEDULER_QUEUE.id][1].extend(self.operators or account_principals)
         return senders
 
     def _queue_policies(self) -> None:
