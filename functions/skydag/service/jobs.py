@@ -49,6 +49,7 @@ class Jobs:
             timeout=spec.effective_policy(ti.task_id).timeout,
             environment=job_environment(ti, self.scheduler.state_table),
             signal=ti.signal,
+            emit_sources=tuple(spec.emit_sources),
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
