@@ -15,6 +15,8 @@ SCHEDULER_SOURCE = "skydag.scheduler"
 SKYDAG_SOURCE = "skydag"
 # What ``emit:`` tasks put by default: ``skydag.dag.<dag id>``, each DAG under its own name.
 DAG_SOURCE_PREFIX = "skydag.dag."
+# Lambda's asynchronous invocation results (the destination puts them under this source).
+LAMBDA_RESULT_SOURCE = "lambda"
 
 SCHEDULE_TICK = "Schedule Tick"  # detail: {"dag": ...}
 TIMER_FIRED = "Timer Fired"  # detail: {"dag": ..., "run_id": ..., "task": ...}

@@ -740,9 +740,12 @@ def test_problems_are_capped_per_file() -> None:
     assert found[-1].message == "... and 50 more problems"
 
 
-@pytest.mark.parametrize("source", ["skydag", "skydag.scheduler", "skydag.command", "aws.batch"])
+@pytest.mark.parametrize(
+    "source", ["skydag", "skydag.scheduler", "skydag.command", "aws.batch", "lambda"]
+)
 def test_emit_refuses_reserved_sources(source: str) -> None:
-    # A DAG must not forge skydag's notifications, commands, ticks or timers.
+    # A DAG must not forge skydag's notifications, commands, ticks or timers, nor a
+    # Lambda job's result.
     problem = only_problem(
         f"""
         dag: forger
@@ -752,14 +755,32 @@ def test_emit_refuses_reserved_sources(source: str) -> None:
         """
     )
     assert (problem.task, problem.field, problem.line) == ("tick", "emit.source", 4)
-    assert problem.message.startswith(f"source '{source}' is reserved (skydag, skydag.*, aws.*)")
+    assert problem.message.startswith(
+        f"source '{source}' is reserved (skydag, skydag.*, aws.* and lambda are reserved)"
+    )
 
 
-def test_emit_may_name_its_own_source_or_its_dags() -> None:
-    for source in ("ml.evaluation", "skydag.dag.forger"):
+@pytest.mark.parametrize("source", ["skydag.dag.victim", "ml.evaluation", "acme.mlx"])
+def test_emit_refuses_sources_of_other_namespaces(source: str) -> None:
+    problem = only_problem(
+        f"""
+        dag: forger
+        emit_sources: [acme.ml]
+        tasks:
+          announce:
+            emit: {{source: {source}, detail-type: done}}
+        """
+    )
+    assert (problem.task, problem.field) == ("announce", "emit.source")
+    assert source in problem.message
+
+
+def test_emit_may_use_its_own_namespace_or_a_declared_prefix() -> None:
+    for source in ("skydag.dag.forger", "skydag.dag.forger.sub", "acme.ml", "acme.ml.models"):
         spec = load(
             f"""
             dag: forger
+            emit_sources: [acme.ml]
             tasks:
               announce:
                 emit: {{source: {source}, detail-type: done}}
@@ -768,3 +789,27 @@ def test_emit_may_name_its_own_source_or_its_dags() -> None:
         emit = spec.tasks["announce"].emit
         assert emit is not None
         assert emit.source == source
+
+
+def test_a_templated_source_is_left_to_dispatch() -> None:
+    load(
+        """
+        dag: forger
+        tasks:
+          announce:
+            emit: {source: "{{ params.where }}", detail-type: done}
+        """
+    )
+
+
+@pytest.mark.parametrize("prefix", ["skydag", "skydag.dag.x", "aws", "aws.s3", "lambda", "a..b"])
+def test_reserved_or_malformed_emit_source_prefixes_are_refused(prefix: str) -> None:
+    problem = only_problem(
+        f"""
+        dag: forger
+        emit_sources: ["{prefix}"]
+        tasks:
+          t: {{noop: }}
+        """
+    )
+    assert f"'{prefix}'" in problem.message

@@ -28,8 +28,14 @@ class Jobs:
         """The try's dispatch, its target and local blocks rendered for this try."""
         task = spec.tasks[ti.task_id]
         context = self.template_context(spec, run, ti)
-        target = render_value(task.target.model_dump(by_alias=True, mode="json"), context)
-        local = render_value(task.local.model_dump(mode="json"), context) if task.local else None
+        # Errors name the field as the DAG file does: batch.command[2], local.environment.X.
+        kind = task.target_kind
+        target = render_value(task.target.model_dump(by_alias=True, mode="json"), context, kind)
+        local = (
+            render_value(task.local.model_dump(mode="json"), context, "local")
+            if task.local
+            else None
+        )
         assert ti.dispatch_token is not None
         return DispatchRequest(
             dag_id=ti.dag_id,
@@ -43,6 +49,7 @@ class Jobs:
             timeout=spec.effective_policy(ti.task_id).timeout,
             environment=job_environment(ti, self.scheduler.state_table),
             signal=ti.signal,
+            emit_sources=tuple(spec.emit_sources),
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:

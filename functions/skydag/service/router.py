@@ -24,7 +24,13 @@ from skydag.engine.states import TaskState
 from skydag.engine.transitions import Outcome
 from skydag.ports.store import NotFound
 from skydag.service.core import CommandRefused, DagNotFound
-from skydag.sources import COMMAND_SOURCE, SCHEDULE_TICK, SCHEDULER_SOURCE, TIMER_FIRED
+from skydag.sources import (
+    COMMAND_SOURCE,
+    LAMBDA_RESULT_SOURCE,
+    SCHEDULE_TICK,
+    SCHEDULER_SOURCE,
+    TIMER_FIRED,
+)
 
 if TYPE_CHECKING:
     from skydag.service.scheduler_service import SchedulerService
@@ -71,7 +77,7 @@ def route_event(
     """Handle one EventBridge event; raises ``BadEvent`` for input that can never work."""
     envelope = _check_envelope(event)
     source, detail_type = envelope["source"], envelope["detail-type"]
-    if source.startswith("aws.") or source == "lambda":
+    if source.startswith("aws.") or source == LAMBDA_RESULT_SOURCE:
         parse = parse_job_event or _default_job_parser()
         try:
             job_event = parse(envelope)

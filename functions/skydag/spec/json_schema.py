@@ -32,6 +32,10 @@ DAG_KEY_DOCS: dict[str, str] = {
     "on": "Signals: each event matching one of these patterns creates a run.",
     "defaults": "Retry and timeout defaults for every task.",
     "tags": "Free-form labels.",
+    "emit_sources": (
+        "Event source prefixes this DAG's emit tasks may use besides skydag.dag.<dag>; "
+        "skydag, skydag.*, aws.* and lambda are reserved."
+    ),
     "tasks": "The tasks, by id. Each has exactly one target key.",
 }
 

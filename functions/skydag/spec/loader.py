@@ -34,6 +34,7 @@ from yaml.scanner import Scanner
 
 from skydag.signals.patterns import PatternError
 from skydag.spec import graph
+from skydag.spec.emit_sources import is_literal, source_problem
 from skydag.spec.models import ID_PATTERN, TARGET_KEYS, DagSpec
 from skydag.spec.schedule import ScheduleError, parse_schedule, validate_timezone
 from skydag.spec.templates import TemplateSyntaxProblem, check_template, format_path
@@ -477,6 +478,7 @@ def _check_document(doc: _Document) -> tuple[DagSpec | None, list[Problem]]:
         problems += _schedule_problems(doc)
         problems += _target_problems(doc)
     problems += _template_problems(doc)
+    problems += _emit_source_problems(doc)
     return spec, _unique(problems)
 
 
@@ -868,6 +870,27 @@ def _template_problems(doc: _Document) -> list[Problem]:
                 if problem:
                     line = doc.line_of(("tasks", task_id, *parts))
                     problems.append(Problem("", problem, str(task_id), format_path(parts), line))
+    return problems
+
+
+def _emit_source_problems(doc: _Document) -> list[Problem]:
+    """An emit source written out in the file must be the DAG's own or under a prefix it
+    declares (templated sources are checked once rendered, at dispatch)."""
+    dag_id = doc.data.get("dag")
+    declared = doc.data.get("emit_sources") or []
+    if not isinstance(dag_id, str) or not isinstance(declared, list):
+        return []
+    prefixes = [prefix for prefix in declared if isinstance(prefix, str)]
+    problems: list[Problem] = []
+    for task_id, task in _raw_tasks(doc):
+        emit = task.get("emit")
+        source = emit.get("source") if isinstance(emit, Mapping) else None
+        if not isinstance(source, str) or not is_literal(source):
+            continue
+        problem = source_problem(source, dag_id, prefixes)
+        if problem:
+            line = doc.line_of(("tasks", task_id, "emit", "source"))
+            problems.append(Problem("", problem, str(task_id), "emit.source", line))
     return problems
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 from skydag.signals.patterns import validate_pattern
 from skydag.spec import graph
 from skydag.spec.durations import format_duration, parse_duration
+from skydag.spec.emit_sources import MAX_EMIT_SOURCES, prefix_problem
 from skydag.spec.schedule import parse_schedule, validate_timezone
 
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -75,6 +76,16 @@ Duration = Annotated[
 def _check_pattern(value: dict[str, Any]) -> dict[str, Any]:
     validate_pattern(value)
     return value
+
+
+def _check_emit_prefix(value: str) -> str:
+    problem = prefix_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+EmitSourcePrefix = Annotated[str, AfterValidator(_check_emit_prefix)]
 
 
 def _one_or_many(value: Any) -> Any:
@@ -176,26 +187,14 @@ class WaitTarget(SpecModel):
 
 
 class EmitTarget(SpecModel):
-    """Put an event on the skydag bus."""
+    """Put an event on the skydag bus, under the DAG's own source or one it declares."""
 
     source: str | None = None
     detail_type: str = Field(alias="detail-type", min_length=1)
     detail: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("source")
-    @classmethod
-    def _not_a_reserved_source(cls, value: str | None) -> str | None:
-        # skydag's roles put these events: a DAG must not forge skydag's own notifications,
-        # commands, schedule ticks or timers (EventBridge itself refuses "aws." sources).
-        reserved = value is not None and (
-            value == "skydag" or value.startswith(("skydag.", "aws."))
-        )
-        if reserved and value is not None and not value.startswith("skydag.dag."):
-            raise ValueError(
-                f"source '{value}' is reserved (skydag, skydag.*, aws.*); "
-                "leave it out for the default skydag.dag.<dag> or name your own"
-            )
-        return value
+    # Which sources a DAG may use is checked where the DAG is known: the loader checks
+    # literal sources (skydag.spec.emit_sources), the dispatcher the rendered block.
 
 
 class NoopTarget(SpecModel):
@@ -318,6 +317,8 @@ class DagSpec(SpecModel):
     on: Signals | None = None
     defaults: Defaults = Field(default_factory=Defaults)
     tags: list[str] = Field(default_factory=list)
+    # Event source prefixes this DAG's emit tasks may use besides skydag.dag.<dag>.
+    emit_sources: list[EmitSourcePrefix] = Field(default_factory=list, max_length=MAX_EMIT_SOURCES)
     tasks: dict[Annotated[str, Field(pattern=ID_PATTERN)], TaskSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -41,6 +41,8 @@ class DispatchRequest:
     environment: Mapping[str, str] = field(default_factory=dict)
     # The signal that started or restarted this try (start_on, restart_on, wait), if any.
     signal: Mapping[str, Any] | None = None
+    # The source prefixes the DAG declares (``emit_sources``), for emit tasks.
+    emit_sources: tuple[str, ...] = ()
 
     @property
     def job_name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,13 +77,51 @@ def test_dispatch_puts_the_event_and_succeeds_at_once(
     assert result.report.at == FixedClock().now()
 
 
-def test_the_source_can_be_given(
-    events: Any, seen: Callable[[], list[dict[str, Any]]], make_request: MakeRequest
+@pytest.mark.parametrize("source", ["etl.extract", "etl.extract.rows", "skydag.dag.etl.step"])
+def test_the_source_can_be_given_under_a_declared_prefix_or_the_dags_own(
+    events: Any, seen: Callable[[], list[dict[str, Any]]], make_request: MakeRequest, source: str
 ) -> None:
-    EventEmitter(events, BUS).dispatch(make_request("emit", emit_target(source="etl.extract")))
+    request = replace(
+        make_request("emit", emit_target(source=source)), emit_sources=("etl.extract",)
+    )
+    EventEmitter(events, BUS).dispatch(request)
 
     [event] = seen()
-    assert event["source"] == "etl.extract"
+    assert event["source"] == source
+
+
+# The rendered block, as the dispatcher hands it over: a template made these sources.
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ({"source": "skydag.command", "detail-type": "Cancel Run"}, "'skydag.command' is reserved"),
+        ({"source": "skydag", "detail-type": "DagRun State Change"}, "'skydag' is reserved"),
+        ({"source": "lambda", "detail-type": "x"}, "'lambda' is reserved"),
+        ({"source": "aws.batch", "detail-type": "x"}, "'aws.batch' is reserved"),
+        ({"source": "skydag.dag.other", "detail-type": "x"}, "'skydag.dag.other' is reserved"),
+        ({"source": "etl.extractor", "detail-type": "x"}, "not under this DAG's namespace"),
+        ({"source": "etl.extract", "detail-type": ""}, "detail-type is empty"),
+        ({"detail-type": "x" * 129}, "detail-type is 129 characters long"),
+        ({"detail-type": "big", "detail": {"x": "y" * 262144}}, "limit 262144"),
+    ],
+)
+def test_a_refused_rendered_block_puts_nothing_and_is_not_retried(
+    events: Any,
+    seen: Callable[[], list[dict[str, Any]]],
+    make_request: MakeRequest,
+    target: dict[str, Any],
+    reason: str,
+) -> None:
+    request = replace(make_request("emit", target), emit_sources=("etl.extract",))
+
+    with pytest.raises(DispatchError) as raised:
+        EventEmitter(events, BUS).dispatch(request)
+
+    assert raised.value.retryable is False
+    assert raised.value.reason.startswith("emit refused: ")
+    assert reason in raised.value.reason
+    assert "\n" not in raised.value.reason
+    assert seen() == []
 
 
 def test_describe_and_cancel(events: Any, make_request: MakeRequest, job_ref: JobRefFor) -> None:

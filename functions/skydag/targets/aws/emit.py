@@ -1,5 +1,8 @@
 """``emit:`` tasks: put one event on the skydag bus. Done as soon as PutEvents accepts it.
 
+The rendered block is checked first (``skydag.spec.emit_sources``): a DAG puts events only
+under its own namespace or a prefix it declared, never skydag's, AWS's or ``lambda``.
+
 PutEvents has no idempotency key: a crash between the put and recording it puts the
 event again. Consumers of emitted events deduplicate as they would for any EventBridge
 event, which is delivered at least once anyway.
@@ -15,6 +18,7 @@ from typing import Any
 from skydag.engine.models import JobReport, JobStatus
 from skydag.ports import Clock, SystemClock
 from skydag.sources import DAG_SOURCE_PREFIX
+from skydag.spec.emit_sources import emit_problem
 from skydag.targets.aws._common import is_retryable_code, report, translate_errors
 from skydag.targets.base import DispatchError, DispatchRequest, DispatchResult, JobRef
 
@@ -31,6 +35,11 @@ class EventEmitter:
 
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
         target = request.target
+        # The rendered block: a template can make any source (skydag.command, lambda, a
+        # source of another DAG's). Refused for good: the same try renders the same.
+        problem = emit_problem(target, request.dag_id, request.emit_sources)
+        if problem is not None:
+            raise DispatchError(f"emit refused: {problem}", retryable=False)
         entry = {
             "Source": str(target.get("source") or f"{DAG_SOURCE_PREFIX}{request.dag_id}"),
             "DetailType": str(target["detail-type"]),

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from skydag.engine.models import JobReport, JobStatus
+from skydag.sources import LAMBDA_RESULT_SOURCE
 from skydag.targets.aws._common import (
     MalformedEvent,
     event_detail,
@@ -30,7 +31,7 @@ from skydag.targets.aws._common import (
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef
 
 KIND = "lambda"
-SOURCE = "lambda"
+SOURCE = LAMBDA_RESULT_SOURCE
 SUCCESS = "Lambda Function Invocation Result - Success"
 FAILURE = "Lambda Function Invocation Result - Failure"
 
