@@ -1317,3 +1317,18 @@ def test_a_dag_whose_head_a_slot_write_left_can_be_loaded(repos: Store) -> None:
     repos.dags.release_run_slot(DAG, "r1")  # e.g. a late run change of a DAG never loaded
     spec = DagSpec.model_validate(SPEC_V1)
     assert repos.dags.save_version(spec, source=None, sha256=None, now=NOW) == 1
+
+
+def test_an_emit_source_prefix_is_held_by_one_dag(repos: Store) -> None:
+    assert repos.dags.hold_emit_sources("orders", ["com.acme"]) == {}
+    assert repos.dags.hold_emit_sources("orders", ["com.acme"]) == {}  # again: no change
+    assert repos.dags.hold_emit_sources("billing", ["com.acme.billing", "com.other"]) == {
+        "com.acme.billing": ("com.acme", "orders")
+    }
+    assert repos.dags.hold_emit_sources("billing", ["com.other"]) == {}
+    # Released (a new version without it, or the DAG retired): another DAG may take it.
+    assert repos.dags.hold_emit_sources("orders", []) == {}
+    assert repos.dags.hold_emit_sources("billing", ["com.acme", "com.other"]) == {}
+    assert repos.dags.hold_emit_sources("orders", ["com.acme.orders"]) == {
+        "com.acme.orders": ("com.acme", "billing")
+    }

@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from skydag.spec.models import DagSpec
     from skydag.store.dag_files import DagFile
 
-# The dags table also holds signal subscriptions, keyed ``sub:<source>``
-# (skydag/store/models.py ``SignalSubscriptionModel``): not DAGs.
-SUBSCRIPTION_KEY_PREFIX = "sub:"
 # What the dag-loader loads (skydag/service/dag_loader.py ``DAG_FILE_SUFFIXES``).
 DAG_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -300,18 +297,15 @@ def scan_heads(skydag: Remote) -> list[Any]:
     """Every DAG head (``DagModel`` items), retired ones included.
 
     A Scan of the dags table: fine for the CLI, never done by the scheduler. The table
-    also holds signal subscriptions and the loader's file records: the filter skips them.
+    also holds signal subscriptions, the loader's file records and the emit source
+    holders, all keyed ``<kind>:...``: no DAG id contains ':', so the filter skips them.
     """
-    from skydag.store.dag_files import FILE_KEY_PREFIX
     from skydag.store.models import DagModel
 
     skydag.bind_tables()
-    not_a_dag = DagModel.dag_id.startswith(SUBSCRIPTION_KEY_PREFIX) | DagModel.dag_id.startswith(
-        FILE_KEY_PREFIX
-    )
     return list(
         DagModel.scan(
-            filter_condition=~not_a_dag,
+            filter_condition=~DagModel.dag_id.contains(":"),
             attributes_to_get=["dag_id", "current_version", "paused", "source", "import_error"],
         )
     )

@@ -216,6 +216,11 @@ class RunStore(Protocol):
         ...
 
 
+# The key of the item that says which DAG holds each declared emit source prefix (in the
+# DAGs' table: no DAG id contains ':').
+EMIT_SOURCES_KEY = "emit:sources"
+
+
 class DagStore(Protocol):
     """DAG heads, their immutable versions, run slots and the signal subscriptions."""
 
@@ -230,6 +235,12 @@ class DagStore(Protocol):
         ...
 
     def retire(self, dag_id: str, *, now: datetime) -> DagRecord | None: ...
+
+    def hold_emit_sources(self, dag_id: str, prefixes: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Make ``prefixes`` the ``emit_sources`` the DAG holds (none: release them),
+        unless another DAG holds one, or one inside or around it: then nothing changes,
+        and the result maps each such prefix to (the held prefix, its DAG)."""
+        ...
 
     def subscriptions(self, source: str) -> list[Subscription]: ...
 

@@ -192,6 +192,15 @@ class DagLoaderService:
             )
             return self._import_error(obj, record, data, sha256, [message])
 
+        clashes = self.repos.dags.hold_emit_sources(spec.dag, list(spec.emit_sources))
+        if clashes:
+            problems = [
+                f"{obj.source}: error: emit_sources: '{prefix}' overlaps '{held}', which DAG "
+                f"'{owner}' declares; a source prefix belongs to one DAG"
+                for prefix, (held, owner) in sorted(clashes.items())
+            ]
+            return self._import_error(obj, record, data, sha256, problems)
+
         now = self.clock.now()
         unchanged = (
             head is not None
@@ -344,6 +353,8 @@ class DagLoaderService:
         if head.current_version is not None:
             self.files.set_head_import_error(dag_id, source, None)
             self.repos.dags.retire(dag_id, now=self.clock.now())
+        # Also when already retired: a retry after a crash still frees its prefixes.
+        self.repos.dags.hold_emit_sources(dag_id, [])
         # Also when already retired: a retry after a crash still removes the schedule.
         self.schedules.delete_dag_schedule(dag_id)
         return True

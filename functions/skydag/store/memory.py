@@ -45,6 +45,7 @@ from skydag.ports.store import (
     Subscription,
     due_at,
 )
+from skydag.spec.emit_sources import conflicts as emit_source_conflicts
 from skydag.spec.models import DagSpec
 from skydag.store.common import (
     TI_JSON_FIELDS,
@@ -626,6 +627,7 @@ class MemoryDagRepository:
         self._heads: dict[str, _DagItem] = {}
         self._versions: dict[tuple[str, int], _DagVersion] = {}
         self._specs: dict[tuple[str, int], DagSpec] = {}
+        self._emit_sources: dict[str, str] = {}  # prefix -> the DAG that holds it
         # "sub:<source>" -> dag -> {"v": version, "subs": JSON list of [task, kind, pattern]}
         self._subscriptions: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -687,6 +689,16 @@ class MemoryDagRepository:
             head.updated_at = _utc(now)
             self._index_signals(dag_id, int(head.latest_version or 0) + 1, None, previous)
             return head.record()
+
+    def hold_emit_sources(self, dag_id: str, prefixes: Sequence[str]) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            clashes = emit_source_conflicts(dag_id, prefixes, self._emit_sources)
+            if clashes:
+                return clashes
+            held = {p: d for p, d in self._emit_sources.items() if d != dag_id}
+            held.update(dict.fromkeys(prefixes, dag_id))
+            self._emit_sources = held
+            return {}
 
     def subscriptions(self, source: str) -> list[Subscription]:
         keys = dict.fromkeys([f"sub:{source}", f"sub:{ANY_SOURCE}"])

@@ -69,6 +69,20 @@ class SignalSubscriptionModel(Model):
     dags: MapAttribute[str, Any] = MapAttribute(default=dict)
 
 
+class EmitSourcesModel(Model):
+    """Which DAG holds each declared ``emit_sources`` prefix: one item in the dags table,
+    keyed ``emit:sources`` (no DAG id contains ':'), changed by conditional writes on
+    ``version`` so two loaders never both take one prefix."""
+
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    dag_id = UnicodeAttribute(hash_key=True)
+    holders = UnicodeAttribute(default="{}")  # JSON: prefix -> DAG id
+    version = NumberAttribute(default=0)
+
+
 class DagVersionModel(Model):
     class Meta:
         table_name: str | None = None
@@ -243,6 +257,7 @@ def bind_models(settings: Settings) -> None:
     }
     # Models that share a table with another (not created on their own).
     names[SignalSubscriptionModel] = settings.tables.dags
+    names[EmitSourcesModel] = settings.tables.dags
     for model, table_name in names.items():
         model.Meta.table_name = table_name
         model.Meta.region = settings.region

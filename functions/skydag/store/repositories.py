@@ -37,12 +37,14 @@ from skydag.engine.states import (
 from skydag.engine.transitions import Transition
 from skydag.ports.store import (
     ANY_SOURCE,
+    EMIT_SOURCES_KEY,
     Store,
     Subscription,
     due_at,
     instance_scope,
     task_scope,
 )
+from skydag.spec.emit_sources import conflicts as emit_source_conflicts
 from skydag.spec.models import DagSpec
 from skydag.store.common import TI_JSON_FIELDS as _TI_JSON_FIELDS
 from skydag.store.common import TI_PLAIN_FIELDS as _TI_PLAIN_FIELDS
@@ -57,6 +59,7 @@ from skydag.store.models import (
     DUE_SHARDS,
     DagModel,
     DagVersionModel,
+    EmitSourcesModel,
     RunModel,
     SignalSubscriptionModel,
     TaskInstanceModel,
@@ -754,6 +757,39 @@ class DagRepository:
             self._index_signals(spec.dag, number, spec, previous)
             return number
         raise DagConflict(f"DAG '{spec.dag}': too many concurrent uploads", self.find(spec.dag))
+
+    def hold_emit_sources(self, dag_id: str, prefixes: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Make ``prefixes`` the emit source prefixes ``dag_id`` holds (none: release its
+        own), unless another DAG holds one of them or one inside or around it: then nothing
+        changes and ``{prefix: (held prefix, its DAG)}`` says which."""
+        for _ in range(10):
+            try:
+                item = EmitSourcesModel.get(EMIT_SOURCES_KEY, consistent_read=True)
+            except DoesNotExist:
+                item = None
+            held: dict[str, str] = _loads(item.holders) if item is not None else {}
+            clashes = emit_source_conflicts(dag_id, prefixes, held)
+            if clashes:
+                return clashes
+            holders = {p: d for p, d in held.items() if d != dag_id}
+            holders.update(dict.fromkeys(prefixes, dag_id))
+            if holders == held:
+                return {}
+            version = int(item.version) if item is not None else 0
+            condition = (
+                EmitSourcesModel.version == version
+                if item is not None
+                else EmitSourcesModel.dag_id.does_not_exist()
+            )
+            try:
+                EmitSourcesModel(
+                    EMIT_SOURCES_KEY, holders=_dumps(holders), version=version + 1
+                ).save(condition=condition)
+                return {}
+            except PutError as error:
+                if not is_condition_failure(error):
+                    raise
+        raise ConflictError[Any]("emit sources: too many concurrent loaders", None)
 
     def retire(self, dag_id: str, *, now: datetime) -> DagRecord | None:
         """The DAG's file was deleted: no current version, no subscriptions, no new runs.

@@ -361,3 +361,32 @@ def test_moto_s3_notifications_load_too(
     result = handlers.dag_loader.lambda_handler(json.loads(message["Body"]), context)
 
     assert (result["outcome"], result["version"]) == ("loaded", 1)
+
+
+def emitter(dag: str, prefix: str) -> bytes:
+    return (
+        f"dag: {dag}\nemit_sources: [{prefix}]\ntasks:\n"
+        f"  announce:\n    emit: {{source: {prefix}.done, detail-type: done}}\n"
+    ).encode()
+
+
+def test_an_emit_source_prefix_belongs_to_one_dag(
+    stack: Stack, handlers: SimpleNamespace, context: Any
+) -> None:
+    """Before: any DAG could declare another DAG's prefix and speak for it."""
+    first = created(handlers, context, stack, emitter("orders", "com.acme"), "0A", "dags/a.yaml")
+    assert first["outcome"] == "loaded"
+
+    inside = emitter("billing", "com.acme.billing")
+    taken = created(handlers, context, stack, inside, "0B", "dags/b.yaml")
+    assert taken["outcome"] == "import_error"
+    assert (
+        "'com.acme.billing' overlaps 'com.acme', which DAG 'orders' declares"
+        in (taken["errors"][0])
+    )
+    assert Repositories().dags.find("billing") is None
+
+    # orders gives the prefix up: billing may take its part.
+    created(handlers, context, stack, emitter("orders", "com.acme.orders"), "0C", "dags/a.yaml")
+    again = created(handlers, context, stack, inside, "0D", "dags/b.yaml")
+    assert again["outcome"] == "loaded"
