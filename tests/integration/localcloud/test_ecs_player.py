@@ -308,3 +308,25 @@ def test_uninstall_restores_moto(context: RecordingContext) -> None:
     assert all(EC2ContainerServiceBackend.__dict__[name] is not before[name] for name in names)
     played.uninstall()
     assert {name: EC2ContainerServiceBackend.__dict__[name] for name in names} == before
+
+
+def test_run_task_with_a_client_token_seen_before_starts_nothing_more(
+    context: RecordingContext, player: EcsPlayer, tasks: EcsTasks
+) -> None:
+    """As ECS: the simulator found two dispatchers of one try, both finding no task by
+    ``startedBy``, started two tasks on moto (which ignores the token)."""
+    ecs = context.client("ecs")
+    token = "7848736327507e50c30bb9b6feabc927"
+    started = [
+        ecs.run_task(
+            cluster="etl",
+            taskDefinition="etl-extract",
+            launchType="FARGATE",
+            startedBy=f"skydag-etl-extract-{token}",
+            clientToken=token,
+        )["tasks"][0]["taskArn"]
+        for _ in range(2)
+    ]
+    assert started[0] == started[1]
+    listed = ecs.list_tasks(cluster="etl", startedBy=f"skydag-etl-extract-{token}")
+    assert listed["taskArns"] == [started[0]]

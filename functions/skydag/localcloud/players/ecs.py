@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -143,6 +144,34 @@ class EcsPlayer(HeldJobsPlayer[_Held, _Stop, _Played]):
 
         self._patches.replace(EC2ContainerServiceBackend, "run_task", run_task_for_tries)
         self._patches.replace(EC2ContainerServiceBackend, "stop_task", stop_task_for_tries)
+        self._honour_client_tokens()
+
+    def _honour_client_tokens(self) -> None:
+        """RunTask with a ``clientToken`` seen before answers the tasks that token started,
+        as ECS does (moto ignores the token): two dispatchers of one try that both find no
+        task by ``startedBy`` still start one task."""
+        from moto.ecs.responses import EC2ContainerServiceResponse
+
+        respond = EC2ContainerServiceResponse.run_task
+        started: dict[tuple[str, str, str], list[Any]] = {}
+        lock = threading.Lock()
+
+        def run_task_once_per_token(response: Any) -> Any:
+            token = response._get_param("clientToken")
+            if not token:
+                return respond(response)
+            key = (response.current_account, response.region, str(token))
+            with lock:  # moto's server answers requests on threads
+                if key not in started:
+                    answer = respond(response)
+                    result: Any = answer.result
+                    started[key] = list(result["tasks"])
+                    return answer
+                from moto.core.responses import ActionResult
+
+                return ActionResult({"tasks": started[key], "failures": []})
+
+        self._patches.replace(EC2ContainerServiceResponse, "run_task", run_task_once_per_token)
 
     # --- on moto's request threads: record only -----------------------------------------
 
