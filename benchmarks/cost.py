@@ -278,6 +278,8 @@ def mwaa_per_million() -> float:
 def price_table_rows() -> Iterable[tuple[str, str, str]]:
     for price in PRICES.values():
         amount = f"${price.usd:g} per {price.per:,.0f}" if price.per != 1 else f"${price.usd:g}"
-        yield price.component, f"{amount} {price.unit}" + ("s" if price.per != 1 else ""), (
-            price.note
+        yield (
+            price.component,
+            f"{amount} {price.unit}" + ("s" if price.per != 1 else ""),
+            (price.note),
         )

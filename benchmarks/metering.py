@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cost
-
 from skydag.localcloud.eventbridge import Matched
 from skydag.localcloud.hooks import Delivery, observing_calls
 
@@ -88,6 +87,8 @@ class _Invocation:
     log: io.StringIO
     stdout: io.StringIO
     outside: Node | None = None
+    # Seconds the meter itself spent inside the invocation (taken out of its duration).
+    overhead: float = 0.0
     # Log text before, between and after records: the invocation's own lines.
     outside_log: list[str] = field(default_factory=list)
     log_at: int = 0
@@ -199,9 +200,7 @@ class CostMeter:
         from skydag.handlers import _runtime as runtime
 
         records = list(event.get("Records") or []) if isinstance(event, dict) else []
-        causes = [self._cause(function, record) for record in records] or [
-            self._event_cause(event)
-        ]
+        causes = [self._cause(function, record) for record in records] or [self._event_cause(event)]
         inv = _Invocation(function, records, causes, io.StringIO(), io.StringIO())
         self._inv = inv
         logger = runtime.logger
@@ -215,7 +214,7 @@ class CostMeter:
             with contextlib.redirect_stdout(inv.stdout):
                 return handler(event, context)
         finally:
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started - inv.overhead
             logger.setLevel(level)
             handler_.setStream(stream)  # type: ignore[attr-defined]
             self._inv, self._node = None, None
@@ -368,6 +367,21 @@ class CostMeter:
     # --- AWS calls ----------------------------------------------------------------------------
 
     def _observe(self, service: str, operation: str, request: Any) -> Callable[[Any], None]:
+        began = time.perf_counter()
+        after = self._observe_call(service, operation, request)
+        inv = self._inv
+
+        def timed_after(response: Any) -> None:
+            ended = time.perf_counter()
+            after(response)
+            if inv is not None:
+                inv.overhead += time.perf_counter() - ended
+
+        if inv is not None:
+            inv.overhead += time.perf_counter() - began
+        return timed_after
+
+    def _observe_call(self, service: str, operation: str, request: Any) -> Callable[[Any], None]:
         node = self._node
         inv = self._inv
         function = inv.function if inv else "?"
@@ -510,9 +524,7 @@ class CostMeter:
         elif operation in ("Query", "Scan"):
             table = str(request.get("TableName"))
             index = request.get("IndexName")
-            size = sum(
-                self._read_size(table, index, item) for item in response.get("Items") or []
-            )
+            size = sum(self._read_size(table, index, item) for item in response.get("Items") or [])
             units = cost.read_units(size, consistent=bool(request.get("ConsistentRead")))
             where = self._short(table) + (f" ({index})" if index else "")
             usage.add("dynamodb.rru", units, *labels, operation, where)
@@ -587,13 +599,15 @@ class CostMeter:
                     current = self.nodes[parent_id]
                     hops.append((current, at))
                 hops.reverse()
-                round_trips = [
-                    sum(1 for c in n.calls[: at + 1] if c.dynamodb) for n, at in hops
-                ]
+                round_trips = [sum(1 for c in n.calls[: at + 1] if c.dynamodb) for n, at in hops]
                 # Other calls on the way (a PutEvents that carries the path on); the
                 # dispatch call itself ends it and is not counted.
                 others = [
-                    sum(1 for c in n.calls[: at + (0 if i == len(hops) - 1 else 1)] if not c.dynamodb)
+                    sum(
+                        1
+                        for c in n.calls[: at + (0 if i == len(hops) - 1 else 1)]
+                        if not c.dynamodb
+                    )
                     for i, (n, at) in enumerate(hops)
                 ]
                 root_event = self._external.get((current.root or "").removeprefix("event "))
