@@ -195,9 +195,7 @@ def _request_body(request_dict: Any) -> Any:
 
 
 class CallObserver(Protocol):
-    def __call__(
-        self, service: str, operation: str, request: Any
-    ) -> Callable[[Any], None] | None:
+    def __call__(self, service: str, operation: str, request: Any) -> Callable[[Any], None] | None:
         """Before an invocation's AWS call (the request's JSON body or None): what to call
         with its parsed response (an error's too), or None."""
         ...
