@@ -128,7 +128,10 @@ class _CallCounter:
         self.original: Any = None
 
     def make_request(self, endpoint: Any, operation_model: Any, request_dict: Any) -> Any:
+        afters = _observers_before(operation_model, request_dict)
         response = self.original(endpoint, operation_model, request_dict)
+        for after in afters:
+            after(_parsed(response))
         watcher: CallWatcher | None = getattr(_active, "watcher", None)
         if watcher is not None:
             watcher(
@@ -191,16 +194,56 @@ def _request_body(request_dict: Any) -> Any:
     return None
 
 
+class CallObserver(Protocol):
+    def __call__(self, service: str, operation: str, request: Any) -> Callable[[Any], None] | None:
+        """Before an invocation's AWS call (the request's JSON body or None): what to call
+        with its parsed response (an error's too), or None."""
+        ...
+
+
+_observers: list[CallObserver] = []
+
+
+@contextmanager
+def observing_calls(observer: CallObserver) -> Iterator[None]:
+    """Show ``observer`` every AWS call a handler invocation makes, before and after it
+    (the cost meter reads item sizes before a write and the response after it); calls the
+    local cloud itself makes are not shown. Needs ``counting_calls`` active."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def _observers_before(operation_model: Any, request_dict: Any) -> list[Callable[[Any], None]]:
+    if not _observers or not getattr(_active, "invoking", False):
+        return []
+    service = operation_model.service_model.endpoint_prefix
+    body = _request_body(request_dict)
+    afters = [observer(service, operation_model.name, body) for observer in list(_observers)]
+    return [after for after in afters if after is not None]
+
+
+def _parsed(response: Any) -> Any:
+    """botocore's ``(http response, parsed)`` pair → the parsed dict."""
+    if isinstance(response, tuple) and len(response) == 2:
+        return response[1]
+    return None
+
+
 @contextmanager
 def fault(plan: FaultPlan | None, watcher: CallWatcher | None = None) -> Iterator[None]:
     """Apply ``plan`` (and ``watcher``) to the AWS calls this thread makes inside."""
     _active.plan = plan
     _active.watcher = watcher
+    _active.invoking = True
     try:
         yield
     finally:
         _active.plan = None
         _active.watcher = None
+        _active.invoking = False
 
 
 FaultPlanner = Callable[[str, Any], "FaultPlan | None"]

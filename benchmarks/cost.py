@@ -1,0 +1,285 @@
+"""What skydag costs on AWS: the price table and the billing units, with AWS's rounding.
+
+Pure (no boto3, no moto): the meter (``metering.py``) counts what the handlers did through
+the local cloud; this module turns those counts into dollars. The prices are us-east-1
+on-demand list prices, without free tiers (they are per account, not per task); they are
+kept here, in the repository, and printed in ``docs/benchmarks.md`` beside the figures.
+
+Billing units, as AWS documents them:
+
+- DynamoDB on demand: a write request unit per 1 KB of the item written (PutItem,
+  UpdateItem, DeleteItem: the larger of the item before and after; a failed condition still
+  costs the item's size), rounded up per item, at least 1; each global secondary index the
+  write touches costs its own units for the projected entry (2 when the index key moves: a
+  delete and a put). A read request unit per 4 KB read, strongly consistent; half for
+  eventually consistent; a Query sums the items' sizes before rounding. Transactions double.
+  DynamoDB Streams reads by a Lambda trigger are free.
+- Lambda: per request, and per GB-second of billed duration (rounded up to the ms) at the
+  function's memory size (arm64).
+- EventBridge: a custom event per 64 KB chunk of a PutEvents entry; AWS services' own
+  events (Batch's) and rule deliveries are free. EventBridge Scheduler: per invocation.
+- SQS: a request per 64 KB chunk (SendMessage, ReceiveMessage, DeleteMessageBatch).
+- CloudWatch Logs: per GB ingested. X-Ray: per trace recorded (the default sampling rule
+  records the first request each second and 5% of the rest: at scale, 5% of invocations).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+KB = 1024
+CHUNK_64K = 64 * KB
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """``usd`` per ``per`` units of ``unit``."""
+
+    meter: str
+    component: str
+    unit: str
+    usd: float
+    per: float
+    note: str = ""
+
+    @property
+    def usd_per_unit(self) -> float:
+        return self.usd / self.per
+
+
+# us-east-1, on demand, list prices (checked 2025; free tiers left out).
+PRICES: dict[str, Price] = {
+    price.meter: price
+    for price in (
+        Price("dynamodb.wru", "DynamoDB", "write request unit", 0.625, 1e6, "on demand"),
+        Price("dynamodb.rru", "DynamoDB", "read request unit", 0.125, 1e6, "on demand"),
+        Price(
+            "dynamodb.streams",
+            "DynamoDB",
+            "streams read request",
+            0.20,
+            1e6,
+            "free when a Lambda trigger reads the stream (skydag's case)",
+        ),
+        Price("lambda.requests", "Lambda", "request", 0.20, 1e6),
+        Price("lambda.gb_s", "Lambda", "GB-second (arm64)", 0.0000133334, 1.0),
+        Price("events.custom", "EventBridge", "custom event (64 KB chunk)", 1.00, 1e6),
+        Price("scheduler.invocations", "EventBridge Scheduler", "invocation", 1.00, 1e6),
+        Price("sqs.requests", "SQS", "request (64 KB chunk)", 0.40, 1e6, "standard queue"),
+        Price("logs.gb", "CloudWatch Logs", "GB ingested", 0.50, 1.0),
+        Price("xray.traces", "X-Ray", "trace recorded", 5.00, 1e6),
+        Price(
+            "stepfunctions.transitions",
+            "Step Functions",
+            "state transition (Standard)",
+            25.0,
+            1e6,
+        ),
+        Price("mwaa.hours", "MWAA", "environment hour (mw1.small)", 0.49, 1.0),
+    )
+}
+
+# Lambda's default tracing sampling at scale (first request each second, then 5%).
+XRAY_SAMPLED = 0.05
+# Lambda's own log lines per invocation in the JSON log format at the default system log
+# level (platform.start and platform.report; the report carries the X-Ray ids): modelled,
+# since the local cloud has no Lambda runtime.
+PLATFORM_LOG_BYTES = 650
+# What CloudWatch Logs counts for each log event besides its message.
+LOG_EVENT_OVERHEAD = 26
+# MWAA: the issue's yardstick, 10,000 tasks a day on the smallest environment.
+MWAA_TASKS_PER_DAY = 10_000
+
+
+# Per-hop p50 latencies on AWS (ms), in one region, warm functions: the assumptions the
+# critical-path estimate rests on (documented figures and common measurements, not ours).
+LATENCY_P50_MS: dict[str, tuple[float, str]] = {
+    "eventbridge_to_sqs": (150.0, "EventBridge rule match and delivery to an SQS target"),
+    "sqs_to_lambda": (30.0, "SQS event source: long poll returns, invoke (plus the window)"),
+    "stream_to_lambda": (300.0, "DynamoDB Streams record visible, polled 4 times a second"),
+    "lambda_invoke": (10.0, "a warm invocation's own overhead"),
+    "dynamodb_call": (6.0, "a DynamoDB GetItem / UpdateItem / Query round trip"),
+    "other_call": (25.0, "another AWS call (PutEvents, SubmitJob, ...)"),
+    "compute": (5.0, "the handler's own Python per record"),
+}
+LATENCY_TARGET_MS = 500.0
+
+
+def path_latency_ms(hops: Iterable[tuple[str, int, int]], batching_window_s: float) -> float:
+    """p50 estimate of a path of (function kind "sqs" | "stream", DynamoDB round trips,
+    other calls) hops, from ``LATENCY_P50_MS``."""
+    table = {name: value for name, (value, _) in LATENCY_P50_MS.items()}
+    total = 0.0
+    for kind, dynamodb_calls, other_calls in hops:
+        if kind == "sqs":
+            total += table["eventbridge_to_sqs"] + table["sqs_to_lambda"]
+            total += batching_window_s * 1000
+        else:
+            total += table["stream_to_lambda"]
+        total += table["lambda_invoke"] + table["compute"]
+        total += dynamodb_calls * table["dynamodb_call"] + other_calls * table["other_call"]
+    return total
+
+
+# --------------------------------------------------------------------------- units
+
+
+def chunks_64k(size: int) -> int:
+    """64 KB chunks (EventBridge events, SQS requests): at least one."""
+    return max(1, math.ceil(size / CHUNK_64K))
+
+
+def write_units(size: int, *, transactional: bool = False) -> int:
+    units = max(1, math.ceil(size / KB))
+    return units * 2 if transactional else units
+
+
+def read_units(size: int, *, consistent: bool, transactional: bool = False) -> float:
+    units = float(max(1, math.ceil(size / (4 * KB))))
+    if transactional:
+        return units * 2
+    return units if consistent else units / 2
+
+
+def _number_size(text: str) -> int:
+    """1 byte per two significant digits, plus 1 (leading and trailing zeros trimmed)."""
+    digits = str(Decimal(text).normalize()).lstrip("-").replace(".", "")
+    digits = digits.split("E")[0].lstrip("0") or "0"
+    return math.ceil(len(digits) / 2) + 1
+
+
+def value_size(value: Mapping[str, Any]) -> int:
+    """The size of one attribute value in DynamoDB JSON (``{"S": "..."}`` etc.)."""
+    ((kind, raw),) = value.items()
+    if kind == "S":
+        return len(str(raw).encode())
+    if kind == "N":
+        return _number_size(str(raw))
+    if kind == "B":
+        return len(raw) if isinstance(raw, bytes) else math.ceil(len(str(raw)) * 3 / 4)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(str(v).encode()) for v in raw)
+    if kind == "NS":
+        return sum(_number_size(str(v)) for v in raw)
+    if kind == "BS":
+        return sum(value_size({"B": v}) for v in raw)
+    if kind == "L":
+        return 3 + sum(1 + value_size(v) for v in raw)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + value_size(v) for k, v in raw.items())
+    raise ValueError(f"unknown DynamoDB type {kind!r}")
+
+
+def item_size(item: Mapping[str, Mapping[str, Any]] | None) -> int:
+    """An item's size: its attribute names' UTF-8 bytes plus their values'."""
+    if not item:
+        return 0
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
+
+
+def event_entry_size(entry: Mapping[str, Any]) -> int:
+    """A PutEvents entry as EventBridge sizes it: Time (14 bytes when set), Source,
+    DetailType, Detail and each Resources entry, in UTF-8."""
+    size = 14 if entry.get("Time") is not None else 0
+    for key in ("Source", "DetailType", "Detail"):
+        size += len(str(entry.get(key) or "").encode())
+    size += sum(len(str(resource).encode()) for resource in entry.get("Resources") or [])
+    return size
+
+
+# --------------------------------------------------------------------------- usage
+
+
+Labels = tuple[str, ...]
+
+
+class Usage:
+    """Billing quantities by meter and by labels (which handler, which cause, which call,
+    which item): ``add("dynamodb.wru", 3, "StreamProcessor", "task queued", "UpdateItem")``."""
+
+    def __init__(self) -> None:
+        self.lines: defaultdict[tuple[str, Labels], float] = defaultdict(float)
+
+    def add(self, meter: str, quantity: float, *labels: str) -> None:
+        if meter not in PRICES:
+            raise KeyError(f"no price for meter {meter!r}")
+        self.lines[(meter, labels)] += quantity
+
+    def merge(self, other: Usage) -> None:
+        for key, quantity in other.lines.items():
+            self.lines[key] += quantity
+
+    def quantity(self, meter: str) -> float:
+        return sum(q for (m, _), q in self.lines.items() if m == meter)
+
+    def dollars(self) -> float:
+        return sum(price_of(meter, q) for (meter, _), q in self.lines.items())
+
+    def by(self, *, depth: int, components: bool = True) -> dict[Labels, float]:
+        """Dollars grouped by the first ``depth`` labels (and the component, first)."""
+        grouped: defaultdict[Labels, float] = defaultdict(float)
+        for (meter, labels), quantity in self.lines.items():
+            key = labels[:depth]
+            if components:
+                key = (PRICES[meter].component, *key)
+            grouped[key] += price_of(meter, quantity)
+        return dict(grouped)
+
+    def by_meter(self) -> dict[str, tuple[float, float]]:
+        """meter -> (quantity, dollars)."""
+        out: dict[str, tuple[float, float]] = {}
+        for (meter, _), quantity in self.lines.items():
+            q, _d = out.get(meter, (0.0, 0.0))
+            out[meter] = (q + quantity, price_of(meter, q + quantity))
+        return out
+
+
+def price_of(meter: str, quantity: float) -> float:
+    return PRICES[meter].usd_per_unit * quantity
+
+
+def per_million(dollars: float, tasks: int) -> float:
+    return dollars / tasks * 1e6
+
+
+# --------------------------------------------------------------------------- alternatives
+
+
+def step_functions_transitions(shape: str, tasks: int, runs: int = 1) -> int:
+    """State transitions of the same work as one Step Functions Standard workflow per run
+    with ``.sync`` Batch tasks: a Task state per task; a Parallel or Map state for each
+    fan-out; a retry would add one per retry (none here)."""
+    if shape == "chain":
+        return tasks * runs
+    if shape == "fan-out":
+        return (tasks + 1) * runs  # start, Map, N iterations, end
+    if shape == "diamond":
+        per_run = tasks // runs
+        return (per_run + 1) * runs  # a, Parallel, b c d, e
+    raise ValueError(shape)
+
+
+def step_functions_per_million(shape: str, tasks: int, runs: int = 1) -> float:
+    transitions = step_functions_transitions(shape, tasks, runs)
+    return per_million(price_of("stepfunctions.transitions", transitions), tasks)
+
+
+def mwaa_per_million() -> float:
+    return price_of("mwaa.hours", 24) / MWAA_TASKS_PER_DAY * 1e6
+
+
+def price_table_rows() -> Iterable[tuple[str, str, str]]:
+    for price in PRICES.values():
+        amount = f"${price.usd:g} per {price.per:,.0f}" if price.per != 1 else f"${price.usd:g}"
+        yield (
+            price.component,
+            f"{amount} {price.unit}" + ("s" if price.per != 1 else ""),
+            (price.note),
+        )
