@@ -51,6 +51,12 @@ MAX_VALUE_BYTES: Final = 256 * 1024
 """Largest encoded value. DynamoDB items stop at 400 KB, and task state is for small
 checkpoints and watermarks: keep data in S3 and its key here."""
 
+MAX_KEY_LENGTH: Final = 256
+"""Longest key, in characters: a name such as ``watermark`` or ``pages/2026-01-01``, not
+data (DynamoDB refuses sort keys over 1 KB). Control characters are refused."""
+MAX_TTL: Final = timedelta(days=366)
+"""Longest ``ttl``: a value still wanted after a year is rewritten within it."""
+
 DAG_VARIABLE: Final = "SKYDAG_DAG"
 RUN_VARIABLE: Final = "SKYDAG_RUN"
 TASK_VARIABLE: Final = "SKYDAG_TASK"
@@ -100,6 +106,34 @@ class VersionConflict(TaskStateError):
     def __init__(self, message: str, current: VersionedValue | None) -> None:
         super().__init__(message)
         self.current = current
+
+
+def check_key(key: Any) -> str:
+    """``key`` when it is a valid task state key, else ValueError saying why."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"a task state key is a non-empty string, got {_short(key)}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(
+            f"task state key {_short(key)}: {len(key)} characters, over the "
+            f"{MAX_KEY_LENGTH}-character limit (a key names a value; keep data in the value)"
+        )
+    if not key.isprintable():
+        raise ValueError(f"task state key {_short(key)}: control characters are not allowed")
+    return key
+
+
+def check_ttl(ttl: timedelta) -> timedelta:
+    """``ttl`` when it is above zero and at most 366 days, else ValueError."""
+    if ttl <= timedelta(0):
+        raise ValueError(f"ttl must be positive, got {ttl}")
+    if ttl > MAX_TTL:
+        raise ValueError(f"ttl {ttl} is over the {MAX_TTL.days}-day limit")
+    return ttl
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def task_scope_key(dag_id: str, task_id: str) -> str:
@@ -205,10 +239,9 @@ class TaskState:
         (0: only if the key has no value yet), else VersionConflict. Without it the last
         writer wins. The value expires ``ttl`` (default 90 days) after this write.
         """
+        check_key(key)
         encoded = _encode(key, value)
-        lifetime = DEFAULT_TTL if ttl is None else ttl
-        if lifetime <= timedelta(0):
-            raise ValueError(f"ttl must be positive, got {lifetime}")
+        lifetime = check_ttl(DEFAULT_TTL if ttl is None else ttl)
         if expected_version is not None:
             return self._put_if(scope, key, encoded, lifetime, expected_version)
         current: VersionedValue | None = None
@@ -269,8 +302,7 @@ class TaskState:
     # --- internals ---------------------------------------------------------------------
 
     def _item_key(self, scope: Scope, key: str) -> dict[str, Any]:
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"a task state key is a non-empty string, got {key!r}")
+        check_key(key)
         return {"scope": {"S": self.scope_key(scope)}, "key": {"S": key}}
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
@@ -383,6 +415,8 @@ __all__ = [
     "TaskStateError",
     "VersionConflict",
     "VersionedValue",
+    "check_key",
+    "check_ttl",
     "current",
     "get",
     "get_versioned",

@@ -409,8 +409,12 @@ def _without_schedule_ticks(delivery: Delivery) -> Sequence[tuple[float, Deliver
 def _parse_conf(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
+    from skydag.limits import LimitError, loads_bounded
+
     try:
-        value = json.loads(text)
+        value = loads_bounded(text, "--conf")  # size and nesting first: the decoder recurses
+    except LimitError as error:
+        raise UsageError(str(error)) from error
     except json.JSONDecodeError as error:
         raise UsageError(f"--conf is not valid JSON: {error}") from error
     if not isinstance(value, dict):
@@ -419,8 +423,12 @@ def _parse_conf(text: str | None) -> dict[str, Any] | None:
 
 
 def _read_event(path: str) -> dict[str, Any]:
+    from skydag.limits import LimitError, loads_bounded
+
     try:
-        event = json.loads(Path(path).read_text(encoding="utf-8"))
+        event = loads_bounded(Path(path).read_bytes(), f"--signal {path}")
+    except LimitError as error:
+        raise UsageError(str(error)) from error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UsageError(f"--signal {path}: {error}") from error
     if not isinstance(event, dict):

@@ -516,8 +516,12 @@ def pause(seconds: float) -> None:
 
 def parse_json_object(text: str, flag: str) -> dict[str, Any]:
     """A flag's JSON object value; UsageError naming the flag otherwise."""
+    from skydag.limits import LimitError, loads_bounded
+
     try:
-        value = json.loads(text)
+        value = loads_bounded(text, flag)  # size and nesting first: the decoder recurses
+    except LimitError as error:
+        raise UsageError(str(error)) from error
     except json.JSONDecodeError as error:
         raise UsageError(f"{flag} is not valid JSON: {error}") from error
     if not isinstance(value, dict):

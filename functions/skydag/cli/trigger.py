@@ -34,6 +34,7 @@ from skydag.cli.remote import (
     print_json,
     require_dag,
 )
+from skydag.limits import RUN_ID_PATTERN, LimitError, check_run_id, loads_bounded
 
 if TYPE_CHECKING:
     from skydag.engine.models import DagRun
@@ -58,7 +59,9 @@ def register(commands: Any) -> None:
     trigger.add_argument("dag", help="the DAG id")
     trigger.add_argument("--conf", help="the run's conf, a JSON object (overrides params)")
     trigger.add_argument(
-        "--run-id", help="the run's id (default: manual__<UTC time>); one run per id"
+        "--run-id",
+        help="the run's id (default: manual__<UTC time>); one run per id; 1 to 250 "
+        f"letters, digits and _ . : + - ({RUN_ID_PATTERN})",
     )
     trigger.add_argument("--wait", action="store_true", help="follow the run until it ends")
     trigger.add_argument(
@@ -113,8 +116,11 @@ def register(commands: Any) -> None:
 
 def trigger_command(args: argparse.Namespace, skydag: Remote) -> int:
     conf = parse_json_object(args.conf, "--conf") if args.conf is not None else {}
-    if args.run_id is not None and not args.run_id.strip():
-        raise UsageError("--run-id must not be empty")
+    if args.run_id is not None:
+        try:
+            check_run_id(args.run_id, "--run-id")
+        except LimitError as error:
+            raise UsageError(str(error)) from error
     if args.wait and (args.timeout <= 0 or args.interval <= 0):
         raise UsageError("--timeout and --interval must be positive")
     head = require_dag(skydag, args.dag)
@@ -260,7 +266,9 @@ def signal_command(args: argparse.Namespace, skydag: Remote) -> int:
 
 def _read_event(path: str) -> dict[str, Any]:
     try:
-        event = json.loads(Path(path).read_text(encoding="utf-8"))
+        event = loads_bounded(Path(path).read_bytes(), f"--file {path}")
+    except LimitError as error:
+        raise UsageError(str(error)) from error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UsageError(f"--file {path}: {error}") from error
     if not isinstance(event, dict):
@@ -303,7 +311,7 @@ def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
     # runs the command creates before sending it.
     try:
         schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
-        intervals = backfill_intervals(schedule, start=start, end=end)
+        intervals = backfill_intervals(schedule, start=start, end=end, start_date=spec.start_date)
     except ScheduleError as error:
         raise CliError(str(error)) from error
     if not intervals:

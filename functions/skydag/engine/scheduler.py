@@ -23,6 +23,7 @@ from skydag.engine.states import (
 )
 from skydag.engine.transitions import Decision, Transition
 from skydag.engine.trigger_rules import Readiness, Verdict, evaluate
+from skydag.limits import check_run_id, derived_run_id
 from skydag.spec.models import DagSpec, TaskMode, TriggerRule
 
 T = TaskState
@@ -333,14 +334,17 @@ class NewRun:
 
 
 def make_run_id(run_type: RunType, *, at: datetime, event_id: str | None = None) -> str:
-    """Deterministic where the trigger is: one run per signal event id, per interval."""
+    """Deterministic where the trigger is: one run per signal event id, per interval.
+
+    An event id that would make an invalid run id (EventBridge's are UUIDs; a hand-made
+    event's may be anything) is replaced by its digest (``skydag.limits.derived_run_id``)."""
     if run_type is RunType.SIGNAL:
         if not event_id:
             raise ValueError("a signal run needs the event's id")
-        return f"signal__{event_id}"
+        return derived_run_id("signal__", event_id)
     if event_id:
-        return f"{run_type.value}__{event_id}"
-    return f"{run_type.value}__{at.isoformat(timespec='microseconds')}"
+        return derived_run_id(f"{run_type.value}__", event_id)
+    return check_run_id(f"{run_type.value}__{at.isoformat(timespec='microseconds')}")
 
 
 def new_run(

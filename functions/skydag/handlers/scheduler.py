@@ -19,7 +19,6 @@ so a redelivered message changes nothing twice; no idempotency table is needed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,17 +38,25 @@ logger, metrics = runtime.logger, runtime.metrics
 
 # All records failing is reported like any partial failure (each is retried on its own)
 # rather than raised, which would also redeliver the bad ones.
+# SQS's own limit for a message body; the router then holds an event to EventBridge's 256 KB.
+SQS_MAX_BODY_BYTES = 1024 * 1024
+
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def _decode(record: SQSRecord) -> dict[str, Any]:
     """The EventBridge event in an SQS message body, or BadEvent saying what is wrong."""
+    from skydag.limits import LimitError, loads_bounded
     from skydag.service.router import BadEvent
 
+    where = f"SQS message {record.message_id}"
     try:
-        event = json.loads(record.body)
+        # Size and nesting are checked before the (recursive) decoder sees the body.
+        event = loads_bounded(record.body or "", where, max_bytes=SQS_MAX_BODY_BYTES)
+    except LimitError as error:
+        raise BadEvent(str(error)) from None
     except (TypeError, ValueError) as error:
-        raise BadEvent(f"SQS message {record.message_id}: body is not JSON ({error})") from None
+        raise BadEvent(f"{where}: body is not JSON ({error})") from None
     if not isinstance(event, dict):
         raise BadEvent(
             f"SQS message {record.message_id}: body is a JSON {type(event).__name__}, "

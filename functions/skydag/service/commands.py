@@ -18,7 +18,7 @@ from skydag.engine.scheduler import counts_as_failed_leaf
 from skydag.engine.states import FINISHED_RUN_STATES, FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Outcome
 from skydag.ports.store import ConflictError, instance_scope
-from skydag.service.core import CommandRefused, Scheduler
+from skydag.service.core import CommandRefused, DagNotFound, Scheduler
 from skydag.service.progress import TaskProgress
 from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec
@@ -104,6 +104,8 @@ class OperatorCommands:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         """Pause (no new scheduled or signalled runs; queued runs wait) or unpause (queued
         runs start, oldest first, up to max_active_runs). Running runs are not touched."""
+        if self.scheduler.repos.dags.find(dag_id) is None:
+            raise DagNotFound(f"DAG '{dag_id}' not found")
         self.scheduler.repos.dags.set_paused(dag_id, paused)
         # The DAG's EventBridge Scheduler schedule follows (a paused DAG's ticks would be
         # harmless, schedule_tick ignores them, but they cost invocations).

@@ -15,6 +15,7 @@ moves on; it is never retried).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from skydag.engine.states import TaskState
 from skydag.engine.transitions import Outcome
+from skydag.limits import MAX_JSON_DEPTH, LimitError, check_run_id, json_depth, short
 from skydag.ports.store import NotFound
 from skydag.service.core import CommandRefused, DagNotFound
 from skydag.sources import (
@@ -31,6 +33,7 @@ from skydag.sources import (
     SCHEDULER_SOURCE,
     TIMER_FIRED,
 )
+from skydag.spec.models import ID_PATTERN
 
 if TYPE_CHECKING:
     from skydag.service.scheduler_service import SchedulerService
@@ -46,6 +49,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Pause DAG": ("dag",),
     "Unpause DAG": ("dag",),
 }
+
+
+_ID = re.compile(ID_PATTERN)
 
 
 class BadEvent(ValueError):
@@ -116,6 +122,8 @@ def _check_envelope(event: Any) -> dict[str, Any]:
     if problems:
         where = f"event {event.get('id')!r}" if isinstance(event.get("id"), str) else "event"
         raise BadEvent(f"{where}: " + "; ".join(problems))
+    if json_depth(event) > MAX_JSON_DEPTH:  # before anything walks it recursively
+        raise BadEvent(f"event {event['id']!r}: nested more than {MAX_JSON_DEPTH} levels deep")
     size = len(json.dumps(event, default=str).encode())
     if size > MAX_EVENT_BYTES:
         raise BadEvent(f"event {event['id']!r}: {size} bytes, over EventBridge's 256 KB")
@@ -135,6 +143,25 @@ def _require(detail_type: str, detail: Mapping[str, Any], keys: tuple[str, ...])
     for key in keys:
         if key != "conf" and not isinstance(detail[key], str):
             raise BadEvent(f"command '{detail_type}': '{key}' must be a string")
+    _check_ids(detail_type, detail)
+
+
+def _check_ids(detail_type: str, detail: Mapping[str, Any]) -> None:
+    """Ids that no DAG, run or task can have are refused before they reach a store key
+    (DynamoDB refuses keys over 1 KB: the event would be retried forever)."""
+    for key in ("dag", "task"):
+        value = detail.get(key)
+        if value is not None and (not isinstance(value, str) or not _ID.fullmatch(value)):
+            raise BadEvent(
+                f"command '{detail_type}': '{key}' {short(value)} is not a valid id "
+                f"(must match {ID_PATTERN})"
+            )
+    run_id = detail.get("run_id")
+    if run_id is not None and run_id != "":
+        try:
+            check_run_id(run_id, "'run_id'")
+        except LimitError as error:
+            raise BadEvent(f"command '{detail_type}': {error}") from error
 
 
 def _datetime(detail_type: str, name: str, value: Any) -> datetime:

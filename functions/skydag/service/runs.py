@@ -12,10 +12,16 @@ from typing import Any
 from skydag.engine.models import DagRun, RunType
 from skydag.engine.scheduler import make_run_id, new_run, run_end, run_outcome
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, can_transition_run
+from skydag.limits import LimitError, check_run_id
 from skydag.ports.store import ConflictError
 from skydag.service.core import CommandRefused, DagNotFound, DagPaused, Scheduler, settle
 from skydag.spec.models import DagSpec
-from skydag.spec.schedule import backfill_intervals, due_intervals, parse_schedule
+from skydag.spec.schedule import (
+    ScheduleError,
+    backfill_intervals,
+    due_intervals,
+    parse_schedule,
+)
 
 log = logging.getLogger("skydag.scheduler")
 
@@ -60,6 +66,11 @@ class RunLifecycle:
         event_id = str(event["id"]) if event and "id" in event else None
         if run_id is None:
             run_id = make_run_id(run_type, at=logical_date or now, event_id=event_id)
+        else:
+            try:
+                check_run_id(run_id, "run_id")
+            except LimitError as error:  # DynamoDB refuses keys over 1 KB: no retry helps
+                raise CommandRefused(str(error)) from error
         planned = new_run(
             spec,
             record.current_version,
@@ -131,6 +142,12 @@ class RunLifecycle:
         if spec.schedule is None:
             raise CommandRefused(f"DAG '{dag_id}' has no schedule to backfill")
         schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
+        try:
+            intervals = backfill_intervals(
+                schedule, start=start, end=end, start_date=spec.start_date
+            )
+        except ScheduleError as error:  # the same range never becomes valid: refused
+            raise CommandRefused(str(error)) from error
         return [
             self.trigger(
                 dag_id,
@@ -138,7 +155,7 @@ class RunLifecycle:
                 logical_date=interval.start,
                 data_interval=(interval.start, interval.end),
             ).run
-            for interval in backfill_intervals(schedule, start=start, end=end)
+            for interval in intervals
         ]
 
     # --- slots -----------------------------------------------------------------------------

@@ -20,13 +20,16 @@ nested sub-pattern matches if any object element satisfies the whole sub-pattern
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import json
 import math
 import operator
-import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any, Final
+
+from skydag.limits import MAX_JSON_DEPTH, json_depth
 
 __all__ = ["PatternError", "matches", "validate_pattern"]
 
@@ -38,6 +41,9 @@ class PatternError(ValueError):
 OR_KEY: Final = "$or"
 ROOT: Final = "(root)"
 IGNORE_CASE: Final = "equals-ignore-case"
+MAX_PATTERN_CHARS: Final = 4096
+"""A pattern's compact JSON: EventBridge's own maximum for a rule's event pattern."""
+MAX_PATTERN_DEPTH: Final = MAX_JSON_DEPTH
 
 _NUMERIC_OPS: Final[dict[str, Callable[[float, float], bool]]] = {
     "=": operator.eq,
@@ -89,6 +95,10 @@ def _is_finite_number(value: Any) -> bool:
     return _is_number(value) and math.isfinite(value)
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | bool) or _is_finite_number(value)
 
@@ -110,13 +120,16 @@ def _strings(operand: Any) -> list[str] | None:
 # --- wildcard and CIDR parsing (shared by validation and matching) -------------------------
 
 
-def _wildcard_regex_source(pattern: str) -> str:
-    """Translate an EventBridge wildcard into a regex; raise ValueError when AWS would reject it.
+def _wildcard_segments(pattern: str) -> tuple[str, ...]:
+    """The literal text between an EventBridge wildcard's stars; raise ValueError when AWS
+    would reject it.
 
     ``*`` matches zero or more characters, ``\\*`` is a literal star and ``\\\\`` a literal
-    backslash; any other escape, a trailing backslash and ``**`` are errors.
+    backslash; any other escape, a trailing backslash and ``**`` are errors. A pattern
+    without a star is one segment.
     """
-    parts: list[str] = []
+    segments: list[str] = []
+    current: list[str] = []
     index = 0
     while index < len(pattern):
         char = pattern[index]
@@ -124,24 +137,49 @@ def _wildcard_regex_source(pattern: str) -> str:
         if char == "*":
             if nxt == "*":
                 raise ValueError(f"consecutive wildcard characters at position {index}")
-            parts.append(".*")
+            segments.append("".join(current))
+            current = []
         elif char == "\\":
             if nxt not in ("*", "\\"):
                 raise ValueError(f"invalid escape character at position {index}")
-            parts.append(re.escape(nxt))
+            current.append(nxt)
             index += 1
         else:
-            parts.append(re.escape(char))
+            current.append(char)
         index += 1
-    return "".join(parts)
+    segments.append("".join(current))
+    return tuple(segments)
 
 
 @lru_cache(maxsize=1024)
-def _wildcard_regex(pattern: str) -> re.Pattern[str] | None:
+def _wildcard(pattern: str) -> tuple[str, ...] | None:
     try:
-        return re.compile(_wildcard_regex_source(pattern), re.DOTALL)
+        return _wildcard_segments(pattern)
     except ValueError:
         return None
+
+
+def _wildcard_matches(segments: tuple[str, ...], value: str) -> bool:
+    """Greedy segment matching, linear in ``len(value)`` (no backtracking).
+
+    The first segment must start the value and the last end it; each middle segment is
+    taken at its leftmost place after the previous one. Leftmost is always right: it
+    leaves the most room for the segments after it, whatever a star swallows.
+    """
+    if len(segments) == 1:
+        return value == segments[0]
+    first, *middle, last = segments
+    if len(value) < len(first) + len(last) or not value.startswith(first):
+        return False
+    if not value.endswith(last):
+        return False
+    position, end = len(first), len(value) - len(last)
+    for segment in middle:
+        found = value.find(segment, position, end)
+        if found < 0:
+            return False
+        position = found + len(segment)
+    return True
 
 
 def _parse_cidr(cidr: str) -> tuple[int, int, int]:
@@ -181,7 +219,24 @@ def validate_pattern(pattern: Any) -> None:
     """Raise PatternError naming the offending path when ``pattern`` is not valid."""
     if not isinstance(pattern, Mapping) or not pattern:
         raise _error(ROOT, "an event pattern must be a non-empty object")
+    _validate_size(pattern)
     _validate_object(pattern, "", in_or=False)
+
+
+def _validate_size(pattern: Mapping[Any, Any]) -> None:
+    """Bound the work every match does: depth first (counted without recursion), then size."""
+    if json_depth(pattern, MAX_PATTERN_DEPTH) > MAX_PATTERN_DEPTH:
+        raise _error(ROOT, f"an event pattern is nested more than {MAX_PATTERN_DEPTH} levels deep")
+    try:
+        size = len(json.dumps(pattern, separators=(",", ":"), ensure_ascii=False))
+    except (TypeError, ValueError):
+        return  # not JSON: the checks below say where
+    if size > MAX_PATTERN_CHARS:
+        raise _error(
+            ROOT,
+            f"an event pattern is {size} characters as JSON, over EventBridge's "
+            f"{MAX_PATTERN_CHARS}",
+        )
 
 
 def _validate_object(obj: Mapping[Any, Any], path: str, *, in_or: bool) -> None:
@@ -265,7 +320,7 @@ def _validate_wildcard(operand: Any, path: str) -> None:
     if not isinstance(operand, str):
         raise _error(path, "wildcard needs a string")
     try:
-        _wildcard_regex_source(operand)
+        _wildcard_segments(operand)
     except ValueError as exc:
         raise _error(path, f"wildcard {operand!r}: {exc}") from None
 
@@ -365,33 +420,41 @@ def matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
     """True when ``event`` matches ``pattern`` under EventBridge's content-filtering rules.
 
     ``pattern`` is expected to have passed :func:`validate_pattern`; constructs it would
-    reject never match here rather than raise.
+    reject never match here rather than raise. The work is about linear in the event's
+    size: each leaf's conditions are compiled once per call (:class:`_Leaf`).
     """
-    return _match_node(pattern, event)
+    return _match_node(pattern, event, {})
 
 
-def _match_node(pattern: Mapping[str, Any], node: Any) -> bool:
+# A leaf's conditions compiled, by the id of its list (alive for the whole call).
+_Leaves = dict[int, "_Leaf"]
+
+
+def _match_node(pattern: Mapping[str, Any], node: Any, leaves: _Leaves) -> bool:
     """Match an object pattern against whatever the event holds at this point."""
     if isinstance(node, Mapping):
-        return _match_fields(pattern, node)
+        return _match_fields(pattern, node, leaves)
     if _is_array(node):
         objects = [item for item in _flatten(node) if isinstance(item, Mapping)]
         if objects:
-            return any(_match_fields(pattern, item) for item in objects)
+            return any(_match_fields(pattern, item, leaves) for item in objects)
     # A scalar, an absent field or an array without objects: every nested field is absent.
-    return _match_fields(pattern, {})
+    return _match_fields(pattern, {}, leaves)
 
 
-def _match_fields(pattern: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
+def _match_fields(pattern: Mapping[str, Any], obj: Mapping[str, Any], leaves: _Leaves) -> bool:
     for key, rule in pattern.items():
         if key == OR_KEY:
             ok = _is_array(rule) and any(
-                isinstance(alt, Mapping) and _match_node(alt, obj) for alt in rule
+                isinstance(alt, Mapping) and _match_node(alt, obj, leaves) for alt in rule
             )
         elif isinstance(rule, Mapping):
-            ok = _match_node(rule, obj.get(key))
+            ok = _match_node(rule, obj.get(key), leaves)
         elif _is_array(rule):
-            ok = _match_leaf(rule, _leaf_values(obj, key))
+            leaf = leaves.get(id(rule))
+            if leaf is None:
+                leaf = leaves[id(rule)] = _Leaf(rule)
+            ok = leaf.matches(_leaf_values(obj, key))
         else:
             ok = False
         if not ok:
@@ -400,11 +463,17 @@ def _match_fields(pattern: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
 
 
 def _flatten(values: Any) -> Iterator[Any]:
-    for value in values:
-        if _is_array(value):
-            yield from _flatten(value)
-        else:
+    """The non-array items of nested arrays, in order, without recursion (events are
+    untrusted: their nesting must not reach Python's recursion limit)."""
+    stack = [iter(values)]
+    while stack:
+        for value in stack[-1]:
+            if _is_array(value):
+                stack.append(iter(value))
+                break
             yield value
+        else:
+            stack.pop()
 
 
 def _leaf_values(obj: Mapping[str, Any], key: str) -> list[Any]:
@@ -416,20 +485,150 @@ def _leaf_values(obj: Mapping[str, Any], key: str) -> list[Any]:
     return [item for item in candidates if not isinstance(item, Mapping)]
 
 
-def _match_leaf(conditions: Any, values: list[Any]) -> bool:
-    return any(_match_condition(condition, values) for condition in conditions)
+def _value_key(value: Any) -> tuple[str, Any] | None:
+    """A JSON scalar as a set member: 5 and 5.0 are one number, never equal to true."""
+    if value is None:
+        return ("null", None)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if _is_number(value):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    return None
 
 
-def _match_condition(condition: Any, values: list[Any]) -> bool:
-    if not isinstance(condition, Mapping):
-        return any(_equals(condition, value) for value in values)
-    if len(condition) != 1:
+class _Affixes:
+    """Prefixes (or suffixes) grouped by length: one slice and set lookup per length."""
+
+    def __init__(self) -> None:
+        self.by_length: dict[int, set[str]] = {}
+
+    def add(self, text: str) -> None:
+        self.by_length.setdefault(len(text), set()).add(text)
+
+    def starts_any(self, values: list[str]) -> bool:
+        return any(
+            value[:size] in group for size, group in self.by_length.items() for value in values
+        )
+
+    def ends_any(self, values: list[str]) -> bool:
+        return any(
+            len(value) >= size and value[len(value) - size :] in group
+            for size, group in self.by_length.items()
+            for value in values
+        )
+
+
+# (low, low included, high, high included): a numeric condition as one interval.
+_Interval = tuple[float, bool, float, bool]
+
+
+def _numeric_interval(terms: Any) -> _Interval | None:
+    """The numbers ``terms`` admit (their comparisons ANDed), or None when malformed."""
+    if not _is_array(terms) or not terms or len(terms) % 2:
+        return None
+    low, low_in, high, high_in = -math.inf, True, math.inf, True
+    for op, number in zip(terms[::2], terms[1::2], strict=True):
+        if op not in _NUMERIC_OPS or not _is_finite_number(number):
+            return None
+        if op in (">", ">=", "=") and (number > low or (number == low and op == ">")):
+            low, low_in = number, op != ">"
+        if op in ("<", "<=", "=") and (number < high or (number == high and op == "<")):
+            high, high_in = number, op != "<"
+    return low, low_in, high, high_in
+
+
+def _any_in(interval: _Interval, ordered: list[Any]) -> bool:
+    """Whether any of the sorted numbers lies in the interval: a binary search."""
+    low, low_in, high, high_in = interval
+    at = bisect.bisect_left(ordered, low) if low_in else bisect.bisect_right(ordered, low)
+    if at == len(ordered):
         return False
-    name, operand = _single_item(condition)
-    if name == "exists":
-        return isinstance(operand, bool) and bool(values) == operand
-    matcher = _MATCHERS.get(name)
-    return matcher is not None and any(matcher(operand, value) for value in values)
+    first = ordered[at]
+    return bool(first < high or (high_in and first == high))
+
+
+class _Leaf:
+    """A leaf's conditions compiled once per match, so its cost is about one pass over the
+    event's distinct values per kind of condition, not one per (condition, value) pair:
+    exact values, anything-but lists and equals-ignore-case are sets, plain prefixes and
+    suffixes are grouped by length, numeric ranges are binary searches."""
+
+    def __init__(self, conditions: Any) -> None:
+        self.exact: set[tuple[str, Any]] = set()
+        self.ignore_case: set[str] = set()
+        self.affixes = {kind: _Affixes() for kind in ("prefix", "suffix", "iprefix", "isuffix")}
+        self.intervals: list[_Interval] = []
+        self.excluded: list[frozenset[tuple[str, Any]]] = []  # anything-but lists
+        self.others: list[tuple[str, Any]] = []
+        for condition in conditions if _is_array(conditions) else ():
+            self._add(condition)
+
+    def _add(self, condition: Any) -> None:
+        if not isinstance(condition, Mapping):
+            key = _value_key(condition)
+            if key is not None:
+                self.exact.add(key)
+            return
+        if len(condition) != 1:
+            return
+        name, operand = _single_item(condition)
+        if name in ("prefix", "suffix"):
+            if isinstance(operand, str):
+                self.affixes[name].add(operand)
+            elif isinstance(operand, Mapping) and isinstance(operand.get(IGNORE_CASE), str):
+                self.affixes[f"i{name}"].add(operand[IGNORE_CASE].lower())
+        elif name == IGNORE_CASE and isinstance(operand, str):
+            self.ignore_case.add(operand.lower())
+        elif name == "numeric":
+            interval = _numeric_interval(operand)
+            if interval is not None:
+                self.intervals.append(interval)
+        elif name == "anything-but" and not isinstance(operand, Mapping):
+            items = list(operand) if _is_array(operand) else [operand]
+            self.excluded.append(frozenset(filter(None, map(_value_key, items))))
+        else:
+            self.others.append((name, operand))
+
+    def matches(self, values: list[Any]) -> bool:
+        distinct = {key: value for value in values if (key := _value_key(value)) is not None}
+        if not self.exact.isdisjoint(distinct):
+            return True
+        if any(any(key not in excluded for key in distinct) for excluded in self.excluded):
+            return True
+        strings = [value for kind, value in distinct if kind == "string"]
+        if strings and self._match_strings(strings):
+            return True
+        if self.intervals:
+            numbers = sorted(v for k, v in distinct if k == "number" and not _is_nan(v))
+            if numbers and any(_any_in(interval, numbers) for interval in self.intervals):
+                return True
+        return any(
+            self._match_other(name, operand, values, distinct) for name, operand in self.others
+        )
+
+    def _match_strings(self, strings: list[str]) -> bool:
+        affixes = self.affixes
+        if affixes["prefix"].starts_any(strings) or affixes["suffix"].ends_any(strings):
+            return True
+        if not (self.ignore_case or affixes["iprefix"].by_length or affixes["isuffix"].by_length):
+            return False
+        lowered = list({value.lower() for value in strings})
+        return (
+            not self.ignore_case.isdisjoint(lowered)
+            or affixes["iprefix"].starts_any(lowered)
+            or affixes["isuffix"].ends_any(lowered)
+        )
+
+    @staticmethod
+    def _match_other(
+        name: str, operand: Any, values: list[Any], distinct: dict[tuple[str, Any], Any]
+    ) -> bool:
+        if name == "exists":
+            return isinstance(operand, bool) and bool(values) == operand
+        matcher = _MATCHERS.get(name)
+        return matcher is not None and any(matcher(operand, value) for value in distinct.values())
 
 
 def _equals(expected: Any, value: Any) -> bool:
@@ -481,8 +680,8 @@ def _match_affix(
 def _match_wildcard(pattern: Any, value: Any) -> bool:
     if not isinstance(pattern, str) or not isinstance(value, str):
         return False
-    regex = _wildcard_regex(pattern)
-    return regex is not None and regex.fullmatch(value) is not None
+    segments = _wildcard(pattern)
+    return segments is not None and _wildcard_matches(segments, value)
 
 
 def _match_numeric(terms: Any, value: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Any
@@ -13,27 +14,39 @@ _WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
 MAX_DURATION = timedelta(days=366)
 
 
-def parse_duration(value: Any) -> timedelta:
-    """Parse a duration; raise ValueError with an example of the accepted forms."""
+def parse_duration(value: Any, *, positive: bool = False) -> timedelta:
+    """Parse a duration; raise ValueError with an example of the accepted forms.
+
+    A duration is finite, not negative (``positive``: above zero) and at most 366 days;
+    the bounds are checked on the number of seconds, before any ``timedelta`` is made, so
+    ``.inf`` or a 400-digit number is an error message, never an OverflowError.
+    """
     if isinstance(value, timedelta):
-        result = value
+        seconds = value.total_seconds()
     elif isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 10m, 2h, 1d or seconds")
     elif isinstance(value, int | float):
-        result = timedelta(seconds=value)
+        seconds = float(value) if isinstance(value, float) or abs(value) < 10**18 else math.inf
     elif isinstance(value, str) and _WHOLE.match(value.strip().replace(" ", "")):
         text = value.strip().replace(" ", "")
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
-        result = timedelta(seconds=seconds)
     else:
         raise ValueError(
-            f"invalid duration {value!r}: expected e.g. 30s, 10m, 2h, 1d, 1h30m or seconds"
+            f"invalid duration {_short(value)}: expected e.g. 30s, 10m, 2h, 1d, 1h30m or seconds"
         )
-    if result < timedelta(0):
-        raise ValueError(f"invalid duration {value!r}: must not be negative")
-    if result > MAX_DURATION:
-        raise ValueError(f"invalid duration {value!r}: longer than {MAX_DURATION.days} days")
-    return result
+    if not math.isfinite(seconds) or seconds > MAX_DURATION.total_seconds():
+        raise ValueError(
+            f"{_short(value)} is not a finite duration of at most {MAX_DURATION.days} days"
+        )
+    if seconds < 0 or (positive and seconds == 0):
+        must = "be above zero" if positive else "not be negative"
+        raise ValueError(f"invalid duration {_short(value)}: must {must}")
+    return timedelta(seconds=seconds)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = str(value) if isinstance(value, int | float) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_duration(value: timedelta) -> str:

@@ -67,7 +67,8 @@ Duration = Annotated[
                 {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"},
                 {"type": "number", "minimum": 0},
             ],
-            "description": "A duration: 30s, 10m, 2h, 1d, 1h30m, or a number of seconds.",
+            "description": "A duration of at most 366 days: 30s, 10m, 2h, 1d, 1h30m, "
+            "or a number of seconds.",
         }
     ),
 ]

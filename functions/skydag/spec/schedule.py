@@ -461,12 +461,23 @@ def due_intervals(
     return [DataInterval(fires[0], fires[1])]
 
 
+MAX_BACKFILL_INTERVALS = 10_000
+"""Runs one backfill may ask for; a wider range is refused (narrow it, or send several)."""
+
+
 def backfill_intervals(
-    schedule: Schedule, *, start: datetime, end: datetime, limit: int = 10000
+    schedule: Schedule,
+    *,
+    start: datetime,
+    end: datetime,
+    start_date: datetime | None = None,
+    limit: int = MAX_BACKFILL_INTERVALS,
 ) -> list[DataInterval]:
     """Intervals whose logical date lies in ``[start, end]`` (both inclusive), oldest first.
 
     The last interval may end after ``end``: a backfill names logical dates, not data ends.
+    A range that starts before ``start_date`` (dates before it are never run), that covers
+    more than ``limit`` intervals, or that leaves the calendar is a ScheduleError.
     """
     _check_limit(limit)
     lower, upper = _utc(start), _utc(end)
@@ -474,19 +485,32 @@ def backfill_intervals(
         raise ScheduleError(
             f"backfill start {lower.isoformat()} is after its end {upper.isoformat()}"
         )
+    if start_date is not None and lower < _utc(start_date):
+        raise ScheduleError(
+            f"backfill start {lower.isoformat()} is before the DAG's start_date "
+            f"{_utc(start_date).isoformat()}: dates before start_date are never run"
+        )
     result: list[DataInterval] = []
     previous: datetime | None = None
-    for fire in schedule.fires_after(lower - _TICK):
-        if previous is not None:
-            if len(result) == limit:
-                raise ScheduleError(
-                    f"backfill from {lower.isoformat()} to {upper.isoformat()} covers more "
-                    f"than {limit} intervals of {schedule.expression!r}; narrow the range"
-                )
-            result.append(DataInterval(previous, fire))
-        if fire > upper:
-            break
-        previous = fire
+    try:
+        for fire in schedule.fires_after(lower - _TICK):
+            if previous is not None:
+                if len(result) == limit:
+                    raise ScheduleError(
+                        f"backfill from {lower.isoformat()} to {upper.isoformat()} covers more "
+                        f"than {limit} intervals of {schedule.expression!r}; narrow the range"
+                    )
+                result.append(DataInterval(previous, fire))
+            if fire > upper:
+                break
+            previous = fire
+    except (OverflowError, ValueError) as error:
+        if isinstance(error, ScheduleError):
+            raise
+        raise ScheduleError(
+            f"backfill from {lower.isoformat()} to {upper.isoformat()} runs off the calendar "
+            f"(years 1 to 9999): {error}"
+        ) from None
     return result
 
 

@@ -57,6 +57,7 @@ from skydag.store.common import (
     queued_key,
     signal_sources,
 )
+from skydag.taskstate import check_key, check_ttl
 
 _TI_TIME_FIELDS = frozenset(
     {"queued_at", "started_at", "ended_at", "next_attempt_at", "timeout_at", "check_at"}
@@ -829,6 +830,9 @@ class MemoryTaskStateRepository:
         expected_version: int | None = None,
         ttl: timedelta | None = None,
     ) -> int:
+        check_key(key)  # the same rule as jobs' skydag.taskstate
+        if ttl:  # none or zero: the default
+            check_ttl(ttl)
         if expected_version is None:
             for _ in range(10):
                 current = self.get(scope, key)

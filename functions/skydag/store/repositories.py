@@ -65,6 +65,7 @@ from skydag.store.models import (
     TaskInstanceModel,
     TaskStateModel,
 )
+from skydag.taskstate import check_key, check_ttl
 
 TaskConflict = ConflictError[TaskInstance]
 RunConflict = ConflictError[DagRun]
@@ -860,10 +861,15 @@ class DagRepository:
         return spec
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
-        DagModel(dag_id).update(
-            actions=[DagModel.paused.set(paused), DagModel.version.add(1)],
-            condition=DagModel.dag_id.exists(),
-        )
+        try:
+            DagModel(dag_id).update(
+                actions=[DagModel.paused.set(paused), DagModel.version.add(1)],
+                condition=DagModel.dag_id.exists(),
+            )
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            raise NotFound(f"DAG '{dag_id}' not found") from error
 
     def reserve_run_slot(self, dag_id: str, run_id: str, max_active_runs: int) -> bool:
         item = DagModel(dag_id)
@@ -972,6 +978,9 @@ class TaskStateRepository:
         """Write a value. With ``expected_version`` only if nobody wrote since
         (compare-and-set, 0 = must not exist); without, last writer wins but versions
         still never repeat (a concurrent write makes this one retry)."""
+        check_key(key)  # the same rule as jobs' skydag.taskstate
+        if ttl:  # none or zero: the default
+            check_ttl(ttl)
         if expected_version is None:
             for _ in range(10):
                 current = self.get(scope, key)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from skydag.engine.models import JobReport, JobStatus
+from skydag.limits import safe_path_part
 from skydag.ports import Clock
 from skydag.spec.durations import parse_duration
 from skydag.targets.base import DispatchError, DispatchRequest, DispatchResult, JobRef, Target
@@ -162,9 +163,10 @@ class LocalTarget:
 
     def _start_process(self, job: _LocalJob, command: list[str], local: Mapping[str, Any]) -> None:
         request = job.request
-        folder = self.log_dir / request.dag_id / request.run_id
+        # Ids come from events and commands: each part is made safe to stay in log_dir.
+        folder = self.log_dir / safe_path_part(request.dag_id) / safe_path_part(request.run_id)
         folder.mkdir(parents=True, exist_ok=True)
-        job.log_path = folder / f"{request.task_id}.{request.try_number}.log"
+        job.log_path = folder / f"{safe_path_part(request.task_id)}.{int(request.try_number)}.log"
         job.log_file = job.log_path.open("wb")
         env = {**os.environ, **dict(local.get("environment") or {}), **request.environment}
         cwd = self.cwd / str(local["cwd"]) if local.get("cwd") else self.cwd

@@ -133,9 +133,12 @@ class JobRunner:
             job.stand_in_seconds = 0.0
 
     def log_path(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
-        """Where a try's captured output goes: ``<log_dir>/<dag>/<run>/<task>.<try>.log``."""
-        folder = self.log_dir / _safe_part(dag_id) / _safe_part(run_id)
-        return folder / f"{_safe_part(task_id)}.{try_number}.log"
+        """Where a try's captured output goes: ``<log_dir>/<dag>/<run>/<task>.<try>.log``,
+        each part made safe (``skydag.limits.safe_path_part``): inside ``log_dir``, always."""
+        from skydag.limits import safe_path_part
+
+        folder = self.log_dir / safe_path_part(dag_id) / safe_path_part(run_id)
+        return folder / f"{safe_path_part(task_id)}.{int(try_number)}.log"
 
     # --- stopping ---------------------------------------------------------------------------
 

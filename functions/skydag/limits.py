@@ -1,0 +1,184 @@
+"""Limits on untrusted input, defined once: run ids, JSON payloads, filesystem names.
+
+One user's bad DAG, event or command must never hurt another's: every value that reaches a
+store key, a recursive walk or a file path is checked here first, and refused with a
+one-line message naming what is wrong and where. Standard library only, so that the CLI,
+the router and the engine may all import it cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Final
+
+# --- run ids -------------------------------------------------------------------------------
+
+RUN_ID_CHARACTERS: Final = "A-Z a-z 0-9 _ . : + -"
+MAX_RUN_ID_LENGTH: Final = 250
+RUN_ID_PATTERN: Final = rf"^[A-Za-z0-9_.:+-]{{1,{MAX_RUN_ID_LENGTH}}}$"
+"""A run id: 1 to 250 letters, digits and ``_ . : + -``. It admits every id skydag makes
+(``manual__<ISO time>``, ``scheduled__...``, ``backfill__...``, ``signal__<event id>``),
+keeps DynamoDB keys far below their 1 KB limit and has no ``#`` (the stores' key separator),
+``/`` or whitespace."""
+_RUN_ID: Final = re.compile(RUN_ID_PATTERN)
+
+
+class LimitError(ValueError):
+    """Input over a limit or outside its rule; the message names what and where."""
+
+
+def is_valid_run_id(value: object) -> bool:
+    return isinstance(value, str) and _RUN_ID.fullmatch(value) is not None
+
+
+def check_run_id(value: object, where: str = "run id") -> str:
+    """``value`` when it is a valid run id, else LimitError naming ``where``."""
+    if is_valid_run_id(value):
+        assert isinstance(value, str)
+        return value
+    raise LimitError(
+        f"{where}: {short(value)} is not a valid run id "
+        f"(1 to {MAX_RUN_ID_LENGTH} characters of {RUN_ID_CHARACTERS})"
+    )
+
+
+def derived_run_id(prefix: str, name: str) -> str:
+    """``<prefix><name>`` when that is a valid run id, else ``<prefix>sha256-<digest>``:
+    the same name always gives the same id (a redelivered event is the same run)."""
+    candidate = f"{prefix}{name}"
+    if is_valid_run_id(candidate):
+        return candidate
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{prefix}sha256-{digest}"
+
+
+# --- JSON payloads (a run's conf, a signal, a command) ---------------------------------------
+
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+"""A conf or a signal: EventBridge's own limit for one event."""
+MAX_JSON_DEPTH: Final = 32
+"""Nesting levels of objects and arrays; keeps every recursive walk far from Python's limit."""
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """The nesting depth of decoded JSON (a scalar is 0), counted without recursion; stops
+    counting once past ``limit`` (returns ``limit + 1``), so a hostile value costs little."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def json_text_depth(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """The bracket nesting of JSON text, outside strings, without parsing it (the decoder
+    recurses); stops once past ``limit``. Malformed text is the decoder's to report."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            if depth > limit:
+                return depth
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return deepest
+
+
+def check_json_value(
+    value: Any,
+    where: str,
+    *,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> None:
+    """Refuse decoded JSON nested deeper than ``max_depth`` or larger than ``max_bytes``
+    once encoded; the depth is checked first, so encoding it is safe."""
+    if json_depth(value, max_depth) > max_depth:
+        raise LimitError(f"{where}: nested more than {max_depth} levels deep")
+    size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+    if size > max_bytes:
+        raise LimitError(f"{where}: {size} bytes, over the {max_bytes // 1024} KB limit")
+
+
+def loads_bounded(
+    text: str | bytes,
+    where: str,
+    *,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> Any:
+    """Decode JSON text after checking its size and nesting (LimitError), so a hostile
+    document never reaches the recursive decoder; malformed JSON raises ValueError."""
+    size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
+    if size > max_bytes:
+        raise LimitError(f"{where}: {size} bytes, over the {max_bytes // 1024} KB limit")
+    if json_text_depth(text, max_depth) > max_depth:
+        raise LimitError(f"{where}: nested more than {max_depth} levels deep")
+    return json.loads(text)
+
+
+# --- file names ------------------------------------------------------------------------------
+
+MAX_PATH_PART: Final = 100
+"""Characters of one path component built from an id (file systems stop at 255 bytes)."""
+
+
+def safe_path_part(text: str) -> str:
+    """A file name made from an id (a DAG, run, task or signal id) that cannot climb out
+    of its folder: only letters, digits and ``- _ . = + : @``, no leading dot, at most
+    100 characters (a longer one ends with a digest of the whole, so names stay apart)."""
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "-_.=+:@" else "_" for c in text)
+    cleaned = cleaned.lstrip(".") or "_"
+    if len(cleaned) > MAX_PATH_PART:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        cleaned = f"{cleaned[: MAX_PATH_PART - 17]}-{digest}"
+    return cleaned
+
+
+def short(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_RUN_ID_LENGTH",
+    "RUN_ID_PATTERN",
+    "LimitError",
+    "check_json_value",
+    "check_run_id",
+    "derived_run_id",
+    "is_valid_run_id",
+    "json_depth",
+    "json_text_depth",
+    "loads_bounded",
+    "safe_path_part",
+    "short",
+]
