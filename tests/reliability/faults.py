@@ -149,7 +149,10 @@ class FaultInjector:
         self._best_effort = best_effort_rules()
         self._seen: Counter[str] = Counter()  # content -> times seen
         self._faults_of: Counter[str] = Counter()  # delivery identity -> faults so far
-        self._pending: _Pending | None = None
+        # Invocations run concurrently (one thread each): the fault chosen for each is
+        # kept on its thread, and the shared counts under a lock.
+        self._local = threading.local()
+        self._lock = threading.RLock()
         # Tells the call recorder which call a crash came right after.
         self.on_crash: Callable[[str, str], None] | None = None
         # Writes a line in the local cloud's log for each invocation fault.
@@ -158,9 +161,24 @@ class FaultInjector:
     def arm(self) -> None:
         self.armed = True
 
+    @property
+    def _pending(self) -> _Pending | None:
+        """The fault chosen for the invocation under way on this thread."""
+        found: _Pending | None = getattr(self._local, "pending", None)
+        return found
+
+    @_pending.setter
+    def _pending(self, value: _Pending | None) -> None:
+        self._local.pending = value
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+
     def _key(self, content: str) -> str:
-        self._seen[content] += 1
-        return f"{content}#{self._seen[content]}"
+        with self._lock:
+            self._seen[content] += 1
+            return f"{content}#{self._seen[content]}"
 
     def _roll(self, key: str, what: str) -> float:
         """A uniform number in [0, 1) for this decision about this delivery."""
@@ -184,50 +202,51 @@ class FaultInjector:
         rates, roll = self.rates, self._roll
         best_effort = kind == "rule" and name in self._best_effort
         if best_effort and roll(key, "drop") < rates.drop_best_effort:
-            self.counts[f"drop:{name}"] += 1
+            self._count(f"drop:{name}")
             return []
         first = 0.0
         if roll(key, "delay") < rates.delay.get(kind, 0.0):
             first = 0.05 + roll(key, "delay-by") * (rates.max_delay - 0.05)
-            self.counts[f"delay:{kind}"] += 1
+            self._count(f"delay:{kind}")
         planned = [(first, delivery)]
         if roll(key, "duplicate") < rates.duplicate.get(kind, 0.0):
             planned.append((first + roll(key, "duplicate-after") * rates.max_delay, delivery))
-            self.counts[f"duplicate:{kind}"] += 1
+            self._count(f"duplicate:{kind}")
         return planned
 
     # --- invocations --------------------------------------------------------------------
 
     def plan(self, function: str, event: Any) -> FaultPlan | None:
         """The ``FaultPlanner``: called as each invocation starts."""
-        self._pending = _Pending(function)
+        pending = self._pending = _Pending(function)
         if not self.armed or function not in FAULTY_FUNCTIONS:
             return None
         if any(self.spared(each) for each in _events_of(event)):
             return None
         identities = _identities(event)
         budget = self.rates.max_faults_per_delivery
-        if any(self._faults_of[identity] >= budget for identity in identities):
-            return None
-        key = self._key(f"{function}|{invocation_content(event)}")
-        roll = self._roll(key, "invocation")
-        call = 1 + int(self._roll(key, "call") * MAX_CALL_INDEX)
-        if roll < self.rates.crash:
-            self._pending.plan = FaultPlan(call)
-        elif roll < self.rates.crash + self.rates.throttle:
-            self._pending.throttle_at = call
-        else:
-            return None
-        for identity in identities:
-            self._faults_of[identity] += 1
-        return self._pending.plan
+        with self._lock:
+            if any(self._faults_of[identity] >= budget for identity in identities):
+                return None
+            key = self._key(f"{function}|{invocation_content(event)}")
+            roll = self._roll(key, "invocation")
+            call = 1 + int(self._roll(key, "call") * MAX_CALL_INDEX)
+            if roll < self.rates.crash:
+                pending.plan = FaultPlan(call)
+            elif roll < self.rates.crash + self.rates.throttle:
+                pending.throttle_at = call
+            else:
+                return None
+            for identity in identities:
+                self._faults_of[identity] += 1
+        return pending.plan
 
     def after_invocation(self, result: Invocation) -> None:
         """``Invoker.on_invocation``: counts the crashes that happened."""
         pending, self._pending = self._pending, None
         if isinstance(result.error, InjectedCrash) and pending is not None and pending.plan:
             service, operation = pending.plan.calls[-1]
-            self.counts[f"crash:{result.function}"] += 1
+            self._count(f"crash:{result.function}")
             self._say(f"crashed {result.function} right after {service}:{operation}")
             if self.on_crash is not None:
                 self.on_crash(service, operation)
@@ -248,7 +267,7 @@ class FaultInjector:
         if pending.calls != pending.throttle_at:
             return None
         pending.throttle_at = None
-        self.counts[f"throttle:{pending.function}"] += 1
+        self._count(f"throttle:{pending.function}")
         self._say(f"throttled {pending.function}'s call {service}:{operation}")
         return throttle_code(service)
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -84,23 +85,28 @@ class JobCalls:
     # more invocation of that try.
     crashed_invokes: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
-    _last_tokens: list[str] = field(default_factory=list)
+    # Invocations run concurrently: the last call's tokens are kept per thread (a crash is
+    # noted on the thread of the invocation it ends), the counts under a lock.
+    _last: threading.local = field(default_factory=threading.local)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, service: str, operation: str, body: Any) -> None:
-        self.calls[f"{service}:{operation}"] += 1
         tokens = dispatch_tokens(service, operation, body)
-        self._last_tokens = tokens
-        if not tokens or not 200 <= self.status.last < 300:
-            return
-        started = job_ids(self.status.response) or [f"{operation} #{sum(self.calls.values())}"]
-        for index, token in enumerate(tokens):  # AddJobFlowSteps: StepIds in step order
-            self.jobs.setdefault(token, set()).add(started[min(index, len(started) - 1)])
+        self._last.tokens = tokens
+        with self._lock:
+            self.calls[f"{service}:{operation}"] += 1
+            if not tokens or not 200 <= self.status.last < 300:
+                return
+            started = job_ids(self.status.response) or [f"{operation} #{sum(self.calls.values())}"]
+            for index, token in enumerate(tokens):  # AddJobFlowSteps: StepIds in step order
+                self.jobs.setdefault(token, set()).add(started[min(index, len(started) - 1)])
 
     def crashed_after(self, service: str, operation: str) -> None:
         """An injected crash came right after this call (``FaultInjector.on_crash``)."""
         if (service, operation) == ("lambda", "Invoke"):
-            for token in self._last_tokens:
-                self.crashed_invokes[token] += 1
+            with self._lock:
+                for token in getattr(self._last, "tokens", []):
+                    self.crashed_invokes[token] += 1
 
 
 @dataclass

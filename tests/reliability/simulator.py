@@ -34,6 +34,7 @@ import json
 import logging
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,10 @@ COMPRESSED_IN = (
     "skydag.engine.scheduler",
     "skydag.service.scheduler_service",
 )
+# Invocations at once (``LocalCloudOptions.concurrency``), in both runs: up to four
+# scheduler batches, the two tables' stream shards side by side, overlapping reconciler
+# ticks, so conditional writes lose races and the re-decide paths run.
+CONCURRENCY = 4
 # See ``route_held_stream_records``.
 WORK_AROUND_HELD_STREAM_RECORDS = True
 LOAD_TIMEOUT = 60.0
@@ -103,6 +108,10 @@ class Outcome:
     invocations: dict[str, int] = field(default_factory=dict)
     aws_calls: int = 0
     seconds: float = 0.0
+    # The most handler invocations in flight at once, and the races they lost (each
+    # ConflictError the store raised: a conditional write refused, re-decided).
+    max_in_flight: int = 0
+    conflicts: int = 0
 
 
 @contextlib.contextmanager
@@ -119,6 +128,27 @@ def compressed_intervals() -> Iterator[None]:
     finally:
         for module, constant, value in reversed(saved):
             setattr(module, constant, value)
+
+
+@contextlib.contextmanager
+def counting_conflicts() -> Iterator[list[int]]:
+    """Count the ConflictErrors the store raises (lost races) while inside."""
+    from skydag.store.errors import ConflictError
+
+    count = [0]
+    lock = threading.Lock()
+    original = ConflictError.__init__
+
+    def init(self: Any, message: str, current: Any) -> None:
+        with lock:
+            count[0] += 1
+        original(self, message, current)
+
+    ConflictError.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        ConflictError.__init__ = original  # type: ignore[method-assign]
 
 
 class Driver:
@@ -191,9 +221,16 @@ class Driver:
                 self.send(step)
         if any(self.scripts) or any(self.awaited):
             return False
+        # Every task finished too: the two tables' streams are read side by side, so a
+        # clear's tasks may show pending while the run's reopening is not read yet.
+        runs = set(self.scenario.runs)
         return all(
             (state := self.mirror.run_state(dag, run)) is not None and state in FINISHED_RUN_STATES
-            for dag, run in self.scenario.runs
+            for dag, run in runs
+        ) and all(
+            ti.state in FINISHED_TASK_STATES
+            for (dag, run, _task), ti in self.mirror.tasks.items()
+            if (dag, run) in runs
         )
 
     def send(self, step: Step) -> None:
@@ -313,6 +350,7 @@ def simulate(
     with contextlib.ExitStack() as stack:
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="skydag-sim-")))
         stack.enter_context(compressed_intervals())
+        conflicts = stack.enter_context(counting_conflicts())
         stack.enter_context(botocore_hook(injector.throttle_now if injector else None, status))
         options = LocalCloudOptions(
             log=log,
@@ -322,6 +360,7 @@ def simulate(
             faults=injector.plan if injector else None,
             watcher=calls,
             timing=TIMING,
+            concurrency=CONCURRENCY,
         )
         cloud = stack.enter_context(LocalCloud(options))
         stack.enter_context(warnings_to(cloud))
@@ -354,6 +393,8 @@ def simulate(
         if outcome.jobs_left:
             outcome.problems.append(("no orphaned job", _jobs_left(cloud)))
         outcome.invocations = dict(cloud.invoker.invocations)
+        outcome.max_in_flight = cloud.invoker.max_in_flight
+        outcome.conflicts = conflicts[0]
     outcome.jobs = {token: len(jobs) for token, jobs in calls.jobs.items()}
     outcome.crashed_invokes = dict(calls.crashed_invokes)
     outcome.aws_calls = sum(calls.calls.values())
@@ -395,6 +436,7 @@ def _in_flight(cloud: LocalCloud) -> dict[str, int]:
         "queued messages": int(attributes.get("ApproximateNumberOfMessages", 0)),
         "messages in flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         "jobs running": cloud.runner.running(),
+        "invocations running": cloud.invoker.in_flight(),
     }
 
 

@@ -95,6 +95,7 @@ def _seed_line(result: SeedResult) -> str:
     faults = sum(result.faults.values())
     return (
         f"seed {result.seed:>5}: {faults:>4} faults, {result.aws_calls:>5} AWS calls, "
+        f"{result.conflicts:>3} lost races, {result.max_in_flight} at once, "
         f"oracle {result.oracle_seconds:5.1f} s, faulty {result.faulty_seconds:5.1f} s: {verdict}"
     )
 
@@ -120,6 +121,11 @@ def summary(results: Sequence[SeedResult], seconds: float, log_dir: Path) -> str
     lines.append(f"trigger rules covered: {len(rules)} of 10")
     calls = sum(result.aws_calls for result in results)
     lines.append(f"AWS calls by the handlers: {calls} ({calls / max(len(results), 1):.0f} a seed)")
+    lost = sum(result.conflicts for result in results)
+    at_once = max((result.max_in_flight for result in results), default=0)
+    lines.append(
+        f"lost races re-decided (ConflictError): {lost}; most invocations at once: {at_once}"
+    )
     lines.append(f"invariant violations: {len(violations)}")
     by_invariant = Counter(v.invariant for v in violations)
     for invariant, count in sorted(by_invariant.items()):

@@ -34,6 +34,9 @@ class SeedResult:
     faulty_seconds: float = 0.0
     aws_calls: int = 0
     rules: frozenset[str] = frozenset()
+    # Of both runs: the most invocations at once, the races lost (ConflictErrors).
+    max_in_flight: int = 0
+    conflicts: int = 0
 
     @property
     def ok(self) -> bool:
@@ -77,6 +80,8 @@ def judge(
         violations, documented = check_outcome(scenario, outcome)
         result.violations.extend(violations)
         result.aws_calls += outcome.aws_calls
+        result.max_in_flight = max(result.max_in_flight, outcome.max_in_flight)
+        result.conflicts += outcome.conflicts
         if outcome.faulty:
             result.faults.update(outcome.faults)
             result.rates = outcome.rates

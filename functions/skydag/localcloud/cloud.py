@@ -16,6 +16,10 @@ definitions the CDK app deploys — and then, in ``step()``:
 
 Deliveries pass through ``hooks``: a test (or the reliability simulator) can duplicate,
 delay, reorder or drop any of them, or crash an invocation after a chosen AWS call.
+
+``LocalCloudOptions.concurrency`` (default 1: one invocation at a time, on the loop's
+thread) lets the event sources run invocations concurrently, as Lambda does
+(``concurrency``: execution environments, atomic DynamoDB requests).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from skydag import joblogs, wiring
+from skydag.localcloud.concurrency import HandlerPool, atomic_dynamodb, quiet_output
 from skydag.localcloud.eventbridge import LocalEventBridge, LocalRule, Matched
 from skydag.localcloud.hooks import (
     CallWatcher,
@@ -100,6 +106,11 @@ class LocalCloudOptions:
     watcher: CallWatcher | None = None
     timing: Timing = field(default_factory=Timing)
     settings: Settings | None = None
+    # Invocations at once: up to this many scheduler batches, one stream batch per shard
+    # (the shards concurrently) and this many asynchronous invocations per function, each
+    # on a thread in an execution environment of its own (``concurrency``). 1: one
+    # invocation at a time, on the loop's thread (``dev run``, ``dev up``).
+    concurrency: int = 1
 
 
 class LocalCloud:
@@ -128,6 +139,10 @@ class LocalCloud:
         # Called with (old, new) task instances for every task change the streams carry
         # (`dev run`'s progress lines).
         self.task_listeners: list[Callable[[Any, Any], None]] = []
+        self._say_lock = threading.Lock()
+        self._pools: dict[str, HandlerPool] = {}
+        if self.options.concurrency < 1:
+            raise ValueError(f"concurrency must be 1 or more, not {self.options.concurrency}")
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -143,6 +158,9 @@ class LocalCloud:
         self.close()
 
     def close(self) -> None:
+        invoker: Invoker | None = getattr(self, "invoker", None)
+        if invoker is not None:
+            invoker.close()  # the invocations in flight end while the stack still runs
         self.runner.close()
         self._stack.close()
 
@@ -152,6 +170,8 @@ class LocalCloud:
         stack = self._stack
         stack.enter_context(_shared_botocore_loader())
         self.endpoint_url = stack.enter_context(moto_server(port=self.options.port))
+        stack.enter_context(atomic_dynamodb())
+        stack.enter_context(quiet_output())
         stack.enter_context(aws_environment(self.endpoint_url))
         base = self.options.settings or Settings()
         # The played EventBridge Scheduler fires to the second: retries come on time.
@@ -170,6 +190,7 @@ class LocalCloud:
             self.region,
             faults=self.options.faults or (lambda function, event: None),
             watcher=self.options.watcher,
+            concurrency=self.options.concurrency,
         )
         self._wire()
         for player in self._make_players():
@@ -336,12 +357,18 @@ class LocalCloud:
 
     def _handler(self, function: wiring.FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
         """The production handler (``module.function``), imported with the stack's
-        environment in place (handlers validate it at import, as at a cold start)."""
+        environment in place (handlers validate it at import, as at a cold start); with
+        concurrency, as many execution environments as can run at once."""
         module_name, _, name = function.handler.rpartition(".")
-        handler: Callable[[dict[str, Any], Any], Any] = getattr(
-            importlib.import_module(module_name), name
-        )
-        return handler
+        if self.options.concurrency == 1:
+            handler: Callable[[dict[str, Any], Any], Any] = getattr(
+                importlib.import_module(module_name), name
+            )
+            return handler
+        pool = HandlerPool(module_name, name, size=self.options.concurrency)
+        self._stack.callback(pool.close)
+        self._pools[function.id] = pool
+        return pool
 
     def _stream_arns(self) -> list[str]:
         dynamodb = self.client("dynamodb")
@@ -391,11 +418,13 @@ class LocalCloud:
     ) -> bool:
         """Step until ``condition()`` holds (True) or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
+        ended = self.invoker.ended
         while time.monotonic() < deadline:
             if condition():
                 return True
+            ended.clear()
             if not self.step():
-                time.sleep(idle_sleep)
+                ended.wait(idle_sleep)  # an invocation that ends cuts the wait short
         return condition()
 
     def busy(self) -> bool:
@@ -571,7 +600,9 @@ class LocalCloud:
 
     def say(self, who: str, text: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        print(f"{stamp} {who:<22} {text}", file=self.log, flush=True)
+        with self._say_lock:  # one line at a time, whichever thread says it
+            self.log.write(f"{stamp} {who:<22} {text}\n")
+            self.log.flush()
 
     # --- stand-in resources --------------------------------------------------------------------
 
