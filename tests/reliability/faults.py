@@ -7,8 +7,12 @@
 - a **fault planner** (``FaultInjector.plan``): an invocation of the scheduler, the stream
   processor or the reconciler crashes right after its N-th AWS call (the local cloud's
   ``FaultPlan``; the event source redelivers), or its N-th AWS call is refused with a
-  throttling error that outlasted botocore's retries (``ThrottleHook``, a botocore-level
-  hook that exists in these tests only);
+  throttling error that outlasted botocore's retries (``botocore_hook``, which exists in
+  these tests only): a DynamoDB call gets ProvisionedThroughputExceededException or
+  ThrottlingException, a write also TransactionConflictException (a transaction holds the
+  item), a TransactWriteItems a TransactionCanceledException for a TransactionConflict;
+  Lambda TooManyRequestsException, the other services ThrottlingException. Each is
+  counted by function and error code (``throttle:<function>:<code>``);
 - a delivery (an SQS message, a stream record, a reconcile tick) takes at most
   ``max_faults_per_delivery`` crashes and throttles, so the event sources' own budgets
   (five receives before the scheduler's dead-letter queue, five stream retries) are never
@@ -93,7 +97,7 @@ class FaultRates:
             spare=spare,
             duplicate={kind: round(rng.uniform(0.0, 0.3), 3) for kind in CHANNEL_KINDS},
             delay={kind: round(rng.uniform(0.0, 0.3), 3) for kind in CHANNEL_KINDS},
-            max_delay=round(rng.uniform(0.5, 2.0), 2),
+            max_delay=round(rng.uniform(0.3, 1.0), 2),
             drop_best_effort=round(rng.uniform(0.1, 0.5), 3),
             crash=round(rng.uniform(0.03, 0.2), 3),
             # Throttling is optional: one seed in two has none.
@@ -120,15 +124,54 @@ class _Pending:
     plan: FaultPlan | None = None
     throttle_at: int | None = None
     calls: int = 0
+    # Picks the error among those the throttled call can get (``throttle_codes``).
+    code_roll: float = 0.0
 
 
-def throttle_code(service: str) -> str:
-    """The error code each service throttles with."""
+# The errors a DynamoDB call can get once botocore's retries are spent: capacity
+# (provisioned tables), request-rate throttling (on-demand tables, control plane), and a
+# write refused because a transaction holds the item.
+DYNAMODB_THROTTLES = (
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+)
+DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"})
+TRANSACTION_CONFLICT = "TransactionConflictException"
+# A transaction cancelled by a conflicting one (the reason a cancellation carries).
+TRANSACTION_CANCELLED = "TransactionCanceledException"
+
+
+def throttle_codes(service: str, operation: str) -> tuple[str, ...]:
+    """The errors a throttled (or conflicting) call of ``operation`` may get."""
     if service == "dynamodb":
-        return "ProvisionedThroughputExceededException"
+        if operation == "TransactWriteItems":
+            return (*DYNAMODB_THROTTLES, TRANSACTION_CANCELLED)
+        if operation in DYNAMODB_WRITES:
+            return (*DYNAMODB_THROTTLES, TRANSACTION_CONFLICT)
+        return DYNAMODB_THROTTLES
     if service == "lambda":
-        return "TooManyRequestsException"
-    return "ThrottlingException"
+        return ("TooManyRequestsException",)
+    return ("ThrottlingException",)
+
+
+def throttle_code(service: str, operation: str = "", roll: float = 0.0) -> str:
+    """The error ``roll`` (in [0, 1)) picks among ``throttle_codes``."""
+    codes = throttle_codes(service, operation)
+    return codes[min(int(roll * len(codes)), len(codes) - 1)]
+
+
+def throttle_error(code: str, operation: str) -> dict[str, Any]:
+    """The error response of a refused call, as the service sends it."""
+    error: dict[str, Any] = {
+        "Error": {"Code": code, "Message": f"{code} (injected)"},
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+    if code == TRANSACTION_CANCELLED:
+        error["Error"]["Message"] = "Transaction cancelled, please refer cancellation reasons"
+        error["CancellationReasons"] = [
+            {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+        ]
+    return error
 
 
 class FaultInjector:
@@ -235,6 +278,7 @@ class FaultInjector:
                 pending.plan = FaultPlan(call)
             elif roll < self.rates.crash + self.rates.throttle:
                 pending.throttle_at = call
+                pending.code_roll = self._roll(key, "throttle-code")
             else:
                 return None
             for identity in identities:
@@ -267,9 +311,10 @@ class FaultInjector:
         if pending.calls != pending.throttle_at:
             return None
         pending.throttle_at = None
-        self._count(f"throttle:{pending.function}")
-        self._say(f"throttled {pending.function}'s call {service}:{operation}")
-        return throttle_code(service)
+        code = throttle_code(service, operation, pending.code_roll)
+        self._count(f"throttle:{pending.function}:{code}")
+        self._say(f"throttled {pending.function}'s call {service}:{operation} ({code})")
+        return code
 
 
 # What identifies an event across reruns: its source, detail-type and these detail values
@@ -425,11 +470,7 @@ def botocore_hook(
         code = throttle(service, operation_model.name) if throttle is not None else None
         if code is not None:
             status.set(400)
-            error: dict[str, Any] = {
-                "Error": {"Code": code, "Message": "Rate exceeded (injected)"},
-                "ResponseMetadata": {"HTTPStatusCode": 400},
-            }
-            raise ClientError(error, operation_model.name)
+            raise ClientError(throttle_error(code, operation_model.name), operation_model.name)
         response = original(self, operation_model, request_dict)
         http, parsed = response if isinstance(response, tuple) else (None, None)
         status.set(int(getattr(http, "status_code", 0) or 0), parsed)

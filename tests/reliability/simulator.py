@@ -16,13 +16,17 @@ script waits for, and the next step waits until the streams show the previous on
 
 What the simulation changes in the stack, for both runs alike, and why:
 
-- the reconciler runs every 2 s (``Timing``) and the scheduler's own check intervals are
-  compressed (``COMPRESSED``: a running job is described after 2 s without news instead of
-  10 minutes, an unconfirmed dispatch re-attached after 2 s instead of 2 minutes), so that a
-  lost event is repaired within the seed;
-- SQS hands a failed batch back after 4 s instead of 6 minutes and gathers batches for
-  0.25 s instead of 1 s; Lambda retries a failed asynchronous invocation after 1 and 2 s
-  instead of 1 and 2 minutes. Nothing else differs from the deployed stack.
+- the reconciler runs every second (``Timing``) and the scheduler's own check intervals
+  are compressed (``COMPRESSED``: a running job is described after 1 s without news
+  instead of 10 minutes, an unconfirmed dispatch re-attached after 1 s instead of 2
+  minutes, a failing item looked at again after 1 to 5 s), so that a lost event is
+  repaired within the seed;
+- SQS hands a failed batch back after 3 s instead of 6 minutes and gathers batches for
+  0.1 s instead of 1 s; Lambda retries a failed asynchronous invocation after 0.5 and 1 s
+  instead of 1 and 2 minutes; the played EventBridge Scheduler reads its schedules every
+  0.25 s instead of every second (a retry's timer still fires on its whole second);
+- up to four invocations at once (``CONCURRENCY``). Nothing else differs from the
+  deployed stack.
 """
 
 from __future__ import annotations
@@ -55,18 +59,19 @@ from .recorder import JobCalls, Mirror
 from .scenario import Condition, Scenario, Step, build_scenario
 
 TIMING = Timing(
-    reconcile_every=timedelta(seconds=2),
-    async_retry_delays=(1.0, 2.0),
+    reconcile_every=timedelta(seconds=1),
+    async_retry_delays=(0.5, 1.0),
     batching_window=timedelta(seconds=0.1),
-    visibility_timeout=timedelta(seconds=4),
+    visibility_timeout=timedelta(seconds=3),
+    schedules_every=0.25,
 )
 # The scheduler's intervals, compressed for the simulation (module constants, patched in
 # every module that imported them, restored afterwards).
 COMPRESSED = {
-    "RUNNING_CHECK_EVERY": timedelta(seconds=2),
-    "DISPATCH_CHECK_AFTER": timedelta(seconds=2),
-    "RECONCILE_BACKOFF_MIN": timedelta(seconds=2),
-    "RECONCILE_BACKOFF_MAX": timedelta(seconds=10),
+    "RUNNING_CHECK_EVERY": timedelta(seconds=1),
+    "DISPATCH_CHECK_AFTER": timedelta(seconds=1),
+    "RECONCILE_BACKOFF_MIN": timedelta(seconds=1),
+    "RECONCILE_BACKOFF_MAX": timedelta(seconds=5),
 }
 COMPRESSED_IN = (
     "skydag.engine.rules",
@@ -331,11 +336,12 @@ def simulate(
     *,
     faulty: bool,
     shapes: int = 2,
+    size: str = "all",
     profile: str = "full",
     log_path: Path | None = None,
 ) -> Outcome:
     """Run the seed's scenario on a fresh local cloud (see the module docstring)."""
-    scenario = build_scenario(seed, shapes=shapes)
+    scenario = build_scenario(seed, shapes=shapes, size=size)
     outcome = Outcome(seed, faulty)
     started = time.monotonic()
     status = CallStatus()

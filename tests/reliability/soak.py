@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .faults import PROFILES
-from .sweep import DEFAULT_SHAPES, Plan, SeedResult, run_seeds
+from .scenario import SIZES
+from .sweep import DEFAULT_SHAPES, DEFAULT_SIZE, Plan, SeedResult, run_seeds
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -49,6 +50,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"shape DAGs per scenario (default {DEFAULT_SHAPES})",
     )
     parser.add_argument(
+        "--size",
+        choices=SIZES,
+        default=DEFAULT_SIZE,
+        help=f"rotate: one act a seed in turn (shape DAGs and a clear, ops, svc); all: every "
+        f"act every seed, three times the work (default {DEFAULT_SIZE})",
+    )
+    parser.add_argument(
         "--profile",
         choices=sorted(PROFILES),
         default="full",
@@ -70,14 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     results: list[SeedResult] = []
-    plan = Plan(shapes=args.shapes, profile=args.profile, log_dir=log_dir)
+    plan = Plan(shapes=args.shapes, size=args.size, profile=args.profile, log_dir=log_dir)
     for result in run_seeds(seeds, jobs=args.jobs, plan=plan):
         results.append(result)
         print(_seed_line(result), flush=True)
         if args.scenario:
             from .scenario import build_scenario
 
-            print(build_scenario(result.seed, shapes=args.shapes).describe(), flush=True)
+            scenario = build_scenario(result.seed, shapes=args.shapes, size=args.size)
+            print(scenario.describe(), flush=True)
         if result.ok and not keep_all:
             for path in log_dir.glob(f"seed-{result.seed}-*.log"):
                 path.unlink()

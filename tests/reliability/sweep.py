@@ -19,7 +19,8 @@ from .invariants import Violation, check_outcome, compare
 from .scenario import build_scenario
 from .simulator import Outcome, simulate
 
-DEFAULT_SHAPES = 2
+DEFAULT_SHAPES = 1  # with the rotating size: one shape DAG, two runs, a clear
+DEFAULT_SIZE = "rotate"
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Plan:
     """How the seeds run: shape DAGs per scenario, fault profile, where logs go."""
 
     shapes: int = DEFAULT_SHAPES
+    # The scenario's size (``scenario.SIZES``): one act per seed in turn, or every act.
+    size: str = DEFAULT_SIZE
     profile: str = "full"
     log_dir: Path | None = None
 
@@ -57,7 +60,12 @@ def _simulate(seed: int, faulty: bool, plan: Plan) -> Outcome:
     if plan.log_dir is not None:
         log_path = plan.log_dir / f"seed-{seed}-{'faulty' if faulty else 'oracle'}.log"
     return simulate(
-        seed, faulty=faulty, shapes=plan.shapes, profile=plan.profile, log_path=log_path
+        seed,
+        faulty=faulty,
+        shapes=plan.shapes,
+        size=plan.size,
+        profile=plan.profile,
+        log_path=log_path,
     )
 
 
@@ -67,8 +75,9 @@ def judge(
     faulty: Outcome | BaseException,
     *,
     shapes: int = DEFAULT_SHAPES,
+    size: str = DEFAULT_SIZE,
 ) -> SeedResult:
-    scenario = build_scenario(seed, shapes=shapes)
+    scenario = build_scenario(seed, shapes=shapes, size=size)
     result = SeedResult(seed, rules=frozenset(scenario.rules))
     outcomes: list[Outcome] = []
     for which, outcome in (("oracle", oracle), ("faulty", faulty)):
@@ -103,7 +112,7 @@ def run_seeds(
     if jobs <= 1:
         for seed in seeds:
             outcomes = _guarded(seed, False, plan), _guarded(seed, True, plan)
-            yield judge(seed, *outcomes, shapes=plan.shapes)
+            yield judge(seed, *outcomes, shapes=plan.shapes, size=plan.size)
         return
     # A fresh interpreter per worker: no thread or moto state inherited from the caller.
     context = multiprocessing.get_context("spawn")
@@ -117,7 +126,13 @@ def run_seeds(
             for seed in seeds
         ]
         for seed, oracle_run, faulty_run in pending:
-            yield judge(seed, _result(oracle_run), _result(faulty_run), shapes=plan.shapes)
+            yield judge(
+                seed,
+                _result(oracle_run),
+                _result(faulty_run),
+                shapes=plan.shapes,
+                size=plan.size,
+            )
 
 
 def _guarded(seed: int, faulty: bool, plan: Plan) -> Outcome | Exception:

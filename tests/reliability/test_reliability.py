@@ -25,18 +25,27 @@ from skydag.localcloud.hooks import Deliveries, Delivery
 from skydag.localcloud.sources import Invoker, StreamSource
 from skydag.spec.models import TriggerRule
 
-from .faults import CallStatus, FaultInjector, FaultRates, best_effort_rules
+from .faults import (
+    MAX_CALL_INDEX,
+    CallStatus,
+    FaultInjector,
+    FaultRates,
+    best_effort_rules,
+    botocore_hook,
+    throttle_code,
+    throttle_codes,
+    throttle_error,
+)
 from .invariants import check_outcome, compare, dispatch_token
 from .recorder import JobCalls, dispatch_tokens
-from .scenario import build_scenario
+from .scenario import acts_of, build_scenario
 from .simulator import Outcome, route_held_stream_records
 from .sweep import Plan, SeedResult, run_seeds
 
-# Seeds of the quick sweep: together they inject every kind of fault and cover every
-# trigger rule (checked below; seed 30 is the only one of the three that throttles, seed
-# 3 the only one with `none_failed_min_one_success`); with the quick profile, seeds 1 to
-# 24 found nothing.
-QUICK_SEEDS = (3, 17, 30)
+# Seeds of the quick sweep (the rotating scenario: 3 and 24 play the shape DAGs, 55 ops,
+# 5 svc): together they inject every kind of fault, cover every trigger rule and every
+# service (checked below).
+QUICK_SEEDS = (3, 5, 24, 55)
 MORE_SEEDS = int(os.environ.get("SKYDAG_RELIABILITY_SEEDS") or 0)
 
 
@@ -60,6 +69,24 @@ def test_scenarios_cover_every_trigger_rule_shape_and_service() -> None:
         kinds |= set(scenario.kinds.values())
         dags |= set(scenario.dags)
         assert scenario.max_active_runs[next(iter(scenario.dags))] == 1
+    assert rules == {rule.value for rule in TriggerRule}
+    assert {"batch", "ecs", "lambda", "stepfunctions", "emr", "emr_serverless", "wait"} <= kinds
+    assert dags == {"chain", "fan", "diamond", "ops", "svc"}
+
+
+def test_the_rotating_scenario_plays_one_act_a_seed_and_covers_everything_across_seeds() -> None:
+    rules: set[str] = set()
+    kinds: set[str] = set()
+    dags: set[str] = set()
+    for seed in range(1, 31):
+        scenario = build_scenario(seed, shapes=1, size="rotate")
+        rules |= scenario.rules
+        kinds |= set(scenario.kinds.values())
+        dags |= set(scenario.dags)
+        act = acts_of(seed, "rotate")
+        assert len(act) == 1
+        assert (act == ("ops",)) == ("ops" in scenario.dags)
+        assert (act == ("svc",)) == ("svc" in scenario.dags)
     assert rules == {rule.value for rule in TriggerRule}
     assert {"batch", "ecs", "lambda", "stepfunctions", "emr", "emr_serverless", "wait"} <= kinds
     assert dags == {"chain", "fan", "diamond", "ops", "svc"}
@@ -115,6 +142,57 @@ def test_a_delivery_takes_at_most_its_fault_budget() -> None:
     event = {"Records": [{"messageId": "m1", "body": '{"detail-type": "x"}'}]}
     plans = [injector.plan("Scheduler", event) for _ in range(4)]
     assert [plan is not None for plan in plans] == [True, True, False, False]
+
+
+def test_throttles_include_every_dynamodb_kind_and_are_counted_by_code() -> None:
+    rolls = [n / 12 for n in range(12)]
+    write = {throttle_code("dynamodb", "UpdateItem", roll) for roll in rolls}
+    assert write == {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "TransactionConflictException",
+    }
+    read = {throttle_code("dynamodb", "GetItem", roll) for roll in rolls}
+    assert read == {"ProvisionedThroughputExceededException", "ThrottlingException"}
+    assert "TransactionCanceledException" in throttle_codes("dynamodb", "TransactWriteItems")
+    cancelled = throttle_error("TransactionCanceledException", "TransactWriteItems")
+    assert cancelled["CancellationReasons"][0]["Code"] == "TransactionConflict"
+    assert throttle_codes("lambda", "Invoke") == ("TooManyRequestsException",)
+    # Through the injector, each throttle is counted by function and error code.
+    rates = FaultRates({}, {}, 1.0, 0.0, crash=0.0, throttle=1.0, max_faults_per_delivery=99)
+    injector = FaultInjector(rates, seed=3)
+    injector.arm()
+    codes: Counter[str] = Counter()
+    for n in range(60):
+        event = {"Records": [{"messageId": f"m{n}", "body": f'{{"detail-type": "{n}"}}'}]}
+        assert injector.plan("Scheduler", event) is None  # a throttle, not a crash
+        for _ in range(MAX_CALL_INDEX):
+            code = injector.throttle_now("dynamodb", "UpdateItem")
+            if code is not None:
+                codes[code] += 1
+    assert set(codes) == write
+    assert {f"throttle:Scheduler:{code}": n for code, n in codes.items()} == dict(injector.counts)
+
+
+def test_the_botocore_hook_refuses_a_call_with_the_code_given() -> None:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",  # never reached: the hook refuses first
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    status = CallStatus()
+    refuse = botocore_hook(lambda service, operation: "TransactionConflictException", status)
+    with refuse, pytest.raises(ClientError) as refused:
+        client.update_item(TableName="t", Key={"pk": {"S": "k"}})
+    assert refused.value.response["Error"]["Code"] == "TransactionConflictException"
+    assert status.last == 400
 
 
 def test_jobs_are_counted_by_the_dispatch_token_in_their_name_or_payload() -> None:

@@ -92,6 +92,9 @@ class Timing:
     batching_window: timedelta = wiring.SCHEDULER_EVENT_SOURCE.max_batching_window
     # None: the queue's own (the scheduler queue's is six times the function timeout).
     visibility_timeout: timedelta | None = None
+    # How often the played EventBridge Scheduler reads its schedules (a timer fires at
+    # most this late).
+    schedules_every: float = SCHEDULES_EVERY
 
 
 @dataclass
@@ -170,7 +173,7 @@ class LocalCloud:
         stack = self._stack
         stack.enter_context(_shared_botocore_loader())
         self.endpoint_url = stack.enter_context(moto_server(port=self.options.port))
-        stack.enter_context(atomic_dynamodb())
+        self.activity = stack.enter_context(atomic_dynamodb())
         stack.enter_context(quiet_output())
         stack.enter_context(aws_environment(self.endpoint_url))
         base = self.options.settings or Settings()
@@ -317,6 +320,7 @@ class LocalCloud:
             invoker=self.invoker,
             deliveries=self.deliveries,
             on_batch=self._log_scheduler_batch,
+            changes=lambda: self.activity.sqs_changes,
         )
         streams = wiring.STREAM_EVENT_SOURCE
         self.stream_source = StreamSource(
@@ -333,6 +337,7 @@ class LocalCloud:
             deliveries=self.deliveries,
             on_failure=self._dead_letter(streams.on_failure),
             observe=self._log_change,
+            changes=lambda: self.activity.dynamodb_writes,
         )
         self.async_invokers: dict[str, AsyncInvoker] = {}
         for spec in wiring.ASYNC_INVOKES:
@@ -401,7 +406,7 @@ class LocalCloud:
         for player in self.players.values():
             done += player.poll()
         now = time.monotonic()
-        if now - self._last_schedules >= SCHEDULES_EVERY:
+        if now - self._last_schedules >= self.options.timing.schedules_every:
             self._last_schedules = now
             fired = self.schedules.fire_due()
             for name in fired:
@@ -599,7 +604,7 @@ class LocalCloud:
             )
 
     def say(self, who: str, text: str) -> None:
-        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
         with self._say_lock:  # one line at a time, whichever thread says it
             self.log.write(f"{stamp} {who:<22} {text}\n")
             self.log.flush()

@@ -7,9 +7,13 @@ services), and DynamoDB applies each request atomically. Here, with
 
 - ``HandlerPool``: a function's execution environments. The first is the handler module
   as imported; each other one is a private copy of the handler module and of
-  ``skydag.handlers._runtime`` (its own Powertools batch processor, services, clients and
-  metric set), loaded once when the pool is made. An invocation takes a free environment
-  for its whole run, as Lambda gives one invocation at a time to a container;
+  ``skydag.handlers._runtime`` (its own Powertools batch processor, logger, metric set and
+  per-invocation counts), loaded once when the pool is made. An invocation takes a free
+  environment for its whole run, as Lambda gives one invocation at a time to a container.
+  The services the runtime builds (repositories, target adapters, clients: no state of
+  an invocation, and botocore clients are thread-safe) stay shared, as the four
+  functions share them here anyway: building them per environment rebinds the store's
+  models, and every rebind makes every environment open new clients;
 - ``atomic_dynamodb``: moto's server answers each request on its own thread and its
   DynamoDB backend takes no lock, so two conditional writes of one item could both pass
   their condition. The local cloud serializes moto's DynamoDB and DynamoDB Streams
@@ -82,6 +86,7 @@ class HandlerPool:
             original = importlib.import_module(RUNTIME_MODULE)
             runtime = _load_copy(RUNTIME_MODULE, RUNTIME_MODULE + suffix)
             _private_metrics(runtime)
+            runtime._runtime = original._runtime  # type: ignore[attr-defined]  # shared: see above
             self._copies.append(runtime.__name__)
             saved = package.__dict__.get("_runtime")
             sys.modules[RUNTIME_MODULE] = runtime
@@ -141,29 +146,85 @@ def _private_metrics(runtime: ModuleType) -> None:
 # --------------------------------------------------------------------------- DynamoDB
 
 
+class MotoActivity:
+    """How many requests that may change what the event sources read moto answered: a
+    DynamoDB write (a new stream record) and an SQS send or visibility change (a message
+    to receive). The sources skip their GetRecords and ReceiveMessage while these stand
+    still (``sources``), and still look now and then (a visibility timeout running out
+    changes nothing here)."""
+
+    SQS_CHANGES = frozenset(
+        {"SendMessage", "SendMessageBatch", "ChangeMessageVisibility"}
+        | {"ChangeMessageVisibilityBatch"}
+    )
+    DYNAMODB_READS = frozenset(
+        {"GetItem", "BatchGetItem", "Query", "Scan", "DescribeTable", "ListTables"}
+        | {"DescribeTimeToLive", "ListTagsOfResource", "DescribeContinuousBackups"}
+    )
+
+    def __init__(self) -> None:
+        self.dynamodb_writes = 0
+        self.sqs_changes = 0
+
+    def dynamodb(self, action: str) -> None:
+        if action not in self.DYNAMODB_READS:
+            self.dynamodb_writes += 1  # under the DynamoDB lock
+
+    def sqs(self, action: str) -> None:
+        if action in self.SQS_CHANGES:
+            self.sqs_changes += 1  # a lost increment only delays a receive: GIL-atomic enough
+
+
 @contextmanager
-def atomic_dynamodb() -> Iterator[None]:
-    """Serialize moto's DynamoDB and DynamoDB Streams requests (see the module docstring)."""
+def atomic_dynamodb(activity: MotoActivity | None = None) -> Iterator[MotoActivity]:
+    """Serialize moto's DynamoDB and DynamoDB Streams requests (see the module
+    docstring), and count in ``activity`` the requests that may change what the event
+    sources read."""
     from moto.dynamodb.responses import DynamoHandler
     from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+    from moto.sqs.responses import SQSResponse
 
+    seen = activity or MotoActivity()
     lock = threading.RLock()
     saved: list[tuple[type, Any]] = []
-    for handler_class in (DynamoHandler, DynamoDBStreamsHandler):
-        original = handler_class.call_action
-        saved.append((handler_class, handler_class.__dict__.get("call_action")))
 
-        def call_action(self: Any, _original: Any = original) -> Any:
+    def serialized(original: Any) -> Any:
+        def call_action(self: Any) -> Any:
             with lock:
-                return _original(self)
+                response = original(self)
+                seen.dynamodb(self._get_action())
+                return response
 
-        setattr(handler_class, "call_action", call_action)  # noqa: B010 (mypy: a method)
+        return call_action
+
+    def serialized_reads(original: Any) -> Any:
+        def call_action(self: Any) -> Any:
+            with lock:
+                return original(self)
+
+        return call_action
+
+    def counted(original: Any) -> Any:
+        def call_action(self: Any) -> Any:
+            response = original(self)
+            seen.sqs(self._get_action())
+            return response
+
+        return call_action
+
+    for handler_class, wrap in (
+        (DynamoHandler, serialized),
+        (DynamoDBStreamsHandler, serialized_reads),
+        (SQSResponse, counted),
+    ):
+        saved.append((handler_class, handler_class.__dict__.get("call_action")))
+        setattr(handler_class, "call_action", wrap(handler_class.call_action))  # noqa: B010
     try:
-        yield
+        yield seen
     finally:
         for handler_class, own in reversed(saved):
             if own is None:
-                del handler_class.call_action
+                delattr(handler_class, "call_action")
             else:
                 setattr(handler_class, "call_action", own)  # noqa: B010
 

@@ -24,6 +24,11 @@ concurrently), up to N asynchronous invocations of each function at once. Each s
 starts an invocation and goes on; what follows it (deleting the batch's messages, the
 shard's checkpoint, an asynchronous retry) is done by the source's next ``poll`` once the
 invocation ended, on the loop's thread: only the handlers run on other threads.
+
+Given ``changes`` (a count of the moto requests that may add a stream record or a
+message, ``concurrency.MotoActivity``), a source reads (GetRecords, ReceiveMessage) only
+when it moved, when the last read may have left more, or every ``look_every`` seconds:
+the local cloud's own polling was a third of the requests moto answered.
 """
 
 from __future__ import annotations
@@ -204,6 +209,28 @@ def failed_items(response: Any) -> set[str]:
 
 # --------------------------------------------------------------------------- SQS
 
+LOOK_EVERY = 0.5  # seconds: how often a source with ``changes`` reads while they stand still
+
+
+@dataclass
+class _ReadWhenChanged:
+    """Whether a source should read now (see the module docstring)."""
+
+    changes: Callable[[], int] | None
+    look_every: float
+    seen: int = -1
+    read_at: float = 0.0
+    more: bool = False
+
+    def due(self) -> bool:
+        if self.changes is None:
+            return True
+        now, count = time.monotonic(), self.changes()
+        if count == self.seen and not self.more and now - self.read_at < self.look_every:
+            return False
+        self.seen, self.read_at, self.more = count, now, False
+        return True
+
 
 @dataclass
 class QueueSource:
@@ -220,10 +247,16 @@ class QueueSource:
     invoker: Invoker
     deliveries: Deliveries
     on_batch: Callable[[list[dict[str, Any]], Invocation], None] | None = None
+    # A count of the requests that may add a message (None: receive on every poll).
+    changes: Callable[[], int] | None = None
+    look_every: float = LOOK_EVERY
     _batch: list[dict[str, Any]] = field(default_factory=list)
     _first_at: float | None = None
     # Batches handed to the function and not yet done with (concurrency > 1).
     _in_flight: list[tuple[list[dict[str, Any]], Future[Invocation]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._reads = _ReadWhenChanged(self.changes, self.look_every)
 
     def poll(self) -> int:
         """Receive, and invoke once the batch is full or its window has passed (while
@@ -232,14 +265,16 @@ class QueueSource:
         if len(self._in_flight) >= self.invoker.concurrency:
             return done  # the messages wait in the queue, as for a busy mapping
         room = self.batch_size - len(self._batch)
-        if room > 0:
+        if room > 0 and self._reads.due():
             response = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(10, room),
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )
-            for message in response.get("Messages", []):
+            received = response.get("Messages", [])
+            self._reads.more = len(received) >= min(10, room)
+            for message in received:
                 if self._rereceived(message):
                     continue
                 for planned in self.deliveries.offer(Delivery(f"sqs:{self.function}", message)):
@@ -355,9 +390,13 @@ class StreamSource:
     on_failure: Callable[[dict[str, Any]], None]
     # Sees each record once, as it is read (the local cloud's log).
     observe: Callable[[dict[str, Any]], None] | None = None
+    # A count of the requests that may add a record (None: read on every poll).
+    changes: Callable[[], int] | None = None
+    look_every: float = LOOK_EVERY
     _shards: list[_Shard] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._reads = _ReadWhenChanged(self.changes, self.look_every)
         for arn in self.stream_arns:
             described = self.streams.describe_stream(StreamArn=arn)["StreamDescription"]
             for shard in described["Shards"]:
@@ -370,20 +409,25 @@ class StreamSource:
 
     def poll(self) -> int:
         handled = 0
+        read = self._reads.due()
         for shard in self._shards:
-            self._fetch(shard)
+            self._fetch(shard, read=read)
             handled += self._deliver(shard)
         return handled
 
     def pending(self) -> int:
         return sum(len(shard.pending) for shard in self._shards)
 
-    def _fetch(self, shard: _Shard) -> None:
+    def _fetch(self, shard: _Shard, *, read: bool = True) -> None:
         channel = f"stream:{self.function}"
-        if shard.iterator is not None and len(shard.pending) < self.batch_size:
+        if read and shard.iterator is not None and len(shard.pending) >= self.batch_size:
+            self._reads.more = True  # not read now: read again on the next poll
+        elif read and shard.iterator is not None:
             response = self.streams.get_records(ShardIterator=shard.iterator, Limit=100)
             shard.iterator = response.get("NextShardIterator")
-            for raw in response.get("Records", []):
+            records = response.get("Records", [])
+            self._reads.more = self._reads.more or len(records) >= 100
+            for raw in records:
                 record = _lambda_stream_record(raw, shard.stream_arn)
                 if self.observe is not None:
                     self.observe(record)
