@@ -161,6 +161,10 @@ class Driver:
     mirror of the streams), the next one once the streams show the step's effect."""
 
     SLOT_CHECK_EVERY = 0.2  # seconds between two reads of a DAG's run slots
+    # Every run finished but a task not: how long to wait for the tasks (a clear's tasks
+    # show pending before the run's reopening is read from the other table's stream)
+    # before ending anyway (a task left behind is then a violation, seen at the end).
+    TASKS_GRACE = 5.0
 
     def __init__(
         self,
@@ -180,6 +184,7 @@ class Driver:
         self.awaited: list[tuple[Step, int] | None] = [None] * len(self.scripts)
         self._slots_read_at = 0.0
         self._slots: dict[str, frozenset[str]] = {}
+        self._tasks_behind_since: float | None = None
 
     def holds(self, condition: Condition) -> bool:
         mirror = self.mirror
@@ -194,6 +199,17 @@ class Driver:
     def ready(self, step: Step) -> bool:
         if not all(self.holds(c) for c in step.when):
             return False
+        if "commands" in self.spare and step.action.source == wiring.COMMAND_SOURCE:
+            # Spared (F9): sent while nothing else is handled, so that it races no report.
+            cloud = self.cloud
+            busy = (
+                cloud.invoker.in_flight()
+                or cloud.queue_source.pending()
+                or cloud.bridge.pending()
+                or cloud.deliveries.held()
+            )
+            if busy:
+                return False
         if "commands" in self.spare and step.action.detail_type == "Clear Task":
             # Spared (F7): the clear waits until the run's end was handled (its slot freed).
             dag_id, run_id, _task = step.action.acts_on
@@ -226,16 +242,27 @@ class Driver:
                 self.send(step)
         if any(self.scripts) or any(self.awaited):
             return False
-        # Every task finished too: the two tables' streams are read side by side, so a
-        # clear's tasks may show pending while the run's reopening is not read yet.
         runs = set(self.scenario.runs)
-        return all(
+        if not all(
             (state := self.mirror.run_state(dag, run)) is not None and state in FINISHED_RUN_STATES
             for dag, run in runs
-        ) and all(
-            ti.state in FINISHED_TASK_STATES
-            for (dag, run, _task), ti in self.mirror.tasks.items()
-            if (dag, run) in runs
+        ):
+            self._tasks_behind_since = None
+            return False
+        # Every task finished too, or TASKS_GRACE passed since every run did.
+        if not self._tasks_behind():
+            return True
+        now = time.monotonic()
+        if self._tasks_behind_since is None:
+            self._tasks_behind_since = now
+        return now - self._tasks_behind_since >= self.TASKS_GRACE
+
+    def _tasks_behind(self) -> list[str]:
+        runs = set(self.scenario.runs)
+        return sorted(
+            f"{dag}/{run}/{task}={ti.state.value}@{ti.try_number}"
+            for (dag, run, task), ti in self.mirror.tasks.items()
+            if (dag, run) in runs and ti.state not in FINISHED_TASK_STATES
         )
 
     def send(self, step: Step) -> None:
@@ -271,6 +298,8 @@ class Driver:
                     if key[:2] == (dag, run)
                 )
                 found.append(f"run {dag}/{run} is {state}: {' '.join(tasks)}")
+        if behind := self._tasks_behind():
+            found.append(f"tasks not finished: {' '.join(behind)}")
         return found
 
 

@@ -124,7 +124,7 @@ def summary(results: Sequence[SeedResult], seconds: float, log_dir: Path) -> str
         f"faults injected: {sum(faults.values())}",
     ]
     for kind in sorted(faults):
-        lines.append(f"  {kind:<36} {faults[kind]:>6}")
+        lines.append(f"  {kind:<58} {faults[kind]:>6}")
     documented = sum(result.documented_duplicates for result in results)
     lines.append(f"documented Lambda re-invocations after a crash right after Invoke: {documented}")
     lines.append(f"trigger rules covered: {len(rules)} of 10")

@@ -1,6 +1,6 @@
 """The fault-injection simulator: its own parts, then a quick sweep of seeds.
 
-The quick sweep runs three seeds (each: the oracle and the faulty run, side by side in
+The quick sweep runs four seeds (each: the oracle and the faulty run, side by side in
 two processes) with the ``quick`` fault profile, which spares the paths of the open
 findings listed in docs/guarantees.md, and asserts that every invariant held. The soak
 (``make soak``, the ``full`` profile) is where those findings show. More seeds run here

@@ -67,6 +67,7 @@ ACCOUNT_ID = "123456789012"  # moto's account
 SCHEDULER_ROLE = "skydag-scheduler"
 SCHEDULES_EVERY = 1.0  # seconds between two passes over the schedules
 IDLE_SLEEP = 0.05
+SQS_BATCH_BYTES = 200_000  # under SendMessageBatch's 256 KiB for the whole batch
 
 # What the handlers need in their environment besides the stack's names.
 _HANDLER_ENV = {
@@ -143,6 +144,8 @@ class LocalCloud:
         # (`dev run`'s progress lines).
         self.task_listeners: list[Callable[[Any, Any], None]] = []
         self._say_lock = threading.Lock()
+        # Queue id -> message bodies the rules send during one pass (``_deliver_matched``).
+        self._outbox: dict[str, list[str]] | None = None
         self._pools: dict[str, HandlerPool] = {}
         if self.options.concurrency < 1:
             raise ValueError(f"concurrency must be 1 or more, not {self.options.concurrency}")
@@ -470,12 +473,38 @@ class LocalCloud:
 
     def _deliver_matched(self) -> int:
         matched = self.bridge.take_matched()
-        for item in matched:
-            for planned in self.deliveries.offer(Delivery(f"rule:{item.rule.rule_id}", item)):
-                self._deliver(planned.payload)
-        for held in self._held_rule_deliveries():
-            self._deliver(held.payload)
+        self._outbox = {}
+        try:
+            for item in matched:
+                for planned in self.deliveries.offer(Delivery(f"rule:{item.rule.rule_id}", item)):
+                    self._deliver(planned.payload)
+            for held in self._held_rule_deliveries():
+                self._deliver(held.payload)
+        finally:
+            outbox, self._outbox = self._outbox, None
+            self._send_all(outbox or {})
         return len(matched)
+
+    def _send_all(self, outbox: Mapping[str, list[str]]) -> None:
+        """The messages the rules sent to each queue in one pass: SendMessageBatch, ten
+        at a time (what EventBridge does is its own business; one call per ten is one
+        moto request per ten)."""
+        sqs = self.client("sqs")
+        for queue_id, bodies in outbox.items():
+            for start in range(0, len(bodies), 10):
+                chunk = bodies[start : start + 10]
+                if sum(len(body.encode()) for body in chunk) > SQS_BATCH_BYTES:
+                    for body in chunk:
+                        sqs.send_message(QueueUrl=self.queue_urls[queue_id], MessageBody=body)
+                    continue
+                response = sqs.send_message_batch(
+                    QueueUrl=self.queue_urls[queue_id],
+                    Entries=[
+                        {"Id": str(index), "MessageBody": body} for index, body in enumerate(chunk)
+                    ],
+                )
+                for failed in response.get("Failed") or []:
+                    self.say("eventbridge", f"SendMessageBatch refused a message: {failed}")
 
     def _held_rule_deliveries(self) -> list[Delivery]:
         return [
@@ -490,9 +519,11 @@ class LocalCloud:
     def _to_target(self, rule: wiring.RuleSpec, event: dict[str, Any]) -> None:
         resource = rule.target.resource
         if isinstance(resource, wiring.QueueSpec):
-            self.client("sqs").send_message(
-                QueueUrl=self.queue_urls[resource.id], MessageBody=json.dumps(event, default=str)
-            )
+            body = json.dumps(event, default=str)
+            if self._outbox is not None:  # sent together at the end of the pass
+                self._outbox.setdefault(resource.id, []).append(body)
+                return
+            self.client("sqs").send_message(QueueUrl=self.queue_urls[resource.id], MessageBody=body)
         else:
             self.async_invokers[resource.id].submit(event)
 

@@ -331,14 +331,20 @@ class QueueSource:
         if not result.ok:
             return  # every message comes back after the visibility timeout
         failed = failed_items(result.response)
-        deleted: set[str] = set()
+        handles: list[str] = []
         for message in messages:
             handle = message["ReceiptHandle"]
-            if message["MessageId"] in failed or handle in deleted:
-                continue
-            deleted.add(handle)
-            with contextlib.suppress(Exception):  # a duplicate's handle may be gone
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=handle)
+            if message["MessageId"] not in failed and handle not in handles:
+                handles.append(handle)
+        # DeleteMessageBatch, ten at a time; a duplicate's handle may be gone already (the
+        # batch reports it as failed, which changes nothing).
+        for start in range(0, len(handles), 10):
+            entries = [
+                {"Id": str(index), "ReceiptHandle": handle}
+                for index, handle in enumerate(handles[start : start + 10])
+            ]
+            with contextlib.suppress(Exception):
+                self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
 
     def _record(self, message: Mapping[str, Any]) -> dict[str, Any]:
         region = self.queue_arn.split(":")[3]
