@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local clean docs-states
+.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local soak clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-events: $(BIN)/.installed
 ## bench-local: the local cloud: job end -> event per service, handler invocations and AWS calls per task
 bench-local: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_local_cloud_benchmarks.py
+
+## soak: the fault-injection simulator over SEEDS seeds (default 50): faults by kind, violations, failing seeds
+soak: $(BIN)/.installed
+	$(BIN)/python -m tests.reliability --seeds $(or $(SEEDS),50)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node_modules cdk.out build

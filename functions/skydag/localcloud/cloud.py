@@ -16,6 +16,10 @@ definitions the CDK app deploys — and then, in ``step()``:
 
 Deliveries pass through ``hooks``: a test (or the reliability simulator) can duplicate,
 delay, reorder or drop any of them, or crash an invocation after a chosen AWS call.
+
+``LocalCloudOptions.concurrency`` (default 1: one invocation at a time, on the loop's
+thread) lets the event sources run invocations concurrently, as Lambda does
+(``concurrency``: execution environments, atomic DynamoDB requests).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from skydag import joblogs, wiring
+from skydag.localcloud.concurrency import HandlerPool, atomic_dynamodb, quiet_output
 from skydag.localcloud.eventbridge import LocalEventBridge, LocalRule, Matched
 from skydag.localcloud.hooks import (
     CallWatcher,
@@ -61,6 +67,7 @@ ACCOUNT_ID = "123456789012"  # moto's account
 SCHEDULER_ROLE = "skydag-scheduler"
 SCHEDULES_EVERY = 1.0  # seconds between two passes over the schedules
 IDLE_SLEEP = 0.05
+SQS_BATCH_BYTES = 200_000  # under SendMessageBatch's 256 KiB for the whole batch
 
 # What the handlers need in their environment besides the stack's names.
 _HANDLER_ENV = {
@@ -86,6 +93,9 @@ class Timing:
     batching_window: timedelta = wiring.SCHEDULER_EVENT_SOURCE.max_batching_window
     # None: the queue's own (the scheduler queue's is six times the function timeout).
     visibility_timeout: timedelta | None = None
+    # How often the played EventBridge Scheduler reads its schedules (a timer fires at
+    # most this late).
+    schedules_every: float = SCHEDULES_EVERY
 
 
 @dataclass
@@ -100,6 +110,11 @@ class LocalCloudOptions:
     watcher: CallWatcher | None = None
     timing: Timing = field(default_factory=Timing)
     settings: Settings | None = None
+    # Invocations at once: up to this many scheduler batches, one stream batch per shard
+    # (the shards concurrently) and this many asynchronous invocations per function, each
+    # on a thread in an execution environment of its own (``concurrency``). 1: one
+    # invocation at a time, on the loop's thread (``dev run``, ``dev up``).
+    concurrency: int = 1
 
 
 class LocalCloud:
@@ -128,6 +143,12 @@ class LocalCloud:
         # Called with (old, new) task instances for every task change the streams carry
         # (`dev run`'s progress lines).
         self.task_listeners: list[Callable[[Any, Any], None]] = []
+        self._say_lock = threading.Lock()
+        # Queue id -> message bodies the rules send during one pass (``_deliver_matched``).
+        self._outbox: dict[str, list[str]] | None = None
+        self._pools: dict[str, HandlerPool] = {}
+        if self.options.concurrency < 1:
+            raise ValueError(f"concurrency must be 1 or more, not {self.options.concurrency}")
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -143,6 +164,9 @@ class LocalCloud:
         self.close()
 
     def close(self) -> None:
+        invoker: Invoker | None = getattr(self, "invoker", None)
+        if invoker is not None:
+            invoker.close()  # the invocations in flight end while the stack still runs
         self.runner.close()
         self._stack.close()
 
@@ -152,6 +176,8 @@ class LocalCloud:
         stack = self._stack
         stack.enter_context(_shared_botocore_loader())
         self.endpoint_url = stack.enter_context(moto_server(port=self.options.port))
+        self.activity = stack.enter_context(atomic_dynamodb())
+        stack.enter_context(quiet_output())
         stack.enter_context(aws_environment(self.endpoint_url))
         base = self.options.settings or Settings()
         # The played EventBridge Scheduler fires to the second: retries come on time.
@@ -170,6 +196,7 @@ class LocalCloud:
             self.region,
             faults=self.options.faults or (lambda function, event: None),
             watcher=self.options.watcher,
+            concurrency=self.options.concurrency,
         )
         self._wire()
         for player in self._make_players():
@@ -296,6 +323,7 @@ class LocalCloud:
             invoker=self.invoker,
             deliveries=self.deliveries,
             on_batch=self._log_scheduler_batch,
+            changes=lambda: self.activity.sqs_changes,
         )
         streams = wiring.STREAM_EVENT_SOURCE
         self.stream_source = StreamSource(
@@ -312,6 +340,7 @@ class LocalCloud:
             deliveries=self.deliveries,
             on_failure=self._dead_letter(streams.on_failure),
             observe=self._log_change,
+            changes=lambda: self.activity.dynamodb_writes,
         )
         self.async_invokers: dict[str, AsyncInvoker] = {}
         for spec in wiring.ASYNC_INVOKES:
@@ -336,12 +365,18 @@ class LocalCloud:
 
     def _handler(self, function: wiring.FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
         """The production handler (``module.function``), imported with the stack's
-        environment in place (handlers validate it at import, as at a cold start)."""
+        environment in place (handlers validate it at import, as at a cold start); with
+        concurrency, as many execution environments as can run at once."""
         module_name, _, name = function.handler.rpartition(".")
-        handler: Callable[[dict[str, Any], Any], Any] = getattr(
-            importlib.import_module(module_name), name
-        )
-        return handler
+        if self.options.concurrency == 1:
+            handler: Callable[[dict[str, Any], Any], Any] = getattr(
+                importlib.import_module(module_name), name
+            )
+            return handler
+        pool = HandlerPool(module_name, name, size=self.options.concurrency)
+        self._stack.callback(pool.close)
+        self._pools[function.id] = pool
+        return pool
 
     def _stream_arns(self) -> list[str]:
         dynamodb = self.client("dynamodb")
@@ -374,7 +409,7 @@ class LocalCloud:
         for player in self.players.values():
             done += player.poll()
         now = time.monotonic()
-        if now - self._last_schedules >= SCHEDULES_EVERY:
+        if now - self._last_schedules >= self.options.timing.schedules_every:
             self._last_schedules = now
             fired = self.schedules.fire_due()
             for name in fired:
@@ -391,11 +426,13 @@ class LocalCloud:
     ) -> bool:
         """Step until ``condition()`` holds (True) or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
+        ended = self.invoker.ended
         while time.monotonic() < deadline:
             if condition():
                 return True
+            ended.clear()
             if not self.step():
-                time.sleep(idle_sleep)
+                ended.wait(idle_sleep)  # an invocation that ends cuts the wait short
         return condition()
 
     def busy(self) -> bool:
@@ -436,12 +473,38 @@ class LocalCloud:
 
     def _deliver_matched(self) -> int:
         matched = self.bridge.take_matched()
-        for item in matched:
-            for planned in self.deliveries.offer(Delivery(f"rule:{item.rule.rule_id}", item)):
-                self._deliver(planned.payload)
-        for held in self._held_rule_deliveries():
-            self._deliver(held.payload)
+        self._outbox = {}
+        try:
+            for item in matched:
+                for planned in self.deliveries.offer(Delivery(f"rule:{item.rule.rule_id}", item)):
+                    self._deliver(planned.payload)
+            for held in self._held_rule_deliveries():
+                self._deliver(held.payload)
+        finally:
+            outbox, self._outbox = self._outbox, None
+            self._send_all(outbox or {})
         return len(matched)
+
+    def _send_all(self, outbox: Mapping[str, list[str]]) -> None:
+        """The messages the rules sent to each queue in one pass: SendMessageBatch, ten
+        at a time (what EventBridge does is its own business; one call per ten is one
+        moto request per ten)."""
+        sqs = self.client("sqs")
+        for queue_id, bodies in outbox.items():
+            for start in range(0, len(bodies), 10):
+                chunk = bodies[start : start + 10]
+                if sum(len(body.encode()) for body in chunk) > SQS_BATCH_BYTES:
+                    for body in chunk:
+                        sqs.send_message(QueueUrl=self.queue_urls[queue_id], MessageBody=body)
+                    continue
+                response = sqs.send_message_batch(
+                    QueueUrl=self.queue_urls[queue_id],
+                    Entries=[
+                        {"Id": str(index), "MessageBody": body} for index, body in enumerate(chunk)
+                    ],
+                )
+                for failed in response.get("Failed") or []:
+                    self.say("eventbridge", f"SendMessageBatch refused a message: {failed}")
 
     def _held_rule_deliveries(self) -> list[Delivery]:
         return [
@@ -456,9 +519,11 @@ class LocalCloud:
     def _to_target(self, rule: wiring.RuleSpec, event: dict[str, Any]) -> None:
         resource = rule.target.resource
         if isinstance(resource, wiring.QueueSpec):
-            self.client("sqs").send_message(
-                QueueUrl=self.queue_urls[resource.id], MessageBody=json.dumps(event, default=str)
-            )
+            body = json.dumps(event, default=str)
+            if self._outbox is not None:  # sent together at the end of the pass
+                self._outbox.setdefault(resource.id, []).append(body)
+                return
+            self.client("sqs").send_message(QueueUrl=self.queue_urls[resource.id], MessageBody=body)
         else:
             self.async_invokers[resource.id].submit(event)
 
@@ -570,8 +635,10 @@ class LocalCloud:
             )
 
     def say(self, who: str, text: str) -> None:
-        stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        print(f"{stamp} {who:<22} {text}", file=self.log, flush=True)
+        stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+        with self._say_lock:  # one line at a time, whichever thread says it
+            self.log.write(f"{stamp} {who:<22} {text}\n")
+            self.log.flush()
 
     # --- stand-in resources --------------------------------------------------------------------
 

@@ -17,6 +17,18 @@
 
 Every delivery passes through the taps (``hooks.Deliveries``) and every invocation through
 ``Invoker.invoke`` with its function's fault plan.
+
+With ``Invoker.concurrency`` N > 1, invocations run on threads, as concurrently as on
+AWS: up to N scheduler batches at once, one stream batch per shard at a time (the shards
+concurrently), up to N asynchronous invocations of each function at once. Each source
+starts an invocation and goes on; what follows it (deleting the batch's messages, the
+shard's checkpoint, an asynchronous retry) is done by the source's next ``poll`` once the
+invocation ended, on the loop's thread: only the handlers run on other threads.
+
+Given ``changes`` (a count of the moto requests that may add a stream record or a
+message, ``concurrency.MotoActivity``), a source reads (GetRecords, ReceiveMessage) only
+when it moved, when the last read may have left more, or every ``look_every`` seconds:
+the local cloud's own polling was a third of the requests moto answered.
 """
 
 from __future__ import annotations
@@ -24,14 +36,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from skydag.localcloud.concurrency import quiet_thread, quiet_threads_installed
 from skydag.localcloud.hooks import (
     CallWatcher,
     Deliveries,
@@ -73,7 +88,9 @@ class Invocation:
 
 @dataclass
 class Invoker:
-    """Calls a handler as Lambda would, one invocation at a time; counts invocations."""
+    """Calls a handler as Lambda would; counts invocations. With ``concurrency`` 1, one
+    invocation at a time on the caller's thread (``invoke``); above, ``submit`` runs it on
+    a thread of its own and the sources keep up to that many in flight per function."""
 
     account_id: str
     region: str
@@ -83,6 +100,48 @@ class Invoker:
     on_invocation: Callable[[Invocation], None] | None = None
     # Sees every AWS call the handlers make: (service, operation, JSON body).
     watcher: CallWatcher | None = None
+    concurrency: int = 1
+    # The most invocations in flight at once: of all functions, and of each one.
+    max_in_flight: int = 0
+    max_in_flight_of: dict[str, int] = field(default_factory=dict)
+    # Set whenever an invocation ends (the loop waits on it instead of sleeping).
+    ended: threading.Event = field(default_factory=threading.Event)
+    _in_flight: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _executor: ThreadPoolExecutor | None = None
+
+    @property
+    def concurrent(self) -> bool:
+        return self.concurrency > 1
+
+    def submit(
+        self, function: str, handler: Handler, event: dict[str, Any], *, timeout: float
+    ) -> Future[Invocation]:
+        """``invoke`` on a thread of its own (concurrency > 1), or here and now."""
+        if not self.concurrent:
+            done: Future[Invocation] = Future()
+            done.set_result(self.invoke(function, handler, event, timeout=timeout))
+            return done
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=4 * self.concurrency + 4, thread_name_prefix="lambda"
+                )
+            executor = self._executor
+        return executor.submit(self.invoke, function, handler, event, timeout=timeout)
+
+    def close(self) -> None:
+        """Wait for the invocations in flight (threads only)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def in_flight(self, function: str | None = None) -> int:
+        with self._lock:
+            if function is None:
+                return sum(self._in_flight.values())
+            return self._in_flight.get(function, 0)
 
     def invoke(
         self, function: str, handler: Handler, event: dict[str, Any], *, timeout: float
@@ -90,7 +149,7 @@ class Invoker:
         context = LambdaContext(function, self.account_id, self.region, timeout)
         plan = self.faults(function, event)
         started = time.monotonic()
-        self.invocations[function] = self.invocations.get(function, 0) + 1
+        self._enter(function)
         records = len(event.get("Records") or []) if isinstance(event, dict) else 0
         try:
             with self._quiet(), fault(plan, self.watcher):
@@ -99,18 +158,38 @@ class Invoker:
         # A handler's error, or an injected crash (a BaseException): the invocation failed.
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt | SystemExit):
+                self._leave(function)
                 raise
             result = Invocation(function, False, error=error, records=records)
+        self._leave(function)
         result.seconds = time.monotonic() - started
         if self.on_invocation is not None:
             self.on_invocation(result)
+        self.ended.set()
         return result
+
+    def _enter(self, function: str) -> None:
+        with self._lock:
+            self.invocations[function] = self.invocations.get(function, 0) + 1
+            self._in_flight[function] = self._in_flight.get(function, 0) + 1
+            self.max_in_flight = max(self.max_in_flight, sum(self._in_flight.values()))
+            self.max_in_flight_of[function] = max(
+                self.max_in_flight_of.get(function, 0), self._in_flight[function]
+            )
+
+    def _leave(self, function: str) -> None:
+        with self._lock:
+            self._in_flight[function] -= 1
 
     @contextlib.contextmanager
     def _quiet(self) -> Any:
         """Powertools prints EMF metrics on stdout even with metrics disabled."""
         if not self.quiet:
             yield
+            return
+        if quiet_threads_installed():  # the local cloud's: safe on any thread
+            with quiet_thread():
+                yield
             return
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "No application metrics to publish"
@@ -130,6 +209,28 @@ def failed_items(response: Any) -> set[str]:
 
 # --------------------------------------------------------------------------- SQS
 
+LOOK_EVERY = 0.5  # seconds: how often a source with ``changes`` reads while they stand still
+
+
+@dataclass
+class _ReadWhenChanged:
+    """Whether a source should read now (see the module docstring)."""
+
+    changes: Callable[[], int] | None
+    look_every: float
+    seen: int = -1
+    read_at: float = 0.0
+    more: bool = False
+
+    def due(self) -> bool:
+        if self.changes is None:
+            return True
+        now, count = time.monotonic(), self.changes()
+        if count == self.seen and not self.more and now - self.read_at < self.look_every:
+            return False
+        self.seen, self.read_at, self.more = count, now, False
+        return True
+
 
 @dataclass
 class QueueSource:
@@ -146,20 +247,34 @@ class QueueSource:
     invoker: Invoker
     deliveries: Deliveries
     on_batch: Callable[[list[dict[str, Any]], Invocation], None] | None = None
+    # A count of the requests that may add a message (None: receive on every poll).
+    changes: Callable[[], int] | None = None
+    look_every: float = LOOK_EVERY
     _batch: list[dict[str, Any]] = field(default_factory=list)
     _first_at: float | None = None
+    # Batches handed to the function and not yet done with (concurrency > 1).
+    _in_flight: list[tuple[list[dict[str, Any]], Future[Invocation]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._reads = _ReadWhenChanged(self.changes, self.look_every)
 
     def poll(self) -> int:
-        """Receive, and invoke once the batch is full or its window has passed."""
+        """Receive, and invoke once the batch is full or its window has passed (while
+        fewer than the invoker's concurrency batches are in flight)."""
+        done = self._finish_ended()
+        if len(self._in_flight) >= self.invoker.concurrency:
+            return done  # the messages wait in the queue, as for a busy mapping
         room = self.batch_size - len(self._batch)
-        if room > 0:
+        if room > 0 and self._reads.due():
             response = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(10, room),
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )
-            for message in response.get("Messages", []):
+            received = response.get("Messages", [])
+            self._reads.more = len(received) >= min(10, room)
+            for message in received:
                 if self._rereceived(message):
                     continue
                 for planned in self.deliveries.offer(Delivery(f"sqs:{self.function}", message)):
@@ -170,19 +285,19 @@ class QueueSource:
             self._batch.append(held.payload)
             self._first_at = self._first_at or time.monotonic()
         if not self._batch:
-            return 0
+            return done
         full = len(self._batch) >= self.batch_size
         waited = self._first_at is not None and (
             time.monotonic() - self._first_at >= self.batching_window
         )
         if not (full or waited):
-            return 0
+            return done
         batch, self._batch, self._first_at = self._batch[: self.batch_size], [], None
         self._invoke(batch)
-        return len(batch)
+        return done + len(batch)
 
     def pending(self) -> int:
-        return len(self._batch)
+        return len(self._batch) + sum(len(batch) for batch, _ in self._in_flight)
 
     def _rereceived(self, message: Mapping[str, Any]) -> bool:
         """A message already waiting in the batch came back (its visibility timeout ran
@@ -195,22 +310,41 @@ class QueueSource:
 
     def _invoke(self, messages: list[dict[str, Any]]) -> None:
         records = [self._record(message) for message in messages]
-        result = self.invoker.invoke(
+        started = self.invoker.submit(
             self.function, self.handler, {"Records": records}, timeout=self.timeout
         )
+        self._in_flight.append((messages, started))
+        self._finish_ended()
+
+    def _finish_ended(self) -> int:
+        """What follows each invocation that ended: the log, the messages deleted."""
+        ended = [(batch, future) for batch, future in self._in_flight if future.done()]
+        for entry in ended:
+            self._in_flight.remove(entry)
+            self._finish(*entry)
+        return len(ended)
+
+    def _finish(self, messages: list[dict[str, Any]], started: Future[Invocation]) -> None:
+        result = started.result()
         if self.on_batch is not None:
             self.on_batch(messages, result)
         if not result.ok:
             return  # every message comes back after the visibility timeout
         failed = failed_items(result.response)
-        deleted: set[str] = set()
+        handles: list[str] = []
         for message in messages:
             handle = message["ReceiptHandle"]
-            if message["MessageId"] in failed or handle in deleted:
-                continue
-            deleted.add(handle)
-            with contextlib.suppress(Exception):  # a duplicate's handle may be gone
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=handle)
+            if message["MessageId"] not in failed and handle not in handles:
+                handles.append(handle)
+        # DeleteMessageBatch, ten at a time; a duplicate's handle may be gone already (the
+        # batch reports it as failed, which changes nothing).
+        for start in range(0, len(handles), 10):
+            entries = [
+                {"Id": str(index), "ReceiptHandle": handle}
+                for index, handle in enumerate(handles[start : start + 10])
+            ]
+            with contextlib.suppress(Exception):
+                self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
 
     def _record(self, message: Mapping[str, Any]) -> dict[str, Any]:
         region = self.queue_arn.split(":")[3]
@@ -239,6 +373,9 @@ class _Shard:
     batch_size: int = 0
     attempts: int = 0
     retry_at: float = 0.0
+    # The batch handed to the function and not yet done with (concurrency > 1): the
+    # shard's head, which nothing else moves meanwhile.
+    in_flight: tuple[list[dict[str, Any]], Future[Invocation]] | None = None
 
 
 @dataclass
@@ -259,9 +396,13 @@ class StreamSource:
     on_failure: Callable[[dict[str, Any]], None]
     # Sees each record once, as it is read (the local cloud's log).
     observe: Callable[[dict[str, Any]], None] | None = None
+    # A count of the requests that may add a record (None: read on every poll).
+    changes: Callable[[], int] | None = None
+    look_every: float = LOOK_EVERY
     _shards: list[_Shard] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._reads = _ReadWhenChanged(self.changes, self.look_every)
         for arn in self.stream_arns:
             described = self.streams.describe_stream(StreamArn=arn)["StreamDescription"]
             for shard in described["Shards"]:
@@ -274,20 +415,25 @@ class StreamSource:
 
     def poll(self) -> int:
         handled = 0
+        read = self._reads.due()
         for shard in self._shards:
-            self._fetch(shard)
+            self._fetch(shard, read=read)
             handled += self._deliver(shard)
         return handled
 
     def pending(self) -> int:
         return sum(len(shard.pending) for shard in self._shards)
 
-    def _fetch(self, shard: _Shard) -> None:
+    def _fetch(self, shard: _Shard, *, read: bool = True) -> None:
         channel = f"stream:{self.function}"
-        if shard.iterator is not None and len(shard.pending) < self.batch_size:
+        if read and shard.iterator is not None and len(shard.pending) >= self.batch_size:
+            self._reads.more = True  # not read now: read again on the next poll
+        elif read and shard.iterator is not None:
             response = self.streams.get_records(ShardIterator=shard.iterator, Limit=100)
             shard.iterator = response.get("NextShardIterator")
-            for raw in response.get("Records", []):
+            records = response.get("Records", [])
+            self._reads.more = self._reads.more or len(records) >= 100
+            for raw in records:
                 record = _lambda_stream_record(raw, shard.stream_arn)
                 if self.observe is not None:
                     self.observe(record)
@@ -298,6 +444,8 @@ class StreamSource:
                 shard.pending.append(held.payload)
 
     def _deliver(self, shard: _Shard) -> int:
+        if shard.in_flight is not None:
+            return self._finish(shard)
         if not shard.pending or time.monotonic() < shard.retry_at:
             return 0
         self._expire_old(shard)
@@ -305,9 +453,22 @@ class StreamSource:
             return 0
         size = shard.batch_size or self.batch_size
         batch = shard.pending[:size]
-        result = self.invoker.invoke(
-            self.function, self.handler, {"Records": batch}, timeout=self.timeout
+        shard.in_flight = (
+            batch,
+            self.invoker.submit(
+                self.function, self.handler, {"Records": batch}, timeout=self.timeout
+            ),
         )
+        return self._finish(shard) or len(batch)
+
+    def _finish(self, shard: _Shard) -> int:
+        """The checkpoint after the shard's invocation, once it ended (0: still running)."""
+        assert shard.in_flight is not None
+        batch, started = shard.in_flight
+        if not started.done():
+            return 0
+        shard.in_flight = None
+        result = started.result()
         if result.ok and not failed_items(result.response):
             del shard.pending[: len(batch)]
             shard.attempts, shard.batch_size = 0, 0
@@ -423,37 +584,54 @@ class AsyncInvoker:
     retry_delays: tuple[float, ...] = (60.0, 120.0)
     on_result: Callable[[dict[str, Any], Invocation], None] | None = None
     _queue: list[_Queued] = field(default_factory=list)
+    # Invocations under way (concurrency > 1).
+    _in_flight: list[tuple[_Queued, Future[Invocation]]] = field(default_factory=list)
 
     def submit(self, event: Mapping[str, Any]) -> None:
         for planned in self.deliveries.offer(Delivery(f"invoke:{self.function}", dict(event))):
             self._queue.append(_Queued(planned.payload, time.monotonic()))
 
     def poll(self) -> int:
+        done = self._finish_ended()
         for held in self.deliveries.due_for(f"invoke:{self.function}"):
             self._queue.append(_Queued(held.payload, time.monotonic()))
         now = time.monotonic()
         ready = [item for item in self._queue if item.due <= now]
+        if self.invoker.concurrent:  # up to that many at once; the rest wait their turn
+            ready = ready[: max(0, self.invoker.concurrency - len(self._in_flight))]
         for item in ready:
             self._queue.remove(item)
-            result = self.invoker.invoke(
+            started = self.invoker.submit(
                 self.function, self.handler, item.event, timeout=self.timeout
             )
-            if self.on_result is not None:
-                self.on_result(item.event, result)
-            if result.ok:
-                continue
-            item.attempts += 1
-            too_old = time.monotonic() - item.first_at > self.max_event_age
-            if item.attempts > self.retry_attempts or too_old:
-                self.on_failure(_async_failure(self.function, item, result))
-                continue
-            delay = self.retry_delays[min(item.attempts, len(self.retry_delays)) - 1]
-            item.due = time.monotonic() + delay
-            self._queue.append(item)
-        return len(ready)
+            self._in_flight.append((item, started))
+            done += self._finish_ended()
+        return max(done, len(ready))
+
+    def _finish_ended(self) -> int:
+        ended = [(item, future) for item, future in self._in_flight if future.done()]
+        for entry in ended:
+            self._in_flight.remove(entry)
+            self._finish(*entry)
+        return len(ended)
+
+    def _finish(self, item: _Queued, started: Future[Invocation]) -> None:
+        result = started.result()
+        if self.on_result is not None:
+            self.on_result(item.event, result)
+        if result.ok:
+            return
+        item.attempts += 1
+        too_old = time.monotonic() - item.first_at > self.max_event_age
+        if item.attempts > self.retry_attempts or too_old:
+            self.on_failure(_async_failure(self.function, item, result))
+            return
+        delay = self.retry_delays[min(item.attempts, len(self.retry_delays)) - 1]
+        item.due = time.monotonic() + delay
+        self._queue.append(item)
 
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._in_flight)
 
 
 def _async_failure(function: str, item: _Queued, result: Invocation) -> dict[str, Any]:
