@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from skydag import joblogs, wiring
+from skydag.limits import loads_bounded
 from skydag.localcloud.concurrency import HandlerPool, atomic_dynamodb, quiet_output
 from skydag.localcloud.eventbridge import LocalEventBridge, LocalRule, Matched
 from skydag.localcloud.hooks import (
@@ -579,7 +580,7 @@ class LocalCloud:
             str(entry.get("EventBusName") or self.event_bus),
             str(entry["Source"]),
             str(entry["DetailType"]),
-            json.loads(detail) if isinstance(detail, str) else dict(detail),
+            loads_bounded(detail, "Detail") if isinstance(detail, str) else dict(detail),
             resources=list(entry.get("Resources") or []),
         )
 
@@ -717,8 +718,10 @@ class LocalCloud:
         failed = failed_items(result.response) if result.ok else set()
         for message in messages:
             try:
-                event = json.loads(message["Body"])
-            except ValueError:
+                # The log line only: a hostile body (too big, too deep) is the handler's to
+                # refuse; decoding it here must not raise a RecursionError.
+                event = loads_bounded(message["Body"], "SQS message body")
+            except ValueError:  # LimitError is a ValueError
                 event = {}
             if not result.ok:
                 outcome = f"invocation failed ({type(result.error).__name__}), SQS redelivers"
