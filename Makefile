@@ -67,9 +67,9 @@ bench-events: $(BIN)/.installed
 bench-local: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_local_cloud_benchmarks.py
 
-## soak: the fault-injection simulator over SEEDS seeds (default 50): faults by kind, violations, failing seeds
+## soak: the fault-injection simulator over SEEDS seeds (default 1000, about two hours on two cores): faults by kind, violations, failing seeds
 soak: $(BIN)/.installed
-	$(BIN)/python -m tests.reliability --seeds $(or $(SEEDS),50)
+	$(BIN)/python -m tests.reliability --seeds $(or $(SEEDS),1000)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node_modules cdk.out build
