@@ -33,7 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ HANG_SECONDS = 30.0
 ADDRESS_SPACE_HEADROOM = 1024 * 1024 * 1024
 
 ENTRIES = ("dag_loader", "validate", "scheduler", "stream_processor", "task", "taskstate", "cli")
+ENVELOPE_KEYS = ("id", "source", "detail-type", "detail", "time", "account", "region", "resources")
 SURFACES = ("import_error", "cli_error", "bad_event", "ignored", "task_reason", "value_error")
 
 
@@ -96,9 +97,9 @@ def load_cases() -> list[Case]:
         defaults = document.get("defaults") or {}
         for raw in document["cases"]:
             spec = {**defaults, **raw}
-            entries = spec.get("entries") or [spec.get("entry")] or []
-            if entries == [None]:
-                entries = list(DEFAULT_ENTRIES[path.stem])
+            entries = spec.get("entries") or (
+                [spec["entry"]] if spec.get("entry") else list(DEFAULT_ENTRIES[path.stem])
+            )
             for entry in entries:
                 assert entry in ENTRIES, f"{path.name}: {spec['id']}: unknown entry {entry!r}"
                 surface = spec.get("surface") or SURFACE_OF_ENTRY.get(entry, "bad_event")
@@ -216,7 +217,7 @@ def _run_worker(keys: list[str], folder: Path, results: dict[str, dict[str, Any]
     (folder / "keys.json").write_text(json.dumps(keys))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "functions"), str(ROOT)])}
     with log.open("ab") as log_file:
-        worker = subprocess.Popen(  # noqa: S603 (this very file, with the same Python)
+        worker = subprocess.Popen(  # this very file, with the same Python
             [sys.executable, __file__, str(folder / "keys.json"), str(out)],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
@@ -529,9 +530,7 @@ class Worker:
         errors = result["errors"]
         if not all(_one_line(line) for line in errors):
             return f"errors not one line each: {errors!r}"[:2000]
-        events = [
-            e for e in self.stack.bus_events() if e.get("detail-type") == "DAG Import Error"
-        ]
+        events = [e for e in self.stack.bus_events() if e.get("detail-type") == "DAG Import Error"]
         if len(events) != 1 or events[0]["detail"]["errors"] != errors:
             return f"expected one DAG Import Error event with the errors, got {events!r}"[:2000]
         records = [r for r in DagFileRepository().list_import_errors() if r.source.endswith(key)]
@@ -565,7 +564,7 @@ class Worker:
 
     def _entry_cli(self, case: Case) -> str | None:
         argv = [str(expand(arg)) for arg in case.input["argv"]]
-        code, out, err = self.cli(*argv)
+        code, _, err = self.cli(*argv)
         expected = case.exit_code if case.exit_code is not None else 2
         if code != expected:
             return f"exited {code}, not {expected} (stderr {err[:500]!r})"
@@ -578,10 +577,18 @@ class Worker:
         spec = case.input
         if "body" in spec:
             return str(expand(spec["body"]))
-        event = self.envelope(
-            spec.get("source", "skydag.command"), spec.get("detail-type", ""), {}
-        )
-        event.update(expand({k: v for k, v in spec.items() if k not in ("omit",)}))
+        if "base" in spec:  # a canonical event from events/, then changed
+            event = self.support.load_event(spec["base"])
+            event["id"] = str(uuid.uuid4())
+        else:
+            event = self.envelope("skydag.command", "", {})
+        event.update(expand({k: v for k, v in spec.items() if k in ENVELOPE_KEYS}))
+        for path, value in (spec.get("set") or {}).items():
+            *parents, last = path.split(".")
+            node = event
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            node[int(last) if isinstance(node, list) else last] = expand(value)
         for name in spec.get("omit") or ():
             event.pop(name, None)
         return json_text(event)
@@ -624,6 +631,14 @@ class Worker:
             if table in (tables.runs, tables.task_instances)
             else f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-01-01T00:00"
         )
+        if "from_item" in spec:  # a stored item's image, then changed
+            item = self.stack.dynamodb.get_item(
+                TableName=table, Key=spec["from_item"], ConsistentRead=True
+            )["Item"]
+            item.update(spec.get("set") or {})
+            for name in spec.get("remove") or ():
+                item.pop(name, None)
+            spec["new_image"] = item
         data: dict[str, Any] = {"SequenceNumber": "100", "StreamViewType": "NEW_AND_OLD_IMAGES"}
         for name, field_name in (("new_image", "NewImage"), ("old_image", "OldImage")):
             if name in spec:
