@@ -133,13 +133,18 @@ def loads_bounded(
     max_depth: int = MAX_JSON_DEPTH,
 ) -> Any:
     """Decode JSON text after checking its size and nesting (LimitError), so a hostile
-    document never reaches the recursive decoder; malformed JSON raises ValueError."""
+    document never reaches the recursive decoder; malformed JSON raises ValueError.
+    ``NaN`` and ``Infinity``, which Python reads but are not JSON, are a LimitError."""
     size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
     if size > max_bytes:
         raise LimitError(f"{where}: {size} bytes, over the {max_bytes // 1024} KB limit")
     if json_text_depth(text, max_depth) > max_depth:
         raise LimitError(f"{where}: nested more than {max_depth} levels deep")
-    return json.loads(text)
+
+    def not_json(name: str) -> Any:
+        raise LimitError(f"{where}: {name} is not a JSON value")
+
+    return json.loads(text, parse_constant=not_json)
 
 
 # --- file names ------------------------------------------------------------------------------

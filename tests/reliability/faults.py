@@ -198,8 +198,10 @@ class FaultInjector:
         # kept on its thread, and the shared counts under a lock.
         self._local = threading.local()
         self._lock = threading.RLock()
-        # Tells the call recorder which call a crash came right after.
+        # Tells the call recorder which call a crash came right after, and that a throttle
+        # refused the call after the last one.
         self.on_crash: Callable[[str, str], None] | None = None
+        self.on_throttle: Callable[[], None] | None = None
         # Writes a line in the local cloud's log for each invocation fault.
         self.say: Callable[[str, str], None] | None = None
 
@@ -316,6 +318,8 @@ class FaultInjector:
         code = throttle_code(service, operation, pending.code_roll)
         self._count(f"throttle:{pending.function}:{code}")
         self._say(f"throttled {pending.function}'s call {service}:{operation} ({code})")
+        if self.on_throttle is not None:
+            self.on_throttle()
         return code
 
 

@@ -4,8 +4,9 @@ On each run (``check_outcome``):
 
 - **one job per try**: at most one remote job started per dispatch token (SubmitJob,
   RunTask, StartExecution, Invoke, AddJobFlowSteps, StartJobRun accepted by the service).
-  Lambda alone may invoke once more per crash injected right after an Invoke (it has no
-  idempotency token: docs/targets.md); those are counted as documented duplicates;
+  Lambda alone may invoke once more per crash injected right after an Invoke, or per
+  throttle of the call that follows it (it has no idempotency token: docs/targets.md);
+  those are counted as documented duplicates;
 - **a job for each try that ran**: every try that recorded a job id has its job, every
   try that succeeded without being marked had one, and no job belongs to no try;
 - **nothing lost or stuck**: every run finished, no task left pending, waiting, queued,
@@ -140,7 +141,7 @@ def _check_jobs(scenario: Scenario, outcome: Outcome, report: Report) -> int:
             report(
                 "one job per try",
                 f"{where}: {jobs} jobs started (token {token}; "
-                f"{allowed - 1} crash(es) right after its Invoke)",
+                f"{allowed - 1} crash(es) or throttle(s) right after its Invoke)",
             )
         elif jobs > 1:
             documented += jobs - 1

@@ -93,6 +93,7 @@ class JobCalls:
     def __call__(self, service: str, operation: str, body: Any) -> None:
         tokens = dispatch_tokens(service, operation, body)
         self._last.tokens = tokens
+        self._last.call = (service, operation)
         with self._lock:
             self.calls[f"{service}:{operation}"] += 1
             if not tokens or not 200 <= self.status.last < 300:
@@ -100,6 +101,14 @@ class JobCalls:
             started = job_ids(self.status.response) or [f"{operation} #{sum(self.calls.values())}"]
             for index, token in enumerate(tokens):  # AddJobFlowSteps: StepIds in step order
                 self.jobs.setdefault(token, set()).add(started[min(index, len(started) - 1)])
+
+    def throttled_next(self) -> None:
+        """An injected throttle refused the call that follows the last one: the invocation
+        fails as a crash right after that call would (``FaultInjector.on_throttle``), so
+        a Lambda Invoke just before it is repeated when its record is delivered again."""
+        last = getattr(self._last, "call", None)
+        if last is not None:
+            self.crashed_after(*last)
 
     def crashed_after(self, service: str, operation: str) -> None:
         """An injected crash came right after this call (``FaultInjector.on_crash``)."""

@@ -402,6 +402,7 @@ def simulate(
         if injector is not None:
             cloud.invoker.on_invocation = injector.after_invocation
             injector.on_crash = calls.crashed_after
+            injector.on_throttle = calls.throttled_next
             injector.say = cloud.say
         if WORK_AROUND_HELD_STREAM_RECORDS:
             route_held_stream_records(cloud.stream_source, cloud.deliveries)

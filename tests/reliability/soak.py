@@ -126,7 +126,7 @@ def summary(results: Sequence[SeedResult], seconds: float, log_dir: Path) -> str
     for kind in sorted(faults):
         lines.append(f"  {kind:<58} {faults[kind]:>6}")
     documented = sum(result.documented_duplicates for result in results)
-    lines.append(f"documented Lambda re-invocations after a crash right after Invoke: {documented}")
+    lines.append(f"documented Lambda re-invocations (crash or throttle after Invoke): {documented}")
     lines.append(f"trigger rules covered: {len(rules)} of 10")
     calls = sum(result.aws_calls for result in results)
     lines.append(f"AWS calls by the handlers: {calls} ({calls / max(len(results), 1):.0f} a seed)")

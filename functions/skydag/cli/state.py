@@ -93,7 +93,12 @@ def _version(text: str) -> int:
 
 def parse_value(text: str) -> Any:
     """VALUE as JSON when it is valid JSON (``5``, ``true``, ``{"a": 1}``, ``"5"``), else the
-    text itself (``2026-01-01T00:00:00+00:00``). NaN and Infinity are not JSON: text."""
+    text itself (``2026-01-01T00:00:00+00:00``). NaN and Infinity are not JSON: text.
+    JSON nested deeper than the limit is a ValueError (the decoder would recurse)."""
+    from skydag.limits import MAX_JSON_DEPTH, LimitError, json_text_depth
+
+    if json_text_depth(text) > MAX_JSON_DEPTH:
+        raise LimitError(f"VALUE: nested more than {MAX_JSON_DEPTH} levels deep")
 
     def refuse(constant: str) -> Any:
         raise ValueError(constant)
@@ -130,8 +135,8 @@ def run_get(args: argparse.Namespace) -> int:
 def run_put(args: argparse.Namespace) -> int:
     command = "skydag state put"
     store = _store(args)
-    value = parse_value(args.value)
     try:
+        value = parse_value(args.value)
         version = store.put(
             args.key,
             value,

@@ -117,7 +117,7 @@ def _count_task(old: Any, new: Any) -> None:
 
 def _handle(record: DynamoDBRecord) -> None:
     sequence = record.dynamodb.sequence_number if record.dynamodb else None
-    what = f"stream record {sequence} ({record.event_name.value if record.event_name else '?'})"
+    what = f"stream record {sequence} ({record.event_name.name if record.event_name else '?'})"
     runtime.handle_record(lambda: _process(record, what), what=what)
 
 

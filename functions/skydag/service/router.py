@@ -89,6 +89,10 @@ def route_event(
             job_event = parse(envelope)
         except ValueError as error:  # a service event without a field it always has
             raise BadEvent(f"{source} event {envelope['id']!r}: {error}") from error
+        except (TypeError, KeyError, AttributeError) as error:  # a field of another type
+            raise BadEvent(
+                f"{source} event {envelope['id']!r}: malformed ({type(error).__name__}: {error})"
+            ) from error
         if job_event is not None:
             decision = service.on_job_event(job_event)
             result = RouteResult("job", detail={"kind": job_event.kind, "job": job_event.job_id})

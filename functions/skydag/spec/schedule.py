@@ -480,7 +480,13 @@ def backfill_intervals(
     more than ``limit`` intervals, or that leaves the calendar is a ScheduleError.
     """
     _check_limit(limit)
-    lower, upper = _utc(start), _utc(end)
+    try:
+        lower, upper = _utc(start), _utc(end)
+    except OverflowError:  # 9999-12-31T23:00-14:00 is past the calendar's end in UTC
+        raise ScheduleError(
+            f"backfill from {start.isoformat()} to {end.isoformat()} runs off the calendar "
+            "(years 1 to 9999, in UTC)"
+        ) from None
     if lower > upper:
         raise ScheduleError(
             f"backfill start {lower.isoformat()} is after its end {upper.isoformat()}"
