@@ -4,7 +4,7 @@ max_active_runs slot is free, ended once every task finished, reopened by a clea
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from skydag.ports.store import ConflictError
 from skydag.service.core import CommandRefused, DagNotFound, DagPaused, Scheduler, settle
 from skydag.spec.models import DagSpec
 from skydag.spec.schedule import (
+    DataInterval,
     ScheduleError,
     backfill_intervals,
     due_intervals,
@@ -119,15 +120,7 @@ class RunLifecycle:
             now=now,
             catchup=spec.catchup,
         )
-        runs = [
-            self.trigger(
-                dag_id,
-                run_type=RunType.SCHEDULED,
-                logical_date=interval.start,
-                data_interval=(interval.start, interval.end),
-            ).run
-            for interval in intervals
-        ]
+        runs = self._run_per_interval(dag_id, RunType.SCHEDULED, intervals)
         if intervals:
             repos.dags.advance_schedule(dag_id, record.last_scheduled_end, intervals[-1].end)
         return runs
@@ -148,10 +141,16 @@ class RunLifecycle:
             )
         except ScheduleError as error:  # the same range never becomes valid: refused
             raise CommandRefused(str(error)) from error
+        return self._run_per_interval(dag_id, RunType.BACKFILL, intervals)
+
+    def _run_per_interval(
+        self, dag_id: str, run_type: RunType, intervals: Sequence[DataInterval]
+    ) -> list[DagRun]:
+        """One run per interval, its id the interval's start (a duplicate is that run)."""
         return [
             self.trigger(
                 dag_id,
-                run_type=RunType.BACKFILL,
+                run_type=run_type,
                 logical_date=interval.start,
                 data_interval=(interval.start, interval.end),
             ).run

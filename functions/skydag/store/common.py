@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from skydag.engine.models import DagRun
-from skydag.ports.store import ANY_SOURCE
+from skydag.ports.store import ANY_SOURCE, ConflictError, TaskStateStore
 from skydag.spec.models import DagSpec
 
 
@@ -69,3 +69,25 @@ TI_PLAIN_FIELDS = frozenset(
         "restarts",
     }
 )
+
+
+def put_last_writer_wins(
+    state: TaskStateStore,
+    scope: str,
+    key: str,
+    value: Any,
+    *,
+    now: datetime,
+    ttl: timedelta | None,
+) -> int:
+    """A task-state write without an expected version: compare-and-set on the version
+    read, again when a concurrent write wins, so versions never repeat."""
+    for _ in range(10):
+        current = state.get(scope, key)
+        try:
+            return state.put(
+                scope, key, value, now=now, expected_version=current[1] if current else 0, ttl=ttl
+            )
+        except ConflictError:
+            continue
+    raise ConflictError[Any](f"task state {scope}/{key}: too many concurrent writers", None)

@@ -54,6 +54,7 @@ from skydag.store.common import (
     iso,
     loads,
     pattern_sources,
+    put_last_writer_wins,
     queued_key,
     signal_sources,
 )
@@ -834,20 +835,7 @@ class MemoryTaskStateRepository:
         if ttl:  # none or zero: the default
             check_ttl(ttl)
         if expected_version is None:
-            for _ in range(10):
-                current = self.get(scope, key)
-                try:
-                    return self.put(
-                        scope,
-                        key,
-                        value,
-                        now=now,
-                        expected_version=current[1] if current else 0,
-                        ttl=ttl,
-                    )
-                except ConflictError:
-                    continue
-            raise ConflictError[Any](f"task state {scope}/{key}: too many concurrent writers", None)
+            return put_last_writer_wins(self, scope, key, value, now=now, ttl=ttl)
         expires = now + (ttl or self.default_ttl)
         if expires.tzinfo is None:
             raise ValueError("datetime must be timezone-aware")  # as the TTL attribute says

@@ -52,8 +52,8 @@ from skydag.store.common import dumps as _dumps
 from skydag.store.common import iso as _iso
 from skydag.store.common import loads as _loads
 from skydag.store.common import pattern_sources as _pattern_sources
+from skydag.store.common import put_last_writer_wins, run_key, signal_sources
 from skydag.store.common import queued_key as _queued_key
-from skydag.store.common import run_key, signal_sources
 from skydag.store.errors import ConflictError, NotFound, is_condition_failure
 from skydag.store.models import (
     DUE_SHARDS,
@@ -982,20 +982,7 @@ class TaskStateRepository:
         if ttl:  # none or zero: the default
             check_ttl(ttl)
         if expected_version is None:
-            for _ in range(10):
-                current = self.get(scope, key)
-                try:
-                    return self.put(
-                        scope,
-                        key,
-                        value,
-                        now=now,
-                        expected_version=current[1] if current else 0,
-                        ttl=ttl,
-                    )
-                except ConflictError:
-                    continue
-            raise ConflictError[Any](f"task state {scope}/{key}: too many concurrent writers", None)
+            return put_last_writer_wins(self, scope, key, value, now=now, ttl=ttl)
         new_version = expected_version + 1
         condition = (
             TaskStateModel.key.does_not_exist()
