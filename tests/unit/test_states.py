@@ -39,11 +39,11 @@ EXPECTED_TASK_EDGES: dict[tuple[TaskState, TaskState], frozenset[Cause]] = {
     # pending: the trigger rule decides, a person marks, a cancelled run stops it
     (T.PENDING, T.WAITING): frozenset({C.WAIT_FOR_SIGNAL}),
     (T.PENDING, T.QUEUED): frozenset({C.DISPATCH}),
-    (T.PENDING, T.SKIPPED): frozenset({C.SKIPPED}),
+    (T.PENDING, T.SKIPPED): frozenset({C.SKIPPED, C.CONDITION}),
     (T.PENDING, T.UPSTREAM_FAILED): frozenset({C.UPSTREAM_FAILED}),
     (T.PENDING, T.STOPPED): frozenset({C.STOP}),
     (T.PENDING, T.SUCCESS): frozenset({C.MARK}),
-    (T.PENDING, T.FAILED): frozenset({C.MARK}),
+    (T.PENDING, T.FAILED): frozenset({C.MARK, C.CONDITION}),
     # waiting for a start_on signal
     (T.WAITING, T.QUEUED): frozenset({C.SIGNAL}),
     (T.WAITING, T.FAILED): frozenset({C.TIMED_OUT, C.MARK}),

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from skydag.engine.conditions import Condition
 from skydag.engine.models import DagRun, RunType, TaskInstance
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import (
@@ -57,12 +58,15 @@ def start_tasks(spec: DagSpec) -> list[str]:
     ]
 
 
-def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
-    """A pending task's next step under its trigger rule.
+def decide_pending(
+    spec: DagSpec, ti: TaskInstance, now: datetime, condition: Condition | None = None
+) -> Decision:
+    """A pending task's next step under its trigger rule, then its ``when:`` condition.
 
     Accepts with a transition to skipped, upstream_failed, waiting (start_on) or queued
     (the dispatch intent; the service first takes a max_active_tasks slot); ignores while
-    upstreams are unfinished, with the rule's reason.
+    upstreams are unfinished, with the rule's reason. A task with a condition is decided
+    only with its rendered ``condition`` (``needs_condition`` says when to render it).
     """
     if ti.state is not T.PENDING:
         return Decision.ignore(f"task is {ti.state.value}")
@@ -83,10 +87,38 @@ def decide_pending(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
             ),
             verdict.reason,
         )
-    waiting = _wait_for_signal(spec, ti, now)
-    if waiting is not None:
-        return waiting
-    return Decision.accept(dispatch_transition(spec, ti, now), verdict.reason)
+    held_back = _held_back_by_condition(spec, ti, now, condition)
+    return (
+        held_back
+        or _wait_for_signal(spec, ti, now)
+        or Decision.accept(dispatch_transition(spec, ti, now), verdict.reason)
+    )
+
+
+def _held_back_by_condition(
+    spec: DagSpec, ti: TaskInstance, now: datetime, condition: Condition | None
+) -> Decision | None:
+    """A ready task whose ``when:`` is false is skipped (its downstream trigger rules see
+    a skip, as after Airflow's branching); one that could not be rendered fails."""
+    if spec.tasks[ti.task_id].when is None:
+        return None
+    if condition is None:
+        return Decision.ignore("its when: condition is not rendered yet")
+    if condition.holds and condition.error is None:
+        return None
+    dst, reason = (T.FAILED if condition.error else T.SKIPPED), condition.reason
+    changes = {"reason": reason, "ended_at": now}
+    return Decision.accept(
+        Transition(ti.task_id, T.PENDING, dst, Cause.CONDITION, ti.version, changes), reason
+    )
+
+
+def needs_condition(spec: DagSpec, ti: TaskInstance) -> bool:
+    """Whether deciding ``ti`` now needs its ``when:`` rendered: it has one, and its
+    upstreams let it run (a condition is rendered once, when it decides the task)."""
+    if spec.tasks[ti.task_id].when is None or ti.state is not T.PENDING:
+        return False
+    return readiness(spec, ti).verdict is Verdict.READY
 
 
 def _wait_for_signal(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision | None:
@@ -263,7 +295,9 @@ def decide_retry(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
     return Decision.accept(dispatch_transition(spec, ti, now), f"try {ti.try_number + 1}")
 
 
-def decide_next(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
+def decide_next(
+    spec: DagSpec, ti: TaskInstance, now: datetime, condition: Condition | None = None
+) -> Decision:
     """The next step of a task that is not running: its trigger rule, its due retry, or
     the dispatch of a waiting task whose signal came while no task slot was free."""
     if ti.state is T.UP_FOR_RETRY:
@@ -272,7 +306,7 @@ def decide_next(spec: DagSpec, ti: TaskInstance, now: datetime) -> Decision:
         if ti.signal is None:
             return Decision.ignore("waiting for a signal")
         return decide_signal_start(spec, ti, ti.signal, now)
-    return decide_pending(spec, ti, now)
+    return decide_pending(spec, ti, now, condition)
 
 
 class RunChange(StrEnum):

@@ -47,6 +47,7 @@ class Cause(StrEnum):
     RESTART = "restart"  # restart_on signal: a new try
     MARK = "mark"  # a person marked the task success/failed
     CLEAR = "clear"  # a person cleared the task: a fresh start
+    CONDITION = "condition"  # its `when:` rendered false (skipped) or could not render (failed)
 
 
 T = TaskState
@@ -71,7 +72,7 @@ _NOT_FINISHED = (T.PENDING, T.WAITING, T.QUEUED, T.RUNNING, T.UP_FOR_RETRY)
 TASK_TRANSITIONS: dict[tuple[TaskState, TaskState], frozenset[Cause]] = {
     (T.PENDING, T.WAITING): frozenset({C.WAIT_FOR_SIGNAL}),
     (T.PENDING, T.QUEUED): frozenset({C.DISPATCH}),
-    (T.PENDING, T.SKIPPED): frozenset({C.SKIPPED}),
+    (T.PENDING, T.SKIPPED): frozenset({C.SKIPPED, C.CONDITION}),
     (T.PENDING, T.UPSTREAM_FAILED): frozenset({C.UPSTREAM_FAILED}),
     (T.WAITING, T.QUEUED): frozenset({C.SIGNAL}),
     (T.WAITING, T.FAILED): frozenset({C.TIMED_OUT}),
@@ -97,6 +98,7 @@ for _src in (T.QUEUED, T.RUNNING):
     for _dst in (T.SUCCESS, T.FAILED):
         TASK_TRANSITIONS[(_src, _dst)] = TASK_TRANSITIONS[(_src, _dst)] | {C.MARK}
 TASK_TRANSITIONS[(T.WAITING, T.FAILED)] = TASK_TRANSITIONS[(T.WAITING, T.FAILED)] | {C.MARK}
+TASK_TRANSITIONS[(T.PENDING, T.FAILED)] = TASK_TRANSITIONS[(T.PENDING, T.FAILED)] | {C.CONDITION}
 
 RUN_TRANSITIONS: dict[tuple[RunState, RunState], frozenset[Cause]] = {
     (RunState.QUEUED, RunState.RUNNING): frozenset({C.DISPATCH}),

@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from skydag.engine.conditions import Condition, judge_condition
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.engine.scheduler import merged_params
 from skydag.ports.store import instance_scope, task_scope
 from skydag.service.core import Scheduler
 from skydag.spec.models import DagSpec, TaskSpec
-from skydag.spec.templates import TemplateRenderError, render_value
+from skydag.spec.templates import TemplateRenderError, render_string, render_value
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef
 
 log = logging.getLogger("skydag.scheduler")
@@ -73,6 +75,19 @@ class Jobs:
             "state": self._task_state(spec, ti),
             "outputs": self._upstream_outputs(spec, ti),
         }
+
+    def render_condition(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> Condition:
+        """The task's ``when:`` rendered in the context its job would see (the try it
+        would start: ``task.try_number`` is the next one)."""
+        when = spec.tasks[ti.task_id].when
+        if when is None or isinstance(when, bool):
+            return judge_condition(bool(when) if when is not None else True)
+        upcoming = replace(ti, try_number=ti.try_number + 1)
+        try:
+            rendered = render_string(when, self.template_context(spec, run, upcoming), "when")
+        except TemplateRenderError as error:
+            return Condition.failed(error.message)
+        return judge_condition(rendered)
 
     def _upstream_outputs(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
         """``outputs.<task>``: what upstream jobs returned (Step Functions output, Lambda
@@ -133,7 +148,8 @@ class Jobs:
 
 def _template_text(task: TaskSpec) -> str:
     """The task's templated blocks as text: a cheap test of which context they use."""
-    return task.target.model_dump_json() + (task.local.model_dump_json() if task.local else "")
+    local = task.local.model_dump_json() if task.local else ""
+    return task.target.model_dump_json() + local + (task.when if isinstance(task.when, str) else "")
 
 
 def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]:

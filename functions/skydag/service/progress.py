@@ -5,27 +5,32 @@ from __future__ import annotations
 
 from skydag.engine.commands import decide_stop
 from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
-from skydag.engine.scheduler import counts_as_failed_leaf, decide_next
+from skydag.engine.scheduler import counts_as_failed_leaf, decide_next, needs_condition
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Transition
 from skydag.service.core import Gate, Scheduler
+from skydag.service.jobs import Jobs
 from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec, TaskMode
 
 
 class TaskProgress:
-    def __init__(self, scheduler: Scheduler, runs: RunLifecycle) -> None:
+    def __init__(self, scheduler: Scheduler, runs: RunLifecycle, jobs: Jobs) -> None:
         self.scheduler = scheduler
         self.runs = runs
+        self.jobs = jobs
 
     def evaluate(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> TaskInstance | None:
         """Move a task that is not running on (trigger rule, due retry, kept signal)."""
         if run.state is not RunState.RUNNING:
             return None
         clock = self.scheduler.clock
+        # Rendered once, before the decide loop: a lost race re-decides with the same
+        # condition (its inputs, the finished upstreams' outputs, do not change).
+        condition = self.jobs.render_condition(spec, run, ti) if needs_condition(spec, ti) else None
         applied = self.scheduler.decide_and_apply(
             ti,
-            lambda current: decide_next(spec, current, clock.now()),
+            lambda current: decide_next(spec, current, clock.now(), condition),
             gate=self.slot_gate(spec, run),
         )
         return applied.task

@@ -47,6 +47,7 @@ TASK_KEY_DOCS: dict[str, str] = {
     "start_on": "After its upstreams are done, wait for a matching signal before dispatch.",
     "restart_on": "Signals that restart the running task (a new try).",
     "stop_on": "Signals that stop the running task.",
+    "when": "A condition rendered once the task may run: false skips the task.",
     "local": "What `skydag dev` runs instead of the remote target.",
     "retries": "Tries after the first failure (default 0).",
     "retry_delay": "Wait before the first retry (default 30s).",

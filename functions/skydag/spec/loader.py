@@ -864,7 +864,7 @@ def _template_problems(doc: _Document) -> list[Problem]:
     """
     problems: list[Problem] = []
     for task_id, task in _raw_tasks(doc):
-        for key in (*TARGET_KEYS, "local"):
+        for key in (*TARGET_KEYS, "local", "when"):
             for parts, text in _strings(task.get(key), (key,)):
                 problem = _template_problem(text)
                 if problem:

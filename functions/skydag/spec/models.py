@@ -245,6 +245,8 @@ class TaskSpec(RetryPolicy):
     start_on: Signals | None = None
     restart_on: Signals | None = None
     stop_on: Signals | None = None
+    # A condition rendered once the upstreams let the task run (v1.1): false -> skipped.
+    when: bool | str | None = None
     local: LocalSpec | None = None
     batch: BatchTarget | None = None
     emr: EmrTarget | None = None
