@@ -580,7 +580,7 @@ class Skydag(Construct):
         policy.allow(
             ["events:PutTargets"],
             self.forwarding_rule_arns,
-            conditions={"ArnEquals": {"events:TargetArn": [self.queues[target.id].queue_arn]}},
+            conditions={"ArnEquals": {"events:TargetArn": self.queues[target.id].queue_arn}},
         )
 
     def _allow_put_events(self, policy: PolicyBuilder) -> None:
