@@ -277,6 +277,6 @@ def test_the_loader_keeps_only_its_forwarding_rules(synth: Synthesized) -> None:
         (action, arn) for action in FORWARDING_ACTIONS for arn in arns
     }
     # The one target those rules may have: the scheduler queue.
-    assert {
-        str(g.get("condition")) for g in loader if g["action"] == "events:PutTargets"
-    } == {str({"ArnEquals": {"events:TargetArn": "${Skydag/SchedulerQueue.Arn}"}})}
+    assert {str(g.get("condition")) for g in loader if g["action"] == "events:PutTargets"} == {
+        str({"ArnEquals": {"events:TargetArn": "${Skydag/SchedulerQueue.Arn}"}})
+    }

@@ -165,3 +165,26 @@ def test_the_rules_match_an_event_iff_some_pattern_does(
     rules = forward_rule_patterns(patterns)
 
     assert any(matches(r, s3_event) for r in rules) == any(matches(p, s3_event) for p in patterns)
+
+
+def test_the_memory_store_lists_the_current_aws_subscriptions() -> None:
+    from datetime import UTC, datetime
+
+    from skydag.spec.models import DagSpec
+    from skydag.store.memory import MemoryStore
+
+    store = MemoryStore()
+    now = datetime.now(UTC)
+    for dag, pattern in (("landing", S3_INCOMING), ("glue", GLUE_FAILED)):
+        spec = DagSpec.model_validate(
+            {"dag": dag, "on": [pattern, {"source": ["my.app"]}], "tasks": {"t": {"noop": None}}}
+        )
+        store.dags.save_version(spec, source=None, sha256=None, now=now)
+
+    assert sorted(map(pattern_json, (s.pattern for s in store.dags.aws_subscriptions()))) == sorted(
+        map(pattern_json, [S3_INCOMING, GLUE_FAILED])
+    )
+
+    store.dags.retire("landing", now=now)
+
+    assert [s.pattern for s in store.dags.aws_subscriptions()] == [GLUE_FAILED]
