@@ -33,6 +33,11 @@ class Settings(BaseModel):
     schedule_group: str = "skydag"
     scheduler_role_arn: str | None = None
     event_bus_arn: str | None = None
+    # Where the default-bus rules forwarding AWS events deliver (the scheduler queue) and
+    # where EventBridge puts what it could not deliver; without them the dag loader keeps
+    # no forwarding rules.
+    scheduler_queue_arn: str | None = None
+    event_delivery_dlq_arn: str | None = None
     # How finely one-shot timers (retry times) are set: EventBridge Scheduler fires within
     # a minute of an at() time; the local cloud's scheduler fires to the second.
     timer_precision_seconds: int = Field(default=60, ge=1, le=60)
@@ -58,5 +63,7 @@ class Settings(BaseModel):
             schedule_group=env.get("SKYDAG_SCHEDULE_GROUP", "skydag"),
             scheduler_role_arn=env.get("SKYDAG_SCHEDULER_ROLE_ARN") or None,
             event_bus_arn=env.get("SKYDAG_EVENT_BUS_ARN") or None,
+            scheduler_queue_arn=env.get("SKYDAG_SCHEDULER_QUEUE_ARN") or None,
+            event_delivery_dlq_arn=env.get("SKYDAG_EVENT_DELIVERY_DLQ_ARN") or None,
             timer_precision_seconds=int(env.get("SKYDAG_TIMER_PRECISION_SECONDS") or 60),
         )

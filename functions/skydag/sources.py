@@ -18,5 +18,8 @@ DAG_SOURCE_PREFIX = "skydag.dag."
 # Lambda's asynchronous invocation results (the destination puts them under this source).
 LAMBDA_RESULT_SOURCE = "lambda"
 
+# AWS services' own events: what a DAG may subscribe to but never emit.
+AWS_SOURCE_PREFIX = "aws."
+
 SCHEDULE_TICK = "Schedule Tick"  # detail: {"dag": ...}
 TIMER_FIRED = "Timer Fired"  # detail: {"dag": ..., "run_id": ..., "task": ...}

@@ -20,7 +20,10 @@ On the default bus (where AWS services put their events):
 - S3 "Object Created"/"Object Deleted" under the DAG prefix -> the dag loader;
 - each service's native state-change event, narrowed to skydag's jobs (names start with
   ``skydag-``) and to the statuses the engine acts on -> the scheduler;
-- every five minutes -> the reconciler.
+- every five minutes -> the reconciler;
+- AWS events the loaded DAGs subscribe to -> the scheduler queue: not a rule of the
+  stack but up to ``MAX_AWS_EVENT_RULES`` rules the dag loader keeps in step with the
+  DAGs (``aws_event_rule_names``).
 
 The rules whose patterns come from the target modules (``skydag.targets.aws.*``: source,
 detail-type, statuses) are built on first use, since those modules load botocore and
@@ -292,6 +295,22 @@ TO_RECONCILER = RuleTarget(
     max_event_age=RECONCILE_EVERY,
     dead_letter_queue=RECONCILER_DLQ,
 )
+
+# AWS service events that DAGs subscribe to (``on: [{source: [aws.s3], ...}]``): the dag
+# loader keeps up to ``MAX_AWS_EVENT_RULES`` rules on the default bus, named
+# ``<skydag bus>-aws-events-<n>``, whose patterns are exactly the loaded DAGs' AWS
+# patterns (``skydag.signals.forwarding``). They deliver straight to the scheduler queue,
+# as the services' job events do: the queue stays the one way into the scheduler, and
+# no role is passed. Their names are fixed so that IAM and the queue policies can name
+# each one.
+AWS_EVENTS_TARGET = TO_SCHEDULER_QUEUE
+MAX_AWS_EVENT_RULES = 5
+
+
+def aws_event_rule_names(bus_name: str) -> tuple[str, ...]:
+    """The default-bus rules forwarding subscribed AWS events, in the order they fill."""
+    return tuple(f"{bus_name}-aws-events-{n}" for n in range(1, MAX_AWS_EVENT_RULES + 1))
+
 
 COMMANDS_RULE = RuleSpec(
     "CommandsRule", Bus.SKYDAG, TO_SCHEDULER_QUEUE, pattern={"source": [COMMAND_SOURCE]}

@@ -362,6 +362,7 @@ class Skydag(Construct):
 
     def _environment(self, log_level: str) -> dict[str, str]:
         """What ``skydag.settings.Settings.from_env`` reads (a test holds them equal)."""
+        aws_events = wiring.AWS_EVENTS_TARGET
         env = {spec.env_var: self.tables[spec.field].table_name for spec in self.table_specs}
         env.update(
             SKYDAG_DAG_BUCKET=self.dag_bucket.bucket_name,
@@ -370,6 +371,9 @@ class Skydag(Construct):
             SKYDAG_EVENT_BUS_ARN=self.event_bus.event_bus_arn,
             SKYDAG_SCHEDULE_GROUP=self.schedule_group.schedule_group_name,
             SKYDAG_SCHEDULER_ROLE_ARN=self.scheduler_role.role_arn,
+            # Where the dag loader's AWS-event forwarding rules deliver.
+            SKYDAG_SCHEDULER_QUEUE_ARN=self.queues[aws_events.resource.id].queue_arn,
+            SKYDAG_EVENT_DELIVERY_DLQ_ARN=self.queues[aws_events.dead_letter_queue.id].queue_arn,
             POWERTOOLS_SERVICE_NAME="skydag",
             POWERTOOLS_METRICS_NAMESPACE=observability.METRICS_NAMESPACE,
             LOG_LEVEL=log_level,
@@ -509,6 +513,7 @@ class Skydag(Construct):
         )
         self._allow_schedules(loader)
         self._allow_put_events(loader)
+        self._allow_forwarding_rules(loader)
 
         # The scheduler, the stream processor and the reconciler run the same scheduler
         # service (skydag.service.factory.build_service): state, notifications, timers and
@@ -547,6 +552,36 @@ class Skydag(Construct):
                 )
             if resources:
                 policy.allow(access, resources)
+
+    @property
+    def forwarding_rule_arns(self) -> list[str]:
+        """The default-bus rules the dag loader keeps for the AWS events DAGs subscribe to
+        (``wiring.aws_event_rule_names``): made at run time, named here so that IAM and the
+        queue policies can name each one."""
+        stack = cdk.Stack.of(self)
+        return [
+            stack.format_arn(service="events", resource="rule", resource_name=name)
+            for name in wiring.aws_event_rule_names(self._event_bus_name)
+        ]
+
+    def _allow_forwarding_rules(self, policy: PolicyBuilder) -> None:
+        """Those rules and no other; their one target is the queue the stack names."""
+        policy.allow(
+            [
+                "events:DescribeRule",
+                "events:PutRule",
+                "events:DeleteRule",
+                "events:ListTargetsByRule",
+                "events:RemoveTargets",
+            ],
+            self.forwarding_rule_arns,
+        )
+        target = wiring.AWS_EVENTS_TARGET.resource
+        policy.allow(
+            ["events:PutTargets"],
+            self.forwarding_rule_arns,
+            conditions={"ArnEquals": {"events:TargetArn": self.queues[target.id].queue_arn}},
+        )
 
     def _allow_put_events(self, policy: PolicyBuilder) -> None:
         policy.allow(["events:PutEvents"], [self.event_bus.event_bus_arn])
@@ -642,7 +677,7 @@ class Skydag(Construct):
         denies ``sqs:SendMessage`` to any other request. Derived from ``skydag.wiring``:
 
         - a rule's target queue and dead-letter queue: the rule (EventBridge sends with
-          ``aws:SourceArn`` = the rule);
+          ``aws:SourceArn`` = the rule), the dag loader's forwarding rules included;
         - an asynchronous invocation's or a stream's on-failure queue: the function's role
           (Lambda sends with the function's role);
         - a queue's dead-letter queue: the queue (SQS moves the message itself);
@@ -655,6 +690,9 @@ class Skydag(Construct):
             for queue in (target.resource, target.dead_letter_queue):
                 if isinstance(queue, QueueSpec):
                     senders[queue.id][0].append(self.rules[rule_id].rule_arn)
+        forwarding = wiring.AWS_EVENTS_TARGET
+        for queue in (forwarding.resource, forwarding.dead_letter_queue):
+            senders[queue.id][0].extend(self.forwarding_rule_arns)
         for spec in self.queue_specs.values():
             if spec.redrive is not None:
                 senders[spec.redrive.dead_letter_queue.id][0].append(self.queues[spec.id].queue_arn)

@@ -299,3 +299,32 @@ def test_deleting_the_dag_file_retires_the_dag(dev_up: DevUp) -> None:
         )
 
     wait_for(retired, STEP_TIMEOUT, "the DAG to be retired", dev_up)
+
+
+def test_a_file_landing_in_a_user_bucket_starts_a_run_that_sees_its_key(dev_up: DevUp) -> None:
+    dag = (ROOT / "examples" / "dags" / "s3_landing.yaml").read_text()
+    dev_up.upload("s3_landing.yaml", dag)
+    wait_for(
+        lambda: "loaded dag=s3_landing" in dev_up.log(), STEP_TIMEOUT, "the DAG to load", dev_up
+    )
+    s3 = dev_up.client("s3")
+    s3.create_bucket(Bucket="my-data")
+    s3.put_bucket_notification_configuration(
+        Bucket="my-data", NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    s3.put_object(Bucket="my-data", Key="archive/old.csv", Body=b"not under incoming/")
+    s3.put_object(Bucket="my-data", Key="incoming/2026-11-22.csv", Body=b"a,b\n1,2\n")
+
+    runs: list[dict[str, Any]] = []
+
+    def started() -> bool:
+        listed = dev_up.cli("runs", "list", "s3_landing", "--output", "json")
+        runs[:] = json.loads(listed.stdout) if listed.returncode == 0 else []
+        return bool(runs)
+
+    wait_for(started, STEP_TIMEOUT, "the file to start a run", dev_up)
+    (run,) = runs  # the file under archive/ started nothing
+    finished = dev_up.wait_for_run("s3_landing", run["run_id"], ("success", "failed"))
+    assert finished["state"] == "success", dev_up.log()
+    logs = dev_up.cli("logs", "s3_landing", run["run_id"], "ingest")
+    assert "ingesting my-data incoming/2026-11-22.csv" in logs.stdout, logs.stderr

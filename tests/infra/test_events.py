@@ -242,3 +242,41 @@ def test_schedule_group_and_the_role_its_schedules_assume(synth: Synthesized) ->
             }
         ]
     ]
+
+
+FORWARDING_ACTIONS = {
+    "events:DescribeRule",
+    "events:PutRule",
+    "events:DeleteRule",
+    "events:ListTargetsByRule",
+    "events:RemoveTargets",
+    "events:PutTargets",
+}
+
+
+def test_the_loader_keeps_only_its_forwarding_rules(synth: Synthesized) -> None:
+    from iam_grants import role_grants
+
+    arns = {
+        "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/" + name
+        for name in wiring.aws_event_rule_names("skydag")
+    }
+    grants = role_grants(synth.stack, synth.json)
+
+    loader = [g for g in grants["Skydag/DagLoaderRole"] if g["action"] in FORWARDING_ACTIONS]
+    others = [
+        (role, g)
+        for role, role_grants_ in grants.items()
+        if role != "Skydag/DagLoaderRole"
+        for g in role_grants_
+        if g["action"] in FORWARDING_ACTIONS
+    ]
+
+    assert not others
+    assert {(g["action"], g["resource"]) for g in loader} == {
+        (action, arn) for action in FORWARDING_ACTIONS for arn in arns
+    }
+    # The one target those rules may have: the scheduler queue.
+    assert {str(g.get("condition")) for g in loader if g["action"] == "events:PutTargets"} == {
+        str({"ArnEquals": {"events:TargetArn": "${Skydag/SchedulerQueue.Arn}"}})
+    }

@@ -62,6 +62,8 @@ def test_environment_is_what_settings_from_env_reads(synth: Synthesized) -> None
             "SKYDAG_EVENT_BUS_ARN",
             "SKYDAG_SCHEDULE_GROUP",
             "SKYDAG_SCHEDULER_ROLE_ARN",
+            "SKYDAG_SCHEDULER_QUEUE_ARN",
+            "SKYDAG_EVENT_DELIVERY_DLQ_ARN",
             "POWERTOOLS_SERVICE_NAME",
             "POWERTOOLS_METRICS_NAMESPACE",
             "LOG_LEVEL",
@@ -76,6 +78,13 @@ def test_environment_is_what_settings_from_env_reads(synth: Synthesized) -> None
             {"Fn::GetAtt": [synth.logical_id(skydag.event_bus), "Arn"]}
         )
         assert settings.schedule_group == "skydag"
+        queues = skydag.queues
+        assert settings.scheduler_queue_arn == str(
+            {"Fn::GetAtt": [synth.logical_id(queues["SchedulerQueue"]), "Arn"]}
+        )
+        assert settings.event_delivery_dlq_arn == str(
+            {"Fn::GetAtt": [synth.logical_id(queues["EventDeliveryDlq"]), "Arn"]}
+        )
         assert settings.scheduler_role_arn == str(
             {"Fn::GetAtt": [synth.logical_id(skydag.scheduler_role), "Arn"]}
         )
@@ -92,6 +101,8 @@ def _deployed_environment(synth: Synthesized, name: str) -> dict[str, str]:
     values = {
         "SKYDAG_EVENT_BUS_ARN": "arn:aws:events:us-east-1:111122223333:event-bus/skydag",
         "SKYDAG_SCHEDULER_ROLE_ARN": "arn:aws:iam::111122223333:role/skydag-schedules",
+        "SKYDAG_SCHEDULER_QUEUE_ARN": "arn:aws:sqs:us-east-1:111122223333:skydag-scheduler",
+        "SKYDAG_EVENT_DELIVERY_DLQ_ARN": "arn:aws:sqs:us-east-1:111122223333:skydag-delivery",
     }
     variables = synth.resource(synth.skydag.functions[name])["Properties"]["Environment"][
         "Variables"

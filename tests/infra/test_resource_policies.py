@@ -91,9 +91,16 @@ def _expected_queue_senders(synth: Synthesized) -> dict[str, tuple[list[Any], li
         for spec in skydag.rule_specs.values()
         if spec.target.resource == wiring.SCHEDULER_QUEUE
     ]
+    # The dag loader's forwarding rules (made at run time) deliver there too.
+    forwarding = [
+        synth.stack.resolve(
+            synth.stack.format_arn(service="events", resource="rule", resource_name=name)
+        )
+        for name in wiring.aws_event_rule_names("skydag")
+    ]
     return {
-        wiring.SCHEDULER_QUEUE.id: (to_scheduler, OPERATORS),
-        wiring.EVENT_DELIVERY_DLQ.id: (to_scheduler, []),
+        wiring.SCHEDULER_QUEUE.id: ([*to_scheduler, *forwarding], OPERATORS),
+        wiring.EVENT_DELIVERY_DLQ.id: ([*to_scheduler, *forwarding], []),
         wiring.DAG_LOADER_DLQ.id: ([rule["DagFilesRule"]], [role[wiring.DAG_LOADER.id]]),
         wiring.RECONCILER_DLQ.id: ([rule["ReconcileRule"]], [role[wiring.RECONCILER.id]]),
         wiring.STREAM_DLQ.id: ([], [role[wiring.STREAM_PROCESSOR.id]]),

@@ -89,6 +89,13 @@ class HandlerEnvironment(BaseModel):
     event_bus_arn: str = Field(alias="SKYDAG_EVENT_BUS_ARN", pattern=_ARN)
     schedule_group: str = Field(alias="SKYDAG_SCHEDULE_GROUP", default="skydag", min_length=1)
     scheduler_role_arn: str = Field(alias="SKYDAG_SCHEDULER_ROLE_ARN", pattern=_ARN)
+    # Where the dag loader's AWS-event forwarding rules deliver (the stack sets both).
+    scheduler_queue_arn: str | None = Field(
+        alias="SKYDAG_SCHEDULER_QUEUE_ARN", default=None, pattern=_ARN
+    )
+    event_delivery_dlq_arn: str | None = Field(
+        alias="SKYDAG_EVENT_DELIVERY_DLQ_ARN", default=None, pattern=_ARN
+    )
 
 
 class HandlerConfigError(RuntimeError):
@@ -184,6 +191,11 @@ def dag_loader_service() -> DagLoaderService:
         bind_models(config)
         bind_dag_files(config)
         clock = SystemClock()
+        forwarding = None
+        if config.scheduler_queue_arn and config.event_delivery_dlq_arn:
+            from skydag.adapters.forwarding import EventBridgeForwardingRules
+
+            forwarding = EventBridgeForwardingRules(config)
         _runtime.dag_loader = DagLoaderService(
             Repositories(),
             DagFileRepository(),
@@ -191,6 +203,7 @@ def dag_loader_service() -> DagLoaderService:
             EventBridgeEventSink(config),
             clock,
             ticks=EventBridgeEventSink(config, source=SCHEDULER_SOURCE),
+            forwarding=forwarding,
             prefix=config.dag_prefix,
         )
     return _runtime.dag_loader

@@ -187,8 +187,15 @@ class LocalCloud:
         )
         self.region, self.event_bus = self.settings.region, self.settings.event_bus
         bus_arn, role_arn = self._create_resources()
+        forwarded_to = wiring.AWS_EVENTS_TARGET
+        assert isinstance(forwarded_to.resource, wiring.QueueSpec)
         self.settings = self.settings.model_copy(
-            update={"event_bus_arn": bus_arn, "scheduler_role_arn": role_arn}
+            update={
+                "event_bus_arn": bus_arn,
+                "scheduler_role_arn": role_arn,
+                "scheduler_queue_arn": self.queue_arn(forwarded_to.resource),
+                "event_delivery_dlq_arn": self.queue_arn(forwarded_to.dead_letter_queue),
+            }
         )
         stack.enter_context(handler_environment(self.settings))
         stack.enter_context(counting_calls())
@@ -297,6 +304,8 @@ class LocalCloud:
         settings = self.settings
         self.rules = wiring.rules(settings.dag_bucket, settings.dag_prefix)
         self.rule_specs = {rule.id: rule for rule in self.rules}
+        # The dag loader's rules for the AWS events DAGs subscribe to (made at run time).
+        self.forwarding_rules = wiring.aws_event_rule_names(settings.event_bus)
         self.bridge = LocalEventBridge(
             self.account_id,
             self.region,
@@ -305,6 +314,8 @@ class LocalCloud:
                 for rule in self.rules
                 if rule.pattern is not None
             ],
+            forwarding_rules=self.forwarding_rules,
+            targets_by_arn={self.queue_arn(queue): queue.id for queue in wiring.QUEUES},
         )
         self.bridge.install()
         self._stack.callback(self.bridge.uninstall)
@@ -510,23 +521,30 @@ class LocalCloud:
     def _held_rule_deliveries(self) -> list[Delivery]:
         return [
             held
-            for rule_id in self.rule_specs
+            for rule_id in (*self.rule_specs, *self.forwarding_rules)
             for held in self.deliveries.due_for(f"rule:{rule_id}")
         ]
 
     def _deliver(self, item: Matched) -> None:
-        self._to_target(self.rule_specs[item.rule.rule_id], item.event)
+        spec = self.rule_specs.get(item.rule.rule_id)
+        if spec is None:  # a forwarding rule: its target is a queue of the stack
+            self._to_queue(item.rule.target, item.event)
+            return
+        self._to_target(spec, item.event)
 
     def _to_target(self, rule: wiring.RuleSpec, event: dict[str, Any]) -> None:
         resource = rule.target.resource
         if isinstance(resource, wiring.QueueSpec):
-            body = json.dumps(event, default=str)
-            if self._outbox is not None:  # sent together at the end of the pass
-                self._outbox.setdefault(resource.id, []).append(body)
-                return
-            self.client("sqs").send_message(QueueUrl=self.queue_urls[resource.id], MessageBody=body)
+            self._to_queue(resource.id, event)
         else:
             self.async_invokers[resource.id].submit(event)
+
+    def _to_queue(self, queue_id: str, event: dict[str, Any]) -> None:
+        body = json.dumps(event, default=str)
+        if self._outbox is not None:  # sent together at the end of the pass
+            self._outbox.setdefault(queue_id, []).append(body)
+            return
+        self.client("sqs").send_message(QueueUrl=self.queue_urls[queue_id], MessageBody=body)
 
     def _put_scheduled(
         self, bus: str, source: str, detail_type: str, detail: Mapping[str, Any]
@@ -828,6 +846,8 @@ def handler_environment(settings: Settings) -> Iterator[None]:
         "SKYDAG_EVENT_BUS_ARN": str(settings.event_bus_arn),
         "SKYDAG_SCHEDULE_GROUP": settings.schedule_group,
         "SKYDAG_SCHEDULER_ROLE_ARN": str(settings.scheduler_role_arn),
+        "SKYDAG_SCHEDULER_QUEUE_ARN": str(settings.scheduler_queue_arn),
+        "SKYDAG_EVENT_DELIVERY_DLQ_ARN": str(settings.event_delivery_dlq_arn),
         "SKYDAG_TIMER_PRECISION_SECONDS": str(settings.timer_precision_seconds),
     }
     saved = {name: os.environ.get(name) for name in values}

@@ -12,6 +12,12 @@ bucket's S3 events to every bus with a constant ``sequencer``. So for the stack'
   delivers asynchronously after PutEvents has answered;
 - the event is in AWS's shape: ``time`` as ISO 8601, no moto-only fields.
 
+The default-bus rules the dag loader keeps for the AWS events DAGs subscribe to
+(``forwarding_rules``: it creates them in moto with boto3, as in AWS) are run the same way:
+their pattern and targets are read from moto when an event arrives, so S3 events of a
+user's bucket and the players' service events reach the scheduler queue exactly when the
+deployed rules would deliver them.
+
 S3 → EventBridge: "Object Created" / "Object Deleted" go to the default bus only, with a
 per-bucket increasing ``sequencer``; deletes on a versioned bucket, which moto does not
 announce, are announced as S3 does ("Delete Marker Created", "Permanently Deleted").
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import threading
 import uuid
 from collections import deque
@@ -76,10 +83,22 @@ def aws_shaped(event: Mapping[str, Any]) -> dict[str, Any]:
 class LocalEventBridge:
     """Owns the stack's rules in moto (see the module docstring). Install once per cloud."""
 
-    def __init__(self, account_id: str, region: str, rules: list[LocalRule]) -> None:
+    def __init__(
+        self,
+        account_id: str,
+        region: str,
+        rules: list[LocalRule],
+        *,
+        forwarding_rules: tuple[str, ...] = (),
+        targets_by_arn: Mapping[str, str] | None = None,
+    ) -> None:
         self.account_id = account_id
         self.region = region
         self.rules = {(rule.bus, rule.rule_id): rule for rule in rules}
+        # Default-bus rules made at run time (by name), and the local name of each ARN
+        # they may target.
+        self.forwarding_rules = frozenset(forwarding_rules)
+        self.targets_by_arn = dict(targets_by_arn or {})
         self._matched: deque[Matched] = deque()
         self._lock = threading.Lock()
         self._sequencers: dict[str, itertools.count[int]] = {}
@@ -90,8 +109,6 @@ class LocalEventBridge:
     def create_rules(self, events_client: Any) -> None:
         """The stack's rules in moto, without targets: moto's own delivery then does nothing
         for them and ``send_to_targets`` (patched) hands their events to this object."""
-        import json
-
         for rule in self.rules.values():
             events_client.put_rule(
                 Name=rule.rule_id, EventBusName=rule.bus, EventPattern=json.dumps(rule.pattern)
@@ -106,6 +123,9 @@ class LocalEventBridge:
         original_send = Rule.send_to_targets
 
         def send_to_targets(rule: Any, original_event: Any, transform_input: bool = True) -> None:
+            if rule.event_bus_name == DEFAULT_BUS and rule.name in bridge.forwarding_rules:
+                bridge._queue(bridge._forwarded_by(rule, aws_shaped(original_event)))
+                return
             ours = bridge.rules.get((rule.event_bus_name, rule.name))
             if ours is None:
                 original_send(rule, original_event, transform_input)
@@ -163,14 +183,43 @@ class LocalEventBridge:
             return len(self._matched)
 
     def offer(self, bus: str, event: Mapping[str, Any]) -> int:
-        """Match an event (already on ``bus``) against the stack's rules there."""
+        """Match an event (already on ``bus``) against the stack's rules there and the
+        forwarding rules that exist now."""
         count = 0
         for rule in self.rules.values():
             if rule.bus == bus and matches(rule.pattern, event):
                 with self._lock:
                     self._matched.append(Matched(rule, dict(event)))
                 count += 1
+        if bus == DEFAULT_BUS and self.forwarding_rules:
+            from moto.events.models import events_backends
+
+            moto_rules = events_backends[self.account_id][self.region].event_buses[bus].rules
+            for name in sorted(self.forwarding_rules):
+                forwarding = moto_rules.get(name)
+                if forwarding is not None:
+                    count += self._queue(self._forwarded_by(forwarding, dict(event)))
         return count
+
+    def _forwarded_by(self, rule: Any, event: dict[str, Any]) -> list[Matched]:
+        """What a forwarding rule (moto's) delivers of ``event``: one match per target the
+        local cloud knows, when the rule is enabled and its pattern matches."""
+        raw = rule.event_pattern.dump()
+        if rule.state != "ENABLED" or not raw:
+            return []
+        pattern = json.loads(raw)
+        if not matches(pattern, event):
+            return []
+        return [
+            Matched(LocalRule(rule.name, DEFAULT_BUS, pattern, self.targets_by_arn[arn]), event)
+            for arn in (target["Arn"] for target in rule.targets)
+            if arn in self.targets_by_arn
+        ]
+
+    def _queue(self, matched: list[Matched]) -> int:
+        with self._lock:
+            self._matched.extend(matched)
+        return len(matched)
 
     # --- S3 -------------------------------------------------------------------------------------
 

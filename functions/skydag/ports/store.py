@@ -219,6 +219,8 @@ class RunStore(Protocol):
 # The key of the item that says which DAG holds each declared emit source prefix (in the
 # DAGs' table: no DAG id contains ':').
 EMIT_SOURCES_KEY = "emit:sources"
+# The item listing every ``aws.*`` source ever subscribed to (same table, same reason).
+AWS_SOURCES_KEY = "aws:sources"
 
 
 class DagStore(Protocol):
@@ -243,6 +245,12 @@ class DagStore(Protocol):
         ...
 
     def subscriptions(self, source: str) -> list[Subscription]: ...
+
+    def aws_subscriptions(self) -> list[Subscription]:
+        """Every subscription of the current versions under an exact ``aws.*`` source: what
+        the default bus must forward. Read from the index, so any loader computes the same
+        answer whichever DAG it has just loaded."""
+        ...
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec: ...
 

@@ -19,14 +19,19 @@ object; everything after the bytes is here, so the rules are tested without S3):
 - S3 events for one key carry a ``sequencer``: an event older than the last one applied
   is ignored, so a late "Object Created" cannot undo a later upload or deletion;
 - a file that defines a DAG another live file already defines is an import error: two
-  files would otherwise overwrite each other's versions.
+  files would otherwise overwrite each other's versions;
+- after every load and retirement, the default bus's rules forwarding AWS events
+  (``aws.s3``, ``aws.glue``, ...) are brought in step with what the current versions
+  subscribe to, read back from the store's index, not from the DAG just loaded: two
+  loaders racing both end on the same rules (see ``_forward_aws_events``). A DAG whose
+  AWS patterns would not fit in the rules is an import error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -34,6 +39,7 @@ from typing import Any, Protocol
 from skydag.engine.models import DagRecord
 from skydag.ports import Clock, EventSink
 from skydag.ports.store import Store
+from skydag.signals.forwarding import ForwardingTooLarge, forward_rule_patterns, forwarded_pattern
 from skydag.sources import SCHEDULE_TICK
 from skydag.spec.loader import DagFileError, load_dag_bytes, parse_yaml
 from skydag.spec.models import ID_PATTERN, DagSpec
@@ -57,6 +63,21 @@ class DagSchedules(Protocol):
     def put_dag_schedule(self, spec: DagSpec, *, enabled: bool) -> object: ...
 
     def delete_dag_schedule(self, dag_id: str) -> object: ...
+
+
+class AwsEventRules(Protocol):
+    """The default-bus rules forwarding AWS events to the scheduler (EventBridge in
+    production): ``apply`` makes them hold these patterns and says what it changed."""
+
+    def apply(self, patterns: Sequence[Mapping[str, Any]]) -> list[str]: ...
+
+
+# Passes of "read the subscriptions, fix the rules" before giving up (the Lambda retries).
+FORWARDING_PASSES = 5
+
+
+class ForwardingUnsettled(RuntimeError):
+    """Other loaders kept changing the forwarding rules; a retry finishes the work."""
 
 
 class LoadOutcome(StrEnum):
@@ -93,6 +114,7 @@ class LoadResult:
     errors: tuple[str, ...] = ()
     reason: str | None = None
     schedule: str | None = None  # the EventBridge expression put, if any
+    forwarding: tuple[str, ...] = ()  # the forwarding rules this load changed
 
     def as_log(self) -> dict[str, Any]:
         fields = {
@@ -103,6 +125,7 @@ class LoadResult:
             "reason": self.reason,
             "schedule": self.schedule,
             "errors": list(self.errors) or None,
+            "forwarding": list(self.forwarding) or None,
         }
         return {key: value for key, value in fields.items() if value is not None}
 
@@ -158,6 +181,7 @@ class DagLoaderService:
         clock: Clock,
         *,
         ticks: EventSink | None = None,
+        forwarding: AwsEventRules | None = None,
         prefix: str = "dags/",
     ) -> None:
         self.repos = repos
@@ -167,6 +191,8 @@ class DagLoaderService:
         self.clock = clock
         # Puts "Schedule Tick" {"dag": id} for the scheduler (source skydag.scheduler).
         self.ticks = ticks
+        # None: no AWS events are forwarded (tests that do not look at them).
+        self.forwarding = forwarding
         self.prefix = prefix
 
     # --- a file was written ------------------------------------------------------------
@@ -184,22 +210,9 @@ class DagLoaderService:
         except DagFileError as error:
             return self._import_error(obj, record, data, sha256, [str(p) for p in error.problems])
         head = self.repos.dags.find(spec.dag)
-        owner = self._other_owner(head, obj.source)
-        if owner is not None:
-            message = (
-                f"{obj.source}: error: DAG '{spec.dag}' is already defined by {owner}; "
-                "a DAG is defined by one file"
-            )
-            return self._import_error(obj, record, data, sha256, [message])
-
-        clashes = self.repos.dags.hold_emit_sources(spec.dag, list(spec.emit_sources))
-        if clashes:
-            problems = [
-                f"{obj.source}: error: emit_sources: '{prefix}' overlaps '{held}', which DAG "
-                f"'{owner}' declares; a source prefix belongs to one DAG"
-                for prefix, (held, owner) in sorted(clashes.items())
-            ]
-            return self._import_error(obj, record, data, sha256, problems)
+        refused = self._refusal(spec, head, obj.source)
+        if refused:
+            return self._import_error(obj, record, data, sha256, refused)
 
         now = self.clock.now()
         unchanged = (
@@ -238,7 +251,70 @@ class DagLoaderService:
             ),
             now=now,
         )
-        return LoadResult(outcome, obj.source, spec.dag, version, schedule=expression)
+        forwarding = self._forward_aws_events()
+        return LoadResult(
+            outcome,
+            obj.source,
+            spec.dag,
+            version,
+            schedule=expression,
+            forwarding=tuple(forwarding),
+        )
+
+    # --- AWS events the DAGs subscribe to -------------------------------------------------
+
+    def _forwarding_problem(self, spec: DagSpec) -> str | None:
+        """Why this version's AWS patterns cannot be forwarded beside the other DAGs'."""
+        own = [pattern for _, _, pattern in spec.iter_signal_patterns()]
+        if self.forwarding is None or not any(forwarded_pattern(p) for p in own):
+            return None
+        others = [s.pattern for s in self.repos.dags.aws_subscriptions() if s.dag_id != spec.dag]
+        try:
+            forward_rule_patterns([*others, *own])
+        except ForwardingTooLarge as error:
+            return str(error)
+        return None
+
+    def _forward_aws_events(self) -> list[str]:
+        """Bring the forwarding rules in step with every current subscription.
+
+        Each pass reads the index, then reads each rule back and fixes what differs; it
+        ends after a pass that changed nothing. Whoever changes a rule last makes one more
+        pass, reading the index after every other loader wrote its subscriptions (each
+        writes before its first pass): so the rules end as the final index says, however
+        loaders interleave."""
+        if self.forwarding is None:
+            return []
+        changes: list[str] = []
+        for _ in range(FORWARDING_PASSES):
+            subscriptions = self.repos.dags.aws_subscriptions()
+            patterns = forward_rule_patterns(sub.pattern for sub in subscriptions)
+            changed = self.forwarding.apply(patterns)
+            if not changed:
+                return changes
+            changes.extend(changed)
+        raise ForwardingUnsettled(
+            f"the AWS event forwarding rules still changed after {FORWARDING_PASSES} passes"
+        )
+
+    def _refusal(self, spec: DagSpec, head: DagRecord | None, source: str) -> list[str]:
+        """Why a valid file still cannot become its DAG's current version (none: it can,
+        and it now holds its ``emit_sources``)."""
+        owner = self._other_owner(head, source)
+        if owner is not None:
+            return [
+                f"{source}: error: DAG '{spec.dag}' is already defined by {owner}; "
+                "a DAG is defined by one file"
+            ]
+        too_large = self._forwarding_problem(spec)
+        if too_large is not None:
+            return [f"{source}: error: {too_large}"]
+        clashes = self.repos.dags.hold_emit_sources(spec.dag, list(spec.emit_sources))
+        return [
+            f"{source}: error: emit_sources: '{prefix}' overlaps '{held}', which DAG "
+            f"'{holder}' declares; a source prefix belongs to one DAG"
+            for prefix, (held, holder) in sorted(clashes.items())
+        ]
 
     def _sync_schedule(self, spec: DagSpec, *, paused: bool) -> str | None:
         if spec.schedule is None:
@@ -357,6 +433,7 @@ class DagLoaderService:
         self.repos.dags.hold_emit_sources(dag_id, [])
         # Also when already retired: a retry after a crash still removes the schedule.
         self.schedules.delete_dag_schedule(dag_id)
+        self._forward_aws_events()
         return True
 
 

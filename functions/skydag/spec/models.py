@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from skydag.signals.forwarding import pattern_too_large
 from skydag.signals.patterns import validate_pattern
 from skydag.spec import graph
 from skydag.spec.durations import format_duration, parse_duration
@@ -76,6 +77,10 @@ Duration = Annotated[
 
 def _check_pattern(value: dict[str, Any]) -> dict[str, Any]:
     validate_pattern(value)
+    # An AWS pattern is also a rule on the default bus (skydag.signals.forwarding).
+    too_large = pattern_too_large(value)
+    if too_large is not None:
+        raise ValueError(too_large)
     return value
 
 

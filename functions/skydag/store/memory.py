@@ -45,6 +45,7 @@ from skydag.ports.store import (
     Subscription,
     due_at,
 )
+from skydag.sources import AWS_SOURCE_PREFIX
 from skydag.spec.emit_sources import conflicts as emit_source_conflicts
 from skydag.spec.models import DagSpec
 from skydag.store.common import (
@@ -712,6 +713,18 @@ class MemoryDagRepository:
                     for task_id, kind, pattern in loads(entry["subs"]):
                         found.append(Subscription(dag_id, int(entry["v"]), task_id, kind, pattern))
         found.sort(key=lambda sub: (sub.dag_id, sub.task_id or "", sub.kind))
+        return found
+
+    def aws_subscriptions(self) -> list[Subscription]:
+        with self._lock:
+            found = [
+                Subscription(dag_id, int(entry["v"]), task_id, kind, pattern)
+                for key, entries in self._subscriptions.items()
+                if key.startswith(f"sub:{AWS_SOURCE_PREFIX}")
+                for dag_id, entry in entries.items()
+                for task_id, kind, pattern in loads(entry["subs"])
+            ]
+        found.sort(key=lambda sub: (sub.dag_id, sub.task_id or "", sub.kind, dumps(sub.pattern)))
         return found
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec:

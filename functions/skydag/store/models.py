@@ -83,6 +83,21 @@ class EmitSourcesModel(Model):
     version = NumberAttribute(default=0)
 
 
+class AwsSourcesModel(Model):
+    """Every ``aws.*`` source a DAG has ever subscribed to: one item in the dags table,
+    keyed ``aws:sources`` (no DAG id contains ':'). The dag loader reads the subscriptions
+    under each (``sub:<source>``) to keep the default bus's forwarding rules in step; the
+    set only grows (an ``ADD`` is atomic, a removal could race with a new subscriber), and
+    a source nobody listens to any more has an empty subscription item."""
+
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    dag_id = UnicodeAttribute(hash_key=True)
+    sources = UnicodeSetAttribute(null=True)
+
+
 class DagVersionModel(Model):
     class Meta:
         table_name: str | None = None
@@ -258,6 +273,7 @@ def bind_models(settings: Settings) -> None:
     # Models that share a table with another (not created on their own).
     names[SignalSubscriptionModel] = settings.tables.dags
     names[EmitSourcesModel] = settings.tables.dags
+    names[AwsSourcesModel] = settings.tables.dags
     for model, table_name in names.items():
         model.Meta.table_name = table_name
         model.Meta.region = settings.region

@@ -37,6 +37,7 @@ from skydag.engine.states import (
 from skydag.engine.transitions import Transition
 from skydag.ports.store import (
     ANY_SOURCE,
+    AWS_SOURCES_KEY,
     EMIT_SOURCES_KEY,
     Store,
     Subscription,
@@ -44,6 +45,7 @@ from skydag.ports.store import (
     instance_scope,
     task_scope,
 )
+from skydag.sources import AWS_SOURCE_PREFIX
 from skydag.spec.emit_sources import conflicts as emit_source_conflicts
 from skydag.spec.models import DagSpec
 from skydag.store.common import TI_JSON_FIELDS as _TI_JSON_FIELDS
@@ -57,6 +59,7 @@ from skydag.store.common import queued_key as _queued_key
 from skydag.store.errors import ConflictError, NotFound, is_condition_failure
 from skydag.store.models import (
     DUE_SHARDS,
+    AwsSourcesModel,
     DagModel,
     DagVersionModel,
     EmitSourcesModel,
@@ -823,6 +826,22 @@ class DagRepository:
         found.sort(key=lambda sub: (sub.dag_id, sub.task_id or "", sub.kind))
         return found
 
+    def aws_subscriptions(self) -> list[Subscription]:
+        """The registry of AWS sources, then their subscription items: 1 + N/100 reads."""
+        try:
+            registry = AwsSourcesModel.get(AWS_SOURCES_KEY, consistent_read=True)
+        except DoesNotExist:
+            return []
+        keys = [f"sub:{source}" for source in sorted(registry.sources or ())]
+        found = [
+            Subscription(dag_id, int(entry["v"]), task_id, kind, pattern)
+            for item in SignalSubscriptionModel.batch_get(keys, consistent_read=True)
+            for dag_id, entry in (item.dags.as_dict() if item.dags is not None else {}).items()
+            for task_id, kind, pattern in json.loads(entry["subs"])
+        ]
+        found.sort(key=lambda sub: (sub.dag_id, sub.task_id or "", sub.kind, _dumps(sub.pattern)))
+        return found
+
     def _find_item(self, dag_id: str) -> DagModel | None:
         try:
             return DagModel.get(dag_id, consistent_read=True)
@@ -840,6 +859,13 @@ class DagRepository:
         for task_id, kind, pattern in spec.iter_signal_patterns() if spec else ():
             for source in _pattern_sources(pattern):
                 grouped.setdefault(source, []).append([task_id, kind, pattern])
+        aws_sources = {s for s in grouped if s.startswith(AWS_SOURCE_PREFIX)}
+        if aws_sources:
+            # Registered before the subscriptions are written: whoever reads the registry
+            # after reading a subscription finds its source there.
+            AwsSourcesModel(AWS_SOURCES_KEY).update(
+                actions=[AwsSourcesModel.sources.add(aws_sources)]
+            )
         for source in sorted(set(grouped) | previous):
             subs = grouped.get(source)
             value = {"v": number, "subs": _dumps(subs)} if subs else None
