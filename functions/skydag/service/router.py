@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Cancel Run": ("dag", "run_id"),
     "Pause DAG": ("dag",),
     "Unpause DAG": ("dag",),
+    "Delete DAG": ("dag",),
 }
 
 
@@ -244,9 +245,28 @@ def _run_command(
     if detail_type == "Cancel Run":
         run = service.cancel_run(dag_id, run_id, str(detail.get("reason") or "cancelled"))
         return [f"run {run.run_id} {run.state.value}"]
+    return _dag_command(service, detail_type, dag_id, detail)
+
+
+def _dag_command(
+    service: SchedulerService, detail_type: str, dag_id: str, detail: Mapping[str, Any]
+) -> list[str]:
+    """The commands on a whole DAG: pause, unpause, delete."""
+    if detail_type == "Delete DAG":
+        return _delete_dag(service, dag_id, detail)
     paused = detail_type == "Pause DAG"
     service.set_paused(dag_id, paused)
     return ["paused" if paused else "unpaused"]
+
+
+def _delete_dag(service: SchedulerService, dag_id: str, detail: Mapping[str, Any]) -> list[str]:
+    """``version`` (the one the sender saw current) and ``cancel_runs`` are optional."""
+    version = detail.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise BadEvent(f"command 'Delete DAG': 'version' must be an integer, not {short(version)}")
+    return service.delete_dag(
+        dag_id, version=version, cancel_runs=detail.get("cancel_runs") is True
+    )
 
 
 def _backfill(

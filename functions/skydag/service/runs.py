@@ -246,20 +246,30 @@ class RunLifecycle:
         """Start the DAG's queued runs, oldest first, while slots are free, and any queued
         run that already holds a slot (a start that died between taking the slot and
         starting the run). Idempotent, judged on the slots as they are now: any change
-        may call it."""
+        may call it.
+
+        A deleted (retired) DAG's queued runs still start, under the max_active_runs of
+        the version they are pinned to: deleting a DAG lets the runs it accepted finish
+        (``dags delete --cancel-runs`` cancels them instead)."""
         repos = self.scheduler.repos
         record = repos.dags.find(dag_id)
-        if record is None or record.paused or record.current_version is None:
+        if record is None or record.paused:
             return
-        room = self.scheduler.current_spec(record).max_active_runs - len(record.active_runs)
+        room: int | None = None
+        if record.current_version is not None:
+            room = self.scheduler.current_spec(record).max_active_runs - len(record.active_runs)
         backfills = len(record.active_backfills)
         for _, run_id in repos.runs.queued_runs(dag_id, limit=100):
             holds_slot = run_id in record.active_runs
-            if room <= 0 and not holds_slot:
+            if room is not None and room <= 0 and not holds_slot:
                 continue  # only a run holding a slot may still start
             run = repos.runs.get(dag_id, run_id)
             if not run.tasks_created:
                 continue  # a trigger still under way: its redelivery starts it
+            if room is None:  # retired: the limit of the version the runs are pinned to
+                room = self.scheduler.spec(run).max_active_runs - len(record.active_runs)
+                if room <= 0 and not holds_slot:
+                    continue
             limited = run.backfill_limit is not None and not holds_slot
             if limited and backfills >= (run.backfill_limit or 0):
                 continue  # its backfill's limit is reached; later runs may still start
