@@ -48,7 +48,7 @@ DAG_FILE_SUFFIXES = (".yaml", ".yml")
 def register(commands: Any) -> None:
     location, output = remote.location_options(), remote.output_options()
     dags: argparse.ArgumentParser = commands.add_parser(
-        "dags", help="upload, list, pause and unpause DAGs"
+        "dags", help="upload, list, pause, unpause and delete DAGs"
     )
     sub = dags.add_subparsers(dest="dags_command", required=True, metavar="COMMAND")
 
