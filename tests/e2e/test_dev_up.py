@@ -328,3 +328,107 @@ def test_a_file_landing_in_a_user_bucket_starts_a_run_that_sees_its_key(dev_up: 
     assert finished["state"] == "success", dev_up.log()
     logs = dev_up.cli("logs", "s3_landing", run["run_id"], "ingest")
     assert "ingesting my-data incoming/2026-11-22.csv" in logs.stdout, logs.stderr
+
+
+DAILY_FAILING_ON_THE_2ND = """
+dag: daily_report
+schedule: "@daily"
+start_date: 2026-11-01T00:00:00Z
+tasks:
+  report:
+    batch: {job_queue: nightly, job_definition: report}
+    local:
+      # exits 1 (True) on the run of 2026-11-02 only
+      command: [python, -c, "import sys; sys.exit('{{ run.logical_date }}'[:10] == '2026-11-02')"]
+"""
+
+
+def backfill_runs(dev_up: DevUp, dag: str) -> list[dict[str, Any]]:
+    listed = dev_up.cli("runs", "list", dag, "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    return [run for run in json.loads(listed.stdout) if run["run_type"] == "backfill"]
+
+
+def wait_for_backfills(dev_up: DevUp, dag: str, count: int) -> list[dict[str, Any]]:
+    finished: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        runs = backfill_runs(dev_up, dag)
+        finished[:] = runs
+        return len(runs) == count and all(r["state"] in ("success", "failed") for r in runs)
+
+    wait_for(done, STEP_TIMEOUT, f"{count} finished backfill runs of {dag}", dev_up)
+    return finished
+
+
+def test_backfill_dry_run_then_reprocess_failed_reruns_the_failed_date(dev_up: DevUp) -> None:
+    dev_up.upload("daily_report.yaml", DAILY_FAILING_ON_THE_2ND)
+    wait_for(
+        lambda: "loaded dag=daily_report" in dev_up.log(), STEP_TIMEOUT, "the DAG to load", dev_up
+    )
+    window = ("backfill", "daily_report", "--start", "2026-11-01", "--end", "2026-11-03")
+    first = dev_up.cli(*window)
+    assert first.returncode == 0, first.stderr
+    runs = wait_for_backfills(dev_up, "daily_report", 3)
+    states = {run["logical_date"]: run["state"] for run in runs}
+    assert states == {
+        "2026-11-01T00:00:00Z": "success",
+        "2026-11-02T00:00:00Z": "failed",
+        "2026-11-03T00:00:00Z": "success",
+    }
+
+    dry = dev_up.cli(*window, "--reprocess", "failed", "--dry-run", "--output", "json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout) == {
+        "dag": "daily_report",
+        "create": ["2026-11-02T00:00:00Z"],
+        "skip": ["2026-11-01T00:00:00Z", "2026-11-03T00:00:00Z"],
+    }
+    assert len(backfill_runs(dev_up, "daily_report")) == 3  # the dry run changed nothing
+
+    rerun = dev_up.cli(*window, "--reprocess", "failed", "--output", "json")
+    assert rerun.returncode == 0, rerun.stderr
+    [run_id] = json.loads(rerun.stdout)["runs"]
+    runs = wait_for_backfills(dev_up, "daily_report", 4)
+    [created] = [run for run in runs if run["run_id"] == run_id]
+    assert created["logical_date"] == "2026-11-02T00:00:00Z"
+    assert created["state"] == "failed"  # the job still fails on that date: a real rerun
+    nothing = dev_up.cli(*window)  # --reprocess none: every date has a run
+    assert nothing.returncode == 0, nothing.stderr
+    assert "nothing to create" in nothing.stderr
+
+
+def sleeper(seconds: int) -> str:
+    return f"""
+dag: sleeper
+tasks:
+  nap:
+    batch: {{job_queue: nightly, job_definition: nap}}
+    local: {{command: [python, -c, "import time; time.sleep({seconds})"]}}
+"""
+
+
+def deleted(dev_up: DevUp, dag: str) -> bool:
+    listed = dev_up.cli("dags", "list", "--output", "json")
+    return listed.returncode == 0 and dag not in [d["dag"] for d in json.loads(listed.stdout)]
+
+
+@pytest.mark.parametrize("cancel_runs", [False, True])
+def test_deleting_a_dag_while_a_run_is_in_flight(dev_up: DevUp, cancel_runs: bool) -> None:
+    dev_up.upload("sleeper.yaml", sleeper(300 if cancel_runs else 4))
+    wait_for(lambda: "loaded dag=sleeper" in dev_up.log(), STEP_TIMEOUT, "the DAG to load", dev_up)
+    dev_up.trigger("sleeper", "manual__nap")
+    dev_up.wait_for_run("sleeper", "manual__nap", ("running",))
+    flags = ["--cancel-runs"] if cancel_runs else []
+    result = dev_up.cli("dags", "delete", "sleeper", *flags)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: deleted(dev_up, "sleeper"), STEP_TIMEOUT, "the DAG to be deleted", dev_up)
+    refused = dev_up.cli("trigger", "sleeper")
+    assert refused.returncode == 1
+    assert "DAG 'sleeper' not found" in refused.stderr
+    expected = "cancelled" if cancel_runs else "success"
+    run = dev_up.wait_for_run("sleeper", "manual__nap", (expected,))  # history stays readable
+    assert run["state"] == expected
+    # Uploading the file again brings the DAG back.
+    dev_up.upload("sleeper.yaml", sleeper(0))
+    wait_for(lambda: not deleted(dev_up, "sleeper"), STEP_TIMEOUT, "the DAG to come back", dev_up)

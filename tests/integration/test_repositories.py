@@ -757,6 +757,45 @@ def test_reserve_run_slot_respects_max_active_runs_and_pause(
     assert repos.dags.get(DAG).active_runs == {"r2", "r3"}
 
 
+def test_a_backfill_limit_bounds_the_runs_holding_one_in_the_same_write(
+    repos: Store, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    dag_loader(SPEC_V1)
+    assert repos.dags.reserve_run_slot(DAG, "manual", 10) is True  # no limit: not counted
+    assert repos.dags.reserve_run_slot(DAG, "b1", 10, backfill_limit=2) is True
+    assert repos.dags.reserve_run_slot(DAG, "b2", 10, backfill_limit=2) is True
+    assert repos.dags.reserve_run_slot(DAG, "b3", 10, backfill_limit=2) is False
+    assert repos.dags.reserve_run_slot(DAG, "b1", 10, backfill_limit=2) is True  # idempotent
+    assert repos.dags.reserve_run_slot(DAG, "other", 10) is True  # the DAG's limit only
+    head = repos.dags.get(DAG)
+    assert head.active_runs == {"manual", "b1", "b2", "other"}
+    assert head.active_backfills == {"b1", "b2"}
+
+    repos.dags.release_run_slot(DAG, "b1")
+    assert repos.dags.get(DAG).active_backfills == {"b2"}
+    assert repos.dags.reserve_run_slot(DAG, "b3", 10, backfill_limit=2) is True
+    # The DAG's own max_active_runs still applies to a run under a backfill limit.
+    assert repos.dags.reserve_run_slot(DAG, "b4", 4, backfill_limit=9) is False
+
+
+def test_list_between_finds_the_runs_of_logical_dates_in_a_range(repos: Store) -> None:
+    for run_id, hours in (("before", -1), ("first", 0), ("second", 1), ("last", 2), ("after", 3)):
+        make_run(repos, run_id, start=False, logical_date=NOW + timedelta(hours=hours))
+    found = repos.runs.list_between(DAG, NOW, NOW + timedelta(hours=2))
+    assert [run.run_id for run in found] == ["first", "last", "second"]  # by run id
+    assert found[0].logical_date == NOW
+    assert repos.runs.list_between("other-dag", NOW, NOW + timedelta(hours=2)) == []
+
+
+def test_a_runs_backfill_limit_is_stored(repos: Store) -> None:
+    run = DagRun(DAG, "b", 1, RunType.BACKFILL, logical_date=NOW, backfill_limit=3)
+    assert repos.runs.create(run)
+    assert repos.runs.get(DAG, "b").backfill_limit == 3
+    assert repos.runs.get(DAG, "b").run_type is RunType.BACKFILL
+    make_run(repos, "plain")
+    assert repos.runs.get(DAG, "plain").backfill_limit is None
+
+
 def test_queued_runs_index_is_oldest_first_and_sparse(repos: Store) -> None:
     # Created out of order; the index orders them by logical date.
     for run_id, minutes in (("late", 30), ("early", 10), ("middle", 20)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from skydag.dev.embedded import EmbeddedSkydag
+from skydag.engine.backfill import Reprocess
 from skydag.engine.models import RunType
 from skydag.engine.states import RunState
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
+from skydag.spec.schedule import DataInterval
 
 
 class FixedClock:
@@ -52,6 +54,10 @@ def hourly(**extra: Any) -> dict[str, Any]:
 
 def logical_dates(runs: list[Any]) -> list[str]:
     return [r.logical_date.strftime("%H:%M") for r in runs]
+
+
+def logical_dates_of(intervals: Sequence[DataInterval]) -> list[str]:
+    return [interval.start.strftime("%H:%M") for interval in intervals]
 
 
 def test_without_catchup_a_tick_creates_only_the_newest_interval(
@@ -118,15 +124,108 @@ def test_backfill_creates_one_run_per_interval_and_is_idempotent(
 ) -> None:
     dag_loader(hourly(max_active_runs=2))
     clock.moment = at(12)
-    runs = env.service.backfill("hourly", at(0), at(3))
+    runs = env.service.backfill("hourly", at(0), at(3)).runs
     assert logical_dates(runs) == ["00:00", "01:00", "02:00", "03:00"]
     assert {r.run_type for r in runs} == {RunType.BACKFILL}
     assert [r.state for r in runs].count(RunState.RUNNING) == 2
     again = env.service.backfill("hourly", at(0), at(3))
-    assert [r.run_id for r in again] == [r.run_id for r in runs]
+    assert again.runs == []  # every date has its run now: all skipped
+    assert logical_dates_of(again.skipped) == ["00:00", "01:00", "02:00", "03:00"]
     assert len(env.repos.runs.list_for_dag("hourly")) == 4
     for run in runs:
         assert env.run_until_finished("hourly", run.run_id, timeout=30).state is RunState.SUCCESS
+
+
+# Fails the run of 01:00 only (its exit code says which date it was).
+FAILS_AT_ONE = (
+    "import sys; sys.exit(3 if '{{ run.logical_date }}'.startswith('2026-01-01T01') else 0)"
+)
+
+
+def failing_at_one(**extra: Any) -> dict[str, Any]:
+    return hourly(
+        tasks={
+            "work": {
+                "batch": {"job_queue": "q", "job_definition": "work"},
+                "local": {"command": ["python", "-c", FAILS_AT_ONE]},
+            }
+        },
+        **extra,
+    )
+
+
+def finish_all(env: EmbeddedSkydag, runs: Sequence[Any]) -> dict[str, RunState]:
+    return {
+        run.logical_date.strftime("%H:%M"): env.run_until_finished(
+            "hourly", run.run_id, timeout=60
+        ).state
+        for run in runs
+    }
+
+
+def test_backfill_reprocess_failed_reruns_only_the_failed_date_once(
+    env: EmbeddedSkydag, clock: FixedClock, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    dag_loader(failing_at_one())
+    clock.moment = at(12)
+    first = env.service.backfill("hourly", at(0), at(2)).runs
+    assert finish_all(env, first) == {
+        "00:00": RunState.SUCCESS,
+        "01:00": RunState.FAILED,
+        "02:00": RunState.SUCCESS,
+    }
+    planned = env.service.runs.plan_backfill(
+        "hourly", at(0), at(3), reprocess=Reprocess.FAILED, backfill_id="b2"
+    )
+    assert logical_dates_of([p.interval for p in planned.create]) == ["01:00", "03:00"]
+    assert len(env.repos.runs.list_for_dag("hourly")) == 3  # planning changed nothing
+    again = env.service.backfill(
+        "hourly", at(0), at(2), reprocess=Reprocess.FAILED, backfill_id="b2"
+    )
+    assert [run.run_id for run in again.runs] == ["backfill__2026-01-01T01:00:00.000000+00:00__b2"]
+    assert logical_dates_of(again.skipped) == ["00:00", "02:00"]
+    assert {r.run_type for r in again.runs} == {RunType.BACKFILL}
+    # The same command delivered again, after its rerun failed too: the same run, no new one.
+    assert finish_all(env, again.runs) == {"01:00": RunState.FAILED}
+    redelivered = env.service.backfill(
+        "hourly", at(0), at(2), reprocess=Reprocess.FAILED, backfill_id="b2"
+    )
+    assert [run.run_id for run in redelivered.runs] == [again.runs[0].run_id]
+    assert len(env.repos.runs.list_for_dag("hourly")) == 4
+
+
+def test_backfill_reprocess_all_reruns_every_finished_date(
+    env: EmbeddedSkydag, clock: FixedClock, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    dag_loader(hourly())
+    clock.moment = at(12)
+    finish_all(env, env.service.backfill("hourly", at(0), at(1)).runs)
+    rerun = env.service.backfill("hourly", at(0), at(1), reprocess=Reprocess.ALL, backfill_id="x")
+    assert [run.run_id.rsplit("__", 1)[1] for run in rerun.runs] == ["x", "x"]
+    assert rerun.skipped == ()
+    assert len(env.repos.runs.list_for_dag("hourly")) == 4
+
+
+def test_backfill_max_active_runs_bounds_its_running_runs(
+    env: EmbeddedSkydag, clock: FixedClock, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    dag_loader(hourly(max_active_runs=10))
+    clock.moment = at(12)
+    runs = env.service.backfill("hourly", at(0), at(4), max_active_runs=2).runs
+    assert [run.state for run in runs].count(RunState.RUNNING) == 2
+    assert all(run.backfill_limit == 2 for run in runs)
+    # As they finish, the queued ones start two at a time, never more.
+    most = 0
+    while True:
+        current = env.repos.runs.list_for_dag("hourly")
+        most = max(most, sum(run.state is RunState.RUNNING for run in current))
+        if all(run.state is RunState.SUCCESS for run in current):
+            break
+        assert env.pump(), [(run.run_id, run.state) for run in current]
+    assert most == 2
+    while env.pump():  # the last runs' ends free their slots
+        pass
+    assert env.repos.dags.get("hourly").active_backfills == frozenset()
 
 
 def test_backfill_of_an_unscheduled_dag_is_refused(

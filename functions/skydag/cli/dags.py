@@ -1,4 +1,4 @@
-"""`skydag dags push|list|pause|unpause`.
+"""`skydag dags push|list|pause|unpause|delete`.
 
 ``push`` judges each file with the loader the dag-loader Lambda uses before anything is
 uploaded: one bad file and nothing goes up, so a push never half-applies. The upload goes
@@ -8,7 +8,8 @@ to ``s3://<bucket>/<prefix><file name>``; the dag-loader Lambda takes it from th
 ``list`` shows every DAG head and every file that did not load: a broken upload is seen
 where people look, not only in the loader's logs (design principle 8).
 
-``pause``/``unpause`` are commands to the scheduler, like every change of state.
+``pause``/``unpause``/``delete`` are commands to the scheduler, like every change of state
+(``delete`` also removes the DAG's file, as `dags push` put it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from skydag.cli import remote
 from skydag.cli.remote import (
+    DELETE_DAG,
     EXIT_FAILED,
     EXIT_OK,
     PAUSE_DAG,
@@ -46,7 +48,7 @@ DAG_FILE_SUFFIXES = (".yaml", ".yml")
 def register(commands: Any) -> None:
     location, output = remote.location_options(), remote.output_options()
     dags: argparse.ArgumentParser = commands.add_parser(
-        "dags", help="upload, list, pause and unpause DAGs"
+        "dags", help="upload, list, pause, unpause and delete DAGs"
     )
     sub = dags.add_subparsers(dest="dags_command", required=True, metavar="COMMAND")
 
@@ -73,6 +75,26 @@ def register(commands: Any) -> None:
         description="Every loaded DAG, and every DAG file whose last upload did not load.",
     )
     listing.set_defaults(handler=remote.handler("dags list", list_command))
+
+    delete = sub.add_parser(
+        "delete",
+        parents=[location, output],
+        help="retire a DAG (as deleting its file does); its history stays",
+        description="Ask the scheduler to retire a DAG: its signals and schedule create no "
+        "more runs; runs already accepted finish (--cancel-runs cancels them). Its file is "
+        "removed from the DAG bucket; uploading it again brings the DAG back. Runs and "
+        "task instances stay readable (`runs list`, `runs show`).",
+    )
+    delete.add_argument("dag", help="the DAG id")
+    delete.add_argument(
+        "--cancel-runs", action="store_true", help="cancel its queued and running runs"
+    )
+    delete.add_argument(
+        "--keep-history",
+        action="store_true",
+        help="keep its runs and task instances (always so: accepted for compatibility)",
+    )
+    delete.set_defaults(handler=remote.handler("dags delete", delete_command))
 
     for name, command, doing in (
         ("pause", PAUSE_DAG, "no new scheduled or signalled runs; queued runs wait"),
@@ -373,6 +395,35 @@ def list_command(args: argparse.Namespace, skydag: Remote) -> int:
     for item in listings:
         if item.import_error:
             print(f"\n{item.import_error}")
+    return EXIT_OK
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+def delete_command(args: argparse.Namespace, skydag: Remote) -> int:
+    """The command first (the scheduler retires the DAG and cancels what was asked), then
+    the file, so that nothing (a resync, `dev up` restarting) loads it again; the loader
+    retiring an already retired DAG only confirms what the command did."""
+    head = require_dag(skydag, args.dag)
+    detail = {"dag": args.dag, "version": head.current_version, "cancel_runs": args.cancel_runs}
+    sent = command_sent(skydag, DELETE_DAG, detail)
+    bucket_prefix = f"s3://{skydag.settings.dag_bucket}/"
+    removed: str | None = None
+    if head.source and head.source.startswith(bucket_prefix):
+        key = head.source.removeprefix(bucket_prefix)
+        skydag.client("s3").delete_object(Bucket=skydag.settings.dag_bucket, Key=key)
+        removed = head.source
+    if args.output == "json":
+        print_json({**sent, "removed_file": removed})
+    else:
+        runs = "; its unfinished runs are cancelled" if args.cancel_runs else ""
+        print(
+            f"asked the scheduler to delete DAG {args.dag} v{head.current_version} "
+            f"(event {sent['event_id']}){runs}"
+        )
+        if removed:
+            print(f"removed {removed} (upload it again to bring the DAG back)")
     return EXIT_OK
 
 

@@ -89,6 +89,7 @@ MARK_TASK = "Mark Task"
 CANCEL_RUN = "Cancel Run"
 PAUSE_DAG = "Pause DAG"
 UNPAUSE_DAG = "Unpause DAG"
+DELETE_DAG = "Delete DAG"
 COMMAND_DETAIL_TYPES = (
     TRIGGER_DAG,
     BACKFILL_DAG,
@@ -97,6 +98,7 @@ COMMAND_DETAIL_TYPES = (
     CANCEL_RUN,
     PAUSE_DAG,
     UNPAUSE_DAG,
+    DELETE_DAG,
 )
 
 # botocore client settings for a command that must answer quickly whether skydag is there

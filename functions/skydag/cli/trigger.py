@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from skydag.cli.remote import (
     print_json,
     require_dag,
 )
+from skydag.engine.backfill import MAX_BACKFILL_ACTIVE_RUNS, Reprocess
 from skydag.limits import RUN_ID_PATTERN, LimitError, check_run_id, loads_bounded
 
 if TYPE_CHECKING:
@@ -100,14 +102,37 @@ def register(commands: Any) -> None:
         "backfill",
         parents=[location, output],
         help="create the runs of past schedule intervals",
-        description="Ask the scheduler for one run per schedule interval whose logical "
-        "date lies in [--start, --end]; beyond max_active_runs they wait their turn.",
+        description="Ask the scheduler for a run of each logical date the DAG's schedule "
+        "gives in [--start, --end] (none before its start_date). Dates that already have "
+        "a run are skipped unless --reprocess says otherwise; a date whose last run is "
+        "still queued or running is always skipped. Beyond max_active_runs (the DAG's, "
+        "and --max-active-runs) runs wait their turn, oldest first.",
     )
     backfill.add_argument("dag", help="the DAG id (it must have a schedule)")
     backfill.add_argument(
         "--start", required=True, help="first logical date: ISO date or time (UTC unless given)"
     )
     backfill.add_argument("--end", required=True, help="last logical date (inclusive)")
+    backfill.add_argument(
+        "--reprocess",
+        choices=[item.value for item in Reprocess],
+        default=Reprocess.NONE.value,
+        help="dates that already have a run: none (skip them, the default), failed (rerun "
+        "those whose last run failed), all (rerun every one); a rerun is a new run",
+    )
+    backfill.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the dates that would be created and skipped; change nothing",
+    )
+    backfill.add_argument(
+        "--max-active-runs",
+        type=_run_limit,
+        default=None,
+        metavar="N",
+        help="at most N of this backfill's runs running at once (1 to 1000; default: only "
+        "the DAG's max_active_runs)",
+    )
     backfill.set_defaults(handler=remote.handler("backfill", backfill_command))
 
 
@@ -294,36 +319,76 @@ def _check_source(source: str) -> None:
 # --- backfill ------------------------------------------------------------------------------
 
 
+def _run_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_BACKFILL_ACTIVE_RUNS:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 1 to {MAX_BACKFILL_ACTIVE_RUNS}, not {text!r}"
+        )
+    return value
+
+
 def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
-    from skydag.engine.models import RunType
-    from skydag.engine.scheduler import make_run_id
-    from skydag.spec.schedule import ScheduleError, backfill_intervals, parse_schedule
+    from skydag.cli.render import iso
+    from skydag.service.runs import backfill_plan
 
     start, end = _parse_moment(args.start, "--start"), _parse_moment(args.end, "--end")
     if start > end:
         raise UsageError(f"--start {start.isoformat()} is after --end {end.isoformat()}")
+    reprocess = Reprocess(args.reprocess)
     head = require_dag(skydag, args.dag)
     assert head.current_version is not None
     spec = skydag.repos.dags.load_spec(args.dag, head.current_version)
-    if spec.schedule is None:
-        raise CliError(f"DAG '{args.dag}' has no schedule to backfill")
-    # The very computation the scheduler makes (SchedulerService.backfill), to say which
-    # runs the command creates before sending it.
+    # The backfill's id names the runs it reruns dates under: chosen here, so the run ids
+    # printed are the ones the scheduler creates.
+    backfill_id = secrets.token_hex(4)
+    # The very decision the scheduler makes on the command (RunLifecycle.backfill), on the
+    # runs as they are now.
     try:
-        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
-        intervals = backfill_intervals(schedule, start=start, end=end, start_date=spec.start_date)
-    except ScheduleError as error:
+        plan = backfill_plan(
+            spec, skydag.repos.runs, start, end, reprocess=reprocess, backfill_id=backfill_id
+        )
+    except ValueError as error:
         raise CliError(str(error)) from error
-    if not intervals:
+    if not plan.create and not plan.skip:
         raise CliError(
             f"no interval of schedule '{spec.schedule}' has a logical date between "
             f"{start.isoformat()} and {end.isoformat()}: nothing to backfill"
         )
-    run_ids = [make_run_id(RunType.BACKFILL, at=interval.start) for interval in intervals]
-    detail = {"dag": args.dag, "start": start.isoformat(), "end": end.isoformat()}
+    create = [str(iso(planned.interval.start)) for planned in plan.create]
+    skip = [str(iso(interval.start)) for interval in plan.skip]
+    if args.dry_run:
+        if args.output == "json":
+            print_json({"dag": args.dag, "create": create, "skip": skip})
+        else:
+            _print_dates("would create", create)
+            _print_dates("would skip (they have a run)", skip)
+        return EXIT_OK
+    if not plan.create:
+        print(
+            f"nothing to create: every date of the range already has a run ({len(skip)} "
+            "skipped); --reprocess failed or all reruns them",
+            file=sys.stderr,
+        )
+        if args.output == "json":
+            print_json({"dag": args.dag, "create": [], "skip": skip, "runs": []})
+        return EXIT_OK
+    detail: dict[str, Any] = {
+        "dag": args.dag,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "reprocess": reprocess.value,
+        "backfill_id": backfill_id,
+    }
+    if args.max_active_runs is not None:
+        detail["max_active_runs"] = args.max_active_runs
     sent = command_sent(skydag, BACKFILL_DAG, detail)
+    run_ids = [planned.run_id for planned in plan.create]
     if args.output == "json":
-        print_json({**sent, "runs": run_ids})
+        print_json({**sent, "create": create, "skip": skip, "runs": run_ids})
     else:
         plural = "" if len(run_ids) == 1 else "s"
         print(
@@ -332,7 +397,14 @@ def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
         )
         for run_id in run_ids:
             print(f"  {run_id}")
+        _print_dates("skipped (they have a run)", skip)
     return EXIT_OK
+
+
+def _print_dates(title: str, dates: list[str]) -> None:
+    print(f"{title}: {len(dates)}")
+    for date in dates:
+        print(f"  {date}")
 
 
 def _parse_moment(text: str, flag: str) -> datetime:

@@ -123,6 +123,9 @@ class DagRun:
     # Set once every task instance is written: only then may the run start (a trigger
     # cut short between the two writes is finished by its redelivery).
     tasks_created: bool = False
+    # A backfill's --max-active-runs: at most this many of the DAG's runs that carry a
+    # limit run at once (their slots are also counted in ``DagRecord.active_backfills``).
+    backfill_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,8 @@ class DagRecord:
     version: int = 0
     active_runs: frozenset[str] = frozenset()
     last_scheduled_end: datetime | None = None
+    # The running runs that hold a slot under a backfill limit (a subset of active_runs).
+    active_backfills: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -392,6 +392,7 @@ def new_run(
     logical_date: datetime | None = None,
     data_interval: tuple[datetime, datetime] | None = None,
     trigger: Mapping[str, Any] | None = None,
+    backfill_limit: int | None = None,
 ) -> NewRun:
     """A queued run pinned to ``dag_version`` and a pending instance of every task."""
     run = DagRun(
@@ -406,6 +407,7 @@ def new_run(
         data_interval_end=data_interval[1] if data_interval else None,
         trigger=dict(trigger) if trigger else None,
         created_at=now,
+        backfill_limit=backfill_limit,
     )
     tis = [
         TaskInstance(dag_id=spec.dag, run_id=run_id, task_id=t, dag_version=dag_version)

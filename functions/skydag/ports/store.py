@@ -181,6 +181,10 @@ class RunStore(Protocol):
         """The DAG's runs, by run id, last first."""
         ...
 
+    def list_between(self, dag_id: str, start: datetime, end: datetime) -> list[DagRun]:
+        """The DAG's runs whose logical date is in [start, end], by run id."""
+        ...
+
     def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
         """Move the run to ``dst`` with ``changes`` (None removes a field), only if it is at
         ``run.version`` in one of ``run_sources(dst, cause)``; ValueError when ``run.state``
@@ -258,7 +262,13 @@ class DagStore(Protocol):
         """Pause or unpause the DAG; NotFound when it has no head."""
         ...
 
-    def reserve_run_slot(self, dag_id: str, run_id: str, max_active_runs: int) -> bool: ...
+    def reserve_run_slot(
+        self, dag_id: str, run_id: str, max_active_runs: int, backfill_limit: int | None = None
+    ) -> bool:
+        """Take (or keep) a slot among ``max_active_runs`` for the run, unless the DAG is
+        paused; with ``backfill_limit``, also one among the runs started under a limit
+        (``active_backfills``), in the same write."""
+        ...
 
     def release_run_slot(self, dag_id: str, run_id: str) -> None: ...
 

@@ -113,6 +113,43 @@ class OperatorCommands:
         if not paused:
             self.runs.start_queued_runs(dag_id)
 
+    def delete_dag(
+        self, dag_id: str, *, version: int | None = None, cancel_runs: bool = False
+    ) -> list[str]:
+        """Retire the DAG (no current version: its signals and schedule create no runs),
+        as deleting its file does; with ``cancel_runs``, cancel its unfinished runs.
+        Runs, task instances and versions stay (history); a new upload revives the DAG.
+
+        ``version``: the version the caller saw current. A command delivered after the DAG
+        was uploaded again (a newer version current) is refused, and cancels nothing: the
+        DAG is live again. A redelivery once it is retired completes what a delivery cut
+        short left (the schedule, the emit sources, the cancels)."""
+        repos = self.scheduler.repos
+        record = repos.dags.find(dag_id)
+        if record is None or (record.current_version is None and record.version == 0):
+            raise DagNotFound(f"DAG '{dag_id}' not found")
+        current = record.current_version
+        if current is not None and version is not None and current != version:
+            raise CommandRefused(
+                f"DAG '{dag_id}' is at version {current} now, not {version}: it was uploaded "
+                "again since; delete it again to retire that version"
+            )
+        done: list[str] = []
+        if current is not None:
+            repos.dags.retire(dag_id, now=self.scheduler.clock.now())
+            done.append(f"retired (was version {current})")
+        # Also when already retired: a redelivery completes a delivery cut short.
+        repos.dags.hold_emit_sources(dag_id, [])
+        # Ticks of a retired DAG create nothing (schedule_tick), but cost invocations; the
+        # loader deletes the schedule when the file goes, and puts it back on an upload.
+        self.scheduler.timers.set_dag_schedule_enabled(dag_id, False)
+        if cancel_runs:
+            for run in repos.runs.list_for_dag(dag_id):
+                if run.state not in FINISHED_RUN_STATES:
+                    cancelled = self.cancel_run(dag_id, run.run_id, f"DAG {dag_id} deleted")
+                    done.append(f"run {cancelled.run_id} {cancelled.state.value}")
+        return done or ["already retired"]
+
     # --- internals -------------------------------------------------------------------------
 
     def _target(self, dag_id: str, run_id: str, task_id: str) -> tuple[DagRun, DagSpec]:

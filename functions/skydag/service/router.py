@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from skydag.engine.backfill import (
+    MAX_BACKFILL_ACTIVE_RUNS,
+    Reprocess,
+    check_backfill_id,
+    derived_backfill_id,
+)
 from skydag.engine.states import TaskState
 from skydag.engine.transitions import Outcome
 from skydag.limits import MAX_JSON_DEPTH, LimitError, check_run_id, json_depth, short
@@ -48,6 +54,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Cancel Run": ("dag", "run_id"),
     "Pause DAG": ("dag",),
     "Unpause DAG": ("dag",),
+    "Delete DAG": ("dag",),
 }
 
 
@@ -217,9 +224,7 @@ def _run_command(
         verb = "created" if triggered.created else "already exists"
         return [f"run {triggered.run.run_id} {verb}"]
     if detail_type == "Backfill DAG":
-        start = _datetime(detail_type, "start", detail["start"])
-        end = _datetime(detail_type, "end", detail["end"])
-        return [f"run {run.run_id}" for run in service.backfill(dag_id, start, end)]
+        return _backfill(service, dag_id, detail, command_id)
     run_id, task_id = str(detail.get("run_id", "")), str(detail.get("task", ""))
     if detail_type == "Clear Task":
         cleared = service.clear(
@@ -240,9 +245,73 @@ def _run_command(
     if detail_type == "Cancel Run":
         run = service.cancel_run(dag_id, run_id, str(detail.get("reason") or "cancelled"))
         return [f"run {run.run_id} {run.state.value}"]
+    return _dag_command(service, detail_type, dag_id, detail)
+
+
+def _dag_command(
+    service: SchedulerService, detail_type: str, dag_id: str, detail: Mapping[str, Any]
+) -> list[str]:
+    """The commands on a whole DAG: pause, unpause, delete."""
+    if detail_type == "Delete DAG":
+        return _delete_dag(service, dag_id, detail)
     paused = detail_type == "Pause DAG"
     service.set_paused(dag_id, paused)
     return ["paused" if paused else "unpaused"]
+
+
+def _delete_dag(service: SchedulerService, dag_id: str, detail: Mapping[str, Any]) -> list[str]:
+    """``version`` (the one the sender saw current) and ``cancel_runs`` are optional."""
+    version = detail.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise BadEvent(f"command 'Delete DAG': 'version' must be an integer, not {short(version)}")
+    return service.delete_dag(
+        dag_id, version=version, cancel_runs=detail.get("cancel_runs") is True
+    )
+
+
+def _backfill(
+    service: SchedulerService, dag_id: str, detail: Mapping[str, Any], command_id: str
+) -> list[str]:
+    """``reprocess`` (none), ``backfill_id`` (else one derived from the command's id, the
+    same in every copy) and ``max_active_runs`` (none) are optional."""
+    detail_type = "Backfill DAG"
+    start = _datetime(detail_type, "start", detail["start"])
+    end = _datetime(detail_type, "end", detail["end"])
+    try:
+        reprocess = Reprocess(str(detail.get("reprocess") or Reprocess.NONE.value))
+    except ValueError as error:
+        choices = ", ".join(item.value for item in Reprocess)
+        raise BadEvent(
+            f"command '{detail_type}': 'reprocess' must be one of {choices}, "
+            f"not {short(detail.get('reprocess'))}"
+        ) from error
+    backfill_id = detail.get("backfill_id") or derived_backfill_id(command_id)
+    try:
+        check_backfill_id(str(backfill_id), f"command '{detail_type}': 'backfill_id'")
+    except ValueError as error:
+        raise BadEvent(str(error)) from error
+    limit = detail.get("max_active_runs")
+    if limit is not None and (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= MAX_BACKFILL_ACTIVE_RUNS
+    ):
+        raise BadEvent(
+            f"command '{detail_type}': 'max_active_runs' must be an integer from 1 to "
+            f"{MAX_BACKFILL_ACTIVE_RUNS}, "
+            f"not {short(limit)}"
+        )
+    result = service.backfill(
+        dag_id,
+        start,
+        end,
+        reprocess=reprocess,
+        backfill_id=str(backfill_id),
+        max_active_runs=limit,
+    )
+    return [f"run {run.run_id}" for run in result.runs] + [
+        f"skipped {interval.start.isoformat()}" for interval in result.skipped
+    ]
 
 
 def _scheduler_event(

@@ -9,16 +9,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from skydag.engine.backfill import BackfillPlan, Reprocess, check_backfill_id, plan_backfill
 from skydag.engine.models import DagRun, RunType
 from skydag.engine.scheduler import make_run_id, new_run, run_end, run_outcome
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, can_transition_run
 from skydag.limits import LimitError, check_run_id
-from skydag.ports.store import ConflictError
+from skydag.ports.store import ConflictError, RunStore
 from skydag.service.core import CommandRefused, DagNotFound, DagPaused, Scheduler, settle
 from skydag.spec.models import DagSpec
 from skydag.spec.schedule import (
     DataInterval,
-    ScheduleError,
     backfill_intervals,
     due_intervals,
     parse_schedule,
@@ -31,6 +31,34 @@ log = logging.getLogger("skydag.scheduler")
 class TriggerResult:
     run: DagRun
     created: bool  # False when the trigger was a duplicate of an existing run
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillResult:
+    runs: list[DagRun]  # the runs of the dates created (a redelivery: the same runs)
+    skipped: tuple[DataInterval, ...]
+
+
+def backfill_plan(
+    spec: DagSpec,
+    runs: RunStore,
+    start: datetime,
+    end: datetime,
+    *,
+    reprocess: Reprocess,
+    backfill_id: str,
+) -> BackfillPlan:
+    """The scheduler's backfill decision on the runs as they are now; ``skydag backfill
+    --dry-run`` prints the very same. ValueError (a ScheduleError for the range) says why
+    a request can never be planned."""
+    if spec.schedule is None:
+        raise ValueError(f"DAG '{spec.dag}' has no schedule to backfill")
+    if reprocess is not Reprocess.NONE:
+        check_backfill_id(backfill_id, "backfill_id")
+    schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
+    intervals = backfill_intervals(schedule, start=start, end=end, start_date=spec.start_date)
+    existing = runs.list_between(spec.dag, start, end) if intervals else []
+    return plan_backfill(intervals, existing, reprocess, backfill_id)
 
 
 class RunLifecycle:
@@ -49,6 +77,7 @@ class RunLifecycle:
         event: Mapping[str, Any] | None = None,
         logical_date: datetime | None = None,
         data_interval: tuple[datetime, datetime] | None = None,
+        backfill_limit: int | None = None,
     ) -> TriggerResult:
         """Create a run pinned to the DAG's current version; a duplicate returns the first.
 
@@ -82,6 +111,7 @@ class RunLifecycle:
             logical_date=logical_date,
             data_interval=data_interval,
             trigger=event,
+            backfill_limit=backfill_limit,
         )
         created = repos.runs.create(planned.run)
         run = planned.run if created else repos.runs.get(dag_id, run_id)
@@ -125,23 +155,59 @@ class RunLifecycle:
             repos.dags.advance_schedule(dag_id, record.last_scheduled_end, intervals[-1].end)
         return runs
 
-    def backfill(self, dag_id: str, start: datetime, end: datetime) -> list[DagRun]:
-        """One run per interval whose logical date is in [start, end]; beyond
-        max_active_runs they wait queued and start, oldest first, as slots free."""
+    def backfill(
+        self,
+        dag_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        reprocess: Reprocess = Reprocess.NONE,
+        backfill_id: str = "",
+        max_active_runs: int | None = None,
+    ) -> BackfillResult:
+        """A run for each logical date in [start, end] that ``plan_backfill`` creates
+        (judged on the runs as they are now, so a redelivery creates nothing more); beyond
+        max_active_runs (and the backfill's own ``max_active_runs``) they wait queued and
+        start, oldest first, as slots free."""
+        plan = self.plan_backfill(dag_id, start, end, reprocess=reprocess, backfill_id=backfill_id)
+        runs = [
+            self.trigger(
+                dag_id,
+                run_type=RunType.BACKFILL,
+                run_id=planned.run_id,
+                logical_date=planned.interval.start,
+                data_interval=(planned.interval.start, planned.interval.end),
+                backfill_limit=max_active_runs,
+            ).run
+            for planned in plan.create
+        ]
+        return BackfillResult(runs, plan.skip)
+
+    def plan_backfill(
+        self,
+        dag_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        reprocess: Reprocess = Reprocess.NONE,
+        backfill_id: str = "",
+    ) -> BackfillPlan:
+        """What a backfill of [start, end] would create and skip now (reads only)."""
         record = self.scheduler.repos.dags.find(dag_id)
         if record is None or record.current_version is None:
             raise DagNotFound(f"DAG '{dag_id}' is not loaded")
         spec = self.scheduler.current_spec(record)
-        if spec.schedule is None:
-            raise CommandRefused(f"DAG '{dag_id}' has no schedule to backfill")
-        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
         try:
-            intervals = backfill_intervals(
-                schedule, start=start, end=end, start_date=spec.start_date
+            return backfill_plan(
+                spec,
+                self.scheduler.repos.runs,
+                start,
+                end,
+                reprocess=reprocess,
+                backfill_id=backfill_id,
             )
-        except ScheduleError as error:  # the same range never becomes valid: refused
+        except ValueError as error:  # the same request never becomes valid: refused
             raise CommandRefused(str(error)) from error
-        return self._run_per_interval(dag_id, RunType.BACKFILL, intervals)
 
     def _run_per_interval(
         self, dag_id: str, run_type: RunType, intervals: Sequence[DataInterval]
@@ -164,7 +230,9 @@ class RunLifecycle:
         if run.state is not RunState.QUEUED or not run.tasks_created:
             return run
         repos = self.scheduler.repos
-        if not repos.dags.reserve_run_slot(run.dag_id, run.run_id, spec.max_active_runs):
+        if not repos.dags.reserve_run_slot(
+            run.dag_id, run.run_id, spec.max_active_runs, run.backfill_limit
+        ):
             return run
         try:
             return repos.runs.transition(
@@ -178,28 +246,45 @@ class RunLifecycle:
         """Start the DAG's queued runs, oldest first, while slots are free, and any queued
         run that already holds a slot (a start that died between taking the slot and
         starting the run). Idempotent, judged on the slots as they are now: any change
-        may call it."""
+        may call it.
+
+        A deleted (retired) DAG's queued runs still start, under the max_active_runs of
+        the version they are pinned to: deleting a DAG lets the runs it accepted finish
+        (``dags delete --cancel-runs`` cancels them instead)."""
         repos = self.scheduler.repos
         record = repos.dags.find(dag_id)
-        if record is None or record.paused or record.current_version is None:
+        if record is None or record.paused:
             return
-        room = self.scheduler.current_spec(record).max_active_runs - len(record.active_runs)
+        room: int | None = None
+        if record.current_version is not None:
+            room = self.scheduler.current_spec(record).max_active_runs - len(record.active_runs)
+        backfills = len(record.active_backfills)
         for _, run_id in repos.runs.queued_runs(dag_id, limit=100):
             holds_slot = run_id in record.active_runs
-            if room <= 0 and not holds_slot:
+            if room is not None and room <= 0 and not holds_slot:
                 continue  # only a run holding a slot may still start
             run = repos.runs.get(dag_id, run_id)
             if not run.tasks_created:
                 continue  # a trigger still under way: its redelivery starts it
+            if room is None:  # retired: the limit of the version the runs are pinned to
+                room = self.scheduler.spec(run).max_active_runs - len(record.active_runs)
+                if room <= 0 and not holds_slot:
+                    continue
+            limited = run.backfill_limit is not None and not holds_slot
+            if limited and backfills >= (run.backfill_limit or 0):
+                continue  # its backfill's limit is reached; later runs may still start
             started = self.try_start(run, self.scheduler.spec(run))
             if not holds_slot:
                 room = room - 1 if started.state is not RunState.QUEUED else 0
+                backfills += 1 if limited else 0
 
     def reopen(self, spec: DagSpec, run: DagRun) -> DagRun:
         """A cleared task reopens its finished run: running if a max_active_runs slot is
         free, otherwise queued until one is (like any new run)."""
         repos = self.scheduler.repos
-        if repos.dags.reserve_run_slot(run.dag_id, run.run_id, spec.max_active_runs):
+        if repos.dags.reserve_run_slot(
+            run.dag_id, run.run_id, spec.max_active_runs, run.backfill_limit
+        ):
             return repos.runs.transition(
                 run, RunState.RUNNING, Cause.CLEAR, ended_at=None, reason=None
             )

@@ -83,6 +83,7 @@ class SchedulerService:
         self.mark = self.commands.mark
         self.cancel_run = self.commands.cancel_run
         self.set_paused = self.commands.set_paused
+        self.delete_dag = self.commands.delete_dag
 
     # --- the ports (tests swap targets and timers) ------------------------------------------
 

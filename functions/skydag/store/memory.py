@@ -210,6 +210,7 @@ class _DagItem:
     source: str | None = None
     import_error: str | None = None
     active_runs: set[str] = field(default_factory=set)
+    active_backfills: set[str] = field(default_factory=set)
     last_scheduled_end: datetime | None = None
     signal_sources: set[str] = field(default_factory=set)
     updated_at: datetime | None = None
@@ -224,6 +225,7 @@ class _DagItem:
             version=self.version or 0,
             active_runs=frozenset(self.active_runs),
             last_scheduled_end=self.last_scheduled_end,
+            active_backfills=frozenset(self.active_backfills),
         )
 
 
@@ -474,6 +476,7 @@ class MemoryRunRepository:
             data_interval_end=_utc(run.data_interval_end),
             trigger=None if run.trigger is None else _json(dict(run.trigger)),
             created_at=_utc(run.created_at),
+            backfill_limit=None if run.backfill_limit is None else int(run.backfill_limit),
         )
         with self._lock:
             if (run.dag_id, run.run_id) in self._runs:
@@ -500,6 +503,17 @@ class MemoryRunRepository:
         with self._lock:
             ids = sorted((r for d, r in self._runs if d == dag_id), reverse=True)
             return [self._runs[(dag_id, r)].record() for r in ids[:limit]]
+
+    def list_between(self, dag_id: str, start: datetime, end: datetime) -> list[DagRun]:
+        lower, upper = start.astimezone(UTC), end.astimezone(UTC)
+        with self._lock:
+            return [
+                item.record()
+                for (d, _), item in sorted(self._runs.items())
+                if d == dag_id
+                and item.run.logical_date is not None
+                and lower <= item.run.logical_date <= upper
+            ]
 
     def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
         sources = run_sources(dst, cause)
@@ -747,26 +761,31 @@ class MemoryDagRepository:
             head.paused = paused
             head.version = (head.version or 0) + 1
 
-    def reserve_run_slot(self, dag_id: str, run_id: str, max_active_runs: int) -> bool:
+    def reserve_run_slot(
+        self, dag_id: str, run_id: str, max_active_runs: int, backfill_limit: int | None = None
+    ) -> bool:
+        def full(slots: set[str], limit: int) -> bool:
+            # DynamoDB keeps no empty set: no runs at all is room, whatever the maximum.
+            return bool(slots) and len(slots) >= limit and run_id not in slots
+
         with self._lock:
             head = self._heads.get(dag_id)
-            # DynamoDB keeps no empty set: no runs at all is room, whatever the maximum.
             if head is not None and (
                 head.paused
-                or (
-                    head.active_runs
-                    and len(head.active_runs) >= max_active_runs
-                    and run_id not in head.active_runs
-                )
+                or full(head.active_runs, max_active_runs)
+                or (backfill_limit is not None and full(head.active_backfills, backfill_limit))
             ):
                 return False
             # Like DynamoDB's UpdateItem, a write on a missing DAG leaves a head behind.
             self._head(dag_id).active_runs.add(run_id)
+            if backfill_limit is not None:
+                self._head(dag_id).active_backfills.add(run_id)
             return True
 
     def release_run_slot(self, dag_id: str, run_id: str) -> None:
         with self._lock:
             self._head(dag_id).active_runs.discard(run_id)
+            self._head(dag_id).active_backfills.discard(run_id)
 
     def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
         with self._lock:

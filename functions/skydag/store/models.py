@@ -44,6 +44,8 @@ class DagModel(Model):
     import_error = UnicodeAttribute(null=True)
     version = NumberAttribute(default=0)
     active_runs = UnicodeSetAttribute(null=True)
+    # The active runs that hold a slot under a backfill's limit (see reserve_run_slot).
+    active_backfills = UnicodeSetAttribute(null=True)
     last_scheduled_end = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     # The highest version ever stored (a retired DAG has no current one but keeps counting).
@@ -153,6 +155,7 @@ class RunModel(Model):
     active: MapAttribute[str, Any] = MapAttribute(default=dict)
     throttled = UnicodeSetAttribute(null=True)
     tasks_created = BooleanAttribute(default=False)
+    backfill_limit = NumberAttribute(null=True)
     reason = UnicodeAttribute(null=True)
     queued_key = UnicodeAttribute(null=True)
     queued_index = QueuedRunsIndex()

@@ -484,6 +484,7 @@ def _run_from_model(item: RunModel) -> DagRun:
         throttled=frozenset(item.throttled or ()),
         reason=item.reason,
         tasks_created=bool(item.tasks_created),
+        backfill_limit=None if item.backfill_limit is None else int(item.backfill_limit),
     )
 
 
@@ -503,6 +504,7 @@ class RunRepository:
             data_interval_end=run.data_interval_end,
             trigger=None if run.trigger is None else _dumps(dict(run.trigger)),
             created_at=run.created_at,
+            backfill_limit=run.backfill_limit,
             active={},
             queued_key=_queued_key(run) if run.state is RunState.QUEUED else None,
         )
@@ -532,6 +534,15 @@ class RunRepository:
             _run_from_model(i)
             for i in RunModel.query(dag_id, scan_index_forward=False, limit=limit)
         ]
+
+    def list_between(self, dag_id: str, start: datetime, end: datetime) -> list[DagRun]:
+        """One Query of the DAG's runs, filtered on the logical date (a backfill's look at
+        its range: the read costs the DAG's run history, never other DAGs')."""
+        condition = RunModel.logical_date.between(start, end)
+        return sorted(
+            (_run_from_model(i) for i in RunModel.query(dag_id, filter_condition=condition)),
+            key=lambda run: run.run_id,
+        )
 
     def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
         sources = run_sources(dst, cause)
@@ -683,6 +694,7 @@ def _dag_from_model(item: DagModel) -> DagRecord:
         version=int(item.version),
         active_runs=frozenset(item.active_runs or ()),
         last_scheduled_end=item.last_scheduled_end,
+        active_backfills=frozenset(item.active_backfills or ()),
     )
 
 
@@ -897,7 +909,9 @@ class DagRepository:
                 raise
             raise NotFound(f"DAG '{dag_id}' not found") from error
 
-    def reserve_run_slot(self, dag_id: str, run_id: str, max_active_runs: int) -> bool:
+    def reserve_run_slot(
+        self, dag_id: str, run_id: str, max_active_runs: int, backfill_limit: int | None = None
+    ) -> bool:
         item = DagModel(dag_id)
         not_paused = DagModel.paused.does_not_exist() | (DagModel.paused == False)  # noqa: E712
         condition = not_paused & (
@@ -905,8 +919,16 @@ class DagRepository:
             | (size(DagModel.active_runs) < max_active_runs)
             | DagModel.active_runs.contains(run_id)
         )
+        actions: list[Action] = [DagModel.active_runs.add({run_id})]
+        if backfill_limit is not None:
+            condition &= (
+                DagModel.active_backfills.does_not_exist()
+                | (size(DagModel.active_backfills) < backfill_limit)
+                | DagModel.active_backfills.contains(run_id)
+            )
+            actions.append(DagModel.active_backfills.add({run_id}))
         try:
-            item.update(actions=[DagModel.active_runs.add({run_id})], condition=condition)
+            item.update(actions=actions, condition=condition)
         except UpdateError as error:
             if not is_condition_failure(error):
                 raise
@@ -914,7 +936,12 @@ class DagRepository:
         return True
 
     def release_run_slot(self, dag_id: str, run_id: str) -> None:
-        DagModel(dag_id).update(actions=[DagModel.active_runs.delete({run_id})])
+        DagModel(dag_id).update(
+            actions=[
+                DagModel.active_runs.delete({run_id}),
+                DagModel.active_backfills.delete({run_id}),
+            ]
+        )
 
     def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
         """Move the schedule's high-water mark forward, once (conditional on the old one)."""

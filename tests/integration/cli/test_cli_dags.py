@@ -217,3 +217,50 @@ def test_pausing_an_unknown_dag_sends_nothing(skydag: Skydag) -> None:
     assert result.code == 1
     assert "skydag dags pause: error: DAG 'nope' not found" in result.err
     assert skydag.bus_events() == []
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+def test_delete_asks_the_scheduler_then_removes_the_file(
+    skydag: Skydag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skydag.dev.embedded import EmbeddedSkydag
+
+    loader = Loader(skydag.settings)
+    loader.put("dags/chain.yaml", CHAIN)
+    result = skydag.run("dags", "delete", "chain", "--cancel-runs", "--output", "json")
+    assert result.code == 0, result.err
+    [event] = skydag.bus_events()
+    assert event["detail-type"] == "Delete DAG"
+    assert event["detail"] == {"dag": "chain", "version": 1, "cancel_runs": True}
+    source = f"s3://{skydag.settings.dag_bucket}/dags/chain.yaml"
+    assert result.json()["removed_file"] == source
+    listing = skydag.s3.list_objects_v2(Bucket=skydag.settings.dag_bucket)
+    assert listing.get("KeyCount", 0) == 0
+    # The CLI asked; the scheduler retires it.
+    assert skydag.repos.dags.get("chain").current_version == 1
+    scheduler = EmbeddedSkydag(skydag.settings, log_dir=tmp_path)
+    try:
+        scheduler.route(event)
+    finally:
+        scheduler.close()
+    assert skydag.repos.dags.get("chain").current_version is None
+    assert [dag["dag"] for dag in skydag.run("dags", "list", "--output", "json").json()] == []
+    # Uploading the file again brings it back, as the next version.
+    loader.put("dags/chain.yaml", CHAIN)
+    assert skydag.run("dags", "list", "--output", "json").json()[0]["version"] == 2
+
+
+def test_delete_keeps_history_and_refuses_an_unknown_dag(skydag: Skydag) -> None:
+    skydag.load_dag(DAILY, source="s3://elsewhere/daily.yaml")
+    kept = skydag.run("dags", "delete", "daily", "--keep-history")
+    assert kept.code == 0, kept.err
+    assert "asked the scheduler to delete DAG daily v1" in kept.out
+    assert "removed" not in kept.out  # not a file of the DAG bucket: left alone
+    [event] = skydag.bus_events()
+    assert event["detail"] == {"dag": "daily", "version": 1, "cancel_runs": False}
+    unknown = skydag.run("dags", "delete", "nope")
+    assert unknown.code == 1
+    assert "skydag dags delete: error: DAG 'nope' not found" in unknown.err
+    assert skydag.bus_events() == []

@@ -273,13 +273,86 @@ def test_backfill_asks_for_the_runs_the_scheduler_then_creates(
         "dag": "daily",
         "start": "2026-11-01T00:00:00+00:00",
         "end": "2026-11-03T00:00:00+00:00",
+        "reprocess": "none",
+        "backfill_id": sent["detail"]["backfill_id"],
     }
     assert sent["event_id"] == event["id"]
     assert len(sent["runs"]) == 3
     assert sent["runs"][0].startswith("backfill__2026-11-01T00:00:00")
+    assert sent["create"][0] == "2026-11-01T00:00:00Z"
+    assert sent["skip"] == []
     scheduler.route(event)
     created = {run.run_id for run in skydag.repos.runs.list_for_dag("daily")}
     assert created == set(sent["runs"])
+
+
+def past_run(skydag: Skydag, day: int, state: RunState) -> DagRun:
+    """A finished scheduled run of 2026-11-<day> of the DAG ``daily``."""
+    logical_date = datetime(2026, 11, day, tzinfo=UTC)
+    run = DagRun(
+        "daily",
+        f"scheduled__2026-11-0{day}",
+        1,
+        RunType.SCHEDULED,
+        state=state,
+        logical_date=logical_date,
+        created_at=logical_date + timedelta(days=1),
+    )
+    assert skydag.repos.runs.create(run)
+    return run
+
+
+def test_backfill_dry_run_then_reprocess_failed_creates_only_the_failed_date(
+    skydag: Skydag, scheduler: EmbeddedSkydag
+) -> None:
+    skydag.load_dag(DAILY)
+    past_run(skydag, 1, RunState.SUCCESS)
+    past_run(skydag, 2, RunState.FAILED)
+    past_run(skydag, 3, RunState.SUCCESS)
+    window = ("backfill", "daily", "--start", "2026-11-01", "--end", "2026-11-04")
+    dates = [f"2026-11-0{day}T00:00:00Z" for day in (1, 2, 3, 4)]
+
+    default = skydag.run(*window, "--dry-run", "--output", "json")
+    assert default.code == 0, default.err
+    assert default.json() == {"dag": "daily", "create": [dates[3]], "skip": dates[:3]}
+    failed = skydag.run(*window, "--reprocess", "failed", "--dry-run", "--output", "json")
+    assert failed.json() == {
+        "dag": "daily",
+        "create": [dates[1], dates[3]],
+        "skip": [dates[0], dates[2]],
+    }
+    every = skydag.run(*window, "--reprocess", "all", "--dry-run", "--output", "json")
+    assert every.json() == {"dag": "daily", "create": dates, "skip": []}
+    text = skydag.run(*window, "--reprocess", "failed", "--dry-run")
+    assert "would create: 2\n  2026-11-02T00:00:00Z\n  2026-11-04T00:00:00Z" in text.out
+    assert skydag.bus_events() == []  # a dry run changes nothing
+    assert len(skydag.repos.runs.list_for_dag("daily")) == 3
+
+    # The range of the three past dates: only the failed one is run again.
+    result = skydag.run(
+        "backfill", "daily", "--start", "2026-11-01", "--end", "2026-11-03",
+        "--reprocess", "failed", "--max-active-runs", "1", "--output", "json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    sent = result.json()
+    assert sent["create"] == [dates[1]]
+    [event] = skydag.bus_events()
+    assert event["detail"]["reprocess"] == "failed"
+    assert event["detail"]["max_active_runs"] == 1
+    scheduler.route(event)
+    runs = skydag.run("runs", "list", "daily", "--output", "json").json()
+    backfills = [run for run in runs if run["run_type"] == "backfill"]
+    assert [run["run_id"] for run in backfills] == sent["runs"]
+    assert backfills[0]["logical_date"] == dates[1]
+    assert skydag.repos.runs.get("daily", sent["runs"][0]).backfill_limit == 1
+    listed = skydag.run("runs", "list", "daily")
+    assert "backfill" in listed.out
+
+    # Nothing left to rerun while that run runs: nothing is sent.
+    again = skydag.run(*window[:5], "2026-11-03", "--reprocess", "failed")
+    assert again.code == 0, again.err
+    assert "nothing to create" in again.err
+    assert skydag.bus_events() == []
 
 
 def test_backfill_refuses_what_would_create_nothing(
@@ -302,6 +375,22 @@ def test_backfill_refuses_what_would_create_nothing(
             assert result.code == code
             assert message in result.err
             assert skydag.bus_events() == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--reprocess", "some"], "invalid choice: 'some'"),
+        (["--max-active-runs", "0"], "must be an integer from 1 to 1000, not '0'"),
+    ],
+)
+def test_backfill_flags_are_checked(
+    skydag: Skydag, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        skydag.run("backfill", "daily", "--start", "2026-11-01", "--end", "2026-11-03", *flags)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 # --- runs ----------------------------------------------------------------------------------
