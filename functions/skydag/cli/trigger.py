@@ -129,15 +129,8 @@ def trigger_command(args: argparse.Namespace, skydag: Remote) -> int:
             f"note: DAG {args.dag} is paused: the run waits, queued, until it is unpaused",
             file=sys.stderr,
         )
-    if args.run_id is not None:
-        existing = skydag.repos.runs.find(args.dag, args.run_id)
-        if existing is not None:
-            raise CliError(
-                f"run {args.dag}/{args.run_id} already exists ({existing.state.value}); "
-                "a run id names one run: choose another"
-            )
-    run_id = args.run_id or _manual_run_id()
-    sent = command_sent(skydag, TRIGGER_DAG, {"dag": args.dag, "conf": conf, "run_id": run_id})
+    sent = request_run(skydag, args.dag, conf, args.run_id)
+    run_id = sent["detail"]["run_id"]
     if not args.wait:
         if args.output == "json":
             print_json(sent)
@@ -147,6 +140,23 @@ def trigger_command(args: argparse.Namespace, skydag: Remote) -> int:
             )
         return EXIT_OK
     return _wait_and_show(args, skydag, run_id)
+
+
+def request_run(
+    skydag: Remote, dag_id: str, conf: dict[str, Any], run_id: str | None = None
+) -> dict[str, Any]:
+    """Ask the scheduler to start a run of a loaded DAG; what was sent (its detail names
+    the run id, ``manual__<UTC time>`` unless given). CliError when the run id is taken."""
+    require_dag(skydag, dag_id)
+    if run_id is not None:
+        existing = skydag.repos.runs.find(dag_id, run_id)
+        if existing is not None:
+            raise CliError(
+                f"run {dag_id}/{run_id} already exists ({existing.state.value}); "
+                "a run id names one run: choose another"
+            )
+    detail = {"dag": dag_id, "conf": conf, "run_id": run_id or _manual_run_id()}
+    return command_sent(skydag, TRIGGER_DAG, detail)
 
 
 def _manual_run_id() -> str:
@@ -295,33 +305,11 @@ def _check_source(source: str) -> None:
 
 
 def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
-    from skydag.engine.models import RunType
-    from skydag.engine.scheduler import make_run_id
-    from skydag.spec.schedule import ScheduleError, backfill_intervals, parse_schedule
-
-    start, end = _parse_moment(args.start, "--start"), _parse_moment(args.end, "--end")
+    start, end = parse_moment(args.start, "--start"), parse_moment(args.end, "--end")
     if start > end:
         raise UsageError(f"--start {start.isoformat()} is after --end {end.isoformat()}")
-    head = require_dag(skydag, args.dag)
-    assert head.current_version is not None
-    spec = skydag.repos.dags.load_spec(args.dag, head.current_version)
-    if spec.schedule is None:
-        raise CliError(f"DAG '{args.dag}' has no schedule to backfill")
-    # The very computation the scheduler makes (SchedulerService.backfill), to say which
-    # runs the command creates before sending it.
-    try:
-        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
-        intervals = backfill_intervals(schedule, start=start, end=end, start_date=spec.start_date)
-    except ScheduleError as error:
-        raise CliError(str(error)) from error
-    if not intervals:
-        raise CliError(
-            f"no interval of schedule '{spec.schedule}' has a logical date between "
-            f"{start.isoformat()} and {end.isoformat()}: nothing to backfill"
-        )
-    run_ids = [make_run_id(RunType.BACKFILL, at=interval.start) for interval in intervals]
-    detail = {"dag": args.dag, "start": start.isoformat(), "end": end.isoformat()}
-    sent = command_sent(skydag, BACKFILL_DAG, detail)
+    run_ids = backfill_run_ids(skydag, args.dag, start, end)
+    sent = request_backfill(skydag, args.dag, start, end)
     if args.output == "json":
         print_json({**sent, "runs": run_ids})
     else:
@@ -335,7 +323,38 @@ def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
     return EXIT_OK
 
 
-def _parse_moment(text: str, flag: str) -> datetime:
+def backfill_run_ids(skydag: Remote, dag_id: str, start: datetime, end: datetime) -> list[str]:
+    """The runs a backfill of [start, end] asks for, oldest first: the very computation
+    the scheduler makes (``SchedulerService.backfill``). CliError when there are none."""
+    from skydag.engine.models import RunType
+    from skydag.engine.scheduler import make_run_id
+    from skydag.spec.schedule import ScheduleError, backfill_intervals, parse_schedule
+
+    head = require_dag(skydag, dag_id)
+    assert head.current_version is not None
+    spec = skydag.repos.dags.load_spec(dag_id, head.current_version)
+    if spec.schedule is None:
+        raise CliError(f"DAG '{dag_id}' has no schedule to backfill")
+    try:
+        schedule = parse_schedule(spec.schedule, spec.timezone, spec.start_date)
+        intervals = backfill_intervals(schedule, start=start, end=end, start_date=spec.start_date)
+    except ScheduleError as error:
+        raise CliError(str(error)) from error
+    if not intervals:
+        raise CliError(
+            f"no interval of schedule '{spec.schedule}' has a logical date between "
+            f"{start.isoformat()} and {end.isoformat()}: nothing to backfill"
+        )
+    return [make_run_id(RunType.BACKFILL, at=interval.start) for interval in intervals]
+
+
+def request_backfill(skydag: Remote, dag_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Ask the scheduler for the runs of [start, end]; what was sent."""
+    detail = {"dag": dag_id, "start": start.isoformat(), "end": end.isoformat()}
+    return command_sent(skydag, BACKFILL_DAG, detail)
+
+
+def parse_moment(text: str, flag: str) -> datetime:
     """An ISO date or date-time; naive ones are UTC, as the scheduler reads them."""
     try:
         moment = datetime.fromisoformat(text)
