@@ -59,6 +59,7 @@ class Console:
             duration=views.duration,
             short_time=_short_time,
             run_states=RUN_STATES,
+            grid_rows=views.grid_rows_html,
         )
         self.templates.filters["tojson_pretty"] = _pretty_json
 

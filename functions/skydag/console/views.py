@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
 
@@ -208,10 +209,17 @@ class Grid:
 
 
 def fold(instances: Sequence[TaskInstance]) -> GridCell:
+    if len(instances) == 1:  # the common case, 20,000 times in a large grid: kept cheap
+        return _single(instances[0].state.value, instances[0].try_number)
     counts = Counter(ti.state for ti in instances)
     state = next(s for s in STATE_URGENCY if counts.get(s))
     ordered = tuple((s.value, counts[s]) for s in STATE_URGENCY if counts.get(s))
     return GridCell(state.value, ordered, max(ti.try_number for ti in instances))
+
+
+@cache
+def _single(state: str, try_number: int) -> GridCell:
+    return GridCell(state, ((state, 1),), try_number)
 
 
 def build_grid(
@@ -241,6 +249,35 @@ def build_grid(
         for task in [*task_order, *sorted(extra)]
     )
     return Grid(dag_id, tuple(runs), rows)
+
+
+def grid_rows_html(grid: Grid) -> list[str]:
+    """The grid's body rows as HTML, built here rather than in the template: 20,000 cells
+    through Jinja's per-cell filters take seconds, a join takes milliseconds."""
+    from urllib.parse import quote
+
+    from markupsafe import escape
+
+    dag = quote(grid.dag, safe="")
+    runs = [(escape(run.run_id), quote(run.run_id, safe="")) for run in grid.runs]
+    rows = []
+    for row in grid.rows:
+        task = escape(row.task)
+        href_task = quote(row.task, safe="")
+        cells = []
+        for column, cell in enumerate(row.cells):
+            run_id, href_run = runs[column]
+            if cell is None:
+                cells.append(f'<td class="c none" aria-label="{task}: not in run {run_id}"></td>')
+                continue
+            label = f"{task} in {run_id}: {cell.label}"
+            cells.append(
+                f'<td><a id="c-{column}-{task}" class="c s-{cell.state}" '
+                f'href="/dags/{dag}/runs/{href_run}/tasks/{href_task}" title="{label}" '
+                f'aria-label="{label}">{cell.mark}</a></td>'
+            )
+        rows.append(f'<tr><th scope="row">{task}</th>{"".join(cells)}</tr>')
+    return rows
 
 
 def grid_view(remote: Remote, dag_id: str, wanted: GridFilter) -> tuple[Grid, DagSpec]:
