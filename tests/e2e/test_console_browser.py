@@ -51,7 +51,9 @@ def _browser_missing() -> str | None:
     except ImportError:
         return "playwright is not installed (pip install -e '.[dev]')"
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        return f"no chromium at {CHROMIUM} (apt-get install -y chromium; `make test` does it as root)"
+        return (
+            f"no chromium at {CHROMIUM} (apt-get install -y chromium; `make test` does it as root)"
+        )
     return None
 
 
@@ -103,7 +105,7 @@ class Console:
         s3.put_object(Bucket=self.info["dag_bucket"], Key=key, Body=text.encode())
 
     def dags(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.url}api/dags", timeout=10) as answer:  # noqa: S310
+        with urllib.request.urlopen(f"{self.url}api/dags", timeout=10) as answer:
             found: list[dict[str, Any]] = json.loads(answer.read())
         return found
 
@@ -126,7 +128,9 @@ def console(tmp_path: Path) -> Iterator[Console]:
     assert process.stderr is not None
     log_lines: list[str] = []
     stderr = process.stderr
-    threading.Thread(target=lambda: log_lines.extend(iter(stderr.readline, "")), daemon=True).start()
+    threading.Thread(
+        target=lambda: log_lines.extend(iter(stderr.readline, "")), daemon=True
+    ).start()
     try:
         text, url = "", ""
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -197,7 +201,9 @@ def test_follow_a_run_read_a_failed_log_clear_it_and_pause_the_dag(
             page.get_by_role("link", name="console_flaky").first.click()
             page.get_by_role("link", name="Graph").click()
             expect(page.locator('a.node[aria-label^="load: success"]')).to_be_visible()
-            expect(page.locator('a.node[aria-label*="waits for source acme.reports"]')).to_be_visible()
+            expect(
+                page.locator('a.node[aria-label*="waits for source acme.reports"]')
+            ).to_be_visible()
             page.screenshot(path=str(IMAGES / "console-graph.png"))
 
             # Pause the DAG: the page says so once the scheduler has done it.

@@ -32,9 +32,7 @@ def chain(tasks: int, width: int = 10) -> DagSpec:
     return DagSpec.model_validate({"dag": "big", "tasks": body})
 
 
-def runs_and_tasks(
-    spec: DagSpec, count: int
-) -> tuple[list[DagRun], dict[str, list[TaskInstance]]]:
+def runs_and_tasks(spec: DagSpec, count: int) -> tuple[list[DagRun], dict[str, list[TaskInstance]]]:
     runs = [
         DagRun(
             "big",
@@ -100,7 +98,7 @@ def test_a_200_run_by_100_task_grid_renders_quickly() -> None:
     )
     took = time.perf_counter() - began
     print(f"\nbenchmark: 200 runs x 100 tasks grid built and rendered in {took * 1000:.0f} ms")
-    assert html.count('class="c s-') == 200 * 100
+    assert html.count("<td><a id=\"c-") == 200 * 100
     # Well under a second on an idle machine (the line above); generous here, where the
     # tests share two cores with other work.
     assert took < 5.0
@@ -114,9 +112,7 @@ def test_the_graph_lays_500_tasks_out_in_columns_without_overlap() -> None:
     places = {(node.x, node.y) for node in graph.nodes}
     assert len(places) == 500
     by_task = {node.task: node for node in graph.nodes}
-    assert all(
-        by_task[up].x < by_task[task].x for task in spec.tasks for up in spec.upstream(task)
-    )
+    assert all(by_task[up].x < by_task[task].x for task in spec.tasks for up in spec.upstream(task))
     assert by_task["t0"].state == "success"
     assert graph.width > 0
     assert graph.height < 30 * 60 + 100  # 25 rows of nodes, not 500

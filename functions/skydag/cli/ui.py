@@ -35,7 +35,7 @@ def register(commands: Any) -> None:
 def ui_command(args: argparse.Namespace, skydag: Remote) -> int:
     import signal
 
-    from skydag.console.server import start
+    from skydag.console.server import ConsoleUnavailable, start
 
     # skydag answers now, or the command fails with the CLI's one line.
     skydag.client("dynamodb").describe_table(TableName=skydag.settings.tables.dags)
@@ -43,6 +43,8 @@ def ui_command(args: argparse.Namespace, skydag: Remote) -> int:
     console_remote = Remote(args)
     try:
         running = start(console_remote, args.port)
+    except ConsoleUnavailable as error:
+        raise CliError(str(error)) from error
     except OSError as error:
         raise CliError(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror}") from error
     print(f"skydag console: {running.url} ({skydag.location.origin}); Ctrl-C stops it", flush=True)

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -93,7 +93,9 @@ def _pretty_json(value: Any) -> str:
 def _problem(console: Console, error: Exception) -> tuple[str, int] | None:
     """An error a person can act on, and its HTTP status; None for a bug (re-raised)."""
     if isinstance(error, CliError):
-        return str(error), 400 if error.exit_code == 2 else 404 if "not found" in str(error) else 409
+        return str(error), 400 if error.exit_code == 2 else 404 if "not found" in str(
+            error
+        ) else 409
     message = describe_aws_error(error, console.remote)
     return (message, 502) if message is not None else None
 
@@ -178,7 +180,8 @@ def _grid_filter(request: Request) -> views.GridFilter:
     unknown = states - set(RUN_STATES)
     if unknown:
         raise actions.UsageError(
-            f"state: unknown run state {', '.join(sorted(unknown))} (one of {', '.join(RUN_STATES)})"
+            f"state: unknown run state {', '.join(sorted(unknown))} "
+            f"(one of {', '.join(RUN_STATES)})"
         )
     limit_text = query.get("limit", "").strip() or str(views.DEFAULT_GRID_RUNS)
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= views.MAX_GRID_RUNS:
@@ -189,7 +192,19 @@ def _grid_filter(request: Request) -> views.GridFilter:
 def create_app(remote: Remote) -> Starlette:
     """The console for the skydag ``remote`` points at."""
     console = Console(remote)
+    routes = [
+        *_page_routes(console),
+        *_json_routes(console),
+        *_action_routes(console),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(LocalHostOnly)])
 
+
+TASK_PATH = "/dags/{dag}/runs/{run}/tasks/{task}"
+
+
+def _page_routes(console: Console) -> list[Route]:
     def dags_page(request: Request) -> Response:
         rows = console.read(views.dags_view, datetime.now(UTC))
         return console.page(request, "dags.html", rows=rows)
@@ -218,8 +233,15 @@ def create_app(remote: Remote) -> Starlette:
         )
         return console.page(request, "task.html", dag=p["dag"], detail=detail)
 
-    # --- JSON --------------------------------------------------------------------------------
+    return [
+        Route("/", _guarded_page(console, dags_page)),
+        Route("/dags/{dag}", _guarded_page(console, grid_page)),
+        Route("/dags/{dag}/graph", _guarded_page(console, graph_page)),
+        Route(TASK_PATH, _guarded_page(console, task_page)),
+    ]
 
+
+def _json_routes(console: Console) -> list[Route]:
     def dags_json(request: Request, form: Mapping[str, str]) -> Any:
         from skydag.cli.render import iso, run_to_json
 
@@ -277,8 +299,15 @@ def create_app(remote: Remote) -> Starlette:
             lambda r: read_log(r, find_try(r, p["dag"], p["run"], p["task"], number))
         )
 
-    # --- actions -----------------------------------------------------------------------------
+    return [
+        Route("/api/dags", _guarded_json(console, dags_json)),
+        Route("/api/dags/{dag}/grid", _guarded_json(console, grid_json)),
+        Route("/api/dags/{dag}/runs/{run}", _guarded_json(console, run_json)),
+        Route(f"/api{TASK_PATH}/log", _guarded_json(console, log_json)),
+    ]
 
+
+def _action_routes(console: Console) -> list[Route]:
     def act(request: Request, form: Mapping[str, str]) -> actions.Done:
         p = request.path_params
         action = p["action"]
@@ -303,21 +332,12 @@ def create_app(remote: Remote) -> Starlette:
             raise actions.UsageError(f"unknown task action {p['action']!r}")
         return console.read(chosen, p["dag"], p["run"], p["task"], form)  # type: ignore[no-any-return]
 
-    page = lambda render: _guarded_page(console, render)  # noqa: E731
-    api = lambda answer: _guarded_json(console, answer)  # noqa: E731
-    task_path = "/dags/{dag}/runs/{run}/tasks/{task}"
-    routes = [
-        Route("/", page(dags_page)),
-        Route("/dags/{dag}", page(grid_page)),
-        Route("/dags/{dag}/graph", page(graph_page)),
-        Route(task_path, page(task_page)),
-        Route("/api/dags", api(dags_json)),
-        Route("/api/dags/{dag}/grid", api(grid_json)),
-        Route("/api/dags/{dag}/runs/{run}", api(run_json)),
-        Route(f"/api{task_path}/log", api(log_json)),
-        Route("/api/dags/{dag}/{action}", api(act), methods=["POST"]),
-        Route("/api/dags/{dag}/runs/{run}/cancel", api(act_on_run), methods=["POST"]),
-        Route(f"/api{task_path}/{{action}}", api(act_on_task), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    return [
+        Route("/api/dags/{dag}/{action}", _guarded_json(console, act), methods=["POST"]),
+        Route(
+            "/api/dags/{dag}/runs/{run}/cancel",
+            _guarded_json(console, act_on_run),
+            methods=["POST"],
+        ),
+        Route(f"/api{TASK_PATH}/{{action}}", _guarded_json(console, act_on_task), methods=["POST"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(LocalHostOnly)])

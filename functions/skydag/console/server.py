@@ -40,9 +40,19 @@ def _listen(port: int) -> socket.socket:
     return sock
 
 
+class ConsoleUnavailable(Exception):
+    """The console's web server is not installed (the ``console`` extra)."""
+
+
 def start(remote: Remote, port: int = DEFAULT_PORT) -> RunningConsole:
     """The console in a daemon thread; OSError when the port is taken."""
-    import uvicorn
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as error:
+        raise ConsoleUnavailable(
+            f"the web console needs {error.name}: pip install 'skydag[console]'"
+        ) from error
 
     from skydag.console.app import create_app
 

@@ -11,8 +11,8 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import UTC, date, datetime, time
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from skydag.engine.states import RunState, TaskState
@@ -48,7 +48,7 @@ STATE_MARK: dict[str, str] = {
     "running": "▶",
     "queued": "…",
     "pending": "·",
-    "waiting": "⏳",
+    "waiting": "◷",
     "up_for_retry": "↻",
     "stopped": "■",
     "upstream_failed": "⊘",

@@ -81,25 +81,27 @@ def _start_console(cloud: LocalCloud, port: int | None, log: TextIO) -> RunningC
     if port is None:
         return None
     from skydag.cli.remote import Remote
-    from skydag.console.server import start
+    from skydag.console.server import ConsoleUnavailable, start
 
     try:
         return start(Remote.at(cloud.settings, f"dev up at {cloud.endpoint_url}"), port)
+    except ConsoleUnavailable as error:
+        print(f"dev up: no web console: {error}", file=log)
     except OSError as error:
         print(f"dev up: no web console: 127.0.0.1:{port}: {error.strerror}", file=log)
-        return None
+    return None
 
 
 def _step_until(stop: threading.Event, cloud: LocalCloud, log: TextIO) -> None:
     while not stop.is_set():
-            try:
-                done = cloud.step()
-            except Exception as error:  # one bad pass must not end the environment
-                print(f"dev up: pass failed: {type(error).__name__}: {error}", file=log)
-                done = 0
-                time.sleep(1.0)
-            if not done:
-                stop.wait(IDLE_SLEEP)
+        try:
+            done = cloud.step()
+        except Exception as error:  # one bad pass must not end the environment
+            print(f"dev up: pass failed: {type(error).__name__}: {error}", file=log)
+            done = 0
+            time.sleep(1.0)
+        if not done:
+            stop.wait(IDLE_SLEEP)
 
 
 def upload_dags(cloud: LocalCloud, dags_dir: Path, log: TextIO) -> None:

@@ -129,9 +129,7 @@ def test_a_trigger_runs_and_the_grid_graph_and_task_pages_follow_it(
         "conf": {"table": "events"},
         "run_id": "manual__console",
     }
-    settle(
-        cloud, lambda: finished(loaded, "console_demo", "manual__console"), "the run to end"
-    )
+    settle(cloud, lambda: finished(loaded, "console_demo", "manual__console"), "the run to end")
     grid = loaded.get("/api/dags/console_demo/grid").json()
     column = [run["run_id"] for run in grid["runs"]].index("manual__console")
     cells = {row["task"]: row["cells"][column]["state"] for row in grid["tasks"]}
@@ -166,8 +164,10 @@ def test_clearing_a_task_from_the_console_reruns_it(cloud: LocalCloud, loaded: T
     assert cleared.json()["detail"]["detail"]["downstream"] is True
     settle(
         cloud,
-        lambda: loaded.get("/api/dags/console_demo/runs/manual__clear").json()["tasks"][1]["try_number"]
-        == 2,
+        lambda: (
+            loaded.get("/api/dags/console_demo/runs/manual__clear").json()["tasks"][1]["try_number"]
+            == 2
+        ),
         "the cleared task to run again",
     )
 
@@ -226,7 +226,10 @@ def test_cancelling_a_run_from_the_console(cloud: LocalCloud, loaded: TestClient
 @pytest.mark.parametrize(
     ("form", "message"),
     [
-        ({"conf": '{"tabel": "x"}'}, "conf.tabel: not a param of this DAG (its params: rows, table)"),
+        (
+            {"conf": '{"tabel": "x"}'},
+            "conf.tabel: not a param of this DAG (its params: rows, table)",
+        ),
         ({"conf": '{"rows": "ten"}'}, "conf.rows: expected a number like the param's default 10"),
         ({"conf": "[1]"}, "conf must be a JSON object, got list"),
         ({"run_id": "bad id"}, "run id"),
