@@ -98,7 +98,7 @@ def test_a_200_run_by_100_task_grid_renders_quickly() -> None:
     )
     took = time.perf_counter() - began
     print(f"\nbenchmark: 200 runs x 100 tasks grid built and rendered in {took * 1000:.0f} ms")
-    assert html.count("<td><a id=\"c-") == 200 * 100
+    assert html.count('<td><a id="c-') == 200 * 100
     # Well under a second on an idle machine (the line above); generous here, where the
     # tests share two cores with other work.
     assert took < 5.0

@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from skydag.cli.remote import CliError, describe_aws_error
+from skydag.cli.remote import CliError, UsageError, describe_aws_error
 from skydag.console import actions, views
 
 if TYPE_CHECKING:
@@ -174,18 +174,18 @@ def _grid_filter(request: Request) -> views.GridFilter:
         try:
             return date.fromisoformat(text)
         except ValueError:
-            raise actions.UsageError(f"{name}: not a date (YYYY-MM-DD): {text!r}") from None
+            raise UsageError(f"{name}: not a date (YYYY-MM-DD): {text!r}") from None
 
     states = frozenset(s for s in query.getlist("state") if s)
     unknown = states - set(RUN_STATES)
     if unknown:
-        raise actions.UsageError(
+        raise UsageError(
             f"state: unknown run state {', '.join(sorted(unknown))} "
             f"(one of {', '.join(RUN_STATES)})"
         )
     limit_text = query.get("limit", "").strip() or str(views.DEFAULT_GRID_RUNS)
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= views.MAX_GRID_RUNS:
-        raise actions.UsageError(f"limit: a whole number from 1 to {views.MAX_GRID_RUNS}")
+        raise UsageError(f"limit: a whole number from 1 to {views.MAX_GRID_RUNS}")
     return views.GridFilter(states, day("since"), day("until"), int(limit_text))
 
 
@@ -227,7 +227,7 @@ def _page_routes(console: Console) -> list[Route]:
         p = request.path_params
         wanted = request.query_params.get("try", "").strip()
         if wanted and not wanted.isdigit():
-            raise actions.UsageError(f"try: a whole number, not {wanted!r}")
+            raise UsageError(f"try: a whole number, not {wanted!r}")
         detail = console.read(
             views.task_view, p["dag"], p["run"], p["task"], int(wanted) if wanted else None
         )
@@ -319,7 +319,7 @@ def _action_routes(console: Console) -> list[Route]:
             )
         if action == "backfill":
             return console.read(actions.backfill, p["dag"], form)  # type: ignore[no-any-return]
-        raise actions.UsageError(f"unknown DAG action {action!r}")
+        raise UsageError(f"unknown DAG action {action!r}")
 
     def act_on_run(request: Request, form: Mapping[str, str]) -> actions.Done:
         p = request.path_params
@@ -329,7 +329,7 @@ def _action_routes(console: Console) -> list[Route]:
         p = request.path_params
         chosen = {"clear": actions.clear, "mark": actions.mark}.get(p["action"])
         if chosen is None:
-            raise actions.UsageError(f"unknown task action {p['action']!r}")
+            raise UsageError(f"unknown task action {p['action']!r}")
         return console.read(chosen, p["dag"], p["run"], p["task"], form)  # type: ignore[no-any-return]
 
     return [
