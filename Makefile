@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local soak clean docs-states
+.PHONY: browser demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local soak clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed
+unit: $(BIN)/.installed browser
 	$(BIN)/pytest
 
 # The CDK CLI, pinned in package-lock.json (npm's `latest` aws-cdk is broken).
@@ -77,3 +77,15 @@ clean:
 ## docs-states: regenerate the state diagram in docs/states.md from the transition table
 docs-states: $(BIN)/.installed
 	$(BIN)/python -m skydag.engine.states docs/states.md
+
+# The console's browser tests drive Debian's chromium (never a browser Playwright would
+# download). As root with apt-get, `make test` installs it when missing; otherwise those
+# tests skip with one line saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the console's browser tests (apt-get)"; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) || \
+	    echo "could not install chromium: the console's browser tests will skip"; \
+	  else echo "no chromium (install it: apt-get install -y chromium): the console's browser tests will skip"; fi; }

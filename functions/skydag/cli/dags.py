@@ -430,10 +430,15 @@ def delete_command(args: argparse.Namespace, skydag: Remote) -> int:
 # --- pause / unpause -----------------------------------------------------------------------
 
 
+def set_paused(skydag: Remote, dag_id: str, *, paused: bool) -> dict[str, Any]:
+    """Ask the scheduler to pause or unpause a loaded DAG; what was sent."""
+    require_dag(skydag, dag_id)
+    return command_sent(skydag, PAUSE_DAG if paused else UNPAUSE_DAG, {"dag": dag_id})
+
+
 def _pause_command(command: str) -> remote.Handler:
     def run(args: argparse.Namespace, skydag: Remote) -> int:
-        require_dag(skydag, args.dag)
-        sent = command_sent(skydag, command, {"dag": args.dag})
+        sent = set_paused(skydag, args.dag, paused=command == PAUSE_DAG)
         if args.output == "json":
             print_json(sent)
         else:

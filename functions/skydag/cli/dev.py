@@ -90,6 +90,13 @@ def register(commands: Any) -> None:
     up.add_argument(
         "--port", type=int, default=None, help="the endpoint's port (default 5555; 0: any free)"
     )
+    up.add_argument(
+        "--ui-port",
+        type=int,
+        default=None,
+        help="the web console's port on 127.0.0.1 (default 8765, or any free one with "
+        "--port 0; -1: no console)",
+    )
     up.add_argument("--dags", help="a folder whose DAG files are uploaded at start")
     up.add_argument("--log-dir", help="where task logs go (default: a temporary folder)")
     up.set_defaults(handler=up_command)
@@ -151,6 +158,7 @@ def up_command(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from skydag.console.server import DEFAULT_PORT as CONSOLE_PORT
     from skydag.dev.up import DEFAULT_PORT, serve
 
     dags_dir = Path(args.dags) if args.dags else None
@@ -168,6 +176,7 @@ def up_command(args: argparse.Namespace) -> int:
             port=DEFAULT_PORT if args.port is None else args.port,
             dags_dir=dags_dir,
             log_dir=Path(args.log_dir) if args.log_dir else None,
+            console_port=_console_port(args.ui_port, args.port, CONSOLE_PORT),
         )
     except KeyboardInterrupt:
         stop.set()  # Ctrl-C is how `dev up` ends: not an error
@@ -175,6 +184,14 @@ def up_command(args: argparse.Namespace) -> int:
         print(f"skydag dev up: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _console_port(ui_port: int | None, port: int | None, default: int) -> int | None:
+    """``--ui-port``: -1 is none; unset is the default, or a free port beside ``--port 0``
+    (tests and parallel environments must not contend for one fixed port)."""
+    if ui_port is None:
+        return 0 if port == 0 else default
+    return None if ui_port < 0 else ui_port
 
 
 LOCAL_CLOUD_LOG = "local-cloud.log"

@@ -90,7 +90,9 @@ class _Try:
 def logs_command(args: argparse.Namespace, skydag: Remote) -> int:
     from skydag.adapters.joblogs import JobLogs
 
-    chosen = _find_try(skydag, args)
+    chosen = find_try(
+        skydag, args.dag, args.run_id, args.task, args.try_number, map_index=args.map_index
+    )
     reader = JobLogs(skydag.client)
     if chosen.record.job_id is None and chosen.kind not in NO_JOB_KINDS:
         chosen = _wait_for_job(skydag, chosen, follow=args.follow)
@@ -115,17 +117,26 @@ def logs_command(args: argparse.Namespace, skydag: Remote) -> int:
 # --- which try ---------------------------------------------------------------------------
 
 
-def _find_try(skydag: Remote, args: argparse.Namespace) -> _Try:
+def find_try(
+    skydag: Remote,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    try_number: int | None = None,
+    *,
+    map_index: int | None = None,
+) -> _Try:
+    """The try asked for (default: the current one); CliError naming what is missing."""
     from skydag.store.errors import NotFound
 
-    run = get_run(skydag, args.dag, args.run_id)
-    ti = skydag.repos.tasks.find(run.dag_id, run.run_id, args.task)
+    run = get_run(skydag, dag_id, run_id)
+    ti = skydag.repos.tasks.find(run.dag_id, run.run_id, task_id)
     if ti is None:
         raise CliError(
-            f"task '{args.task}' not found in run {run.dag_id}/{run.run_id} "
+            f"task '{task_id}' not found in run {run.dag_id}/{run.run_id} "
             f"(`skydag runs show {run.dag_id} {run.run_id}` lists its tasks)"
         )
-    if args.map_index is not None:
+    if map_index is not None:
         raise CliError(
             f"task '{ti.task_id}' is not mapped (its map_index is null): omit --map-index"
         )
@@ -136,7 +147,7 @@ def _find_try(skydag: Remote, args: argparse.Namespace) -> _Try:
     task = spec.tasks.get(ti.task_id)
     if task is None:
         raise CliError(f"task '{ti.task_id}' is not in DAG {run.dag_id} v{run.dag_version}")
-    record = _pick(ti, args.try_number)
+    record = _pick(ti, try_number)
     target = task.target.model_dump(by_alias=True, mode="json")
     return _Try(ti, record, task.target_kind, target)
 
@@ -192,10 +203,29 @@ def _wait_for_job(skydag: Remote, chosen: _Try, *, follow: bool) -> _Try:
         chosen = _current(skydag, chosen)
     if chosen.record.job_id is not None:
         return chosen
+    raise CliError(_no_job(chosen))
+
+
+def _no_job(chosen: _Try) -> str:
+    """Why a try that runs a job has no output: it has not started one (yet)."""
     record = chosen.record
     why = f": {record.reason}" if record.reason else ""
     state = "has not started a job yet" if _running(record) else "never started a job"
-    raise CliError(f"{chosen.name} {state} ({record.state.value}{why}); it has no output")
+    return f"{chosen.name} {state} ({record.state.value}{why}); it has no output"
+
+
+def read_log(skydag: Remote, chosen: _Try) -> dict[str, Any]:
+    """What the try's output holds now, read once, as ``skydag logs --output json`` shows
+    it (``note`` says why there is none)."""
+    from skydag.adapters.joblogs import JobLogs
+
+    if chosen.record.job_id is None and chosen.kind not in NO_JOB_KINDS:
+        return _as_json(chosen, None, [], _no_job(chosen))
+    sources, note = _sources(JobLogs(skydag.client), chosen)
+    source, lines = _first_existing(sources)
+    if source is None:
+        note = note or f"no output found at {', '.join(s.where for s in sources)}"
+    return _as_json(chosen, source, lines, note if source is None else None)
 
 
 # --- where, and reading ------------------------------------------------------------------

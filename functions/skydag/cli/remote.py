@@ -268,6 +268,13 @@ class Remote:
         self._args = args
         self.fail_fast = fail_fast
 
+    @classmethod
+    def at(cls, settings: Settings, origin: str) -> Remote:
+        """A connection to a skydag whose location is known already (`dev up`'s own)."""
+        found = cls(argparse.Namespace())
+        found.__dict__["location"] = Location(settings, origin)
+        return found
+
     @cached_property
     def location(self) -> Location:
         return resolve_location(

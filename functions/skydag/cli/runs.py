@@ -195,24 +195,31 @@ def show_command(args: argparse.Namespace, skydag: Remote) -> int:
     return EXIT_OK
 
 
-def cancel_command(args: argparse.Namespace, skydag: Remote) -> int:
+def cancel_run(skydag: Remote, dag_id: str, run_id: str, reason: str) -> dict[str, Any] | None:
+    """Ask the scheduler to cancel a run; what was sent, or None when it already is
+    cancelled. CliError when the run already ended otherwise."""
     from skydag.engine.states import FINISHED_RUN_STATES, RunState
 
-    run = get_run(skydag, args.dag, args.run_id)
+    run = get_run(skydag, dag_id, run_id)
     if run.state is RunState.CANCELLED:
-        print(f"run {run.dag_id}/{run.run_id} is already cancelled", file=sys.stderr)
-        return EXIT_OK
+        return None
     if run.state in FINISHED_RUN_STATES:
         raise CliError(
             f"run {run.dag_id}/{run.run_id} already ended ({run.state.value}); nothing to cancel"
         )
-    detail = {"dag": run.dag_id, "run_id": run.run_id, "reason": args.reason}
-    sent = command_sent(skydag, CANCEL_RUN, detail)
+    detail = {"dag": run.dag_id, "run_id": run.run_id, "reason": reason}
+    return command_sent(skydag, CANCEL_RUN, detail)
+
+
+def cancel_command(args: argparse.Namespace, skydag: Remote) -> int:
+    sent = cancel_run(skydag, args.dag, args.run_id, args.reason)
+    if sent is None:
+        print(f"run {args.dag}/{args.run_id} is already cancelled", file=sys.stderr)
+        return EXIT_OK
     if args.output == "json":
         print_json(sent)
     else:
         print(
-            f"asked the scheduler to cancel run {run.dag_id}/{run.run_id} "
-            f"(event {sent['event_id']})"
+            f"asked the scheduler to cancel run {args.dag}/{args.run_id} (event {sent['event_id']})"
         )
     return EXIT_OK

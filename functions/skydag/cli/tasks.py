@@ -70,28 +70,34 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="the task id")
 
 
-def _task_of_open_run(skydag: Remote, args: argparse.Namespace) -> tuple[DagRun, TaskInstance]:
+def _task_of_open_run(
+    skydag: Remote, dag_id: str, run_id: str, task_id: str
+) -> tuple[DagRun, TaskInstance]:
     from skydag.engine.states import RunState
 
-    run = get_run(skydag, args.dag, args.run_id)
+    run = get_run(skydag, dag_id, run_id)
     if run.state is RunState.CANCELLED:
         raise CliError(f"run {run.dag_id}/{run.run_id} was cancelled; trigger a new run")
-    ti = skydag.repos.tasks.find(run.dag_id, run.run_id, args.task)
+    ti = skydag.repos.tasks.find(run.dag_id, run.run_id, task_id)
     if ti is None:
         known = ", ".join(
             sorted(t.task_id for t in skydag.repos.tasks.list_for_run(run.dag_id, run.run_id))
         )
         raise CliError(
-            f"task '{args.task}' not found in run {run.dag_id}/{run.run_id} "
+            f"task '{task_id}' not found in run {run.dag_id}/{run.run_id} "
             f"(tasks: {known or 'none'})"
         )
     return run, ti
 
 
-def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
+def clear_task(
+    skydag: Remote, dag_id: str, run_id: str, task_id: str, *, downstream: bool, reset_state: bool
+) -> dict[str, Any]:
+    """Ask the scheduler to clear a finished task; what was sent. CliError when the
+    scheduler would refuse it (the run was cancelled, the task has not finished)."""
     from skydag.engine.states import FINISHED_TASK_STATES, TaskState
 
-    run, ti = _task_of_open_run(skydag, args)
+    run, ti = _task_of_open_run(skydag, dag_id, run_id, task_id)
     if ti.state not in FINISHED_TASK_STATES | {TaskState.UP_FOR_RETRY}:
         raise CliError(
             f"task '{ti.task_id}' is {ti.state.value}: only a finished task can be cleared "
@@ -101,33 +107,54 @@ def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
         "dag": run.dag_id,
         "run_id": run.run_id,
         "task": ti.task_id,
-        "downstream": bool(args.downstream),
-        "reset_state": bool(args.reset_state),
+        "downstream": downstream,
+        "reset_state": reset_state,
     }
-    sent = command_sent(skydag, CLEAR_TASK, detail)
+    return command_sent(skydag, CLEAR_TASK, detail)
+
+
+def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
+    sent = clear_task(
+        skydag,
+        args.dag,
+        args.run_id,
+        args.task,
+        downstream=bool(args.downstream),
+        reset_state=bool(args.reset_state),
+    )
     if args.output == "json":
         print_json(sent)
     else:
-        which = f"{ti.task_id} and its downstream tasks" if args.downstream else ti.task_id
+        which = f"{args.task} and its downstream tasks" if args.downstream else args.task
         print(
-            f"asked the scheduler to clear {which} in run {run.dag_id}/{run.run_id} "
+            f"asked the scheduler to clear {which} in run {args.dag}/{args.run_id} "
             f"(event {sent['event_id']})"
         )
     return EXIT_OK
 
 
+def mark_task(
+    skydag: Remote, dag_id: str, run_id: str, task_id: str, state: str
+) -> dict[str, Any] | None:
+    """Ask the scheduler to mark a task ``success`` or ``failed``; what was sent, or None
+    when the task already is in that state."""
+    run, ti = _task_of_open_run(skydag, dag_id, run_id, task_id)
+    if ti.state.value == state:
+        return None
+    detail = {"dag": run.dag_id, "run_id": run.run_id, "task": ti.task_id, "state": state}
+    return command_sent(skydag, MARK_TASK, detail)
+
+
 def mark_command(args: argparse.Namespace, skydag: Remote) -> int:
-    run, ti = _task_of_open_run(skydag, args)
-    if ti.state.value == args.state:
-        print(f"task '{ti.task_id}' is already {args.state}", file=sys.stderr)
+    sent = mark_task(skydag, args.dag, args.run_id, args.task, args.state)
+    if sent is None:
+        print(f"task '{args.task}' is already {args.state}", file=sys.stderr)
         return EXIT_OK
-    detail = {"dag": run.dag_id, "run_id": run.run_id, "task": ti.task_id, "state": args.state}
-    sent = command_sent(skydag, MARK_TASK, detail)
     if args.output == "json":
         print_json(sent)
     else:
         print(
-            f"asked the scheduler to mark {ti.task_id} {args.state} in run "
-            f"{run.dag_id}/{run.run_id} (event {sent['event_id']})"
+            f"asked the scheduler to mark {args.task} {args.state} in run "
+            f"{args.dag}/{args.run_id} (event {sent['event_id']})"
         )
     return EXIT_OK

@@ -16,6 +16,7 @@ import json
 import secrets
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -154,15 +155,8 @@ def trigger_command(args: argparse.Namespace, skydag: Remote) -> int:
             f"note: DAG {args.dag} is paused: the run waits, queued, until it is unpaused",
             file=sys.stderr,
         )
-    if args.run_id is not None:
-        existing = skydag.repos.runs.find(args.dag, args.run_id)
-        if existing is not None:
-            raise CliError(
-                f"run {args.dag}/{args.run_id} already exists ({existing.state.value}); "
-                "a run id names one run: choose another"
-            )
-    run_id = args.run_id or _manual_run_id()
-    sent = command_sent(skydag, TRIGGER_DAG, {"dag": args.dag, "conf": conf, "run_id": run_id})
+    sent = request_run(skydag, args.dag, conf, args.run_id)
+    run_id = sent["detail"]["run_id"]
     if not args.wait:
         if args.output == "json":
             print_json(sent)
@@ -172,6 +166,23 @@ def trigger_command(args: argparse.Namespace, skydag: Remote) -> int:
             )
         return EXIT_OK
     return _wait_and_show(args, skydag, run_id)
+
+
+def request_run(
+    skydag: Remote, dag_id: str, conf: dict[str, Any], run_id: str | None = None
+) -> dict[str, Any]:
+    """Ask the scheduler to start a run of a loaded DAG; what was sent (its detail names
+    the run id, ``manual__<UTC time>`` unless given). CliError when the run id is taken."""
+    require_dag(skydag, dag_id)
+    if run_id is not None:
+        existing = skydag.repos.runs.find(dag_id, run_id)
+        if existing is not None:
+            raise CliError(
+                f"run {dag_id}/{run_id} already exists ({existing.state.value}); "
+                "a run id names one run: choose another"
+            )
+    detail = {"dag": dag_id, "conf": conf, "run_id": run_id or _manual_run_id()}
+    return command_sent(skydag, TRIGGER_DAG, detail)
 
 
 def _manual_run_id() -> str:
@@ -332,34 +343,15 @@ def _run_limit(text: str) -> int:
 
 
 def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
-    from skydag.cli.render import iso
-    from skydag.service.runs import backfill_plan
-
-    start, end = _parse_moment(args.start, "--start"), _parse_moment(args.end, "--end")
+    start, end = parse_moment(args.start, "--start"), parse_moment(args.end, "--end")
     if start > end:
         raise UsageError(f"--start {start.isoformat()} is after --end {end.isoformat()}")
     reprocess = Reprocess(args.reprocess)
-    head = require_dag(skydag, args.dag)
-    assert head.current_version is not None
-    spec = skydag.repos.dags.load_spec(args.dag, head.current_version)
     # The backfill's id names the runs it reruns dates under: chosen here, so the run ids
     # printed are the ones the scheduler creates.
     backfill_id = secrets.token_hex(4)
-    # The very decision the scheduler makes on the command (RunLifecycle.backfill), on the
-    # runs as they are now.
-    try:
-        plan = backfill_plan(
-            spec, skydag.repos.runs, start, end, reprocess=reprocess, backfill_id=backfill_id
-        )
-    except ValueError as error:
-        raise CliError(str(error)) from error
-    if not plan.create and not plan.skip:
-        raise CliError(
-            f"no interval of schedule '{spec.schedule}' has a logical date between "
-            f"{start.isoformat()} and {end.isoformat()}: nothing to backfill"
-        )
-    create = [str(iso(planned.interval.start)) for planned in plan.create]
-    skip = [str(iso(interval.start)) for interval in plan.skip]
+    plan = plan_backfill(skydag, args.dag, start, end, reprocess=reprocess, backfill_id=backfill_id)
+    create, skip = plan.create_dates, plan.skip_dates
     if args.dry_run:
         if args.output == "json":
             print_json({"dag": args.dag, "create": create, "skip": skip})
@@ -367,7 +359,7 @@ def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
             _print_dates("would create", create)
             _print_dates("would skip (they have a run)", skip)
         return EXIT_OK
-    if not plan.create:
+    if not create:
         print(
             f"nothing to create: every date of the range already has a run ({len(skip)} "
             "skipped); --reprocess failed or all reruns them",
@@ -376,17 +368,16 @@ def backfill_command(args: argparse.Namespace, skydag: Remote) -> int:
         if args.output == "json":
             print_json({"dag": args.dag, "create": [], "skip": skip, "runs": []})
         return EXIT_OK
-    detail: dict[str, Any] = {
-        "dag": args.dag,
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "reprocess": reprocess.value,
-        "backfill_id": backfill_id,
-    }
-    if args.max_active_runs is not None:
-        detail["max_active_runs"] = args.max_active_runs
-    sent = command_sent(skydag, BACKFILL_DAG, detail)
-    run_ids = [planned.run_id for planned in plan.create]
+    sent = request_backfill(
+        skydag,
+        args.dag,
+        start,
+        end,
+        reprocess=reprocess,
+        backfill_id=backfill_id,
+        max_active_runs=args.max_active_runs,
+    )
+    run_ids = plan.run_ids
     if args.output == "json":
         print_json({**sent, "create": create, "skip": skip, "runs": run_ids})
     else:
@@ -407,7 +398,79 @@ def _print_dates(title: str, dates: list[str]) -> None:
         print(f"  {date}")
 
 
-def _parse_moment(text: str, flag: str) -> datetime:
+@dataclass(frozen=True)
+class BackfillPreview:
+    """What a backfill of a range would do, as the scheduler will decide it."""
+
+    create_dates: list[str]
+    skip_dates: list[str]
+    run_ids: list[str]
+
+
+def plan_backfill(
+    skydag: Remote,
+    dag_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    reprocess: Reprocess = Reprocess.NONE,
+    backfill_id: str | None = None,
+) -> BackfillPreview:
+    """The very decision the scheduler makes on the command (``RunLifecycle.backfill``),
+    on the runs as they are now. CliError when the range holds no logical date."""
+    from skydag.cli.render import iso
+    from skydag.service.runs import backfill_plan
+
+    head = require_dag(skydag, dag_id)
+    assert head.current_version is not None
+    spec = skydag.repos.dags.load_spec(dag_id, head.current_version)
+    try:
+        plan = backfill_plan(
+            spec,
+            skydag.repos.runs,
+            start,
+            end,
+            reprocess=reprocess,
+            backfill_id=backfill_id or secrets.token_hex(4),
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    if not plan.create and not plan.skip:
+        raise CliError(
+            f"no interval of schedule '{spec.schedule}' has a logical date between "
+            f"{start.isoformat()} and {end.isoformat()}: nothing to backfill"
+        )
+    return BackfillPreview(
+        [str(iso(planned.interval.start)) for planned in plan.create],
+        [str(iso(interval.start)) for interval in plan.skip],
+        [planned.run_id for planned in plan.create],
+    )
+
+
+def request_backfill(
+    skydag: Remote,
+    dag_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    reprocess: Reprocess = Reprocess.NONE,
+    backfill_id: str,
+    max_active_runs: int | None = None,
+) -> dict[str, Any]:
+    """Ask the scheduler for the runs of [start, end]; what was sent."""
+    detail: dict[str, Any] = {
+        "dag": dag_id,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "reprocess": reprocess.value,
+        "backfill_id": backfill_id,
+    }
+    if max_active_runs is not None:
+        detail["max_active_runs"] = max_active_runs
+    return command_sent(skydag, BACKFILL_DAG, detail)
+
+
+def parse_moment(text: str, flag: str) -> datetime:
     """An ISO date or date-time; naive ones are UTC, as the scheduler reads them."""
     try:
         moment = datetime.fromisoformat(text)

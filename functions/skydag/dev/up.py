@@ -14,10 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from skydag.localcloud.cloud import IDLE_SLEEP, LocalCloud, LocalCloudOptions
 from skydag.wiring import COMMAND_SOURCE
+
+if TYPE_CHECKING:
+    from skydag.console.server import RunningConsole
 
 # 4566 is LocalStack's port: a different default lets both run on one machine.
 DEFAULT_PORT = 5555
@@ -45,12 +48,13 @@ def serve(
     log: TextIO | None = None,
     log_dir: Path | None = None,
     on_ready: Callable[[LocalCloud], None] | None = None,
+    console_port: int | None = None,
 ) -> None:
     """Run `dev up` until ``stop`` is set.
 
     ``out`` gets where things are (JSON) and what to try; ``log`` one line per event,
     state change and job. ``port`` 0 takes a free port (tests). ``on_ready`` is called once
-    the stack exists.
+    the stack exists. ``console_port``: serve the web console there too (0: a free port).
     """
     out = out or sys.stdout
     log = log or sys.stderr
@@ -58,19 +62,46 @@ def serve(
     with LocalCloud(options) as cloud:
         if dags_dir is not None:
             upload_dags(cloud, dags_dir, log)
+        console = _start_console(cloud, console_port, log)
         print(json.dumps(info(cloud), indent=2), file=out)
         print(usage(cloud), file=out, flush=True)
+        if console is not None:
+            print(f"web console: {console.url}", file=out, flush=True)
         if on_ready is not None:
             on_ready(cloud)
-        while not stop.is_set():
-            try:
-                done = cloud.step()
-            except Exception as error:  # one bad pass must not end the environment
-                print(f"dev up: pass failed: {type(error).__name__}: {error}", file=log)
-                done = 0
-                time.sleep(1.0)
-            if not done:
-                stop.wait(IDLE_SLEEP)
+        try:
+            _step_until(stop, cloud, log)
+        finally:
+            if console is not None:
+                console.stop()
+
+
+def _start_console(cloud: LocalCloud, port: int | None, log: TextIO) -> RunningConsole | None:
+    """The web console on this local cloud; a taken port costs the console, not `dev up`."""
+    if port is None:
+        return None
+    from skydag.cli.remote import Remote
+    from skydag.console.server import ConsoleUnavailable, start
+
+    try:
+        return start(Remote.at(cloud.settings, f"dev up at {cloud.endpoint_url}"), port)
+    except ConsoleUnavailable as error:
+        print(f"dev up: no web console: {error}", file=log)
+    except OSError as error:
+        print(f"dev up: no web console: 127.0.0.1:{port}: {error.strerror}", file=log)
+    return None
+
+
+def _step_until(stop: threading.Event, cloud: LocalCloud, log: TextIO) -> None:
+    while not stop.is_set():
+        try:
+            done = cloud.step()
+        except Exception as error:  # one bad pass must not end the environment
+            print(f"dev up: pass failed: {type(error).__name__}: {error}", file=log)
+            done = 0
+            time.sleep(1.0)
+        if not done:
+            stop.wait(IDLE_SLEEP)
 
 
 def upload_dags(cloud: LocalCloud, dags_dir: Path, log: TextIO) -> None:

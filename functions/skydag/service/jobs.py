@@ -13,7 +13,7 @@ from typing import Any
 from skydag.engine.conditions import Condition, judge_condition
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.engine.scheduler import merged_params
-from skydag.ports.store import instance_scope, task_scope
+from skydag.ports.store import Store, instance_scope, task_scope
 from skydag.service.core import Scheduler
 from skydag.spec.models import DagSpec, TaskSpec
 from skydag.spec.templates import TemplateRenderError, render_string, render_value
@@ -55,26 +55,7 @@ class Jobs:
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
-        def iso(moment: datetime | None) -> str | None:
-            return moment.isoformat() if moment else None
-
-        return {
-            "dag": spec.dag,  # the contract: `dag` is the id
-            "run": {
-                "id": run.run_id,
-                "type": run.run_type.value,
-                "logical_date": iso(run.logical_date),
-                "data_interval_start": iso(run.data_interval_start),
-                "data_interval_end": iso(run.data_interval_end),
-                "conf": dict(run.conf),
-            },
-            "params": merged_params(spec, run),
-            "trigger": dict(run.trigger or {}),
-            "signal": dict(ti.signal or {}),
-            "task": {"id": ti.task_id, "try_number": ti.try_number},
-            "state": self._task_state(spec, ti),
-            "outputs": self._upstream_outputs(spec, ti),
-        }
+        return template_context(self.scheduler.repos, spec, run, ti)
 
     def render_condition(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> Condition:
         """The task's ``when:`` rendered in the context its job would see (the try it
@@ -88,25 +69,6 @@ class Jobs:
         except TemplateRenderError as error:
             return Condition.failed(error.message)
         return judge_condition(rendered)
-
-    def _upstream_outputs(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
-        """``outputs.<task>``: what upstream jobs returned (Step Functions output, Lambda
-        response, a wait task's signal detail). Read only when a template mentions it."""
-        task = spec.tasks[ti.task_id]
-        if not task.depends_on or "outputs" not in _template_text(task):
-            return {}
-        upstream = self.scheduler.repos.tasks.get_many(ti.dag_id, ti.run_id, task.depends_on)
-        return {u.task_id: u.output for u in upstream if u.output is not None}
-
-    def _task_state(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
-        """The task's stored state for templates: its watermarks (task scope) overlaid by
-        this task instance's checkpoints. Read only when a template mentions ``state``."""
-        if "state" not in _template_text(spec.tasks[ti.task_id]):
-            return {}
-        state = self.scheduler.repos.state
-        merged = state.get_all(task_scope(ti.dag_id, ti.task_id))
-        merged.update(state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.task_id)))
-        return merged
 
     def job_ref(
         self, spec: DagSpec, ti: TaskInstance, job: Mapping[str, Any] | None = None
@@ -144,6 +106,51 @@ class Jobs:
                 job.try_number,
                 error.reason,
             )
+
+
+def template_context(repos: Store, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
+    """What a try's templates see (the console shows a target rendered with it too)."""
+
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "dag": spec.dag,  # the contract: `dag` is the id
+        "run": {
+            "id": run.run_id,
+            "type": run.run_type.value,
+            "logical_date": iso(run.logical_date),
+            "data_interval_start": iso(run.data_interval_start),
+            "data_interval_end": iso(run.data_interval_end),
+            "conf": dict(run.conf),
+        },
+        "params": merged_params(spec, run),
+        "trigger": dict(run.trigger or {}),
+        "signal": dict(ti.signal or {}),
+        "task": {"id": ti.task_id, "try_number": ti.try_number},
+        "state": _task_state(repos, spec, ti),
+        "outputs": _upstream_outputs(repos, spec, ti),
+    }
+
+
+def _upstream_outputs(repos: Store, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
+    """``outputs.<task>``: what upstream jobs returned (Step Functions output, Lambda
+    response, a wait task's signal detail). Read only when a template mentions it."""
+    task = spec.tasks[ti.task_id]
+    if not task.depends_on or "outputs" not in _template_text(task):
+        return {}
+    upstream = repos.tasks.get_many(ti.dag_id, ti.run_id, task.depends_on)
+    return {u.task_id: u.output for u in upstream if u.output is not None}
+
+
+def _task_state(repos: Store, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
+    """The task's stored state for templates: its watermarks (task scope) overlaid by
+    this task instance's checkpoints. Read only when a template mentions ``state``."""
+    if "state" not in _template_text(spec.tasks[ti.task_id]):
+        return {}
+    merged = repos.state.get_all(task_scope(ti.dag_id, ti.task_id))
+    merged.update(repos.state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.task_id)))
+    return merged
 
 
 def _template_text(task: TaskSpec) -> str:
