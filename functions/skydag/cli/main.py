@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from skydag.cli import dags, dev, info, logs, runs, state, tasks, trigger, validate
+from skydag.cli import dags, dev, info, logs, output, runs, state, tasks, trigger, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.register(commands)
     logs.register(commands)
     state.register(commands)
+    output.register(commands)
     return parser
 
 
