@@ -6,6 +6,7 @@
     done = taskstate.get("checkpoint", {}, scope="instance")            # this task instance
     taskstate.put("checkpoint", {"pages": 3}, scope="instance", ttl=timedelta(days=7))
     taskstate.put("watermark", until)
+    taskstate.set_output({"rows": 3})      # this try's output: outputs.<task> downstream
 
 Two scopes:
 
@@ -19,6 +20,12 @@ The job's identity comes from the variables skydag gives every job (``SKYDAG_DAG
 from ``AWS_ENDPOINT_URL`` (dev mode) and the region from ``AWS_REGION``/``AWS_DEFAULT_REGION``.
 Values are JSON. Every write bumps the item's version; ``expected_version`` makes a write
 compare-and-set (0: only if the key does not exist yet).
+
+A job's *output* (``set_output``) is kept beside its state, under the scope
+``out#<dag>#<run>#<task>`` and the key ``try/<N>`` of the try that published it
+(``SKYDAG_TRY``): the scheduler reads the key of the try whose end it records, so what an
+older try (or a try of a cleared task) publishes lands under its own key and can never
+become the current try's output.
 
 Items are written exactly as ``skydag.store.repositories.TaskStateRepository`` writes them
 (same attributes, versions, TTL in epoch seconds, conditions), so the scheduler (templates'
@@ -61,6 +68,7 @@ DAG_VARIABLE: Final = "SKYDAG_DAG"
 RUN_VARIABLE: Final = "SKYDAG_RUN"
 TASK_VARIABLE: Final = "SKYDAG_TASK"
 TABLE_VARIABLE: Final = "SKYDAG_TASK_STATE_TABLE"
+TRY_VARIABLE: Final = "SKYDAG_TRY"
 
 # Last writer wins without expected_version, but each write is still a compare-and-set
 # on the version just read, so versions never repeat; this many lost races give up.
@@ -78,11 +86,12 @@ class TaskStateError(Exception):
 class MissingIdentity(TaskStateError):
     """The job's identity is incomplete: ``variable`` is the environment variable to set."""
 
-    def __init__(self, part: str, variable: str, scope: Scope) -> None:
+    def __init__(self, part: str, variable: str, needed_by: str) -> None:
         super().__init__(
-            f"{variable} is not set: the {scope} scope needs the {part} id, which skydag "
+            f"{variable} is not set: {needed_by} needs the {part} id, which skydag "
             "sets for every job (outside a job, set "
-            f"{DAG_VARIABLE}, {TASK_VARIABLE} and, for the instance scope, {RUN_VARIABLE})"
+            f"{DAG_VARIABLE}, {TASK_VARIABLE} and, for the instance scope, {RUN_VARIABLE}; "
+            f"for an output also {RUN_VARIABLE} and {TRY_VARIABLE})"
         )
         self.part = part
         self.variable = variable
@@ -122,6 +131,13 @@ def check_key(key: Any) -> str:
     return key
 
 
+def check_try_number(try_number: Any) -> int:
+    """``try_number`` when it is a try's number (1 or more), else ValueError."""
+    if isinstance(try_number, bool) or not isinstance(try_number, int) or try_number < 1:
+        raise ValueError(f"a try number is 1 or more, got {_short(try_number)}")
+    return try_number
+
+
 def check_ttl(ttl: timedelta) -> timedelta:
     """``ttl`` when it is above zero and at most 366 days, else ValueError."""
     if ttl <= timedelta(0):
@@ -146,6 +162,22 @@ def instance_scope_key(dag_id: str, run_id: str, task_id: str) -> str:
     return f"ti#{dag_id}#{run_id}#{task_id}"
 
 
+def output_scope_key(dag_id: str, run_id: str, task_id: str) -> str:
+    """The table's ``scope`` for a task instance's outputs (store.repositories.output_scope)."""
+    return f"out#{dag_id}#{run_id}#{task_id}"
+
+
+def output_key(try_number: int) -> str:
+    """The table's ``key`` for one try's output (ports.store.output_key)."""
+    return f"try/{try_number}"
+
+
+def encode_output(value: Any) -> str:
+    """``value`` as the output is stored (compact JSON), or ValueError saying why it
+    cannot be an output: not JSON, or over 256 KiB encoded."""
+    return _encode(value, "job output")
+
+
 def default_table(environ: Mapping[str, str]) -> str:
     """The task state table's name, found as ``Settings.from_env`` finds it."""
     prefix = environ.get("SKYDAG_TABLE_PREFIX", "skydag")
@@ -161,6 +193,7 @@ class TaskState:
     task: str | None
     run: str | None = None
     table: str = "skydag-task-state"
+    try_number: int | None = None
     endpoint_url: str | None = None
     region: str = "us-east-1"
     _client: Any = field(default=None, init=False, repr=False, compare=False)
@@ -173,6 +206,7 @@ class TaskState:
         dag: str | None = None,
         run: str | None = None,
         task: str | None = None,
+        try_number: int | None = None,
         table: str | None = None,
         endpoint_url: str | None = None,
         region: str | None = None,
@@ -183,6 +217,7 @@ class TaskState:
             dag=dag or env.get(DAG_VARIABLE) or None,
             task=task or env.get(TASK_VARIABLE) or None,
             run=run or env.get(RUN_VARIABLE) or None,
+            try_number=try_number or _try_from(env),
             table=table or default_table(env),
             endpoint_url=endpoint_url or env.get("AWS_ENDPOINT_URL") or None,
             region=region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -191,11 +226,23 @@ class TaskState:
     def scope_key(self, scope: Scope) -> str:
         if scope not in SCOPES:
             raise ValueError(f"unknown task state scope {scope!r}: expected 'task' or 'instance'")
-        dag = self._require("dag", self.dag, DAG_VARIABLE, scope)
-        task = self._require("task", self.task, TASK_VARIABLE, scope)
+        needed_by = f"the {scope} scope"
+        dag = self._require("dag", self.dag, DAG_VARIABLE, needed_by)
+        task = self._require("task", self.task, TASK_VARIABLE, needed_by)
         if scope == "task":
             return task_scope_key(dag, task)
-        return instance_scope_key(dag, self._require("run", self.run, RUN_VARIABLE, scope), task)
+        run = self._require("run", self.run, RUN_VARIABLE, needed_by)
+        return instance_scope_key(dag, run, task)
+
+    def output_location(self) -> tuple[str, str]:
+        """(scope, key) of this try's output: the job's task instance and try number."""
+        needed_by = "a job output"
+        dag = self._require("dag", self.dag, DAG_VARIABLE, needed_by)
+        run = self._require("run", self.run, RUN_VARIABLE, needed_by)
+        task = self._require("task", self.task, TASK_VARIABLE, needed_by)
+        if self.try_number is None:
+            raise MissingIdentity("try", TRY_VARIABLE, needed_by)
+        return output_scope_key(dag, run, task), output_key(check_try_number(self.try_number))
 
     def where(self) -> str:
         """Where the values live, for messages: table and endpoint (or region)."""
@@ -210,9 +257,16 @@ class TaskState:
 
     def get_versioned(self, key: str, *, scope: Scope = "task") -> VersionedValue | None:
         """The value with its version (for ``put(..., expected_version=)``), or None."""
+        return self._get_at(self.scope_key(scope), check_key(key))
+
+    def get_output(self) -> VersionedValue | None:
+        """What this try published with ``set_output`` (and how many times), or None."""
+        return self._get_at(*self.output_location())
+
+    def _get_at(self, scope_key: str, key: str) -> VersionedValue | None:
         response = self._call(
             "get_item",
-            Key=self._item_key(scope, key),
+            Key=_item_key(scope_key, key),
             ConsistentRead=True,
             ProjectionExpression="#value, #version",
             ExpressionAttributeNames={"#value": "value", "#version": "version"},
@@ -240,34 +294,53 @@ class TaskState:
         writer wins. The value expires ``ttl`` (default 90 days) after this write.
         """
         check_key(key)
-        encoded = _encode(key, value)
+        encoded = _encode(value, f"task state {key!r}")
         lifetime = check_ttl(DEFAULT_TTL if ttl is None else ttl)
+        return self._write(self.scope_key(scope), key, encoded, lifetime, expected_version)
+
+    def set_output(self, value: Any) -> int:
+        """Publish ``value`` as this try's output, for ``outputs.<task>`` downstream.
+
+        It is stored under this try's number (``SKYDAG_TRY``): the scheduler takes it when
+        it records the end of this very try. Calling it again replaces it (last writer
+        wins); returns how many times this try has published. ValueError when ``value`` is
+        not JSON or is over 256 KiB encoded; MissingIdentity outside a job.
+        """
+        encoded = encode_output(value)
+        return self._write(*self.output_location(), encoded, DEFAULT_TTL, None)
+
+    def _write(
+        self,
+        scope_key: str,
+        key: str,
+        encoded: str,
+        ttl: timedelta,
+        expected_version: int | None,
+    ) -> int:
         if expected_version is not None:
-            return self._put_if(scope, key, encoded, lifetime, expected_version)
+            return self._put_if(scope_key, key, encoded, ttl, expected_version)
         current: VersionedValue | None = None
         for _ in range(_WRITE_ATTEMPTS):
-            current = self.get_versioned(key, scope=scope)
+            current = self._get_at(scope_key, key)
             try:
-                return self._put_if(
-                    scope, key, encoded, lifetime, current.version if current else 0
-                )
+                return self._put_if(scope_key, key, encoded, ttl, current.version if current else 0)
             except VersionConflict:
                 continue
         raise VersionConflict(
-            f"task state {self.scope_key(scope)}/{key}: too many concurrent writers "
+            f"task state {scope_key}/{key}: too many concurrent writers "
             f"({_WRITE_ATTEMPTS} attempts) in {self.where()}",
             current,
         )
 
     def _put_if(
-        self, scope: Scope, key: str, encoded: str, ttl: timedelta, expected_version: int
+        self, scope_key: str, key: str, encoded: str, ttl: timedelta, expected_version: int
     ) -> int:
         if expected_version < 0:
             raise ValueError(f"expected_version must be 0 or more, got {expected_version}")
         now = datetime.now(UTC)
         new_version = expected_version + 1
         item = {
-            **self._item_key(scope, key),
+            **_item_key(scope_key, key),
             "value": {"S": encoded},
             "version": {"N": str(new_version)},
             "updated_at": {"S": now.strftime(_UPDATED_AT_FORMAT)},
@@ -290,20 +363,16 @@ class TaskState:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
-            current = self.get_versioned(key, scope=scope)
+            current = self._get_at(scope_key, key)
             found = f"version {current.version}" if current else "no value"
             raise VersionConflict(
-                f"task state {self.scope_key(scope)}/{key}: expected version "
+                f"task state {scope_key}/{key}: expected version "
                 f"{expected_version}, found {found} in {self.where()}",
                 current,
             ) from error
         return new_version
 
     # --- internals ---------------------------------------------------------------------
-
-    def _item_key(self, scope: Scope, key: str) -> dict[str, Any]:
-        check_key(key)
-        return {"scope": {"S": self.scope_key(scope)}, "key": {"S": key}}
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         if self._client is None:
@@ -326,24 +395,36 @@ class TaskState:
         return response
 
     @staticmethod
-    def _require(part: str, value: str | None, variable: str, scope: Scope) -> str:
+    def _require(part: str, value: str | None, variable: str, needed_by: str) -> str:
         if not value:
-            raise MissingIdentity(part, variable, scope)
+            raise MissingIdentity(part, variable, needed_by)
         return value
 
 
-def _encode(key: str, value: Any) -> str:
-    """JSON as the repository writes it (compact, sorted keys); dates become ISO 8601."""
+def _item_key(scope_key: str, key: str) -> dict[str, Any]:
+    return {"scope": {"S": scope_key}, "key": {"S": key}}
+
+
+def _try_from(environ: Mapping[str, str]) -> int | None:
+    """The try number in SKYDAG_TRY; None when it is missing or not a try number (a job
+    output then fails with MissingIdentity naming the variable)."""
+    text = environ.get(TRY_VARIABLE, "").strip()
+    return int(text) if text.isascii() and text.isdigit() and int(text) >= 1 else None
+
+
+def _encode(value: Any, what: str) -> str:
+    """JSON as the repository writes it (compact, sorted keys); dates become ISO 8601.
+    ``what`` names the value in errors (``task state 'watermark'``, ``job output``)."""
     try:
         encoded = json.dumps(
             value, separators=(",", ":"), sort_keys=True, default=_iso_dates, allow_nan=False
         )
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"task state {key!r}: the value must be JSON: {error}") from error
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{what}: the value must be JSON: {error}") from error
     size = len(encoded.encode("utf-8"))
     if size > MAX_VALUE_BYTES:
         raise ValueError(
-            f"task state {key!r}: the value is {size} bytes encoded, over the "
+            f"{what}: the value is {size} bytes encoded, over the "
             f"{MAX_VALUE_BYTES}-byte limit; store the data elsewhere (S3) and keep its key here"
         )
     return encoded
@@ -361,6 +442,7 @@ _ENVIRONMENT = (
     DAG_VARIABLE,
     RUN_VARIABLE,
     TASK_VARIABLE,
+    TRY_VARIABLE,
     TABLE_VARIABLE,
     "SKYDAG_TABLE_PREFIX",
     "AWS_ENDPOINT_URL",
@@ -405,6 +487,18 @@ def put(
     return current().put(key, value, scope=scope, ttl=ttl, expected_version=expected_version)
 
 
+def set_output(value: Any) -> int:
+    """Publish ``value`` (JSON, at most 256 KiB encoded) as this try's output: downstream
+    templates see it as ``outputs.<task>`` (see TaskState.set_output)."""
+    return current().set_output(value)
+
+
+def get_output() -> Any:
+    """What this try published with ``set_output``, or None."""
+    found = current().get_output()
+    return None if found is None else found.value
+
+
 __all__ = [
     "DEFAULT_TTL",
     "SCOPES",
@@ -416,11 +510,17 @@ __all__ = [
     "VersionConflict",
     "VersionedValue",
     "check_key",
+    "check_try_number",
     "check_ttl",
     "current",
+    "encode_output",
     "get",
+    "get_output",
     "get_versioned",
     "instance_scope_key",
+    "output_key",
+    "output_scope_key",
     "put",
+    "set_output",
     "task_scope_key",
 ]

@@ -179,3 +179,18 @@ def test_a_missing_table_is_named(aws: Settings) -> None:
     store = TaskState(dag=DAG, task=TASK, table="no-such-table")
     with pytest.raises(taskstate.TableNotFound, match="table no-such-table at AWS us-east-1"):
         store.get("watermark")
+
+
+def test_an_output_the_helper_publishes_is_what_the_scheduler_reads(
+    aws: Settings, repos: Repositories
+) -> None:
+    from skydag.ports.store import output_key, output_scope
+
+    job = TaskState(dag=DAG, task=TASK, run=RUN, try_number=2, table=aws.tables.task_state)
+    assert job.set_output({"rows": 3}) == 1
+    assert job.set_output({"rows": 4}) == 2  # publishing again replaces it
+    assert repos.state.get(output_scope(DAG, RUN, TASK), output_key(2)) == ({"rows": 4}, 2)
+    assert repos.state.get(output_scope(DAG, RUN, TASK), output_key(1)) is None
+    assert job.get_output() == taskstate.VersionedValue({"rows": 4}, 2)
+    # An output is not task state: the templates' `state` never shows it.
+    assert repos.state.get_all(instance_scope(DAG, RUN, TASK)) == {}

@@ -3,6 +3,7 @@ before they allocate; the templates DAGs really use render exactly as Jinja2 doe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,18 @@ def test_predictions_match_what_python_makes() -> None:
 
 
 def _reference(text: str, context: Mapping[str, Any]) -> str:
+    """Plain Jinja, printing data as skydag documents it: a mapping or list as JSON."""
+
+    def data_as_json(value: Any) -> Any:
+        if isinstance(value, dict | list | tuple):
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return value
+
     env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=data_as_json,
     )
     return env.from_string(text).render(dict(context))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -62,6 +63,61 @@ def test_filters_defaults_and_large_numbers_work() -> None:
     assert render_value("{% for i in params.names %}{{ loop.index }}{% endfor %}", CONTEXT) == (
         "12"
     )
+
+
+DATA_CONTEXT: dict[str, Any] = {
+    **CONTEXT,
+    "run": {"id": "r1", "conf": {"pages": 3, "done": True, "next": None, "city": "Zürich"}},
+    "outputs": {"list_shards": {"shards": ["s-00", "s-01"]}, "count": {"rows": 3}},
+    "state": {"checkpoint": {"pages": [1, 2]}},
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered"),
+    [
+        ("{{ run.conf }}", '{"pages":3,"done":true,"next":null,"city":"Zürich"}'),
+        ("{{ outputs.list_shards.shards }}", '["s-00","s-01"]'),
+        ("{{ outputs.list_shards }}", '{"shards":["s-00","s-01"]}'),
+        ("--checkpoint={{ state.checkpoint }}", '--checkpoint={"pages":[1,2]}'),
+        ("{{ 'conf=' ~ run.conf }}", 'conf={"pages":3,"done":true,"next":null,"city":"Zürich"}'),
+        ("{{ outputs.list_shards.shards[1:] }}", '["s-01"]'),
+        (
+            "{{ run.conf.items() | list }}",
+            '[["pages",3],["done",true],["next",null],["city","Zürich"]]',
+        ),
+        ("{{ {} }}{{ [] }}", "{}[]"),
+    ],
+)
+def test_mappings_and_lists_render_as_compact_json(template: str, rendered: str) -> None:
+    assert render_value(template, DATA_CONTEXT) == rendered
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered"),
+    [
+        ("{{ outputs.count.rows }}", "3"),  # a value inside the data is itself
+        ("{{ outputs.list_shards.shards[0] }}", "s-00"),  # a string is not quoted
+        ("{{ run.conf.done }}", "True"),  # a bare boolean or null prints as Jinja prints it
+        ("{{ run.conf.next }}", "None"),
+        ("{{ run.conf.done | tojson }}", "true"),  # ... and as JSON when asked to
+        ("{{ run.conf | string }}", str(DATA_CONTEXT["run"]["conf"])),  # an explicit str()
+    ],
+)
+def test_scalars_render_as_before(template: str, rendered: str) -> None:
+    assert render_value(template, DATA_CONTEXT) == rendered
+
+
+def test_rendered_data_parses_back_as_the_same_json() -> None:
+    rendered = render_value(["--conf", "{{ run.conf }}"], DATA_CONTEXT, "batch.command")
+    assert json.loads(rendered[1]) == DATA_CONTEXT["run"]["conf"]
+
+
+def test_data_rendered_as_json_stays_within_the_output_limit() -> None:
+    context = {**CONTEXT, "outputs": {"big": {"rows": ["x" * 1000] * 300}}}
+    with pytest.raises(TemplateRenderError) as info:
+        render_value("{{ outputs.big }}", context, "batch.command[0]")
+    assert str(info.value).startswith("batch.command[0]: over a template limit: ")
 
 
 def test_undefined_variable_error_names_the_path() -> None:

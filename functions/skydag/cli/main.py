@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from skydag.cli import dags, dev, info, logs, runs, state, tasks, trigger, ui, validate
+from skydag.cli import dags, dev, info, logs, output, runs, state, tasks, trigger, ui, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.register(commands)
     state.register(commands)
     ui.register(commands)
+    output.register(commands)
     return parser
 
 

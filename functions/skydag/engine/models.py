@@ -156,8 +156,12 @@ class JobReport:
     job_id: str | None = None
     exit_code: int | None = None
     reason: str | None = None
+    # What the service returned (a Lambda response, a Step Functions output).
     output: Any = None
     at: datetime | None = None
+    # What the job published for this try (``skydag output set``), read from the task
+    # state table when the try ends; it wins over ``output`` (engine/rules.py ``try_output``).
+    published_output: Any = None
 
 
 class JobStatus(StrEnum):

@@ -203,9 +203,30 @@ def _finished_changes(ctx: ReportContext) -> dict[str, object]:
         changes["started_at"] = at
     if ctx.report.job_id:
         changes["job_id"] = ctx.report.job_id
-    if ctx.report.output is not None:
-        changes["output"] = ctx.report.output
+    output = try_output(ctx.report)
+    if output is not None:
+        changes["output"] = output
     return changes
+
+
+def may_end_try(ti: TaskInstance, report: JobReport) -> bool:
+    """Whether ``report`` can end ``ti``'s current try: only then is what the job
+    published worth reading (a stale, duplicate or "running" report records no output)."""
+    return (
+        report.status is not JobStatus.RUNNING
+        and report.try_number == ti.try_number
+        and ti.state in (T.QUEUED, T.RUNNING)
+    )
+
+
+def try_output(report: JobReport) -> object:
+    """The ended try's output: what the job published (``skydag output set``) wins over
+    what its service returned (a Lambda response, a Step Functions output), since
+    publishing is the job saying what its output is; None when there is neither, which
+    leaves the task's output as it is."""
+    if report.published_output is not None:
+        return report.published_output
+    return report.output
 
 
 REPORT_POLICY: tuple[ReportRule, ...] = (

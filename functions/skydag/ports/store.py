@@ -77,6 +77,16 @@ def task_scope(dag_id: str, task_id: str) -> str:
     return f"task#{dag_id}#{task_id}"
 
 
+def output_scope(dag_id: str, run_id: str, task_id: str) -> str:
+    """Outputs jobs published (``skydag output set``): one task instance, one key per try."""
+    return f"out#{dag_id}#{run_id}#{task_id}"
+
+
+def output_key(try_number: int) -> str:
+    """The key of one try's published output: a try never reads another try's."""
+    return f"try/{try_number}"
+
+
 # Patterns that name no exact source are indexed under this one.
 ANY_SOURCE = "*"
 
@@ -331,5 +341,7 @@ __all__ = [
     "TaskStateStore",
     "due_at",
     "instance_scope",
+    "output_key",
+    "output_scope",
     "task_scope",
 ]

@@ -4,10 +4,14 @@ is now (``decide_report``): duplicates and stale reports change nothing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from skydag.engine.models import JobReport, JobStatus, TaskInstance
-from skydag.engine.rules import decide_report
+from skydag.engine.rules import decide_report, may_end_try
 from skydag.engine.scheduler import dispatch_token
 from skydag.engine.transitions import Decision, Outcome
+from skydag.ports.store import output_key, output_scope
 from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
 from skydag.targets.base import JobEvent, JobRef
@@ -59,6 +63,8 @@ class TaskReports:
         return self.apply(ti, report)
 
     def apply(self, ti: TaskInstance, report: JobReport) -> Decision:
+        if report.published_output is None and may_end_try(ti, report):
+            report = replace(report, published_output=self.published_output(report))
         spec = self.scheduler.spec_of_task(ti)
         policy = spec.effective_policy(ti.task_id)
         clock = self.scheduler.clock
@@ -71,6 +77,15 @@ class TaskReports:
             job = JobRef(*ti.key, report.try_number, report.job_id, token)
             self.jobs.cancel(spec, job, decision.reason)
         return decision
+
+    def published_output(self, report: JobReport) -> Any:
+        """What the reported try's job published (``skydag output set``), or None. Read
+        by the try's own number: what another try published is under another key."""
+        found = self.scheduler.repos.state.get(
+            output_scope(report.dag_id, report.run_id, report.task_id),
+            output_key(report.try_number),
+        )
+        return None if found is None else found[0]
 
     def fail(self, ti: TaskInstance, reason: str) -> Decision:
         """The try could not be dispatched and never will be: it failed (a retry may

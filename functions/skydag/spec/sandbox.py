@@ -15,6 +15,7 @@ counted too. A breach raises :class:`TemplateLimitExceeded`.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import time
 import types
@@ -544,11 +545,29 @@ def guarded_iter(iterable: Any) -> Iterator[Any]:
 
 
 def guarded_join(parts: Sequence[Any]) -> str:
-    """The ``~`` operator: the parts measured before any is turned into text."""
+    """The ``~`` operator: the parts measured before any is turned into text, each part
+    as ``{{ }}`` would print it (a mapping or list as JSON)."""
     need_string(sum(measure(part) for part in parts), "~")
-    text = "".join(str(part) for part in parts)
+    text = "".join(as_text(part) for part in parts)
     check_made(text, "~")
     return text
+
+
+def as_text(value: Any) -> Any:
+    """How a value is printed into a template's text: a mapping, list or tuple as compact
+    JSON (``{"pages":3}``, not Python's ``{'pages': 3}``), so a job can parse what it is
+    given; anything else as Jinja prints it (strings as they are, ``True``, ``None``)."""
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return value if isinstance(value, str) else str(value)
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON has no type for: a set as a list, anything else (a Jinja namespace, a
+    date) as its text."""
+    if isinstance(value, set | frozenset):
+        return list(value)
+    return str(value)
 
 
 def guarded_concat(parts: Iterable[str]) -> str:
@@ -570,8 +589,11 @@ def guarded_range(*args: Any) -> range:
 
 
 def finalize_output(value: Any) -> Any:
-    """Every ``{{ expression }}``: measured before it is turned into text."""
+    """Every ``{{ expression }}``: measured before it is turned into text, and a mapping
+    or list printed as JSON (``as_text``)."""
     need_text(value, "the expression's text")
+    if isinstance(value, Mapping | list | tuple):
+        return check_made(as_text(value), "the expression's text")
     return value
 
 
