@@ -29,8 +29,10 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# Two workers (the machines have two cores); a module's tests stay on one worker, so its
+# fixtures (a local cloud, the corpus) are built once.
 unit: $(BIN)/.installed browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope
 
 # The CDK CLI, pinned in package-lock.json (npm's `latest` aws-cdk is broken).
 CDK := node_modules/.bin/cdk
