@@ -4,11 +4,13 @@ or cancel the job, and the environment a job learns its identity from."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from skydag.engine.mapping import belongs, is_mapped
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.engine.scheduler import merged_params
 from skydag.ports.store import instance_scope, task_scope
@@ -50,13 +52,21 @@ class Jobs:
             environment=job_environment(ti, self.scheduler.state_table),
             signal=ti.signal,
             emit_sources=tuple(spec.emit_sources),
+            map_index=ti.map_index,
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
         def iso(moment: datetime | None) -> str | None:
             return moment.isoformat() if moment else None
 
+        task: dict[str, Any] = {"id": ti.task_id, "try_number": ti.try_number}
+        mapped: dict[str, Any] = {}
+        if ti.map_index is not None:
+            # Only an instance of a mapped task has these (the loader refuses them elsewhere).
+            task["map_index"] = ti.map_index
+            mapped["item"] = ti.item
         return {
+            **mapped,
             "dag": spec.dag,  # the contract: `dag` is the id
             "run": {
                 "id": run.run_id,
@@ -69,7 +79,7 @@ class Jobs:
             "params": merged_params(spec, run),
             "trigger": dict(run.trigger or {}),
             "signal": dict(ti.signal or {}),
-            "task": {"id": ti.task_id, "try_number": ti.try_number},
+            "task": task,
             "state": self._task_state(spec, ti),
             "outputs": self._upstream_outputs(spec, ti),
         }
@@ -81,7 +91,23 @@ class Jobs:
         if not task.depends_on or "outputs" not in _template_text(task):
             return {}
         upstream = self.scheduler.repos.tasks.get_many(ti.dag_id, ti.run_id, task.depends_on)
-        return {u.task_id: u.output for u in upstream if u.output is not None}
+        outputs: dict[str, Any] = {}
+        for u in upstream:
+            if is_mapped(spec, u.task_id):
+                # A mapped upstream's output: its instances' outputs, in item order.
+                outputs[u.task_id] = self._mapped_outputs(spec, u)
+            elif u.output is not None:
+                outputs[u.task_id] = u.output
+        return outputs
+
+    def _mapped_outputs(self, spec: DagSpec, mapped: TaskInstance) -> list[Any]:
+        if mapped.map_count is None:
+            return []
+        instances = self.scheduler.repos.tasks.list_instances(
+            mapped.dag_id, mapped.run_id, mapped.task_id
+        )
+        by_index = {ti.map_index: ti.output for ti in instances if belongs(mapped, ti)}
+        return [by_index.get(index) for index in range(mapped.map_count)]
 
     def _task_state(self, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
         """The task's stored state for templates: its watermarks (task scope) overlaid by
@@ -90,7 +116,7 @@ class Jobs:
             return {}
         state = self.scheduler.repos.state
         merged = state.get_all(task_scope(ti.dag_id, ti.task_id))
-        merged.update(state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.task_id)))
+        merged.update(state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.instance_id)))
         return merged
 
     def job_ref(
@@ -108,7 +134,9 @@ class Jobs:
             if run is not None:
                 with contextlib.suppress(TemplateRenderError):
                     target = self.dispatch_request(spec, run, ti).target
-        return JobRef(ti.dag_id, ti.run_id, ti.task_id, try_number, job_id, token, target)
+        return JobRef(
+            ti.dag_id, ti.run_id, ti.task_id, try_number, job_id, token, target, ti.map_index
+        )
 
     def cancel(self, spec: DagSpec, job: JobRef, reason: str) -> None:
         """Cancel a job (idempotent). A retryable failure (throttling, a service error)
@@ -133,7 +161,8 @@ class Jobs:
 
 def _template_text(task: TaskSpec) -> str:
     """The task's templated blocks as text: a cheap test of which context they use."""
-    return task.target.model_dump_json() + (task.local.model_dump_json() if task.local else "")
+    text = task.target.model_dump_json() + (task.local.model_dump_json() if task.local else "")
+    return text + (json.dumps(task.for_each) if task.for_each is not None else "")
 
 
 def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]:
@@ -144,6 +173,8 @@ def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]
         "SKYDAG_TASK": ti.task_id,
         "SKYDAG_TRY": str(ti.try_number),
     }
+    if ti.map_index is not None:
+        env["SKYDAG_MAP_INDEX"] = str(ti.map_index)
     if state_table:
         env["SKYDAG_TASK_STATE_TABLE"] = state_table
     return env

@@ -21,10 +21,10 @@ class TaskReports:
     def on_job_report(self, report: JobReport) -> Decision:
         """Apply what a job says about one of its tries."""
         tasks = self.scheduler.repos.tasks
-        ti = tasks.find(report.dag_id, report.run_id, report.task_id)
+        ti = tasks.find(report.dag_id, report.run_id, report.instance_id)
         if ti is None:
             return Decision.reject(
-                f"no task instance {report.dag_id}/{report.run_id}/{report.task_id}"
+                f"no task instance {report.dag_id}/{report.run_id}/{report.instance_id}"
             )
         return self.apply(ti, report)
 
@@ -55,6 +55,7 @@ class TaskReports:
             reason=event.reason,
             output=event.output,
             at=event.at or self.scheduler.clock.now(),
+            map_index=ti.map_index,
         )
         return self.apply(ti, report)
 
@@ -68,7 +69,15 @@ class TaskReports:
         if decision.outcome is Outcome.CANCEL_JOB:
             # A job runs for a try that is over (stopped or marked while it started).
             token = dispatch_token(ti, report.try_number)
-            job = JobRef(*ti.key, report.try_number, report.job_id, token)
+            job = JobRef(
+                ti.dag_id,
+                ti.run_id,
+                ti.task_id,
+                report.try_number,
+                report.job_id,
+                token,
+                map_index=ti.map_index,
+            )
             self.jobs.cancel(spec, job, decision.reason)
         return decision
 
@@ -83,5 +92,6 @@ class TaskReports:
             JobStatus.FAILED,
             reason=reason,
             at=self.scheduler.clock.now(),
+            map_index=ti.map_index,
         )
         return self.on_job_report(report)

@@ -54,7 +54,7 @@ class SchedulerService:
         self.scheduler = Scheduler(repos, targets, clock, events, timers or NoTimers(), state_table)
         self.jobs = Jobs(self.scheduler)
         self.runs = RunLifecycle(self.scheduler)
-        self.progress = TaskProgress(self.scheduler, self.runs)
+        self.progress = TaskProgress(self.scheduler, self.runs, self.jobs)
         self.reports = TaskReports(self.scheduler, self.jobs)
         self.dispatcher = Dispatcher(self.scheduler, self.jobs, self.reports)
         self.changes = ChangeReactions(
