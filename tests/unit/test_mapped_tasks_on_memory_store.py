@@ -9,12 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.unit.test_service_on_memory_store import Harness, ScriptedService
 
 from skydag.engine.models import JobStatus, TaskInstance
 from skydag.engine.states import RunState, TaskState
 from skydag.service.core import CommandRefused
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent
-from tests.unit.test_service_on_memory_store import Harness, ScriptedService
 
 T = TaskState
 
@@ -137,7 +137,7 @@ def test_a_mapped_task_runs_each_item_once_at_most_max_parallel_at_once(
     assert items == shards
     join = env.tasks("mapped")["join"]
     assert join.output == {"n": "20", "items": ",".join(shards)}
-    assert run.active == frozenset() and run.throttled == frozenset()
+    assert (run.active, run.throttled) == (frozenset(), frozenset())
 
 
 def test_max_parallel_defaults_to_max_active_tasks_which_also_caps_instances(
@@ -254,8 +254,8 @@ def test_a_for_each_that_is_no_list_fails_and_an_empty_one_skips(
     env.settle()
     score = env.tasks("mapped")["score"]
     assert score.state is state
-    assert score.reason is not None and score.reason.startswith(reason)
-    assert score.try_number == 0 and env.instances("score") == []
+    assert (score.reason or "").startswith(reason)
+    assert (score.try_number, env.instances("score")) == (0, [])
     assert env.run("mapped").state is (RunState.SUCCESS if state is T.SKIPPED else RunState.FAILED)
 
 
