@@ -68,6 +68,12 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dag", help="the DAG id")
     parser.add_argument("run_id", metavar="RUN", help="the run id")
     parser.add_argument("task", help="the task id")
+    parser.add_argument(
+        "--map-index",
+        type=int,
+        default=None,
+        help="only this instance of a mapped (for_each) task",
+    )
 
 
 def _task_of_open_run(skydag: Remote, args: argparse.Namespace) -> tuple[DagRun, TaskInstance]:
@@ -79,13 +85,34 @@ def _task_of_open_run(skydag: Remote, args: argparse.Namespace) -> tuple[DagRun,
     ti = skydag.repos.tasks.find(run.dag_id, run.run_id, args.task)
     if ti is None:
         known = ", ".join(
-            sorted(t.task_id for t in skydag.repos.tasks.list_for_run(run.dag_id, run.run_id))
+            sorted({t.task_id for t in skydag.repos.tasks.list_for_run(run.dag_id, run.run_id)})
         )
         raise CliError(
             f"task '{args.task}' not found in run {run.dag_id}/{run.run_id} "
             f"(tasks: {known or 'none'})"
         )
-    return run, ti
+    if args.map_index is None:
+        return run, ti
+    return run, instance_of(skydag, run, ti, args.map_index)
+
+
+def instance_of(skydag: Remote, run: DagRun, mapped: TaskInstance, index: int) -> TaskInstance:
+    """Instance ``index`` of a mapped task's current expansion (``--map-index``)."""
+    from skydag.engine.mapping import belongs
+    from skydag.engine.models import instance_key
+
+    if mapped.map_count is None:
+        raise CliError(
+            f"task '{mapped.task_id}' has no instances in run {run.dag_id}/{run.run_id} "
+            "(it is not mapped, or has not expanded): omit --map-index"
+        )
+    instance = skydag.repos.tasks.find(run.dag_id, run.run_id, instance_key(mapped.task_id, index))
+    if instance is None or not belongs(mapped, instance):
+        raise CliError(
+            f"task '{mapped.task_id}' has no instance {index} "
+            f"(its map indexes are 0 to {mapped.map_count - 1})"
+        )
+    return instance
 
 
 def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
@@ -103,6 +130,7 @@ def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
         "task": ti.task_id,
         "downstream": bool(args.downstream),
         "reset_state": bool(args.reset_state),
+        **_map_index(ti),
     }
     sent = command_sent(skydag, CLEAR_TASK, detail)
     if args.output == "json":
@@ -116,12 +144,22 @@ def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
     return EXIT_OK
 
 
+def _map_index(ti: TaskInstance) -> dict[str, int]:
+    return {} if ti.map_index is None else {"map_index": ti.map_index}
+
+
 def mark_command(args: argparse.Namespace, skydag: Remote) -> int:
     run, ti = _task_of_open_run(skydag, args)
     if ti.state.value == args.state:
         print(f"task '{ti.task_id}' is already {args.state}", file=sys.stderr)
         return EXIT_OK
-    detail = {"dag": run.dag_id, "run_id": run.run_id, "task": ti.task_id, "state": args.state}
+    detail = {
+        "dag": run.dag_id,
+        "run_id": run.run_id,
+        "task": ti.task_id,
+        "state": args.state,
+        **_map_index(ti),
+    }
     sent = command_sent(skydag, MARK_TASK, detail)
     if args.output == "json":
         print_json(sent)
