@@ -103,8 +103,8 @@ def instance_of(skydag: Remote, run: DagRun, mapped: TaskInstance, index: int) -
 
     if mapped.map_count is None:
         raise CliError(
-            f"task '{mapped.task_id}' has no instances in run {run.dag_id}/{run.run_id} "
-            "(it is not mapped, or has not expanded): omit --map-index"
+            f"task '{mapped.task_id}' is not mapped (or has not expanded yet) in run "
+            f"{run.dag_id}/{run.run_id}: omit --map-index"
         )
     instance = skydag.repos.tasks.find(run.dag_id, run.run_id, instance_key(mapped.task_id, index))
     if instance is None or not belongs(mapped, instance):
