@@ -244,6 +244,9 @@ def _example_templates() -> list[tuple[str, str, dict[str, Any]]]:
             for field, text in template_strings(task):
                 if "{{" in text or "{%" in text:
                     context = {**EXAMPLE_CONTEXT, "dag": spec.dag, "params": params}
+                    if task.for_each is not None:  # an instance of a mapped task
+                        task_context = {**EXAMPLE_CONTEXT["task"], "map_index": 0}
+                        context.update(item="s-00", task=task_context)
                     found.append((f"{path.name}:{task_id}.{field}", text, context))
     return found
 
