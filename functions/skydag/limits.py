@@ -187,3 +187,6 @@ __all__ = [
     "safe_path_part",
     "short",
 ]
+
+# Items of one for_each (mapped task): each item is one task instance.
+MAX_MAP_ITEMS = 10_000

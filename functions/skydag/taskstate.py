@@ -47,6 +47,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from skydag.engine.models import instance_key
+
 Scope = Literal["task", "instance"]
 SCOPES: Final[tuple[Scope, ...]] = ("task", "instance")
 
@@ -69,6 +71,7 @@ RUN_VARIABLE: Final = "SKYDAG_RUN"
 TASK_VARIABLE: Final = "SKYDAG_TASK"
 TABLE_VARIABLE: Final = "SKYDAG_TASK_STATE_TABLE"
 TRY_VARIABLE: Final = "SKYDAG_TRY"
+MAP_INDEX_VARIABLE: Final = "SKYDAG_MAP_INDEX"
 
 # Last writer wins without expected_version, but each write is still a compare-and-set
 # on the version just read, so versions never repeat; this many lost races give up.
@@ -196,6 +199,8 @@ class TaskState:
     try_number: int | None = None
     endpoint_url: str | None = None
     region: str = "us-east-1"
+    # The job's item of a mapped task (for_each): its checkpoints and output are its own.
+    map_index: int | None = None
     _client: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -210,6 +215,7 @@ class TaskState:
         table: str | None = None,
         endpoint_url: str | None = None,
         region: str | None = None,
+        map_index: int | None = None,
     ) -> TaskState:
         """The job's own state, from the SKYDAG_* variables; arguments override them."""
         env = os.environ if environ is None else environ
@@ -221,6 +227,7 @@ class TaskState:
             table=table or default_table(env),
             endpoint_url=endpoint_url or env.get("AWS_ENDPOINT_URL") or None,
             region=region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            map_index=map_index if map_index is not None else _map_index_from(env),
         )
 
     def scope_key(self, scope: Scope) -> str:
@@ -232,7 +239,7 @@ class TaskState:
         if scope == "task":
             return task_scope_key(dag, task)
         run = self._require("run", self.run, RUN_VARIABLE, needed_by)
-        return instance_scope_key(dag, run, task)
+        return instance_scope_key(dag, run, instance_key(task, self.map_index))
 
     def output_location(self) -> tuple[str, str]:
         """(scope, key) of this try's output: the job's task instance and try number."""
@@ -242,7 +249,8 @@ class TaskState:
         task = self._require("task", self.task, TASK_VARIABLE, needed_by)
         if self.try_number is None:
             raise MissingIdentity("try", TRY_VARIABLE, needed_by)
-        return output_scope_key(dag, run, task), output_key(check_try_number(self.try_number))
+        instance = instance_key(task, self.map_index)
+        return output_scope_key(dag, run, instance), output_key(check_try_number(self.try_number))
 
     def where(self) -> str:
         """Where the values live, for messages: table and endpoint (or region)."""
@@ -410,6 +418,12 @@ def _try_from(environ: Mapping[str, str]) -> int | None:
     output then fails with MissingIdentity naming the variable)."""
     text = environ.get(TRY_VARIABLE, "").strip()
     return int(text) if text.isascii() and text.isdigit() and int(text) >= 1 else None
+
+
+def _map_index_from(environ: Mapping[str, str]) -> int | None:
+    """The item index in SKYDAG_MAP_INDEX (set for the jobs of a mapped task only)."""
+    text = environ.get(MAP_INDEX_VARIABLE, "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _encode(value: Any, what: str) -> str:

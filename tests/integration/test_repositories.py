@@ -26,6 +26,7 @@ from skydag.engine.models import (
     TaskInstance,
     TryRecord,
     UpstreamReport,
+    instance_key,
 )
 from skydag.engine.states import Cause, RunState, TaskState
 from skydag.engine.transitions import InvalidTransition, Transition
@@ -1371,3 +1372,125 @@ def test_an_emit_source_prefix_is_held_by_one_dag(repos: Store) -> None:
     assert repos.dags.hold_emit_sources("orders", ["com.acme.orders"]) == {
         "com.acme.orders": ("com.acme", "billing")
     }
+
+
+# --- for_each: a mapped task's instances ----------------------------------------------------
+
+
+def expanded(repos: Store, count: int, expansion: int = 1) -> TaskInstance:
+    """A running mapped task ``m`` (try ``expansion``) with ``count`` pending instances."""
+    mapped = put_task(repos, "m")
+    for _ in range(expansion):
+        mapped = repos.tasks.apply(
+            mapped,
+            move(
+                mapped,
+                T.RUNNING,
+                Cause.EXPAND,
+                try_number=mapped.try_number + 1,
+                map_count=count,
+                map_done=0,
+                map_failed=0,
+            ),
+        )
+        if mapped.try_number < expansion:
+            mapped = repos.tasks.apply(mapped, move(mapped, T.SUCCESS, Cause.SUCCEEDED))
+            mapped = repos.tasks.apply(mapped, move(mapped, T.PENDING, Cause.CLEAR))
+    instances = [
+        TaskInstance(DAG, RUN, "m", map_index=i, expansion=expansion, item={"n": i}, released=i < 2)
+        for i in range(count)
+    ]
+    assert repos.tasks.create_instances(instances) == count
+    return mapped
+
+
+def finished_instance(repos: Store, index: int, state: TaskState = T.SUCCESS) -> TaskInstance:
+    ti = repos.tasks.get(DAG, RUN, instance_key("m", index))
+    ti = repos.tasks.apply(ti, dispatch(ti))
+    cause = Cause.SUCCEEDED if state is T.SUCCESS else Cause.FAILED
+    return repos.tasks.apply(ti, move(ti, state, cause, output={"i": index}))
+
+
+def test_instances_are_keyed_beside_their_task_and_listed_in_item_order(repos: Store) -> None:
+    expanded(repos, 12)
+    put_task(repos, "m-other")  # a task whose id starts alike is no instance
+
+    instances = repos.tasks.list_instances(DAG, RUN, "m")
+
+    assert [ti.map_index for ti in instances] == list(range(12))
+    assert [ti.instance_id for ti in instances][:2] == ["m:0000", "m:0001"]
+    assert {ti.task_id for ti in instances} == {"m"}
+    assert instances[3].item == {"n": 3}
+    assert [ti.released for ti in instances[:3]] == [True, True, False]
+    assert repos.tasks.get(DAG, RUN, "m:0011").key == (DAG, RUN, "m:0011")
+    assert repos.tasks.get(DAG, RUN, "m").map_count == 12
+
+
+def test_creating_instances_again_resets_none_but_a_newer_expansion_replaces_them(
+    repos: Store,
+) -> None:
+    expanded(repos, 3)
+    moved = finished_instance(repos, 0)
+    again = [TaskInstance(DAG, RUN, "m", map_index=i, expansion=1) for i in range(4)]
+
+    assert repos.tasks.create_instances(again) == 1  # only the missing fourth
+    assert repos.tasks.get(DAG, RUN, "m:0000") == moved
+
+    newer = [TaskInstance(DAG, RUN, "m", map_index=i, expansion=2, item=i) for i in range(2)]
+    assert repos.tasks.create_instances(newer) == 2
+    fresh = repos.tasks.get(DAG, RUN, "m:0000")
+    assert (fresh.state, fresh.expansion, fresh.item, fresh.try_number) == (T.PENDING, 2, 0, 0)
+
+
+def test_release_is_once_and_only_for_a_pending_instance(repos: Store) -> None:
+    expanded(repos, 3)
+
+    released = repos.tasks.release_instance(DAG, RUN, "m:0002")
+    assert released is not None
+    assert released.released
+    assert repos.tasks.release_instance(DAG, RUN, "m:0002") == released  # no second write
+    assert repos.tasks.release_instance(DAG, RUN, "m:0009") is None
+
+
+def test_each_finish_is_counted_once_on_its_mapped_task(repos: Store) -> None:
+    expanded(repos, 3)
+    ok = finished_instance(repos, 0)
+    failed = finished_instance(repos, 1, T.FAILED)
+
+    assert repos.tasks.count_instance(ok, failed=False)
+    assert not repos.tasks.count_instance(ok, failed=False)  # a redelivery
+    assert repos.tasks.count_instance(failed, failed=True)
+    stale = repos.tasks.get(DAG, RUN, "m:0002")
+    assert not repos.tasks.count_instance(replace(stale, state=T.SUCCESS), failed=False)
+
+    mapped = repos.tasks.get(DAG, RUN, "m")
+    assert (mapped.map_done, mapped.map_failed) == (2, 1)
+    assert repos.tasks.get(DAG, RUN, "m:0000").counted == ok.version
+
+
+def test_an_instance_of_an_older_expansion_is_not_counted(repos: Store) -> None:
+    expanded(repos, 2, expansion=2)
+    old = TaskInstance(DAG, RUN, "m", map_index=5, expansion=1)
+    repos.tasks.put_new([old])
+    old = repos.tasks.get(DAG, RUN, "m:0005")
+
+    assert not repos.tasks.count_instance(old, failed=False)
+    assert repos.tasks.get(DAG, RUN, "m").map_done == 0
+
+
+def test_clearing_a_counted_instance_takes_its_finish_back(repos: Store) -> None:
+    expanded(repos, 2)
+    failed = finished_instance(repos, 0, T.FAILED)
+    assert repos.tasks.count_instance(failed, failed=True)
+    counted = repos.tasks.get(DAG, RUN, "m:0000")
+
+    cleared = repos.tasks.apply_uncounted(counted, move(counted, T.PENDING, Cause.CLEAR))
+
+    assert (cleared.state, cleared.counted) == (T.PENDING, None)
+    assert repos.tasks.get(DAG, RUN, "m:0000").counted is None
+    mapped = repos.tasks.get(DAG, RUN, "m")
+    assert (mapped.map_done, mapped.map_failed) == (0, 0)
+    # A stale copy of the clear conflicts and takes nothing back twice.
+    with pytest.raises(ConflictError):
+        repos.tasks.apply_uncounted(counted, move(counted, T.PENDING, Cause.CLEAR))
+    assert repos.tasks.get(DAG, RUN, "m").map_done == 0

@@ -813,3 +813,45 @@ def test_reserved_or_malformed_emit_source_prefixes_are_refused(prefix: str) -> 
         """
     )
     assert f"'{prefix}'" in problem.message
+
+
+# --- for_each ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ("noop: {}\n    max_parallel: 3", "max_parallel needs for_each"),
+        ("for_each: [a]\n    max_parallel: 0\n    noop: {}", "greater than or equal to 1"),
+        ('lambda: {function_name: "f-{{ item }}"}', "lambda.function_name uses 'item'"),
+        (
+            'batch: {job_queue: q, job_definition: d, command: ["{{ task.map_index }}"]}',
+            "batch.command[0] uses 'task.map_index', which only a task with for_each has",
+        ),
+        ("for_each: not-a-template\n    noop: {}", "for_each must be a list or a template"),
+        ("for_each: [a]\n    mode: service\n    noop: {}", "a service (mode: service) cannot"),
+        ("for_each: [a]\n    wait: {on: {source: [x]}}", "cannot be combined with wait"),
+        ("for_each: [a]\n    start_on: {source: [x]}\n    noop: {}", "combined with start_on"),
+        (f"for_each: {list(range(10_001))}\n    noop: {{}}", "for_each lists 10001 items"),
+    ],
+)
+def test_for_each_misuse_is_one_clear_error(task: str, message: str) -> None:
+    problem = only_problem(f"dag: d\ntasks:\n  t:\n    {task}\n")
+    assert problem.task == "t"
+    assert message in problem.message
+
+
+def test_a_mapped_task_loads_with_its_list_or_template() -> None:
+    spec = load(
+        """
+        dag: d
+        tasks:
+          a: {noop: {}}
+          m:
+            depends_on: [a]
+            for_each: "{{ outputs.a.items }}"
+            max_parallel: 5
+            lambda: {function_name: f, payload: {x: "{{ item }}", i: "{{ task.map_index }}"}}
+        """
+    )
+    assert (spec.tasks["m"].for_each, spec.tasks["m"].max_parallel) == ("{{ outputs.a.items }}", 5)

@@ -17,11 +17,11 @@ import pytest
 from skydag import taskstate
 from skydag.cli.main import main
 from skydag.cli.output import MAX_INPUT_CHARACTERS, parse_output, read_output_text
-from skydag.engine.models import JobReport, JobStatus, TaskInstance
+from skydag.engine.models import JobReport, JobStatus, TaskInstance, instance_key
 from skydag.engine.rules import may_end_try, try_output
 from skydag.engine.states import TaskState
 from skydag.ports import MemoryEventSink
-from skydag.ports.store import output_key, output_scope
+from skydag.ports.store import instance_scope, output_key, output_scope
 from skydag.service.scheduler_service import SchedulerService
 from skydag.spec.models import DagSpec
 from skydag.store.memory import MemoryStore
@@ -112,6 +112,16 @@ def test_the_output_location_is_the_tries_own_key() -> None:
     assert helper.output_location() == ("out#d#r#t", "try/3")
     assert taskstate.output_scope_key("d", "r", "t") == output_scope("d", "r", "t")
     assert taskstate.output_key(3) == output_key(3)
+
+
+def test_an_instance_of_a_mapped_task_keeps_its_output_and_checkpoints_apart() -> None:
+    env = {"SKYDAG_DAG": "d", "SKYDAG_RUN": "r", "SKYDAG_TASK": "t", "SKYDAG_TRY": "1"}
+    helper = Helper.from_env({**env, "SKYDAG_MAP_INDEX": "7"})
+    instance = instance_key("t", 7)
+    assert helper.output_location() == (output_scope("d", "r", instance), output_key(1))
+    assert helper.scope_key("instance") == instance_scope("d", "r", instance)
+    # The watermark of the task is shared by its instances.
+    assert helper.scope_key("task") == Helper.from_env(env).scope_key("task")
 
 
 # --- the CLI's input ---------------------------------------------------------------------------

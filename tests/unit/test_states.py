@@ -43,7 +43,10 @@ EXPECTED_TASK_EDGES: dict[tuple[TaskState, TaskState], frozenset[Cause]] = {
     (T.PENDING, T.UPSTREAM_FAILED): frozenset({C.UPSTREAM_FAILED}),
     (T.PENDING, T.STOPPED): frozenset({C.STOP}),
     (T.PENDING, T.SUCCESS): frozenset({C.MARK}),
-    (T.PENDING, T.FAILED): frozenset({C.MARK, C.CONDITION}),
+    (T.PENDING, T.FAILED): frozenset({C.MARK, C.FAILED, C.CONDITION}),
+    # pending -> running: a mapped task (for_each) expands into its instances; failed
+    # above: its for_each rendered no usable list
+    (T.PENDING, T.RUNNING): frozenset({C.EXPAND}),
     # waiting for a start_on signal
     (T.WAITING, T.QUEUED): frozenset({C.SIGNAL}),
     (T.WAITING, T.FAILED): frozenset({C.TIMED_OUT, C.MARK}),
@@ -73,6 +76,9 @@ EXPECTED_TASK_EDGES: dict[tuple[TaskState, TaskState], frozenset[Cause]] = {
     (T.STOPPED, T.PENDING): frozenset({C.CLEAR}),
     (T.UPSTREAM_FAILED, T.PENDING): frozenset({C.CLEAR}),
     (T.SKIPPED, T.PENDING): frozenset({C.CLEAR}),
+    # a finished mapped task reopens when one of its instances is cleared
+    (T.SUCCESS, T.RUNNING): frozenset({C.CLEAR}),
+    (T.FAILED, T.RUNNING): frozenset({C.CLEAR}),
 }
 
 EXPECTED_RUN_EDGES: dict[tuple[RunState, RunState], frozenset[Cause]] = {
@@ -170,13 +176,15 @@ def test_finished_task_state_leaves_only_by_clear(state: TaskState) -> None:
     exits = {
         (dst, cause) for dst in TaskState for cause in Cause if can_transition(state, dst, cause)
     }
-    assert exits == {(T.PENDING, C.CLEAR)}
+    # A finished mapped task also reopens (running) when one instance is cleared.
+    reopen = {(T.RUNNING, C.CLEAR)} if state in (T.SUCCESS, T.FAILED) else set()
+    assert exits == {(T.PENDING, C.CLEAR), *reopen}
 
 
-def test_clear_leads_only_to_pending() -> None:
-    for (_src, dst), causes in TASK_TRANSITIONS.items():
+def test_clear_leads_only_to_pending_or_reopens_a_mapped_task() -> None:
+    for (src, dst), causes in TASK_TRANSITIONS.items():
         if C.CLEAR in causes:
-            assert dst is T.PENDING
+            assert dst is T.PENDING or (dst is T.RUNNING and src in (T.SUCCESS, T.FAILED))
     for (_run_src, run_dst), causes in RUN_TRANSITIONS.items():
         if C.CLEAR in causes:
             assert run_dst in (R.RUNNING, R.QUEUED)

@@ -238,11 +238,17 @@ EXAMPLE_CONTEXT: dict[str, Any] = {
         "data_interval_end": "2026-01-01T00:00:00+00:00",
         "conf": {},
     },
-    "trigger": {"detail": {"model_uri": "s3://models/42"}},
+    "trigger": {
+        "detail": {
+            "model_uri": "s3://models/42",
+            "bucket": {"name": "my-data"},
+            "object": {"key": "incoming/2026-11-22.csv", "size": 8},
+        }
+    },
     "signal": {"detail": {"model_uri": "s3://models/43"}},
     "task": {"id": "score_3", "try_number": 2},
     "state": {"watermark": "2025-12-30T00:00:00+00:00"},
-    "outputs": {"score": {"score": 0.97}},
+    "outputs": {"score": {"score": 0.97}, "stage": {"rows": 3, "path": "s3://b/stage"}},
 }
 
 
@@ -255,6 +261,9 @@ def _example_templates() -> list[tuple[str, str, dict[str, Any]]]:
             for field, text in template_strings(task):
                 if "{{" in text or "{%" in text:
                     context = {**EXAMPLE_CONTEXT, "dag": spec.dag, "params": params}
+                    if task.for_each is not None:  # an instance of a mapped task
+                        task_context = {**EXAMPLE_CONTEXT["task"], "map_index": 0}
+                        context.update(item="s-00", task=task_context)
                     found.append((f"{path.name}:{task_id}.{field}", text, context))
     return found
 

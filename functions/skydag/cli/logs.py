@@ -82,9 +82,8 @@ class _Try:
 
     @property
     def name(self) -> str:
-        return (
-            f"try {self.record.try_number} of {self.ti.dag_id}/{self.ti.run_id}/{self.ti.task_id}"
-        )
+        where = "/".join(self.ti.key)
+        return f"try {self.record.try_number} of {where}"
 
 
 def logs_command(args: argparse.Namespace, skydag: Remote) -> int:
@@ -137,9 +136,9 @@ def find_try(
             f"(`skydag runs show {run.dag_id} {run.run_id}` lists its tasks)"
         )
     if map_index is not None:
-        raise CliError(
-            f"task '{ti.task_id}' is not mapped (its map_index is null): omit --map-index"
-        )
+        from skydag.cli.tasks import instance_of
+
+        ti = instance_of(skydag, run, ti, map_index)
     try:
         spec = skydag.repos.dags.load_spec(run.dag_id, run.dag_version)
     except NotFound as error:
@@ -155,7 +154,7 @@ def find_try(
 def _pick(ti: TaskInstance, wanted: int | None) -> TryRecord:
     from skydag.engine.tries import MAX_TRIES_KEPT, all_tries
 
-    where = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+    where = f"{ti.dag_id}/{ti.run_id}/{ti.instance_id}"
     if ti.try_number < 1:
         raise CliError(
             f"task {where} has not started (it is {ti.state.value}): it has no tries yet"
@@ -180,7 +179,7 @@ def _current(skydag: Remote, chosen: _Try) -> _Try:
     """The same try, as the store has it now."""
     from skydag.engine.tries import all_tries
 
-    ti = skydag.repos.tasks.find(chosen.ti.dag_id, chosen.ti.run_id, chosen.ti.task_id)
+    ti = skydag.repos.tasks.find(*chosen.ti.key)
     if ti is None:
         return chosen
     for record in all_tries(ti):
@@ -244,7 +243,7 @@ def _sources(reader: JobLogs, chosen: _Try) -> tuple[list[LogSource], str | None
         note = location.reason
     else:
         sources.append(reader.source(location))
-    sources.append(reader.local_source(ti.dag_id, ti.run_id, ti.task_id, record.try_number))
+    sources.append(reader.local_source(ti.dag_id, ti.run_id, ti.instance_id, record.try_number))
     return sources, note
 
 
@@ -301,7 +300,7 @@ def _as_json(
         "dag": chosen.ti.dag_id,
         "run_id": chosen.ti.run_id,
         "task": chosen.ti.task_id,
-        "map_index": None,
+        "map_index": chosen.ti.map_index,
         "try_number": chosen.record.try_number,
         "job_id": chosen.record.job_id,
         "source": source.where if source else None,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from skydag.engine.mapping import belongs
 from skydag.engine.models import DagRun, TaskInstance, TryRecord
 from skydag.engine.tries import all_tries
 
@@ -42,8 +43,8 @@ def task_to_json(ti: TaskInstance) -> dict[str, Any]:
         "exit_code": ti.exit_code,
         "job_id": ti.job_id,
         "reason": ti.reason,
-        # Mapped tasks (for_each) are not run yet: every instance is the task itself.
-        "map_index": None,
+        # An instance of a mapped task (for_each); None for a whole task.
+        "map_index": ti.map_index,
         "tries": [try_to_json(record) for record in all_tries(ti)],
     }
 
@@ -63,8 +64,26 @@ def run_to_json(run: DagRun, tasks: Sequence[TaskInstance] | None = None) -> dic
         "reason": run.reason,
     }
     if tasks is not None:
-        body["tasks"] = [task_to_json(ti) for ti in tasks]
+        body["tasks"] = [task_to_json(ti) for ti in current_entries(tasks)]
     return body
+
+
+def current_entries(tasks: Sequence[TaskInstance]) -> list[TaskInstance]:
+    """A run's task entries: each task (a mapped one as a whole, ``map_index`` None),
+    each followed by the instances of its mapped task's current expansion, in item order.
+    Instances of an expansion a clear replaced are left out."""
+    mapped = {ti.task_id: ti for ti in tasks if ti.map_index is None}
+    entries = [
+        ti
+        for ti in tasks
+        if ti.map_index is None or (ti.task_id in mapped and belongs(mapped[ti.task_id], ti))
+    ]
+    place: dict[str, int] = {}
+    for ti in entries:
+        place.setdefault(ti.task_id, len(place))
+    return sorted(
+        entries, key=lambda ti: (place[ti.task_id], -1 if ti.map_index is None else ti.map_index)
+    )
 
 
 def _duration(ti: TaskInstance) -> str:

@@ -118,7 +118,7 @@ def run_tasks(skydag: Remote, run: DagRun) -> list[TaskInstance]:
         return tasks
     return [
         replace(ti, reason=f"not started: {readiness(spec, ti)}")
-        if ti.state is TaskState.PENDING and ti.task_id in spec.tasks
+        if ti.state is TaskState.PENDING and ti.task_id in spec.tasks and ti.map_index is None
         else ti
         for ti in tasks
     ]

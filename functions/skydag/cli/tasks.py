@@ -68,10 +68,16 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dag", help="the DAG id")
     parser.add_argument("run_id", metavar="RUN", help="the run id")
     parser.add_argument("task", help="the task id")
+    parser.add_argument(
+        "--map-index",
+        type=int,
+        default=None,
+        help="only this instance of a mapped (for_each) task",
+    )
 
 
 def _task_of_open_run(
-    skydag: Remote, dag_id: str, run_id: str, task_id: str
+    skydag: Remote, dag_id: str, run_id: str, task_id: str, *, map_index: int | None = None
 ) -> tuple[DagRun, TaskInstance]:
     from skydag.engine.states import RunState
 
@@ -81,23 +87,52 @@ def _task_of_open_run(
     ti = skydag.repos.tasks.find(run.dag_id, run.run_id, task_id)
     if ti is None:
         known = ", ".join(
-            sorted(t.task_id for t in skydag.repos.tasks.list_for_run(run.dag_id, run.run_id))
+            sorted({t.task_id for t in skydag.repos.tasks.list_for_run(run.dag_id, run.run_id)})
         )
         raise CliError(
             f"task '{task_id}' not found in run {run.dag_id}/{run.run_id} "
             f"(tasks: {known or 'none'})"
         )
-    return run, ti
+    if map_index is None:
+        return run, ti
+    return run, instance_of(skydag, run, ti, map_index)
+
+
+def instance_of(skydag: Remote, run: DagRun, mapped: TaskInstance, index: int) -> TaskInstance:
+    """Instance ``index`` of a mapped task's current expansion (``--map-index``)."""
+    from skydag.engine.mapping import belongs
+    from skydag.engine.models import instance_key
+
+    if mapped.map_count is None:
+        raise CliError(
+            f"task '{mapped.task_id}' is not mapped (or has not expanded yet) in run "
+            f"{run.dag_id}/{run.run_id}: omit --map-index"
+        )
+    instance = skydag.repos.tasks.find(run.dag_id, run.run_id, instance_key(mapped.task_id, index))
+    if instance is None or not belongs(mapped, instance):
+        raise CliError(
+            f"task '{mapped.task_id}' has no instance {index} "
+            f"(its map indexes are 0 to {mapped.map_count - 1})"
+        )
+    return instance
 
 
 def clear_task(
-    skydag: Remote, dag_id: str, run_id: str, task_id: str, *, downstream: bool, reset_state: bool
+    skydag: Remote,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    *,
+    downstream: bool,
+    reset_state: bool,
+    map_index: int | None = None,
 ) -> dict[str, Any]:
-    """Ask the scheduler to clear a finished task; what was sent. CliError when the
-    scheduler would refuse it (the run was cancelled, the task has not finished)."""
+    """Ask the scheduler to clear a finished task (or one instance of a mapped task); what
+    was sent. CliError when the scheduler would refuse it (the run was cancelled, the task
+    has not finished)."""
     from skydag.engine.states import FINISHED_TASK_STATES, TaskState
 
-    run, ti = _task_of_open_run(skydag, dag_id, run_id, task_id)
+    run, ti = _task_of_open_run(skydag, dag_id, run_id, task_id, map_index=map_index)
     if ti.state not in FINISHED_TASK_STATES | {TaskState.UP_FOR_RETRY}:
         raise CliError(
             f"task '{ti.task_id}' is {ti.state.value}: only a finished task can be cleared "
@@ -109,6 +144,7 @@ def clear_task(
         "task": ti.task_id,
         "downstream": downstream,
         "reset_state": reset_state,
+        **_map_index(ti),
     }
     return command_sent(skydag, CLEAR_TASK, detail)
 
@@ -121,6 +157,7 @@ def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
         args.task,
         downstream=bool(args.downstream),
         reset_state=bool(args.reset_state),
+        map_index=args.map_index,
     )
     if args.output == "json":
         print_json(sent)
@@ -134,19 +171,35 @@ def clear_command(args: argparse.Namespace, skydag: Remote) -> int:
 
 
 def mark_task(
-    skydag: Remote, dag_id: str, run_id: str, task_id: str, state: str
+    skydag: Remote,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    state: str,
+    *,
+    map_index: int | None = None,
 ) -> dict[str, Any] | None:
-    """Ask the scheduler to mark a task ``success`` or ``failed``; what was sent, or None
-    when the task already is in that state."""
-    run, ti = _task_of_open_run(skydag, dag_id, run_id, task_id)
+    """Ask the scheduler to mark a task (or one instance of a mapped task) ``success`` or
+    ``failed``; what was sent, or None when it already is in that state."""
+    run, ti = _task_of_open_run(skydag, dag_id, run_id, task_id, map_index=map_index)
     if ti.state.value == state:
         return None
-    detail = {"dag": run.dag_id, "run_id": run.run_id, "task": ti.task_id, "state": state}
+    detail = {
+        "dag": run.dag_id,
+        "run_id": run.run_id,
+        "task": ti.task_id,
+        "state": state,
+        **_map_index(ti),
+    }
     return command_sent(skydag, MARK_TASK, detail)
 
 
+def _map_index(ti: TaskInstance) -> dict[str, int]:
+    return {} if ti.map_index is None else {"map_index": ti.map_index}
+
+
 def mark_command(args: argparse.Namespace, skydag: Remote) -> int:
-    sent = mark_task(skydag, args.dag, args.run_id, args.task, args.state)
+    sent = mark_task(skydag, args.dag, args.run_id, args.task, args.state, map_index=args.map_index)
     if sent is None:
         print(f"task '{args.task}' is already {args.state}", file=sys.stderr)
         return EXIT_OK

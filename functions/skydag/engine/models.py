@@ -9,6 +9,31 @@ from enum import StrEnum
 from typing import Any
 
 from skydag.engine.states import RunState, TaskState
+from skydag.limits import MAX_MAP_ITEMS
+
+# A mapped task's instances are stored beside it, keyed ``<task>:<index>`` (task ids never
+# contain ':'), the index zero-padded so that a key-ordered read gives item order.
+MAP_KEY_SEPARATOR = ":"
+_MAP_INDEX_WIDTH = len(str(MAX_MAP_ITEMS - 1))
+
+
+def instance_key(task_id: str, map_index: int | None) -> str:
+    """The store key of a task instance: the task id, or ``<task>:<index>`` for one
+    instance of a mapped task (``for_each``)."""
+    if map_index is None:
+        return task_id
+    return f"{task_id}{MAP_KEY_SEPARATOR}{map_index:0{_MAP_INDEX_WIDTH}d}"
+
+
+def split_instance_key(key: str) -> tuple[str, int | None]:
+    """(task id, map index or None) of a store key made by ``instance_key``."""
+    task_id, separator, index = key.partition(MAP_KEY_SEPARATOR)
+    return (task_id, int(index)) if separator else (task_id, None)
+
+
+def map_key_prefix(task_id: str) -> str:
+    """What every instance key of a mapped task starts with."""
+    return f"{task_id}{MAP_KEY_SEPARATOR}"
 
 
 class RunType(StrEnum):
@@ -90,10 +115,34 @@ class TaskInstance:
     # Tries left behind (by a new try, a clear, or a mark after a retry was scheduled),
     # oldest first and bounded (engine/tries.py); the current try is the fields above.
     tries: tuple[TryRecord, ...] = ()
+    # --- for_each (engine/mapping.py) ---
+    # An instance of a mapped task: its position in the list, the expansion of the mapped
+    # task it belongs to (the mapped task's try number when it expanded), and its item.
+    map_index: int | None = None
+    expansion: int = 0
+    item: Any = None
+    # An instance of the current expansion that may run (max_parallel lets it).
+    released: bool = False
+    # The version whose finish was counted on the mapped task (each finish counts once).
+    counted: int | None = None
+    # The mapped task itself (map_index None): its instances in the current expansion,
+    # and how many of them finished and failed (each counted once by its instance).
+    map_count: int | None = None
+    map_done: int = 0
+    map_failed: int = 0
+
+    @property
+    def instance_id(self) -> str:
+        """The store key within the run: the task id, or ``<task>:<index>``."""
+        return instance_key(self.task_id, self.map_index)
+
+    @property
+    def is_mapped_instance(self) -> bool:
+        return self.map_index is not None
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.dag_id, self.run_id, self.task_id)
+        return (self.dag_id, self.run_id, self.instance_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +211,11 @@ class JobReport:
     # What the job published for this try (``skydag output set``), read from the task
     # state table when the try ends; it wins over ``output`` (engine/rules.py ``try_output``).
     published_output: Any = None
+    map_index: int | None = None
+
+    @property
+    def instance_id(self) -> str:
+        return instance_key(self.task_id, self.map_index)
 
 
 class JobStatus(StrEnum):

@@ -157,8 +157,11 @@ def decide_signal_start(
 
 def dispatch_token(ti: TaskInstance, try_number: int) -> str:
     """Deterministic per try: a crashed dispatcher that retries presents the same token."""
-    raw = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{try_number}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+    raw = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{try_number}"
+    if ti.map_index is not None:
+        # An instance of a mapped task: each expansion's instances are new tries.
+        raw += f"/{ti.map_index}/{ti.expansion}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def dispatch_transition(
@@ -282,7 +285,7 @@ def _deadline_timer(ti: TaskInstance) -> Timer | None:
     if ti.timeout_at is None:
         return None
     at = ti.timeout_at.isoformat()
-    raw = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}/{at}".encode()
+    raw = f"{ti.dag_id}/{ti.run_id}/{ti.instance_id}/{ti.try_number}/{at}".encode()
     return Timer(f"{DEADLINE_TIMER}{hashlib.sha256(raw).hexdigest()[:32]}", ti.timeout_at)
 
 

@@ -48,6 +48,7 @@ class Cause(StrEnum):
     MARK = "mark"  # a person marked the task success/failed
     CLEAR = "clear"  # a person cleared the task: a fresh start
     CONDITION = "condition"  # its `when:` rendered false (skipped) or could not render (failed)
+    EXPAND = "expand"  # a mapped task (for_each) made its instances
 
 
 T = TaskState
@@ -74,6 +75,8 @@ TASK_TRANSITIONS: dict[tuple[TaskState, TaskState], frozenset[Cause]] = {
     (T.PENDING, T.QUEUED): frozenset({C.DISPATCH}),
     (T.PENDING, T.SKIPPED): frozenset({C.SKIPPED, C.CONDITION}),
     (T.PENDING, T.UPSTREAM_FAILED): frozenset({C.UPSTREAM_FAILED}),
+    # A mapped task runs while its instances do; its for_each may render no list at all.
+    (T.PENDING, T.RUNNING): frozenset({C.EXPAND}),
     (T.WAITING, T.QUEUED): frozenset({C.SIGNAL}),
     (T.WAITING, T.FAILED): frozenset({C.TIMED_OUT}),
     (T.QUEUED, T.RUNNING): frozenset({C.STARTED}),
@@ -98,7 +101,14 @@ for _src in (T.QUEUED, T.RUNNING):
     for _dst in (T.SUCCESS, T.FAILED):
         TASK_TRANSITIONS[(_src, _dst)] = TASK_TRANSITIONS[(_src, _dst)] | {C.MARK}
 TASK_TRANSITIONS[(T.WAITING, T.FAILED)] = TASK_TRANSITIONS[(T.WAITING, T.FAILED)] | {C.MARK}
-TASK_TRANSITIONS[(T.PENDING, T.FAILED)] = TASK_TRANSITIONS[(T.PENDING, T.FAILED)] | {C.CONDITION}
+# A task that cannot start: its `when:` cannot be judged, its for_each renders no list.
+TASK_TRANSITIONS[(T.PENDING, T.FAILED)] = TASK_TRANSITIONS[(T.PENDING, T.FAILED)] | {
+    C.CONDITION,
+    C.FAILED,
+}
+# Clearing one instance of a finished mapped task reopens it (its others stay done).
+for _src in (T.SUCCESS, T.FAILED):
+    TASK_TRANSITIONS[(_src, T.RUNNING)] = frozenset({C.CLEAR})
 
 RUN_TRANSITIONS: dict[tuple[RunState, RunState], frozenset[Cause]] = {
     (RunState.QUEUED, RunState.RUNNING): frozenset({C.DISPATCH}),

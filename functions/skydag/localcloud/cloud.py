@@ -616,7 +616,7 @@ class LocalCloud:
             return None
         request = service.dispatch_request_for(run, ti)
         spec = service.spec_of_run(run)
-        identity = JobIdentity(kind, token, ti.dag_id, ti.run_id, ti.task_id, ti.try_number)
+        identity = JobIdentity(kind, token, ti.dag_id, ti.run_id, ti.instance_id, ti.try_number)
         task = spec.tasks[ti.task_id]
         return LocalPlan(
             identity,

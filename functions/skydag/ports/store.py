@@ -174,6 +174,37 @@ class TaskInstanceStore(Protocol):
         """Keep a start signal on the instance, conditional on state and version."""
         ...
 
+    # for_each: a mapped task's instances are keyed ``<task>:<index>`` (engine/models.py
+    # ``instance_key``); ``get``/``find``/``get_many`` take such keys too.
+
+    def list_instances(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
+        """Every stored instance of a mapped task (any expansion), in item order."""
+        ...
+
+    def create_instances(self, tis: Sequence[TaskInstance]) -> int:
+        """Write each instance unless a record of its key with the same or a later
+        ``expansion`` exists (a redelivered expansion resets nothing); in bounded batches.
+        Returns how many were written."""
+        ...
+
+    def release_instance(self, dag_id: str, run_id: str, key: str) -> TaskInstance | None:
+        """Set ``released`` on a pending instance (version + 1). Returns the instance as it
+        is now when it is released (by this call or before), None otherwise."""
+        ...
+
+    def count_instance(self, ti: TaskInstance, *, failed: bool) -> bool:
+        """Atomically: mark ``ti``'s finish counted (``counted`` = its version; only if the
+        instance is still at ``ti``'s state and version and that version is not counted)
+        and add 1 to its mapped task's ``map_done`` (and ``map_failed`` when ``failed``),
+        only if the mapped task's try number is the instance's expansion. True when
+        counted now; False otherwise (nothing written)."""
+        ...
+
+    def apply_uncounted(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+        """``apply`` that also removes ``counted``; when ``ti``'s current finish was
+        counted, its mapped task's counters are taken back in the same atomic write."""
+        ...
+
 
 class RunStore(Protocol):
     """DAG runs, keyed by (dag, run)."""

@@ -10,7 +10,9 @@ the stream redelivers the record until its reaction succeeds.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from skydag.engine.mapping import is_expanding
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.engine.scheduler import (
     RunChange,
@@ -95,12 +97,16 @@ class ChangeReactions:
         elif new.state is TaskState.UP_FOR_RETRY:
             self.progress.release_slot(new)
         elif new.state is TaskState.RUNNING:
+            if is_expanding(old, new):
+                self.progress.mapping.on_expanded(new)
             self.progress.announce_service_up(new)
         # A retry's time or a deadline kept on time, not at the reconciler's pace; after
         # the dispatch, so a timer service that fails delays no job.
         timer, ended = timer_for(new), deadline_left_behind(old, new)
         if timer is not None:
-            detail = {"dag": new.dag_id, "run_id": new.run_id, "task": new.task_id}
+            detail: dict[str, Any] = {"dag": new.dag_id, "run_id": new.run_id, "task": new.task_id}
+            if new.map_index is not None:
+                detail["map_index"] = new.map_index
             self.scheduler.timers.set_timer(timer.name, timer.at, detail)
         if ended is not None:
             self.scheduler.timers.delete_timer(ended)

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Sequence
 
 from skydag.engine.commands import already_applied, decide_clear, decide_mark
-from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.mapping import belongs, decide_reopen, is_mapped
+from skydag.engine.models import DagRun, TaskInstance, instance_key
 from skydag.engine.scheduler import counts_as_failed_leaf
 from skydag.engine.states import FINISHED_RUN_STATES, FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Outcome
@@ -47,12 +48,20 @@ class OperatorCommands:
         downstream: bool = False,
         reset_state: bool = False,
         command_id: str | None = None,
+        map_index: int | None = None,
     ) -> list[str]:
         """Reset finished tasks to pending (with their downstream when asked) and rerun them.
 
         Their checkpoints (task-instance state) are kept, so a rerun resumes, unless
-        ``reset_state`` discards them. Watermarks (task scope) are never touched here."""
+        ``reset_state`` discards them. Watermarks (task scope) are never touched here.
+        With ``map_index``, only that instance of a mapped task (for_each) reruns."""
         run, spec = self._target(dag_id, run_id, task_id)
+        if map_index is not None:
+            instance = self._instance(spec, run, task_id, map_index)
+            done = self._clear_instance(
+                spec, run, instance, command_id=command_id, reset_state=reset_state
+            )
+            return [instance.instance_id] if done else []
         wanted = [task_id, *(spec.descendants(task_id) if downstream else [])]
         cleared = self._reset(
             spec, run, task_id, wanted, CLEARABLE, command_id=command_id, reset_state=reset_state
@@ -68,14 +77,19 @@ class OperatorCommands:
         state: TaskState,
         *,
         command_id: str | None = None,
+        map_index: int | None = None,
     ) -> TaskInstance:
         """Set a task's outcome by hand; its running job is cancelled (from the change).
 
         A finished task is reset first, with the downstream tasks its old outcome
-        skipped or failed, so they are decided again once the new one is known."""
+        skipped or failed, so they are decided again once the new one is known. A mapped
+        task's unfinished instances get the same outcome; with ``map_index`` only that
+        instance is marked (its mapped task ends when all its instances have)."""
         if state not in MARKABLE:
             raise CommandRefused("a task can be marked success or failed")
         run, spec = self._target(dag_id, run_id, task_id)
+        if map_index is not None:
+            return self._mark_instance(spec, run, task_id, map_index, state, command_id=command_id)
         clock, tasks = self.scheduler.clock, self.scheduler.repos.tasks
         for _ in range(2):  # at most one reset
             applied = self.scheduler.decide_and_apply(
@@ -83,7 +97,10 @@ class OperatorCommands:
                 lambda current: decide_mark(current, state, clock.now(), command_id),
             )
             if applied.decision.outcome is not Outcome.REJECT:
-                return applied.task or applied.seen
+                marked = applied.task or applied.seen
+                if is_mapped(spec, task_id):
+                    self._mark_unfinished_instances(marked, state, command_id)
+                return marked
             wanted = [task_id, *spec.descendants(task_id)]
             self._reset(spec, run, task_id, wanted, DECIDED_BY_UPSTREAM, command_id=None)
             self._rerun(spec, run, wanted, evaluate=False)
@@ -149,6 +166,115 @@ class OperatorCommands:
                     cancelled = self.cancel_run(dag_id, run.run_id, f"DAG {dag_id} deleted")
                     done.append(f"run {cancelled.run_id} {cancelled.state.value}")
         return done or ["already retired"]
+
+    # --- for_each: one instance of a mapped task ------------------------------------------
+
+    def _instance(self, spec: DagSpec, run: DagRun, task_id: str, map_index: int) -> TaskInstance:
+        """The instance ``map_index`` of the mapped task's current expansion."""
+        if not is_mapped(spec, task_id):
+            raise CommandRefused(f"task '{task_id}' has no for_each: it has no map index")
+        tasks = self.scheduler.repos.tasks
+        mapped = tasks.get(run.dag_id, run.run_id, task_id)
+        instance = tasks.find(run.dag_id, run.run_id, instance_key(task_id, map_index))
+        if instance is None or not belongs(mapped, instance):
+            raise CommandRefused(
+                f"task '{task_id}' of run {run.run_id} has no instance {map_index} "
+                f"({mapped.map_count or 0} instances)"
+            )
+        return instance
+
+    def _clear_instance(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        ti: TaskInstance,
+        *,
+        command_id: str | None,
+        reset_state: bool = False,
+        evaluate: bool = True,
+    ) -> bool:
+        """Rerun one finished instance: its mapped task reopens first (running again,
+        its finish taken back from its downstream tasks and its run), then the instance
+        returns to pending with its finish taken off the mapped task's counters.
+        Whether the instance is (now or by an earlier delivery) cleared."""
+        repos = self.scheduler.repos
+        cleared = already_applied(ti, command_id)
+        if not cleared and ti.state in CLEARABLE:
+            mapped = repos.tasks.get(ti.dag_id, ti.run_id, ti.task_id)
+            self._reopen_mapped(spec, run, mapped, command_id)
+            if reset_state:
+                repos.state.delete_scope(instance_scope(ti.dag_id, ti.run_id, ti.instance_id))
+            transition = decide_clear(ti, CLEARABLE, command_id).transition
+            if transition is not None:
+                try:
+                    repos.tasks.apply_uncounted(ti, transition)
+                    cleared = True
+                except ConflictError:
+                    log.info("instance %s changed while being cleared", "/".join(ti.key))
+        # Judged on the items as they are now: a mapped task reopened for an instance
+        # that did not clear after all ends again.
+        self.progress.mapping.complete_if_done(ti.dag_id, ti.run_id, ti.task_id)
+        self._rerun(spec, run, [ti.task_id, ti.instance_id], evaluate=evaluate)
+        return cleared
+
+    def _reopen_mapped(
+        self, spec: DagSpec, run: DagRun, mapped: TaskInstance, command_id: str | None
+    ) -> None:
+        """A finished mapped task runs again (one of its instances is cleared): its
+        downstream tasks refuse its old finish (tombstones), its run uncounts it."""
+        repos = self.scheduler.repos
+        transition = decide_reopen(mapped, command_id).transition
+        if transition is None:
+            return
+        repos.tasks.retire_upstream(mapped, spec.downstream(mapped.task_id))
+        index = spec.task_index(mapped.task_id)
+        repos.runs.forget_finished(run, index)
+        try:
+            repos.tasks.apply(mapped, transition)
+            return
+        except ConflictError:
+            pass
+        current = repos.tasks.find(*mapped.key)
+        if current is not None and current.state in FINISHED_TASK_STATES:
+            failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
+            repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
+            self.progress.report_downstream(spec, run, current)
+
+    def _mark_instance(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        task_id: str,
+        map_index: int,
+        state: TaskState,
+        *,
+        command_id: str | None,
+    ) -> TaskInstance:
+        clock = self.scheduler.clock
+        for _ in range(2):  # at most one reset
+            instance = self._instance(spec, run, task_id, map_index)
+            applied = self.scheduler.decide_and_apply(
+                instance, lambda current: decide_mark(current, state, clock.now(), command_id)
+            )
+            if applied.decision.outcome is not Outcome.REJECT:
+                return applied.task or applied.seen
+            self._clear_instance(spec, run, instance, command_id=None, evaluate=False)
+        raise CommandRefused(
+            f"task {run.dag_id}/{run.run_id}/{task_id}[{map_index}] changed while being marked"
+        )
+
+    def _mark_unfinished_instances(
+        self, mapped: TaskInstance, state: TaskState, command_id: str | None
+    ) -> None:
+        """A mapped task marked by hand: its unfinished instances end the same way (their
+        jobs are cancelled from the changes)."""
+        clock = self.scheduler.clock
+        for instance in self.progress.mapping.current_instances(mapped):
+            if instance.state not in FINISHED_TASK_STATES:
+                self.scheduler.decide_and_apply(
+                    instance,
+                    lambda current: decide_mark(current, state, clock.now(), command_id),
+                )
 
     # --- internals -------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ class Dispatcher:
         """Start the try recorded in ``image`` (its intent is already stored), if it is
         still the current, queued try without a job; idempotent."""
         repos = self.scheduler.repos
-        ti = repos.tasks.find(image.dag_id, image.run_id, image.task_id)
+        ti = repos.tasks.find(*image.key)
         skip = why_not_dispatch(image, ti)
         if skip is not None or ti is None:
             log.info("not dispatching %s: %s", image.key, skip)
@@ -76,5 +76,6 @@ class Dispatcher:
                 JobStatus.RUNNING,
                 job_id=result.job_id,
                 at=self.scheduler.clock.now(),
+                map_index=ti.map_index,
             )
             self.reports.apply(ti, running)

@@ -4,6 +4,7 @@ or cancel the job, and the environment a job learns its identity from."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from skydag.engine.conditions import Condition, judge_condition
+from skydag.engine.mapping import belongs, is_mapped
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.engine.scheduler import merged_params
 from skydag.ports.store import Store, instance_scope, task_scope
@@ -52,6 +54,7 @@ class Jobs:
             environment=job_environment(ti, self.scheduler.state_table),
             signal=ti.signal,
             emit_sources=tuple(spec.emit_sources),
+            map_index=ti.map_index,
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:
@@ -85,7 +88,9 @@ class Jobs:
             if run is not None:
                 with contextlib.suppress(TemplateRenderError):
                     target = self.dispatch_request(spec, run, ti).target
-        return JobRef(ti.dag_id, ti.run_id, ti.task_id, try_number, job_id, token, target)
+        return JobRef(
+            ti.dag_id, ti.run_id, ti.task_id, try_number, job_id, token, target, ti.map_index
+        )
 
     def cancel(self, spec: DagSpec, job: JobRef, reason: str) -> None:
         """Cancel a job (idempotent). A retryable failure (throttling, a service error)
@@ -114,7 +119,14 @@ def template_context(repos: Store, spec: DagSpec, run: DagRun, ti: TaskInstance)
     def iso(moment: datetime | None) -> str | None:
         return moment.isoformat() if moment else None
 
+    task: dict[str, Any] = {"id": ti.task_id, "try_number": ti.try_number}
+    mapped: dict[str, Any] = {}
+    if ti.map_index is not None:
+        # Only an instance of a mapped task has these (the loader refuses them elsewhere).
+        task["map_index"] = ti.map_index
+        mapped["item"] = ti.item
     return {
+        **mapped,
         "dag": spec.dag,  # the contract: `dag` is the id
         "run": {
             "id": run.run_id,
@@ -127,7 +139,7 @@ def template_context(repos: Store, spec: DagSpec, run: DagRun, ti: TaskInstance)
         "params": merged_params(spec, run),
         "trigger": dict(run.trigger or {}),
         "signal": dict(ti.signal or {}),
-        "task": {"id": ti.task_id, "try_number": ti.try_number},
+        "task": task,
         "state": _task_state(repos, spec, ti),
         "outputs": _upstream_outputs(repos, spec, ti),
     }
@@ -135,12 +147,27 @@ def template_context(repos: Store, spec: DagSpec, run: DagRun, ti: TaskInstance)
 
 def _upstream_outputs(repos: Store, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
     """``outputs.<task>``: what upstream jobs returned (Step Functions output, Lambda
-    response, a wait task's signal detail). Read only when a template mentions it."""
+    response, a wait task's signal detail, a job's ``skydag output set``). Read only when
+    a template mentions it."""
     task = spec.tasks[ti.task_id]
     if not task.depends_on or "outputs" not in _template_text(task):
         return {}
-    upstream = repos.tasks.get_many(ti.dag_id, ti.run_id, task.depends_on)
-    return {u.task_id: u.output for u in upstream if u.output is not None}
+    outputs: dict[str, Any] = {}
+    for upstream in repos.tasks.get_many(ti.dag_id, ti.run_id, task.depends_on):
+        if is_mapped(spec, upstream.task_id):
+            # A mapped upstream's output: its instances' outputs, in item order.
+            outputs[upstream.task_id] = _mapped_outputs(repos, upstream)
+        elif upstream.output is not None:
+            outputs[upstream.task_id] = upstream.output
+    return outputs
+
+
+def _mapped_outputs(repos: Store, mapped: TaskInstance) -> list[Any]:
+    if mapped.map_count is None:
+        return []
+    instances = repos.tasks.list_instances(mapped.dag_id, mapped.run_id, mapped.task_id)
+    by_index = {ti.map_index: ti.output for ti in instances if belongs(mapped, ti)}
+    return [by_index.get(index) for index in range(mapped.map_count)]
 
 
 def _task_state(repos: Store, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]:
@@ -149,14 +176,16 @@ def _task_state(repos: Store, spec: DagSpec, ti: TaskInstance) -> dict[str, Any]
     if "state" not in _template_text(spec.tasks[ti.task_id]):
         return {}
     merged = repos.state.get_all(task_scope(ti.dag_id, ti.task_id))
-    merged.update(repos.state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.task_id)))
+    merged.update(repos.state.get_all(instance_scope(ti.dag_id, ti.run_id, ti.instance_id)))
     return merged
 
 
 def _template_text(task: TaskSpec) -> str:
     """The task's templated blocks as text: a cheap test of which context they use."""
     local = task.local.model_dump_json() if task.local else ""
-    return task.target.model_dump_json() + local + (task.when if isinstance(task.when, str) else "")
+    when = task.when if isinstance(task.when, str) else ""
+    for_each = json.dumps(task.for_each) if task.for_each is not None else ""
+    return task.target.model_dump_json() + local + when + for_each
 
 
 def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]:
@@ -167,6 +196,8 @@ def job_environment(ti: TaskInstance, state_table: str | None) -> dict[str, str]
         "SKYDAG_TASK": ti.task_id,
         "SKYDAG_TRY": str(ti.try_number),
     }
+    if ti.map_index is not None:
+        env["SKYDAG_MAP_INDEX"] = str(ti.map_index)
     if state_table:
         env["SKYDAG_TASK_STATE_TABLE"] = state_table
     return env

@@ -4,12 +4,14 @@ max_active_tasks slot, a finish reported to the downstream tasks and counted on 
 from __future__ import annotations
 
 from skydag.engine.commands import decide_stop
+from skydag.engine.mapping import is_mapped
 from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
 from skydag.engine.scheduler import counts_as_failed_leaf, decide_next, needs_condition
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Transition
 from skydag.service.core import Gate, Scheduler
 from skydag.service.jobs import Jobs
+from skydag.service.mapping import MappedTasks
 from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec, TaskMode
 
@@ -19,11 +21,14 @@ class TaskProgress:
         self.scheduler = scheduler
         self.runs = runs
         self.jobs = jobs
+        self.mapping = MappedTasks(scheduler, jobs, self)
 
     def evaluate(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> TaskInstance | None:
         """Move a task that is not running on (trigger rule, due retry, kept signal)."""
         if run.state is not RunState.RUNNING:
             return None
+        if ti.map_index is not None or is_mapped(spec, ti.task_id):
+            return self.mapping.evaluate(spec, run, ti, self.slot_gate(spec, run))
         clock = self.scheduler.clock
         # Rendered once, before the decide loop: a lost race re-decides with the same
         # condition (its inputs, the finished upstreams' outputs, do not change).
@@ -48,7 +53,7 @@ class TaskProgress:
             try_number = ti.try_number + 1
             if runs.reserve_task_slot(run, ti, try_number, limit):
                 return True
-            runs.add_throttled(run, ti.task_id)
+            runs.add_throttled(run, ti.instance_id)
             return runs.reserve_task_slot(run, ti, try_number, limit)
 
         return gate
@@ -61,8 +66,11 @@ class TaskProgress:
         re-read and the count below can still leave one stale count; the run's end is
         therefore checked against its task instances (``complete_if_done``).
         """
+        if image.map_index is not None:
+            self.mapping.on_instance_finished(image)
+            return
         repos = self.scheduler.repos
-        ti = repos.tasks.find(image.dag_id, image.run_id, image.task_id)
+        ti = repos.tasks.find(*image.key)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:
             return
         run = repos.runs.get(ti.dag_id, ti.run_id)
@@ -107,7 +115,7 @@ class TaskProgress:
         spec = self.scheduler.spec_of_task(ti)
         if spec.tasks[ti.task_id].mode is not TaskMode.SERVICE:
             return
-        current = repos.tasks.find(ti.dag_id, ti.run_id, ti.task_id)
+        current = repos.tasks.find(*ti.key)
         if current is None or current.state is not TaskState.RUNNING:
             return
         self.report_downstream(spec, repos.runs.get(ti.dag_id, ti.run_id), current)

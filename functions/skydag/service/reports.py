@@ -25,10 +25,10 @@ class TaskReports:
     def on_job_report(self, report: JobReport) -> Decision:
         """Apply what a job says about one of its tries."""
         tasks = self.scheduler.repos.tasks
-        ti = tasks.find(report.dag_id, report.run_id, report.task_id)
+        ti = tasks.find(report.dag_id, report.run_id, report.instance_id)
         if ti is None:
             return Decision.reject(
-                f"no task instance {report.dag_id}/{report.run_id}/{report.task_id}"
+                f"no task instance {report.dag_id}/{report.run_id}/{report.instance_id}"
             )
         return self.apply(ti, report)
 
@@ -59,6 +59,7 @@ class TaskReports:
             reason=event.reason,
             output=event.output,
             at=event.at or self.scheduler.clock.now(),
+            map_index=ti.map_index,
         )
         return self.apply(ti, report)
 
@@ -74,7 +75,15 @@ class TaskReports:
         if decision.outcome is Outcome.CANCEL_JOB:
             # A job runs for a try that is over (stopped or marked while it started).
             token = dispatch_token(ti, report.try_number)
-            job = JobRef(*ti.key, report.try_number, report.job_id, token)
+            job = JobRef(
+                ti.dag_id,
+                ti.run_id,
+                ti.task_id,
+                report.try_number,
+                report.job_id,
+                token,
+                map_index=ti.map_index,
+            )
             self.jobs.cancel(spec, job, decision.reason)
         return decision
 
@@ -82,7 +91,7 @@ class TaskReports:
         """What the reported try's job published (``skydag output set``), or None. Read
         by the try's own number: what another try published is under another key."""
         found = self.scheduler.repos.state.get(
-            output_scope(report.dag_id, report.run_id, report.task_id),
+            output_scope(report.dag_id, report.run_id, report.instance_id),
             output_key(report.try_number),
         )
         return None if found is None else found[0]
@@ -98,5 +107,6 @@ class TaskReports:
             JobStatus.FAILED,
             reason=reason,
             at=self.scheduler.clock.now(),
+            map_index=ti.map_index,
         )
         return self.on_job_report(report)

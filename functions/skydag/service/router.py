@@ -27,9 +27,17 @@ from skydag.engine.backfill import (
     check_backfill_id,
     derived_backfill_id,
 )
+from skydag.engine.models import instance_key
 from skydag.engine.states import TaskState
 from skydag.engine.transitions import Outcome
-from skydag.limits import MAX_JSON_DEPTH, LimitError, check_run_id, json_depth, short
+from skydag.limits import (
+    MAX_JSON_DEPTH,
+    MAX_MAP_ITEMS,
+    LimitError,
+    check_run_id,
+    json_depth,
+    short,
+)
 from skydag.ports.store import NotFound
 from skydag.service.core import CommandRefused, DagNotFound
 from skydag.sources import (
@@ -175,6 +183,18 @@ def _check_ids(detail_type: str, detail: Mapping[str, Any]) -> None:
             raise BadEvent(f"command '{detail_type}': {error}") from error
 
 
+def _map_index(detail_type: str, detail: Mapping[str, Any]) -> int | None:
+    """The optional ``map_index`` of a command or timer: one instance of a mapped task."""
+    value = detail.get("map_index")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_MAP_ITEMS:
+        raise BadEvent(
+            f"'{detail_type}': 'map_index' {short(value)} is not an index below {MAX_MAP_ITEMS}"
+        )
+    return value
+
+
 def _datetime(detail_type: str, name: str, value: Any) -> datetime:
     try:
         moment = datetime.fromisoformat(str(value))
@@ -234,13 +254,21 @@ def _run_command(
             downstream=bool(detail.get("downstream", False)),
             reset_state=bool(detail.get("reset_state", False)),
             command_id=command_id,
+            map_index=_map_index(detail_type, detail),
         )
         return [f"cleared {', '.join(cleared) or 'nothing'}"]
     if detail_type == "Mark Task":
         state = str(detail["state"])
         if state not in ("success", "failed"):
             raise BadEvent(f"command 'Mark Task': state must be success or failed, not {state!r}")
-        marked = service.mark(dag_id, run_id, task_id, TaskState(state), command_id=command_id)
+        marked = service.mark(
+            dag_id,
+            run_id,
+            task_id,
+            TaskState(state),
+            command_id=command_id,
+            map_index=_map_index(detail_type, detail),
+        )
         return [f"{task_id} marked {marked.state.value}"]
     if detail_type == "Cancel Run":
         run = service.cancel_run(dag_id, run_id, str(detail.get("reason") or "cancelled"))
@@ -324,7 +352,9 @@ def _scheduler_event(
     if detail_type == TIMER_FIRED:
         _require(detail_type, detail, ("dag", "run_id", "task"))
         acted = service.on_timer_fired(
-            str(detail["dag"]), str(detail["run_id"]), str(detail["task"])
+            str(detail["dag"]),
+            str(detail["run_id"]),
+            instance_key(str(detail["task"]), _map_index(detail_type, detail)),
         )
         return RouteResult("timer", ["acted" if acted else "nothing due"])
     raise BadEvent(f"unknown scheduler event '{detail_type}'")

@@ -321,7 +321,8 @@ class RunLifecycle:
         unfinished = [
             ti
             for ti in repos.tasks.list_for_run(run.dag_id, run.run_id)
-            if ti.state not in FINISHED_TASK_STATES
+            # Instances of mapped tasks are counted on their mapped task, not on the run.
+            if ti.state not in FINISHED_TASK_STATES and ti.map_index is None
         ]
         for ti in unfinished:
             log.warning(

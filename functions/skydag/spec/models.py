@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from skydag.limits import MAX_MAP_ITEMS
 from skydag.signals.forwarding import pattern_too_large
 from skydag.signals.patterns import validate_pattern
 from skydag.spec import graph
@@ -253,6 +254,10 @@ class TaskSpec(RetryPolicy):
     # A condition rendered once the upstreams let the task run (v1.1): false -> skipped.
     when: bool | str | None = None
     local: LocalSpec | None = None
+    # Dynamic task mapping: one instance per item (a list, or a template rendering to a
+    # JSON list), at most max_parallel at once (default: the DAG's max_active_tasks).
+    for_each: list[Any] | str | None = None
+    max_parallel: int | None = Field(default=None, ge=1, le=10000)
     batch: BatchTarget | None = None
     emr: EmrTarget | None = None
     emr_serverless: EmrServerlessTarget | None = None
@@ -278,6 +283,12 @@ class TaskSpec(RetryPolicy):
             raise ValueError(f"needs exactly one target key, one of: {', '.join(TARGET_KEYS)}")
         if len(given) > 1:
             raise ValueError(f"has {len(given)} target keys ({', '.join(given)}); give exactly one")
+        return self
+
+    @model_validator(mode="after")
+    def _mapping_fits(self) -> TaskSpec:
+        for problem in _mapping_problems(self):
+            raise ValueError(problem)
         return self
 
     @field_validator("depends_on")
@@ -306,6 +317,31 @@ class TaskSpec(RetryPolicy):
         block = self.target_block(self.target_kind)
         assert block is not None
         return block
+
+
+def _mapping_problems(task: TaskSpec) -> list[str]:
+    """What is wrong with the task's for_each, max_parallel, item and task.map_index."""
+    from skydag.spec.mapping import mapping_references
+    from skydag.spec.templates import template_strings
+
+    if task.for_each is None:
+        problems = ["max_parallel needs for_each"] if task.max_parallel is not None else []
+        for path, text in template_strings(task):
+            for name in mapping_references(text):
+                problems.append(f"{path} uses '{name}', which only a task with for_each has")
+        return problems
+    if isinstance(task.for_each, list) and len(task.for_each) > MAX_MAP_ITEMS:
+        return [f"for_each lists {len(task.for_each)} items; the limit is {MAX_MAP_ITEMS}"]
+    if isinstance(task.for_each, str) and "{{" not in task.for_each:
+        return ["for_each must be a list or a template rendering to a JSON list"]
+    if task.mode is TaskMode.SERVICE:
+        return ["for_each is for batch tasks: a service (mode: service) cannot be mapped"]
+    unmappable = [
+        key for key in ("wait", "start_on", "restart_on", "stop_on") if getattr(task, key)
+    ]
+    if unmappable:
+        return [f"for_each cannot be combined with {unmappable[0]} (signals start whole tasks)"]
+    return []
 
 
 # --- the DAG -------------------------------------------------------------------------------

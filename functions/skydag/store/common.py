@@ -52,7 +52,7 @@ def signal_sources(spec: DagSpec) -> set[str]:
 
 # The task-instance fields a write may change (besides state and version): stored as they
 # are, as JSON, or (``tries``) as the compact try history.
-TI_JSON_FIELDS = frozenset({"signal", "output", "superseded_job", "applied"})
+TI_JSON_FIELDS = frozenset({"signal", "output", "superseded_job", "applied", "item"})
 TI_PLAIN_FIELDS = frozenset(
     {
         "try_number",
@@ -67,6 +67,14 @@ TI_PLAIN_FIELDS = frozenset(
         "timeout_at",
         "check_at",
         "restarts",
+        # for_each (engine/mapping.py): an instance's expansion, release and counted
+        # finish; a mapped task's instance count and finished/failed counters.
+        "expansion",
+        "released",
+        "counted",
+        "map_count",
+        "map_done",
+        "map_failed",
     }
 )
 

@@ -34,8 +34,16 @@ from skydag.engine.models import (
     TaskInstance,
     TryRecord,
     UpstreamReport,
+    map_key_prefix,
 )
-from skydag.engine.states import Cause, RunState, TaskState, run_sources, task_sources
+from skydag.engine.states import (
+    FAILED_TASK_STATES,
+    Cause,
+    RunState,
+    TaskState,
+    run_sources,
+    task_sources,
+)
 from skydag.engine.transitions import Transition
 from skydag.ports.store import (
     ANY_SOURCE,
@@ -64,7 +72,10 @@ from skydag.taskstate import check_key, check_ttl
 _TI_TIME_FIELDS = frozenset(
     {"queued_at", "started_at", "ended_at", "next_attempt_at", "timeout_at", "check_at"}
 )
-_TI_INT_FIELDS = frozenset({"try_number", "exit_code", "restarts"})
+_TI_INT_FIELDS = frozenset(
+    {"try_number", "exit_code", "restarts", "expansion", "counted", "map_count", "map_done"}
+    | {"map_failed"}
+)
 _TI_WRITABLE = TI_PLAIN_FIELDS | TI_JSON_FIELDS | {"tries"}
 # Run fields a transition may set (the rest have their own writes, or none).
 _RUN_WRITABLE = frozenset(
@@ -274,8 +285,8 @@ class MemoryTaskInstanceRepository:
                 stored = _stored_ti(ti)
                 due = due_at(stored)
                 items = self._runs.setdefault((ti.dag_id, ti.run_id), {})
-                old = items.get(ti.task_id)
-                items[ti.task_id] = _TaskItem(stored, None if due is None else iso(due))
+                old = items.get(ti.instance_id)
+                items[ti.instance_id] = _TaskItem(stored, None if due is None else iso(due))
                 self._changed(old.ti if old else None, stored)
 
     def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
@@ -393,6 +404,69 @@ class MemoryTaskInstanceRepository:
     def note_signal(self, ti: TaskInstance, signal: Mapping[str, Any]) -> TaskInstance:
         return self._touch(ti, signal=dict(signal))
 
+    # --- for_each ------------------------------------------------------------------------
+
+    def list_instances(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
+        prefix = map_key_prefix(task_id)
+        with self._lock:
+            items = self._runs.get((dag_id, run_id), {})
+            return [_fresh_ti(items[k].ti) for k in sorted(items) if k.startswith(prefix)]
+
+    def create_instances(self, tis: Sequence[TaskInstance]) -> int:
+        written = 0
+        with self._lock:
+            for ti in tis:
+                existing = self._item(*ti.key)
+                if existing is not None and existing.ti.expansion >= ti.expansion:
+                    continue
+                self.put_new([ti])
+                written += 1
+        return written
+
+    def release_instance(self, dag_id: str, run_id: str, key: str) -> TaskInstance | None:
+        with self._lock:
+            item = self._item(dag_id, run_id, key)
+            if item is None:
+                return None
+            if item.ti.state is TaskState.PENDING and not item.ti.released:
+                new = replace(item.ti, released=True, version=item.ti.version + 1)
+                self._write(item, new, released=True, version=new.version)
+            return _fresh_ti(item.ti) if item.ti.released else None
+
+    def count_instance(self, ti: TaskInstance, *, failed: bool) -> bool:
+        assert ti.map_index is not None
+        with self._lock:
+            item = self._item(*ti.key)
+            mapped = self._item(ti.dag_id, ti.run_id, ti.task_id)
+            if (
+                item is None
+                or mapped is None
+                or item.ti.state is not ti.state
+                or item.ti.version != ti.version
+                or item.ti.counted == ti.version
+                or mapped.ti.try_number != ti.expansion
+            ):
+                return False
+            self._write(item, replace(item.ti, counted=ti.version), counted=ti.version)
+            self._add_counts(mapped, 1, failed)
+        return True
+
+    def apply_uncounted(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+        transition = replace(transition, changes={**transition.changes, "counted": None})
+        with self._lock:
+            new = self.apply(ti, transition)
+            mapped = self._item(ti.dag_id, ti.run_id, ti.task_id)
+            counted = ti.map_index is not None and ti.counted == ti.version
+            if counted and mapped is not None and mapped.ti.try_number == ti.expansion:
+                self._add_counts(mapped, -1, ti.state in FAILED_TASK_STATES)
+        return new
+
+    def _add_counts(self, mapped: _TaskItem, step: int, failed: bool) -> None:
+        done = mapped.ti.map_done + step
+        failures = mapped.ti.map_failed + (step if failed else 0)
+        new = replace(mapped.ti, map_done=done, map_failed=failures)
+        self._write(mapped, new, map_done=done, map_failed=failures)
+
     # --- internals -----------------------------------------------------------------------
 
     def _item(self, dag_id: str, run_id: str, task_id: str) -> _TaskItem | None:
@@ -443,7 +517,7 @@ class MemoryTaskInstanceRepository:
         state = current.state.value if current else "missing"
         version = current.version if current else None
         return ConflictError[TaskInstance](
-            f"task {ti.dag_id}/{ti.run_id}/{ti.task_id}: expected {ti.state.value} "
+            f"task {ti.dag_id}/{ti.run_id}/{ti.instance_id}: expected {ti.state.value} "
             f"v{ti.version}, found {state} v{version}",
             current,
         )
@@ -569,8 +643,8 @@ class MemoryRunRepository:
                     item.failed_leaves.add(index)
                 item.run = replace(item.run, version=item.run.version + 1)
                 # The slot, if any, is freed only when it is this try's.
-                if item.active.get(ti.task_id, ti.try_number) == ti.try_number:
-                    item.active.pop(ti.task_id, None)
+                if item.active.get(ti.instance_id, ti.try_number) == ti.try_number:
+                    item.active.pop(ti.instance_id, None)
 
             self._write(item, write)
             return item.record()
@@ -595,12 +669,12 @@ class MemoryRunRepository:
             item = self._runs.get((run.dag_id, run.run_id))
             if item is None or item.run.state is not RunState.RUNNING:
                 return False
-            if len(item.active) >= max_active and ti.task_id not in item.active:
+            if len(item.active) >= max_active and ti.instance_id not in item.active:
                 return False
 
             def write() -> None:
-                item.active[ti.task_id] = try_number
-                item.throttled.discard(ti.task_id)
+                item.active[ti.instance_id] = try_number
+                item.throttled.discard(ti.instance_id)
 
             self._write(item, write)
             return True
@@ -608,9 +682,9 @@ class MemoryRunRepository:
     def release_task_slot(self, ti: TaskInstance) -> bool:
         with self._lock:
             item = self._runs.get((ti.dag_id, ti.run_id))
-            if item is None or item.active.get(ti.task_id) != ti.try_number:
+            if item is None or item.active.get(ti.instance_id) != ti.try_number:
                 return False
-            self._write(item, lambda: item.active.pop(ti.task_id))
+            self._write(item, lambda: item.active.pop(ti.instance_id))
             return True
 
     def add_throttled(self, run: DagRun, task_id: str) -> None:

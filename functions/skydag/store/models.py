@@ -229,6 +229,17 @@ class TaskInstanceModel(Model):
     # ``encode_tries``), bounded by engine/tries.py, written by the transition that
     # leaves a try behind.
     tries = UnicodeAttribute(null=True)
+    # for_each (engine/mapping.py). An instance's key is ``<task>:<index>``; it carries
+    # its expansion, item (JSON), release and counted finish. The mapped task carries its
+    # instance count and finished/failed counters, each added to once per instance finish
+    # (a few bytes whatever the number of items).
+    expansion = NumberAttribute(null=True)
+    item = UnicodeAttribute(null=True)  # JSON
+    released = BooleanAttribute(null=True)
+    counted = NumberAttribute(null=True)
+    map_count = NumberAttribute(null=True)
+    map_done = NumberAttribute(null=True)
+    map_failed = NumberAttribute(null=True)
     due_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     due_index = DueTasksIndex()

@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition, size
 from pynamodb.expressions.update import Action
+from pynamodb.transactions import TransactWrite
 
 from skydag.engine.models import (
     DagRecord,
@@ -26,8 +28,11 @@ from skydag.engine.models import (
     TaskInstance,
     TryRecord,
     UpstreamReport,
+    map_key_prefix,
+    split_instance_key,
 )
 from skydag.engine.states import (
+    FAILED_TASK_STATES,
     Cause,
     RunState,
     TaskState,
@@ -163,12 +168,30 @@ def decode_tries(text: str | None) -> tuple[TryRecord, ...]:
     return tuple(records)
 
 
+_MAP_FIELDS = frozenset({"expansion", "released", "map_done", "map_failed"})
+# Instances a mapped task's expansion writes per transaction (DynamoDB allows 100).
+INSTANCE_BATCH = 100
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
     upstream_raw = item.upstream.as_dict() if item.upstream is not None else {}
+    task_id, map_index = split_instance_key(item.task_id)
     return TaskInstance(
         dag_id=item.dag_id,
         run_id=item.run_id,
-        task_id=item.task_id,
+        task_id=task_id,
+        map_index=map_index,
+        expansion=int(item.expansion or 0),
+        item=_loads(item.item),
+        released=bool(item.released),
+        counted=_optional_int(item.counted),
+        map_count=_optional_int(item.map_count),
+        map_done=int(item.map_done or 0),
+        map_failed=int(item.map_failed or 0),
         dag_version=int(item.dag_version or 0),
         state=TaskState(item.state),
         try_number=int(item.try_number),
@@ -196,7 +219,7 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
 def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
     item = TaskInstanceModel(
         run_key(ti.dag_id, ti.run_id),
-        ti.task_id,
+        ti.instance_id,
         dag_id=ti.dag_id,
         run_id=ti.run_id,
         dag_version=ti.dag_version,
@@ -208,13 +231,15 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
     )
     # Every field, so that the item is the record whatever state it is written in.
     for name in _TI_PLAIN_FIELDS - {"try_number"}:
-        setattr(item, name, getattr(ti, name))
+        value = getattr(ti, name)
+        # A task that is not mapped carries none of the for_each fields.
+        setattr(item, name, None if name in _MAP_FIELDS and not value else value)
     for name in _TI_JSON_FIELDS:
         value = getattr(ti, name)
         setattr(item, name, None if value is None else _dumps(value))
     due = due_at(ti)
     if due is not None:
-        item.due_shard = _due_shard(ti.dag_id, ti.run_id, ti.task_id)
+        item.due_shard = _due_shard(ti.dag_id, ti.run_id, ti.instance_id)
         item.due_at = _iso(due)
     return item
 
@@ -383,7 +408,7 @@ class TaskInstanceRepository:
         try:
             TaskInstanceModel._get_connection().update_item(
                 run_key(ti.dag_id, ti.run_id),
-                ti.task_id,
+                ti.instance_id,
                 actions=[TaskInstanceModel.due_at.set(_iso(until))],
                 condition=condition,
             )
@@ -400,6 +425,137 @@ class TaskInstanceRepository:
     def note_signal(self, ti: TaskInstance, signal: Mapping[str, Any]) -> TaskInstance:
         """Keep a start signal on a waiting task that found no free task slot."""
         return self._touch(ti, signal=dict(signal))
+
+    # --- for_each (engine/mapping.py) -----------------------------------------------------
+
+    def list_instances(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
+        """Every instance record of a mapped task, in item order (one paged query)."""
+        return [
+            _ti_from_model(item)
+            for item in TaskInstanceModel.query(
+                run_key(dag_id, run_id),
+                TaskInstanceModel.task_id.startswith(map_key_prefix(task_id)),
+                consistent_read=True,
+            )
+        ]
+
+    def create_instances(self, tis: Sequence[TaskInstance]) -> int:
+        """Write each instance unless one of its expansion (or a later one) exists: a
+        redelivered expansion never resets an instance that has moved on. Transactions
+        of ``INSTANCE_BATCH``; a batch that meets an existing instance is written one by
+        one. Returns how many were written."""
+        written = 0
+        for start in range(0, len(tis), INSTANCE_BATCH):
+            batch = tis[start : start + INSTANCE_BATCH]
+            try:
+                with TransactWrite(connection=_transaction_connection()) as transaction:
+                    for ti in batch:
+                        transaction.save(_ti_to_model(ti), condition=_instance_is_older(ti))
+                written += len(batch)
+                continue
+            except TransactWriteError as error:
+                if not _cancelled_by_conditions(error):
+                    raise
+            for ti in batch:
+                try:
+                    _ti_to_model(ti).save(condition=_instance_is_older(ti))
+                    written += 1
+                except PutError as error:
+                    if not is_condition_failure(error):
+                        raise
+        return written
+
+    def release_instance(self, dag_id: str, run_id: str, key: str) -> TaskInstance | None:
+        """Let a pending instance run (max_parallel); returns it as it is now when it is
+        released (now or before), None when missing."""
+        condition = (TaskInstanceModel.state == TaskState.PENDING.value) & (
+            TaskInstanceModel.released.does_not_exist() | (TaskInstanceModel.released == False)  # noqa: E712
+        )
+        item = TaskInstanceModel(run_key(dag_id, run_id), key)
+        try:
+            item.update(
+                actions=[TaskInstanceModel.released.set(True), TaskInstanceModel.version.add(1)],
+                condition=TaskInstanceModel.run_key.exists() & condition,
+            )
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            current = self.find(dag_id, run_id, key)
+            return current if current is not None and current.released else None
+        return _ti_from_model(item)
+
+    def count_instance(self, ti: TaskInstance, *, failed: bool) -> bool:
+        """Count the instance's finish on its mapped task, once: in one transaction, the
+        instance (still at ``ti``'s state and version, this version not counted yet) is
+        marked counted and the mapped task (of the instance's expansion) adds to its
+        counters. False when it was counted already or either item moved on."""
+        assert ti.map_index is not None
+        additions: list[Action] = [TaskInstanceModel.map_done.add(1)]
+        if failed:
+            additions.append(TaskInstanceModel.map_failed.add(1))
+        try:
+            with TransactWrite(connection=_transaction_connection()) as transaction:
+                transaction.update(
+                    TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.instance_id),
+                    actions=[TaskInstanceModel.counted.set(ti.version)],
+                    condition=(TaskInstanceModel.state == ti.state.value)
+                    & (TaskInstanceModel.version == ti.version)
+                    & (
+                        TaskInstanceModel.counted.does_not_exist()
+                        | (TaskInstanceModel.counted != ti.version)
+                    ),
+                )
+                transaction.update(
+                    TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.task_id),
+                    actions=additions,
+                    condition=TaskInstanceModel.try_number == ti.expansion,
+                )
+        except TransactWriteError as error:
+            if not _cancelled_by_conditions(error):
+                raise
+            return False
+        return True
+
+    def apply_uncounted(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+        """``apply`` for an instance leaving a finish (a clear): a finish counted on the
+        mapped task is taken off its counters in the same transaction."""
+        transition = replace(transition, changes={**transition.changes, "counted": None})
+        if ti.map_index is None or ti.counted != ti.version:
+            return self.apply(ti, transition)
+        changes = transition.changes_for(ti)
+        new = transition.apply(ti)
+        actions: list[Action] = [
+            TaskInstanceModel.state.set(new.state.value),
+            TaskInstanceModel.version.set(new.version),
+            *(self._set_or_remove(name, value) for name, value in changes.items()),
+            *self._due_actions(new),
+        ]
+        sources = task_sources(transition.dst, transition.cause)
+        condition = (
+            TaskInstanceModel.state.is_in(*(s.value for s in sources))
+            & (TaskInstanceModel.state == transition.src.value)
+            & (TaskInstanceModel.version == transition.expected_version)
+        )
+        subtractions: list[Action] = [TaskInstanceModel.map_done.add(-1)]
+        if ti.state in FAILED_TASK_STATES:
+            subtractions.append(TaskInstanceModel.map_failed.add(-1))
+        try:
+            with TransactWrite(connection=_transaction_connection()) as transaction:
+                transaction.update(
+                    TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.instance_id),
+                    actions=actions,
+                    condition=condition,
+                )
+                transaction.update(
+                    TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.task_id),
+                    actions=subtractions,
+                    condition=TaskInstanceModel.try_number == ti.expansion,
+                )
+        except TransactWriteError as error:
+            if not _cancelled_by_conditions(error):
+                raise
+            raise self._conflict(ti) from error
+        return new
 
     def _touch(self, ti: TaskInstance, **changes: Any) -> TaskInstance:
         """Change fields but not the state; conditional on state and version like any write."""
@@ -441,7 +597,7 @@ class TaskInstanceRepository:
         try:
             # NONE: the caller already knows the new record; no need to ship it back.
             connection.update_item(
-                run_key(ti.dag_id, ti.run_id), ti.task_id, actions=actions, condition=condition
+                run_key(ti.dag_id, ti.run_id), ti.instance_id, actions=actions, condition=condition
             )
         except UpdateError as error:
             if not is_condition_failure(error):
@@ -449,14 +605,34 @@ class TaskInstanceRepository:
             raise self._conflict(ti) from error
 
     def _conflict(self, ti: TaskInstance) -> ConflictError[TaskInstance]:
-        current = self.find(ti.dag_id, ti.run_id, ti.task_id)
+        current = self.find(ti.dag_id, ti.run_id, ti.instance_id)
         state = current.state.value if current else "missing"
         version = current.version if current else None
         return TaskConflict(
-            f"task {ti.dag_id}/{ti.run_id}/{ti.task_id}: expected {ti.state.value} "
+            f"task {ti.dag_id}/{ti.run_id}/{ti.instance_id}: expected {ti.state.value} "
             f"v{ti.version}, found {state} v{version}",
             current,
         )
+
+
+def _instance_is_older(ti: TaskInstance) -> Condition:
+    """An instance record may be (re)written by an expansion newer than its own."""
+    older: Condition = TaskInstanceModel.run_key.does_not_exist() | (
+        TaskInstanceModel.expansion < ti.expansion
+    )
+    return older
+
+
+def _transaction_connection() -> Connection:
+    meta = TaskInstanceModel.Meta
+    return Connection(region=meta.region, host=getattr(meta, "host", None))
+
+
+def _cancelled_by_conditions(error: TransactWriteError) -> bool:
+    """Whether a transaction was cancelled only because a condition did not hold."""
+    reasons = error.cancellation_reasons or []
+    codes = {reason.code for reason in reasons if reason is not None}
+    return bool(codes) and codes <= {"ConditionalCheckFailed", "None"}
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -582,7 +758,7 @@ class RunRepository:
         actions: list[Action] = [RunModel.finished_idx.add({index}), RunModel.version.add(1)]
         if failed_leaf:
             actions.append(RunModel.failed_leaf_idx.add({index}))
-        slot = RunModel.active[ti.task_id]
+        slot = RunModel.active[ti.instance_id]
         # One write in the usual case: the slot, if any, is this try's.
         attributes = self._write(
             ti.dag_id,
@@ -615,16 +791,16 @@ class RunRepository:
         self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int
     ) -> bool:
         """Take a max_active_tasks slot for one try (idempotent for the same task)."""
-        entry = RunModel.active[ti.task_id]
+        entry = RunModel.active[ti.instance_id]
         condition = (RunModel.state == RunState.RUNNING.value) & (
             (size(RunModel.active) < max_active) | entry.exists()
         )
-        actions = [entry.set(try_number), RunModel.throttled.delete({ti.task_id})]
+        actions = [entry.set(try_number), RunModel.throttled.delete({ti.instance_id})]
         return self._write(run.dag_id, run.run_id, actions, condition, quiet=True) is not None
 
     def release_task_slot(self, ti: TaskInstance) -> bool:
         """Free the slot held by this try; a stale try's release frees nothing."""
-        entry = RunModel.active[ti.task_id]
+        entry = RunModel.active[ti.instance_id]
         return (
             self._write(ti.dag_id, ti.run_id, [entry.remove()], entry == ti.try_number, quiet=True)
             is not None

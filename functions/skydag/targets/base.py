@@ -43,13 +43,16 @@ class DispatchRequest:
     signal: Mapping[str, Any] | None = None
     # The source prefixes the DAG declares (``emit_sources``), for emit tasks.
     emit_sources: tuple[str, ...] = ()
+    # The instance of a mapped task (for_each) this try is of; None for a whole task.
+    map_index: int | None = None
 
     @property
     def job_name(self) -> str:
-        """``skydag-<dag>-<task>-<token>``: deterministic per try (a lookup by name finds a
-        job a crashed dispatcher started) and ending in the whole dispatch token, so a
-        state-change event that carries only the name leads back to its try."""
-        return name_with_token(f"skydag-{self.dag_id}-{self.task_id}", self.token)
+        """``skydag-<dag>-<task>[-<map index>]-<token>``: deterministic per try (a lookup
+        by name finds a job a crashed dispatcher started) and ending in the whole dispatch
+        token, so a state-change event that carries only the name leads back to its try."""
+        task = self.task_id if self.map_index is None else f"{self.task_id}-{self.map_index}"
+        return name_with_token(f"skydag-{self.dag_id}-{task}", self.token)
 
 
 def name_with_token(prefix: str, token: str) -> str:
@@ -101,6 +104,7 @@ class JobRef:
     # The try's rendered target block: where the job lives (queue, cluster, application),
     # for a lookup by token when the job id was never recorded.
     target: Mapping[str, Any] | None = None
+    map_index: int | None = None
 
 
 class Target(Protocol):

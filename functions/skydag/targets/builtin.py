@@ -33,6 +33,7 @@ class InstantTarget:
             exit_code=0,
             output=output,
             at=self.clock.now(),
+            map_index=request.map_index,
         )
         return DispatchResult(job_id=request.token, report=report)
 

@@ -159,6 +159,7 @@ class LocalTarget:
             job_id=job_id,
             exit_code=0,
             at=self.clock.now(),
+            map_index=request.map_index,
         )
 
     def _start_process(self, job: _LocalJob, command: list[str], local: Mapping[str, Any]) -> None:
@@ -221,6 +222,7 @@ class LocalTarget:
             exit_code=exit_code,
             reason=reason,
             at=self.clock.now(),
+            map_index=r.map_index,
         )
 
     @staticmethod

@@ -233,6 +233,7 @@ def report(
         reason=reason,
         output=output,
         at=at,
+        map_index=job.map_index,
     )
 
 

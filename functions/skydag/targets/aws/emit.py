@@ -58,7 +58,13 @@ class EventEmitter:
             )
         event_id = str(result["EventId"])
         job = JobRef(
-            request.dag_id, request.run_id, request.task_id, request.try_number, event_id, None
+            request.dag_id,
+            request.run_id,
+            request.task_id,
+            request.try_number,
+            event_id,
+            None,
+            map_index=request.map_index,
         )
         return DispatchResult(
             job_id=event_id,
