@@ -73,8 +73,8 @@ HOURLY = parse_schedule("@hourly", "UTC", datetime(2026, 1, 1, tzinfo=UTC))
 @pytest.mark.parametrize(
     ("start", "end", "message"),
     [
-        (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "before the DAG's"),
-        (datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), "never run"),
+        (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "10000 intervals"),
+        (datetime(2025, 12, 1, tzinfo=UTC), datetime(2025, 12, 31, tzinfo=UTC), "never run"),
         (datetime(2026, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "10000 intervals"),
     ],
 )
@@ -83,6 +83,17 @@ def test_backfill_ranges_are_bounded(start: datetime, end: datetime, message: st
         backfill_intervals(
             HOURLY, start=start, end=end, start_date=datetime(2026, 1, 1, tzinfo=UTC)
         )
+
+
+def test_a_backfill_range_starting_before_start_date_begins_at_start_date() -> None:
+    intervals = backfill_intervals(
+        HOURLY,
+        start=datetime(2025, 12, 31, tzinfo=UTC),
+        end=datetime(2026, 1, 1, 2, tzinfo=UTC),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert [i.start.hour for i in intervals] == [0, 1, 2]
+    assert intervals[0].start == datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_a_backfill_off_the_calendar_is_a_schedule_error_not_an_overflow() -> None:

@@ -476,8 +476,9 @@ def backfill_intervals(
     """Intervals whose logical date lies in ``[start, end]`` (both inclusive), oldest first.
 
     The last interval may end after ``end``: a backfill names logical dates, not data ends.
-    A range that starts before ``start_date`` (dates before it are never run), that covers
-    more than ``limit`` intervals, or that leaves the calendar is a ScheduleError.
+    Dates before ``start_date`` are never run: a range that starts earlier begins at
+    ``start_date``. A range that ends before it, that covers more than ``limit`` intervals,
+    or that leaves the calendar is a ScheduleError.
     """
     _check_limit(limit)
     try:
@@ -492,10 +493,13 @@ def backfill_intervals(
             f"backfill start {lower.isoformat()} is after its end {upper.isoformat()}"
         )
     if start_date is not None and lower < _utc(start_date):
-        raise ScheduleError(
-            f"backfill start {lower.isoformat()} is before the DAG's start_date "
-            f"{_utc(start_date).isoformat()}: dates before start_date are never run"
-        )
+        if upper < _utc(start_date):
+            raise ScheduleError(
+                f"backfill from {lower.isoformat()} to {upper.isoformat()} ends before the "
+                f"DAG's start_date {_utc(start_date).isoformat()}: dates before start_date "
+                "are never run"
+            )
+        lower = _utc(start_date)
     result: list[DataInterval] = []
     previous: datetime | None = None
     try:

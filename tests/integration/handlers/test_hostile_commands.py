@@ -65,11 +65,11 @@ HOSTILE: dict[str, tuple[str, str]] = {
         json.dumps(
             command("Backfill DAG", {"dag": "hourly", "start": "0001-01-01", "end": "9999-12-31"})
         ),
-        "before the DAG's start_date",
+        "more than 10000 intervals",
     ),
     "backfill before start_date": (
         json.dumps(
-            command("Backfill DAG", {"dag": "hourly", "start": "2025-12-31", "end": "2026-01-01"})
+            command("Backfill DAG", {"dag": "hourly", "start": "2025-12-01", "end": "2025-12-31"})
         ),
         "dates before start_date are never run",
     ),
