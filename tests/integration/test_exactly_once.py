@@ -320,6 +320,35 @@ def _end_images(env: EmbeddedSkydag, run_id: str) -> tuple[DagRun, DagRun]:
     )
 
 
+# --- F11: a run reopened between its end's check and its slot's release -------------------------
+
+
+def test_a_run_reopened_while_its_end_is_handled_keeps_its_slot(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """Found by the quick sweep (seed 3, concurrency 4): the end's reaction read r1 as
+    ended, a clear reopened r1 in the slot it still held, then the release freed that
+    slot and r2 started beside r1 (max_active_runs: 1). The release now checks the run
+    in the same transaction."""
+    env.service.trigger("etl", run_id="r1")
+    env.service.trigger("etl", run_id="r2")  # queued: max_active_runs is 1
+    settle(env)
+    dags = env.repos.dags
+    release = dags.release_run_slot
+
+    def reopened_first(run: DagRun) -> bool:
+        dags.release_run_slot = release  # type: ignore[method-assign]
+        env.service.clear("etl", "r1", "load")  # r1 runs again, in the slot it holds
+        return release(run)
+
+    dags.release_run_slot = reopened_first  # type: ignore[method-assign]
+    finish_run(env, jobs, "r1")
+    settle(env)
+    assert run_of(env, "r1").state is RunState.RUNNING
+    assert run_of(env, "r2").state is RunState.QUEUED
+    assert dags.get("etl").active_runs == frozenset({"r1"})
+
+
 # --- concurrent dispatchers of one try ---------------------------------------------------------
 
 

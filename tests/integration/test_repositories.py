@@ -750,7 +750,7 @@ def test_reserve_run_slot_respects_max_active_runs_and_pause(
     assert repos.dags.reserve_run_slot(DAG, "r1", 2) is True  # idempotent
     assert repos.dags.get(DAG).active_runs == {"r1", "r2"}
 
-    repos.dags.release_run_slot(DAG, "r1")
+    assert repos.dags.release_run_slot(ended_run(repos, DAG, "r1")) is True
     repos.dags.set_paused(DAG, True)
     assert repos.dags.reserve_run_slot(DAG, "r3", 2) is False  # room, but paused
     repos.dags.set_paused(DAG, False)
@@ -772,7 +772,7 @@ def test_a_backfill_limit_bounds_the_runs_holding_one_in_the_same_write(
     assert head.active_runs == {"manual", "b1", "b2", "other"}
     assert head.active_backfills == {"b1", "b2"}
 
-    repos.dags.release_run_slot(DAG, "b1")
+    repos.dags.release_run_slot(ended_run(repos, DAG, "b1"))
     assert repos.dags.get(DAG).active_backfills == {"b2"}
     assert repos.dags.reserve_run_slot(DAG, "b3", 10, backfill_limit=2) is True
     # The DAG's own max_active_runs still applies to a run under a backfill limit.
@@ -1236,9 +1236,27 @@ def test_run_slots_are_released_and_schedules_advance_once(
 ) -> None:
     dag_loader(SPEC_V1)
     assert repos.dags.reserve_run_slot(DAG, "r1", 1)
-    repos.dags.release_run_slot(DAG, "r1")
-    repos.dags.release_run_slot(DAG, "r1")  # idempotent
+    ended = ended_run(repos, DAG, "r1")
+    assert repos.dags.release_run_slot(ended) is True
+    assert repos.dags.release_run_slot(ended) is True  # idempotent
     assert repos.dags.get(DAG).active_runs == frozenset()
+
+
+def test_a_run_reopened_since_its_end_was_read_keeps_its_slot(
+    repos: Store, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    """The release of a finished run's slot checks the run in the same atomic write: a
+    clear that reopened it meanwhile (it runs again, in that slot) wins, and the slot is
+    not handed to a queued run (two runs at once under max_active_runs: 1)."""
+    dag_loader(SPEC_V1)
+    assert repos.dags.reserve_run_slot(DAG, "r1", 1)
+    ended = ended_run(repos, DAG, "r1")
+    repos.runs.transition(ended, RunState.RUNNING, Cause.CLEAR)
+    assert repos.dags.release_run_slot(ended) is False
+    assert repos.dags.get(DAG).active_runs == {"r1"}
+    assert repos.dags.reserve_run_slot(DAG, "r2", 1) is False
+    # A run that is not there frees nothing either.
+    assert repos.dags.release_run_slot(replace(ended, run_id="never")) is False
 
     first, second = NOW, NOW + timedelta(days=1)
     assert repos.dags.advance_schedule(DAG, None, first) is True
@@ -1253,8 +1271,6 @@ def test_slot_and_schedule_writes_on_a_missing_dag_leave_a_head_behind(repos: St
     stores agree. The head has no version: the service treats it as not loaded."""
     assert repos.dags.reserve_run_slot("g1", "r1", 1) is True
     assert repos.dags.get("g1") == DagRecord("g1", active_runs=frozenset({"r1"}))
-    repos.dags.release_run_slot("g2", "r1")
-    assert repos.dags.get("g2") == DagRecord("g2")
     assert repos.dags.advance_schedule("g3", None, NOW) is True
     assert repos.dags.get("g3") == DagRecord("g3", last_scheduled_end=NOW)
 
@@ -1354,7 +1370,7 @@ def test_an_upload_that_died_between_its_writes_does_not_block_the_next(
     reason="known bug: a head left by a slot write blocks uploads",
 )
 def test_a_dag_whose_head_a_slot_write_left_can_be_loaded(repos: Store) -> None:
-    repos.dags.release_run_slot(DAG, "r1")  # e.g. a late run change of a DAG never loaded
+    repos.dags.reserve_run_slot(DAG, "r1", 1)  # e.g. a late run start of a DAG never loaded
     spec = DagSpec.model_validate(SPEC_V1)
     assert repos.dags.save_version(spec, source=None, sha256=None, now=NOW) == 1
 
@@ -1494,3 +1510,9 @@ def test_clearing_a_counted_instance_takes_its_finish_back(repos: Store) -> None
     with pytest.raises(ConflictError):
         repos.tasks.apply_uncounted(counted, move(counted, T.PENDING, Cause.CLEAR))
     assert repos.tasks.get(DAG, RUN, "m").map_done == 0
+
+
+def ended_run(repos: Store, dag_id: str, run_id: str) -> DagRun:
+    """A run as the scheduler reads it once it ended (its slot is then released)."""
+    repos.runs.create(DagRun(dag_id, run_id, 1, RunType.MANUAL, state=RunState.SUCCESS))
+    return repos.runs.get(dag_id, run_id)

@@ -311,7 +311,11 @@ class DagStore(Protocol):
         (``active_backfills``), in the same write."""
         ...
 
-    def release_run_slot(self, dag_id: str, run_id: str) -> None: ...
+    def release_run_slot(self, run: DagRun) -> bool:
+        """Free the max_active_runs slot of ``run``, a finished run, while the run still
+        is that finish (same state and end time), in one atomic step: a run reopened by a
+        clear meanwhile keeps the slot it runs in. Whether the slot was freed."""
+        ...
 
     def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
         """Move the schedule's high-water mark from ``expected`` to ``new_end``, once."""

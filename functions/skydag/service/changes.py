@@ -76,7 +76,11 @@ class ChangeReactions:
             for ti in candidates:
                 self.progress.evaluate(spec, run, ti)
             return
-        repos.dags.release_run_slot(run.dag_id, run.run_id)
+        if not repos.dags.release_run_slot(run):
+            # A clear reopened the run since it was read: it keeps its slot.
+            log.info("run %s/%s: reopened, its slot stays", run.dag_id, run.run_id)
+            self.runs.start_queued_runs(run.dag_id)
+            return
         if run.state is RunState.CANCELLED:
             # Also when the cancel command died after ending the run.
             self.progress.stop_unfinished(run, run.reason or "run cancelled")

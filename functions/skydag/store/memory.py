@@ -263,6 +263,8 @@ class _Tables:
         self.lock = threading.RLock()
         self.record_changes = record_changes
         self.changes: deque[StoreChange] = deque()
+        # The runs, here so that a DAG's slot release can check its run atomically.
+        self.runs: dict[tuple[str, str], _RunItem] = {}
 
     def changed(self, kind: str, old: Any, new: Any) -> None:
         # Like a stream, only a write that changes the record is news.
@@ -534,7 +536,7 @@ class MemoryRunRepository:
     def __init__(self, tables: _Tables) -> None:
         self._tables = tables
         self._lock = tables.lock
-        self._runs: dict[tuple[str, str], _RunItem] = {}
+        self._runs: dict[tuple[str, str], _RunItem] = tables.runs
 
     def create(self, run: DagRun) -> bool:
         stored = DagRun(
@@ -714,6 +716,7 @@ class MemoryRunRepository:
 
 class MemoryDagRepository:
     def __init__(self, tables: _Tables) -> None:
+        self._tables = tables
         self._lock = tables.lock
         self._heads: dict[str, _DagItem] = {}
         self._versions: dict[tuple[str, int], _DagVersion] = {}
@@ -856,10 +859,14 @@ class MemoryDagRepository:
                 self._head(dag_id).active_backfills.add(run_id)
             return True
 
-    def release_run_slot(self, dag_id: str, run_id: str) -> None:
+    def release_run_slot(self, run: DagRun) -> bool:
         with self._lock:
-            self._head(dag_id).active_runs.discard(run_id)
-            self._head(dag_id).active_backfills.discard(run_id)
+            item = self._tables.runs.get((run.dag_id, run.run_id))
+            if item is None or (item.run.state, item.run.ended_at) != (run.state, run.ended_at):
+                return False
+            self._head(run.dag_id).active_runs.discard(run.run_id)
+            self._head(run.dag_id).active_backfills.discard(run.run_id)
+            return True
 
     def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
         with self._lock:

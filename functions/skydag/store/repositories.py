@@ -1111,13 +1111,34 @@ class DagRepository:
             return False
         return True
 
-    def release_run_slot(self, dag_id: str, run_id: str) -> None:
-        DagModel(dag_id).update(
-            actions=[
-                DagModel.active_runs.delete({run_id}),
-                DagModel.active_backfills.delete({run_id}),
-            ]
+    def release_run_slot(self, run: DagRun) -> bool:
+        ended = (
+            RunModel.ended_at.does_not_exist()
+            if run.ended_at is None
+            else RunModel.ended_at == run.ended_at
         )
+        try:
+            # The check and the release in one transaction: a clear that reopens the run
+            # between a read of its end and this write must not lose the run its slot.
+            with TransactWrite(connection=_transaction_connection()) as transaction:
+                transaction.condition_check(
+                    RunModel,
+                    run.dag_id,
+                    run.run_id,
+                    condition=(RunModel.state == run.state.value) & ended,
+                )
+                transaction.update(
+                    DagModel(run.dag_id),
+                    actions=[
+                        DagModel.active_runs.delete({run.run_id}),
+                        DagModel.active_backfills.delete({run.run_id}),
+                    ],
+                )
+        except TransactWriteError as error:
+            if not _cancelled_by_conditions(error):
+                raise
+            return False
+        return True
 
     def advance_schedule(self, dag_id: str, expected: datetime | None, new_end: datetime) -> bool:
         """Move the schedule's high-water mark forward, once (conditional on the old one)."""
