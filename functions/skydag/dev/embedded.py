@@ -46,12 +46,14 @@ def embedded_aws() -> Iterator[None]:
     """moto in this process, with fake credentials so nothing can reach a real account."""
     from moto import mock_aws
 
+    from skydag.localcloud.transactions import item_level_transactions
+
     saved = {k: os.environ.get(k) for k in (*_FAKE_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE")}
     os.environ.update(_FAKE_ENV)
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.pop("AWS_PROFILE", None)
     try:
-        with mock_aws(config={"batch": {"use_docker": False}}):
+        with mock_aws(config={"batch": {"use_docker": False}}), item_level_transactions():
             yield
     finally:
         for key, value in saved.items():

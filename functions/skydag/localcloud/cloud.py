@@ -62,6 +62,7 @@ from skydag.localcloud.sources import (
     QueueSource,
     StreamSource,
 )
+from skydag.localcloud.transactions import item_level_transactions
 from skydag.settings import Settings
 
 ACCOUNT_ID = "123456789012"  # moto's account
@@ -178,6 +179,7 @@ class LocalCloud:
         stack.enter_context(_shared_botocore_loader())
         self.endpoint_url = stack.enter_context(moto_server(port=self.options.port))
         self.activity = stack.enter_context(atomic_dynamodb())
+        stack.enter_context(item_level_transactions())
         stack.enter_context(quiet_output())
         stack.enter_context(aws_environment(self.endpoint_url))
         base = self.options.settings or Settings()
