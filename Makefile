@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: browser demo test lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local soak clean docs-states
+.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local soak clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ bench-events: $(BIN)/.installed
 ## bench-local: the local cloud: job end -> event per service, handler invocations and AWS calls per task
 bench-local: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_local_cloud_benchmarks.py
+
+## test-large: the full-size end-to-end cases make test runs small (a 1 -> for_each 500 -> 1 run)
+test-large: $(BIN)/.installed
+	SKYDAG_MAPPED_ITEMS=500 $(BIN)/pytest -p no:xdist -s tests/e2e/test_mapped_dev_run.py
 
 ## soak: the fault-injection simulator over SEEDS seeds (default 1000, about two hours on two cores): faults by kind, violations, failing seeds
 soak: $(BIN)/.installed
