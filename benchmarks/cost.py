@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from skydag.wiring import TRACING_BY_DEFAULT
+
 KB = 1024
 CHUNK_64K = 64 * KB
 
@@ -84,8 +86,10 @@ PRICES: dict[str, Price] = {
     )
 }
 
-# Lambda's default tracing sampling at scale (first request each second, then 5%).
+# Lambda's default tracing sampling at scale (first request each second, then 5%), when
+# the stack traces at all (off by default: skydag.wiring.TRACING_BY_DEFAULT).
 XRAY_SAMPLED = 0.05
+TRACED_SHARE = XRAY_SAMPLED if TRACING_BY_DEFAULT else 0.0
 # Lambda's own log lines per invocation in the JSON log format at the default system log
 # level (platform.start and platform.report; the report carries the X-Ray ids): modelled,
 # since the local cloud has no Lambda runtime.

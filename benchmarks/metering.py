@@ -240,7 +240,7 @@ class CostMeter:
         for cause in inv.causes:
             usage.add("lambda.requests", share, function, cause, "invocation", "")
             usage.add("lambda.gb_s", share * billed * memory_gb, function, cause, "duration", "")
-            usage.add("xray.traces", share * cost.XRAY_SAMPLED, function, cause, "trace", "")
+            usage.add("xray.traces", share * cost.TRACED_SHARE, function, cause, "trace", "")
             usage.add("logs.gb", share * shared_log / 1e9, function, cause, "logs", "")
         if function == "Scheduler" and inv.records:
             # The event source mapping's ReceiveMessage and DeleteMessageBatch, per batch.

@@ -263,6 +263,9 @@ STREAM_EVENT_SOURCE = StreamEventSourceSpec(
 # How long an undelivered event stays worth delivering: a DAG file, a command or a job's
 # state change is not superseded by anything that follows.
 EVENT_MAX_AGE = timedelta(hours=6)
+# X-Ray on the functions unless a deployment asks for it (context skydag:tracing): the
+# stack's default, and what the cost model prices.
+TRACING_BY_DEFAULT = False
 
 DAG_LOADER_ASYNC_INVOKE = AsyncInvokeSpec(
     DAG_LOADER, retry_attempts=2, max_event_age=EVENT_MAX_AGE, on_failure=DAG_LOADER_DLQ

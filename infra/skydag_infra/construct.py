@@ -112,9 +112,13 @@ class Skydag(Construct):
         log_level: str = "INFO",
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         operators: Sequence[str] = (),
+        tracing: bool = wiring.TRACING_BY_DEFAULT,
     ) -> None:
         super().__init__(scope, construct_id)
         self.operators = _principal_arns(operators)
+        # X-Ray is opt-in: at scale it is a per-invocation cost, and the X-Ray SDK's
+        # import adds ~0.7 s to every cold start (handlers/_runtime.py skips it when off).
+        self.tracing = tracing
         if log_level not in _LAMBDA_LOG_LEVELS:
             raise ValueError(f"log_level {log_level!r}: expected one of {list(_LAMBDA_LOG_LEVELS)}")
         self.dag_prefix = wiring.validate_dag_prefix(dag_prefix)
@@ -377,6 +381,7 @@ class Skydag(Construct):
             POWERTOOLS_SERVICE_NAME="skydag",
             POWERTOOLS_METRICS_NAMESPACE=observability.METRICS_NAMESPACE,
             LOG_LEVEL=log_level,
+            POWERTOOLS_TRACE_DISABLED="false" if self.tracing else "true",
         )
         return env
 
@@ -421,7 +426,7 @@ class Skydag(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             # Lambda drops what Powertools would log below this: keep the two levels equal.
             application_log_level_v2=_LAMBDA_LOG_LEVELS[log_level],
-            tracing=lambda_.Tracing.ACTIVE,
+            tracing=lambda_.Tracing.ACTIVE if self.tracing else lambda_.Tracing.DISABLED,
             **self._async_invoke(name),
         )
 

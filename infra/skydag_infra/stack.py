@@ -27,6 +27,7 @@ from aws_cdk import aws_sns as sns
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
+from skydag import wiring
 from skydag_infra.asset import placeholder_asset, wants_placeholder
 from skydag_infra.construct import SOURCE_ROOT, Skydag
 from skydag_infra.permissions import DispatchTargets
@@ -57,6 +58,7 @@ class SkydagStack(cdk.Stack):
             ),
             log_level=context.text("skydag:logLevel", default="INFO"),
             operators=context.strings("skydag:operators"),
+            tracing=context.flag("skydag:tracing", default=wiring.TRACING_BY_DEFAULT),
         )
         self._outputs()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aws_cdk as cdk
@@ -88,3 +89,37 @@ def test_without_operators_the_account_but_not_skydag_may_send_commands(
     denied = denial["Condition"]["ArnLike"]["aws:PrincipalArn"]
     assert len(denied) == len(skydag.roles) + 1  # every function's role and the schedules'
     assert "ArnNotLike" not in denial["Condition"]
+
+
+def test_tracing_is_opt_in_and_then_active_with_its_grants(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("traced.out")))
+    stack = cdk.Stack(app, "Host")
+    code = lambda_.Code.from_asset(str(placeholder_asset(ROOT / "build").path))
+    skydag = Skydag(stack, "Orchestrator", code=code, tracing=True)
+    template = app.synth().get_stack_artifact(stack.artifact_id).template
+    resources = template["Resources"]
+    for name, function in skydag.functions.items():
+        props = resources[_logical_id(stack, function)]["Properties"]
+        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "false"
+    granted = {
+        action
+        for resource in resources.values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert {"xray:PutTraceSegments", "xray:PutTelemetryRecords"} <= granted
+
+
+def test_without_tracing_no_role_may_write_traces(
+    bare: tuple[cdk.Stack, Skydag, dict[str, Any]],
+) -> None:
+    _, _, template = bare
+    policies = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"]
+    assert policies
+    assert "xray:" not in json.dumps(policies)

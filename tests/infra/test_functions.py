@@ -30,7 +30,10 @@ def test_function_runtime_architecture_handler_logging_and_tracing(
     assert props["Runtime"] == "python3.14" == f"python{LAMBDA_PYTHON}"
     assert props["Architectures"] == ["arm64"]
     assert props["Handler"] == HANDLERS[name]
-    assert props["TracingConfig"] == {"Mode": "Active"}
+    # X-Ray is opt-in (context skydag:tracing): off, no trace is recorded or paid for,
+    # and the handlers do not import the X-Ray SDK at cold start.
+    assert props.get("TracingConfig", {"Mode": "PassThrough"}) == {"Mode": "PassThrough"}
+    assert props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "true"
     assert props["LoggingConfig"] == {
         "ApplicationLogLevel": "INFO",
         "LogFormat": "JSON",
@@ -67,6 +70,7 @@ def test_environment_is_what_settings_from_env_reads(synth: Synthesized) -> None
             "POWERTOOLS_SERVICE_NAME",
             "POWERTOOLS_METRICS_NAMESPACE",
             "LOG_LEVEL",
+            "POWERTOOLS_TRACE_DISABLED",
         }
         # Each reference stands for what it points at; Settings must read every one back.
         env = {key: str(value) for key, value in variables.items()}
