@@ -218,8 +218,12 @@ def s3_client() -> Any:
 
 
 def reset(*, service_factory: ServiceFactory | None = None) -> None:
-    """Forget the built services and clients (tests: each runs in a fresh moto account),
-    and optionally build the scheduler service with ``service_factory`` from now on."""
+    """Forget the built services, clients and unpublished metrics (tests: each runs in a
+    fresh moto account, and a count one test made outside a handler must not be published
+    by the next test's invocation), and optionally build the scheduler service with
+    ``service_factory`` from now on."""
+    metrics.clear_metrics()
+    _dimensioned.clear()
     _runtime.service = None
     _runtime.dag_loader = None
     _runtime.s3 = None
