@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from skydag.wiring import TRACING_BY_DEFAULT
+from skydag.wiring import SYSTEM_LOG_LEVEL_BY_DEFAULT, TRACING_BY_DEFAULT
 
 KB = 1024
 CHUNK_64K = 64 * KB
@@ -90,10 +90,11 @@ PRICES: dict[str, Price] = {
 # the stack traces at all (off by default: skydag.wiring.TRACING_BY_DEFAULT).
 XRAY_SAMPLED = 0.05
 TRACED_SHARE = XRAY_SAMPLED if TRACING_BY_DEFAULT else 0.0
-# Lambda's own log lines per invocation in the JSON log format at the default system log
-# level (platform.start and platform.report; the report carries the X-Ray ids): modelled,
-# since the local cloud has no Lambda runtime.
-PLATFORM_LOG_BYTES = 650
+# Lambda's own log lines per invocation in the JSON log format at system log level INFO
+# (platform.start and platform.report; the report carries the X-Ray ids): modelled, since
+# the local cloud has no Lambda runtime. The stack's default level (WARN) drops them.
+PLATFORM_LOG_BYTES_AT_INFO = 650
+PLATFORM_LOG_BYTES = 0 if SYSTEM_LOG_LEVEL_BY_DEFAULT == "WARN" else PLATFORM_LOG_BYTES_AT_INFO
 # What CloudWatch Logs counts for each log event besides its message.
 LOG_EVENT_OVERHEAD = 26
 # MWAA: the issue's yardstick, 10,000 tasks a day on the smallest environment.
@@ -112,6 +113,22 @@ LATENCY_P50_MS: dict[str, tuple[float, str]] = {
     "compute": (5.0, "the handler's own Python per record"),
 }
 LATENCY_TARGET_MS = 500.0
+# Lambda gives a function CPU in proportion to its memory: one full vCPU at 1,769 MB.
+FULL_VCPU_MB = 1769
+
+
+def lambda_billed_seconds(
+    cpu_seconds: float, memory_mb: int, *, dynamodb_calls: int, other_calls: int
+) -> float:
+    """An invocation's duration on AWS: its own CPU time (measured here on a full core)
+    stretched to the function's CPU share, plus each AWS call's round trip at its p50
+    from ``LATENCY_P50_MS`` (the handler waits for each in turn)."""
+    share = min(1.0, memory_mb / FULL_VCPU_MB)
+    waiting_ms = (
+        dynamodb_calls * LATENCY_P50_MS["dynamodb_call"][0]
+        + other_calls * LATENCY_P50_MS["other_call"][0]
+    )
+    return cpu_seconds / share + waiting_ms / 1000
 
 
 def path_latency_ms(hops: Iterable[tuple[str, int, int]], batching_window_s: float) -> float:

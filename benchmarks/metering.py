@@ -3,8 +3,11 @@
 Attached to a ``LocalCloud`` (``skydag.localcloud``), it sees, without changing anything:
 
 - every handler invocation (the handlers are wrapped where the event sources call them):
-  its function, its records, its measured duration, and the bytes it logs at the default
-  level (INFO: Powertools' JSON lines and the EMF metrics documents it prints);
+  its function, its records, its billed duration, and the bytes it logs at the default
+  level (INFO: Powertools' JSON lines and the EMF metrics documents it prints). The
+  duration is what it would be on AWS (``cost.lambda_billed_seconds``): the handler
+  thread's own CPU time, scaled to the function's CPU share, plus each AWS call at its
+  per-hop latency. Wall time here would measure moto, and whatever else the machine runs;
 - every record the handler works on (``skydag.handlers._runtime.handle_record``), so each
   AWS call is charged to the record, and so to the cause, that made it;
 - every AWS call of an invocation (``hooks.observing_calls``), with the request and the
@@ -87,8 +90,11 @@ class _Invocation:
     log: io.StringIO
     stdout: io.StringIO
     outside: Node | None = None
-    # Seconds the meter itself spent inside the invocation (taken out of its duration).
+    # CPU seconds the meter itself spent inside the invocation (taken out of its duration).
     overhead: float = 0.0
+    # The invocation's AWS calls, each billed at its latency on AWS.
+    dynamodb_calls: int = 0
+    other_calls: int = 0
     # Log text before, between and after records: the invocation's own lines.
     outside_log: list[str] = field(default_factory=list)
     log_at: int = 0
@@ -209,12 +215,17 @@ class CostMeter:
         level = logger.log_level
         handler_.setStream(inv.log)  # type: ignore[attr-defined]
         logger.setLevel(logging.INFO)  # the stack's default LOG_LEVEL
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
             with contextlib.redirect_stdout(inv.stdout):
                 return handler(event, context)
         finally:
-            seconds = time.perf_counter() - started - inv.overhead
+            seconds = cost.lambda_billed_seconds(
+                max(0.0, time.thread_time() - started - inv.overhead),
+                self._memory_mb(function),
+                dynamodb_calls=inv.dynamodb_calls,
+                other_calls=inv.other_calls,
+            )
             logger.setLevel(level)
             handler_.setStream(stream)  # type: ignore[attr-defined]
             self._inv, self._node = None, None
@@ -367,18 +378,22 @@ class CostMeter:
     # --- AWS calls ----------------------------------------------------------------------------
 
     def _observe(self, service: str, operation: str, request: Any) -> Callable[[Any], None]:
-        began = time.perf_counter()
+        began = time.thread_time()
         after = self._observe_call(service, operation, request)
         inv = self._inv
 
         def timed_after(response: Any) -> None:
-            ended = time.perf_counter()
+            ended = time.thread_time()
             after(response)
             if inv is not None:
-                inv.overhead += time.perf_counter() - ended
+                inv.overhead += time.thread_time() - ended
 
         if inv is not None:
-            inv.overhead += time.perf_counter() - began
+            if service == "dynamodb":
+                inv.dynamodb_calls += 1
+            else:
+                inv.other_calls += 1
+            inv.overhead += time.thread_time() - began
         return timed_after
 
     def _observe_call(self, service: str, operation: str, request: Any) -> Callable[[Any], None]:

@@ -354,7 +354,7 @@ def scenario_section(r: Result) -> list[str]:
         + ", ".join(
             f"{f} {r.records.get(f, 0) / n:.1f}" for f, n in sorted(r.invocations.items()) if n
         )
-        + "; mean handler time per invocation here: "
+        + "; mean billed duration per invocation (as on AWS): "
         + ", ".join(
             f"{f} {r.handler_seconds[f] / n * 1000:.0f} ms"
             for f, n in sorted(r.invocations.items())
@@ -427,16 +427,21 @@ def tables_section() -> list[str]:
         w(f"| {component} | {price} | {note} |")
     w(
         f"\nModelled, not measured: Lambda's own log lines ({cost.PLATFORM_LOG_BYTES} bytes "
-        f"per invocation: platform.start and platform.report in the JSON log format); "
+        f"per invocation at the stack's default system log level, "
+        f"{wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT}; {cost.PLATFORM_LOG_BYTES_AT_INFO} with context "
+        f"skydag:systemLogLevel INFO: platform.start and platform.report in the JSON log "
+        f"format); "
         f"{cost.LOG_EVENT_OVERHEAD} bytes per log event; X-Ray traces at "
         f"{cost.TRACED_SHARE:.0%} of invocations (tracing is opt-in, context skydag:tracing; "
         f"when on, the default sampling rule traces {cost.XRAY_SAMPLED:.0%} at scale and its "
         "1 request/s reservoir is a fixed ≤ $13/month); the SQS event source's "
         "ReceiveMessage + DeleteMessageBatch, one each per batch (its idle long polls, "
-        "≈ 0.65 M requests a month, are fixed too). Lambda GB-seconds come from the handler "
-        "time measured here (against moto, on a shared machine; on AWS the calls are slower "
-        "and the CPU share of 512 MB smaller). The DAG loader and the reconciler are not "
-        "per-task and not counted.\n"
+        "≈ 0.65 M requests a month, are fixed too). Lambda GB-seconds come from each "
+        "invocation's billed duration as it would be on AWS: the handler thread's CPU time "
+        "measured here (moto runs on other threads, so neither it nor the machine's load "
+        f"counts) divided by the function's CPU share (memory / {cost.FULL_VCPU_MB} MB), plus "
+        "each of its AWS calls at the p50 of the latency table below. The DAG loader and "
+        "the reconciler are not per-task and not counted.\n"
     )
     w("## Per-hop latency table (p50 on AWS, assumed)\n")
     w("| hop | ms | what |\n|---|--:|---|")

@@ -266,6 +266,13 @@ EVENT_MAX_AGE = timedelta(hours=6)
 # X-Ray on the functions unless a deployment asks for it (context skydag:tracing): the
 # stack's default, and what the cost model prices.
 TRACING_BY_DEFAULT = False
+# Lambda's own log lines (platform.start and platform.report, ~650 bytes an invocation)
+# unless a deployment asks for them (context skydag:systemLogLevel): at a few invocations
+# per task they cost more than everything skydag logs itself, and the functions' Duration,
+# Errors and Throttles metrics say the same. WARN keeps what Lambda reports as a problem
+# (a timeout, a crashed runtime). The cost model prices this default.
+SYSTEM_LOG_LEVEL_BY_DEFAULT = "WARN"
+SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
 
 DAG_LOADER_ASYNC_INVOKE = AsyncInvokeSpec(
     DAG_LOADER, retry_attempts=2, max_event_age=EVENT_MAX_AGE, on_failure=DAG_LOADER_DLQ

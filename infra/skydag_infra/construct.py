@@ -113,6 +113,7 @@ class Skydag(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         operators: Sequence[str] = (),
         tracing: bool = wiring.TRACING_BY_DEFAULT,
+        system_log_level: str = wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT,
     ) -> None:
         super().__init__(scope, construct_id)
         self.operators = _principal_arns(operators)
@@ -121,6 +122,13 @@ class Skydag(Construct):
         self.tracing = tracing
         if log_level not in _LAMBDA_LOG_LEVELS:
             raise ValueError(f"log_level {log_level!r}: expected one of {list(_LAMBDA_LOG_LEVELS)}")
+        if system_log_level not in wiring.SYSTEM_LOG_LEVELS:
+            raise ValueError(
+                f"system_log_level {system_log_level!r}: expected one of "
+                f"{list(wiring.SYSTEM_LOG_LEVELS)}"
+            )
+        # Lambda's own platform lines (see wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT).
+        self.system_log_level = lambda_.SystemLogLevel[system_log_level]
         self.dag_prefix = wiring.validate_dag_prefix(dag_prefix)
         self.dispatch = dispatch or DispatchTargets()
         self._removal_policy = removal_policy
@@ -426,6 +434,7 @@ class Skydag(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             # Lambda drops what Powertools would log below this: keep the two levels equal.
             application_log_level_v2=_LAMBDA_LOG_LEVELS[log_level],
+            system_log_level_v2=self.system_log_level,
             tracing=lambda_.Tracing.ACTIVE if self.tracing else lambda_.Tracing.DISABLED,
             **self._async_invoke(name),
         )

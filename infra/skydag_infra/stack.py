@@ -13,6 +13,8 @@ Context (cdk.json or ``cdk deploy -c key=value``):
 | ``skydag:retain`` | ``true`` | ``false``: tables, buckets and logs go with the stack |
 | ``skydag:alarmTopicArn`` | none | an SNS topic the alarms notify |
 | ``skydag:logLevel`` | ``INFO`` | ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` |
+| ``skydag:systemLogLevel`` | ``WARN`` | ``INFO``: Lambda's START/REPORT lines too |
+| ``skydag:tracing`` | ``false`` | ``true``: X-Ray on every function |
 | ``skydag:lambdaAsset`` | built | ``placeholder``: skip the pip build (unit tests) |
 """
 
@@ -59,6 +61,9 @@ class SkydagStack(cdk.Stack):
             log_level=context.text("skydag:logLevel", default="INFO"),
             operators=context.strings("skydag:operators"),
             tracing=context.flag("skydag:tracing", default=wiring.TRACING_BY_DEFAULT),
+            system_log_level=context.text(
+                "skydag:systemLogLevel", default=wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT
+            ),
         )
         self._outputs()
 

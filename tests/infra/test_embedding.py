@@ -91,18 +91,19 @@ def test_without_operators_the_account_but_not_skydag_may_send_commands(
     assert "ArnNotLike" not in denial["Condition"]
 
 
-def test_tracing_is_opt_in_and_then_active_with_its_grants(
+def test_tracing_and_platform_logs_are_opt_in_and_then_on(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("traced.out")))
     stack = cdk.Stack(app, "Host")
     code = lambda_.Code.from_asset(str(placeholder_asset(ROOT / "build").path))
-    skydag = Skydag(stack, "Orchestrator", code=code, tracing=True)
+    skydag = Skydag(stack, "Orchestrator", code=code, tracing=True, system_log_level="INFO")
     template = app.synth().get_stack_artifact(stack.artifact_id).template
     resources = template["Resources"]
     for name, function in skydag.functions.items():
         props = resources[_logical_id(stack, function)]["Properties"]
         assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert props["LoggingConfig"]["SystemLogLevel"] == "INFO", name
         assert props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "false"
     granted = {
         action
@@ -123,3 +124,9 @@ def test_without_tracing_no_role_may_write_traces(
     policies = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"]
     assert policies
     assert "xray:" not in json.dumps(policies)
+
+
+def test_an_unknown_system_log_level_is_refused_naming_the_choices() -> None:
+    stack = cdk.Stack(cdk.App(), "Host")
+    with pytest.raises(ValueError, match=r"system_log_level 'ERROR': expected one of"):
+        Skydag(stack, "Orchestrator", system_log_level="ERROR")

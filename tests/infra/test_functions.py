@@ -34,8 +34,11 @@ def test_function_runtime_architecture_handler_logging_and_tracing(
     # and the handlers do not import the X-Ray SDK at cold start.
     assert props.get("TracingConfig", {"Mode": "PassThrough"}) == {"Mode": "PassThrough"}
     assert props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "true"
+    # Lambda's own START/REPORT lines only on request (context skydag:systemLogLevel): at a
+    # few invocations per task they would cost more than skydag's own logs.
     assert props["LoggingConfig"] == {
         "ApplicationLogLevel": "INFO",
+        "SystemLogLevel": "WARN",
         "LogFormat": "JSON",
         "LogGroup": {"Ref": synth.logical_id(function.log_group)},
     }

@@ -116,3 +116,21 @@ def test_path_latency_adds_the_hops() -> None:
         + table["other_call"]
     )
     assert cost.path_latency_ms(hops, 1.0) == pytest.approx(expected)
+
+
+def test_billed_duration_stretches_cpu_to_the_functions_share_and_adds_each_call() -> None:
+    # 10 ms of CPU on a full core at 512 MB (512/1769 of a vCPU), 3 DynamoDB calls at 6 ms
+    # and one other call at 25 ms, waited for in turn.
+    billed = cost.lambda_billed_seconds(0.010, 512, dynamodb_calls=3, other_calls=1)
+    assert billed == pytest.approx(0.010 * 1769 / 512 + 0.018 + 0.025)
+    # From 1,769 MB a function has a whole vCPU: more memory does not make it faster.
+    assert cost.lambda_billed_seconds(0.010, 3538, dynamodb_calls=0, other_calls=0) == (
+        pytest.approx(0.010)
+    )
+
+
+def test_lambdas_own_log_lines_are_priced_at_the_stacks_system_log_level() -> None:
+    from skydag.wiring import SYSTEM_LOG_LEVEL_BY_DEFAULT
+
+    expected = 0 if SYSTEM_LOG_LEVEL_BY_DEFAULT == "WARN" else cost.PLATFORM_LOG_BYTES_AT_INFO
+    assert expected == cost.PLATFORM_LOG_BYTES

@@ -163,7 +163,7 @@ def _handle(event: dict[str, Any]) -> dict[str, Any]:
 @runtime.traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(handler="dag_loader")
+    runtime.start_invocation("dag_loader")
     runtime.count("EventsReceived")
     try:
         return _handle(event)

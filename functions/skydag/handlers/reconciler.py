@@ -41,7 +41,7 @@ def _counts(result: object) -> dict[str, int]:
 @runtime.traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    logger.append_keys(handler="reconciler")
+    runtime.start_invocation("reconciler")
     runtime.count("EventsReceived")
     now = datetime.now(UTC)
     if isinstance(event, dict):

@@ -90,7 +90,10 @@ def _route(record: SQSRecord) -> None:
     with runtime.log_keys(**_keys(event)):
         runtime.record_delay(runtime.event_time(event.get("time")))
         result = route_event(runtime.scheduler_service(), event)
-        logger.info(
+        # An event that changed nothing (a duplicate, a state already recorded, a signal
+        # nobody subscribes to) is most of what arrives: logged at DEBUG, it costs nothing.
+        log = logger.info if result.actions else logger.debug
+        log(
             "event handled",
             extra={"route": result.route, "actions": result.actions, "ignored": result.ignored},
         )
@@ -105,7 +108,7 @@ def _handle(record: SQSRecord) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # clear_state dropped the keys of the previous invocation, the handler's name too.
-    logger.append_keys(handler="scheduler")
+    runtime.start_invocation("scheduler")
     runtime.count("EventsReceived", len(event.get("Records") or []))
     try:
         return process_partial_response(

@@ -125,7 +125,7 @@ def _handle(record: DynamoDBRecord) -> None:
 @runtime.traced
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    logger.append_keys(handler="stream_processor")
+    runtime.start_invocation("stream_processor")
     runtime.count("EventsReceived", len(event.get("Records") or []))
     try:
         return process_partial_response(
