@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from run_benchmarks import CallCounter, hook_every_client
+from call_counter import CallCounter, hook_every_client
 from skydag.dev.embedded import EmbeddedSkydag, embedded_aws
 from skydag.engine.models import JobReport, JobStatus
 from skydag.settings import Settings
