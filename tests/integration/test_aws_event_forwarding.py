@@ -136,9 +136,9 @@ def test_a_dag_on_an_s3_event_gets_one_rule_to_the_scheduler_queue(stack: Settin
             "Arn": stack.scheduler_queue_arn,
             "DeadLetterConfig": {"Arn": stack.event_delivery_dlq_arn},
             "RetryPolicy": {
-                "MaximumRetryAttempts": wiring.AWS_EVENTS_TARGET.retry_attempts,
+                "MaximumRetryAttempts": wiring.FORWARDING_TARGET.retry_attempts,
                 "MaximumEventAgeInSeconds": int(
-                    wiring.AWS_EVENTS_TARGET.max_event_age.total_seconds()
+                    wiring.FORWARDING_TARGET.max_event_age.total_seconds()
                 ),
             },
         }
