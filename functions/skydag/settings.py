@@ -33,9 +33,9 @@ class Settings(BaseModel):
     schedule_group: str = "skydag"
     scheduler_role_arn: str | None = None
     event_bus_arn: str | None = None
-    # Where the default-bus rules forwarding AWS events deliver (the scheduler queue) and
-    # where EventBridge puts what it could not deliver; without them the dag loader keeps
-    # no forwarding rules.
+    # Where the dag loader's forwarding rules (AWS events, skydag events) deliver (the
+    # scheduler queue) and where EventBridge puts what it could not deliver; without them
+    # the dag loader keeps no forwarding rules.
     scheduler_queue_arn: str | None = None
     event_delivery_dlq_arn: str | None = None
     # How finely one-shot timers (retry times) are set: EventBridge Scheduler fires within

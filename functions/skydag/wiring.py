@@ -13,8 +13,11 @@ On the skydag bus (everything there is meant for the scheduler):
 - ``skydag.scheduler``: EventBridge Scheduler's "Schedule Tick" and "Timer Fired".
 - ``lambda``: Lambda destination events ("Lambda Function Invocation Result - ...") of the
   functions skydag invoked; users point their functions' async destinations at this bus.
-- anything else is a user signal, including skydag's own notifications (source ``skydag``:
-  "DagRun State Change", ...), so that one DAG can be triggered by another's outcome.
+- anything else is a user signal;
+- skydag's own notifications (source ``skydag``: "DagRun State Change", ...), so that one
+  DAG can be triggered by another's outcome: not a rule of the stack but up to
+  ``MAX_SKYDAG_EVENT_RULES`` rules the dag loader keeps in step with what the DAGs
+  subscribe to (``skydag_event_rule_names``), since nearly all of them are for nobody.
 
 On the default bus (where AWS services put their events):
 - S3 "Object Created"/"Object Deleted" under the DAG prefix -> the dag loader;
@@ -306,20 +309,58 @@ TO_RECONCILER = RuleTarget(
     dead_letter_queue=RECONCILER_DLQ,
 )
 
-# AWS service events that DAGs subscribe to (``on: [{source: [aws.s3], ...}]``): the dag
-# loader keeps up to ``MAX_AWS_EVENT_RULES`` rules on the default bus, named
-# ``<skydag bus>-aws-events-<n>``, whose patterns are exactly the loaded DAGs' AWS
-# patterns (``skydag.signals.forwarding``). They deliver straight to the scheduler queue,
-# as the services' job events do: the queue stays the one way into the scheduler, and
-# no role is passed. Their names are fixed so that IAM and the queue policies can name
-# each one.
-AWS_EVENTS_TARGET = TO_SCHEDULER_QUEUE
+
+@dataclass(frozen=True, slots=True)
+class ForwardingSpec:
+    """Rules the dag loader keeps at run time on ``bus``, named
+    ``<skydag bus>-<family>-<n>``, whose patterns are exactly what the loaded DAGs
+    subscribe to among the events of that family (``skydag.signals.forwarding``). They
+    deliver straight to ``FORWARDING_TARGET``, as the stack's own rules do: the queue
+    stays the one way into the scheduler, and no role is passed. Their names are fixed so
+    that IAM and the queue policies can name each one."""
+
+    family: str
+    bus: Bus
+    max_rules: int
+
+    def rule_names(self, bus_name: str) -> tuple[str, ...]:
+        """The rules of the stack whose bus is ``bus_name``, in the order they fill."""
+        return tuple(f"{bus_name}-{self.family}-{n}" for n in range(1, self.max_rules + 1))
+
+    def event_bus_name(self, bus_name: str) -> str:
+        """The name of the bus the rules are on (``bus_name``: the skydag bus's)."""
+        return bus_name if self.bus is Bus.SKYDAG else Bus.DEFAULT.value
+
+    def rule_resource_names(self, bus_name: str) -> tuple[str, ...]:
+        """The rules' ARN resource names: ``<name>`` on the default bus, ``<bus>/<name>``
+        on another (``arn:aws:events:<region>:<account>:rule/<resource name>``)."""
+        if self.bus is Bus.DEFAULT:
+            return self.rule_names(bus_name)
+        return tuple(f"{bus_name}/{name}" for name in self.rule_names(bus_name))
+
+
+# Where every forwarding rule delivers, and how (the settings name this queue and its DLQ).
+FORWARDING_TARGET = TO_SCHEDULER_QUEUE
 MAX_AWS_EVENT_RULES = 5
+MAX_SKYDAG_EVENT_RULES = 5
+# AWS service events that DAGs subscribe to (``on: [{source: [aws.s3], ...}]``), on the
+# default bus where the services put them.
+AWS_EVENT_FORWARDING = ForwardingSpec("aws-events", Bus.DEFAULT, MAX_AWS_EVENT_RULES)
+# skydag's own notifications (source ``skydag``: "Task Instance State Change", ...) that
+# DAGs subscribe to: put on every task transition, almost always for nobody, so only the
+# subscribed ones go to the scheduler (``SIGNALS_RULE`` leaves them out).
+SKYDAG_EVENT_FORWARDING = ForwardingSpec("skydag-events", Bus.SKYDAG, MAX_SKYDAG_EVENT_RULES)
+FORWARDING = (AWS_EVENT_FORWARDING, SKYDAG_EVENT_FORWARDING)
 
 
 def aws_event_rule_names(bus_name: str) -> tuple[str, ...]:
     """The default-bus rules forwarding subscribed AWS events, in the order they fill."""
-    return tuple(f"{bus_name}-aws-events-{n}" for n in range(1, MAX_AWS_EVENT_RULES + 1))
+    return AWS_EVENT_FORWARDING.rule_names(bus_name)
+
+
+def skydag_event_rule_names(bus_name: str) -> tuple[str, ...]:
+    """The skydag-bus rules forwarding subscribed skydag events, in the order they fill."""
+    return SKYDAG_EVENT_FORWARDING.rule_names(bus_name)
 
 
 COMMANDS_RULE = RuleSpec(
@@ -471,10 +512,13 @@ def _build_target_rules() -> dict[str, RuleSpec]:
         TO_SCHEDULER_QUEUE,
         pattern={"source": [lambda_.SOURCE], "detail-type": [lambda_.SUCCESS, lambda_.FAILURE]},
     )
-    routed_sources = [COMMAND_SOURCE, SCHEDULER_SOURCE, lambda_.SOURCE]
+    # skydag's own notifications reach the scheduler only through the forwarding rules
+    # (``SKYDAG_EVENT_FORWARDING``), when a DAG subscribes to them.
+    routed_sources = [COMMAND_SOURCE, SCHEDULER_SOURCE, lambda_.SOURCE, SKYDAG_SOURCE]
     return {
         "LAMBDA_RESULTS_RULE": lambda_results,
-        # The complement of the three rules above: each event is delivered once.
+        # The complement of the three rules above and of the skydag-event forwarding
+        # rules: each event is delivered once.
         "SIGNALS_RULE": RuleSpec(
             "SignalsRule",
             Bus.SKYDAG,

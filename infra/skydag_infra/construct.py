@@ -374,7 +374,7 @@ class Skydag(Construct):
 
     def _environment(self, log_level: str) -> dict[str, str]:
         """What ``skydag.settings.Settings.from_env`` reads (a test holds them equal)."""
-        aws_events = wiring.AWS_EVENTS_TARGET
+        aws_events = wiring.FORWARDING_TARGET
         env = {spec.env_var: self.tables[spec.field].table_name for spec in self.table_specs}
         env.update(
             SKYDAG_DAG_BUCKET=self.dag_bucket.bucket_name,
@@ -569,13 +569,15 @@ class Skydag(Construct):
 
     @property
     def forwarding_rule_arns(self) -> list[str]:
-        """The default-bus rules the dag loader keeps for the AWS events DAGs subscribe to
-        (``wiring.aws_event_rule_names``): made at run time, named here so that IAM and the
-        queue policies can name each one."""
+        """The rules the dag loader keeps for the events DAGs subscribe to
+        (``wiring.FORWARDING``: AWS events on the default bus, skydag's own on the skydag
+        bus): made at run time, named here so that IAM and the queue policies can name
+        each one."""
         stack = cdk.Stack.of(self)
         return [
             stack.format_arn(service="events", resource="rule", resource_name=name)
-            for name in wiring.aws_event_rule_names(self._event_bus_name)
+            for spec in wiring.FORWARDING
+            for name in spec.rule_resource_names(self._event_bus_name)
         ]
 
     def _allow_forwarding_rules(self, policy: PolicyBuilder) -> None:
@@ -590,7 +592,7 @@ class Skydag(Construct):
             ],
             self.forwarding_rule_arns,
         )
-        target = wiring.AWS_EVENTS_TARGET.resource
+        target = wiring.FORWARDING_TARGET.resource
         policy.allow(
             ["events:PutTargets"],
             self.forwarding_rule_arns,
@@ -704,7 +706,7 @@ class Skydag(Construct):
             for queue in (target.resource, target.dead_letter_queue):
                 if isinstance(queue, QueueSpec):
                     senders[queue.id][0].append(self.rules[rule_id].rule_arn)
-        forwarding = wiring.AWS_EVENTS_TARGET
+        forwarding = wiring.FORWARDING_TARGET
         for queue in (forwarding.resource, forwarding.dead_letter_queue):
             senders[queue.id][0].extend(self.forwarding_rule_arns)
         for spec in self.queue_specs.values():

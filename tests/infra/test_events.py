@@ -24,7 +24,9 @@ SKYDAG_BUS_RULES: dict[str, dict[str, Any]] = {
             "Lambda Function Invocation Result - Failure",
         ],
     },
-    "SignalsRule": {"source": [{"anything-but": ["skydag.command", "skydag.scheduler", "lambda"]}]},
+    "SignalsRule": {
+        "source": [{"anything-but": ["skydag.command", "skydag.scheduler", "lambda", "skydag"]}]
+    },
 }
 DEFAULT_BUS_RULES: dict[str, dict[str, Any]] = {
     "BatchJobStateRule": {
@@ -257,9 +259,11 @@ FORWARDING_ACTIONS = {
 def test_the_loader_keeps_only_its_forwarding_rules(synth: Synthesized) -> None:
     from iam_grants import role_grants
 
-    arns = {
-        "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/" + name
-        for name in wiring.aws_event_rule_names("skydag")
+    rules = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/"
+    arns = {rules + name for name in wiring.aws_event_rule_names("skydag")} | {
+        # Rules on the skydag bus: rule/<bus>/<name>.
+        rules + "skydag/" + name
+        for name in wiring.skydag_event_rule_names("skydag")
     }
     grants = role_grants(synth.stack, synth.json)
 

@@ -91,12 +91,16 @@ def _expected_queue_senders(synth: Synthesized) -> dict[str, tuple[list[Any], li
         for spec in skydag.rule_specs.values()
         if spec.target.resource == wiring.SCHEDULER_QUEUE
     ]
-    # The dag loader's forwarding rules (made at run time) deliver there too.
+    # The dag loader's forwarding rules (made at run time) deliver there too: AWS events
+    # on the default bus (rule/<name>), skydag's on the skydag bus (rule/<bus>/<name>).
     forwarding = [
         synth.stack.resolve(
             synth.stack.format_arn(service="events", resource="rule", resource_name=name)
         )
-        for name in wiring.aws_event_rule_names("skydag")
+        for name in (
+            *wiring.aws_event_rule_names("skydag"),
+            *(f"skydag/{name}" for name in wiring.skydag_event_rule_names("skydag")),
+        )
     ]
     return {
         wiring.SCHEDULER_QUEUE.id: ([*to_scheduler, *forwarding], OPERATORS),

@@ -243,6 +243,8 @@ EXAMPLE_CONTEXT: dict[str, Any] = {
             "model_uri": "s3://models/42",
             "bucket": {"name": "my-data"},
             "object": {"key": "incoming/2026-11-22.csv", "size": 8},
+            # A "DagRun State Change" (after_etl_daily.yaml).
+            "run_id": "scheduled__2026-11-21T01:00:00+00:00",
         }
     },
     "signal": {"detail": {"model_uri": "s3://models/43"}},

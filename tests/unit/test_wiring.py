@@ -92,8 +92,27 @@ def test_skydag_bus_rules_use_the_sources_and_signals_are_the_rest() -> None:
         if rule is not wiring.SIGNALS_RULE
         for source in (rule.pattern or {})["source"]
     ]
-    assert wiring.SIGNALS_RULE.pattern == {"source": [{"anything-but": routed}]}
-    assert sources.SKYDAG_SOURCE not in routed  # skydag's notifications are signals
+    # skydag's notifications are signals too, but only the subscribed ones are delivered,
+    # by the dag loader's forwarding rules: the signals rule leaves them all out.
+    assert sources.SKYDAG_SOURCE not in routed
+    assert wiring.SIGNALS_RULE.pattern == {
+        "source": [{"anything-but": [*routed, sources.SKYDAG_SOURCE]}]
+    }
+
+
+def test_forwarding_rules_have_one_name_each_on_their_bus() -> None:
+    aws = wiring.aws_event_rule_names("prod")
+    skydag = wiring.skydag_event_rule_names("prod")
+
+    assert aws == tuple(f"prod-aws-events-{n}" for n in range(1, 6))
+    assert skydag == tuple(f"prod-skydag-events-{n}" for n in range(1, 6))
+    assert wiring.AWS_EVENT_FORWARDING.event_bus_name("prod") == "default"
+    assert wiring.SKYDAG_EVENT_FORWARDING.event_bus_name("prod") == "prod"
+    # Rule ARNs: rule/<name> on the default bus, rule/<bus>/<name> on another.
+    assert wiring.AWS_EVENT_FORWARDING.rule_resource_names("prod") == aws
+    assert wiring.SKYDAG_EVENT_FORWARDING.rule_resource_names("prod") == tuple(
+        f"prod/{name}" for name in skydag
+    )
 
 
 def test_the_dag_file_rule_takes_its_bucket_and_a_checked_prefix() -> None:

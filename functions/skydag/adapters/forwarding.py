@@ -1,12 +1,14 @@
-"""The default-bus rules that forward subscribed AWS events to the scheduler queue.
+"""The rules that forward subscribed events of one family (AWS events on the default bus,
+skydag's own on the skydag bus: ``skydag.signals.forwarding``) to the scheduler queue.
 
-``apply(patterns)`` makes the rules ``wiring.aws_event_rule_names(bus)`` hold exactly
-``patterns`` (rule 1 the first, ...), each enabled with one target, the scheduler queue,
-delivered as the stack's own rules deliver there (``wiring.AWS_EVENTS_TARGET``: retries,
+``apply(patterns)`` makes the family's rules (``wiring.ForwardingSpec.rule_names(bus)``)
+hold exactly ``patterns`` (rule 1 the first, ...), each enabled with one target, the
+scheduler queue, delivered as the stack's own rules deliver there
+(``wiring.FORWARDING_TARGET``: retries,
 maximum age, dead-letter queue); the rules past the last pattern are deleted. Each rule is
 read back (DescribeRule, ListTargetsByRule) and written only when it differs, so a call
 that changes nothing writes nothing, and ``apply`` says whether it changed anything: the
-dag loader repeats until a pass changes nothing (``DagLoaderService._forward_aws_events``).
+dag loader repeats until a pass changes nothing (``DagLoaderService._forward_events``).
 
 Every call names one rule, so IAM grants the loader these rules and nothing else.
 """
@@ -19,10 +21,9 @@ from typing import Any
 
 from skydag import wiring
 from skydag.settings import Settings
-from skydag.signals.forwarding import pattern_json
+from skydag.signals.forwarding import ForwardedFamily, pattern_json
 
 TARGET_ID = "scheduler-queue"
-DESCRIPTION = "skydag: AWS events the loaded DAGs subscribe to (kept by the dag loader)"
 _NOT_FOUND = "ResourceNotFoundException"
 
 
@@ -33,10 +34,10 @@ class ForwardingNotConfigured(ValueError):
 class EventBridgeForwardingRules:
     """See the module docstring."""
 
-    def __init__(self, settings: Settings, *, client: Any = None) -> None:
+    def __init__(self, settings: Settings, family: ForwardedFamily, *, client: Any = None) -> None:
         if not settings.scheduler_queue_arn or not settings.event_delivery_dlq_arn:
             raise ForwardingNotConfigured(
-                "forwarding AWS events needs SKYDAG_SCHEDULER_QUEUE_ARN and "
+                f"forwarding {family.noun}s needs SKYDAG_SCHEDULER_QUEUE_ARN and "
                 "SKYDAG_EVENT_DELIVERY_DLQ_ARN"
             )
         if client is None:
@@ -44,8 +45,13 @@ class EventBridgeForwardingRules:
 
             client = aws_client("events", settings)
         self._client = client
-        self.rule_names = wiring.aws_event_rule_names(settings.event_bus)
-        delivery = wiring.AWS_EVENTS_TARGET
+        self.family = family
+        self.rule_names = family.rules.rule_names(settings.event_bus)
+        self.bus_name = family.rules.event_bus_name(settings.event_bus)
+        self._description = (
+            f"skydag: {family.noun}s the loaded DAGs subscribe to (kept by the dag loader)"
+        )
+        delivery = wiring.FORWARDING_TARGET
         self._target: dict[str, Any] = {
             "Id": TARGET_ID,
             "Arn": settings.scheduler_queue_arn,
@@ -82,18 +88,24 @@ class EventBridgeForwardingRules:
         if not same_rule:
             self._client.put_rule(
                 Name=name,
+                EventBusName=self.bus_name,
                 EventPattern=pattern_json(pattern),
                 State="ENABLED",
-                Description=DESCRIPTION,
+                Description=self._description,
             )
-        targets = self._client.list_targets_by_rule(Rule=name).get("Targets", [])
+        targets = self._targets(name)
         if same_rule and targets == [self._target]:
             return False
         if targets != [self._target]:
             others = [t["Id"] for t in targets if t.get("Id") != TARGET_ID]
             if others:
-                self._client.remove_targets(Rule=name, Ids=others)
-            self._check(self._client.put_targets(Rule=name, Targets=[self._target]), name)
+                self._client.remove_targets(Rule=name, EventBusName=self.bus_name, Ids=others)
+            self._check(
+                self._client.put_targets(
+                    Rule=name, EventBusName=self.bus_name, Targets=[self._target]
+                ),
+                name,
+            )
         return True
 
     def _delete(self, name: str) -> bool:
@@ -104,10 +116,12 @@ class EventBridgeForwardingRules:
         from skydag.adapters import error_code
 
         try:
-            targets = self._client.list_targets_by_rule(Rule=name).get("Targets", [])
+            targets = self._targets(name)
             if targets:
-                self._client.remove_targets(Rule=name, Ids=[t["Id"] for t in targets])
-            self._client.delete_rule(Name=name)
+                self._client.remove_targets(
+                    Rule=name, EventBusName=self.bus_name, Ids=[t["Id"] for t in targets]
+                )
+            self._client.delete_rule(Name=name, EventBusName=self.bus_name)
         except ClientError as error:
             if error_code(error) != _NOT_FOUND:  # another loader deleted it first
                 raise
@@ -119,11 +133,15 @@ class EventBridgeForwardingRules:
         from skydag.adapters import error_code
 
         try:
-            return dict(self._client.describe_rule(Name=name))
+            return dict(self._client.describe_rule(Name=name, EventBusName=self.bus_name))
         except ClientError as error:
             if error_code(error) == _NOT_FOUND:
                 return None
             raise
+
+    def _targets(self, name: str) -> list[dict[str, Any]]:
+        response = self._client.list_targets_by_rule(Rule=name, EventBusName=self.bus_name)
+        return list(response.get("Targets", []))
 
     @staticmethod
     def _check(response: Mapping[str, Any], name: str) -> None:

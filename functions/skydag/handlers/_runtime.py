@@ -89,7 +89,7 @@ class HandlerEnvironment(BaseModel):
     event_bus_arn: str = Field(alias="SKYDAG_EVENT_BUS_ARN", pattern=_ARN)
     schedule_group: str = Field(alias="SKYDAG_SCHEDULE_GROUP", default="skydag", min_length=1)
     scheduler_role_arn: str = Field(alias="SKYDAG_SCHEDULER_ROLE_ARN", pattern=_ARN)
-    # Where the dag loader's AWS-event forwarding rules deliver (the stack sets both).
+    # Where the dag loader's forwarding rules deliver (the stack sets both).
     scheduler_queue_arn: str | None = Field(
         alias="SKYDAG_SCHEDULER_QUEUE_ARN", default=None, pattern=_ARN
     )
@@ -202,11 +202,12 @@ def dag_loader_service() -> DagLoaderService:
         bind_models(config)
         bind_dag_files(config)
         clock = SystemClock()
-        forwarding = None
+        forwarding = []
         if config.scheduler_queue_arn and config.event_delivery_dlq_arn:
             from skydag.adapters.forwarding import EventBridgeForwardingRules
+            from skydag.signals.forwarding import FAMILIES
 
-            forwarding = EventBridgeForwardingRules(config)
+            forwarding = [EventBridgeForwardingRules(config, family) for family in FAMILIES]
         _runtime.dag_loader = DagLoaderService(
             Repositories(),
             DagFileRepository(),

@@ -189,7 +189,7 @@ class LocalCloud:
         )
         self.region, self.event_bus = self.settings.region, self.settings.event_bus
         bus_arn, role_arn = self._create_resources()
-        forwarded_to = wiring.AWS_EVENTS_TARGET
+        forwarded_to = wiring.FORWARDING_TARGET
         assert isinstance(forwarded_to.resource, wiring.QueueSpec)
         self.settings = self.settings.model_copy(
             update={
@@ -306,8 +306,12 @@ class LocalCloud:
         settings = self.settings
         self.rules = wiring.rules(settings.dag_bucket, settings.dag_prefix)
         self.rule_specs = {rule.id: rule for rule in self.rules}
-        # The dag loader's rules for the AWS events DAGs subscribe to (made at run time).
-        self.forwarding_rules = wiring.aws_event_rule_names(settings.event_bus)
+        # The dag loader's rules for the events DAGs subscribe to (made at run time).
+        self.forwarding_rules = tuple(
+            (spec.event_bus_name(settings.event_bus), name)
+            for spec in wiring.FORWARDING
+            for name in spec.rule_names(settings.event_bus)
+        )
         self.bridge = LocalEventBridge(
             self.account_id,
             self.region,
@@ -523,7 +527,7 @@ class LocalCloud:
     def _held_rule_deliveries(self) -> list[Delivery]:
         return [
             held
-            for rule_id in (*self.rule_specs, *self.forwarding_rules)
+            for rule_id in (*self.rule_specs, *(name for _, name in self.forwarding_rules))
             for held in self.deliveries.due_for(f"rule:{rule_id}")
         ]
 

@@ -12,11 +12,12 @@ bucket's S3 events to every bus with a constant ``sequencer``. So for the stack'
   delivers asynchronously after PutEvents has answered;
 - the event is in AWS's shape: ``time`` as ISO 8601, no moto-only fields.
 
-The default-bus rules the dag loader keeps for the AWS events DAGs subscribe to
-(``forwarding_rules``: it creates them in moto with boto3, as in AWS) are run the same way:
-their pattern and targets are read from moto when an event arrives, so S3 events of a
-user's bucket and the players' service events reach the scheduler queue exactly when the
-deployed rules would deliver them.
+The rules the dag loader keeps for the events DAGs subscribe to (``forwarding_rules``,
+(bus, name) pairs: the default bus's for AWS events, the skydag bus's for skydag's own
+notifications; it creates them in moto with boto3, as in AWS) are run the same way: their
+pattern and targets are read from moto when an event arrives, so S3 events of a user's
+bucket, the players' service events and skydag's notifications reach the scheduler queue
+exactly when the deployed rules would deliver them.
 
 S3 → EventBridge: "Object Created" / "Object Deleted" go to the default bus only, with a
 per-bucket increasing ``sequencer``; deletes on a versioned bucket, which moto does not
@@ -89,14 +90,14 @@ class LocalEventBridge:
         region: str,
         rules: list[LocalRule],
         *,
-        forwarding_rules: tuple[str, ...] = (),
+        forwarding_rules: tuple[tuple[str, str], ...] = (),
         targets_by_arn: Mapping[str, str] | None = None,
     ) -> None:
         self.account_id = account_id
         self.region = region
         self.rules = {(rule.bus, rule.rule_id): rule for rule in rules}
-        # Default-bus rules made at run time (by name), and the local name of each ARN
-        # they may target.
+        # Rules made at run time, as (bus, name), and the local name of each ARN they may
+        # target.
         self.forwarding_rules = frozenset(forwarding_rules)
         self.targets_by_arn = dict(targets_by_arn or {})
         self._matched: deque[Matched] = deque()
@@ -123,7 +124,7 @@ class LocalEventBridge:
         original_send = Rule.send_to_targets
 
         def send_to_targets(rule: Any, original_event: Any, transform_input: bool = True) -> None:
-            if rule.event_bus_name == DEFAULT_BUS and rule.name in bridge.forwarding_rules:
+            if (rule.event_bus_name, rule.name) in bridge.forwarding_rules:
                 bridge._queue(bridge._forwarded_by(rule, aws_shaped(original_event)))
                 return
             ours = bridge.rules.get((rule.event_bus_name, rule.name))
@@ -191,11 +192,12 @@ class LocalEventBridge:
                 with self._lock:
                     self._matched.append(Matched(rule, dict(event)))
                 count += 1
-        if bus == DEFAULT_BUS and self.forwarding_rules:
+        names = sorted(name for on, name in self.forwarding_rules if on == bus)
+        if names:
             from moto.events.models import events_backends
 
             moto_rules = events_backends[self.account_id][self.region].event_buses[bus].rules
-            for name in sorted(self.forwarding_rules):
+            for name in names:
                 forwarding = moto_rules.get(name)
                 if forwarding is not None:
                     count += self._queue(self._forwarded_by(forwarding, dict(event)))
@@ -211,7 +213,9 @@ class LocalEventBridge:
         if not matches(pattern, event):
             return []
         return [
-            Matched(LocalRule(rule.name, DEFAULT_BUS, pattern, self.targets_by_arn[arn]), event)
+            Matched(
+                LocalRule(rule.name, rule.event_bus_name, pattern, self.targets_by_arn[arn]), event
+            )
             for arn in (target["Arn"] for target in rule.targets)
             if arn in self.targets_by_arn
         ]
