@@ -59,6 +59,7 @@ class SkydagStack(cdk.Stack):
             log_level=context.text("skydag:logLevel", default="INFO"),
             operators=context.strings("skydag:operators"),
             tracing=context.flag("skydag:tracing", default=wiring.TRACING_BY_DEFAULT),
+            keep_retired_due_index=context.flag("skydag:keepRetiredDueIndex", default=False),
         )
         self._outputs()
 

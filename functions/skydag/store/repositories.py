@@ -111,7 +111,8 @@ def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskIn
     found: dict[tuple[str, str], TaskInstanceModel] = {}
     unique = list(dict.fromkeys(keys))
     for start in range(0, len(unique), BATCH_GET_LIMIT):
-        pending: list[dict[str, Any]] = [
+        # Keys as DynamoDB wants them (PynamoDB's annotation says str, it passes them on).
+        pending: list[Any] = [
             {"run_key": {"S": key}, "task_id": {"S": task_id}}
             for key, task_id in unique[start : start + BATCH_GET_LIMIT]
         ]
