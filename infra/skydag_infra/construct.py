@@ -50,7 +50,7 @@ from skydag.wiring import (
 from skydag_infra import nag, observability
 from skydag_infra.asset import LAMBDA_PYTHON, build_lambda_asset
 from skydag_infra.permissions import DispatchTargets, PolicyBuilder, add_dispatch
-from skydag_infra.tables import TableSpec, table_specs
+from skydag_infra.tables import TableSpec, table_specs, with_retired_due_index
 
 # The newest Python runtime aws-cdk-lib offers (an AttributeError here if it does not know
 # LAMBDA_PYTHON); the asset's wheels are built for the same version.
@@ -114,6 +114,7 @@ class Skydag(Construct):
         operators: Sequence[str] = (),
         tracing: bool = wiring.TRACING_BY_DEFAULT,
         system_log_level: str = wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT,
+        keep_retired_due_index: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.operators = _principal_arns(operators)
@@ -136,8 +137,13 @@ class Skydag(Construct):
 
         self.dag_bucket = self._buckets()
         self.table_specs = table_specs()
+        # Upgrading a stack that has the retired ``due`` index takes two deployments
+        # (docs/operations.md, Upgrading): the first keeps it, granted to nobody.
+        built = (
+            with_retired_due_index(self.table_specs) if keep_retired_due_index else self.table_specs
+        )
         self.tables: dict[str, dynamodb.Table] = {
-            spec.field: self._table(spec, deletion_protection) for spec in self.table_specs
+            spec.field: self._table(spec, deletion_protection) for spec in built
         }
         self._event_bus_name = event_bus_name
         self.event_bus = events.EventBus(self, "EventBus", event_bus_name=event_bus_name)

@@ -15,6 +15,7 @@ Context (cdk.json or ``cdk deploy -c key=value``):
 | ``skydag:logLevel`` | ``INFO`` | ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` |
 | ``skydag:systemLogLevel`` | ``WARN`` | ``INFO``: Lambda's START/REPORT lines too |
 | ``skydag:tracing`` | ``false`` | ``true``: X-Ray on every function |
+| ``skydag:keepRetiredDueIndex`` | ``false`` | ``true``: first step of the due-index upgrade |
 | ``skydag:lambdaAsset`` | built | ``placeholder``: skip the pip build (unit tests) |
 """
 
@@ -64,6 +65,7 @@ class SkydagStack(cdk.Stack):
             system_log_level=context.text(
                 "skydag:systemLogLevel", default=wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT
             ),
+            keep_retired_due_index=context.flag("skydag:keepRetiredDueIndex", default=False),
         )
         self._outputs()
 

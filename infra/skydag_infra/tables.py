@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from pynamodb.attributes import TTLAttribute
 from pynamodb.models import Model
 
 from skydag.settings import Settings, TableNames
-from skydag.store.models import ALL_MODELS, bind_models
+from skydag.store.models import ALL_MODELS, DueTasksIndex, TaskInstanceModel, bind_models
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,26 @@ def table_specs() -> tuple[TableSpec, ...]:
     """Every table of ``ALL_MODELS``, in the models' order."""
     fields = _table_fields_by_model()
     return tuple(_spec(model, fields[model]) for model in ALL_MODELS)
+
+
+# The task-instances index that ``due_keys`` (keys only) replaced: the same keys, every
+# attribute projected. CloudFormation creates or deletes at most one GSI per table update,
+# so the replacement takes two deployments: the first keeps this one beside the new one.
+RETIRED_DUE_INDEX = "due"
+
+
+def with_retired_due_index(specs: tuple[TableSpec, ...]) -> tuple[TableSpec, ...]:
+    """``specs`` with the retired ``due`` index beside the one that replaced it."""
+
+    def keeping(spec: TableSpec) -> TableSpec:
+        if spec.model is not TaskInstanceModel:
+            return spec
+        name = DueTasksIndex.Meta.index_name
+        current = next(i for i in spec.global_indexes if i.name == name)
+        retired = replace(current, name=RETIRED_DUE_INDEX, projection="ALL")
+        return replace(spec, global_indexes=(*spec.global_indexes, retired))
+
+    return tuple(keeping(spec) for spec in specs)
 
 
 def _spec(model: type[Model], field: str) -> TableSpec:

@@ -130,3 +130,31 @@ def test_an_unknown_system_log_level_is_refused_naming_the_choices() -> None:
     stack = cdk.Stack(cdk.App(), "Host")
     with pytest.raises(ValueError, match=r"system_log_level 'ERROR': expected one of"):
         Skydag(stack, "Orchestrator", system_log_level="ERROR")
+
+
+def test_the_first_upgrade_deployment_keeps_the_retired_due_index_beside_due_keys(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """CloudFormation creates or deletes one GSI per table update: the upgrade's first
+    deployment only adds ``due_keys`` (the old ``due``, projection ALL, stays, granted to
+    nobody); the second, without the flag, only removes ``due``."""
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("upgrade.out")))
+    stack = cdk.Stack(app, "Host")
+    code = lambda_.Code.from_asset(str(placeholder_asset(ROOT / "build").path))
+    skydag = Skydag(stack, "Orchestrator", code=code, keep_retired_due_index=True)
+    template = app.synth().get_stack_artifact(stack.artifact_id).template
+    resources = template["Resources"]
+
+    def indexes(field: str) -> dict[str, Any]:
+        table = resources[_logical_id(stack, skydag.tables[field])]
+        return {i["IndexName"]: i for i in table["Properties"].get("GlobalSecondaryIndexes", [])}
+
+    tasks = indexes("task_instances")
+    assert sorted(tasks) == ["due", "due_keys", "job", "token"]
+    assert tasks["due"]["KeySchema"] == tasks["due_keys"]["KeySchema"]
+    assert tasks["due"]["Projection"] == {"ProjectionType": "ALL"}
+    assert tasks["due_keys"]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert sorted(indexes("runs")) == ["queued"]  # no other table changes
+    policies = json.dumps([r for r in resources.values() if r["Type"] == "AWS::IAM::Policy"])
+    assert "/index/due_keys" in policies
+    assert '/index/due"' not in policies

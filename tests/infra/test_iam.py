@@ -249,3 +249,28 @@ def test_the_event_bus_is_the_only_place_functions_put_events(synth: Synthesized
             s for s in _role_statements(synth, name) if "events:PutEvents" in _as_list(s["Action"])
         ]
         assert [s["Resource"] for s in puts] == [bus], name
+
+
+@pytest.mark.parametrize("name", ["Scheduler", "StreamProcessor", "Reconciler"])
+def test_the_engine_queries_the_keys_only_due_index_by_its_name(
+    synth: Synthesized, name: str
+) -> None:
+    """The due index became keys-only under a new name (a changed projection is a new
+    index): the engine's roles name ``due_keys``, and no grant is left on the old ``due``."""
+    table_construct = synth.skydag.tables["task_instances"]
+    tasks = {"Fn::GetAtt": [synth.logical_id(table_construct), "Arn"]}
+    table = synth.resource(table_construct)
+    indexes = {i["IndexName"]: i for i in table["Properties"]["GlobalSecondaryIndexes"]}
+    assert indexes["due_keys"]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert "due" not in indexes
+    index_grants = {
+        (action, resource["Fn::Join"][1][-1])
+        for statement in _role_statements(synth, name)
+        for action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+        if isinstance(resource, dict)
+        and "Fn::Join" in resource
+        and resource["Fn::Join"][1][0] == tasks
+    }
+    assert ("dynamodb:Query", "/index/due_keys") in index_grants
+    assert not any(tail == "/index/due" for _, tail in index_grants)

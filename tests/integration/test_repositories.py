@@ -9,7 +9,8 @@ one of them has (the table's raw items, call counts, TTL settings) is reached th
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -30,11 +31,20 @@ from skydag.engine.models import (
 )
 from skydag.engine.states import Cause, RunState, TaskState
 from skydag.engine.transitions import InvalidTransition, Transition
-from skydag.ports.store import ConflictError, NotFound, Store, instance_scope, task_scope
+from skydag.ports.store import (
+    ConflictError,
+    NotFound,
+    Store,
+    StoreError,
+    instance_scope,
+    task_scope,
+)
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
+from skydag.store import repositories
+from skydag.store.common import iso
 from skydag.store.memory import MemoryStore
-from skydag.store.models import DagVersionModel, TaskInstanceModel
+from skydag.store.models import DUE_SHARDS, DagVersionModel, TaskInstanceModel
 from skydag.store.repositories import (
     Repositories,
     _write_subscription,
@@ -69,6 +79,16 @@ class Backend(Protocol):
         """The task-state item's TTL attribute (epoch seconds)."""
         ...
 
+    def due_index_lags(self, now: datetime) -> AbstractContextManager[None]:
+        """Within it, the due index answers as it stood on entry, whatever is written
+        meanwhile (DynamoDB's index is eventually consistent; the memory store has no
+        index to lag behind)."""
+        ...
+
+    def delete_task(self, task_id: str) -> None:
+        """Remove the task instance's item (as deleting its run or DAG does)."""
+        ...
+
     def last_image(self, task_id: str) -> TaskInstance:
         """The task instance as the change feed (the table's stream) carries it now."""
         ...
@@ -97,6 +117,25 @@ class DynamoBackend:
         )["Item"]
         assert ("due_at" in item) == ("due_shard" in item)
         return "due_at" in item
+
+    @contextmanager
+    def due_index_lags(self, now: datetime) -> Iterator[None]:
+        index = TaskInstanceModel.due_index
+        bound = iso(now)
+        frozen = {
+            f"due#{shard}": list(index.query(f"due#{shard}", TaskInstanceModel.due_at <= bound))
+            for shard in range(DUE_SHARDS)
+        }
+
+        def query(shard: str, *_: Any, limit: int | None = None, **__: Any) -> Iterator[Any]:
+            return iter(frozen[shard][:limit])
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(index, "query", query)
+            yield
+
+    def delete_task(self, task_id: str) -> None:
+        TaskInstanceModel(f"{DAG}#{RUN}", task_id).delete()
 
     def expires_at(self, scope: str, key: str) -> int:
         item = self.client.get_item(
@@ -129,6 +168,13 @@ class MemoryBackend:
         item = self.memory.tasks._item(DAG, RUN, task_id)
         assert item is not None
         return item.due is not None
+
+    def due_index_lags(self, now: datetime) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def delete_task(self, task_id: str) -> None:
+        with self.memory.tasks._lock:
+            del self.memory.tasks._runs[(DAG, RUN)][task_id]
 
     def expires_at(self, scope: str, key: str) -> int:
         expires = self.memory.state.expires_at(scope, key)
@@ -586,6 +632,41 @@ def test_postponing_moves_only_the_place_in_the_due_index(repos: Store) -> None:
     assert [t.task_id for t in repos.tasks.due(NOW)] == ["a"]
 
 
+def test_due_judges_each_index_entry_by_the_item_as_it_is_now(
+    backend: Backend, repos: Store
+) -> None:
+    """The index lags behind the table: what changed since it was read is judged as it is
+    now. Still due: read fresh; moved past ``now``, left the index, or gone: left out."""
+    tasks = {}
+    for task_id in ("same", "changed", "postponed", "started", "gone"):
+        ti = queued_task(repos, task_id)
+        tasks[task_id] = repos.tasks.check_later(ti, NOW)
+    with backend.due_index_lags(NOW):
+        changed = repos.tasks.note_signal(tasks["changed"], {"id": "e-1"})  # still due
+        repos.tasks.postpone_due(tasks["postponed"], NOW + timedelta(minutes=5))
+        started = tasks["started"]
+        repos.tasks.apply(started, move(started, T.RUNNING, Cause.STARTED, check_at=None))
+        backend.delete_task("gone")
+
+        due = repos.tasks.due(NOW)
+
+    assert sorted(t.task_id for t in due) == ["changed", "same"]
+    assert [t for t in due if t.task_id == "changed"] == [changed]
+    assert [t for t in due if t.task_id == "same"] == [tasks["same"]]
+
+
+def test_due_finds_more_than_a_batch_read_in_one_pass(repos: Store) -> None:
+    """Over 100 due entries: the items are read in BatchGetItem pages of 100."""
+    for i in range(130):
+        ti = queued_task(repos, f"t{i:03}")
+        repos.tasks.check_later(ti, NOW - timedelta(seconds=i))
+
+    due = repos.tasks.due(NOW, limit=120)
+
+    # The 120 earliest, earliest first.
+    assert [t.task_id for t in due] == [f"t{i:03}" for i in range(129, 9, -1)]
+
+
 # --- runs ----------------------------------------------------------------------------------
 
 
@@ -906,6 +987,51 @@ def test_the_task_state_table_expires_items_by_ttl(aws: Settings) -> None:
         "TimeToLiveStatus": "ENABLED",
         "AttributeName": "expires_at",
     }
+
+
+def _throttling(first: int, served: int) -> tuple[list[int], Callable[..., Any]]:
+    """A BatchGetItem that serves only ``served`` keys on its first ``first`` calls and
+    leaves the others unprocessed (as DynamoDB does when throttled); also returns the key
+    counts asked for, call by call."""
+    connection = TaskInstanceModel._get_connection()
+    real = connection.batch_get_item
+    asked: list[int] = []
+
+    def batch_get_item(keys: list[Any], **kwargs: Any) -> dict[str, Any]:
+        asked.append(len(keys))
+        if len(asked) > first:
+            return real(keys, **kwargs)
+        response: dict[str, Any] = real(keys[:served], **kwargs) if served else {}
+        table = TaskInstanceModel.Meta.table_name
+        response["UnprocessedKeys"] = {table: {"Keys": keys[served:]}} if keys[served:] else {}
+        return response
+
+    return asked, batch_get_item
+
+
+def test_keys_a_batch_read_leaves_unprocessed_are_read_again_after_a_pause(
+    aws: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB only: throttled BatchGetItem keys are asked for again, pausing longer each
+    time; still unprocessed after the last attempt, the read fails (nothing is dropped)."""
+    repos = Repositories()
+    for task_id in ("a", "b", "c"):
+        repos.tasks.check_later(queued_task(repos, task_id), NOW)
+    pauses: list[float] = []
+    monkeypatch.setattr(repositories, "_sleep", pauses.append)
+    asked, throttled = _throttling(first=2, served=1)
+    monkeypatch.setattr(TaskInstanceModel._get_connection(), "batch_get_item", throttled)
+
+    assert [t.task_id for t in repos.tasks.due(NOW)] == ["a", "b", "c"]
+    assert asked == [3, 2, 1]
+    assert pauses == [0.05, 0.1]
+
+    pauses.clear()
+    asked, throttled = _throttling(first=100, served=0)
+    monkeypatch.setattr(TaskInstanceModel._get_connection(), "batch_get_item", throttled)
+    with pytest.raises(StoreError, match="unprocessed after 8 BatchGetItem attempts"):
+        repos.tasks.get_many(DAG, RUN, ["a", "b", "c"])
+    assert len(pauses) == 7
 
 
 def test_the_memory_store_sweeps_expired_task_state() -> None:

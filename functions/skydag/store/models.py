@@ -24,7 +24,7 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from skydag.settings import Settings
@@ -162,11 +162,17 @@ class RunModel(Model):
 
 
 class DueTasksIndex(GlobalSecondaryIndex["TaskInstanceModel"]):
-    """Task instances with a due time (retry, timeout), by time (sparse, sharded)."""
+    """Task instances with a due time (retry, timeout), by time (sparse, sharded).
+
+    Keys only: an index entry is then a few dozen bytes, so entering, moving or leaving
+    the index costs one write unit per entry whatever the task item weighs, and a write
+    that leaves ``due_at`` alone costs nothing in the index. The reconciler reads the
+    items it finds (consistent BatchGetItem) and judges each as it is then."""
 
     class Meta:
-        index_name = "due"
-        projection = AllProjection()
+        # A new projection is a new index: "due" (projection ALL) became "due_keys".
+        index_name = "due_keys"
+        projection = KeysOnlyProjection()
 
     due_shard = UnicodeAttribute(hash_key=True)
     due_at = UnicodeAttribute(range_key=True)

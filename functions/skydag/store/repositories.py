@@ -8,6 +8,7 @@ A lost race raises ConflictError carrying the item as it is now.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -61,7 +62,7 @@ from skydag.store.common import loads as _loads
 from skydag.store.common import pattern_sources as _pattern_sources
 from skydag.store.common import put_last_writer_wins, run_key, signal_sources
 from skydag.store.common import queued_key as _queued_key
-from skydag.store.errors import ConflictError, NotFound, is_condition_failure
+from skydag.store.errors import ConflictError, NotFound, StoreError, is_condition_failure
 from skydag.store.models import (
     DUE_SHARDS,
     AwsSourcesModel,
@@ -83,9 +84,56 @@ DagConflict = ConflictError[DagRecord]
 # --- task instances ------------------------------------------------------------------------
 
 
-def _due_shard(dag_id: str, run_id: str, task_id: str) -> str:
-    # Spread the due index over a few partitions; the reconciler queries them all.
-    return f"due#{zlib.crc32(f'{dag_id}/{run_id}/{task_id}'.encode()) % DUE_SHARDS}"
+def _due_place(ti: TaskInstance) -> tuple[str, str] | None:
+    """The record's place in the due index (shard, time), None when it has none. The shard
+    spreads the index over a few partitions (the reconciler queries them all); it is a
+    hash of the instance's key, so it never changes and only the time can move the entry."""
+    due = due_at(ti)
+    if due is None:
+        return None
+    key = f"{ti.dag_id}/{ti.run_id}/{ti.instance_id}"
+    return f"due#{zlib.crc32(key.encode()) % DUE_SHARDS}", _iso(due)
+
+
+# BatchGetItem takes at most 100 keys; keys it leaves unprocessed (throttling) are asked
+# for again after a pause that doubles, this many times at most.
+BATCH_GET_LIMIT = 100
+BATCH_GET_ATTEMPTS = 8
+BATCH_GET_FIRST_PAUSE = 0.05  # seconds
+_sleep = time.sleep  # tests replace it
+
+
+def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskInstanceModel]:
+    """Task instance items by (run_key, task_id): consistent BatchGetItem in pages of 100,
+    unprocessed keys retried with backoff. A key with no item is left out."""
+    connection = TaskInstanceModel._get_connection()
+    table = TaskInstanceModel.Meta.table_name
+    found: dict[tuple[str, str], TaskInstanceModel] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), BATCH_GET_LIMIT):
+        # Keys as DynamoDB wants them (PynamoDB's annotation says str, it passes them on).
+        pending: list[Any] = [
+            {"run_key": {"S": key}, "task_id": {"S": task_id}}
+            for key, task_id in unique[start : start + BATCH_GET_LIMIT]
+        ]
+        pause = BATCH_GET_FIRST_PAUSE
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            if attempt:
+                _sleep(pause)
+                pause *= 2
+            response = connection.batch_get_item(pending, consistent_read=True)
+            for raw in response.get("Responses", {}).get(table, []):
+                item = TaskInstanceModel.from_raw_data(raw)
+                found[(item.run_key, item.task_id)] = item
+            pending = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            if not pending:
+                break
+        else:
+            raise StoreError(
+                f"task instances: {len(pending)} keys still unprocessed after "
+                f"{BATCH_GET_ATTEMPTS} BatchGetItem attempts (throttled)"
+            )
+    return found
 
 
 # An upstream report is stored as one number, version * 16 + state code, not as a map:
@@ -237,10 +285,9 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
     for name in _TI_JSON_FIELDS:
         value = getattr(ti, name)
         setattr(item, name, None if value is None else _dumps(value))
-    due = due_at(ti)
-    if due is not None:
-        item.due_shard = _due_shard(ti.dag_id, ti.run_id, ti.instance_id)
-        item.due_at = _iso(due)
+    place = _due_place(ti)
+    if place is not None:
+        item.due_shard, item.due_at = place
     return item
 
 
@@ -267,13 +314,8 @@ class TaskInstanceRepository:
     def get_many(self, dag_id: str, run_id: str, task_ids: Sequence[str]) -> list[TaskInstance]:
         """The neighbourhood of a task, in BatchGetItem pages of 100."""
         key = run_key(dag_id, run_id)
-        found = {
-            item.task_id: _ti_from_model(item)
-            for item in TaskInstanceModel.batch_get(
-                [(key, t) for t in task_ids], consistent_read=True
-            )
-        }
-        return [found[t] for t in task_ids if t in found]
+        found = _read_items([(key, t) for t in task_ids])
+        return [_ti_from_model(found[(key, t)]) for t in task_ids if (key, t) in found]
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         return [
@@ -368,15 +410,27 @@ class TaskInstanceRepository:
         return retired
 
     def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
-        """Task instances whose retry or deadline has come: a sparse-index query, no scan."""
-        found: list[TaskInstance] = []
+        """Task instances whose retry or deadline has come: a sparse-index query, no scan.
+
+        The index holds keys only and lags behind the table: the earliest ``limit``
+        entries are read (consistently) and each is judged as it is now; one that left
+        the index or moved past ``now`` since (or is gone) is left out."""
+        bound = _iso(now)
+        entries: list[tuple[str, str, str]] = []
         for shard in range(DUE_SHARDS):
-            for item in TaskInstanceModel.due_index.query(
-                f"due#{shard}", TaskInstanceModel.due_at <= _iso(now), limit=limit
+            for entry in TaskInstanceModel.due_index.query(
+                f"due#{shard}", TaskInstanceModel.due_at <= bound, limit=limit
             ):
-                found.append(_ti_from_model(item))
+                entries.append((entry.due_at or "", entry.run_key, entry.task_id))
+        keys = [(key, task_id) for _, key, task_id in sorted(entries)[:limit]]
+        items = _read_items(keys)
+        found = [
+            _ti_from_model(items[key])
+            for key in keys
+            if key in items and items[key].due_at is not None and items[key].due_at <= bound
+        ]
         found.sort(key=lambda ti: due_at(ti) or now)
-        return found[:limit]
+        return found
 
     def find_by_token(self, token: str) -> TaskInstance | None:
         """The task instance whose current try has this dispatch token (a GSI query)."""
@@ -584,13 +638,11 @@ class TaskInstanceRepository:
         return assignment
 
     def _due_actions(self, new: TaskInstance) -> list[Action]:
-        due = due_at(new)
-        if due is None:
+        place = _due_place(new)
+        if place is None:
             return [TaskInstanceModel.due_shard.remove(), TaskInstanceModel.due_at.remove()]
-        return [
-            TaskInstanceModel.due_shard.set(_due_shard(new.dag_id, new.run_id, new.task_id)),
-            TaskInstanceModel.due_at.set(_iso(due)),
-        ]
+        shard, at = place
+        return [TaskInstanceModel.due_shard.set(shard), TaskInstanceModel.due_at.set(at)]
 
     def _update(self, ti: TaskInstance, actions: list[Action], condition: Condition) -> None:
         connection = TaskInstanceModel._get_connection()
