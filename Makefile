@@ -53,7 +53,7 @@ deploy: $(BIN)/.installed node_modules/.installed
 destroy: node_modules/.installed
 	$(CDK) destroy --no-notices $(CDK_ARGS)
 
-## bench: $ per million Batch tasks, critical path and flatness through the real handlers in the
+## bench: $ per million Batch tasks, critical path, flatness and cold starts through the real handlers in the
 ## local cloud, with the targets MET / NOT MET; writes docs/benchmarks.md (under 15 minutes)
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_benchmarks.py

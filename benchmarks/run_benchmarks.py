@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "functions"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cold_start  # noqa: E402
 import cost  # noqa: E402
 from metering import CostMeter  # noqa: E402
 from run_local_cloud_benchmarks import finished, load, trigger  # noqa: E402
@@ -280,7 +281,12 @@ def step_functions(result: Result) -> float:
 # --------------------------------------------------------------------------- report
 
 
-def report(results: list[Result], flat: list[Result], command: str) -> str:
+def report(
+    results: list[Result],
+    flat: list[Result],
+    command: str,
+    cold_starts: dict[str, Any] | None = None,
+) -> str:
     out: list[str] = []
     w = out.append
     w("# Benchmarks: what a Batch task costs, through the real handlers\n")
@@ -327,6 +333,8 @@ def report(results: list[Result], flat: list[Result], command: str) -> str:
         out += scenario_section(r)
     if flat:
         out += flatness_section(flat)
+    if cold_starts is not None:
+        out += [*cold_start.report_lines(cold_starts), ""]
     out += tables_section()
     return "\n".join(out) + "\n"
 
@@ -489,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--timeout", type=float, default=600.0, help="per scenario, seconds")
+    parser.add_argument("--no-cold-start", action="store_true", help="skip the cold starts")
     args = parser.parse_args(argv)
 
     if args.quick:
@@ -507,8 +516,14 @@ def main(argv: list[str] | None = None) -> int:
         order = sorted(results, key=lambda r: (r.scenario.shape, r.tasks))
         flat = [r for r in order if r.scenario.shape in ("chain", "fan-out")]
     print_summary(main_results)
+    starts = None
+    if not args.no_cold_start:
+        starts = cold_start.measure(repeat=1 if args.quick else 5)
+        for name, f in starts["handlers"].items():
+            verdict = "MET" if f["met"] else "NOT MET"
+            print(f"cold start {name:<17} ready in {f['ready_ms']:>5.0f} ms  {verdict}")
     command = "make bench" + (" (--quick)" if args.quick else "")
-    text = report(main_results, flat, command)
+    text = report(main_results, flat, command, starts)
     args.doc.write_text(text, encoding="utf-8")
     print(f"wrote {args.doc}")
     if args.json:

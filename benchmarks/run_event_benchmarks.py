@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from call_counter import CallCounter, hook_every_client
+from cold_start import FUNCTION_ENV, HANDLERS
 from skydag.dev.embedded import EmbeddedSkydag, embedded_aws
 from skydag.engine.models import JobReport, JobStatus
 from skydag.settings import Settings
@@ -39,23 +40,6 @@ from skydag.targets.base import DispatchRequest, DispatchResult, JobRef, Target
 from skydag.targets.builtin import TargetSet
 
 ROOT = Path(__file__).resolve().parents[1]
-HANDLERS = ("dag_loader", "scheduler", "stream_processor", "reconciler")
-# What the stack gives each function: the handlers validate it when they are imported.
-FUNCTION_ENV = {
-    "PYTHONPATH": str(ROOT / "functions"),
-    "PATH": "/usr/bin:/bin",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "SKYDAG_DAGS_TABLE": "skydag-dags",
-    "SKYDAG_DAG_VERSIONS_TABLE": "skydag-dag-versions",
-    "SKYDAG_RUNS_TABLE": "skydag-runs",
-    "SKYDAG_TASK_INSTANCES_TABLE": "skydag-task-instances",
-    "SKYDAG_TASK_STATE_TABLE": "skydag-task-state",
-    "SKYDAG_DAG_BUCKET": "skydag-dags",
-    "SKYDAG_EVENT_BUS": "skydag",
-    "SKYDAG_EVENT_BUS_ARN": "arn:aws:events:us-east-1:123456789012:event-bus/skydag",
-    "SKYDAG_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/skydag-scheduler",
-}
 
 
 class RunningJobs:
