@@ -44,6 +44,8 @@ STRETCH_USD_PER_M = 2.50
 TARGET_HOPS = 2
 TARGET_ROUND_TRIPS = 4
 FLAT_TOLERANCE = 0.10
+# What the flatness target holds to ±10% per task as a shape grows.
+FLAT_MEASURES = ("AWS calls", "write units", "read units")
 BATCH = "batch: {job_queue: bench-q, job_definition: bench-def}"
 
 
@@ -404,6 +406,11 @@ def flatness_section(flat: list[Result]) -> list[str]:
     w = out.append
     w("## Flatness (±10% from the smallest size)\n")
     w(
+        "Judged on what the target names: AWS calls, write units and read units per task. "
+        "Lambda invocations per task are shown, not judged: they fall as a shape grows, "
+        "since the event sources batch more records into each invocation.\n"
+    )
+    w(
         "| shape | tasks | AWS calls/task | write units/task | read units/task "
         "| invocations/task | $/M | within ±10% |"
     )
@@ -415,7 +422,7 @@ def flatness_section(flat: list[Result]) -> list[str]:
         base = units_per_task(group[0])
         for r in group:
             u = units_per_task(r)
-            keys = ("AWS calls", "write units", "read units", "Lambda invocations")
+            keys = FLAT_MEASURES
             ok = all(abs(u[k] / base[k] - 1) <= FLAT_TOLERANCE for k in keys if base[k])
             w(
                 f"| {shape} | {r.tasks} | {u['AWS calls']:.2f} | {u['write units']:.2f} "
