@@ -8,6 +8,10 @@ Prints one line per seed (faults injected, time, verdict), then the seeds run, t
 faults injected by kind, the invariant violations (each with its seed and evidence) and
 the seeds to rerun. Exits 1 when any invariant was violated. The local cloud's log of
 each failing seed's runs is kept (the path is printed); the others are removed.
+
+Stopped early (Ctrl-C, or SIGTERM to this process), it finishes the seeds in flight,
+prints the same summary for the seeds done and the ``--first`` that resumes it, and
+exits 130 (1 if a seed done violated an invariant).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -79,24 +84,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     results: list[SeedResult] = []
     plan = Plan(shapes=args.shapes, size=args.size, profile=args.profile, log_dir=log_dir)
-    for result in run_seeds(seeds, jobs=args.jobs, plan=plan):
-        results.append(result)
-        print(_seed_line(result), flush=True)
-        if args.scenario:
-            from .scenario import build_scenario
+    stopped = False
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        for result in run_seeds(seeds, jobs=args.jobs, plan=plan):
+            results.append(result)
+            print(_seed_line(result), flush=True)
+            if args.scenario:
+                from .scenario import build_scenario
 
-            scenario = build_scenario(result.seed, shapes=args.shapes, size=args.size)
-            print(scenario.describe(), flush=True)
-        if result.ok and not keep_all:
-            for path in log_dir.glob(f"seed-{result.seed}-*.log"):
-                path.unlink()
+                scenario = build_scenario(result.seed, shapes=args.shapes, size=args.size)
+                print(scenario.describe(), flush=True)
+            if result.ok and not keep_all:
+                for path in log_dir.glob(f"seed-{result.seed}-*.log"):
+                    path.unlink()
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     text = summary(results, time.monotonic() - started, log_dir)
+    if stopped:
+        text += "\n" + _resume_line(seeds, results, args)
     print(text)
     if not all(result.ok for result in results) or keep_all:
         (log_dir / "summary.txt").write_text(text + "\n")
     if not keep_all and not any(log_dir.iterdir()):
         shutil.rmtree(log_dir, ignore_errors=True)
-    return 0 if all(result.ok for result in results) else 1
+    if not all(result.ok for result in results):
+        return 1
+    return 130 if stopped else 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _resume_line(
+    seeds: Sequence[int], results: Sequence[SeedResult], args: argparse.Namespace
+) -> str:
+    """Where a soak stopped early resumes (the seeds run are a prefix of ``seeds``)."""
+    left = seeds[len(results) :]
+    if not left:
+        return "stopped early, after the last seed"
+    return (
+        f"stopped early after {len(results)} of {len(seeds)} seeds; resume with: "
+        f"python -m tests.reliability --seeds {len(left)} --first {left[0]}"
+    )
 
 
 def _seed_line(result: SeedResult) -> str:

@@ -116,7 +116,8 @@ def run_seeds(
         return
     # A fresh interpreter per worker: no thread or moto state inherited from the caller.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    try:
         pending: list[tuple[int, Future[Outcome], Future[Outcome]]] = [
             (
                 seed,
@@ -133,6 +134,10 @@ def run_seeds(
                 shapes=plan.shapes,
                 size=plan.size,
             )
+    finally:
+        # Stopped early (the caller closed this generator, or Ctrl-C): the runs in flight
+        # finish, the seeds not begun are dropped instead of run to the end.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _guarded(seed: int, faulty: bool, plan: Plan) -> Outcome | Exception:

@@ -396,3 +396,26 @@ def test_more_seeds_keep_every_invariant(logs: Path) -> None:
     plan = Plan(profile=profile, log_dir=logs)
     results = list(run_seeds(range(1, MORE_SEEDS + 1), jobs=2, plan=plan))
     assert all(result.ok for result in results), f"logs: {logs}\n{_failures(results)}"
+
+
+def test_a_soak_stopped_early_summarizes_the_seeds_done_and_says_how_to_resume(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from . import soak
+
+    def two_seeds_then_ctrl_c(seeds: Sequence[int], **_: Any) -> Any:
+        for seed in list(seeds)[:2]:
+            yield SeedResult(seed, faults=Counter({"crash:Scheduler": 3}), aws_calls=100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(soak, "run_seeds", two_seeds_then_ctrl_c)
+    code = soak.main(["--seeds", "10", "--first", "41", "--logs", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert "seeds run: 2 (41-42)" in out
+    assert "crash:Scheduler" in out
+    assert "invariant violations: 0" in out
+    assert (
+        "stopped early after 2 of 10 seeds; resume with: "
+        "python -m tests.reliability --seeds 8 --first 43"
+    ) in out
