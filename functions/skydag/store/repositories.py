@@ -12,7 +12,6 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from pynamodb.connection import Connection
@@ -73,6 +72,7 @@ from skydag.store.models import (
     TaskInstanceModel,
     TaskStateModel,
 )
+from skydag.store.spec_objects import SpecCache, SpecObjectError, SpecPointer, spec_objects
 from skydag.taskstate import check_key, check_ttl
 
 TaskConflict = ConflictError[TaskInstance]
@@ -874,19 +874,17 @@ def _dag_from_model(item: DagModel) -> DagRecord:
     )
 
 
-_SPEC_CACHE_SIZE = 256
-
-
-@lru_cache(maxsize=_SPEC_CACHE_SIZE)
-def _parse_spec(spec_json: str) -> DagSpec:
-    return DagSpec.model_validate_json(spec_json)
+def _spec_pointer(item: DagVersionModel) -> SpecPointer | None:
+    if item.spec_key is None or item.spec_size is None or item.spec_sha256 is None:
+        return None
+    return SpecPointer(item.spec_key, int(item.spec_size), item.spec_sha256)
 
 
 class DagRepository:
     def __init__(self) -> None:
         # Versions are immutable: a warm Lambda (or the dev loop) reads each one once.
         # Per repository, not per process: a new environment (tests, moto) starts empty.
-        self._specs: dict[tuple[str, int], DagSpec] = {}
+        self._specs: SpecCache[tuple[str, int], DagSpec] = SpecCache()
 
     def get(self, dag_id: str) -> DagRecord:
         try:
@@ -914,9 +912,18 @@ class DagRepository:
             head = _dag_from_model(head_item) if head_item is not None else None
             latest = head_item.latest_version if head_item is not None else None
             number = int(latest or (head.current_version if head else 0) or 0) + 1
+            # The object first: a crash before the item leaves an object nobody points at.
+            pointer = spec_objects().put(spec.dag, number, spec_json)
             try:
                 DagVersionModel(
-                    spec.dag, number, spec=spec_json, source=source, sha256=sha256, created_at=now
+                    spec.dag,
+                    number,
+                    spec_key=pointer.key,
+                    spec_size=pointer.size,
+                    spec_sha256=pointer.sha256,
+                    source=source,
+                    sha256=sha256,
+                    created_at=now,
                 ).save(condition=DagVersionModel.version.does_not_exist())
             except PutError as error:
                 if not is_condition_failure(error):
@@ -1060,19 +1067,8 @@ class DagRepository:
             _write_subscription(f"sub:{source}", dag_id, number, value)
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec:
-        """A pinned DAG version, read once per repository."""
-        cached = self._specs.get((dag_id, version))
-        if cached is not None:
-            return cached
-        try:
-            item = DagVersionModel.get(dag_id, version)
-        except DoesNotExist as error:
-            raise NotFound(f"DAG '{dag_id}' version {version} not found") from error
-        spec = _parse_spec(item.spec)
-        if len(self._specs) >= _SPEC_CACHE_SIZE:
-            self._specs.pop(next(iter(self._specs)))
-        self._specs[(dag_id, version)] = spec
-        return spec
+        """A pinned DAG version, read once per repository (its item, then its object)."""
+        return self._specs.get_or_load((dag_id, version), lambda: _read_spec(dag_id, version))
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         try:
@@ -1155,6 +1151,22 @@ class DagRepository:
                 raise
             return False
         return True
+
+
+def _read_spec(dag_id: str, version: int) -> tuple[DagSpec, int]:
+    """A version's spec and the bytes of its JSON (what the cache counts)."""
+    try:
+        item = DagVersionModel.get(dag_id, version)
+    except DoesNotExist as error:
+        raise NotFound(f"DAG '{dag_id}' version {version} not found") from error
+    pointer = _spec_pointer(item)
+    if pointer is not None:
+        spec_json = spec_objects().get(pointer)
+    elif item.spec is not None:
+        spec_json = item.spec  # an item written before specs moved to S3
+    else:
+        raise SpecObjectError(f"DAG '{dag_id}' version {version}: the item holds no spec")
+    return DagSpec.model_validate_json(spec_json), len(spec_json)
 
 
 def _write_subscription(key: str, dag_id: str, number: int, value: dict[str, Any] | None) -> None:
