@@ -32,6 +32,7 @@ from yaml.reader import Reader, ReaderError
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
+from skydag.limits import dag_size_problems
 from skydag.signals.patterns import PatternError
 from skydag.spec import graph
 from skydag.spec.emit_sources import is_literal, source_problem
@@ -479,7 +480,25 @@ def _check_document(doc: _Document) -> tuple[DagSpec | None, list[Problem]]:
         problems += _target_problems(doc)
     problems += _template_problems(doc)
     problems += _emit_source_problems(doc)
+    if spec is not None:
+        problems += _size_problems(spec, doc)
     return spec, _unique(problems)
+
+
+def _size_problems(spec: DagSpec, doc: _Document) -> list[Problem]:
+    """A valid DAG too large for the items that grow with it (``skydag.limits``)."""
+    upstream = {task_id: task.depends_on for task_id, task in spec.tasks.items()}
+    found = dag_size_problems(upstream, spec.topological_order(), spec.max_active_tasks)
+    return [
+        Problem(
+            "",
+            message,
+            task,
+            "depends_on" if task else None,
+            doc.line_of(("tasks", task, "depends_on") if task else ("tasks",)),
+        )
+        for task, message in found
+    ]
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
