@@ -37,7 +37,8 @@ def _scale_dags() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         "scale_dags", ROOT / "benchmarks" / "scale_dags.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -151,7 +152,8 @@ def test_a_10000_task_dag_validates_stores_and_reads_back(
 
     item = DagVersionModel.get(spec.dag, number)
     assert item.spec is None  # ~1 MB of JSON: no longer fits in an item
-    assert item.spec_size is not None and item.spec_size < 400 * 1024
+    assert item.spec_size is not None
+    assert item.spec_size < 400 * 1024
     read = Repositories().dags.load_spec(spec.dag, number)
     assert read == spec
     assert read.topological_order() == spec.topological_order()

@@ -412,7 +412,8 @@ def test_a_dag_over_a_size_limit_is_an_import_error_not_a_retry(
     assert any("task 'end', field 'depends_on'" in line for line in result["errors"])
     assert any("over the 192 KB limit" in line for line in result["errors"])
     record = DagFileRepository().get(key)
-    assert record is not None and record.import_error is not None
+    assert record is not None
+    assert record.import_error is not None
     assert "over the 192 KB limit" in record.import_error
     [event] = stack.bus_events()
     assert (event["detail-type"], event["detail"]["dag"]) == ("DAG Import Error", "wide")
