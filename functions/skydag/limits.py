@@ -179,6 +179,7 @@ __all__ = [
     "MAX_RUN_ID_LENGTH",
     "RUN_ID_PATTERN",
     "RUN_TASK_SETS_BYTES",
+    "SIGNAL_INDEX_BYTES",
     "UPSTREAM_MAP_BYTES",
     "LimitError",
     "check_json_value",
@@ -192,6 +193,7 @@ __all__ = [
     "run_task_sets_bytes",
     "safe_path_part",
     "short",
+    "signal_index_problem",
     "upstream_map_bytes",
 ]
 
@@ -246,6 +248,31 @@ def run_task_sets_bytes(
     throttled = sum(size + 1 for size in ids[:width])
     active = sum(size + _SLOT_ENTRY_OVERHEAD for size in ids[: min(width, max_active_tasks)])
     return _INDEX_BYTES * (len(upstream) + leaves) + throttled + active
+
+
+SIGNAL_INDEX_BYTES: Final = 64 * 1024
+"""What one DAG's signal subscriptions may take: under each event source (its entry in the
+``sub:<source>`` item every DAG listening to that source shares), and the sources listed
+on its head."""
+
+
+def signal_index_problem(entry_bytes: Mapping[str, int]) -> str | None:
+    """Why a DAG's subscriptions (``entry_bytes``: source -> bytes of its entry) cannot be
+    indexed, or None."""
+    names = sum(len(source.encode()) + 1 for source in entry_bytes)
+    if names > SIGNAL_INDEX_BYTES:
+        return (
+            f"signals: the DAG listens to {len(entry_bytes)} event sources (~{names // 1024} "
+            f"KB of names), over the {SIGNAL_INDEX_BYTES // 1024} KB limit"
+        )
+    for source, size in sorted(entry_bytes.items()):
+        if size > SIGNAL_INDEX_BYTES:
+            return (
+                f"signals: the patterns listening to source {short(source)} take "
+                f"~{size // 1024} KB, over the {SIGNAL_INDEX_BYTES // 1024} KB limit: "
+                "share fewer, smaller patterns"
+            )
+    return None
 
 
 def dag_size_problems(

@@ -59,6 +59,7 @@ from skydag.spec.models import DagSpec
 from skydag.store.common import (
     TI_JSON_FIELDS,
     TI_PLAIN_FIELDS,
+    check_signal_index,
     dumps,
     iso,
     loads,
@@ -740,6 +741,7 @@ class MemoryDagRepository:
     def save_version(
         self, spec: DagSpec, *, source: str | None, sha256: str | None, now: datetime
     ) -> int:
+        check_signal_index(spec)
         spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
         with self._lock:
             # The same steps as the DynamoDB repository, which numbers versions by

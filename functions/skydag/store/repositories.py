@@ -54,11 +54,16 @@ from skydag.spec.emit_sources import conflicts as emit_source_conflicts
 from skydag.spec.models import DagSpec
 from skydag.store.common import TI_JSON_FIELDS as _TI_JSON_FIELDS
 from skydag.store.common import TI_PLAIN_FIELDS as _TI_PLAIN_FIELDS
+from skydag.store.common import (
+    check_signal_index,
+    put_last_writer_wins,
+    run_key,
+    signal_sources,
+    subscriptions_by_source,
+)
 from skydag.store.common import dumps as _dumps
 from skydag.store.common import iso as _iso
 from skydag.store.common import loads as _loads
-from skydag.store.common import pattern_sources as _pattern_sources
-from skydag.store.common import put_last_writer_wins, run_key, signal_sources
 from skydag.store.common import queued_key as _queued_key
 from skydag.store.errors import ConflictError, NotFound, is_condition_failure
 from skydag.store.models import (
@@ -906,6 +911,7 @@ class DagRepository:
         Versions are numbered by a conditional write on the head, so two loaders racing
         on the same DAG get different numbers and the later upload becomes current.
         """
+        check_signal_index(spec)
         spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
         for _ in range(10):
             head_item = self._find_item(spec.dag)
@@ -1050,10 +1056,7 @@ class DagRepository:
 
         Each entry carries its version and is only replaced by a newer one, so two
         uploads racing here leave the newer version's subscriptions in place."""
-        grouped: dict[str, list[list[Any]]] = {}
-        for task_id, kind, pattern in spec.iter_signal_patterns() if spec else ():
-            for source in _pattern_sources(pattern):
-                grouped.setdefault(source, []).append([task_id, kind, pattern])
+        grouped = subscriptions_by_source(spec)
         aws_sources = {s for s in grouped if s.startswith(AWS_SOURCE_PREFIX)}
         if aws_sources:
             # Registered before the subscriptions are written: whoever reads the registry

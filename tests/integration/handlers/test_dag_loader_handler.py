@@ -429,3 +429,25 @@ def test_a_10000_task_dag_loads(stack: Stack, handlers: SimpleNamespace, context
     spec = Repositories().dags.load_spec("wide", 1)
     assert len(spec.tasks) == 10_000
     assert len(spec.upstream("end")) == 9998
+
+
+def test_signal_patterns_too_large_to_index_are_an_import_error(
+    stack: Stack, handlers: SimpleNamespace, context: Any
+) -> None:
+    values = json.dumps([f"v{i:04d}" for i in range(400)])  # ~3.6 KB: under 4,096 each
+    pattern = f'{{"source": ["my.app"], "detail": {{"k": {values}}}}}'
+    tasks = "".join(f"  t{i:02d}:\n    noop: {{}}\n    start_on: {pattern}\n" for i in range(22))
+    body = f"dag: listens\ntasks:\n{tasks}".encode()
+
+    result = created(handlers, context, stack, body, "0A", key="dags/listens.yaml")
+
+    assert result["outcome"] == "import_error"
+    assert result["errors"] == [
+        "s3://skydag-dags/dags/listens.yaml: error: DAG 'listens': signals: the patterns "
+        "listening to source 'my.app' take ~69 KB, over the 64 KB limit: share fewer, "
+        "smaller patterns"
+    ]
+    assert versions("listens") == []
+    assert Repositories().dags.find("listens") is None
+    [event] = stack.bus_events()
+    assert event["detail-type"] == "DAG Import Error"
