@@ -5,7 +5,7 @@ reads back through the DAG version's S3 object.
 
 For each shape of ``scale_dags`` (a chain, and 1 -> N -> 1): the seconds `skydag validate`'s
 loader takes on the file (CPU time of this process, so other work on the machine does not
-count; wall time beside it), the size of the file, of the spec JSON and of its gzip'd
+count, best of 3; wall time beside it), the size of the file, of the spec JSON and of its gzip'd
 object, then one save and one read back on moto in-process.
 """
 
@@ -27,6 +27,7 @@ from skydag.store.repositories import Repositories
 from skydag.store.spec_objects import compress
 
 TARGET_SECONDS = 5.0
+REPEATS = 3
 
 
 def _timed(work: Any) -> tuple[Any, float, float]:
@@ -37,7 +38,10 @@ def _timed(work: Any) -> tuple[Any, float, float]:
 
 def measure(shape: str, tasks: int) -> dict[str, Any]:
     data = dag_yaml(shape, tasks).encode()
-    spec, cpu, wall = _timed(lambda: load_dag_bytes(data, f"{shape}.yaml"))
+    # The best of a few: the machine's other work slows a single run, never speeds it up.
+    runs = [_timed(lambda: load_dag_bytes(data, f"{shape}.yaml")) for _ in range(REPEATS)]
+    spec = runs[0][0]
+    cpu, wall = min(run[1] for run in runs), min(run[2] for run in runs)
     spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
     with embedded_aws():
         settings = Settings()
