@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local soak clean docs-states
+.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local bench-scale soak clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench-quick: $(BIN)/.installed
 ## bench-events: idle cost, signal routing, reconciler repairs, handler cold starts, asset size
 bench-events: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python run_event_benchmarks.py
+
+## bench-scale: a 10,000-task DAG (chain, 1 -> N -> 1): validation seconds against 5 s, stored and read back
+bench-scale: $(BIN)/.installed
+	cd benchmarks && ../$(BIN)/python run_scale_benchmarks.py
 
 ## bench-local: the local cloud: job end -> event per service, handler invocations and AWS calls per task
 bench-local: $(BIN)/.installed

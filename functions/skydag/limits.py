@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 # --- run ids -------------------------------------------------------------------------------
@@ -172,21 +173,132 @@ def short(value: object, limit: int = 60) -> str:
 
 
 __all__ = [
+    "DYNAMODB_ITEM_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "MAX_RUN_ID_LENGTH",
     "RUN_ID_PATTERN",
+    "RUN_TASK_SETS_BYTES",
+    "SIGNAL_INDEX_BYTES",
+    "UPSTREAM_MAP_BYTES",
     "LimitError",
     "check_json_value",
     "check_run_id",
+    "dag_size_problems",
     "derived_run_id",
     "is_valid_run_id",
     "json_depth",
     "json_text_depth",
     "loads_bounded",
+    "run_task_sets_bytes",
     "safe_path_part",
     "short",
+    "signal_index_problem",
+    "upstream_map_bytes",
 ]
 
 # Items of one for_each (mapped task): each item is one task instance.
 MAX_MAP_ITEMS = 10_000
+
+
+# --- DAG size: the DynamoDB items that grow with the DAG -------------------------------------
+#
+# A DAG version's spec is an S3 object, whatever its size; what still grows with the DAG
+# are two DynamoDB items (400 KB each). Their sizes are estimated from the DAG, as
+# DynamoDB counts them (a name's UTF-8 bytes, a number ~1 byte per 2 digits + 1, a map
+# or set element ~1 byte more), and a DAG that could overflow one is an import error.
+
+DYNAMODB_ITEM_BYTES: Final = 400 * 1024
+UPSTREAM_MAP_BYTES: Final = 192 * 1024
+"""Of a task instance item, what its upstream map may take (``upstream``: upstream id ->
+reported state, one entry per ``depends_on``); the rest keeps room for its output, signal,
+item and tries."""
+RUN_TASK_SETS_BYTES: Final = 128 * 1024
+"""Of a run item, what its per-task sets may take (finished and failed-leaf indexes, the
+throttled tasks, the tasks holding a max_active_tasks slot); the rest keeps room for the
+run's conf (up to 256 KB) and trigger."""
+_UPSTREAM_ENTRY_OVERHEAD: Final = 5  # the element, and its encoded report (<= 6 digits)
+_INDEX_BYTES: Final = 4  # a task index (< 100,000) in a number set
+_SLOT_ENTRY_OVERHEAD: Final = 4  # the element, and its try number
+
+
+def upstream_map_bytes(upstream: Sequence[str]) -> int:
+    """What a task instance's upstream map takes once every upstream reported."""
+    return sum(len(task.encode()) + _UPSTREAM_ENTRY_OVERHEAD for task in upstream)
+
+
+def run_task_sets_bytes(
+    upstream: Mapping[str, Sequence[str]], order: Sequence[str], max_active_tasks: int
+) -> int:
+    """The most a run item's per-task sets can take for this DAG (``upstream``: each task's
+    upstreams; ``order``: the tasks, upstreams first).
+
+    Every task's index may be in the finished set, every leaf's in the failed one; the
+    tasks waiting for a slot (throttled) and holding one (active) are at most the widest
+    set of tasks ready at once, which no chain crosses twice: at most ``n - L + 1`` tasks
+    for a longest chain of ``L``. Their ids are counted longest first."""
+    has_downstream = {dep for deps in upstream.values() for dep in deps}
+    leaves = sum(1 for task in upstream if task not in has_downstream)
+    depth: dict[str, int] = {}
+    for task in order:
+        depth[task] = 1 + max((depth[dep] for dep in upstream[task]), default=0)
+    longest = max(depth.values(), default=0)
+    width = len(upstream) - longest + 1
+    ids = sorted((len(task.encode()) for task in upstream), reverse=True)
+    throttled = sum(size + 1 for size in ids[:width])
+    active = sum(size + _SLOT_ENTRY_OVERHEAD for size in ids[: min(width, max_active_tasks)])
+    return _INDEX_BYTES * (len(upstream) + leaves) + throttled + active
+
+
+SIGNAL_INDEX_BYTES: Final = 64 * 1024
+"""What one DAG's signal subscriptions may take: under each event source (its entry in the
+``sub:<source>`` item every DAG listening to that source shares), and the sources listed
+on its head."""
+
+
+def signal_index_problem(entry_bytes: Mapping[str, int]) -> str | None:
+    """Why a DAG's subscriptions (``entry_bytes``: source -> bytes of its entry) cannot be
+    indexed, or None."""
+    names = sum(len(source.encode()) + 1 for source in entry_bytes)
+    if names > SIGNAL_INDEX_BYTES:
+        return (
+            f"signals: the DAG listens to {len(entry_bytes)} event sources (~{names // 1024} "
+            f"KB of names), over the {SIGNAL_INDEX_BYTES // 1024} KB limit"
+        )
+    for source, size in sorted(entry_bytes.items()):
+        if size > SIGNAL_INDEX_BYTES:
+            return (
+                f"signals: the patterns listening to source {short(source)} take "
+                f"~{size // 1024} KB, over the {SIGNAL_INDEX_BYTES // 1024} KB limit: "
+                "share fewer, smaller patterns"
+            )
+    return None
+
+
+def dag_size_problems(
+    upstream: Mapping[str, Sequence[str]], order: Sequence[str], max_active_tasks: int
+) -> list[tuple[str | None, str]]:
+    """(task or None for the DAG, message) for each item this DAG could overflow."""
+    problems: list[tuple[str | None, str]] = []
+    for task, deps in upstream.items():
+        size = upstream_map_bytes(deps)
+        if size > UPSTREAM_MAP_BYTES:
+            problems.append(
+                (
+                    task,
+                    f"{len(deps)} upstream tasks need ~{size // 1024} KB of its task "
+                    f"instance to record their states, over the {UPSTREAM_MAP_BYTES // 1024} "
+                    "KB limit: join them in stages (or use shorter task ids)",
+                )
+            )
+    size = run_task_sets_bytes(upstream, order, max_active_tasks)
+    if size > RUN_TASK_SETS_BYTES:
+        problems.append(
+            (
+                None,
+                f"{len(upstream)} tasks need up to ~{size // 1024} KB of each run's item to "
+                f"track them, over the {RUN_TASK_SETS_BYTES // 1024} KB limit: split the DAG "
+                "(or use shorter task ids)",
+            )
+        )
+    return problems

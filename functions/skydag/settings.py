@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+VERSIONS_PREFIX = "skydag-versions/"
+"""Where the DAG bucket keeps each DAG version's spec (``skydag.store.spec_objects``):
+written by the dag loader only, never under the DAG prefix, never a DAG file."""
+
+
+def prefixes_overlap(dag_prefix: str, versions_prefix: str = VERSIONS_PREFIX) -> bool:
+    """Whether one prefix lies inside the other (then the loader could see version objects)."""
+    return dag_prefix.startswith(versions_prefix) or versions_prefix.startswith(dag_prefix)
 
 
 class TableNames(BaseModel):
@@ -25,6 +34,7 @@ class Settings(BaseModel):
     tables: TableNames = Field(default_factory=TableNames)
     dag_bucket: str = "skydag-dags"
     dag_prefix: str = "dags/"
+    versions_prefix: str = VERSIONS_PREFIX
     event_bus: str = "skydag"
     # Task state kept this long after its last write unless a job asks otherwise.
     task_state_ttl_days: int = Field(default=90, ge=1)
@@ -41,6 +51,15 @@ class Settings(BaseModel):
     # How finely one-shot timers (retry times) are set: EventBridge Scheduler fires within
     # a minute of an at() time; the local cloud's scheduler fires to the second.
     timer_precision_seconds: int = Field(default=60, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _versions_outside_dags(self) -> Settings:
+        if prefixes_overlap(self.dag_prefix, self.versions_prefix):
+            raise ValueError(
+                f"dag_prefix {self.dag_prefix!r} overlaps {self.versions_prefix!r}, "
+                "where skydag keeps DAG versions: choose another DAG prefix"
+            )
+        return self
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

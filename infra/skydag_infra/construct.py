@@ -37,6 +37,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from skydag import wiring
+from skydag.settings import VERSIONS_PREFIX, prefixes_overlap
 from skydag.sources import COMMAND_SOURCE, DAG_SOURCE_PREFIX, SCHEDULER_SOURCE, SKYDAG_SOURCE
 from skydag.wiring import (
     AsyncInvokeSpec,
@@ -131,6 +132,11 @@ class Skydag(Construct):
         # Lambda's own platform lines (see wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT).
         self.system_log_level = lambda_.SystemLogLevel[system_log_level]
         self.dag_prefix = wiring.validate_dag_prefix(dag_prefix)
+        if prefixes_overlap(self.dag_prefix):
+            raise ValueError(
+                f"dag_prefix {dag_prefix!r} overlaps {VERSIONS_PREFIX!r}, where skydag keeps "
+                "DAG versions: choose another DAG prefix"
+            )
         self.dispatch = dispatch or DispatchTargets()
         self._removal_policy = removal_policy
         stack = cdk.Stack.of(self)
@@ -531,6 +537,12 @@ class Skydag(Construct):
             [self.dag_bucket.bucket_arn],
             conditions={"StringLike": {"s3:prefix": f"{self.dag_prefix}*"}},
         )
+        # Each version's spec (skydag.store.spec_objects): only the loader writes one.
+        loader.allow(
+            ["s3:PutObject"],
+            [self.versions_arn],
+            wildcard_reason="DAG version specs under the versions prefix (one per version)",
+        )
         self._allow_schedules(loader)
         self._allow_put_events(loader)
         self._allow_forwarding_rules(loader)
@@ -544,6 +556,11 @@ class Skydag(Construct):
         for name in ENGINE_FUNCTIONS:
             engine = policies[name]
             self._allow_tables(engine, everything, read_only=("dag_versions",))
+            engine.allow(
+                ["s3:GetObject"],
+                [self.versions_arn],
+                wildcard_reason="DAG version specs under the versions prefix (one per version)",
+            )
             self._allow_put_events(engine)
             self._allow_schedules(engine)
             add_dispatch(engine, self.dispatch, deployment=self._event_bus_name)
@@ -572,6 +589,11 @@ class Skydag(Construct):
                 )
             if resources:
                 policy.allow(access, resources)
+
+    @property
+    def versions_arn(self) -> str:
+        """The objects holding each DAG version's spec (``Settings.versions_prefix``)."""
+        return self.dag_bucket.arn_for_objects(f"{VERSIONS_PREFIX}*")
 
     @property
     def forwarding_rule_arns(self) -> list[str]:

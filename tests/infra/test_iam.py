@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from infra_synth import ACCOUNT, DISPATCH, REGION, Synthesized
 
+from skydag.settings import VERSIONS_PREFIX
 from skydag.wiring import DEPLOYMENT_TAG
 
 BUS = "skydag"  # the test stack's bus: the deployment tag's value
@@ -139,6 +140,27 @@ def test_dag_loader_reads_dag_files_and_writes_only_the_dag_tables(synth: Synthe
     }
     (listing,) = (s for s in statements if s["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": "dags/*"}}
+    # It writes each version's spec, under the versions prefix only (never a DAG file).
+    (writes,) = (s for s in statements if "s3:PutObject" in _as_list(s["Action"]))
+    assert _as_list(writes["Action"]) == ["s3:PutObject"]
+    assert writes["Resource"] == _versions_objects(synth)
+
+
+def _versions_objects(synth: Synthesized) -> dict[str, Any]:
+    bucket = {"Fn::GetAtt": [synth.logical_id(synth.skydag.dag_bucket), "Arn"]}
+    return {"Fn::Join": ["", [bucket, f"/{VERSIONS_PREFIX}*"]]}
+
+
+@pytest.mark.parametrize("name", ["Scheduler", "StreamProcessor", "Reconciler"])
+def test_engine_functions_read_dag_version_specs_and_no_other_object(
+    synth: Synthesized, name: str
+) -> None:
+    statements = _role_statements(synth, name)
+    s3_statements = [
+        s for s in statements if any(a.startswith("s3:") for a in _as_list(s["Action"]))
+    ]
+    assert [_as_list(s["Action"]) for s in s3_statements] == [["s3:GetObject"]]
+    assert s3_statements[0]["Resource"] == _versions_objects(synth)
 
 
 @pytest.mark.parametrize("name", ["Scheduler", "StreamProcessor", "Reconciler"])

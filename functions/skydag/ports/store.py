@@ -278,7 +278,9 @@ class DagStore(Protocol):
     def save_version(
         self, spec: DagSpec, *, source: str | None, sha256: str | None, now: datetime
     ) -> int:
-        """Store the spec as the next version and make it current; returns its number."""
+        """Store the spec as the next version and make it current; returns its number.
+        LimitError, before anything is written, when its signal subscriptions are too
+        large to index (``skydag.limits.SIGNAL_INDEX_BYTES``)."""
         ...
 
     def retire(self, dag_id: str, *, now: datetime) -> DagRecord | None: ...

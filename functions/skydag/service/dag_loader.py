@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from skydag.engine.models import DagRecord
+from skydag.limits import LimitError
 from skydag.ports import Clock, EventSink
 from skydag.ports.store import DagStore, Store, Subscription
 from skydag.signals.forwarding import (
@@ -251,7 +252,14 @@ class DagLoaderService:
                 # The good bytes are back after a broken upload: the error is over.
                 self.files.set_head_import_error(spec.dag, obj.source, None)
         else:
-            version = self.repos.dags.save_version(spec, source=obj.source, sha256=sha256, now=now)
+            try:
+                version = self.repos.dags.save_version(
+                    spec, source=obj.source, sha256=sha256, now=now
+                )
+            except LimitError as error:  # no retry makes it fit: the file must change
+                return self._import_error(
+                    obj, record, data, sha256, [f"{obj.source}: error: {error}"]
+                )
             outcome = LoadOutcome.LOADED
         paused = head.paused if head is not None else False
         expression = self._sync_schedule(spec, paused=paused)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -68,10 +69,11 @@ def topological_order(tasks: Mapping[str, _HasDependencies]) -> list[str]:
     for task_id, spec in tasks.items():
         for dep in spec.depends_on:
             children.setdefault(dep, []).append(task_id)
-    ready = [t for t, n in remaining.items() if n == 0]
+    # A deque: popping the front of a list is linear, and a wide DAG has many ready at once.
+    ready = deque(t for t, n in remaining.items() if n == 0)
     order: list[str] = []
     while ready:
-        current = ready.pop(0)
+        current = ready.popleft()
         order.append(current)
         for child in children.get(current, []):
             remaining[child] -= 1

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from skydag.engine.models import DagRun
+from skydag.limits import LimitError, signal_index_problem
 from skydag.ports.store import ANY_SOURCE, ConflictError, TaskStateStore
 from skydag.spec.models import DagSpec
 
@@ -48,6 +49,24 @@ def pattern_sources(pattern: Mapping[str, Any]) -> list[str]:
 
 def signal_sources(spec: DagSpec) -> set[str]:
     return {s for _, _, pattern in spec.iter_signal_patterns() for s in pattern_sources(pattern)}
+
+
+def subscriptions_by_source(spec: DagSpec | None) -> dict[str, list[list[Any]]]:
+    """The version's subscriptions, ``[task, kind, pattern]`` each, under every source."""
+    grouped: dict[str, list[list[Any]]] = {}
+    for task_id, kind, pattern in spec.iter_signal_patterns() if spec else ():
+        for source in pattern_sources(pattern):
+            grouped.setdefault(source, []).append([task_id, kind, pattern])
+    return grouped
+
+
+def check_signal_index(spec: DagSpec) -> None:
+    """LimitError when the version's subscriptions cannot be indexed (checked before any
+    write, so a DAG over the limit changes nothing)."""
+    grouped = subscriptions_by_source(spec)
+    problem = signal_index_problem({s: len(dumps(subs).encode()) for s, subs in grouped.items()})
+    if problem is not None:
+        raise LimitError(f"DAG '{spec.dag}': {problem}")
 
 
 # The task-instance fields a write may change (besides state and version): stored as they

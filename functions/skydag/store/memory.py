@@ -59,6 +59,7 @@ from skydag.spec.models import DagSpec
 from skydag.store.common import (
     TI_JSON_FIELDS,
     TI_PLAIN_FIELDS,
+    check_signal_index,
     dumps,
     iso,
     loads,
@@ -67,6 +68,7 @@ from skydag.store.common import (
     queued_key,
     signal_sources,
 )
+from skydag.store.spec_objects import SpecCache
 from skydag.taskstate import check_key, check_ttl
 
 _TI_TIME_FIELDS = frozenset(
@@ -720,7 +722,7 @@ class MemoryDagRepository:
         self._lock = tables.lock
         self._heads: dict[str, _DagItem] = {}
         self._versions: dict[tuple[str, int], _DagVersion] = {}
-        self._specs: dict[tuple[str, int], DagSpec] = {}
+        self._specs: SpecCache[tuple[str, int], DagSpec] = SpecCache()
         self._emit_sources: dict[str, str] = {}  # prefix -> the DAG that holds it
         # "sub:<source>" -> dag -> {"v": version, "subs": JSON list of [task, kind, pattern]}
         self._subscriptions: dict[str, dict[str, dict[str, Any]]] = {}
@@ -739,6 +741,7 @@ class MemoryDagRepository:
     def save_version(
         self, spec: DagSpec, *, source: str | None, sha256: str | None, now: datetime
     ) -> int:
+        check_signal_index(spec)
         spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
         with self._lock:
             # The same steps as the DynamoDB repository, which numbers versions by
@@ -827,7 +830,7 @@ class MemoryDagRepository:
             if stored is None:
                 raise NotFound(f"DAG '{dag_id}' version {version} not found")
             spec = DagSpec.model_validate_json(stored.spec_json)
-            self._specs[(dag_id, version)] = spec
+            self._specs.put((dag_id, version), spec, len(stored.spec_json))
             return spec
 
     def set_paused(self, dag_id: str, paused: bool) -> None:

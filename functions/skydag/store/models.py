@@ -101,13 +101,20 @@ class AwsSourcesModel(Model):
 
 
 class DagVersionModel(Model):
+    """One immutable DAG version. Its spec is an S3 object (``store/spec_objects.py``) the
+    item points at; items written before that keep the spec inline (``spec``) and are
+    still read."""
+
     class Meta:
         table_name: str | None = None
         region = "us-east-1"
 
     dag_id = UnicodeAttribute(hash_key=True)
     version = NumberAttribute(range_key=True)
-    spec = UnicodeAttribute()  # the validated DAG as JSON: immutable once written
+    spec = UnicodeAttribute(null=True)  # the validated DAG as JSON (items of old releases)
+    spec_key = UnicodeAttribute(null=True)  # the spec object in the DAG bucket
+    spec_size = NumberAttribute(null=True)  # its bytes (gzip'd JSON)
+    spec_sha256 = UnicodeAttribute(null=True)  # of those bytes
     source = UnicodeAttribute(null=True)
     sha256 = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
@@ -300,14 +307,20 @@ def bind_models(settings: Settings) -> None:
         model.Meta.host = settings.endpoint_url
         model._connection = None
     from skydag.store.dag_files import bind_dag_files  # shares the dags table
+    from skydag.store.spec_objects import bind_spec_objects  # the versions' specs
 
     bind_dag_files(settings)
+    bind_spec_objects(settings)
 
 
 def create_tables(settings: Settings) -> None:
-    """Create the tables as the CDK stack does (on-demand, streams, TTL): dev and tests."""
+    """Create the tables as the CDK stack does (on-demand, streams, TTL), and the DAG
+    bucket the versions' specs live in when it is missing: dev and tests."""
     bind_models(settings)
     for model in ALL_MODELS:
         if not model.exists():
             # create_table also enables TTL when the model has a TTLAttribute.
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+    from skydag.store.spec_objects import spec_objects
+
+    spec_objects().ensure_bucket()

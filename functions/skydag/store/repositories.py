@@ -13,7 +13,6 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from pynamodb.connection import Connection
@@ -56,11 +55,16 @@ from skydag.spec.emit_sources import conflicts as emit_source_conflicts
 from skydag.spec.models import DagSpec
 from skydag.store.common import TI_JSON_FIELDS as _TI_JSON_FIELDS
 from skydag.store.common import TI_PLAIN_FIELDS as _TI_PLAIN_FIELDS
+from skydag.store.common import (
+    check_signal_index,
+    put_last_writer_wins,
+    run_key,
+    signal_sources,
+    subscriptions_by_source,
+)
 from skydag.store.common import dumps as _dumps
 from skydag.store.common import iso as _iso
 from skydag.store.common import loads as _loads
-from skydag.store.common import pattern_sources as _pattern_sources
-from skydag.store.common import put_last_writer_wins, run_key, signal_sources
 from skydag.store.common import queued_key as _queued_key
 from skydag.store.errors import ConflictError, NotFound, StoreError, is_condition_failure
 from skydag.store.models import (
@@ -74,6 +78,7 @@ from skydag.store.models import (
     TaskInstanceModel,
     TaskStateModel,
 )
+from skydag.store.spec_objects import SpecCache, SpecObjectError, SpecPointer, spec_objects
 from skydag.taskstate import check_key, check_ttl
 
 TaskConflict = ConflictError[TaskInstance]
@@ -926,19 +931,17 @@ def _dag_from_model(item: DagModel) -> DagRecord:
     )
 
 
-_SPEC_CACHE_SIZE = 256
-
-
-@lru_cache(maxsize=_SPEC_CACHE_SIZE)
-def _parse_spec(spec_json: str) -> DagSpec:
-    return DagSpec.model_validate_json(spec_json)
+def _spec_pointer(item: DagVersionModel) -> SpecPointer | None:
+    if item.spec_key is None or item.spec_size is None or item.spec_sha256 is None:
+        return None
+    return SpecPointer(item.spec_key, int(item.spec_size), item.spec_sha256)
 
 
 class DagRepository:
     def __init__(self) -> None:
         # Versions are immutable: a warm Lambda (or the dev loop) reads each one once.
         # Per repository, not per process: a new environment (tests, moto) starts empty.
-        self._specs: dict[tuple[str, int], DagSpec] = {}
+        self._specs: SpecCache[tuple[str, int], DagSpec] = SpecCache()
 
     def get(self, dag_id: str) -> DagRecord:
         try:
@@ -960,15 +963,25 @@ class DagRepository:
         Versions are numbered by a conditional write on the head, so two loaders racing
         on the same DAG get different numbers and the later upload becomes current.
         """
+        check_signal_index(spec)
         spec_json = spec.model_dump_json(by_alias=True, exclude_none=True)
         for _ in range(10):
             head_item = self._find_item(spec.dag)
             head = _dag_from_model(head_item) if head_item is not None else None
             latest = head_item.latest_version if head_item is not None else None
             number = int(latest or (head.current_version if head else 0) or 0) + 1
+            # The object first: a crash before the item leaves an object nobody points at.
+            pointer = spec_objects().put(spec.dag, number, spec_json)
             try:
                 DagVersionModel(
-                    spec.dag, number, spec=spec_json, source=source, sha256=sha256, created_at=now
+                    spec.dag,
+                    number,
+                    spec_key=pointer.key,
+                    spec_size=pointer.size,
+                    spec_sha256=pointer.sha256,
+                    source=source,
+                    sha256=sha256,
+                    created_at=now,
                 ).save(condition=DagVersionModel.version.does_not_exist())
             except PutError as error:
                 if not is_condition_failure(error):
@@ -1095,10 +1108,7 @@ class DagRepository:
 
         Each entry carries its version and is only replaced by a newer one, so two
         uploads racing here leave the newer version's subscriptions in place."""
-        grouped: dict[str, list[list[Any]]] = {}
-        for task_id, kind, pattern in spec.iter_signal_patterns() if spec else ():
-            for source in _pattern_sources(pattern):
-                grouped.setdefault(source, []).append([task_id, kind, pattern])
+        grouped = subscriptions_by_source(spec)
         aws_sources = {s for s in grouped if s.startswith(AWS_SOURCE_PREFIX)}
         if aws_sources:
             # Registered before the subscriptions are written: whoever reads the registry
@@ -1112,19 +1122,8 @@ class DagRepository:
             _write_subscription(f"sub:{source}", dag_id, number, value)
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec:
-        """A pinned DAG version, read once per repository."""
-        cached = self._specs.get((dag_id, version))
-        if cached is not None:
-            return cached
-        try:
-            item = DagVersionModel.get(dag_id, version)
-        except DoesNotExist as error:
-            raise NotFound(f"DAG '{dag_id}' version {version} not found") from error
-        spec = _parse_spec(item.spec)
-        if len(self._specs) >= _SPEC_CACHE_SIZE:
-            self._specs.pop(next(iter(self._specs)))
-        self._specs[(dag_id, version)] = spec
-        return spec
+        """A pinned DAG version, read once per repository (its item, then its object)."""
+        return self._specs.get_or_load((dag_id, version), lambda: _read_spec(dag_id, version))
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         try:
@@ -1207,6 +1206,22 @@ class DagRepository:
                 raise
             return False
         return True
+
+
+def _read_spec(dag_id: str, version: int) -> tuple[DagSpec, int]:
+    """A version's spec and the bytes of its JSON (what the cache counts)."""
+    try:
+        item = DagVersionModel.get(dag_id, version)
+    except DoesNotExist as error:
+        raise NotFound(f"DAG '{dag_id}' version {version} not found") from error
+    pointer = _spec_pointer(item)
+    if pointer is not None:
+        spec_json = spec_objects().get(pointer)
+    elif item.spec is not None:
+        spec_json = item.spec  # an item written before specs moved to S3
+    else:
+        raise SpecObjectError(f"DAG '{dag_id}' version {version}: the item holds no spec")
+    return DagSpec.model_validate_json(spec_json), len(spec_json)
 
 
 def _write_subscription(key: str, dag_id: str, number: int, value: dict[str, Any] | None) -> None:

@@ -390,3 +390,64 @@ def test_an_emit_source_prefix_belongs_to_one_dag(
     created(handlers, context, stack, emitter("orders", "com.acme.orders"), "0C", "dags/a.yaml")
     again = created(handlers, context, stack, inside, "0D", "dags/b.yaml")
     assert again["outcome"] == "loaded"
+
+
+def _wide_fan(width: int, name_prefix: str) -> bytes:
+    names = [f"{name_prefix}{i:05d}" for i in range(width)]
+    lines = ["dag: wide", "tasks:", "  start: {noop: {}}"]
+    lines += [f"  {name}: {{noop: {{}}, depends_on: [start]}}" for name in names]
+    lines += ["  end:", "    noop: {}", f"    depends_on: [{', '.join(names)}]"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_dag_over_a_size_limit_is_an_import_error_not_a_retry(
+    stack: Stack, handlers: SimpleNamespace, context: Any
+) -> None:
+    key = "dags/wide.yaml"
+    body = _wide_fan(4200, "partition_with_a_long_descriptive_name_")
+
+    result = created(handlers, context, stack, body, "0A", key=key)
+
+    assert (result["outcome"], result["dag"]) == ("import_error", "wide")
+    assert any("task 'end', field 'depends_on'" in line for line in result["errors"])
+    assert any("over the 192 KB limit" in line for line in result["errors"])
+    record = DagFileRepository().get(key)
+    assert record is not None
+    assert record.import_error is not None
+    assert "over the 192 KB limit" in record.import_error
+    [event] = stack.bus_events()
+    assert (event["detail-type"], event["detail"]["dag"]) == ("DAG Import Error", "wide")
+    assert versions("wide") == []
+
+
+def test_a_10000_task_dag_loads(stack: Stack, handlers: SimpleNamespace, context: Any) -> None:
+    body = _wide_fan(9998, "t")
+
+    result = created(handlers, context, stack, body, "0A", key="dags/wide.yaml")
+
+    assert (result["outcome"], result["version"]) == ("loaded", 1)
+    spec = Repositories().dags.load_spec("wide", 1)
+    assert len(spec.tasks) == 10_000
+    assert len(spec.upstream("end")) == 9998
+
+
+def test_signal_patterns_too_large_to_index_are_an_import_error(
+    stack: Stack, handlers: SimpleNamespace, context: Any
+) -> None:
+    values = json.dumps([f"v{i:04d}" for i in range(400)])  # ~3.6 KB: under 4,096 each
+    pattern = f'{{"source": ["my.app"], "detail": {{"k": {values}}}}}'
+    tasks = "".join(f"  t{i:02d}:\n    noop: {{}}\n    start_on: {pattern}\n" for i in range(22))
+    body = f"dag: listens\ntasks:\n{tasks}".encode()
+
+    result = created(handlers, context, stack, body, "0A", key="dags/listens.yaml")
+
+    assert result["outcome"] == "import_error"
+    assert result["errors"] == [
+        "s3://skydag-dags/dags/listens.yaml: error: DAG 'listens': signals: the patterns "
+        "listening to source 'my.app' take ~69 KB, over the 64 KB limit: share fewer, "
+        "smaller patterns"
+    ]
+    assert versions("listens") == []
+    assert Repositories().dags.find("listens") is None
+    [event] = stack.bus_events()
+    assert event["detail-type"] == "DAG Import Error"
