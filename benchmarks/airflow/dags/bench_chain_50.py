@@ -16,7 +16,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_tasks=50,
+    max_active_tasks=32,
 ):
     tasks = {}
     tasks["t0"] = noop.override(task_id="t0")()
