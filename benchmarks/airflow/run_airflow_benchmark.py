@@ -363,10 +363,12 @@ def report(
         "## Set-up",
         "",
         f"- Airflow {version}, `LocalExecutor` (default `parallelism` 32), SQLite metadata "
-        "database, `airflow scheduler`, `airflow dag-processor` and `airflow api-server` (the "
-        "tasks' execution API), all other settings at their defaults; in its own venv "
-        "(`build/airflow-venv`, from `benchmarks/airflow/requirements.txt` with "
-        "`constraints-3.11.txt`), with a temporary `AIRFLOW_HOME`.",
+        "database (Airflow 3 accepts it with the LocalExecutor), `airflow scheduler`, "
+        "`airflow dag-processor` and `airflow api-server` (the tasks' execution API), all "
+        "other settings at their defaults; in its own venv (`build/airflow-venv`, from "
+        "`benchmarks/airflow/requirements.txt` with `constraints-3.11.txt`: the set that "
+        "version resolved to on Python 3.11 here, since Airflow's published constraints file "
+        "could not be fetched on this machine), with a temporary `AIRFLOW_HOME`.",
         "- skydag: the production handlers in the local cloud (moto in process, the stack's "
         "queues, streams and batching windows as deployed), `noop` tasks, "
         f"{concurrency} invocation(s) at once (`--concurrency`; 1 is how `skydag dev run` "
