@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local bench-scale soak clean docs-states
+.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local bench-scale bench-airflow soak clean docs-states
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,12 @@ bench-scale: $(BIN)/.installed
 ## bench-local: the local cloud: job end -> event per service, handler invocations and AWS calls per task
 bench-local: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_local_cloud_benchmarks.py
+
+## bench-airflow: skydag's local cloud side by side with Airflow 3 (scheduler + LocalExecutor) on chain 50,
+## fan-out 1->200->1 and 10 diamonds of no-op tasks: seconds per task, the ratio, >= 10x MET / NOT MET; writes
+## docs/benchmarks-airflow.md. Optional (not in test or bench): Airflow installs into build/airflow-venv on first use
+bench-airflow: $(BIN)/.installed
+	$(BIN)/python benchmarks/airflow/run_airflow_benchmark.py
 
 ## test-large: the full-size end-to-end cases make test runs small (a 1 -> for_each 500 -> 1 run)
 test-large: $(BIN)/.installed
