@@ -87,7 +87,7 @@ def states(env: EmbeddedSkydag, dag: str, run_id: str) -> dict[str, tuple[TaskSt
     return {t: (ti.state, ti.try_number) for t, ti in tasks(env, dag, run_id).items()}
 
 
-def pump_until(env: EmbeddedSkydag, done: Callable[[], bool], timeout: float = 5.0) -> None:
+def pump_until(env: EmbeddedSkydag, done: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         assert time.monotonic() < deadline, "the condition was never reached"
@@ -95,7 +95,7 @@ def pump_until(env: EmbeddedSkydag, done: Callable[[], bool], timeout: float = 5
             time.sleep(0.005)
 
 
-def drain(env: EmbeddedSkydag, timeout: float = 5.0) -> None:
+def drain(env: EmbeddedSkydag, timeout: float = 30.0) -> None:
     """Pump until nothing is pending and no local job runs."""
     pump_until(env, lambda: env.pump() == 0 and env.local.running() == 0, timeout)
 
