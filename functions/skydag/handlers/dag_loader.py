@@ -26,9 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes.s3_event import (
-    S3EventBridgeNotificationEvent,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skydag.handlers import _runtime as runtime
@@ -46,20 +43,22 @@ class _NotAnObjectEvent(ValueError):
     pass
 
 
-def _object(event: S3EventBridgeNotificationEvent) -> Any:
+def _object(event: dict[str, Any]) -> Any:
     """The event's object as a DagObject, or _NotAnObjectEvent saying what is missing."""
+    from urllib.parse import unquote_plus
+
     from skydag.service.dag_loader import DagObject
 
     try:
-        detail = event.detail
-        obj = detail.object
-        raw = obj.raw_event
+        detail = event["detail"]
+        raw = detail["object"]
         version = raw.get("version-id")
         # moto and some emitters spell the ETag "eTag".
         etag = raw.get("etag") or raw.get("eTag")
         return DagObject(
-            bucket=detail.bucket.name,
-            key=obj.key,
+            bucket=str(detail["bucket"]["name"]),
+            # S3 puts the key URL-encoded in its EventBridge events (a space is "+").
+            key=unquote_plus(str(raw["key"])),
             etag=str(etag) if etag else None,
             version_id=str(version) if version and version != "null" else None,
             sequencer=str(raw["sequencer"]) if raw.get("sequencer") else None,
@@ -141,7 +140,7 @@ def _handle(event: dict[str, Any]) -> dict[str, Any]:
     if event.get("source") != "aws.s3" or detail_type not in (OBJECT_CREATED, OBJECT_DELETED):
         return _ignored(None, f"not an S3 object event ({detail_type!r})", bad_event=True)
     try:
-        obj = _object(S3EventBridgeNotificationEvent(event))
+        obj = _object(event)
     except _NotAnObjectEvent as error:
         return _ignored(None, str(error), bad_event=True)
     with runtime.log_keys(source=obj.source, s3_event=event.get("id")):

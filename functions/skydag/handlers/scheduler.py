@@ -22,44 +22,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skydag.handlers import _runtime as runtime
+from skydag.handlers._batch import (
+    PartialItemFailureResponse,
+    Record,
+    process_batch,
+    sqs_message_id,
+)
 
 runtime.cold_start("scheduler")
 logger, metrics = runtime.logger, runtime.metrics
 
-# All records failing is reported like any partial failure (each is retried on its own)
-# rather than raised, which would also redeliver the bad ones.
 # SQS's own limit for a message body; the router then holds an event to EventBridge's 256 KB.
 SQS_MAX_BODY_BYTES = 1024 * 1024
 
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
-
-def _decode(record: SQSRecord) -> dict[str, Any]:
+def _decode(record: Record) -> dict[str, Any]:
     """The EventBridge event in an SQS message body, or BadEvent saying what is wrong."""
     from skydag.limits import LimitError, loads_bounded
     from skydag.service.router import BadEvent
 
-    where = f"SQS message {record.message_id}"
+    where = f"SQS message {sqs_message_id(record)}"
     try:
         # Size and nesting are checked before the (recursive) decoder sees the body.
-        event = loads_bounded(record.body or "", where, max_bytes=SQS_MAX_BODY_BYTES)
+        event = loads_bounded(str(record.get("body") or ""), where, max_bytes=SQS_MAX_BODY_BYTES)
     except LimitError as error:
         raise BadEvent(str(error)) from None
     except (TypeError, ValueError) as error:
         raise BadEvent(f"{where}: body is not JSON ({error})") from None
     if not isinstance(event, dict):
         raise BadEvent(
-            f"SQS message {record.message_id}: body is a JSON {type(event).__name__}, "
+            f"SQS message {sqs_message_id(record)}: body is a JSON {type(event).__name__}, "
             "not an EventBridge event"
         )
     return event
@@ -83,7 +78,7 @@ def _keys(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _route(record: SQSRecord) -> None:
+def _route(record: Record) -> None:
     from skydag.service.router import route_event
 
     event = _decode(record)
@@ -99,8 +94,8 @@ def _route(record: SQSRecord) -> None:
         )
 
 
-def _handle(record: SQSRecord) -> None:
-    runtime.handle_record(lambda: _route(record), what=f"SQS message {record.message_id}")
+def _handle(record: Record) -> None:
+    runtime.handle_record(lambda: _route(record), what=f"SQS message {sqs_message_id(record)}")
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -111,8 +106,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     runtime.start_invocation("scheduler")
     runtime.count("EventsReceived", len(event.get("Records") or []))
     try:
-        return process_partial_response(
-            event=event, record_handler=_handle, processor=processor, context=context
-        )
+        return process_batch(event, _handle, sqs_message_id)
     finally:
         runtime.flush_dimensioned()

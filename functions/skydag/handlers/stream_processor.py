@@ -23,25 +23,21 @@ approximate by the retries, never short.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skydag.handlers import _runtime as runtime
+from skydag.handlers._batch import (
+    PartialItemFailureResponse,
+    Record,
+    process_batch,
+    stream_sequence_number,
+)
 
 runtime.cold_start("stream_processor")
 logger, metrics = runtime.logger, runtime.metrics
-
-processor = BatchProcessor(
-    event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False
-)
 
 
 def table_of(stream_arn: str | None) -> str | None:
@@ -51,9 +47,14 @@ def table_of(stream_arn: str | None) -> str | None:
     return stream_arn.split(":table/", 1)[1].split("/", 1)[0]
 
 
-def _images(record: DynamoDBRecord) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    data = record.raw_event.get("dynamodb") or {}
+def _images(record: Record) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    data = _stream_data(record)
     return data.get("OldImage"), data.get("NewImage")
+
+
+def _stream_data(record: Record) -> Mapping[str, Any]:
+    data = record.get("dynamodb")
+    return data if isinstance(data, Mapping) else {}
 
 
 def _decode(convert: Any, image: dict[str, Any] | None, what: str) -> Any:
@@ -68,17 +69,19 @@ def _decode(convert: Any, image: dict[str, Any] | None, what: str) -> Any:
         raise BadEvent(f"{what}: not a valid image ({type(error).__name__}: {error})") from None
 
 
-def _process(record: DynamoDBRecord, what: str) -> None:
+def _process(record: Record, what: str) -> None:
     from skydag.service.router import BadEvent
     from skydag.store.repositories import run_from_image, task_instance_from_image
 
     tables = runtime.settings().tables
-    table = table_of(record.event_source_arn)
+    source_arn = record.get("eventSourceARN")
+    table = table_of(source_arn if isinstance(source_arn, str) else None)
     old_image, new_image = _images(record)
     if new_image is None:
         return  # a removed item (TTL, cleanup): nothing to react to
-    created = record.dynamodb.approximate_creation_date_time if record.dynamodb else None
-    runtime.record_delay(runtime.event_time(created))
+    runtime.record_delay(
+        runtime.event_time(_stream_data(record).get("ApproximateCreationDateTime"))
+    )
     if table == tables.runs:
         old_run = _decode(run_from_image, old_image, what)
         run = _decode(run_from_image, new_image, what)
@@ -115,9 +118,9 @@ def _count_task(old: Any, new: Any) -> None:
         runtime.count_by("TaskOutcomes", "state", new.state.value)
 
 
-def _handle(record: DynamoDBRecord) -> None:
-    sequence = record.dynamodb.sequence_number if record.dynamodb else None
-    what = f"stream record {sequence} ({record.event_name.name if record.event_name else '?'})"
+def _handle(record: Record) -> None:
+    sequence = stream_sequence_number(record) or None
+    what = f"stream record {sequence} ({record.get('eventName') or '?'})"
     runtime.handle_record(lambda: _process(record, what), what=what)
 
 
@@ -128,8 +131,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     runtime.start_invocation("stream_processor")
     runtime.count("EventsReceived", len(event.get("Records") or []))
     try:
-        return process_partial_response(
-            event=event, record_handler=_handle, processor=processor, context=context
-        )
+        return process_batch(event, _handle, stream_sequence_number)
     finally:
         runtime.flush_dimensioned()

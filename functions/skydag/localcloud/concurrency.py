@@ -7,7 +7,7 @@ services), and DynamoDB applies each request atomically. Here, with
 
 - ``HandlerPool``: a function's execution environments. The first is the handler module
   as imported; each other one is a private copy of the handler module and of
-  ``skydag.handlers._runtime`` (its own Powertools batch processor, logger, metric set and
+  ``skydag.handlers._runtime`` (its own logger, metric set and
   per-invocation counts), loaded once when the pool is made. An invocation takes a free
   environment for its whole run, as Lambda gives one invocation at a time to a container.
   The services the runtime builds (repositories, target adapters, clients: no state of

@@ -10,7 +10,7 @@ Two kinds of hook, both off by default:
   deliveries to make, each with its delay in seconds.
 - a ``FaultPlan`` makes one handler invocation crash right after a chosen AWS call (the
   call itself happened): the crash is an ``InjectedCrash``, a ``BaseException`` so that
-  no ``except Exception`` in the handler (Powertools' batch processor included) can
+  no ``except Exception`` in the handler (the batch loop's included) can
   absorb it, exactly like a Lambda killed by a timeout or out of memory.
 
 Nothing in the local cloud delivers except through ``Deliveries.offer``, and every
