@@ -13,7 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
-SCRIPTS = sorted(path.name for path in BENCHMARKS.glob("run_*.py"))
+SCRIPTS = sorted(
+    str(path.relative_to(BENCHMARKS))
+    for path in [*BENCHMARKS.glob("run_*.py"), *BENCHMARKS.glob("*/run_*.py")]
+)
 
 
 def _load(name: str) -> ModuleType:
