@@ -177,6 +177,30 @@ def test_a_clear_cut_short_is_finished_by_its_redelivery(
     assert run_of(env, "r1").state is RunState.SUCCESS
 
 
+def test_a_reopen_cut_short_after_requeueing_the_run_is_finished_by_its_redelivery(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """A reopen queues the run, then starts it: dying between the two leaves a queued
+    run that no change will start (its slot may be free); the clear's redelivery does."""
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    finish_run(env, jobs, "r1")
+    clear = command("Clear Task", "c-4", dag="etl", run_id="r1", task="load")
+    crash_once(env.service.runs, "try_start")
+    with pytest.raises(Crash):
+        env.route(clear)
+    settle(env)
+    assert run_of(env, "r1").state is RunState.QUEUED
+
+    env.route(clear)  # the redelivery
+    settle(env)
+    assert run_of(env, "r1").state is RunState.RUNNING
+    load = task(env, "etl", "r1", "load")
+    assert (load.state, load.try_number) == (T.RUNNING, 2)
+    finish_job(env, jobs, load)
+    assert run_of(env, "r1").state is RunState.SUCCESS
+
+
 def test_a_command_delivered_twice_applies_once(env: EmbeddedSkydag, jobs: FakeService) -> None:
     env.service.trigger("etl", run_id="r1")
     settle(env)
@@ -347,6 +371,46 @@ def test_a_run_reopened_while_its_end_is_handled_keeps_its_slot(
     assert run_of(env, "r1").state is RunState.RUNNING
     assert run_of(env, "r2").state is RunState.QUEUED
     assert dags.get("etl").active_runs == frozenset({"r1"})
+
+
+# --- F12: a run's end handled between a reopen's slot and its restart ---------------------------
+
+
+def test_a_late_end_during_a_reopen_cannot_free_the_slot_the_run_reopens_in(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """Found by the soak (seed 777, full profile): r1 ended and still held its slot (its
+    end's reaction not handled yet); a clear took that slot for r1 (already its own, so
+    nothing changed), then the late end freed it while r1 was still the ended run, r1
+    went back to running without a slot and r2 started beside it (max_active_runs: 1).
+    The reopen now queues r1 first, so no end's release matches it any more."""
+    env.service.trigger("etl", run_id="r1")
+    env.service.trigger("etl", run_id="r2")  # queued: max_active_runs is 1
+    settle(env)
+    dags = env.repos.dags
+    release, reserve = dags.release_run_slot, dags.reserve_run_slot
+    dags.release_run_slot = lambda run: False  # type: ignore[method-assign]
+    finish_run(env, jobs, "r1")  # its end's reaction is late: r1 keeps its slot meanwhile
+    settle(env)
+    dags.release_run_slot = release  # type: ignore[method-assign]
+    ended = run_of(env, "r1")
+    assert (ended.state, run_of(env, "r2").state) == (RunState.SUCCESS, RunState.QUEUED)
+    end_images = replace(ended, state=RunState.RUNNING, ended_at=None), ended
+
+    def late_end_arrives(dag_id: str, run_id: str, *limits: Any) -> bool:
+        dags.reserve_run_slot = reserve  # type: ignore[method-assign]
+        taken = reserve(dag_id, run_id, *limits)
+        env.service.on_run_changed(*end_images)  # between the slot and the run's restart
+        return taken
+
+    dags.reserve_run_slot = late_end_arrives  # type: ignore[method-assign]
+    env.service.clear("etl", "r1", "load")
+    settle(env)
+    assert run_of(env, "r1").state is RunState.RUNNING
+    assert run_of(env, "r2").state is RunState.QUEUED
+    assert dags.get("etl").active_runs == frozenset({"r1"})
+    finish_run(env, jobs, "r1")
+    assert run_of(env, "r2").state is RunState.RUNNING  # r2 after it, in the freed slot
 
 
 # --- concurrent dispatchers of one try ---------------------------------------------------------

@@ -711,8 +711,10 @@ def test_run_transitions_are_conditional(repos: Store) -> None:
 
     done = repos.runs.transition(running, RunState.SUCCESS, Cause.SUCCEEDED, ended_at=NOW)
     assert repos.runs.get(DAG, RUN) == done
-    reopened = repos.runs.transition(done, RunState.RUNNING, Cause.CLEAR, ended_at=None)
-    assert (reopened.state, reopened.ended_at) == (RunState.RUNNING, None)
+    reopened = repos.runs.transition(done, RunState.QUEUED, Cause.CLEAR, ended_at=None)
+    assert (reopened.state, reopened.ended_at) == (RunState.QUEUED, None)
+    with pytest.raises(ValueError, match="not allowed"):  # a reopen is queued first (F12)
+        repos.runs.transition(done, RunState.RUNNING, Cause.CLEAR)
 
 
 def test_record_finished_counts_once_and_frees_the_slot(repos: Store) -> None:
@@ -1377,7 +1379,7 @@ def test_a_run_reopened_since_its_end_was_read_keeps_its_slot(
     dag_loader(SPEC_V1)
     assert repos.dags.reserve_run_slot(DAG, "r1", 1)
     ended = ended_run(repos, DAG, "r1")
-    repos.runs.transition(ended, RunState.RUNNING, Cause.CLEAR)
+    repos.runs.transition(ended, RunState.QUEUED, Cause.CLEAR, ended_at=None)
     assert repos.dags.release_run_slot(ended) is False
     assert repos.dags.get(DAG).active_runs == {"r1"}
     assert repos.dags.reserve_run_slot(DAG, "r2", 1) is False

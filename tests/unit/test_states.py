@@ -87,9 +87,8 @@ EXPECTED_RUN_EDGES: dict[tuple[RunState, RunState], frozenset[Cause]] = {
     (R.RUNNING, R.SUCCESS): frozenset({C.SUCCEEDED}),
     (R.RUNNING, R.FAILED): frozenset({C.FAILED}),
     (R.RUNNING, R.CANCELLED): frozenset({C.STOP}),
-    (R.SUCCESS, R.RUNNING): frozenset({C.CLEAR}),
-    (R.FAILED, R.RUNNING): frozenset({C.CLEAR}),
-    # Reopened but no max_active_runs slot free: queued like a new run.
+    # Reopened: queued, then started like a new run (never straight back to running, so
+    # a late reaction to the old end cannot free the slot it reopens in).
     (R.SUCCESS, R.QUEUED): frozenset({C.CLEAR}),
     (R.FAILED, R.QUEUED): frozenset({C.CLEAR}),
 }
@@ -246,7 +245,7 @@ def test_finished_run_state_leaves_only_by_clear(state: RunState) -> None:
         (dst, cause) for dst in RunState for cause in Cause if can_transition_run(state, dst, cause)
     }
     # A cancelled run is final: clearing its tasks is refused ("trigger a new run").
-    reopened = {(R.RUNNING, C.CLEAR), (R.QUEUED, C.CLEAR)}
+    reopened = {(R.QUEUED, C.CLEAR)}
     assert exits == (set() if state is R.CANCELLED else reopened)
 
 

@@ -116,9 +116,8 @@ RUN_TRANSITIONS: dict[tuple[RunState, RunState], frozenset[Cause]] = {
     (RunState.RUNNING, RunState.SUCCESS): frozenset({C.SUCCEEDED}),
     (RunState.RUNNING, RunState.FAILED): frozenset({C.FAILED}),
     (RunState.RUNNING, RunState.CANCELLED): frozenset({C.STOP}),
-    # Clearing a task of a finished run reopens the run (queued while no run slot is free).
-    (RunState.SUCCESS, RunState.RUNNING): frozenset({C.CLEAR}),
-    (RunState.FAILED, RunState.RUNNING): frozenset({C.CLEAR}),
+    # Clearing a task of a finished run reopens the run: queued, then started like any
+    # queued run when a slot is free (never straight to running: see RunLifecycle.reopen).
     (RunState.SUCCESS, RunState.QUEUED): frozenset({C.CLEAR}),
     (RunState.FAILED, RunState.QUEUED): frozenset({C.CLEAR}),
 }

@@ -376,6 +376,9 @@ class OperatorCommands:
         reopenable = run.state in FINISHED_RUN_STATES and run.state is not RunState.CANCELLED
         if reopenable and any(ti.state not in FINISHED_TASK_STATES for ti in tasks):
             run = self.runs.reopen(spec, run)
+        elif run.state is RunState.QUEUED:
+            # A reopen cut short between requeueing the run and starting it.
+            run = self.runs.try_start(run, spec)
         if not evaluate:
             return
         for ti in tasks:

@@ -236,7 +236,11 @@ class RunLifecycle:
             return run
         try:
             return repos.runs.transition(
-                run, RunState.RUNNING, Cause.DISPATCH, started_at=self.scheduler.clock.now()
+                run,
+                RunState.RUNNING,
+                Cause.DISPATCH,
+                started_at=self.scheduler.clock.now(),
+                reason=None,  # a reopened run waited with one
             )
         except ConflictError as conflict:
             current: DagRun | None = conflict.current
@@ -279,18 +283,18 @@ class RunLifecycle:
                 backfills += 1 if limited else 0
 
     def reopen(self, spec: DagSpec, run: DagRun) -> DagRun:
-        """A cleared task reopens its finished run: running if a max_active_runs slot is
-        free, otherwise queued until one is (like any new run)."""
-        repos = self.scheduler.repos
-        if repos.dags.reserve_run_slot(
-            run.dag_id, run.run_id, spec.max_active_runs, run.backfill_limit
-        ):
-            return repos.runs.transition(
-                run, RunState.RUNNING, Cause.CLEAR, ended_at=None, reason=None
-            )
-        return repos.runs.transition(
+        """A cleared task reopens its finished run: queued first, then started like any
+        queued run if a max_active_runs slot is free (Airflow's clear also requeues).
+
+        In that order because the finished run may still hold its slot, and a late
+        reaction to its end frees the slot of a run that is still that end. Taking the
+        slot first and reopening after left a window where the end's release freed the
+        slot the run was about to run in, and a queued run started beside it (F12). Once
+        the run is queued, no end's release matches it."""
+        queued = self.scheduler.repos.runs.transition(
             run, RunState.QUEUED, Cause.CLEAR, ended_at=None, reason="waiting for a run slot"
         )
+        return self.try_start(queued, spec)
 
     # --- the end ---------------------------------------------------------------------------
 
