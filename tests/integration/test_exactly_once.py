@@ -30,12 +30,20 @@ T = TaskState
 BATCH = {"batch": {"job_queue": "q", "job_definition": "d"}}
 RESTART = [{"source": ["ml.trainer"], "detail-type": ["model.validated"]}]
 STOP = [{"source": ["ml.trainer"], "detail-type": ["training.stop"]}]
+WIDE = 7
 
 DAGS: list[dict[str, Any]] = [
     {
         "dag": "etl",
         "max_active_runs": 1,
         "tasks": {"extract": BATCH, "load": {"depends_on": ["extract"], **BATCH}},
+    },
+    {
+        "dag": "wide",  # a fan-out told in chunks (the tests set a chunk of 3)
+        "tasks": {
+            "root": BATCH,
+            **{f"c{i}": {"depends_on": ["root"], **BATCH} for i in range(WIDE)},
+        },
     },
     {
         "dag": "svc",
@@ -411,6 +419,117 @@ def test_a_late_end_during_a_reopen_cannot_free_the_slot_the_run_reopens_in(
     assert dags.get("etl").active_runs == frozenset({"r1"})
     finish_run(env, jobs, "r1")
     assert run_of(env, "r2").state is RunState.RUNNING  # r2 after it, in the freed slot
+
+
+# --- a wide fan-out, told in chunks -------------------------------------------------------------
+
+
+def _tell_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
+    """Chunks of 3 for the "wide" DAG; returns the children each report call told."""
+    progress = env.service.progress
+    progress.report_chunk = 3
+    told: list[list[str]] = []
+    report = progress.report_downstream
+
+    def recording(spec: Any, run: Any, ti: Any, children: list[str] | None = None) -> None:
+        told.append(list(children or spec.downstream(ti.task_id)))
+        report(spec, run, ti, children)
+
+    progress.report_downstream = recording  # type: ignore[method-assign]
+    return told
+
+
+def _children(env: EmbeddedSkydag) -> list[TaskInstance]:
+    return [task(env, "wide", "w1", f"c{i}") for i in range(WIDE)]
+
+
+def test_a_wide_fan_out_is_told_a_bounded_chunk_per_delivery(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    told = _tell_in_chunks_of_3(env)
+    env.service.trigger("wide", run_id="w1")
+    settle(env)
+    finish_job(env, jobs, task(env, "wide", "w1", "root"))
+    assert told == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c6"]]
+    assert [ti.state for ti in _children(env)] == [T.RUNNING] * WIDE
+    assert jobs.calls["dispatch"] == 1 + WIDE
+    root = task(env, "wide", "w1", "root")
+    assert (root.reported_version, root.reported) == (root.version, 6)  # the last is not kept
+    for child in _children(env):
+        finish_job(env, jobs, child)
+    assert run_of(env, "w1", "wide").state is RunState.SUCCESS  # counted once, at the end
+
+
+def test_a_fan_out_cut_short_midway_tells_each_child_once(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    told = _tell_in_chunks_of_3(env)
+    env.service.trigger("wide", run_id="w1")
+    settle(env)
+    root = task(env, "wide", "w1", "root")
+    crash_once(
+        env.repos.tasks,
+        "report_upstream",
+        when=lambda downstream, *_: downstream[2] == "c4",  # dies in the second chunk
+    )
+    env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
+    with pytest.raises(Crash):
+        settle(env)
+    counted = task(env, "wide", "w1", "root")  # the first chunk's count, whose record died
+    assert counted.reported == 3
+    # The stream delivers that record again: the second chunk is told again.
+    env.service.on_task_changed(replace(counted, reported_version=None, reported=0), counted)
+    settle(env)
+    assert told == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c3", "c4", "c5"], ["c6"]]
+    assert [ti.try_number for ti in _children(env)] == [1] * WIDE
+    assert jobs.calls["dispatch"] == 1 + WIDE  # no child dispatched twice
+
+
+def test_a_fan_out_stops_telling_a_finish_that_a_clear_undid(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """The next chunk's record arrives after a clear of the task: the finish no longer
+    stands, so the children not told yet are never told it (nor run on it)."""
+    told = _tell_in_chunks_of_3(env)
+    env.service.trigger("wide", run_id="w1")
+    settle(env)
+    root = task(env, "wide", "w1", "root")
+    tasks = env.repos.tasks
+    advance = tasks.advance_report_cursor
+
+    def cleared_meanwhile(ti: TaskInstance, told_before: int, now_told: int) -> bool:
+        tasks.advance_report_cursor = advance  # type: ignore[method-assign]
+        recorded = advance(ti, told_before, now_told)
+        env.service.clear("wide", "w1", "root")  # before the count's record is delivered
+        return recorded
+
+    tasks.advance_report_cursor = cleared_meanwhile  # type: ignore[method-assign]
+    env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
+    settle(env)
+    assert told == [["c0", "c1", "c2"]]
+    assert [ti.state for ti in _children(env)[3:]] == [T.PENDING] * (WIDE - 3)
+    rerun = task(env, "wide", "w1", "root")
+    assert (rerun.state, rerun.try_number) == (T.RUNNING, 2)
+    finish_job(env, jobs, rerun)  # try 2's finish is told to every child
+    assert told[1:] == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c6"]]
+    assert all(ti.state is T.RUNNING for ti in _children(env)[3:])
+
+
+def test_a_late_copy_of_a_chunks_record_tells_nothing_new(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    told = _tell_in_chunks_of_3(env)
+    env.service.trigger("wide", run_id="w1")
+    settle(env)
+    finish_job(env, jobs, task(env, "wide", "w1", "root"))
+    root = task(env, "wide", "w1", "root")
+    dispatched = jobs.calls["dispatch"]
+    # The first chunk's count, delivered again after the fan-out completed.
+    env.service.on_task_changed(replace(root, reported=0), replace(root, reported=3))
+    settle(env)
+    assert told[3:] == [["c6"]]  # judged on the item as it is now: only the last chunk again
+    assert jobs.calls["dispatch"] == dispatched
+    assert [ti.try_number for ti in _children(env)] == [1] * WIDE
 
 
 # --- concurrent dispatchers of one try ---------------------------------------------------------

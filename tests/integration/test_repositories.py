@@ -614,6 +614,22 @@ def test_deadlines_of_running_tasks_are_due(repos: Store) -> None:
     ]
 
 
+def test_a_fan_outs_count_moves_forward_only_on_the_task_as_it_was_read(repos: Store) -> None:
+    ti = queued_task(repos, "a")
+    assert repos.tasks.advance_report_cursor(ti, 0, 100) is True
+    counted = repos.tasks.get(DAG, RUN, "a")
+    assert (counted.reported_version, counted.reported) == (ti.version, 100)
+    assert counted.version == ti.version  # the task itself did not change
+    assert repos.tasks.advance_report_cursor(ti, 0, 100) is False  # another delivery's
+    assert repos.tasks.advance_report_cursor(ti, 100, 200) is True
+    # A count of the task as it was before a change is refused: its state moved on.
+    moved = repos.tasks.apply(ti, move(ti, T.RUNNING, Cause.STARTED))
+    assert repos.tasks.advance_report_cursor(ti, 200, 300) is False
+    # The new version counts from scratch, whatever the old one reached.
+    assert repos.tasks.advance_report_cursor(moved, 0, 100) is True
+    assert repos.tasks.get(DAG, RUN, "a").reported == 100
+
+
 def test_postponing_moves_only_the_place_in_the_due_index(repos: Store) -> None:
     ti = queued_task(repos, "a")
     ti = repos.tasks.apply(ti, move(ti, T.UP_FOR_RETRY, Cause.RETRY, next_attempt_at=NOW))

@@ -41,6 +41,7 @@ from skydag.engine.scheduler import (
     dispatch_claim,
     dispatch_token,
     dispatch_transition,
+    downstream_chunk,
     make_run_id,
     merged_params,
     new_run,
@@ -49,6 +50,7 @@ from skydag.engine.scheduler import (
     run_outcome,
     start_tasks,
     timer_for,
+    told_more,
     why_not_dispatch,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, TaskState, can_transition
@@ -973,3 +975,24 @@ def test_a_dispatch_claim_is_the_try_check_time() -> None:
     # Nobody's claim runs (the reconciler's case, or a change delivered late): claim it.
     assert dispatch_claim(queued, queued, claim_end) is DispatchClaim.EXPIRED
     assert dispatch_claim(queued, replace(queued, check_at=None), NOW) is DispatchClaim.EXPIRED
+
+
+def test_a_fan_out_is_told_in_chunks_of_the_current_version() -> None:
+    done = TaskInstance("d", "r", "t", state=T.SUCCESS, try_number=1, version=4)
+    assert downstream_chunk(done, 250) == range(0, 100)
+    assert downstream_chunk(done, 7, size=3) == range(0, 3)
+    counted = replace(done, reported_version=4, reported=6)
+    assert downstream_chunk(counted, 7, size=3) == range(6, 7)  # the last one
+    assert downstream_chunk(counted, 5, size=3) == range(5, 5)  # nothing left
+    # A count of another version is stale: the current finish starts from the first.
+    assert downstream_chunk(replace(counted, version=5), 7, size=3) == range(0, 3)
+
+
+def test_only_a_count_of_the_current_version_asks_for_the_next_chunk() -> None:
+    done = TaskInstance("d", "r", "t", state=T.SUCCESS, try_number=1, version=4)
+    counted = replace(done, reported_version=4, reported=100)
+    assert told_more(done, counted)
+    assert not told_more(None, counted)  # a creation is no chunk
+    assert not told_more(counted, counted)  # the same count again: nothing moved
+    assert not told_more(done, replace(done, version=5))  # another change
+    assert not told_more(done, replace(counted, version=5))  # a stale count rides along

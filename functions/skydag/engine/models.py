@@ -130,6 +130,11 @@ class TaskInstance:
     map_count: int | None = None
     map_done: int = 0
     map_failed: int = 0
+    # A wide fan-out is told of this task's finish (or its service's start) a chunk per
+    # invocation: how many downstream tasks were told, of version ``reported_version``
+    # (another version's count is stale: none of the current one was told yet).
+    reported_version: int | None = None
+    reported: int = 0
 
     @property
     def instance_id(self) -> str:

@@ -155,6 +155,12 @@ class TaskInstanceStore(Protocol):
         """Instances whose place in the due index is at or before ``now``, earliest first."""
         ...
 
+    def advance_report_cursor(self, ti: TaskInstance, told: int, now_told: int) -> bool:
+        """Record that ``now_told`` downstream tasks were told of ``ti``'s current state
+        and version (``reported``), unless the task moved on or another delivery recorded
+        more than ``told``. No version bump. Whether it was recorded."""
+        ...
+
     def find_by_token(self, token: str) -> TaskInstance | None:
         """The instance whose current try has this dispatch token."""
         ...

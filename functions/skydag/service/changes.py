@@ -21,6 +21,7 @@ from skydag.engine.scheduler import (
     run_change_holds,
     start_tasks,
     timer_for,
+    told_more,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.service.core import Scheduler
@@ -90,6 +91,8 @@ class ChangeReactions:
     def on_task_changed(self, old: TaskInstance | None, new: TaskInstance) -> None:
         became = old is None or old.state != new.state or old.try_number != new.try_number
         if not became:
+            if told_more(old, new):
+                self.progress.go_on_telling(new)
             return
         if new.superseded_job and (old is None or old.superseded_job != new.superseded_job):
             # First: a restarted service's old job stops before its new one starts.
@@ -104,8 +107,14 @@ class ChangeReactions:
             if is_expanding(old, new):
                 self.progress.mapping.on_expanded(new)
             self.progress.announce_service_up(new)
-        # A retry's time or a deadline kept on time, not at the reconciler's pace; after
-        # the dispatch, so a timer service that fails delays no job.
+        # After the dispatch, so a timer service that fails delays no job.
+        self._keep_timers(old, new)
+        if old is not None and old.state != new.state:
+            # Not on creation: a run's pending tasks are no news (and events cost money).
+            self.scheduler.emit_task_event(new)
+
+    def _keep_timers(self, old: TaskInstance | None, new: TaskInstance) -> None:
+        """A retry's time or a deadline kept on time, not at the reconciler's pace."""
         timer, ended = timer_for(new), deadline_left_behind(old, new)
         if timer is not None:
             detail: dict[str, Any] = {"dag": new.dag_id, "run_id": new.run_id, "task": new.task_id}
@@ -114,9 +123,6 @@ class ChangeReactions:
             self.scheduler.timers.set_timer(timer.name, timer.at, detail)
         if ended is not None:
             self.scheduler.timers.delete_timer(ended)
-        if old is not None and old.state != new.state:
-            # Not on creation: a run's pending tasks are no news (and events cost money).
-            self.scheduler.emit_task_event(new)
 
     def _cancel_superseded(self, ti: TaskInstance) -> None:
         """Cancel the job of the try this change ended from outside (a restart, stop,

@@ -238,7 +238,7 @@ class OperatorCommands:
         if current is not None and current.state in FINISHED_TASK_STATES:
             failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
             repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
-            self.progress.report_downstream(spec, run, current)
+            self.progress.tell_downstream(spec, run, current)
 
     def _mark_instance(
         self,
@@ -361,7 +361,7 @@ class OperatorCommands:
                 failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
                 repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
             # Its finish stands after all: the tombstones retired it, report it again.
-            self.progress.report_downstream(spec, run, current)
+            self.progress.tell_downstream(spec, run, current)
         return False
 
     def _rerun(

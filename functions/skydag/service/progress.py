@@ -6,8 +6,14 @@ from __future__ import annotations
 from skydag.engine.commands import decide_stop
 from skydag.engine.mapping import is_mapped
 from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
-from skydag.engine.scheduler import counts_as_failed_leaf, decide_next, needs_condition
-from skydag.engine.states import RunState, TaskState
+from skydag.engine.scheduler import (
+    REPORT_CHUNK,
+    counts_as_failed_leaf,
+    decide_next,
+    downstream_chunk,
+    needs_condition,
+)
+from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Transition
 from skydag.service.core import Gate, Scheduler
 from skydag.service.jobs import Jobs
@@ -17,10 +23,13 @@ from skydag.spec.models import DagSpec, TaskMode
 
 
 class TaskProgress:
-    def __init__(self, scheduler: Scheduler, runs: RunLifecycle, jobs: Jobs) -> None:
+    def __init__(
+        self, scheduler: Scheduler, runs: RunLifecycle, jobs: Jobs, report_chunk: int = REPORT_CHUNK
+    ) -> None:
         self.scheduler = scheduler
         self.runs = runs
         self.jobs = jobs
+        self.report_chunk = report_chunk
         self.mapping = MappedTasks(scheduler, jobs, self)
 
     def evaluate(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> TaskInstance | None:
@@ -75,7 +84,8 @@ class TaskProgress:
             return
         run = repos.runs.get(ti.dag_id, ti.run_id)
         spec = self.scheduler.spec(run)
-        self.report_downstream(spec, run, ti)
+        if not self.tell_downstream(spec, run, ti):
+            return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         run = repos.runs.record_finished(
             ti,
             spec.task_index(ti.task_id),
@@ -84,15 +94,50 @@ class TaskProgress:
         self.fill_free_slots(spec, run)
         self.runs.complete_if_done(spec, run)
 
-    def report_downstream(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> None:
-        """Tell each downstream task this task's state, and evaluate the ones it changed."""
+    def tell_downstream(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> bool:
+        """Tell the downstream tasks this task's state, a bounded chunk per invocation;
+        True once the last chunk is told (then the caller goes on).
+
+        A wider fan-out records how many were told on the task's item (no version bump);
+        that write's stream record tells the next chunk, so no invocation does work that
+        grows with the fan-out, and a crash midway repeats one chunk (reports are
+        idempotent). The usual task, with fewer downstream tasks than a chunk, writes no
+        count at all."""
+        children = spec.downstream(ti.task_id)
+        tasks = self.scheduler.repos.tasks
+        while True:
+            chunk = downstream_chunk(ti, len(children), self.report_chunk)
+            self.report_downstream(spec, run, ti, [children[i] for i in chunk])
+            if chunk.stop >= len(children):
+                return True
+            if tasks.advance_report_cursor(ti, chunk.start, chunk.stop):
+                return False
+            current = tasks.find(*ti.key)
+            if current is None or (current.state, current.try_number) != (ti.state, ti.try_number):
+                return False  # moved on: its own change tells the downstream tasks again
+            if current.reported_version == current.version and current.reported > chunk.start:
+                return False  # another delivery told this chunk: its record goes on
+            ti = current  # the same finish at a new version (e.g. its upstream's tombstone)
+
+    def report_downstream(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, children: list[str] | None = None
+    ) -> None:
+        """Tell downstream tasks (all of them unless named) this task's state, and
+        evaluate the ones it changed."""
         report = UpstreamReport(ti.state, ti.version)
-        for child in spec.downstream(ti.task_id):
+        for child in spec.downstream(ti.task_id) if children is None else children:
             updated = self.scheduler.repos.tasks.report_upstream(
                 (ti.dag_id, ti.run_id, child), ti.task_id, report
             )
             if updated is not None:
                 self.evaluate(spec, run, updated)
+
+    def go_on_telling(self, ti: TaskInstance) -> None:
+        """The next chunk of a wide fan-out, from the stream record of the count's write."""
+        if ti.state in FINISHED_TASK_STATES:
+            self.propagate(ti)
+        elif ti.state is TaskState.RUNNING:
+            self.announce_service_up(ti)
 
     def release_slot(self, ti: TaskInstance) -> None:
         """A try went up for retry: its slot goes to a task waiting for one."""
@@ -118,7 +163,7 @@ class TaskProgress:
         current = repos.tasks.find(*ti.key)
         if current is None or current.state is not TaskState.RUNNING:
             return
-        self.report_downstream(spec, repos.runs.get(ti.dag_id, ti.run_id), current)
+        self.tell_downstream(spec, repos.runs.get(ti.dag_id, ti.run_id), current)
 
     def stop_unfinished(self, run: DagRun, reason: str) -> None:
         """Stop every unfinished task of a cancelled run. Their jobs are cancelled from

@@ -402,6 +402,18 @@ class MemoryTaskInstanceRepository:
             item.due = iso(until)
             return True
 
+    def advance_report_cursor(self, ti: TaskInstance, told: int, now_told: int) -> bool:
+        with self._lock:
+            item = self._item(*ti.key)
+            if item is None or (item.ti.state, item.ti.version) != (ti.state, ti.version):
+                return False
+            if item.ti.reported_version == ti.version and item.ti.reported > told:
+                return False
+            old = item.ti
+            item.ti = replace(old, reported_version=ti.version, reported=now_told)
+            self._changed(old, item.ti)
+            return True
+
     def check_later(self, ti: TaskInstance, at: datetime) -> TaskInstance:
         return self._touch(ti, check_at=at)
 

@@ -253,6 +253,10 @@ class TaskInstanceModel(Model):
     map_count = NumberAttribute(null=True)
     map_done = NumberAttribute(null=True)
     map_failed = NumberAttribute(null=True)
+    # A finish told to a wide fan-out a chunk at a time: how many downstream tasks were
+    # told, of which version (service/progress.py; no version bump of its own).
+    reported_version = NumberAttribute(null=True)
+    reported = NumberAttribute(null=True)
     due_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     due_index = DueTasksIndex()

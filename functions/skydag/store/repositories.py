@@ -245,6 +245,8 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         map_count=_optional_int(item.map_count),
         map_done=int(item.map_done or 0),
         map_failed=int(item.map_failed or 0),
+        reported_version=_optional_int(item.reported_version),
+        reported=int(item.reported or 0),
         dag_version=int(item.dag_version or 0),
         state=TaskState(item.state),
         try_number=int(item.try_number),
@@ -470,6 +472,31 @@ class TaskInstanceRepository:
                 ti.instance_id,
                 actions=[TaskInstanceModel.due_at.set(_iso(until))],
                 condition=condition,
+            )
+        except UpdateError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
+    def advance_report_cursor(self, ti: TaskInstance, told: int, now_told: int) -> bool:
+        """Record that ``now_told`` downstream tasks were told of ``ti``'s current state,
+        unless the task moved on (state or version) or another delivery recorded more
+        than ``told`` of this version. No version bump: the task itself did not change;
+        the write's stream record tells the next chunk."""
+        model = TaskInstanceModel
+        unchanged = (model.state == ti.state.value) & (model.version == ti.version)
+        not_ahead = (
+            model.reported_version.does_not_exist()
+            | (model.reported_version != ti.version)
+            | (model.reported <= told)
+        )
+        try:
+            model._get_connection().update_item(
+                run_key(ti.dag_id, ti.run_id),
+                ti.instance_id,
+                actions=[model.reported_version.set(ti.version), model.reported.set(now_told)],
+                condition=unchanged & not_ahead,
             )
         except UpdateError as error:
             if not is_condition_failure(error):
