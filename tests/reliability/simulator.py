@@ -78,6 +78,9 @@ COMPRESSED_IN = (
     "skydag.engine.scheduler",
     "skydag.service.scheduler_service",
 )
+# Downstream tasks told per invocation, in both runs: the shapes' fan-outs (three wide)
+# are told in chunks, so a chunk's count and its stream record meet the faults too.
+REPORT_CHUNK = 2
 # Invocations at once (``LocalCloudOptions.concurrency``), in both runs: up to four
 # scheduler batches, the two tables' stream shards side by side, overlapping reconciler
 # ticks, so conditional writes lose races and the re-decide paths run.
@@ -133,6 +136,18 @@ def compressed_intervals() -> Iterator[None]:
     finally:
         for module, constant, value in reversed(saved):
             setattr(module, constant, value)
+
+
+@contextlib.contextmanager
+def small_report_chunks() -> Iterator[None]:
+    from skydag.service.progress import TaskProgress
+
+    saved = TaskProgress.report_chunk
+    TaskProgress.report_chunk = REPORT_CHUNK
+    try:
+        yield
+    finally:
+        TaskProgress.report_chunk = saved
 
 
 @contextlib.contextmanager
@@ -385,6 +400,7 @@ def simulate(
     with contextlib.ExitStack() as stack:
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="skydag-sim-")))
         stack.enter_context(compressed_intervals())
+        stack.enter_context(small_report_chunks())
         conflicts = stack.enter_context(counting_conflicts())
         stack.enter_context(botocore_hook(injector.throttle_now if injector else None, status))
         options = LocalCloudOptions(

@@ -765,10 +765,13 @@ class LocalCloud:
         if _text(new, "task_id") and _text(new, "state") == "queued" != _text(old, "state"):
             self._ensure_rendered_resources(new)
         state, before = _text(new, "state"), _text(old, "state")
-        if state == before and _text(new, "try_number", "N") == _text(old, "try_number", "N"):
-            return  # not a state change
         names = [_text(new, key) for key in ("dag_id", "run_id", "task_id")]
         where = "/".join(name for name in names if name)
+        if state == before and _text(new, "try_number", "N") == _text(old, "try_number", "N"):
+            told = _text(new, "reported", "N")
+            if told is not None and told != _text(old, "reported", "N"):
+                self.say("stream", f"task {where}: {state}, told {told} downstream tasks so far")
+            return  # not a state change
         kind = "task" if _text(new, "task_id") else "run"
         line = f"{kind} {where}: {before or 'new'} -> {state}"
         try_number = _text(new, "try_number", "N")

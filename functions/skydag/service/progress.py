@@ -23,13 +23,14 @@ from skydag.spec.models import DagSpec, TaskMode
 
 
 class TaskProgress:
-    def __init__(
-        self, scheduler: Scheduler, runs: RunLifecycle, jobs: Jobs, report_chunk: int = REPORT_CHUNK
-    ) -> None:
+    # Downstream tasks told per invocation (``tell_downstream``). The reliability
+    # simulator makes it small, so that its fan-outs are told in chunks under faults.
+    report_chunk = REPORT_CHUNK
+
+    def __init__(self, scheduler: Scheduler, runs: RunLifecycle, jobs: Jobs) -> None:
         self.scheduler = scheduler
         self.runs = runs
         self.jobs = jobs
-        self.report_chunk = report_chunk
         self.mapping = MappedTasks(scheduler, jobs, self)
 
     def evaluate(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> TaskInstance | None:
