@@ -599,6 +599,11 @@ class CostMeter:
 
     # --- the critical path ----------------------------------------------------------------------
 
+    def most_dynamodb_calls_for_one_record(self) -> int:
+        """The most DynamoDB calls made handling one record (one after the other): the
+        work a wide fan-out asks of one invocation, which must not grow with its width."""
+        return max((sum(1 for c in n.calls if c.dynamodb) for n in self.nodes), default=0)
+
     def dispatch_paths(self) -> list[dict[str, Any]]:
         """For every dispatch call: the path back to what started it, with its Lambda hops
         and the DynamoDB round trips made one after the other on the way."""
