@@ -14,7 +14,8 @@ import pytest
 from skydag import wiring
 from skydag.adapters.forwarding import TARGET_ID, EventBridgeForwardingRules
 from skydag.ports import MemoryEventSink, SystemClock
-from skydag.service.dag_loader import DagLoaderService, DagObject, ForwardingRules, LoadOutcome
+from skydag.service.dag_loader import DagLoaderService, DagObject, LoadOutcome
+from skydag.service.forwarding import ForwardingRules
 from skydag.settings import Settings
 from skydag.signals.forwarding import AWS_EVENTS, FAMILIES, SKYDAG_EVENTS, ForwardedFamily
 from skydag.spec.models import DagSpec

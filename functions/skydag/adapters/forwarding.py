@@ -8,7 +8,7 @@ scheduler queue, delivered as the stack's own rules deliver there
 maximum age, dead-letter queue); the rules past the last pattern are deleted. Each rule is
 read back (DescribeRule, ListTargetsByRule) and written only when it differs, so a call
 that changes nothing writes nothing, and ``apply`` says whether it changed anything: the
-dag loader repeats until a pass changes nothing (``DagLoaderService._forward_events``).
+dag loader repeats until a pass changes nothing (``EventForwarding.converge``).
 
 Every call names one rule, so IAM grants the loader these rules and nothing else.
 """

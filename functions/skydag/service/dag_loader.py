@@ -20,19 +20,16 @@ object; everything after the bytes is here, so the rules are tested without S3):
   is ignored, so a late "Object Created" cannot undo a later upload or deletion;
 - a file that defines a DAG another live file already defines is an import error: two
   files would otherwise overwrite each other's versions;
-- after every load and retirement, the forwarding rules of each family (the default
-  bus's for AWS events such as ``aws.s3``, the skydag bus's for skydag's own
-  notifications: ``skydag.signals.forwarding``) are brought in step with what the current
-  versions subscribe to, read back from the store's index, not from the DAG just loaded:
-  two loaders racing both end on the same rules (see ``_forward_events``). A DAG whose
-  patterns would not fit in a family's rules is an import error.
+- after every load and retirement, the forwarding rules are brought in step with what
+  the current versions subscribe to (``skydag.service.forwarding``); a DAG whose patterns
+  would not fit in a family's rules is an import error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -40,15 +37,9 @@ from typing import Any, Protocol
 from skydag.engine.models import DagRecord
 from skydag.limits import LimitError
 from skydag.ports import Clock, EventSink
-from skydag.ports.store import DagStore, Store, Subscription
-from skydag.signals.forwarding import (
-    AWS_EVENTS,
-    SKYDAG_EVENTS,
-    ForwardedFamily,
-    ForwardingTooLarge,
-    forward_rule_patterns,
-)
-from skydag.sources import SCHEDULE_TICK, SKYDAG_SOURCE
+from skydag.ports.store import Store
+from skydag.service.forwarding import EventForwarding, ForwardingRules
+from skydag.sources import SCHEDULE_TICK
 from skydag.spec.loader import DagFileError, load_dag_bytes, parse_yaml
 from skydag.spec.models import ID_PATTERN, DagSpec
 from skydag.store.dag_files import DagFile, DagFileRepository, is_older
@@ -71,36 +62,6 @@ class DagSchedules(Protocol):
     def put_dag_schedule(self, spec: DagSpec, *, enabled: bool) -> object: ...
 
     def delete_dag_schedule(self, dag_id: str) -> object: ...
-
-
-class ForwardingRules(Protocol):
-    """One family's rules forwarding subscribed events to the scheduler (EventBridge in
-    production): ``apply`` makes them hold these patterns and says what it changed."""
-
-    @property
-    def family(self) -> ForwardedFamily: ...
-
-    def apply(self, patterns: Sequence[Mapping[str, Any]]) -> list[str]: ...
-
-
-def _subscriptions_that_may_match(
-    family: ForwardedFamily,
-) -> Callable[[DagStore], list[Subscription]]:
-    """How the index is read for a family: every subscription that may match one of its
-    events (the family's narrowing keeps those that do)."""
-    if family is AWS_EVENTS:
-        return lambda dags: dags.aws_subscriptions()
-    assert family is SKYDAG_EVENTS, family
-    # Under ``sub:skydag`` and ``sub:*`` (patterns without an exact source list).
-    return lambda dags: dags.subscriptions(SKYDAG_SOURCE)
-
-
-# Passes of "read the subscriptions, fix the rules" before giving up (the Lambda retries).
-FORWARDING_PASSES = 5
-
-
-class ForwardingUnsettled(RuntimeError):
-    """Other loaders kept changing the forwarding rules; a retry finishes the work."""
 
 
 class LoadOutcome(StrEnum):
@@ -214,8 +175,7 @@ class DagLoaderService:
         self.clock = clock
         # Puts "Schedule Tick" {"dag": id} for the scheduler (source skydag.scheduler).
         self.ticks = ticks
-        # One per family that is forwarded (none: tests that do not look at them).
-        self.forwarding = tuple(forwarding)
+        self.forwarding = EventForwarding(repos.dags, forwarding)
         self.prefix = prefix
 
     # --- a file was written ------------------------------------------------------------
@@ -281,7 +241,7 @@ class DagLoaderService:
             ),
             now=now,
         )
-        forwarding = self._forward_events()
+        forwarding = self.forwarding.converge()
         return LoadResult(
             outcome,
             obj.source,
@@ -289,53 +249,6 @@ class DagLoaderService:
             version,
             schedule=expression,
             forwarding=tuple(forwarding),
-        )
-
-    # --- forwarded events the DAGs subscribe to ------------------------------------------
-
-    def _forwarding_problem(self, spec: DagSpec) -> str | None:
-        """Why this version's patterns cannot be forwarded beside the other DAGs' (in the
-        first family where they do not fit)."""
-        own = [pattern for _, _, pattern in spec.iter_signal_patterns()]
-        for rules in self.forwarding:
-            family = rules.family
-            if not any(family.forwarded(p) for p in own):
-                continue
-            read = _subscriptions_that_may_match(family)
-            others = [s.pattern for s in read(self.repos.dags) if s.dag_id != spec.dag]
-            try:
-                forward_rule_patterns(family, [*others, *own])
-            except ForwardingTooLarge as error:
-                return str(error)
-        return None
-
-    def _forward_events(self) -> list[str]:
-        """Bring every family's forwarding rules in step with the current subscriptions."""
-        changes: list[str] = []
-        for rules in self.forwarding:
-            changes.extend(self._converge(rules))
-        return changes
-
-    def _converge(self, rules: ForwardingRules) -> list[str]:
-        """Bring one family's rules in step with every current subscription.
-
-        Each pass reads the index, then reads each rule back and fixes what differs; it
-        ends after a pass that changed nothing. Whoever changes a rule last makes one more
-        pass, reading the index after every other loader wrote its subscriptions (each
-        writes before its first pass): so the rules end as the final index says, however
-        loaders interleave."""
-        read = _subscriptions_that_may_match(rules.family)
-        changes: list[str] = []
-        for _ in range(FORWARDING_PASSES):
-            subscriptions = read(self.repos.dags)
-            patterns = forward_rule_patterns(rules.family, (sub.pattern for sub in subscriptions))
-            changed = rules.apply(patterns)
-            if not changed:
-                return changes
-            changes.extend(changed)
-        raise ForwardingUnsettled(
-            f"the {rules.family.noun} forwarding rules still changed after "
-            f"{FORWARDING_PASSES} passes"
         )
 
     def _refusal(self, spec: DagSpec, head: DagRecord | None, source: str) -> list[str]:
@@ -347,7 +260,7 @@ class DagLoaderService:
                 f"{source}: error: DAG '{spec.dag}' is already defined by {owner}; "
                 "a DAG is defined by one file"
             ]
-        too_large = self._forwarding_problem(spec)
+        too_large = self.forwarding.problem(spec)
         if too_large is not None:
             return [f"{source}: error: {too_large}"]
         clashes = self.repos.dags.hold_emit_sources(spec.dag, list(spec.emit_sources))
@@ -474,7 +387,7 @@ class DagLoaderService:
         self.repos.dags.hold_emit_sources(dag_id, [])
         # Also when already retired: a retry after a crash still removes the schedule.
         self.schedules.delete_dag_schedule(dag_id)
-        self._forward_events()
+        self.forwarding.converge()
         return True
 
 
