@@ -165,40 +165,28 @@ def test_a_trigger_cut_short_never_starts_a_run_without_tasks(
 # --- F2, F6: a clear cut short, a clear delivered twice --------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("collaborator", "method", "run_left"),
+    [
+        ("commands", "_rerun", RunState.SUCCESS),  # after the resets: nothing reopened (F2)
+        ("runs", "try_start", RunState.QUEUED),  # a reopen's run requeued, not started (F12)
+    ],
+)
 def test_a_clear_cut_short_is_finished_by_its_redelivery(
-    env: EmbeddedSkydag, jobs: FakeService
+    env: EmbeddedSkydag, jobs: FakeService, collaborator: str, method: str, run_left: RunState
 ) -> None:
+    """Dying after the task's reset, or between a reopen's requeue of the run and its
+    start, leaves a pending task in a run that no change will move: the redelivery does."""
     env.service.trigger("etl", run_id="r1")
     settle(env)
     finish_run(env, jobs, "r1")
-    clear = command("Clear Task", "c-1", dag="etl", run_id="r1", task="load")
-    crash_once(env.service.commands, "_rerun")
-    with pytest.raises(Crash):
-        env.route(clear)  # the task is reset; the run is neither reopened nor decided
-    assert task(env, "etl", "r1", "load").state is T.PENDING
-
-    env.route(clear)  # the redelivery
-    settle(env)
-    load = task(env, "etl", "r1", "load")
-    assert (load.state, load.try_number) == (T.RUNNING, 2)
-    finish_job(env, jobs, load)
-    assert run_of(env, "r1").state is RunState.SUCCESS
-
-
-def test_a_reopen_cut_short_after_requeueing_the_run_is_finished_by_its_redelivery(
-    env: EmbeddedSkydag, jobs: FakeService
-) -> None:
-    """A reopen queues the run, then starts it: dying between the two leaves a queued
-    run that no change will start (its slot may be free); the clear's redelivery does."""
-    env.service.trigger("etl", run_id="r1")
-    settle(env)
-    finish_run(env, jobs, "r1")
-    clear = command("Clear Task", "c-4", dag="etl", run_id="r1", task="load")
-    crash_once(env.service.runs, "try_start")
+    clear = command("Clear Task", f"c-{method}", dag="etl", run_id="r1", task="load")
+    crash_once(getattr(env.service, collaborator), method)
     with pytest.raises(Crash):
         env.route(clear)
     settle(env)
-    assert run_of(env, "r1").state is RunState.QUEUED
+    assert task(env, "etl", "r1", "load").state is T.PENDING
+    assert run_of(env, "r1").state is run_left
 
     env.route(clear)  # the redelivery
     settle(env)
@@ -424,8 +412,9 @@ def test_a_late_end_during_a_reopen_cannot_free_the_slot_the_run_reopens_in(
 # --- a wide fan-out, told in chunks -------------------------------------------------------------
 
 
-def _tell_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
-    """Chunks of 3 for the "wide" DAG; returns the children each report call told."""
+def _wide_run_told_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
+    """Run w1 of the "wide" DAG (its root running), its fan-out told 3 downstream tasks
+    per delivery; returns the children each report call told, as they are told."""
     progress = env.service.progress
     progress.report_chunk = 3
     told: list[list[str]] = []
@@ -436,6 +425,8 @@ def _tell_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
         report(spec, run, ti, children)
 
     progress.report_downstream = recording  # type: ignore[method-assign]
+    env.service.trigger("wide", run_id="w1")
+    settle(env)
     return told
 
 
@@ -446,9 +437,7 @@ def _children(env: EmbeddedSkydag) -> list[TaskInstance]:
 def test_a_wide_fan_out_is_told_a_bounded_chunk_per_delivery(
     env: EmbeddedSkydag, jobs: FakeService
 ) -> None:
-    told = _tell_in_chunks_of_3(env)
-    env.service.trigger("wide", run_id="w1")
-    settle(env)
+    told = _wide_run_told_in_chunks_of_3(env)
     finish_job(env, jobs, task(env, "wide", "w1", "root"))
     assert told == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c6"]]
     assert [ti.state for ti in _children(env)] == [T.RUNNING] * WIDE
@@ -463,9 +452,7 @@ def test_a_wide_fan_out_is_told_a_bounded_chunk_per_delivery(
 def test_a_fan_out_cut_short_midway_tells_each_child_once(
     env: EmbeddedSkydag, jobs: FakeService
 ) -> None:
-    told = _tell_in_chunks_of_3(env)
-    env.service.trigger("wide", run_id="w1")
-    settle(env)
+    told = _wide_run_told_in_chunks_of_3(env)
     root = task(env, "wide", "w1", "root")
     crash_once(
         env.repos.tasks,
@@ -490,9 +477,7 @@ def test_a_fan_out_stops_telling_a_finish_that_a_clear_undid(
 ) -> None:
     """The next chunk's record arrives after a clear of the task: the finish no longer
     stands, so the children not told yet are never told it (nor run on it)."""
-    told = _tell_in_chunks_of_3(env)
-    env.service.trigger("wide", run_id="w1")
-    settle(env)
+    told = _wide_run_told_in_chunks_of_3(env)
     root = task(env, "wide", "w1", "root")
     tasks = env.repos.tasks
     advance = tasks.advance_report_cursor
@@ -518,9 +503,7 @@ def test_a_fan_out_stops_telling_a_finish_that_a_clear_undid(
 def test_a_late_copy_of_a_chunks_record_tells_nothing_new(
     env: EmbeddedSkydag, jobs: FakeService
 ) -> None:
-    told = _tell_in_chunks_of_3(env)
-    env.service.trigger("wide", run_id="w1")
-    settle(env)
+    told = _wide_run_told_in_chunks_of_3(env)
     finish_job(env, jobs, task(env, "wide", "w1", "root"))
     root = task(env, "wide", "w1", "root")
     dispatched = jobs.calls["dispatch"]
