@@ -409,6 +409,46 @@ def test_a_late_end_during_a_reopen_cannot_free_the_slot_the_run_reopens_in(
     assert run_of(env, "r2").state is RunState.RUNNING  # r2 after it, in the freed slot
 
 
+# --- the next job started by the invocation that handles a job's end ----------------------------
+
+
+def _extract_finished(env: EmbeddedSkydag, jobs: FakeService) -> tuple[TaskInstance, TaskInstance]:
+    """r1's extract ends; returns its finish as the stream record carries it (not yet
+    handled)."""
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    running = task(env, "etl", "r1", "extract")
+    env.service.on_job_event(jobs.event(running.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
+    return running, task(env, "etl", "r1", "extract")
+
+
+def test_a_jobs_end_starts_the_next_job_in_the_same_invocation(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """One Lambda hop from a job's end to the next dispatch: handling the finish queues
+    the downstream task and starts its job; its own → queued record then calls nothing."""
+    env.service.on_task_changed(*_extract_finished(env, jobs))
+    load = task(env, "etl", "r1", "load")
+    assert (load.state, load.job_id, jobs.calls["dispatch"]) == (T.RUNNING, "job-2", 2)
+    settle(env)  # the → queued record (and the finish's own, delivered again by the feed)
+    assert jobs.calls["dispatch"] == 2
+    assert list(jobs.jobs) == ["job-1", "job-2"]
+
+
+def test_a_dispatch_that_dies_with_the_finish_is_done_by_the_queued_record(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    finish = _extract_finished(env, jobs)
+    jobs.crash = "before_call"
+    with pytest.raises(Crash):
+        env.service.on_task_changed(*finish)
+    assert task(env, "etl", "r1", "load").state is T.QUEUED  # its intent is written
+    settle(env)  # its → queued record holds the same claim and dispatches it
+    load = task(env, "etl", "r1", "load")
+    assert (load.state, load.try_number) == (T.RUNNING, 1)
+    assert list(jobs.jobs) == ["job-1", "job-2"]
+
+
 # --- a wide fan-out, told in chunks -------------------------------------------------------------
 
 
@@ -420,9 +460,11 @@ def _wide_run_told_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
     told: list[list[str]] = []
     report = progress.report_downstream
 
-    def recording(spec: Any, run: Any, ti: Any, children: list[str] | None = None) -> None:
+    def recording(
+        spec: Any, run: Any, ti: Any, children: list[str] | None = None, *dispatch: Any
+    ) -> None:
         told.append(list(children or spec.downstream(ti.task_id)))
-        report(spec, run, ti, children)
+        report(spec, run, ti, children, *dispatch)
 
     progress.report_downstream = recording  # type: ignore[method-assign]
     env.service.trigger("wide", run_id="w1")

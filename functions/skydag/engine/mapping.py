@@ -30,6 +30,18 @@ def is_mapped(spec: DagSpec, task_id: str) -> bool:
     return spec.tasks[task_id].for_each is not None
 
 
+def dispatches_now(spec: DagSpec, decided: TaskInstance | None) -> bool:
+    """Whether a task just decided is a queued try whose job the deciding invocation
+    starts itself (``TaskProgress.report_downstream``); a mapped task expands, and its
+    instances start, from their own changes."""
+    return (
+        decided is not None
+        and decided.state is TaskState.QUEUED
+        and decided.map_index is None
+        and not is_mapped(spec, decided.task_id)
+    )
+
+
 def is_mapped_task(spec: DagSpec, ti: TaskInstance) -> bool:
     """The mapped task itself (not one of its instances)."""
     return ti.map_index is None and is_mapped(spec, ti.task_id)

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from skydag import joblogs, wiring
 from skydag.limits import loads_bounded
@@ -64,6 +64,10 @@ from skydag.localcloud.sources import (
 )
 from skydag.localcloud.transactions import item_level_transactions
 from skydag.settings import Settings
+
+if TYPE_CHECKING:
+    from skydag.engine.models import TaskInstance
+    from skydag.service.scheduler_service import SchedulerService
 
 ACCOUNT_ID = "123456789012"  # moto's account
 SCHEDULER_ROLE = "skydag-scheduler"
@@ -199,7 +203,7 @@ class LocalCloud:
                 "event_delivery_dlq_arn": self.queue_arn(forwarded_to.dead_letter_queue),
             }
         )
-        stack.enter_context(handler_environment(self.settings))
+        stack.enter_context(handler_environment(self.settings, self._service_with_stand_ins))
         stack.enter_context(counting_calls())
         self.invoker = Invoker(
             self.account_id,
@@ -690,18 +694,28 @@ class LocalCloud:
             for line in player.ensure_resources(target):
                 self.say("stand-in", f"{spec.dag}.{task_id}: {line}")
 
-    def _ensure_rendered_resources(self, image: Mapping[str, Any]) -> None:
+    def _service_with_stand_ins(self, settings: Settings) -> SchedulerService:
+        """The handlers' scheduler service, whose every dispatch first makes the stand-ins
+        of the resources its target names by template (a queue named from ``conf``...):
+        what a real account would already have."""
+        from skydag.service.factory import build_service
+
+        service = build_service(settings)
+        dispatch = service.dispatcher.dispatch
+
+        def dispatch_with_stand_ins(image: TaskInstance) -> None:
+            self._ensure_rendered_resources(image)
+            dispatch(image)
+
+        service.dispatcher.dispatch = dispatch_with_stand_ins  # type: ignore[method-assign]
+        return service
+
+    def _ensure_rendered_resources(self, ti: TaskInstance) -> None:
         """A try about to be dispatched whose target names resources by template: their
-        stand-ins, from the target as the scheduler renders it (this record is seen before
-        the stream processor handles it, so before the dispatch)."""
+        stand-ins, from the target as the scheduler renders it."""
         from skydag.spec.templates import TemplateRenderError
-        from skydag.store.repositories import task_instance_from_image
         from skydag.targets.base import DispatchRequest
 
-        try:
-            ti = task_instance_from_image(dict(image))
-        except (KeyError, TypeError, ValueError):
-            return
         service = self._service()
         run = service.repos.runs.find(ti.dag_id, ti.run_id)
         if run is None or ti.dispatch_token is None:
@@ -762,8 +776,6 @@ class LocalCloud:
             return
         if self.task_listeners and _text(new, "task_id"):
             self._tell_listeners(old, new)
-        if _text(new, "task_id") and _text(new, "state") == "queued" != _text(old, "state"):
-            self._ensure_rendered_resources(new)
         state, before = _text(new, "state"), _text(old, "state")
         names = [_text(new, key) for key in ("dag_id", "run_id", "task_id")]
         where = "/".join(name for name in names if name)
@@ -835,7 +847,9 @@ def _describe_failure(message: Mapping[str, Any]) -> str:
 
 
 @contextmanager
-def handler_environment(settings: Settings) -> Iterator[None]:
+def handler_environment(
+    settings: Settings, service_factory: Callable[[Settings], SchedulerService] | None = None
+) -> Iterator[None]:
     """The variables the CDK stack gives the functions (``skydag.handlers._runtime``
     reads ``os.environ``); restored on exit, with the handlers' built services forgotten
     on entry and exit so that they are built for this endpoint only."""
@@ -861,7 +875,7 @@ def handler_environment(settings: Settings) -> Iterator[None]:
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
-    runtime.reset()
+    runtime.reset(service_factory=service_factory)
     # The handlers' JSON "event handled" lines would double the local cloud's own.
     saved_level = runtime.logger.log_level
     runtime.logger.setLevel(logging.WARNING)

@@ -92,7 +92,7 @@ class ChangeReactions:
         became = old is None or old.state != new.state or old.try_number != new.try_number
         if not became:
             if told_more(old, new):
-                self.progress.go_on_telling(new)
+                self.progress.go_on_telling(new, self.dispatcher.dispatch)
             return
         if new.superseded_job and (old is None or old.superseded_job != new.superseded_job):
             # First: a restarted service's old job stops before its new one starts.
@@ -100,13 +100,13 @@ class ChangeReactions:
         if new.state is TaskState.QUEUED:
             self.dispatcher.dispatch(new)
         elif new.state in FINISHED_TASK_STATES:
-            self.progress.propagate(new)
+            self.progress.propagate(new, self.dispatcher.dispatch)
         elif new.state is TaskState.UP_FOR_RETRY:
             self.progress.release_slot(new)
         elif new.state is TaskState.RUNNING:
             if is_expanding(old, new):
                 self.progress.mapping.on_expanded(new)
-            self.progress.announce_service_up(new)
+            self.progress.announce_service_up(new, self.dispatcher.dispatch)
         # After the dispatch, so a timer service that fails delays no job.
         self._keep_timers(old, new)
         if old is not None and old.state != new.state:

@@ -33,7 +33,9 @@ class Dispatcher:
         ti = repos.tasks.find(*image.key)
         skip = why_not_dispatch(image, ti)
         if skip is not None or ti is None:
-            log.info("not dispatching %s: %s", image.key, skip)
+            # DEBUG: the usual end of a → queued change whose job the invocation that
+            # queued it started already (TaskProgress.report_downstream).
+            log.debug("not dispatching %s: %s", image.key, skip)
             return
         run = repos.runs.get(ti.dag_id, ti.run_id)
         if run.state is not RunState.RUNNING:

@@ -3,8 +3,10 @@ max_active_tasks slot, a finish reported to the downstream tasks and counted on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from skydag.engine.commands import decide_stop
-from skydag.engine.mapping import is_mapped
+from skydag.engine.mapping import dispatches_now, is_mapped
 from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
 from skydag.engine.scheduler import (
     REPORT_CHUNK,
@@ -20,6 +22,9 @@ from skydag.service.jobs import Jobs
 from skydag.service.mapping import MappedTasks
 from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec, TaskMode
+
+# Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
+Dispatch = Callable[[TaskInstance], None]
 
 
 class TaskProgress:
@@ -68,8 +73,9 @@ class TaskProgress:
 
         return gate
 
-    def propagate(self, image: TaskInstance) -> None:
-        """A task finished: tell its downstream tasks, then its run.
+    def propagate(self, image: TaskInstance, dispatch: Dispatch | None = None) -> None:
+        """A task finished: tell its downstream tasks, then its run (``dispatch``: see
+        ``report_downstream``).
 
         The change may be a redelivery of an old one (the task was cleared and runs
         again): only the task's current finish counts. A clear landing between this
@@ -85,7 +91,7 @@ class TaskProgress:
             return
         run = repos.runs.get(ti.dag_id, ti.run_id)
         spec = self.scheduler.spec(run)
-        if not self.tell_downstream(spec, run, ti):
+        if not self.tell_downstream(spec, run, ti, dispatch):
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         run = repos.runs.record_finished(
             ti,
@@ -95,7 +101,9 @@ class TaskProgress:
         self.fill_free_slots(spec, run)
         self.runs.complete_if_done(spec, run)
 
-    def tell_downstream(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> bool:
+    def tell_downstream(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, dispatch: Dispatch | None = None
+    ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on).
 
@@ -108,7 +116,7 @@ class TaskProgress:
         tasks = self.scheduler.repos.tasks
         while True:
             chunk = downstream_chunk(ti, len(children), self.report_chunk)
-            self.report_downstream(spec, run, ti, [children[i] for i in chunk])
+            self.report_downstream(spec, run, ti, [children[i] for i in chunk], dispatch)
             if chunk.stop >= len(children):
                 return True
             if tasks.advance_report_cursor(ti, chunk.start, chunk.stop):
@@ -121,24 +129,39 @@ class TaskProgress:
             ti = current  # the same finish at a new version (e.g. its upstream's tombstone)
 
     def report_downstream(
-        self, spec: DagSpec, run: DagRun, ti: TaskInstance, children: list[str] | None = None
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        ti: TaskInstance,
+        children: list[str] | None = None,
+        dispatch: Dispatch | None = None,
     ) -> None:
         """Tell downstream tasks (all of them unless named) this task's state, and
-        evaluate the ones it changed."""
+        evaluate the ones it changed.
+
+        With ``dispatch`` (the stream processor's), a task this queues is dispatched at
+        once, holding the claim of its ``→ queued`` write: one Lambda hop from a job's end
+        to the next job's start instead of two. That change's own stream record comes
+        later on the same shard (one batch at a time), finds the job and calls nothing;
+        if this invocation dies first, that record dispatches the try as before."""
         report = UpstreamReport(ti.state, ti.version)
         for child in spec.downstream(ti.task_id) if children is None else children:
             updated = self.scheduler.repos.tasks.report_upstream(
                 (ti.dag_id, ti.run_id, child), ti.task_id, report
             )
-            if updated is not None:
-                self.evaluate(spec, run, updated)
+            if updated is None:
+                continue
+            decided = self.evaluate(spec, run, updated)
+            if dispatch is not None and dispatches_now(spec, decided):
+                assert decided is not None
+                dispatch(decided)
 
-    def go_on_telling(self, ti: TaskInstance) -> None:
+    def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""
         if ti.state in FINISHED_TASK_STATES:
-            self.propagate(ti)
+            self.propagate(ti, dispatch)
         elif ti.state is TaskState.RUNNING:
-            self.announce_service_up(ti)
+            self.announce_service_up(ti, dispatch)
 
     def release_slot(self, ti: TaskInstance) -> None:
         """A try went up for retry: its slot goes to a task waiting for one."""
@@ -155,7 +178,7 @@ class TaskProgress:
         for ti in self.scheduler.repos.tasks.get_many(run.dag_id, run.run_id, waiting):
             self.evaluate(spec, run, ti)
 
-    def announce_service_up(self, ti: TaskInstance) -> None:
+    def announce_service_up(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """A service task runs: its downstream tasks may start (they depend on it being up)."""
         repos = self.scheduler.repos
         spec = self.scheduler.spec_of_task(ti)
@@ -164,7 +187,7 @@ class TaskProgress:
         current = repos.tasks.find(*ti.key)
         if current is None or current.state is not TaskState.RUNNING:
             return
-        self.tell_downstream(spec, repos.runs.get(ti.dag_id, ti.run_id), current)
+        self.tell_downstream(spec, repos.runs.get(ti.dag_id, ti.run_id), current, dispatch)
 
     def stop_unfinished(self, run: DagRun, reason: str) -> None:
         """Stop every unfinished task of a cancelled run. Their jobs are cancelled from
