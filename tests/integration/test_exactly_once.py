@@ -46,6 +46,15 @@ DAGS: list[dict[str, Any]] = [
         },
     },
     {
+        "dag": "slots",  # one task at a time: the second and third wait for the slot
+        "max_active_tasks": 1,
+        "tasks": {
+            "root": BATCH,
+            "a": {"depends_on": ["root"], **BATCH},
+            "b": {"depends_on": ["root"], **BATCH},
+        },
+    },
+    {
         "dag": "svc",
         "tasks": {"feed": {"mode": "service", "restart_on": RESTART, "stop_on": STOP, **BATCH}},
     },
@@ -555,6 +564,41 @@ def test_a_late_copy_of_a_chunks_record_tells_nothing_new(
     assert told[3:] == [["c6"]]  # judged on the item as it is now: only the last chunk again
     assert jobs.calls["dispatch"] == dispatched
     assert [ti.try_number for ti in _children(env)] == [1] * WIDE
+
+
+def test_a_task_that_took_a_free_slot_and_died_before_queueing_still_starts(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """Found by the soak (seed 111 of db80682) once fan-outs were told in chunks: the last
+    chunk's finish freed the root's slot and gave it to a, which died before its
+    ``→ queued`` write; the redelivered record told only the last chunk (b) again, so
+    nothing evaluated a: it held the only slot, pending, and b waited for ever. A
+    throttled task now stays in the throttled set until its dispatch, and slot-filling
+    starts one that holds a slot first."""
+    env.service.progress.report_chunk = 1
+    env.service.trigger("slots", run_id="s1")
+    settle(env)
+    root = task(env, "slots", "s1", "root")
+    crash_once(
+        env.repos.tasks,
+        "apply",
+        when=lambda ti, transition, *_: ti.task_id == "a" and transition.dst is T.QUEUED,
+    )
+    env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
+    with pytest.raises(Crash):
+        settle(env)  # the root's last chunk (b) freed its slot; a took it and died
+    assert env.repos.runs.get("slots", "s1").active == frozenset({"a"})
+    counted = task(env, "slots", "s1", "root")
+    env.service.on_task_changed(replace(counted, reported_version=None, reported=0), counted)
+    settle(env)
+    a = task(env, "slots", "s1", "a")
+    assert (a.state, task(env, "slots", "s1", "b").state) == (T.RUNNING, T.PENDING)
+    finish_job(env, jobs, a)
+    b = task(env, "slots", "s1", "b")
+    assert b.state is T.RUNNING  # the slot went on to b
+    finish_job(env, jobs, b)
+    assert run_of(env, "s1", "slots").state is RunState.SUCCESS
+    assert env.repos.runs.get("slots", "s1").throttled == frozenset()
 
 
 # --- concurrent dispatchers of one try ---------------------------------------------------------

@@ -799,7 +799,7 @@ def test_reserve_task_slot_respects_max_active_tasks(repos: Store) -> None:
     assert repos.runs.reserve_task_slot(run, d, 1, 3) is True
     after = repos.runs.get(DAG, RUN)
     assert after.active == {"b", "c", "d"}
-    assert after.throttled == frozenset()
+    assert after.throttled == {"d"}  # until its dispatch: see the next test
 
 
 def test_an_old_try_cannot_release_the_current_try_slot(repos: Store) -> None:
@@ -1362,7 +1362,9 @@ def test_a_finish_counts_but_leaves_another_try_slot_alone(repos: Store) -> None
     assert repos.runs.release_task_slot(replace(failed, try_number=2)) is True
 
 
-def test_throttled_tasks_leave_the_set_when_they_get_a_slot(repos: Store) -> None:
+def test_throttled_tasks_leave_the_set_when_dispatched_or_finished(repos: Store) -> None:
+    """A task keeps its place among the throttled after it takes a slot, until its try is
+    dispatched: if it dies in between, the next slot-filling still finds it."""
     run = make_run(repos)
     a, b = TaskInstance(DAG, RUN, "a"), TaskInstance(DAG, RUN, "b")
     assert repos.runs.reserve_task_slot(run, a, 1, 1)
@@ -1372,7 +1374,12 @@ def test_throttled_tasks_leave_the_set_when_they_get_a_slot(repos: Store) -> Non
     assert repos.runs.get(DAG, RUN).throttled == {"b"}
     assert repos.runs.release_task_slot(replace(a, try_number=1))
     assert repos.runs.reserve_task_slot(run, b, 1, 1)
+    assert repos.runs.get(DAG, RUN).throttled == {"b"}
+    repos.runs.drop_throttled(run, "b")
     assert repos.runs.get(DAG, RUN).throttled == frozenset()
+    repos.runs.add_throttled(run, "a")
+    repos.runs.record_finished(replace(a, try_number=1), 0, failed_leaf=False)
+    assert repos.runs.get(DAG, RUN).throttled == frozenset()  # a finish leaves it too
 
 
 def test_run_slots_are_released_and_schedules_advance_once(

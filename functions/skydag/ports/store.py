@@ -244,7 +244,7 @@ class RunStore(Protocol):
 
     def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> DagRun:
         """Count the task's finish (a set: once), free the slot if this try holds it (or
-        none does); returns the run after the write."""
+        none does), take it out of the throttled set; returns the run after the write."""
         ...
 
     def forget_finished(self, run: DagRun, index: int) -> None: ...
@@ -253,7 +253,13 @@ class RunStore(Protocol):
         self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int
     ) -> bool:
         """Take (or keep) a max_active_tasks slot for this try of the task, only while the
-        run is running; leaves the throttled set on success."""
+        run is running. A throttled task stays in the throttled set until its try is
+        dispatched (``drop_throttled``) or finishes: if its invocation dies between the
+        slot and the ``→ queued`` write, the next slot-filling finds it there."""
+        ...
+
+    def drop_throttled(self, run: DagRun, task_id: str) -> None:
+        """Take the task out of the throttled set (its try is being dispatched)."""
         ...
 
     def release_task_slot(self, ti: TaskInstance) -> bool:

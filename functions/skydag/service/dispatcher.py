@@ -38,6 +38,9 @@ class Dispatcher:
             log.debug("not dispatching %s: %s", image.key, skip)
             return
         run = repos.runs.get(ti.dag_id, ti.run_id)
+        if ti.instance_id in run.throttled:
+            # It waited for the slot it now holds (see RunRepository.reserve_task_slot).
+            repos.runs.drop_throttled(run, ti.instance_id)
         if run.state is not RunState.RUNNING:
             # Cancelled (or reopened and queued) after the intent was recorded: no job.
             log.info("not dispatching %s: run is %s", ti.key, run.state.value)

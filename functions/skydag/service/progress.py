@@ -171,10 +171,16 @@ class TaskProgress:
         self.fill_free_slots(self.scheduler.spec(run), run)
 
     def fill_free_slots(self, spec: DagSpec, run: DagRun) -> None:
-        free = spec.max_active_tasks - len(run.active)
-        if free <= 0 or not run.throttled or run.state is not RunState.RUNNING:
+        """Start throttled tasks in the free slots, and first any throttled task that holds
+        a slot already: its invocation died between taking the slot and queueing it (the
+        record that would have evaluated it again may be another chunk's)."""
+        if not run.throttled or run.state is not RunState.RUNNING:
             return
-        waiting = sorted(run.throttled)[:free]
+        free = spec.max_active_tasks - len(run.active)
+        holding = sorted(run.throttled & run.active)
+        waiting = holding + sorted(run.throttled - run.active)[: max(free, 0)]
+        if not waiting:
+            return
         for ti in self.scheduler.repos.tasks.get_many(run.dag_id, run.run_id, waiting):
             self.evaluate(spec, run, ti)
 

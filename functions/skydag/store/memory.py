@@ -655,6 +655,7 @@ class MemoryRunRepository:
 
             def write() -> None:
                 item.finished.add(index)
+                item.throttled.discard(ti.instance_id)
                 if failed_leaf:
                     item.failed_leaves.add(index)
                 item.run = replace(item.run, version=item.run.version + 1)
@@ -688,12 +689,14 @@ class MemoryRunRepository:
             if len(item.active) >= max_active and ti.instance_id not in item.active:
                 return False
 
-            def write() -> None:
-                item.active[ti.instance_id] = try_number
-                item.throttled.discard(ti.instance_id)
-
-            self._write(item, write)
+            self._write(item, lambda: item.active.__setitem__(ti.instance_id, try_number))
             return True
+
+    def drop_throttled(self, run: DagRun, task_id: str) -> None:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is not None:
+                self._write(item, lambda: item.throttled.discard(task_id))
 
     def release_task_slot(self, ti: TaskInstance) -> bool:
         with self._lock:

@@ -839,7 +839,11 @@ class RunRepository:
 
         Returns the run as it is after the write (a small item: no extra read).
         """
-        actions: list[Action] = [RunModel.finished_idx.add({index}), RunModel.version.add(1)]
+        actions: list[Action] = [
+            RunModel.finished_idx.add({index}),
+            RunModel.version.add(1),
+            RunModel.throttled.delete({ti.instance_id}),  # if it never got to its dispatch
+        ]
         if failed_leaf:
             actions.append(RunModel.failed_leaf_idx.add({index}))
         slot = RunModel.active[ti.instance_id]
@@ -879,8 +883,11 @@ class RunRepository:
         condition = (RunModel.state == RunState.RUNNING.value) & (
             (size(RunModel.active) < max_active) | entry.exists()
         )
-        actions = [entry.set(try_number), RunModel.throttled.delete({ti.instance_id})]
+        actions = [entry.set(try_number)]
         return self._write(run.dag_id, run.run_id, actions, condition, quiet=True) is not None
+
+    def drop_throttled(self, run: DagRun, task_id: str) -> None:
+        self._write(run.dag_id, run.run_id, [RunModel.throttled.delete({task_id})])
 
     def release_task_slot(self, ti: TaskInstance) -> bool:
         """Free the slot held by this try; a stale try's release frees nothing."""
