@@ -176,10 +176,14 @@ class Driver:
     mirror of the streams), the next one once the streams show the step's effect."""
 
     SLOT_CHECK_EVERY = 0.2  # seconds between two reads of a DAG's run slots
-    # Every run finished but a task not: how long to wait for the tasks (a clear's tasks
-    # show pending before the run's reopening is read from the other table's stream)
-    # before ending anyway (a task left behind is then a violation, seen at the end).
+    # Every run finished but a task not: how long to wait for the tasks once the tables
+    # too say every task finished (the mirror may lag: a record held by a fault) before
+    # ending anyway (a task left behind is then a violation, seen at the end). While the
+    # tables still hold an unfinished task, the driver waits on (up to RUN_TIMEOUT): a
+    # clear's tasks show pending before the run's reopening, which a crashed and
+    # redelivered clear can delay by many seconds (soak seed 204 ended a run too early).
     TASKS_GRACE = 5.0
+    TABLES_CHECK_EVERY = 0.5  # seconds between two reads of the runs' task instances
 
     def __init__(
         self,
@@ -198,6 +202,8 @@ class Driver:
         # Per script, the step sent whose effect is awaited, and the change count then.
         self.awaited: list[tuple[Step, int] | None] = [None] * len(self.scripts)
         self._slots_read_at = 0.0
+        self._tables_read_at = 0.0
+        self._tables_unfinished = True
         self._slots: dict[str, frozenset[str]] = {}
         self._tasks_behind_since: float | None = None
 
@@ -264,13 +270,28 @@ class Driver:
         ):
             self._tasks_behind_since = None
             return False
-        # Every task finished too, or TASKS_GRACE passed since every run did.
+        # Every task finished too, or TASKS_GRACE passed since the tables said so.
         if not self._tasks_behind():
             return True
         now = time.monotonic()
+        if self._unfinished_in_tables(now):
+            self._tasks_behind_since = None
+            return False
         if self._tasks_behind_since is None:
             self._tasks_behind_since = now
         return now - self._tasks_behind_since >= self.TASKS_GRACE
+
+    def _unfinished_in_tables(self, now: float) -> bool:
+        """Whether a task of a scenario run is unfinished in the table (read at most every
+        TABLES_CHECK_EVERY seconds; the last answer in between)."""
+        if now - self._tables_read_at >= self.TABLES_CHECK_EVERY:
+            self._tables_read_at = now
+            self._tables_unfinished = any(
+                ti.state not in FINISHED_TASK_STATES
+                for dag, run in self.scenario.runs
+                for ti in self.repos.tasks.list_for_run(dag, run)
+            )
+        return self._tables_unfinished
 
     def _tasks_behind(self) -> list[str]:
         runs = set(self.scenario.runs)
