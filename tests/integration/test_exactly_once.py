@@ -469,10 +469,8 @@ def _wide_run_told_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
     told: list[list[str]] = []
     report = progress.report_downstream
 
-    def recording(
-        spec: Any, run: Any, ti: Any, children: list[str] | None = None, *dispatch: Any
-    ) -> None:
-        told.append(list(children or spec.downstream(ti.task_id)))
+    def recording(spec: Any, run: Any, ti: Any, children: list[str], *dispatch: Any) -> None:
+        told.append(list(children))
         report(spec, run, ti, children, *dispatch)
 
     progress.report_downstream = recording  # type: ignore[method-assign]

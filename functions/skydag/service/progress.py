@@ -133,11 +133,10 @@ class TaskProgress:
         spec: DagSpec,
         run: DagRun,
         ti: TaskInstance,
-        children: list[str] | None = None,
+        children: list[str],
         dispatch: Dispatch | None = None,
     ) -> None:
-        """Tell downstream tasks (all of them unless named) this task's state, and
-        evaluate the ones it changed.
+        """Tell these downstream tasks this task's state, and evaluate the ones it changed.
 
         With ``dispatch`` (the stream processor's), a task this queues is dispatched at
         once, holding the claim of its ``→ queued`` write: one Lambda hop from a job's end
@@ -145,7 +144,7 @@ class TaskProgress:
         later on the same shard (one batch at a time), finds the job and calls nothing;
         if this invocation dies first, that record dispatches the try as before."""
         report = UpstreamReport(ti.state, ti.version)
-        for child in spec.downstream(ti.task_id) if children is None else children:
+        for child in children:
             updated = self.scheduler.repos.tasks.report_upstream(
                 (ti.dag_id, ti.run_id, child), ti.task_id, report
             )
