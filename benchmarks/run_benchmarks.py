@@ -39,6 +39,7 @@ from run_local_cloud_benchmarks import finished, load, trigger  # noqa: E402
 from skydag import wiring  # noqa: E402
 from skydag.engine.scheduler import REPORT_CHUNK  # noqa: E402
 from skydag.localcloud.cloud import LocalCloud, LocalCloudOptions  # noqa: E402
+from skydag.settings import Settings  # noqa: E402
 from skydag.store.models import bind_models  # noqa: E402
 from skydag.store.repositories import Repositories  # noqa: E402
 
@@ -174,7 +175,13 @@ def run_all(scenarios: list[Scenario], timeout: float) -> list[Result]:
     results = []
     with TemporaryDirectory() as logs:
         options = LocalCloudOptions(
-            log=io.StringIO(), log_dir=Path(logs), cwd=ROOT, tap=meter.tap, watcher=None
+            log=io.StringIO(),
+            log_dir=Path(logs),
+            cwd=ROOT,
+            tap=meter.tap,
+            watcher=None,
+            # As deployed: the bus's rules listed at most this often per function.
+            listeners_refresh_seconds=Settings().listeners_refresh_seconds,
         )
         with LocalCloud(options) as cloud:
             bind_models(cloud.settings)

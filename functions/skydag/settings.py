@@ -51,6 +51,10 @@ class Settings(BaseModel):
     # How finely one-shot timers (retry times) are set: EventBridge Scheduler fires within
     # a minute of an at() time; the local cloud's scheduler fires to the second.
     timer_precision_seconds: int = Field(default=60, ge=1, le=60)
+    # skydag's notifications are put only when a rule on the bus would take them; the
+    # bus's rules are listed again at most this often per warm function (0: every time).
+    # A rule added to the bus gets its first notification at most this long after.
+    listeners_refresh_seconds: int = Field(default=30, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _versions_outside_dags(self) -> Settings:
@@ -85,4 +89,5 @@ class Settings(BaseModel):
             scheduler_queue_arn=env.get("SKYDAG_SCHEDULER_QUEUE_ARN") or None,
             event_delivery_dlq_arn=env.get("SKYDAG_EVENT_DELIVERY_DLQ_ARN") or None,
             timer_precision_seconds=int(env.get("SKYDAG_TIMER_PRECISION_SECONDS") or 60),
+            listeners_refresh_seconds=int(env.get("SKYDAG_LISTENERS_REFRESH_SECONDS") or 30),
         )

@@ -629,6 +629,16 @@ class Skydag(Construct):
 
     def _allow_put_events(self, policy: PolicyBuilder) -> None:
         policy.allow(["events:PutEvents"], [self.event_bus.event_bus_arn])
+        # Notifications are put only when a rule on the bus takes them
+        # (skydag.adapters.events.BusListeners): the bus's rules, read-only.
+        bus_rules = cdk.Stack.of(self).format_arn(
+            service="events", resource="rule", resource_name=f"{self._event_bus_name}/*"
+        )
+        policy.allow(
+            ["events:ListRules"],
+            [bus_rules],
+            wildcard_reason="who listens on the skydag bus: every rule on it, listed",
+        )
 
     def _allow_schedules(self, policy: PolicyBuilder) -> None:
         policy.allow(

@@ -121,6 +121,11 @@ class LocalCloudOptions:
     # on a thread in an execution environment of its own (``concurrency``). 1: one
     # invocation at a time, on the loop's thread (``dev run``, ``dev up``).
     concurrency: int = 1
+    # How often the handlers list the bus's rules to learn who listens to skydag's
+    # notifications (``Settings.listeners_refresh_seconds``): every time here, so that a
+    # DAG subscribing to another's events hears the next one the moment it loads;
+    # benchmarks set the deployed value.
+    listeners_refresh_seconds: int = 0
 
 
 class LocalCloud:
@@ -189,7 +194,11 @@ class LocalCloud:
         base = self.options.settings or Settings()
         # The played EventBridge Scheduler fires to the second: retries come on time.
         self.settings = base.model_copy(
-            update={"endpoint_url": self.endpoint_url, "timer_precision_seconds": 1}
+            update={
+                "endpoint_url": self.endpoint_url,
+                "timer_precision_seconds": 1,
+                "listeners_refresh_seconds": self.options.listeners_refresh_seconds,
+            }
         )
         self.region, self.event_bus = self.settings.region, self.settings.event_bus
         bus_arn, role_arn = self._create_resources()
@@ -872,6 +881,7 @@ def handler_environment(
         "SKYDAG_SCHEDULER_QUEUE_ARN": str(settings.scheduler_queue_arn),
         "SKYDAG_EVENT_DELIVERY_DLQ_ARN": str(settings.event_delivery_dlq_arn),
         "SKYDAG_TIMER_PRECISION_SECONDS": str(settings.timer_precision_seconds),
+        "SKYDAG_LISTENERS_REFRESH_SECONDS": str(settings.listeners_refresh_seconds),
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
