@@ -404,7 +404,7 @@ def scenario_section(r: Result) -> list[str]:
     w("\nTop 15 lines (component, handler, cause, call, item):\n")
     w("| component | handler | cause | call | item | $/M tasks | share |")
     w("|---|---|---|---|---|--:|--:|")
-    for labels, usd in line_rows(r)[:15]:
+    for labels, usd in line_rows(r)[: int(os.environ.get("SKYDAG_BENCH_LINES", "15"))]:
         cells = [*labels, "", "", "", "", ""][:5]
         w("| " + " | ".join(cells) + f" | ${usd:.3f} | {usd / total:.0%} |")
     p = path_summary(r)

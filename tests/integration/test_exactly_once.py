@@ -421,22 +421,85 @@ def test_a_late_end_during_a_reopen_cannot_free_the_slot_the_run_reopens_in(
 # --- the next job started by the invocation that handles a job's end ----------------------------
 
 
-def _extract_finished(env: EmbeddedSkydag, jobs: FakeService) -> tuple[TaskInstance, TaskInstance]:
-    """r1's extract ends; returns its finish as the stream record carries it (not yet
-    handled)."""
+def _extract_finished(
+    env: EmbeddedSkydag, jobs: FakeService, *, at_once: bool = True
+) -> tuple[TaskInstance, TaskInstance]:
+    """r1's extract ends (``at_once``: as the scheduler handles the job's event, going on
+    to the downstream tasks; otherwise as if that invocation died right after the finish's
+    write); returns the finish as its stream record carries it (not yet handled)."""
     env.service.trigger("etl", run_id="r1")
     settle(env)
     running = task(env, "etl", "r1", "extract")
+    go_on = env.service.reports.go_on
+    if not at_once:
+        env.service.reports.go_on = None
     env.service.on_job_event(jobs.event(running.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
+    env.service.reports.go_on = go_on
     return running, task(env, "etl", "r1", "extract")
+
+
+def test_a_jobs_end_event_starts_the_next_job_in_the_same_invocation(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """One Lambda hop from a job's end to the next dispatch: the scheduler that handles
+    the job's event tells the finish downstream and starts the next job; the finish's
+    stream record and the → queued record then call nothing, nor does the event again."""
+    finish = _extract_finished(env, jobs)
+    load = task(env, "etl", "r1", "load")
+    assert (load.state, load.job_id, jobs.calls["dispatch"]) == (T.RUNNING, "job-2", 2)
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED, exit_code=0))  # again
+    env.service.on_task_changed(*finish)
+    settle(env)
+    assert jobs.calls["dispatch"] == 2
+    assert list(jobs.jobs) == ["job-1", "job-2"]
+
+
+def test_the_finish_record_after_a_tell_at_once_writes_nothing(
+    env: EmbeddedSkydag, jobs: FakeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told twice, written once: the finish's stream record, coming after the scheduler
+    told it at once, reads the downstream task and the run, finds both hold the finish,
+    and writes neither again (a refused conditional write costs a write unit)."""
+    finish = _extract_finished(env, jobs)
+    writes: list[str] = []
+    repos = env.service.repos
+    for owner, name in ((repos.tasks, "report_upstream"), (repos.runs, "record_finished")):
+        real = getattr(owner, name)
+
+        def counting(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            writes.append(_name)
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(owner, name, counting)
+    env.service.on_task_changed(*finish)
+    assert writes == []
+    assert run_of(env, "r1").finished_count == 1
+    assert jobs.calls["dispatch"] == 2
+
+
+def test_a_dispatch_that_dies_with_the_jobs_end_event_is_done_by_the_records(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    jobs.crash = "before_call"
+    with pytest.raises(Crash):
+        env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED, exit_code=0))
+    assert task(env, "etl", "r1", "extract").state is T.SUCCESS  # the finish is written
+    assert task(env, "etl", "r1", "load").state is T.QUEUED  # and the next try's intent
+    settle(env)  # the records hold the claim or find it taken: one job
+    load = task(env, "etl", "r1", "load")
+    assert (load.state, load.try_number) == (T.RUNNING, 1)
+    assert list(jobs.jobs) == ["job-1", "job-2"]
 
 
 def test_a_jobs_end_starts_the_next_job_in_the_same_invocation(
     env: EmbeddedSkydag, jobs: FakeService
 ) -> None:
-    """One Lambda hop from a job's end to the next dispatch: handling the finish queues
-    the downstream task and starts its job; its own → queued record then calls nothing."""
-    env.service.on_task_changed(*_extract_finished(env, jobs))
+    """The finish's stream record does the same when the event's invocation died before
+    going on: handling it queues the downstream task and starts its job; its own → queued
+    record then calls nothing."""
+    env.service.on_task_changed(*_extract_finished(env, jobs, at_once=False))
     load = task(env, "etl", "r1", "load")
     assert (load.state, load.job_id, jobs.calls["dispatch"]) == (T.RUNNING, "job-2", 2)
     settle(env)  # the → queued record (and the finish's own, delivered again by the feed)
@@ -447,7 +510,7 @@ def test_a_jobs_end_starts_the_next_job_in_the_same_invocation(
 def test_a_dispatch_that_dies_with_the_finish_is_done_by_the_queued_record(
     env: EmbeddedSkydag, jobs: FakeService
 ) -> None:
-    finish = _extract_finished(env, jobs)
+    finish = _extract_finished(env, jobs, at_once=False)
     jobs.crash = "before_call"
     with pytest.raises(Crash):
         env.service.on_task_changed(*finish)
@@ -463,15 +526,19 @@ def test_a_dispatch_that_dies_with_the_finish_is_done_by_the_queued_record(
 
 def _wide_run_told_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
     """Run w1 of the "wide" DAG (its root running), its fan-out told 3 downstream tasks
-    per delivery; returns the children each report call told, as they are told."""
+    per delivery through the stream records alone (the scheduler does not go on from the
+    root's end at once); returns the children each report call told, as they are told."""
     progress = env.service.progress
     progress.report_chunk = 3
+    env.service.reports.go_on = None
     told: list[list[str]] = []
     report = progress.report_downstream
 
-    def recording(spec: Any, run: Any, ti: Any, children: list[str], *dispatch: Any) -> None:
+    def recording(
+        spec: Any, run: Any, ti: Any, children: list[str], *dispatch: Any, **options: Any
+    ) -> None:
         told.append(list(children))
-        report(spec, run, ti, children, *dispatch)
+        report(spec, run, ti, children, *dispatch, **options)
 
     progress.report_downstream = recording  # type: ignore[method-assign]
     env.service.trigger("wide", run_id="w1")
@@ -481,6 +548,23 @@ def _wide_run_told_in_chunks_of_3(env: EmbeddedSkydag) -> list[list[str]]:
 
 def _children(env: EmbeddedSkydag) -> list[TaskInstance]:
     return [task(env, "wide", "w1", f"c{i}") for i in range(WIDE)]
+
+
+def test_a_wide_fan_out_told_at_once_by_the_scheduler_is_told_in_chunks_too(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """The scheduler that handles the root's end tells the first chunk only; the stream
+    records tell the rest (a chunk may be told twice: reports are idempotent)."""
+    told = _wide_run_told_in_chunks_of_3(env)
+    env.service.reports.go_on = env.service._finished
+    root = task(env, "wide", "w1", "root")
+    env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
+    assert told == [["c0", "c1", "c2"]]
+    settle(env)
+    assert all(len(chunk) <= 3 for chunk in told)
+    assert sorted({child for chunk in told for child in chunk}) == [f"c{i}" for i in range(WIDE)]
+    assert [child.state for child in _children(env)] == [T.RUNNING] * WIDE
+    assert jobs.calls["dispatch"] == 1 + WIDE
 
 
 def test_a_wide_fan_out_is_told_a_bounded_chunk_per_delivery(

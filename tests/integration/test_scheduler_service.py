@@ -918,19 +918,20 @@ def succeed(env: EmbeddedSkydag, jobs: FakeService, task_id: str, try_number: in
     assert decision.outcome is Outcome.ACCEPT, decision.reason
 
 
+@pytest.mark.parametrize("told_by", ["stream record", "job event at once"])
 def test_a_clear_racing_a_finish_never_runs_the_child_on_the_old_result(
-    remote_jobs: tuple[EmbeddedSkydag, FakeService], monkeypatch: pytest.MonkeyPatch
+    remote_jobs: tuple[EmbeddedSkydag, FakeService], monkeypatch: pytest.MonkeyPatch, told_by: str
 ) -> None:
     """Before: the clear of ``t`` deleted the child's report entry for ``t`` while ``t``'s
     old success was being reported; "no entry" accepted the stale report, and ``child``
-    ran on try 1's result while ``t`` was on try 2."""
+    ran on try 1's result while ``t`` was on try 2. The finish is told by its stream
+    record, or at once by the scheduler that handled the job's event."""
     env, jobs = remote_jobs
     load_remote(
         env, {"dag": "racy", "tasks": {"t": BATCH, "child": {"depends_on": ["t"], **BATCH}}}
     )
     run_id = env.service.trigger("racy").run.run_id
     settle(env)
-    succeed(env, jobs, "t", 1)
     report = env.repos.tasks.report_upstream
     cleared: list[str] = []
 
@@ -940,7 +941,13 @@ def test_a_clear_racing_a_finish_never_runs_the_child_on_the_old_result(
             cleared.extend(env.service.clear("racy", run_id, "t"))
         return report(*args)
 
-    monkeypatch.setattr(env.repos.tasks, "report_upstream", clear_first)
+    if told_by == "stream record":
+        monkeypatch.setattr(env.service.reports, "go_on", None)
+        succeed(env, jobs, "t", 1)
+        monkeypatch.setattr(env.repos.tasks, "report_upstream", clear_first)
+    else:
+        monkeypatch.setattr(env.repos.tasks, "report_upstream", clear_first)
+        succeed(env, jobs, "t", 1)
     settle(env)
 
     assert cleared == ["t"]
@@ -956,12 +963,14 @@ def test_a_fan_out_cut_short_still_evaluates_every_child(
 ) -> None:
     """Before: the finish record that died after reporting to one child, before evaluating
     it, was redelivered; that child's report was already there, so the redelivery skipped
-    it, and it stayed pending forever."""
+    it, and it stayed pending forever. (The finish is told by its record: the scheduler
+    that handled the job's event died before going on.)"""
     env, jobs = remote_jobs
     children = {c: {"depends_on": ["t"], **BATCH} for c in ("c1", "c2")}
     load_remote(env, {"dag": "fan", "tasks": {"t": BATCH, **children}})
     run_id = env.service.trigger("fan").run.run_id
     settle(env)
+    monkeypatch.setattr(env.service.reports, "go_on", None)
     succeed(env, jobs, "t", 1)
     report = env.repos.tasks.report_upstream
 

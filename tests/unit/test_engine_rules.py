@@ -42,6 +42,7 @@ from skydag.engine.scheduler import (
     dispatch_token,
     dispatch_transition,
     downstream_chunk,
+    finish_counted,
     make_run_id,
     merged_params,
     new_run,
@@ -996,3 +997,16 @@ def test_only_a_count_of_the_current_version_asks_for_the_next_chunk() -> None:
     assert not told_more(counted, counted)  # the same count again: nothing moved
     assert not told_more(done, replace(done, version=5))  # another change
     assert not told_more(done, replace(counted, version=5))  # a stale count rides along
+
+
+def test_a_finish_is_counted_when_the_run_holds_all_its_write_would() -> None:
+    ti = TaskInstance("d", "r", "t", state=TaskState.SUCCESS, try_number=1)
+    counted = DagRun("d", "r", 1, RunType.MANUAL, finished_idx=frozenset({3}))
+    assert finish_counted(counted, ti, 3, failed_leaf=False)
+    assert not finish_counted(counted, ti, 4, failed_leaf=False)
+    assert not finish_counted(counted, ti, 3, failed_leaf=True)  # not yet as a failed leaf
+    assert finish_counted(replace(counted, failed_leaf_idx=frozenset({3})), ti, 3, failed_leaf=True)
+    assert not finish_counted(replace(counted, active=frozenset({"t"})), ti, 3, failed_leaf=False)
+    assert not finish_counted(
+        replace(counted, throttled=frozenset({"t"})), ti, 3, failed_leaf=False
+    )

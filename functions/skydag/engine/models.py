@@ -170,6 +170,9 @@ class DagRun:
     # failed_leaves > 0; both are counted once per task finish (see RunRepository).
     finished_count: int = 0
     failed_leaves: int = 0
+    # Which tasks (their index in the DAG file) the counts hold.
+    finished_idx: frozenset[int] = frozenset()
+    failed_leaf_idx: frozenset[int] = frozenset()
     # Tasks holding a max_active_tasks slot, and ready tasks waiting for one.
     active: frozenset[str] = frozenset()
     throttled: frozenset[str] = frozenset()

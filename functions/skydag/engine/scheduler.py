@@ -341,6 +341,20 @@ def run_change_holds(change: RunChange, new: DagRun, current: DagRun | None) -> 
     return change is RunChange.STARTED
 
 
+def finish_counted(run: DagRun, ti: TaskInstance, index: int, *, failed_leaf: bool) -> bool:
+    """Whether the run as read already holds everything counting this finish would write
+    (``RunRepository.record_finished``: the task counted, as a failed leaf if it is one,
+    out of the throttled set and holding no slot), so that the write would change
+    nothing: a finish told twice (by the scheduler at once, then by its stream record)
+    is counted by one write."""
+    return (
+        index in run.finished_idx
+        and (not failed_leaf or index in run.failed_leaf_idx)
+        and ti.instance_id not in run.throttled
+        and ti.instance_id not in run.active
+    )
+
+
 def run_outcome(spec: DagSpec, finished_count: int, failed_leaves: int) -> RunState | None:
     """The run's end state once every task finished (Airflow: judged by the leaves)."""
     if finished_count < len(spec.tasks):

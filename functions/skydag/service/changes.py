@@ -100,7 +100,9 @@ class ChangeReactions:
         if new.state is TaskState.QUEUED:
             self.dispatcher.dispatch(new)
         elif new.state in FINISHED_TASK_STATES:
-            self.progress.propagate(new, self.dispatcher.dispatch)
+            # A job's end was told at once by the scheduler that handled its event.
+            told_before = new.job_id is not None
+            self.progress.propagate(new, self.dispatcher.dispatch, told_before=told_before)
         elif new.state is TaskState.UP_FOR_RETRY:
             self.progress.release_slot(new)
         elif new.state is TaskState.RUNNING:

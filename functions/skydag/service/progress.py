@@ -13,6 +13,7 @@ from skydag.engine.scheduler import (
     counts_as_failed_leaf,
     decide_next,
     downstream_chunk,
+    finish_counted,
     needs_condition,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
@@ -73,9 +74,11 @@ class TaskProgress:
 
         return gate
 
-    def propagate(self, image: TaskInstance, dispatch: Dispatch | None = None) -> None:
+    def propagate(
+        self, image: TaskInstance, dispatch: Dispatch | None = None, *, told_before: bool = False
+    ) -> None:
         """A task finished: tell its downstream tasks, then its run (``dispatch``: see
-        ``report_downstream``).
+        ``report_downstream``; ``told_before``: likely told already, see there).
 
         The change may be a redelivery of an old one (the task was cleared and runs
         again): only the task's current finish counts. A clear landing between this
@@ -91,18 +94,23 @@ class TaskProgress:
             return
         run = repos.runs.get(ti.dag_id, ti.run_id)
         spec = self.scheduler.spec(run)
-        if not self.tell_downstream(spec, run, ti, dispatch):
+        if not self.tell_downstream(spec, run, ti, dispatch, told_before=told_before):
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
-        run = repos.runs.record_finished(
-            ti,
-            spec.task_index(ti.task_id),
-            failed_leaf=counts_as_failed_leaf(spec, ti.task_id, ti.state),
-        )
+        index = spec.task_index(ti.task_id)
+        failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
+        if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
+            run = repos.runs.record_finished(ti, index, failed_leaf=failed_leaf)
         self.fill_free_slots(spec, run)
         self.runs.complete_if_done(spec, run)
 
     def tell_downstream(
-        self, spec: DagSpec, run: DagRun, ti: TaskInstance, dispatch: Dispatch | None = None
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        ti: TaskInstance,
+        dispatch: Dispatch | None = None,
+        *,
+        told_before: bool = False,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on).
@@ -116,7 +124,8 @@ class TaskProgress:
         tasks = self.scheduler.repos.tasks
         while True:
             chunk = downstream_chunk(ti, len(children), self.report_chunk)
-            self.report_downstream(spec, run, ti, [children[i] for i in chunk], dispatch)
+            told = [children[i] for i in chunk]
+            self.report_downstream(spec, run, ti, told, dispatch, told_before=told_before)
             if chunk.stop >= len(children):
                 return True
             if tasks.advance_report_cursor(ti, chunk.start, chunk.stop):
@@ -135,6 +144,8 @@ class TaskProgress:
         ti: TaskInstance,
         children: list[str],
         dispatch: Dispatch | None = None,
+        *,
+        told_before: bool = False,
     ) -> None:
         """Tell these downstream tasks this task's state, and evaluate the ones it changed.
 
@@ -142,10 +153,20 @@ class TaskProgress:
         once, holding the claim of its ``→ queued`` write: one Lambda hop from a job's end
         to the next job's start instead of two. That change's own stream record comes
         later on the same shard (one batch at a time), finds the job and calls nothing;
-        if this invocation dies first, that record dispatches the try as before."""
+        if this invocation dies first, that record dispatches the try as before.
+
+        ``told_before``: the finish was most likely told already (the scheduler tells a
+        job's end at once; its stream record comes after), so the downstream tasks are
+        read first (one BatchGetItem) and only those not holding this report are written:
+        a read instead of a refused conditional write, which costs a write unit."""
         report = UpstreamReport(ti.state, ti.version)
+        tasks = self.scheduler.repos.tasks
+        holding: dict[str, TaskInstance] = {}
+        if told_before:
+            found = tasks.get_many(ti.dag_id, ti.run_id, children)
+            holding = {c.task_id: c for c in found if c.upstream.get(ti.task_id) == report}
         for child in children:
-            updated = self.scheduler.repos.tasks.report_upstream(
+            updated = holding.get(child) or tasks.report_upstream(
                 (ti.dag_id, ti.run_id, child), ti.task_id, report
             )
             if updated is None:

@@ -1,26 +1,39 @@
 """What jobs say about their tries: service state-change events, what a dispatch or a
 Describe call returned, and failures to dispatch. Each is judged against the task as it
-is now (``decide_report``): duplicates and stale reports change nothing."""
+is now (``decide_report``): duplicates and stale reports change nothing.
+
+A service's event that ends a try goes on at once (``go_on``: the finish is told to the
+downstream tasks, and the tasks it queues are dispatched) instead of waiting for the
+finish's stream record: one Lambda hop from a job's end to the next job's start. The
+record still comes and repeats that work, which is idempotent (reports refuse what they
+hold; a queued try is dispatched once, under its claim), so a crash here loses nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from skydag.engine.models import JobReport, JobStatus, TaskInstance
 from skydag.engine.rules import decide_report, may_end_try
 from skydag.engine.scheduler import dispatch_token
+from skydag.engine.states import FINISHED_TASK_STATES
 from skydag.engine.transitions import Decision, Outcome
 from skydag.ports.store import output_key, output_scope
 from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
 from skydag.targets.base import JobEvent, JobRef
 
+# What follows a finish at once (the scheduler service's: tell downstream, dispatch).
+GoOn = Callable[[TaskInstance], None]
+
 
 class TaskReports:
-    def __init__(self, scheduler: Scheduler, jobs: Jobs) -> None:
+    def __init__(self, scheduler: Scheduler, jobs: Jobs, go_on: GoOn | None = None) -> None:
         self.scheduler = scheduler
         self.jobs = jobs
+        self.go_on = go_on
 
     def on_job_report(self, report: JobReport) -> Decision:
         """Apply what a job says about one of its tries."""
@@ -61,17 +74,24 @@ class TaskReports:
             at=event.at or self.scheduler.clock.now(),
             map_index=ti.map_index,
         )
-        return self.apply(ti, report)
+        # Only here, on a service's event: a dispatch that fails for good reports through
+        # ``fail`` while a finish is being told, and must not tell its own finish in turn
+        # (a chain of failing dispatches would nest one call per task).
+        return self.apply(ti, report, go_on=self.go_on)
 
-    def apply(self, ti: TaskInstance, report: JobReport) -> Decision:
+    def apply(self, ti: TaskInstance, report: JobReport, go_on: GoOn | None = None) -> Decision:
         if report.published_output is None and may_end_try(ti, report):
             report = replace(report, published_output=self.published_output(report))
         spec = self.scheduler.spec_of_task(ti)
         policy = spec.effective_policy(ti.task_id)
         clock = self.scheduler.clock
-        decision = self.scheduler.decide_and_apply(
+        applied = self.scheduler.decide_and_apply(
             ti, lambda current: decide_report(current, report, policy, clock.now())
-        ).decision
+        )
+        decision = applied.decision
+        finished = applied.task
+        if go_on is not None and finished is not None and finished.state in FINISHED_TASK_STATES:
+            go_on(finished)
         if decision.outcome is Outcome.CANCEL_JOB:
             # A job runs for a try that is over (stopped or marked while it started).
             token = dispatch_token(ti, report.try_number)

@@ -55,7 +55,7 @@ class SchedulerService:
         self.jobs = Jobs(self.scheduler)
         self.runs = RunLifecycle(self.scheduler)
         self.progress = TaskProgress(self.scheduler, self.runs, self.jobs)
-        self.reports = TaskReports(self.scheduler, self.jobs)
+        self.reports = TaskReports(self.scheduler, self.jobs, go_on=self._finished)
         self.dispatcher = Dispatcher(self.scheduler, self.jobs, self.reports)
         self.changes = ChangeReactions(
             self.scheduler, self.runs, self.progress, self.dispatcher, self.jobs
@@ -84,6 +84,12 @@ class SchedulerService:
         self.cancel_run = self.commands.cancel_run
         self.set_paused = self.commands.set_paused
         self.delete_dag = self.commands.delete_dag
+
+    def _finished(self, ti: TaskInstance) -> None:
+        """A service's event ended a try: tell its downstream tasks and dispatch the ones
+        that queue now, as the finish's stream record will (``reports.py``). The
+        dispatcher is looked up at the call: the local cloud wraps its ``dispatch``."""
+        self.progress.propagate(ti, self.dispatcher.dispatch)
 
     # --- the ports (tests swap targets and timers) ------------------------------------------
 

@@ -205,6 +205,8 @@ class _RunItem:
             trigger=copy.deepcopy(self.run.trigger),
             finished_count=len(self.finished),
             failed_leaves=len(self.failed_leaves),
+            finished_idx=frozenset(self.finished),
+            failed_leaf_idx=frozenset(self.failed_leaves),
             active=frozenset(self.active),
             throttled=frozenset(self.throttled),
             tasks_created=self.tasks_created,

@@ -740,6 +740,8 @@ def _run_from_model(item: RunModel) -> DagRun:
         ended_at=item.ended_at,
         finished_count=len(item.finished_idx or ()),
         failed_leaves=len(item.failed_leaf_idx or ()),
+        finished_idx=frozenset(int(i) for i in item.finished_idx or ()),
+        failed_leaf_idx=frozenset(int(i) for i in item.failed_leaf_idx or ()),
         active=frozenset((item.active.as_dict() if item.active is not None else {}).keys()),
         throttled=frozenset(item.throttled or ()),
         reason=item.reason,
