@@ -487,10 +487,38 @@ def test_a_dispatch_that_dies_with_the_jobs_end_event_is_done_by_the_records(
         env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED, exit_code=0))
     assert task(env, "etl", "r1", "extract").state is T.SUCCESS  # the finish is written
     assert task(env, "etl", "r1", "load").state is T.QUEUED  # and the next try's intent
-    settle(env)  # the records hold the claim or find it taken: one job
+    settle(env)  # the claim is the dead invocation's: its records call nothing
+    assert (task(env, "etl", "r1", "load").job_id, jobs.calls["dispatch"]) == (None, 2)
+    env.clock.advance(timedelta(minutes=2))  # until the claim runs out
+    assert env.service.reconcile().redispatched == 1
+    settle(env)
     load = task(env, "etl", "r1", "load")
     assert (load.state, load.try_number) == (T.RUNNING, 1)
     assert list(jobs.jobs) == ["job-1", "job-2"]
+
+
+def test_the_queued_record_of_a_try_dispatched_at_once_calls_nothing_during_the_call(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """Found by the simulator (seed 5010, without faults): the scheduler told a finish at
+    once and was starting the next job when the stream delivered that try's → queued
+    record to the stream processor; both held the claim of the same write and both called
+    the target. The write is now the claim of the invocation that made it."""
+    env.service.trigger("etl", run_id="r1")
+    settle(env)
+    dispatch = jobs.dispatch
+
+    def queued_record_meanwhile(request: Any) -> Any:
+        jobs.dispatch = dispatch  # type: ignore[method-assign]
+        load = task(env, "etl", "r1", "load")
+        env.service.on_task_changed(None, load)  # its record, during the call
+        return dispatch(request)
+
+    jobs.dispatch = queued_record_meanwhile  # type: ignore[method-assign]
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED, exit_code=0))
+    settle(env)
+    assert jobs.calls["dispatch"] == 2  # the target called once per try
+    assert task(env, "etl", "r1", "load").state is T.RUNNING
 
 
 def test_a_jobs_end_starts_the_next_job_in_the_same_invocation(
@@ -515,7 +543,11 @@ def test_a_dispatch_that_dies_with_the_finish_is_done_by_the_queued_record(
     with pytest.raises(Crash):
         env.service.on_task_changed(*finish)
     assert task(env, "etl", "r1", "load").state is T.QUEUED  # its intent is written
-    settle(env)  # its → queued record holds the same claim and dispatches it
+    settle(env)  # the claim is the dead invocation's: its → queued record calls nothing
+    assert task(env, "etl", "r1", "load").job_id is None
+    env.clock.advance(timedelta(minutes=2))  # until the claim runs out
+    assert env.service.reconcile().redispatched == 1
+    settle(env)
     load = task(env, "etl", "r1", "load")
     assert (load.state, load.try_number) == (T.RUNNING, 1)
     assert list(jobs.jobs) == ["job-1", "job-2"]

@@ -46,6 +46,7 @@ from skydag.engine.scheduler import (
     make_run_id,
     merged_params,
     new_run,
+    owned_dispatch,
     run_change,
     run_change_holds,
     run_outcome,
@@ -976,6 +977,25 @@ def test_a_dispatch_claim_is_the_try_check_time() -> None:
     # Nobody's claim runs (the reconciler's case, or a change delivered late): claim it.
     assert dispatch_claim(queued, queued, claim_end) is DispatchClaim.EXPIRED
     assert dispatch_claim(queued, replace(queued, check_at=None), NOW) is DispatchClaim.EXPIRED
+
+
+def test_an_owned_claim_is_its_writers_until_it_runs_out() -> None:
+    claim_end = NOW + timedelta(minutes=2)
+    owned = make_ti(T.QUEUED, dispatch_token="tok", check_at=claim_end, claim_owned=True)
+    assert dispatch_claim(owned, owned, NOW, owner=True) is DispatchClaim.HELD
+    assert dispatch_claim(owned, owned, NOW) is DispatchClaim.TAKEN  # its stream record
+    assert dispatch_claim(owned, owned, claim_end) is DispatchClaim.EXPIRED  # the writer died
+
+
+def test_an_owned_dispatch_marks_only_a_queued_write() -> None:
+    ti = make_ti(T.PENDING)
+    queue = Transition(ti.task_id, T.PENDING, T.QUEUED, Cause.DISPATCH, ti.version, {"x": 1})
+    marked = owned_dispatch(Decision.accept(queue, "ready"))
+    assert marked.transition is not None
+    assert marked.transition.changes == {"x": 1, "claim_owned": True}
+    skip = Transition(ti.task_id, T.PENDING, T.SKIPPED, Cause.SKIPPED, ti.version)
+    assert owned_dispatch(Decision.accept(skip, "skipped")).transition == skip
+    assert owned_dispatch(Decision.ignore("nothing")).transition is None
 
 
 def test_a_fan_out_is_told_in_chunks_of_the_current_version() -> None:

@@ -101,6 +101,10 @@ class TaskInstance:
     timeout_at: datetime | None = None
     # When the reconciler should ask the service about the job if no event came first.
     check_at: datetime | None = None
+    # The → queued write of this try was made by an invocation that starts its job
+    # itself (it told an upstream's finish at once): that invocation owns the claim, and
+    # the write's own stream record stands down while the claim runs (``dispatch_claim``).
+    claim_owned: bool = False
     signal: Mapping[str, Any] | None = None
     output: Any = None
     # Tries started by restart_on signals: they do not use up the task's retries.

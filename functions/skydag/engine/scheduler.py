@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -189,6 +189,7 @@ def dispatch_transition(
         "output": None,
         # Until the job is known to run, look again soon: a crash may have cut the dispatch.
         "check_at": now + DISPATCH_CHECK_AFTER,
+        "claim_owned": False,
         "superseded_job": None,
     }
     if signal is not None:
@@ -212,6 +213,16 @@ def why_not_dispatch(image: TaskInstance, current: TaskInstance | None) -> str |
     return None
 
 
+def owned_dispatch(decision: Decision) -> Decision:
+    """The decision with its ``→ queued`` write marked as the claim of the invocation
+    that writes it and starts the job itself (``TaskInstance.claim_owned``)."""
+    transition = decision.transition
+    if transition is None or transition.dst is not T.QUEUED:
+        return decision
+    changes = {**transition.changes, "claim_owned": True}
+    return replace(decision, transition=replace(transition, changes=changes))
+
+
 class DispatchClaim(StrEnum):
     """Who may call the target for a queued try (``dispatch_claim``)."""
 
@@ -220,8 +231,11 @@ class DispatchClaim(StrEnum):
     EXPIRED = "expired"  # nobody's claim runs: claim it (a conditional write), then go
 
 
-def dispatch_claim(image: TaskInstance, current: TaskInstance, now: datetime) -> DispatchClaim:
-    """Whether whoever acts on ``image`` may call the target for the queued try.
+def dispatch_claim(
+    image: TaskInstance, current: TaskInstance, now: datetime, *, owner: bool = False
+) -> DispatchClaim:
+    """Whether whoever acts on ``image`` may call the target for the queued try
+    (``owner``: the invocation that made the ``→ queued`` write).
 
     A claim is the try's ``check_at`` (``DISPATCH_CHECK_AFTER`` ahead): the ``→ queued``
     write is the claim of the change that made it, and a dispatcher that finds no running
@@ -233,6 +247,10 @@ def dispatch_claim(image: TaskInstance, current: TaskInstance, now: datetime) ->
     if current.check_at is None or current.check_at <= now:
         return DispatchClaim.EXPIRED
     if current.check_at == image.check_at:
+        # A write whose invocation starts the job itself is that invocation's claim,
+        # not its stream record's (the record may come while the call is under way).
+        if image.claim_owned and not owner:
+            return DispatchClaim.TAKEN
         return DispatchClaim.HELD
     return DispatchClaim.TAKEN
 

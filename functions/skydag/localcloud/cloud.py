@@ -712,9 +712,9 @@ class LocalCloud:
         service = build_service(settings)
         dispatch = service.dispatcher.dispatch
 
-        def dispatch_with_stand_ins(image: TaskInstance) -> None:
+        def dispatch_with_stand_ins(image: TaskInstance, *, owner: bool = False) -> None:
             self._ensure_rendered_resources(image)
-            dispatch(image)
+            dispatch(image, owner=owner)
 
         service.dispatcher.dispatch = dispatch_with_stand_ins  # type: ignore[method-assign]
         return service

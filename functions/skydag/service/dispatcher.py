@@ -26,9 +26,10 @@ class Dispatcher:
         self.jobs = jobs
         self.reports = reports
 
-    def dispatch(self, image: TaskInstance) -> None:
+    def dispatch(self, image: TaskInstance, *, owner: bool = False) -> None:
         """Start the try recorded in ``image`` (its intent is already stored), if it is
-        still the current, queued try without a job; idempotent."""
+        still the current, queued try without a job and the caller may claim it
+        (``owner``: it made the ``→ queued`` write itself); idempotent."""
         repos = self.scheduler.repos
         ti = repos.tasks.find(*image.key)
         skip = why_not_dispatch(image, ti)
@@ -46,7 +47,7 @@ class Dispatcher:
             log.info("not dispatching %s: run is %s", ti.key, run.state.value)
             return
         now = self.scheduler.clock.now()
-        claim = dispatch_claim(image, ti, now)
+        claim = dispatch_claim(image, ti, now, owner=owner)
         if claim is DispatchClaim.EXPIRED:
             try:
                 ti = repos.tasks.check_later(ti, now + DISPATCH_CHECK_AFTER)

@@ -3,7 +3,7 @@ max_active_tasks slot, a finish reported to the downstream tasks and counted on 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from skydag.engine.commands import decide_stop
 from skydag.engine.mapping import dispatches_now, is_mapped
@@ -15,17 +15,23 @@ from skydag.engine.scheduler import (
     downstream_chunk,
     finish_counted,
     needs_condition,
+    owned_dispatch,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
-from skydag.engine.transitions import Transition
+from skydag.engine.transitions import Decision, Transition
 from skydag.service.core import Gate, Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.mapping import MappedTasks
 from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec, TaskMode
 
+
 # Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
-Dispatch = Callable[[TaskInstance], None]
+class Dispatch(Protocol):
+    """Start a queued try's job (``Dispatcher.dispatch``); ``owner``: the caller made the
+    ``→ queued`` write and owns its claim."""
+
+    def __call__(self, image: TaskInstance, *, owner: bool = False) -> None: ...
 
 
 class TaskProgress:
@@ -39,8 +45,11 @@ class TaskProgress:
         self.jobs = jobs
         self.mapping = MappedTasks(scheduler, jobs, self)
 
-    def evaluate(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> TaskInstance | None:
-        """Move a task that is not running on (trigger rule, due retry, kept signal)."""
+    def evaluate(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, *, owned: bool = False
+    ) -> TaskInstance | None:
+        """Move a task that is not running on (trigger rule, due retry, kept signal);
+        ``owned``: a try it queues is the caller's to dispatch (``owned_dispatch``)."""
         if run.state is not RunState.RUNNING:
             return None
         if ti.map_index is not None or is_mapped(spec, ti.task_id):
@@ -49,11 +58,12 @@ class TaskProgress:
         # Rendered once, before the decide loop: a lost race re-decides with the same
         # condition (its inputs, the finished upstreams' outputs, do not change).
         condition = self.jobs.render_condition(spec, run, ti) if needs_condition(spec, ti) else None
-        applied = self.scheduler.decide_and_apply(
-            ti,
-            lambda current: decide_next(spec, current, clock.now(), condition),
-            gate=self.slot_gate(spec, run),
-        )
+
+        def decide(current: TaskInstance) -> Decision:
+            decision = decide_next(spec, current, clock.now(), condition)
+            return owned_dispatch(decision) if owned else decision
+
+        applied = self.scheduler.decide_and_apply(ti, decide, gate=self.slot_gate(spec, run))
         return applied.task
 
     def slot_gate(self, spec: DagSpec, run: DagRun) -> Gate:
@@ -171,10 +181,10 @@ class TaskProgress:
             )
             if updated is None:
                 continue
-            decided = self.evaluate(spec, run, updated)
+            decided = self.evaluate(spec, run, updated, owned=dispatch is not None)
             if dispatch is not None and dispatches_now(spec, decided):
                 assert decided is not None
-                dispatch(decided)
+                dispatch(decided, owner=True)
 
     def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""

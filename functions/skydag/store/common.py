@@ -85,6 +85,7 @@ TI_PLAIN_FIELDS = frozenset(
         "next_attempt_at",
         "timeout_at",
         "check_at",
+        "claim_owned",
         "restarts",
         # for_each (engine/mapping.py): an instance's expansion, release and counted
         # finish; a mapped task's instance count and finished/failed counters.

@@ -257,6 +257,7 @@ class TaskInstanceModel(Model):
     # told, of which version (service/progress.py; no version bump of its own).
     reported_version = NumberAttribute(null=True)
     reported = NumberAttribute(null=True)
+    claim_owned = BooleanAttribute(null=True)  # engine/models.py TaskInstance.claim_owned
     due_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     due_index = DueTasksIndex()

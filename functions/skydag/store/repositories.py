@@ -262,6 +262,7 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         next_attempt_at=item.next_attempt_at,
         timeout_at=item.timeout_at,
         check_at=item.check_at,
+        claim_owned=bool(item.claim_owned),
         signal=_loads(item.signal),
         output=_loads(item.output),
         restarts=int(item.restarts or 0),
