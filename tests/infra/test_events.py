@@ -33,7 +33,7 @@ DEFAULT_BUS_RULES: dict[str, dict[str, Any]] = {
         "source": ["aws.batch"],
         "detail-type": ["Batch Job State Change"],
         "detail": {
-            "status": ["RUNNING", "SUCCEEDED", "FAILED"],
+            "status": ["SUCCEEDED", "FAILED"],
             "jobName": [{"prefix": "skydag-"}],
         },
     },

@@ -42,10 +42,12 @@ DETAIL_TYPE = "Batch Job State Change"
 _MIN_ATTEMPT_SECONDS = 60
 _MAX_REASON = 1024
 _FINISHED = frozenset({"SUCCEEDED", "FAILED"})
-# The event statuses the engine acts on (and the scheduler's rule routes): statuses before
-# RUNNING mean nothing to the engine, the task is already queued.
-EVENT_STATUSES: tuple[str, ...] = ("RUNNING", "SUCCEEDED", "FAILED")
-_EVENT_STATUSES = frozenset(EVENT_STATUSES)
+# The event statuses the scheduler's rule routes: a job's end. RUNNING is recorded already
+# (the dispatch writes the try running with the job id SubmitJob returned), so its event
+# would change nothing and still cost an SQS round and an invocation; statuses before it
+# mean nothing to the engine. A RUNNING event that arrives anyway is still understood.
+EVENT_STATUSES: tuple[str, ...] = ("SUCCEEDED", "FAILED")
+_EVENT_STATUSES = frozenset({"RUNNING", *EVENT_STATUSES})
 
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 
