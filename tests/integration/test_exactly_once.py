@@ -454,6 +454,20 @@ def test_a_jobs_end_event_starts_the_next_job_in_the_same_invocation(
     assert list(jobs.jobs) == ["job-1", "job-2"]
 
 
+def _load_started_once_its_claim_runs_out(env: EmbeddedSkydag, jobs: FakeService) -> None:
+    """After the invocation that queued ``load`` died before its call: the claim is that
+    invocation's, so the records call nothing; the reconciler starts it once the claim
+    runs out, one job for the try."""
+    settle(env)
+    assert (task(env, "etl", "r1", "load").job_id, jobs.calls["dispatch"]) == (None, 2)
+    env.clock.advance(timedelta(minutes=2))
+    assert env.service.reconcile().redispatched == 1
+    settle(env)
+    load = task(env, "etl", "r1", "load")
+    assert (load.state, load.try_number) == (T.RUNNING, 1)
+    assert list(jobs.jobs) == ["job-1", "job-2"]
+
+
 def test_the_finish_record_after_a_tell_at_once_writes_nothing(
     env: EmbeddedSkydag, jobs: FakeService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -487,14 +501,7 @@ def test_a_dispatch_that_dies_with_the_jobs_end_event_is_done_by_the_records(
         env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED, exit_code=0))
     assert task(env, "etl", "r1", "extract").state is T.SUCCESS  # the finish is written
     assert task(env, "etl", "r1", "load").state is T.QUEUED  # and the next try's intent
-    settle(env)  # the claim is the dead invocation's: its records call nothing
-    assert (task(env, "etl", "r1", "load").job_id, jobs.calls["dispatch"]) == (None, 2)
-    env.clock.advance(timedelta(minutes=2))  # until the claim runs out
-    assert env.service.reconcile().redispatched == 1
-    settle(env)
-    load = task(env, "etl", "r1", "load")
-    assert (load.state, load.try_number) == (T.RUNNING, 1)
-    assert list(jobs.jobs) == ["job-1", "job-2"]
+    _load_started_once_its_claim_runs_out(env, jobs)
 
 
 def test_the_queued_record_of_a_try_dispatched_at_once_calls_nothing_during_the_call(
@@ -543,14 +550,7 @@ def test_a_dispatch_that_dies_with_the_finish_is_done_by_the_queued_record(
     with pytest.raises(Crash):
         env.service.on_task_changed(*finish)
     assert task(env, "etl", "r1", "load").state is T.QUEUED  # its intent is written
-    settle(env)  # the claim is the dead invocation's: its → queued record calls nothing
-    assert task(env, "etl", "r1", "load").job_id is None
-    env.clock.advance(timedelta(minutes=2))  # until the claim runs out
-    assert env.service.reconcile().redispatched == 1
-    settle(env)
-    load = task(env, "etl", "r1", "load")
-    assert (load.state, load.try_number) == (T.RUNNING, 1)
-    assert list(jobs.jobs) == ["job-1", "job-2"]
+    _load_started_once_its_claim_runs_out(env, jobs)
 
 
 # --- a wide fan-out, told in chunks -------------------------------------------------------------
