@@ -20,6 +20,7 @@ from fakes import Crash, FakeService, SettableClock
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import DagRun, JobStatus, TaskInstance
+from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import RunState, TaskState
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
@@ -460,7 +461,7 @@ def _load_started_once_its_claim_runs_out(env: EmbeddedSkydag, jobs: FakeService
     runs out, one job for the try."""
     settle(env)
     assert (task(env, "etl", "r1", "load").job_id, jobs.calls["dispatch"]) == (None, 2)
-    env.clock.advance(timedelta(minutes=2))
+    env.clock.advance(DISPATCH_CHECK_AFTER)
     assert env.service.reconcile().redispatched == 1
     settle(env)
     load = task(env, "etl", "r1", "load")
@@ -731,7 +732,7 @@ def test_two_dispatchers_never_call_the_target_for_one_try_at_once(
         settle(env)
     image = task(env, "etl", "r1", "extract")  # the queued change, as the stream has it
     assert (image.state, image.job_id) == (T.QUEUED, None)
-    env.clock.advance(timedelta(minutes=2))  # the dispatch's claim runs out
+    env.clock.advance(DISPATCH_CHECK_AFTER)  # the dispatch's claim runs out
     calls = jobs.calls["dispatch"]
 
     def late_stream_delivery(request: Any) -> None:

@@ -145,3 +145,12 @@ def test_the_scheduler_queue_outlasts_six_scheduler_timeouts() -> None:
     assert wiring.SCHEDULER_QUEUE.visibility_timeout == 6 * wiring.SCHEDULER.timeout
     assert wiring.SCHEDULER_EVENT_SOURCE.queue is wiring.SCHEDULER_QUEUE
     assert wiring.RECONCILER.timeout < wiring.RECONCILE_EVERY
+
+
+def test_a_dispatch_claim_outlasts_every_invocation_that_may_hold_it() -> None:
+    """Found by the soak (seed 632 of f4f5a46): a dispatch whose call outlasted its claim
+    and the reconciler's, claiming after it, both called EMR. Lambda ends an invocation at
+    its timeout, so a claim longer than every function's timeout is never outlasted."""
+    from skydag.engine.rules import DISPATCH_CHECK_AFTER
+
+    assert all(function.timeout < DISPATCH_CHECK_AFTER for function in wiring.FUNCTIONS)

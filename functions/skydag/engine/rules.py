@@ -21,8 +21,12 @@ from skydag.spec.models import EffectivePolicy
 
 T = TaskState
 
-# A dispatch not confirmed by then is checked by the reconciler (and re-attached).
-DISPATCH_CHECK_AFTER = timedelta(minutes=2)
+# A dispatch not confirmed by then is checked by the reconciler (and re-attached). It is
+# also how long the claim of a dispatch lasts (``engine/scheduler.py dispatch_claim``), so
+# it outlasts every invocation that may hold one: Lambda ends an invocation at its
+# function's timeout (4 minutes at most, the reconciler's: ``wiring.FUNCTIONS``), so no
+# call of an invocation whose claim ran out can still be under way beside the next one's.
+DISPATCH_CHECK_AFTER = timedelta(minutes=5)
 # A running job whose events may have been lost is described this often.
 RUNNING_CHECK_EVERY = timedelta(minutes=10)
 # An item the reconciler failed to handle waits this long at least (one pass) and at most
