@@ -148,8 +148,10 @@ def run_scenario(
     if not cloud.run_until(all_finished, timeout=timeout):
         raise TimeoutError(f"{scenario.name}: not finished in {timeout:.0f} s")
     seconds = time.monotonic() - started
-    # What follows the end (the run's own notifications) is part of the cost.
-    cloud.run_until(lambda: not cloud.busy(), timeout=60)
+    # What follows the end is part of the cost: the records still on the streams (the
+    # finishes the scheduler told at once come after the run's end), the notifications.
+    if not cloud.run_until(lambda: not cloud.busy(), timeout=timeout):
+        raise TimeoutError(f"{scenario.name}: still busy {timeout:.0f} s after its runs ended")
     states: Counter[str] = Counter()
     for run_id in run_ids:
         run = repos.runs.find(scenario.dag, run_id)

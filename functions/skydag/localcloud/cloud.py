@@ -474,6 +474,7 @@ class LocalCloud:
             or self.deliveries.held()
             or self.queue_source.pending()
             or self.stream_source.pending()
+            or self.stream_source.unread()
             or any(invoker.pending() for invoker in self.async_invokers.values())
             or self.runner.running()
             or self._queue_depth()

@@ -231,6 +231,11 @@ class _ReadWhenChanged:
         self.seen, self.read_at, self.more = count, now, False
         return True
 
+    def unread(self) -> bool:
+        """Whether records may be waiting that no read has fetched yet: a request that may
+        add one came since the last read, or the last read stopped at its limit."""
+        return self.changes is not None and (self.more or self.changes() != self.seen)
+
 
 @dataclass
 class QueueSource:
@@ -423,6 +428,11 @@ class StreamSource:
 
     def pending(self) -> int:
         return sum(len(shard.pending) for shard in self._shards)
+
+    def unread(self) -> bool:
+        """Whether the streams may hold records not read yet (a write since the last read):
+        between two reads nothing is pending here while the stream still has work."""
+        return self._reads.unread()
 
     def _fetch(self, shard: _Shard, *, read: bool = True) -> None:
         channel = f"stream:{self.function}"
