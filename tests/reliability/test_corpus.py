@@ -231,7 +231,10 @@ def _run_worker(keys: list[str], folder: Path, results: dict[str, dict[str, Any]
         seen = 0
         while True:
             code = worker.poll()
-            lines = out.read_text().splitlines() if out.exists() else []
+            text = out.read_text() if out.exists() else ""
+            # Whole lines only: the worker may be writing the last one right now (a line
+            # cut short by a worker that died is its case's, which then runs again).
+            lines = text[: text.rfind("\n") + 1].splitlines()
             for line in lines[seen:]:
                 record = json.loads(line)
                 if record["event"] == "start":
