@@ -183,6 +183,25 @@ def test_reconciler_keeps_checking_a_long_running_job(
     assert list(jobs.jobs) == ["job-1"]  # never resubmitted
 
 
+def test_a_running_job_found_at_its_dispatch_claims_expiry_is_moved_to_its_time(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    """The dispatch left the index entry at its claim's expiry (``keeps_due_place``): the
+    pass then finds a job not yet due, asks nothing and moves the entry to its time."""
+    run_id = start(env)
+    running = extract(env, run_id)
+    assert running.state is T.RUNNING
+    assert running.check_at is not None
+    clock.advance(DISPATCH_CHECK_AFTER)
+    result = env.service.reconcile()
+    assert (result.moved, result.described, result.acted) == (1, 0, 0)
+    assert extract(env, run_id) == running  # only its place moved
+    assert env.service.reconcile().moved == 0  # not found again before its time
+    clock.advance(running.check_at - clock.now())
+    assert env.service.reconcile().described == 1
+    assert list(jobs.jobs) == ["job-1"]
+
+
 def test_reconciler_enforces_timeouts_by_cancelling_the_job(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:

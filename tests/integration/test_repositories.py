@@ -648,6 +648,46 @@ def test_postponing_moves_only_the_place_in_the_due_index(repos: Store) -> None:
     assert [t.task_id for t in repos.tasks.due(NOW)] == ["a"]
 
 
+def test_a_dispatched_try_keeps_its_place_at_its_claims_expiry(repos: Store) -> None:
+    """queued -> running with a later next look leaves the index entry where it is (two
+    index writes saved); the task is then found early, and judged by its fields."""
+    claim_expiry, next_look = NOW + timedelta(minutes=5), NOW + timedelta(minutes=10)
+    ti = repos.tasks.check_later(queued_task(repos, "a"), claim_expiry)
+    running = repos.tasks.apply(
+        ti, move(ti, T.RUNNING, Cause.STARTED, job_id="j-1", check_at=next_look)
+    )
+
+    assert repos.tasks.due(claim_expiry - timedelta(seconds=1)) == []
+    assert repos.tasks.due(claim_expiry) == [running]  # early: the task is as written
+    # Moved to its own time (the reconciler does so), it is found then and not before.
+    assert repos.tasks.postpone_due(running, next_look) is True
+    assert repos.tasks.due(next_look - timedelta(seconds=1)) == []
+    assert repos.tasks.due(next_look) == [running]
+    # Its finish takes the entry out.
+    repos.tasks.apply(running, move(running, T.SUCCESS, Cause.SUCCEEDED, check_at=None))
+    assert repos.tasks.due(next_look + timedelta(hours=1)) == []
+
+
+@pytest.mark.parametrize("where", ["sooner deadline", "postponed place"])
+def test_a_dispatched_try_never_keeps_a_place_later_than_its_time(repos: Store, where: str) -> None:
+    claim_expiry, next_look = NOW + timedelta(minutes=5), NOW + timedelta(minutes=10)
+    ti = repos.tasks.check_later(queued_task(repos, "a"), claim_expiry)
+    deadline = None
+    if where == "sooner deadline":
+        deadline = NOW + timedelta(minutes=1)  # the new time is before the place
+    else:
+        assert repos.tasks.postpone_due(ti, NOW + timedelta(hours=1))  # a failing item's
+    running = repos.tasks.apply(
+        ti,
+        move(ti, T.RUNNING, Cause.STARTED, check_at=next_look, timeout_at=deadline),
+    )
+
+    on_time = deadline or next_look
+    assert repos.tasks.due(on_time - timedelta(seconds=1)) == []
+    assert repos.tasks.due(on_time) == [running]
+    assert repos.tasks.get(DAG, RUN, "a") == running
+
+
 def test_due_judges_each_index_entry_by_the_item_as_it_is_now(
     backend: Backend, repos: Store
 ) -> None:

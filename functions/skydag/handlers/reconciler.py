@@ -10,8 +10,9 @@ invocation is simply retried by Lambda's asynchronous retries, and if that fails
 next pass, minutes later, does the work. The invoking payload is not read.
 
 Metrics: ``Reconciled`` with dimension ``action`` (retries, timed_out, redispatched,
-described, repaired, and failed: items whose handling raised, each logged with its task
-and skipped for a while, so one poisoned item never stops a pass) and Conflicts.
+described, repaired, moved: entries found before their time, left there by a dispatch,
+and failed: items whose handling raised, each logged with its task and skipped for a
+while, so one poisoned item never stops a pass) and Conflicts.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ class NotFound(StoreError):
 def due_at(ti: TaskInstance) -> datetime | None:
     """When the reconciler must look at this task: a retry's time, a deadline, or the
     time to ask the service about a job whose events may have been lost. A task is in the
-    due index exactly when this is not None (until ``postpone_due`` moves its place)."""
+    due index exactly when this is not None, at a place never later than this time: the
+    place may be earlier (``keeps_due_place``; ``postpone_due`` moves it deliberately)."""
     if ti.state is TaskState.UP_FOR_RETRY:
         return ti.next_attempt_at
     if ti.state is TaskState.WAITING:
@@ -65,6 +66,20 @@ def due_at(ti: TaskInstance) -> datetime | None:
         times = [t for t in (ti.timeout_at, ti.check_at) if t is not None]
         return min(times) if times else None
     return None
+
+
+def keeps_due_place(old: TaskInstance, new: TaskInstance) -> bool:
+    """Whether the write of ``new`` over ``old`` leaves the task's place in the due index
+    where it is: a dispatched try (queued -> running) whose next look is later than its
+    claim's expiry. Moving an entry costs two index writes; most jobs end before the
+    claim would have run out, and their finish takes the entry out (one write). A job
+    still running then is found early: the reconciler sees nothing due and moves the
+    entry to the task's time (``Reconciler.act_on_due``). A stored place later than the
+    new time (``postpone_due``'s) is moved as by any write, so a place is never late."""
+    if old.state is not TaskState.QUEUED or new.state is not TaskState.RUNNING:
+        return False
+    before, after = due_at(old), due_at(new)
+    return before is not None and after is not None and before <= after
 
 
 def instance_scope(dag_id: str, run_id: str, task_id: str) -> str:

@@ -39,6 +39,7 @@ class ReconcileResult:
     repaired: int = 0
     conflicts: int = 0
     failed: int = 0  # items whose handling raised: logged, and skipped for a while
+    moved: int = 0  # entries found before their time, moved to it
 
     @property
     def acted(self) -> int:
@@ -65,6 +66,12 @@ class Reconciler:
         result = ReconcileResult()
         tasks = self.scheduler.repos.tasks
         for ti in tasks.due(now, limit):
+            due = due_at(ti)
+            if due is not None and due > now:
+                # Found before its time: a dispatch left the entry at its claim's expiry
+                # (``keeps_due_place``) and the job still runs. Nothing is due: move it.
+                result.moved += tasks.postpone_due(ti, due)
+                continue
             try:
                 self.act_on_due(ti, now, result)
             except ConflictError:

@@ -52,6 +52,7 @@ from skydag.ports.store import (
     Store,
     Subscription,
     due_at,
+    keeps_due_place,
 )
 from skydag.sources import AWS_SOURCE_PREFIX
 from skydag.spec.emit_sources import conflicts as emit_source_conflicts
@@ -331,7 +332,11 @@ class MemoryTaskInstanceRepository:
                 or item.ti.version != transition.expected_version
             ):
                 raise self._conflict(ti, item)
+            place = item.due
             self._write(item, new, state=new.state, version=new.version, **changes)
+            due = due_at(new)
+            if due is not None and keeps_due_place(ti, new) and place and place <= iso(due):
+                item.due = place  # as the DynamoDB write leaves the index entry
         return new
 
     def report_upstream(

@@ -48,6 +48,7 @@ from skydag.ports.store import (
     Subscription,
     due_at,
     instance_scope,
+    keeps_due_place,
     task_scope,
 )
 from skydag.sources import AWS_SOURCE_PREFIX
@@ -342,14 +343,23 @@ class TaskInstanceRepository:
         ]
         for name, value in changes.items():
             actions.append(self._set_or_remove(name, value))
-        actions.extend(self._due_actions(new))
         sources = task_sources(transition.dst, transition.cause)
         condition = (
             TaskInstanceModel.state.is_in(*(s.value for s in sources))
             & (TaskInstanceModel.state == transition.src.value)
             & (TaskInstanceModel.version == transition.expected_version)
         )
-        self._update(ti, actions, condition)
+        due = due_at(new)
+        if due is not None and keeps_due_place(ti, new):
+            # The entry stays unless its stored place is later than the new time.
+            try:
+                self._update(ti, actions, condition & (TaskInstanceModel.due_at <= _iso(due)))
+                return new
+            except ConflictError as conflict:
+                current = conflict.current
+                if current is None or (current.state, current.version) != (ti.state, ti.version):
+                    raise
+        self._update(ti, [*actions, *self._due_actions(new)], condition)
         return new
 
     def report_upstream(
