@@ -727,12 +727,16 @@ class LocalCloud:
         from skydag.targets.base import DispatchRequest
 
         service = self._service()
-        run = service.repos.runs.find(ti.dag_id, ti.run_id)
-        if run is None or ti.dispatch_token is None:
+        if ti.dispatch_token is None:
             return
-        task = service.spec_of_run(run).tasks.get(ti.task_id)
+        # The task's DAG version (cached), not its run: no read for a target without
+        # templates (the usual one), which would be charged to the dispatch by the bench.
+        task = service.scheduler.spec_of_task(ti).tasks.get(ti.task_id)
         player = self.players.get(task.target_kind) if task is not None else None
         if task is None or player is None or "{{" not in task.target.model_dump_json():
+            return
+        run = service.repos.runs.find(ti.dag_id, ti.run_id)
+        if run is None:
             return
         try:
             request: DispatchRequest = service.dispatch_request_for(run, ti)

@@ -28,10 +28,16 @@ class Dispatcher:
 
     def dispatch(self, image: TaskInstance, *, owner: bool = False) -> None:
         """Start the try recorded in ``image`` (its intent is already stored), if it is
-        still the current, queued try without a job and the caller may claim it
-        (``owner``: it made the ``→ queued`` write itself); idempotent."""
+        still the current, queued try without a job and the caller may claim it; idempotent.
+
+        ``owner``: the caller made the ``→ queued`` write itself and ``image`` is what it
+        wrote, so the item is not read again, and the target needs not look for a job of
+        an earlier call (``DispatchRequest.first_call``): the claim keeps every other
+        dispatcher away for longer than the invocation lives. A change landing after the
+        write makes the job's ``running`` write lose, and the job is cancelled, as when
+        it lands during the call."""
         repos = self.scheduler.repos
-        ti = repos.tasks.find(*image.key)
+        ti = image if owner else repos.tasks.find(*image.key)
         skip = why_not_dispatch(image, ti)
         if skip is not None or ti is None:
             # DEBUG: the usual end of a → queued change whose job the invocation that
@@ -48,6 +54,8 @@ class Dispatcher:
             return
         now = self.scheduler.clock.now()
         claim = dispatch_claim(image, ti, now, owner=owner)
+        # Only under the claim of its own write (an expired one may have had a caller).
+        first_call = owner and claim is DispatchClaim.HELD
         if claim is DispatchClaim.EXPIRED:
             try:
                 ti = repos.tasks.check_later(ti, now + DISPATCH_CHECK_AFTER)
@@ -59,7 +67,7 @@ class Dispatcher:
             return
         spec = self.scheduler.spec(run)
         try:
-            request = self.jobs.dispatch_request(spec, run, ti)
+            request = self.jobs.dispatch_request(spec, run, ti, first_call=first_call)
         except TemplateRenderError as error:
             self.reports.fail(ti, f"template error: {error}")
             return

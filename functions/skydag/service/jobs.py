@@ -28,8 +28,11 @@ class Jobs:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
 
-    def dispatch_request(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> DispatchRequest:
-        """The try's dispatch, its target and local blocks rendered for this try."""
+    def dispatch_request(
+        self, spec: DagSpec, run: DagRun, ti: TaskInstance, *, first_call: bool = False
+    ) -> DispatchRequest:
+        """The try's dispatch, its target and local blocks rendered for this try
+        (``first_call``: see ``DispatchRequest``)."""
         task = spec.tasks[ti.task_id]
         context = self.template_context(spec, run, ti)
         # Errors name the field as the DAG file does: batch.command[2], local.environment.X.
@@ -55,6 +58,7 @@ class Jobs:
             signal=ti.signal,
             emit_sources=tuple(spec.emit_sources),
             map_index=ti.map_index,
+            first_call=first_call,
         )
 
     def template_context(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> dict[str, Any]:

@@ -85,21 +85,28 @@ class TaskProgress:
         return gate
 
     def propagate(
-        self, image: TaskInstance, dispatch: Dispatch | None = None, *, told_before: bool = False
+        self,
+        image: TaskInstance,
+        dispatch: Dispatch | None = None,
+        *,
+        told_before: bool = False,
+        written: bool = False,
     ) -> None:
         """A task finished: tell its downstream tasks, then its run (``dispatch``: see
         ``report_downstream``; ``told_before``: likely told already, see there).
 
         The change may be a redelivery of an old one (the task was cleared and runs
-        again): only the task's current finish counts. A clear landing between this
-        re-read and the count below can still leave one stale count; the run's end is
-        therefore checked against its task instances (``complete_if_done``).
+        again): only the task's current finish counts, so the task is read again, unless
+        ``image`` is the finish the caller has just written itself (``written``). A clear
+        landing between that read (or write) and the count below can still leave one
+        stale count; the run's end is therefore checked against its task instances
+        (``complete_if_done``).
         """
         if image.map_index is not None:
             self.mapping.on_instance_finished(image)
             return
         repos = self.scheduler.repos
-        ti = repos.tasks.find(*image.key)
+        ti = image if written else repos.tasks.find(*image.key)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:
             return
         run = repos.runs.get(ti.dag_id, ti.run_id)

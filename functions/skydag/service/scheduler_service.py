@@ -88,8 +88,9 @@ class SchedulerService:
     def _finished(self, ti: TaskInstance) -> None:
         """A service's event ended a try: tell its downstream tasks and dispatch the ones
         that queue now, as the finish's stream record will (``reports.py``). The
-        dispatcher is looked up at the call: the local cloud wraps its ``dispatch``."""
-        self.progress.propagate(ti, self.dispatcher.dispatch)
+        dispatcher is looked up at the call: the local cloud wraps its ``dispatch``.
+        ``ti`` is the finish as this invocation just wrote it: not read again."""
+        self.progress.propagate(ti, self.dispatcher.dispatch, written=True)
 
     # --- the ports (tests swap targets and timers) ------------------------------------------
 

@@ -45,6 +45,11 @@ class DispatchRequest:
     emit_sources: tuple[str, ...] = ()
     # The instance of a mapped task (for_each) this try is of; None for a whole task.
     map_index: int | None = None
+    # No earlier call for this try can have reached the service: the invocation that
+    # queued the try calls it, under its own claim (``owned_dispatch``), which outlasts
+    # the invocation. A target that looks for a crashed dispatcher's job by name before
+    # starting one (a List call, often rate-limited) skips the look: no such job exists.
+    first_call: bool = False
 
     @property
     def job_name(self) -> str:

@@ -19,14 +19,14 @@ import pytest
 from moto.moto_api import state_manager
 
 from skydag.dev.embedded import EmbeddedSkydag
-from skydag.engine.models import JobReport
+from skydag.engine.models import JobReport, JobStatus
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import TaskState
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.store.models import create_tables
 from skydag.targets.aws.registry import AwsTargets
-from skydag.targets.base import DispatchRequest, DispatchResult, JobRef, Target
+from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
 from skydag.targets.builtin import TargetSet
 
 REGION = "us-east-1"
@@ -209,4 +209,75 @@ def test_exactly_one_job_per_try_after_a_crash(
     assert attached.job_id is not None
     assert attached.job_id.endswith(jobs()[0]) or jobs()[0].endswith(attached.job_id)
     assert attached.try_number == 1
+    env.close()
+
+
+class RecordingTargets:
+    """The AWS targets, recording each dispatch request (``first_call`` above all)."""
+
+    def __init__(self, inner: Any, requests: list[DispatchRequest]) -> None:
+        self.inner, self.requests = inner, requests
+
+    def target_for(self, kind: str) -> Target:
+        return _Recording(self, self.inner.target_for(kind))
+
+
+class _Recording(_Crashing):
+    def __init__(self, owner: Any, inner: Target) -> None:
+        self.owner, self.inner = owner, inner
+
+    def dispatch(self, request: DispatchRequest) -> DispatchResult:
+        self.owner.requests.append(request)
+        return self.inner.dispatch(request)
+
+
+# The targets that look for an earlier call's job by name before starting one.
+LOOKING_FIRST = ("batch", "ecs", "emr_serverless")
+
+
+@pytest.mark.parametrize("service", LOOKING_FIRST)
+def test_an_owned_dispatch_that_dies_after_its_call_leaves_exactly_one_job(
+    moto_aws: None, tmp_path: Path, service: str
+) -> None:
+    """A job's end dispatches the next task at once, as a first call (no lookup by name:
+    no earlier call can exist). It dies before recording the job id: the ``→ queued``
+    record stands down (the claim is the dying invocation's), the reconciler takes over
+    once the claim runs out, looks the job up by name and attaches it."""
+    settings = Settings()
+    create_tables(settings)
+    block, jobs = SERVICES[service]()
+    clock = Clock()
+    requests: list[DispatchRequest] = []
+    env = EmbeddedSkydag(settings, log_dir=tmp_path, clock=clock)
+    recording = RecordingTargets(AwsTargets(settings), requests)
+    env.service.targets = TargetSet(clock, recording)
+    tasks = {"extract": block, "load": {**block, "depends_on": ["extract"]}}
+    spec = DagSpec.model_validate({"dag": "etl", "tasks": tasks})
+    env.repos.dags.save_version(spec, source="test", sha256=None, now=clock.now())
+    env.service.trigger("etl", run_id="r1")
+    pump(env)
+    extract = env.repos.tasks.get("etl", "r1", "extract")
+    assert extract.job_id is not None
+    assert [r.first_call for r in requests] == [False]  # from its → queued record
+
+    env.service.targets = TargetSet(clock, CrashingTargets(recording, "after_call"))
+    end = JobEvent(service, JobStatus.SUCCEEDED, extract.dispatch_token, extract.job_id)
+    with pytest.raises(Crash):
+        env.service.on_job_event(end)
+    assert [r.first_call for r in requests] == [False, True]
+    assert len(jobs()) == 2
+    env.service.targets = TargetSet(clock, recording)
+    pump(env)  # the records: the load's → queued one is another's claim
+    load = env.repos.tasks.get("etl", "r1", "load")
+    assert (load.state, load.job_id) == (TaskState.QUEUED, None)
+
+    clock.moment += DISPATCH_CHECK_AFTER
+    env.service.reconcile()
+    pump(env)
+
+    load = env.repos.tasks.get("etl", "r1", "load")
+    assert [r.first_call for r in requests] == [False, True, False]
+    assert len(jobs()) == 2, jobs()  # one job each: the lookup found the load's
+    assert load.job_id is not None
+    assert any(load.job_id.endswith(job) or job.endswith(load.job_id) for job in jobs())
     env.close()

@@ -65,7 +65,7 @@ class BatchJobs:
         target = request.target
         name = job_name(request, _name_prefix(target))
         queue = str(target["job_queue"])
-        existing = self._find(queue, name)
+        existing = None if request.first_call else self._find(queue, name)
         if existing is not None:
             log.info("re-attaching to Batch job %s (%s)", existing, name)
             return DispatchResult(job_id=existing)

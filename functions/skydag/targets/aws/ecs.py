@@ -57,7 +57,7 @@ class EcsTasks:
         target = request.target
         cluster = str(target["cluster"])
         name = request.job_name
-        existing = self._find(cluster, name)
+        existing = None if request.first_call else self._find(cluster, name)
         if existing is not None:
             log.info("re-attaching to ECS task %s (%s)", existing, name)
             return DispatchResult(job_id=existing)

@@ -62,7 +62,7 @@ class EmrSteps:
         step = target["step"]
         cluster_id = self._cluster_id(target)
         name = job_name(request, step.get("name"))
-        existing = self._find(cluster_id, name)
+        existing = None if request.first_call else self._find(cluster_id, name)
         if existing is not None:
             log.info("re-attaching to EMR step %s on %s (%s)", existing, cluster_id, name)
             return DispatchResult(job_id=f"{cluster_id}/{existing}")

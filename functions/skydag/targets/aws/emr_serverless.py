@@ -78,7 +78,7 @@ class EmrServerlessRuns:
         target = request.target
         application_id = str(target["application_id"])
         name = job_name(request, target.get("name"))
-        existing = self._find(application_id, name)
+        existing = None if request.first_call else self._find(application_id, name)
         if existing is not None:
             log.info("re-attaching to EMR Serverless run %s (%s)", existing, name)
             return DispatchResult(job_id=f"{application_id}/{existing}")
