@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local bench-scale bench-airflow soak clean docs-states
+.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local bench-scale bench-airflow soak clean docs-states docs-screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,10 @@ soak: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis node_modules cdk.out build
+
+## docs-screenshots: take the console's screenshots in docs/images/ again (the browser test)
+docs-screenshots: $(BIN)/.installed browser
+	SKYDAG_SCREENSHOTS=docs $(BIN)/pytest -q tests/e2e/test_console_browser.py
 
 ## docs-states: regenerate the state diagram in docs/states.md from the transition table
 docs-states: $(BIN)/.installed

@@ -1,7 +1,9 @@
 """The web console in a real headless Chromium, against `skydag dev up` (which serves it):
 the grid fills in as a run proceeds, a failed task's log is read in its page, clearing it
-from the page makes it succeed, and the DAG is paused. Screenshots of each page go to
-docs/images/ for docs/console.md.
+from the page makes it succeed, and the DAG is paused. Screenshots of each page are taken
+on the way: into docs/images/ for docs/console.md with ``SKYDAG_SCREENSHOTS=docs`` (``make
+docs-screenshots``), else into the test's temporary directory, so a test run leaves the
+checkout as it found it.
 
 Needs Debian's ``chromium`` (``make test`` installs it when it can) and Playwright; never a
 browser Playwright downloads.
@@ -30,7 +32,7 @@ from botocore.config import Config
 ROOT = Path(__file__).resolve().parents[2]
 SKYDAG = str(Path(sys.executable).parent / "skydag")
 CHROMIUM = os.environ.get("SKYDAG_CHROMIUM", "/usr/bin/chromium")
-IMAGES = ROOT / "docs" / "images"
+DOC_IMAGES = ROOT / "docs" / "images"
 STARTUP_TIMEOUT = 60.0
 STEP_MS = 30_000
 CHROMIUM_ARGS = [
@@ -164,7 +166,8 @@ def test_follow_a_run_read_a_failed_log_clear_it_and_pause_the_dag(
     while not any(d["dag"] == "console_flaky" for d in console.dags()):
         assert time.monotonic() < deadline, "the DAG did not load:\n" + "".join(console.log_lines)
         time.sleep(0.3)
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    images = DOC_IMAGES if os.environ.get("SKYDAG_SCREENSHOTS") == "docs" else tmp_path / "images"
+    images.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -184,13 +187,13 @@ def test_follow_a_run_read_a_failed_log_clear_it_and_pause_the_dag(
             expect(extract).to_have_class("c s-success")
             failed = page.locator('a.c[aria-label^="load in manual__"]')
             expect(failed).to_have_class("c s-failed")
-            page.screenshot(path=str(IMAGES / "console-grid.png"))
+            page.screenshot(path=str(images / "console-grid.png"))
 
             # The failed task's page shows its try and its log.
             failed.click()
             expect(page.locator("pre.log")).to_contain_text("disk full")
             expect(page.locator("#task-state")).to_contain_text("failed")
-            page.screenshot(path=str(IMAGES / "console-task.png"), full_page=True)
+            page.screenshot(path=str(images / "console-task.png"), full_page=True)
 
             # Clear it from the page: the scheduler runs it again and it succeeds.
             page.locator("#clear").click()
@@ -204,7 +207,7 @@ def test_follow_a_run_read_a_failed_log_clear_it_and_pause_the_dag(
             expect(
                 page.locator('a.node[aria-label*="waits for source acme.reports"]')
             ).to_be_visible()
-            page.screenshot(path=str(IMAGES / "console-graph.png"))
+            page.screenshot(path=str(images / "console-graph.png"))
 
             # Pause the DAG: the page says so once the scheduler has done it.
             page.get_by_role("link", name="Grid").click()
@@ -213,6 +216,6 @@ def test_follow_a_run_read_a_failed_log_clear_it_and_pause_the_dag(
             expect(page.locator("p.summary")).to_contain_text("Paused")
             page.goto(console.url)
             expect(page.locator('tr[data-dag="console_flaky"]')).to_contain_text("paused")
-            page.screenshot(path=str(IMAGES / "console-dags.png"))
+            page.screenshot(path=str(images / "console-dags.png"))
         finally:
             browser.close()

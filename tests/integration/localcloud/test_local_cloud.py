@@ -195,7 +195,7 @@ def test_a_scheduler_message_that_keeps_failing_moves_to_its_dead_letter_queue(
         log=log,
         faults=always,
         timing=Timing(
-            visibility_timeout=timedelta(seconds=1), batching_window=timedelta(seconds=0.2)
+            visibility_timeout=timedelta(seconds=2), batching_window=timedelta(seconds=0.2)
         ),
     )
     with PlumbingOnly(options) as cloud:
@@ -210,9 +210,14 @@ def test_a_scheduler_message_that_keeps_failing_moves_to_its_dead_letter_queue(
 
         assert cloud.run_until(moved, timeout=30)
     assert json.loads(received[0]["Body"])["detail-type"] == "Trigger DAG"
-    assert (
-        cloud.invoker.invocations["Scheduler"] == wiring.SCHEDULER_QUEUE.redrive.max_receive_count
-    )  # type: ignore[union-attr]
+    # Moved after the queue's receive count, each receive one failed invocation, except
+    # that a message whose visibility runs out while it waits in a batching window is
+    # received again without an invocation (as Lambda's poller does): on a loaded
+    # machine, one of the receives may be such.
+    invocations = cloud.invoker.invocations["Scheduler"]
+    redrive = wiring.SCHEDULER_QUEUE.redrive
+    assert redrive is not None
+    assert redrive.max_receive_count - 1 <= invocations <= redrive.max_receive_count
 
 
 def test_a_timer_fires_on_time_and_is_deleted(cloud: LocalCloud) -> None:
