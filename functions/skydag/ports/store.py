@@ -74,7 +74,7 @@ def keeps_due_place(old: TaskInstance, new: TaskInstance) -> bool:
     claim's expiry. Moving an entry costs two index writes; most jobs end before the
     claim would have run out, and their finish takes the entry out (one write). A job
     still running then is found early: the reconciler sees nothing due and moves the
-    entry to the task's time (``Reconciler.act_on_due``). A stored place later than the
+    entry to the task's time (``Reconciler.reconcile``). A stored place later than the
     new time (``postpone_due``'s) is moved as by any write, so a place is never late."""
     if old.state is not TaskState.QUEUED or new.state is not TaskState.RUNNING:
         return False
