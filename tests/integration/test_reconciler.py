@@ -8,6 +8,7 @@ after that change nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -200,6 +201,22 @@ def test_a_running_job_found_at_its_dispatch_claims_expiry_is_moved_to_its_time(
     clock.advance(running.check_at - clock.now())
     assert env.service.reconcile().described == 1
     assert list(jobs.jobs) == ["job-1"]
+
+
+def test_a_pass_with_time_left_works_through_a_backlog_page_after_page(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    """Without a deadline a pass reads one page of the due index; with one, it reads
+    page after page until nothing new is due (the handler gives it half its time)."""
+    for number in range(3):
+        env.service.trigger("etl", run_id=f"r{number}")
+    settle(env)
+    assert len(jobs.jobs) == 3
+    clock.advance(DISPATCH_CHECK_AFTER)  # three running jobs, found early
+    assert env.service.reconcile(limit=1).moved == 1
+    deadline = time.monotonic() + 60
+    assert env.service.reconcile(limit=1, deadline=deadline).moved == 2
+    assert env.service.reconcile(limit=1, deadline=deadline).moved == 0
 
 
 def test_reconciler_enforces_timeouts_by_cancelling_the_job(

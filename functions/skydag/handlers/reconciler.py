@@ -18,6 +18,7 @@ while, so one poisoned item never stops a pass) and Conflicts.
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,7 +49,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, i
     if isinstance(event, dict):
         runtime.record_delay(runtime.event_time(event.get("time")), now)
     try:
-        counts = _counts(runtime.scheduler_service().reconcile(now))
+        # Page after page while half the invocation's time is left: a backlog is worked
+        # through in one pass, and the pass ends well before the function's timeout.
+        remaining = context.get_remaining_time_in_millis() / 1000
+        deadline = time.monotonic() + remaining / 2
+        counts = _counts(runtime.scheduler_service().reconcile(now, deadline=deadline))
         logger.info("reconciled", extra={"counts": counts})
         for name, value in counts.items():
             if name == "conflicts":

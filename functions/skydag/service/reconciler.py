@@ -5,6 +5,7 @@ events are overdue. Late or duplicate events afterwards change nothing."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,10 @@ from skydag.spec.models import DagSpec
 from skydag.targets.base import DispatchError
 
 log = logging.getLogger("skydag.scheduler")
+
+
+def _key(ti: TaskInstance) -> tuple[str, str, str]:
+    return (ti.dag_id, ti.run_id, ti.instance_id)
 
 
 @dataclass(slots=True)
@@ -61,30 +66,51 @@ class Reconciler:
         self.reports = reports
         self.jobs = jobs
 
-    def reconcile(self, now: datetime | None = None, *, limit: int = 100) -> ReconcileResult:
+    def reconcile(
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int = 100,
+        deadline: float | None = None,
+    ) -> ReconcileResult:
+        """One pass over what is due by ``now``, ``limit`` index entries at a time: one
+        page, or with ``deadline`` (a ``time.monotonic()`` value) page after page until
+        nothing new is due or the time is up, so a backlog (a wide fan-out's long jobs
+        found at their claims' expiry, a burst of retries) is worked through in one pass
+        rather than a page every 5 minutes. An entry met twice in a pass is left for the
+        next one (what stays at the head of the index cannot hold the pass)."""
         now = now or self.scheduler.clock.now()
         result = ReconcileResult()
         tasks = self.scheduler.repos.tasks
-        for ti in tasks.due(now, limit):
-            due = due_at(ti)
-            if due is not None and due > now:
-                # Found before its time: a dispatch left the entry at its claim's expiry
-                # (``keeps_due_place``) and the job still runs. Nothing is due: move it.
-                result.moved += tasks.postpone_due(ti, due)
-                continue
-            try:
-                self.act_on_due(ti, now, result)
-            except ConflictError:
-                result.conflicts += 1  # someone else moved it: nothing left to do
-            except Exception:
-                # An item that always fails must stall neither this pass nor the next ones
-                # (it would stay first in the index): counted, logged, looked at later.
-                result.failed += 1
-                until = reconcile_backoff(due_at(ti), now)
-                where = "/".join(ti.key)
-                log.exception("reconciling %s (%s) failed; again at %s", where, ti.state, until)
-                tasks.postpone_due(ti, until)
-        return result
+        seen: set[tuple[str, str, str]] = set()
+        while True:
+            page = [ti for ti in tasks.due(now, limit) if _key(ti) not in seen]
+            for ti in page:
+                seen.add(_key(ti))
+                self._reconcile_one(ti, now, result)
+            if not page or deadline is None or time.monotonic() >= deadline:
+                return result
+
+    def _reconcile_one(self, ti: TaskInstance, now: datetime, result: ReconcileResult) -> None:
+        tasks = self.scheduler.repos.tasks
+        due = due_at(ti)
+        if due is not None and due > now:
+            # Found before its time: a dispatch left the entry at its claim's expiry
+            # (``keeps_due_place``) and the job still runs. Nothing is due: move it.
+            result.moved += tasks.postpone_due(ti, due)
+            return
+        try:
+            self.act_on_due(ti, now, result)
+        except ConflictError:
+            result.conflicts += 1  # someone else moved it: nothing left to do
+        except Exception:
+            # An item that always fails must stall neither this pass nor the next ones
+            # (it would stay first in the index): counted, logged, looked at later.
+            result.failed += 1
+            until = reconcile_backoff(due_at(ti), now)
+            where = "/".join(ti.key)
+            log.exception("reconciling %s (%s) failed; again at %s", where, ti.state, until)
+            tasks.postpone_due(ti, until)
 
     def on_timer_fired(self, dag_id: str, run_id: str, task_id: str) -> bool:
         """A one-shot timer (a retry's time, a deadline) fired: act on the task if due."""
