@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -110,6 +111,20 @@ def test_dispatch_again_with_the_same_token_reattaches(
 
     assert second.job_id == first.job_id
     assert len(all_jobs(batch)) == 1
+
+
+def test_a_first_call_submits_without_looking_for_an_earlier_job(
+    batch: Any, make_request: MakeRequest, recorder: Callable[[Any], Any]
+) -> None:
+    """The invocation that queued the try calls it under its own claim: no earlier call
+    can exist, and ListJobs (rate-limited, on the latency path) is not called."""
+    calls = recorder(batch)
+    request = replace(make_request("batch", batch_target()), first_call=True)
+
+    result = BatchJobs(batch).dispatch(request)
+
+    assert calls.of("ListJobs") == []
+    assert [job["jobId"] for job in all_jobs(batch)] == [result.job_id]
 
 
 def test_a_new_try_submits_a_new_job(batch: Any, make_request: MakeRequest) -> None:

@@ -7,6 +7,7 @@ steps and cancellation are exercised with botocore's Stubber instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,6 +103,18 @@ def test_dispatch_again_with_the_same_token_reattaches(
     second = EmrSteps(emr).dispatch(request)
 
     assert second.job_id == first.job_id
+    assert len(steps_of(emr, cluster_id)) == 1
+
+
+def test_a_first_call_adds_its_step_without_listing_steps(
+    emr: Any, cluster_id: str, make_request: MakeRequest, recorder: Callable[[Any], Any]
+) -> None:
+    calls = recorder(emr)
+    request = replace(make_request("emr", emr_target(cluster_id=cluster_id)), first_call=True)
+
+    EmrSteps(emr).dispatch(request)
+
+    assert calls.of("ListSteps") == []
     assert len(steps_of(emr, cluster_id)) == 1
 
 
