@@ -265,6 +265,52 @@ def test_max_active_tasks_is_never_exceeded(embedded: EmbeddedSkydag, dag_loader
     assert (final.active, final.throttled) == (frozenset(), frozenset())
 
 
+def test_a_dag_with_no_more_tasks_than_slots_takes_none(
+    embedded: EmbeddedSkydag, dag_loader: Loader, tmp_path: Path
+) -> None:
+    """Slots are per task instance: with no more tasks than max_active_tasks (and no
+    for_each) none can ever wait for one, so the run's item is not written for slots (a
+    write and a round trip saved per task), a retry frees none, and all run at once."""
+    marker = tmp_path / "c-failed-once"
+    dag_loader(
+        {
+            "dag": "narrow",
+            "max_active_tasks": 3,
+            "defaults": {"retries": 1, "retry_delay": "0s"},
+            "tasks": {
+                "a": job(duration="60ms"),
+                "b": job(duration="60ms"),
+                # Fails once, then succeeds: its retry frees and takes no slot either.
+                "c": job(
+                    command=["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 3; }}"]
+                ),
+            },
+        }
+    )
+    slots_peak, run_writes = [0], [0]
+
+    def watch(old: DagRun | None, new: DagRun) -> None:
+        slots_peak[0] = max(slots_peak[0], len(new.active))
+        run_writes[0] += 1
+
+    embedded.run_listeners.append(watch)
+    embedded.service.trigger("narrow", run_id="r1")
+
+    run = finish(embedded, "narrow", "r1")
+
+    assert run.state is RunState.SUCCESS
+    assert states(embedded, "narrow", "r1") == {
+        "a": (T.SUCCESS, 1),
+        "b": (T.SUCCESS, 1),
+        "c": (T.SUCCESS, 2),
+    }
+    assert slots_peak[0] == 0
+    assert (run.active, run.throttled) == (frozenset(), frozenset())
+    # Created, its run slot taken, started, a count per finish, the end: none for task
+    # slots (four more with them: a slot per try).
+    assert run_writes[0] <= 3 + 3 + 1
+
+
 def test_max_active_runs_queues_the_next_run(embedded: EmbeddedSkydag, dag_loader: Loader) -> None:
     dag_loader({"dag": "serial", "max_active_runs": 1, "tasks": {"a": job(duration="150ms")}})
     changes: list[tuple[str, RunState]] = []

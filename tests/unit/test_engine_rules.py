@@ -51,6 +51,7 @@ from skydag.engine.scheduler import (
     run_change_holds,
     run_outcome,
     start_tasks,
+    task_slots_bind,
     timer_for,
     told_more,
     why_not_dispatch,
@@ -1030,3 +1031,37 @@ def test_a_finish_is_counted_when_the_run_holds_all_its_write_would() -> None:
     assert not finish_counted(
         replace(counted, throttled=frozenset({"t"})), ti, 3, failed_leaf=False
     )
+
+
+@pytest.mark.parametrize(
+    ("tasks", "max_active_tasks", "binds"),
+    [
+        (3, 3, False),  # a task instance holds one slot whatever clears run again
+        (4, 3, True),
+        (1, 1, False),
+    ],
+)
+def test_task_slots_bind_only_when_a_dag_has_more_tasks_than_slots(
+    tasks: int, max_active_tasks: int, binds: bool
+) -> None:
+    spec = DagSpec.model_validate(
+        {
+            "dag": "d",
+            "max_active_tasks": max_active_tasks,
+            "tasks": {f"t{i}": {"noop": None} for i in range(tasks)},
+        }
+    )
+    assert task_slots_bind(spec) is binds
+
+
+def test_task_slots_bind_for_any_dag_with_for_each() -> None:
+    """A mapped task is as many instances as its items, known only at its start."""
+    spec = DagSpec.model_validate(
+        {
+            "dag": "d",
+            "tasks": {
+                "each": {"for_each": ["a", "b"], "batch": {"job_queue": "q", "job_definition": "j"}}
+            },
+        }
+    )
+    assert task_slots_bind(spec) is True

@@ -16,6 +16,7 @@ from skydag.engine.scheduler import (
     finish_counted,
     needs_condition,
     owned_dispatch,
+    task_slots_bind,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision, Transition
@@ -70,11 +71,13 @@ class TaskProgress:
         """A dispatch first takes a max_active_tasks slot, or joins the throttled set.
 
         The second attempt closes the race with a concurrent release: whoever frees a slot
-        after we joined the set sees us in it and starts us."""
+        after we joined the set sees us in it and starts us. A DAG whose slots cannot run
+        out (``task_slots_bind``) takes none."""
         runs, limit = self.scheduler.repos.runs, spec.max_active_tasks
+        binds = task_slots_bind(spec)
 
         def gate(ti: TaskInstance, transition: Transition) -> bool:
-            if transition.dst is not TaskState.QUEUED:
+            if transition.dst is not TaskState.QUEUED or not binds:
                 return True
             try_number = ti.try_number + 1
             if runs.reserve_task_slot(run, ti, try_number, limit):
@@ -203,6 +206,8 @@ class TaskProgress:
     def release_slot(self, ti: TaskInstance) -> None:
         """A try went up for retry: its slot goes to a task waiting for one."""
         repos = self.scheduler.repos
+        if not task_slots_bind(self.scheduler.spec_of_task(ti)):
+            return  # it holds none (a refused conditional write would cost a write unit)
         repos.runs.release_task_slot(ti)
         run = repos.runs.get(ti.dag_id, ti.run_id)
         self.fill_free_slots(self.scheduler.spec(run), run)
