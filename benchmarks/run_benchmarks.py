@@ -39,6 +39,7 @@ from metering import CostMeter  # noqa: E402
 from run_local_cloud_benchmarks import finished, load, trigger  # noqa: E402
 from skydag import wiring  # noqa: E402
 from skydag.engine.scheduler import REPORT_CHUNK  # noqa: E402
+from skydag.limits import upstream_map_bytes  # noqa: E402
 from skydag.localcloud.cloud import LocalCloud, LocalCloudOptions, Timing  # noqa: E402
 from skydag.settings import Settings  # noqa: E402
 from skydag.store.models import bind_models  # noqa: E402
@@ -490,7 +491,39 @@ def big_dag_section(big_dags: list[dict[str, Any]]) -> list[str]:
         f"fan-out would be told {REPORT_CHUNK} downstream tasks per invocation, as the "
         "fan-out above is: see its most DynamoDB calls in one record under Flatness).\n"
     )
+    out.append(
+        "What does not stay flat, modelled (not measured): the join of a 1 → N → 1 "
+        "fan-out keeps one upstream map entry per reported upstream on its own item, and "
+        "each report's conditional write is charged at the item's size as it grows "
+        f"(an item of ~{JOIN_ITEM_BASE_BYTES} bytes besides the map, entries as "
+        "`limits.upstream_map_bytes` counts them, ids `m<i>`):\n"
+    )
+    out.append("| N | join item at the end | write units per report (mean) |")
+    out.append("|--:|--:|--:|")
+    for width in (10, 200, 1_000, 10_000):
+        final, mean = join_report_units(width)
+        out.append(f"| {width:,} | {final / 1024:,.1f} KB | {mean:.1f} |")
+    out.append(
+        "\nAt 10,000 upstreams that is tens of write units per task on top of the ~10 above: "
+        "a wide join needs its reports kept off its item (per-state counters and a "
+        "receipt per upstream), the next design step for flatness.\n"
+    )
     return out
+
+
+# The join task's item besides its upstream map (keys, state, times, tries): the model's.
+JOIN_ITEM_BASE_BYTES = 600
+
+
+def join_report_units(width: int) -> tuple[int, float]:
+    """The join's item size after ``width`` reports, and the mean write units a report
+    costs (each write charged at the larger of the item before and after it)."""
+    size = JOIN_ITEM_BASE_BYTES
+    total = 0
+    for index in range(width):
+        size += upstream_map_bytes([f"m{index}"])
+        total += cost.write_units(size)
+    return size, total / width
 
 
 def tables_section() -> list[str]:
