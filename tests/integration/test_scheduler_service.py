@@ -266,12 +266,11 @@ def test_max_active_tasks_is_never_exceeded(embedded: EmbeddedSkydag, dag_loader
 
 
 def test_a_dag_with_no_more_tasks_than_slots_takes_none(
-    embedded: EmbeddedSkydag, dag_loader: Loader, tmp_path: Path
+    embedded: EmbeddedSkydag, dag_loader: Loader
 ) -> None:
     """Slots are per task instance: with no more tasks than max_active_tasks (and no
     for_each) none can ever wait for one, so the run's item is not written for slots (a
     write and a round trip saved per task), a retry frees none, and all run at once."""
-    marker = tmp_path / "c-failed-once"
     dag_loader(
         {
             "dag": "narrow",
@@ -281,9 +280,7 @@ def test_a_dag_with_no_more_tasks_than_slots_takes_none(
                 "a": job(duration="60ms"),
                 "b": job(duration="60ms"),
                 # Fails once, then succeeds: its retry frees and takes no slot either.
-                "c": job(
-                    command=["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 3; }}"]
-                ),
+                "c": job(**FAILS_FIRST_TRY),
             },
         }
     )
