@@ -7,7 +7,7 @@ export POWERTOOLS_TRACE_DISABLED := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local bench-scale bench-airflow soak clean docs-states docs-screenshots
+.PHONY: browser demo test test-large lint typecheck unit synth deploy destroy bench bench-quick bench-events bench-local bench-scale bench-big-run bench-airflow soak clean docs-states docs-screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench-events: $(BIN)/.installed
 ## bench-scale: a 10,000-task DAG (chain, 1 -> N -> 1): validation seconds against 5 s, stored and read back
 bench-scale: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python run_scale_benchmarks.py
+
+## bench-big-run: a 10,000-task DAG (1 -> 9,998 -> 1 Batch tasks) run through the local cloud, metered,
+## beside a 1 -> 10 -> 1 baseline; writes docs/benchmarks-big-run.md (an hour or more on 2 cores)
+bench-big-run: $(BIN)/.installed
+	cd benchmarks && ../$(BIN)/python run_big_run.py
 
 ## bench-local: the local cloud: job end -> event per service, handler invocations and AWS calls per task
 bench-local: $(BIN)/.installed

@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -133,7 +134,12 @@ class Result:
 
 
 def run_scenario(
-    cloud: LocalCloud, repos: Repositories, meter: CostMeter, scenario: Scenario, timeout: float
+    cloud: LocalCloud,
+    repos: Repositories,
+    meter: CostMeter,
+    scenario: Scenario,
+    timeout: float,
+    progress: Callable[[], None] | None = None,
 ) -> Result:
     load(cloud, repos, scenario.dag, scenario.body)
     cloud.run_until(lambda: not cloud.busy(), timeout=60)
@@ -144,6 +150,8 @@ def run_scenario(
         trigger(cloud, scenario.dag, run_id)
 
     def all_finished() -> bool:
+        if progress is not None:
+            progress()
         return all(finished(repos, scenario.dag, run_id) for run_id in run_ids)
 
     if not cloud.run_until(all_finished, timeout=timeout):
@@ -174,7 +182,11 @@ def run_scenario(
     )
 
 
-def run_all(scenarios: list[Scenario], timeout: float) -> list[Result]:
+def run_all(
+    scenarios: list[Scenario],
+    timeout: float,
+    progress: Callable[[Scenario, Repositories], Callable[[], None]] | None = None,
+) -> list[Result]:
     meter = CostMeter()
     results = []
     with TemporaryDirectory() as logs:
@@ -196,7 +208,8 @@ def run_all(scenarios: list[Scenario], timeout: float) -> list[Result]:
             meter.attach(cloud)
             try:
                 for scenario in scenarios:
-                    result = run_scenario(cloud, repos, meter, scenario, timeout)
+                    shown = progress(scenario, repos) if progress else None
+                    result = run_scenario(cloud, repos, meter, scenario, timeout, shown)
                     results.append(result)
                     print(
                         f"... {scenario.name}: {result.seconds:.1f} s, "

@@ -102,6 +102,15 @@ class Harness:
                 self.service.on_job_event(self.remote.outcome(job_id))
         raise AssertionError("the scheduler never settled")
 
+    def settle_changes(self) -> None:
+        """Deliver changes (as the streams would) until none is left; jobs keep running."""
+        while changes := self.store.take_changes():
+            for change in changes:
+                if change.kind == "run":
+                    self.service.on_run_changed(change.old, change.new)
+                else:
+                    self.service.on_task_changed(change.old, change.new)
+
     def later(self, delta: timedelta) -> None:
         """Time passes; the reconciler finds what fell due (retries) in the due index."""
         self.clock.moment += delta
@@ -256,3 +265,76 @@ def test_cancelling_a_run_stops_its_jobs(env: Harness) -> None:
     assert env.remote.cancelled == ["job-1"]
     assert env.run("fan").state is RunState.CANCELLED
     assert env.store.dags.get("fan").active_runs == frozenset()
+
+
+def count_run_reads(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every run read of the store from now on, by run id."""
+    reads: list[str] = []
+    get = env.store.runs.get
+
+    def counted(dag_id: str, run_id: str) -> DagRun:
+        reads.append(run_id)
+        return get(dag_id, run_id)
+
+    monkeypatch.setattr(env.store.runs, "get", counted)
+    return reads
+
+
+def test_a_job_end_dispatches_the_next_task_reading_the_run_once(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a job's end to the next dispatch the run is read once, by the finish's
+    propagation: the dispatch it makes at once takes that run along (a round trip a
+    task). A dispatch from a change's record (not owned) still reads it."""
+    env.load({"dag": "pair", "tasks": {"a": JOB, "b": {"depends_on": ["a"], **JOB}}})
+    env.service.trigger("pair", run_id="r1")
+    env.settle_changes()
+    (job_a,) = env.remote.running()
+    reads = count_run_reads(env, monkeypatch)
+
+    env.service.on_job_event(env.remote.outcome(job_a))
+
+    assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["b"]
+    assert reads == ["r1"]  # propagate's; the dispatch of b read none
+    env.settle()
+    assert env.run("pair").state is RunState.SUCCESS
+
+
+def test_a_task_throttled_while_it_was_evaluated_leaves_the_set_at_its_dispatch(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot freed between the first refusal and the second try (a concurrent finish):
+    the task joins the throttled set, then takes the slot and is dispatched at once. The
+    run its caller read says nothing of the set, so the dispatch reads the run again and
+    the task leaves the set (else every finish would evaluate it again)."""
+    env.load(
+        {
+            "dag": "slots",
+            "max_active_tasks": 1,
+            "tasks": {"a": JOB, "b": {"depends_on": ["a"], **JOB}},
+        }
+    )
+    env.service.trigger("slots", run_id="r1")
+    env.settle_changes()
+    (job_a,) = env.remote.running()
+    runs = env.store.runs
+    reserve = runs.reserve_task_slot
+    refused = [False]
+
+    def refuse_once(run: DagRun, ti: TaskInstance, try_number: int, limit: int) -> bool:
+        if ti.task_id == "b" and not refused[0]:
+            refused[0] = True
+            runs.release_task_slot(env.tasks("slots")["a"])  # a concurrent release
+            return False  # refused before it
+        return reserve(run, ti, try_number, limit)
+
+    monkeypatch.setattr(runs, "reserve_task_slot", refuse_once)
+
+    env.service.on_job_event(env.remote.outcome(job_a))
+
+    assert refused[0]
+    assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["b"]
+    assert "b" not in env.run("slots").throttled
+    env.settle()
+    run = env.run("slots")
+    assert (run.state, run.throttled, run.active) == (RunState.SUCCESS, frozenset(), frozenset())

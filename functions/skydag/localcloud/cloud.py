@@ -66,7 +66,7 @@ from skydag.localcloud.transactions import item_level_transactions
 from skydag.settings import Settings
 
 if TYPE_CHECKING:
-    from skydag.engine.models import TaskInstance
+    from skydag.engine.models import DagRun, TaskInstance
     from skydag.service.scheduler_service import SchedulerService
 
 ACCOUNT_ID = "123456789012"  # moto's account
@@ -713,9 +713,11 @@ class LocalCloud:
         service = build_service(settings)
         dispatch = service.dispatcher.dispatch
 
-        def dispatch_with_stand_ins(image: TaskInstance, *, owner: bool = False) -> None:
+        def dispatch_with_stand_ins(
+            image: TaskInstance, *, owner: bool = False, run: DagRun | None = None
+        ) -> None:
             self._ensure_rendered_resources(image)
-            dispatch(image, owner=owner)
+            dispatch(image, owner=owner, run=run)
 
         service.dispatcher.dispatch = dispatch_with_stand_ins  # type: ignore[method-assign]
         return service

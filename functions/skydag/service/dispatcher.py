@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from skydag.engine.models import JobReport, JobStatus, TaskInstance
+from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.scheduler import DispatchClaim, dispatch_claim, why_not_dispatch
 from skydag.engine.states import RunState
@@ -26,7 +26,24 @@ class Dispatcher:
         self.jobs = jobs
         self.reports = reports
 
-    def dispatch(self, image: TaskInstance, *, owner: bool = False) -> None:
+    def _running_run(self, ti: TaskInstance, run: DagRun | None) -> DagRun | None:
+        """The try's run (``run``, or read), None when it is not running any more; a try
+        that waited for its slot leaves the throttled set."""
+        repos = self.scheduler.repos
+        if run is None:
+            run = repos.runs.get(ti.dag_id, ti.run_id)
+        if ti.instance_id in run.throttled:
+            # It waited for the slot it now holds (see RunRepository.reserve_task_slot).
+            repos.runs.drop_throttled(run, ti.instance_id)
+        if run.state is not RunState.RUNNING:
+            # Cancelled (or reopened and queued) after the intent was recorded: no job.
+            log.info("not dispatching %s: run is %s", ti.key, run.state.value)
+            return None
+        return run
+
+    def dispatch(
+        self, image: TaskInstance, *, owner: bool = False, run: DagRun | None = None
+    ) -> None:
         """Start the try recorded in ``image`` (its intent is already stored), if it is
         still the current, queued try without a job and the caller may claim it; idempotent.
 
@@ -35,7 +52,8 @@ class Dispatcher:
         an earlier call (``DispatchRequest.first_call``): the claim keeps every other
         dispatcher away for longer than the invocation lives. A change landing after the
         write makes the job's ``running`` write lose, and the job is cancelled, as when
-        it lands during the call."""
+        it lands during the call. ``run``: the run as the owner read it before its
+        write (see ``TaskProgress.report_downstream``), not read again."""
         repos = self.scheduler.repos
         ti = image if owner else repos.tasks.find(*image.key)
         skip = why_not_dispatch(image, ti)
@@ -44,13 +62,8 @@ class Dispatcher:
             # queued it started already (TaskProgress.report_downstream).
             log.debug("not dispatching %s: %s", image.key, skip)
             return
-        run = repos.runs.get(ti.dag_id, ti.run_id)
-        if ti.instance_id in run.throttled:
-            # It waited for the slot it now holds (see RunRepository.reserve_task_slot).
-            repos.runs.drop_throttled(run, ti.instance_id)
-        if run.state is not RunState.RUNNING:
-            # Cancelled (or reopened and queued) after the intent was recorded: no job.
-            log.info("not dispatching %s: run is %s", ti.key, run.state.value)
+        run = self._running_run(ti, run if owner else None)
+        if run is None:
             return
         now = self.scheduler.clock.now()
         claim = dispatch_claim(image, ti, now, owner=owner)

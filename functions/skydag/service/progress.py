@@ -30,9 +30,11 @@ from skydag.spec.models import DagSpec, TaskMode
 # Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
 class Dispatch(Protocol):
     """Start a queued try's job (``Dispatcher.dispatch``); ``owner``: the caller made the
-    ``→ queued`` write and owns its claim."""
+    ``→ queued`` write and owns its claim; ``run``: the run as the caller read it."""
 
-    def __call__(self, image: TaskInstance, *, owner: bool = False) -> None: ...
+    def __call__(
+        self, image: TaskInstance, *, owner: bool = False, run: DagRun | None = None
+    ) -> None: ...
 
 
 class TaskProgress:
@@ -47,14 +49,22 @@ class TaskProgress:
         self.mapping = MappedTasks(scheduler, jobs, self)
 
     def evaluate(
-        self, spec: DagSpec, run: DagRun, ti: TaskInstance, *, owned: bool = False
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        ti: TaskInstance,
+        *,
+        owned: bool = False,
+        throttled: set[str] | None = None,
     ) -> TaskInstance | None:
         """Move a task that is not running on (trigger rule, due retry, kept signal);
-        ``owned``: a try it queues is the caller's to dispatch (``owned_dispatch``)."""
+        ``owned``: a try it queues is the caller's to dispatch (``owned_dispatch``);
+        ``throttled``: collects the tasks that joined the run's throttled set meanwhile."""
         if run.state is not RunState.RUNNING:
             return None
+        gate = self.slot_gate(spec, run, throttled)
         if ti.map_index is not None or is_mapped(spec, ti.task_id):
-            return self.mapping.evaluate(spec, run, ti, self.slot_gate(spec, run))
+            return self.mapping.evaluate(spec, run, ti, gate)
         clock = self.scheduler.clock
         # Rendered once, before the decide loop: a lost race re-decides with the same
         # condition (its inputs, the finished upstreams' outputs, do not change).
@@ -64,11 +74,12 @@ class TaskProgress:
             decision = decide_next(spec, current, clock.now(), condition)
             return owned_dispatch(decision) if owned else decision
 
-        applied = self.scheduler.decide_and_apply(ti, decide, gate=self.slot_gate(spec, run))
+        applied = self.scheduler.decide_and_apply(ti, decide, gate=gate)
         return applied.task
 
-    def slot_gate(self, spec: DagSpec, run: DagRun) -> Gate:
-        """A dispatch first takes a max_active_tasks slot, or joins the throttled set.
+    def slot_gate(self, spec: DagSpec, run: DagRun, throttled: set[str] | None = None) -> Gate:
+        """A dispatch first takes a max_active_tasks slot, or joins the throttled set
+        (noted in ``throttled``: ``run`` as read does not say so).
 
         The second attempt closes the race with a concurrent release: whoever frees a slot
         after we joined the set sees us in it and starts us. A DAG whose slots cannot run
@@ -83,6 +94,8 @@ class TaskProgress:
             if runs.reserve_task_slot(run, ti, try_number, limit):
                 return True
             runs.add_throttled(run, ti.instance_id)
+            if throttled is not None:
+                throttled.add(ti.instance_id)
             return runs.reserve_task_slot(run, ti, try_number, limit)
 
         return gate
@@ -173,7 +186,11 @@ class TaskProgress:
         once, holding the claim of its ``→ queued`` write: one Lambda hop from a job's end
         to the next job's start instead of two. That change's own stream record comes
         later on the same shard (one batch at a time), finds the job and calls nothing;
-        if this invocation dies first, that record dispatches the try as before.
+        if this invocation dies first, that record dispatches the try as before. The run
+        goes with it as read here (a round trip saved per dispatch): a cancel landing
+        since is as safe as one landing during the call (the job's ``running`` write
+        loses, or its stop cancels the job); a task that joined the throttled set while
+        it was evaluated has the dispatcher read the run again, to leave the set.
 
         ``told_before``: the finish was most likely told already (the scheduler tells a
         job's end at once; its stream record comes after), so the downstream tasks are
@@ -191,10 +208,13 @@ class TaskProgress:
             )
             if updated is None:
                 continue
-            decided = self.evaluate(spec, run, updated, owned=dispatch is not None)
+            throttled: set[str] = set()
+            decided = self.evaluate(
+                spec, run, updated, owned=dispatch is not None, throttled=throttled
+            )
             if dispatch is not None and dispatches_now(spec, decided):
                 assert decided is not None
-                dispatch(decided, owner=True)
+                dispatch(decided, owner=True, run=None if throttled else run)
 
     def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""
