@@ -110,7 +110,6 @@ LATENCY_P50_MS: dict[str, tuple[float, str]] = {
     "lambda_invoke": (10.0, "a warm invocation's own overhead"),
     "dynamodb_call": (6.0, "a DynamoDB GetItem / UpdateItem / Query round trip"),
     "other_call": (25.0, "another AWS call (PutEvents, SubmitJob, ...)"),
-    "compute": (5.0, "the handler's own Python per record"),
 }
 LATENCY_TARGET_MS = 500.0
 # Lambda gives a function CPU in proportion to its memory: one full vCPU at 1,769 MB.
@@ -131,19 +130,37 @@ def lambda_billed_seconds(
     return cpu_seconds / share + waiting_ms / 1000
 
 
-def path_latency_ms(hops: Iterable[tuple[str, int, int]], batching_window_s: float) -> float:
-    """p50 estimate of a path of (function kind "sqs" | "stream", DynamoDB round trips,
-    other calls) hops, from ``LATENCY_P50_MS``."""
+def cpu_on_aws_ms(cpu_seconds: float, memory_mb: int) -> float:
+    """CPU time measured here on a full core, as it takes at a function's CPU share."""
+    return cpu_seconds * 1000 / min(1.0, memory_mb / FULL_VCPU_MB)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One Lambda hop of a path: how the function was reached (``kind``: "sqs" or
+    "stream"), the AWS calls it made one after the other before the call that carries the
+    path on, and the handler's own CPU until then, on AWS (``cpu_on_aws_ms``)."""
+
+    kind: str
+    dynamodb_calls: int
+    other_calls: int
+    cpu_ms: float
+
+
+def path_latency_ms(hops: Iterable[Hop], batching_window_s: float) -> float:
+    """p50 estimate of a path: each hop's delivery and calls from ``LATENCY_P50_MS``, plus
+    the handler's own CPU as measured."""
     table = {name: value for name, (value, _) in LATENCY_P50_MS.items()}
     total = 0.0
-    for kind, dynamodb_calls, other_calls in hops:
-        if kind == "sqs":
+    for hop in hops:
+        if hop.kind == "sqs":
             total += table["eventbridge_to_sqs"] + table["sqs_to_lambda"]
             total += batching_window_s * 1000
         else:
             total += table["stream_to_lambda"]
-        total += table["lambda_invoke"] + table["compute"]
-        total += dynamodb_calls * table["dynamodb_call"] + other_calls * table["other_call"]
+        total += table["lambda_invoke"] + hop.cpu_ms
+        total += hop.dynamodb_calls * table["dynamodb_call"]
+        total += hop.other_calls * table["other_call"]
     return total
 
 

@@ -67,6 +67,8 @@ class Call:
     started: float
     seconds: float = 0.0
     body: Any = None
+    # The invocation's own CPU seconds when the call began (the meter's taken out).
+    cpu: float = 0.0
     event_ids: list[str] = field(default_factory=list)
 
 
@@ -80,6 +82,7 @@ class Node:
     origin: tuple[int, int] | None  # (node, call index) that caused it
     root: str | None  # what started it when no node did (a service's or user's event)
     calls: list[Call] = field(default_factory=list)
+    cpu_started: float = 0.0  # the invocation's own CPU seconds when the record began
 
 
 @dataclass
@@ -98,6 +101,11 @@ class _Invocation:
     # Log text before, between and after records: the invocation's own lines.
     outside_log: list[str] = field(default_factory=list)
     log_at: int = 0
+    cpu_started: float = 0.0  # the thread's CPU clock when the invocation began
+
+    def cpu(self) -> float:
+        """The handler's own CPU seconds so far (the meter's taken out)."""
+        return time.thread_time() - self.cpu_started - self.overhead
 
 
 class CostMeter:
@@ -215,7 +223,7 @@ class CostMeter:
         level = logger.log_level
         handler_.setStream(inv.log)  # type: ignore[attr-defined]
         logger.setLevel(logging.INFO)  # the stack's default LOG_LEVEL
-        started = time.thread_time()
+        started = inv.cpu_started = time.thread_time()
         try:
             with contextlib.redirect_stdout(inv.stdout):
                 return handler(event, context)
@@ -290,7 +298,7 @@ class CostMeter:
         text = inv.log.getvalue()
         inv.outside_log.append(text[inv.log_at :])
         inv.log_at = len(text)
-        node = Node(len(self.nodes), inv.function, cause, origin, root)
+        node = Node(len(self.nodes), inv.function, cause, origin, root, cpu_started=inv.cpu())
         self.nodes.append(node)
         self._node = node
 
@@ -379,8 +387,8 @@ class CostMeter:
 
     def _observe(self, service: str, operation: str, request: Any) -> Callable[[Any], None]:
         began = time.thread_time()
-        after = self._observe_call(service, operation, request)
         inv = self._inv
+        after = self._observe_call(service, operation, request, inv.cpu() if inv else 0.0)
 
         def timed_after(response: Any) -> None:
             ended = time.thread_time()
@@ -396,13 +404,17 @@ class CostMeter:
             inv.overhead += time.thread_time() - began
         return timed_after
 
-    def _observe_call(self, service: str, operation: str, request: Any) -> Callable[[Any], None]:
+    def _observe_call(
+        self, service: str, operation: str, request: Any, cpu: float
+    ) -> Callable[[Any], None]:
         node = self._node
         inv = self._inv
         function = inv.function if inv else "?"
         cause = node.cause if node else (inv.causes[0] if inv else "?")
         usage = self.fixed if function in NOT_PER_TASK else self.usage
-        call = Call(service, operation, service == "dynamodb", time.perf_counter(), body=request)
+        call = Call(
+            service, operation, service == "dynamodb", time.perf_counter(), body=request, cpu=cpu
+        )
         if node is None and inv is not None:
             if inv.outside is None:
                 inv.outside = Node(len(self.nodes), function, cause, None, "invocation")
@@ -639,8 +651,15 @@ class CostMeter:
                         "round_trips": round_trips,
                         "sequential_round_trips": sum(round_trips),
                         "latency_hops": [
-                            ("sqs" if n.function == "Scheduler" else "stream", rt, other)
-                            for (n, _), rt, other in zip(hops, round_trips, others, strict=True)
+                            cost.Hop(
+                                "sqs" if n.function == "Scheduler" else "stream",
+                                rt,
+                                other,
+                                cost.cpu_on_aws_ms(
+                                    n.calls[at].cpu - n.cpu_started, self._memory_mb(n.function)
+                                ),
+                            )
+                            for (n, at), rt, other in zip(hops, round_trips, others, strict=True)
                         ],
                         "job": (call.body or {}).get("jobName"),
                     }

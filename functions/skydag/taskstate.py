@@ -43,7 +43,6 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -384,6 +383,8 @@ class TaskState:
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         if self._client is None:
+            import boto3  # here, not at import: the handlers import this module too
+
             self._client = boto3.client(
                 "dynamodb",
                 region_name=self.region,

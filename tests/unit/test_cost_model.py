@@ -103,19 +103,26 @@ def test_unknown_meters_are_refused() -> None:
         cost.Usage().add("dynamodb.wcu", 1)
 
 
-def test_path_latency_adds_the_hops() -> None:
-    hops = [("sqs", 3, 0), ("stream", 2, 1)]
+def test_path_latency_adds_the_hops_and_their_cpu() -> None:
+    hops = [cost.Hop("sqs", 3, 0, cpu_ms=40.0), cost.Hop("stream", 2, 1, cpu_ms=7.5)]
     table = {name: ms for name, (ms, _) in cost.LATENCY_P50_MS.items()}
     expected = (
         table["eventbridge_to_sqs"]
         + table["sqs_to_lambda"]
         + 1000
         + table["stream_to_lambda"]
-        + 2 * (table["lambda_invoke"] + table["compute"])
+        + 2 * table["lambda_invoke"]
+        + 47.5
         + 5 * table["dynamodb_call"]
         + table["other_call"]
     )
     assert cost.path_latency_ms(hops, 1.0) == pytest.approx(expected)
+
+
+def test_cpu_on_aws_stretches_to_the_functions_share() -> None:
+    # 10 ms on a full core takes 1769/512 times as long at 512 MB; no faster above 1769.
+    assert cost.cpu_on_aws_ms(0.010, 512) == pytest.approx(10 * 1769 / 512)
+    assert cost.cpu_on_aws_ms(0.010, 3008) == pytest.approx(10.0)
 
 
 def test_billed_duration_stretches_cpu_to_the_functions_share_and_adds_each_call() -> None:

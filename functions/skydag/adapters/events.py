@@ -180,9 +180,9 @@ class EventBridgeEventSink:
         listeners: BusListeners | None = None,
     ) -> None:
         if client is None:
-            from skydag.adapters import aws_client
+            from skydag.adapters import LazyClient
 
-            client = aws_client("events", settings)
+            client = LazyClient("events", settings)
         self._client = client
         self._bus = settings.event_bus
         self._source = source

@@ -41,9 +41,9 @@ class EventBridgeForwardingRules:
                 "SKYDAG_EVENT_DELIVERY_DLQ_ARN"
             )
         if client is None:
-            from skydag.adapters import aws_client
+            from skydag.adapters import LazyClient
 
-            client = aws_client("events", settings)
+            client = LazyClient("events", settings)
         self._client = client
         self.family = family
         self.rule_names = family.rules.rule_names(settings.event_bus)

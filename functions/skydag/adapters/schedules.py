@@ -292,9 +292,9 @@ class EventBridgeSchedules:
                 "(SKYDAG_SCHEDULER_ROLE_ARN, SKYDAG_EVENT_BUS_ARN)"
             )
         if client is None:
-            from skydag.adapters import aws_client
+            from skydag.adapters import LazyClient
 
-            client = aws_client("scheduler", settings)
+            client = LazyClient("scheduler", settings)
         self._client = client
         self._group = settings.schedule_group
         self._role_arn = settings.scheduler_role_arn

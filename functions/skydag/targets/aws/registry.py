@@ -57,11 +57,9 @@ class AwsTargets:
         self,
         settings: Settings,
         *,
-        session: Any = None,
         clients: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self._session = session
         self._clients: dict[str, Any] = dict(clients or {})
         self._targets: dict[str, Target] = {}
 
@@ -103,16 +101,8 @@ class AwsTargets:
         return makers[kind](client)
 
     def _new_client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
+        from skydag.adapters import new_client
 
-        if self._session is None:
-            self._session = boto3.session.Session()
         # Standard retries absorb brief throttling inside the call; what remains becomes
         # a retryable DispatchError for the event source to try again later.
-        return self._session.client(
-            service,
-            region_name=self.settings.region,
-            endpoint_url=self.settings.endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}),
-        )
+        return new_client(service, self.settings, max_attempts=3)
