@@ -620,10 +620,12 @@ def test_a_fan_out_cut_short_midway_tells_each_child_once(
 ) -> None:
     told = _wide_run_told_in_chunks_of_3(env)
     root = task(env, "wide", "w1", "root")
+    # Dies in the second chunk, telling c4 (a single upstream: its report and its
+    # transition are one write).
     crash_once(
         env.repos.tasks,
-        "report_upstream",
-        when=lambda downstream, *_: downstream[2] == "c4",  # dies in the second chunk
+        "apply",
+        when=lambda ti, *_, upstream=None: ti.task_id == "c4" and upstream is not None,
     )
     env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
     with pytest.raises(Crash):

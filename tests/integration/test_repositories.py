@@ -520,6 +520,33 @@ def test_report_upstream_is_idempotent_and_refuses_stale_reports(repos: Store) -
     assert repos.tasks.get(DAG, RUN, "b") == both
 
 
+def test_a_transition_written_with_an_upstream_report_records_both_at_once(
+    repos: Store,
+) -> None:
+    """A report and the dispatch it allows, one conditional write (``apply(...,
+    upstream=)``): the report is held, the state moved, the version bumped once; the
+    same write on a task that changed since it was read (a clear's tombstone) writes
+    nothing, and the report is not recorded either."""
+    child = put_task(repos, "b")
+    report = UpstreamReport(T.SUCCESS, 4)
+    holding = replace(child, upstream={"a": report})
+
+    queued = repos.tasks.apply(holding, dispatch(holding), upstream=("a", report))
+
+    stored = repos.tasks.get(DAG, RUN, "b")
+    assert stored == queued
+    assert (stored.state, stored.version, stored.try_number) == (T.QUEUED, child.version + 1, 1)
+    assert stored.upstream == {"a": report}
+
+    other = put_task(repos, "c")
+    cleared = repos.tasks.report_upstream(other, "a", UpstreamReport.tombstone(4))
+    assert cleared is not None
+    stale = replace(other, upstream={"a": report})  # as read before the tombstone
+    with pytest.raises(ConflictError):
+        repos.tasks.apply(stale, dispatch(stale), upstream=("a", report))
+    assert repos.tasks.get(DAG, RUN, "c") == cleared
+
+
 def test_report_upstream_to_a_missing_task_creates_nothing(repos: Store) -> None:
     report = UpstreamReport(T.SUCCESS, 1)
     assert repos.tasks.report_upstream((DAG, RUN, "nope"), "a", report) is None

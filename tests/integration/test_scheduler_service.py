@@ -975,21 +975,22 @@ def test_a_clear_racing_a_finish_never_runs_the_child_on_the_old_result(
     )
     run_id = env.service.trigger("racy").run.run_id
     settle(env)
-    report = env.repos.tasks.report_upstream
+    apply = env.repos.tasks.apply
     cleared: list[str] = []
 
-    def clear_first(*args: Any) -> Any:
-        # The clear lands after the finish was read, before it reaches the child.
-        if not cleared:
+    def clear_first(ti: TaskInstance, transition: Any, **kwargs: Any) -> Any:
+        # The clear lands after the finish and the child were read, before the report
+        # (with the child's dispatch: one write) reaches the child.
+        if kwargs.get("upstream") is not None and not cleared:
             cleared.extend(env.service.clear("racy", run_id, "t"))
-        return report(*args)
+        return apply(ti, transition, **kwargs)
 
     if told_by == "stream record":
         monkeypatch.setattr(env.service.reports, "go_on", None)
         succeed(env, jobs, "t", 1)
-        monkeypatch.setattr(env.repos.tasks, "report_upstream", clear_first)
+        monkeypatch.setattr(env.repos.tasks, "apply", clear_first)
     else:
-        monkeypatch.setattr(env.repos.tasks, "report_upstream", clear_first)
+        monkeypatch.setattr(env.repos.tasks, "apply", clear_first)
         succeed(env, jobs, "t", 1)
     settle(env)
 
@@ -1007,9 +1008,10 @@ def test_a_fan_out_cut_short_still_evaluates_every_child(
     """Before: the finish record that died after reporting to one child, before evaluating
     it, was redelivered; that child's report was already there, so the redelivery skipped
     it, and it stayed pending forever. (The finish is told by its record: the scheduler
-    that handled the job's event died before going on.)"""
+    that handled the job's event died before going on. The children have a ``when:``,
+    so their report and their decision are two writes: see ``reports_in_one_write``.)"""
     env, jobs = remote_jobs
-    children = {c: {"depends_on": ["t"], **BATCH} for c in ("c1", "c2")}
+    children = {c: {"depends_on": ["t"], "when": True, **BATCH} for c in ("c1", "c2")}
     load_remote(env, {"dag": "fan", "tasks": {"t": BATCH, **children}})
     run_id = env.service.trigger("fan").run.run_id
     settle(env)

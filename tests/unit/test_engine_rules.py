@@ -1065,3 +1065,33 @@ def test_task_slots_bind_for_any_dag_with_for_each() -> None:
         }
     )
     assert task_slots_bind(spec) is True
+
+
+def test_a_report_is_stale_when_the_downstream_holds_that_version_or_a_later_one() -> None:
+    from skydag.engine.scheduler import stale_report
+
+    report = UpstreamReport(T.SUCCESS, 5)
+    assert not stale_report(None, report)
+    assert not stale_report(report, report)  # held: nothing to write, decide it again
+    assert not stale_report(UpstreamReport(T.FAILED, 4), report)  # an older try's
+    assert stale_report(UpstreamReport(T.FAILED, 6), report)
+    assert stale_report(UpstreamReport.tombstone(5), report)  # cleared after it was read
+
+
+def test_only_a_report_that_decides_its_task_alone_is_written_with_the_decision() -> None:
+    from skydag.engine.scheduler import reports_in_one_write
+
+    spec = DagSpec.model_validate(
+        {
+            "dag": "d",
+            "tasks": {
+                "a": {"noop": None},
+                "b": {"noop": None},
+                "chained": {"depends_on": ["a"], "noop": None},
+                "joined": {"depends_on": ["a", "b"], "noop": None},
+                "conditional": {"depends_on": ["a"], "when": "{{ true }}", "noop": None},
+                "mapped": {"depends_on": ["a"], "for_each": [1, 2], "noop": None},
+            },
+        }
+    )
+    assert [t for t in spec.tasks if reports_in_one_write(spec, t)] == ["chained"]

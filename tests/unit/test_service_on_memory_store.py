@@ -338,3 +338,41 @@ def test_a_task_throttled_while_it_was_evaluated_leaves_the_set_at_its_dispatch(
     env.settle()
     run = env.run("slots")
     assert (run.state, run.throttled, run.active) == (RunState.SUCCESS, frozenset(), frozenset())
+
+
+def test_a_single_upstream_child_is_told_and_queued_in_one_write(env: Harness) -> None:
+    """Its upstream's report alone decides it: read, then the report and the dispatch
+    written together (one write and one stream record, for a read). A child with two
+    upstreams is told as before: a report, then the decision."""
+    env.load(
+        {
+            "dag": "one_write",
+            "tasks": {
+                "a": JOB,
+                "b": JOB,
+                "single": {"depends_on": ["a"], **JOB},
+                "double": {"depends_on": ["a", "b"], **JOB},
+            },
+        }
+    )
+    env.service.trigger("one_write", run_id="r1")
+    env.settle_changes()
+    jobs = {env.remote.jobs[j].task_id: j for j in env.remote.running()}
+    env.service.on_job_event(env.remote.outcome(jobs["b"]))
+    env.settle_changes()
+
+    env.service.on_job_event(env.remote.outcome(jobs["a"]))
+    changes = [c for c in env.store.take_changes() if c.kind == "task"]
+
+    single = [c for c in changes if c.new.task_id == "single"]
+    assert (single[0].old.state, single[0].new.state) == (T.PENDING, T.QUEUED)
+    assert "a" not in single[0].old.upstream  # the report came with it
+    assert single[0].new.upstream["a"].state is T.SUCCESS
+    double = [(c.old.state, c.new.state) for c in changes if c.new.task_id == "double"]
+    assert double[:2] == [(T.PENDING, T.PENDING), (T.PENDING, T.QUEUED)]
+    assert sorted(env.remote.jobs[j].task_id for j in env.remote.running()) == [
+        "double",
+        "single",
+    ]
+    env.settle()
+    assert env.run("one_write").state is RunState.SUCCESS

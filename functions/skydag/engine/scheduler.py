@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from skydag.engine.conditions import Condition
-from skydag.engine.models import DagRun, RunType, TaskInstance
+from skydag.engine.models import DagRun, RunType, TaskInstance, UpstreamReport
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import (
     FAILED_TASK_STATES,
@@ -328,6 +328,28 @@ def decide_next(
             return Decision.ignore("waiting for a signal")
         return decide_signal_start(spec, ti, ti.signal, now)
     return decide_pending(spec, ti, now, condition)
+
+
+def reports_in_one_write(spec: DagSpec, task_id: str) -> bool:
+    """Whether an upstream's report to ``task_id`` is written together with the transition
+    it allows, after a read (``TaskProgress.tell``): one write unit and one stream record
+    instead of two each, for a read unit. Only where the report alone decides the task: a
+    single upstream, no ``when:`` to render first, not a for_each task."""
+    task = spec.tasks[task_id]
+    return len(spec.upstream(task_id)) == 1 and task.when is None and task.for_each is None
+
+
+def stale_report(held: UpstreamReport | None, report: UpstreamReport) -> bool:
+    """Whether a downstream holding ``held`` refuses ``report``: it holds a report of that
+    upstream's version or later, or the tombstone of a clear of it (as the store's
+    conditional write judges, ``TaskStore.report_upstream``)."""
+    return held is not None and held != report and held.version >= report.version
+
+
+def with_report(ti: TaskInstance, upstream_task: str, report: UpstreamReport) -> TaskInstance:
+    """The downstream as it will be once it holds ``report`` (its version unchanged: the
+    write that records it is conditional on the version read)."""
+    return replace(ti, upstream={**ti.upstream, upstream_task: report})
 
 
 class RunChange(StrEnum):

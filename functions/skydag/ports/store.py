@@ -141,11 +141,21 @@ class TaskInstanceStore(Protocol):
         """Every instance of the run, by task id."""
         ...
 
-    def apply(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+    def apply(
+        self,
+        ti: TaskInstance,
+        transition: Transition,
+        *,
+        upstream: tuple[str, UpstreamReport] | None = None,
+    ) -> TaskInstance:
         """Write ``transition.changes_for(ti)``, the new state and version + 1, only if the
         item is at ``transition.src`` (one of ``task_sources(dst, cause)``) and
         ``transition.expected_version``; returns ``transition.apply(ti)``. A field the
-        record cannot write raises ValueError before anything is written."""
+        record cannot write raises ValueError before anything is written.
+
+        ``upstream``: an upstream's report (task, report) written with it, which ``ti``
+        (the item as read, plus that report) holds already: one write where a report and
+        the transition it allows would be two (``TaskProgress.report_and_decide``)."""
         ...
 
     def report_upstream(

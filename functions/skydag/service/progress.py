@@ -16,10 +16,14 @@ from skydag.engine.scheduler import (
     finish_counted,
     needs_condition,
     owned_dispatch,
+    reports_in_one_write,
+    stale_report,
     task_slots_bind,
+    with_report,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision, Transition
+from skydag.ports.store import ConflictError
 from skydag.service.core import Gate, Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.mapping import MappedTasks
@@ -195,26 +199,100 @@ class TaskProgress:
         ``told_before``: the finish was most likely told already (the scheduler tells a
         job's end at once; its stream record comes after), so the downstream tasks are
         read first (one BatchGetItem) and only those not holding this report are written:
-        a read instead of a refused conditional write, which costs a write unit."""
+        a read instead of a refused conditional write, which costs a write unit. Each task
+        is told by ``tell``."""
         report = UpstreamReport(ti.state, ti.version)
         tasks = self.scheduler.repos.tasks
-        holding: dict[str, TaskInstance] = {}
+        read: dict[str, TaskInstance] = {}
         if told_before:
-            found = tasks.get_many(ti.dag_id, ti.run_id, children)
-            holding = {c.task_id: c for c in found if c.upstream.get(ti.task_id) == report}
+            read = {c.task_id: c for c in tasks.get_many(ti.dag_id, ti.run_id, children)}
         for child in children:
-            updated = holding.get(child) or tasks.report_upstream(
-                (ti.dag_id, ti.run_id, child), ti.task_id, report
-            )
-            if updated is None:
-                continue
+            if told_before and child not in read:
+                continue  # no such task instance (a report would be refused)
             throttled: set[str] = set()
-            decided = self.evaluate(
-                spec, run, updated, owned=dispatch is not None, throttled=throttled
+            decided = self.tell(
+                spec,
+                run,
+                (ti.dag_id, ti.run_id, child),
+                (ti.task_id, report),
+                read.get(child),
+                owned=dispatch is not None,
+                throttled=throttled,
             )
             if dispatch is not None and dispatches_now(spec, decided):
                 assert decided is not None
                 dispatch(decided, owner=True, run=None if throttled else run)
+
+    def tell(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        key: tuple[str, str, str],
+        upstream: tuple[str, UpstreamReport],
+        current: TaskInstance | None,
+        *,
+        owned: bool,
+        throttled: set[str],
+    ) -> TaskInstance | None:
+        """Tell one downstream task an upstream's report and decide it; returns the task
+        as its transition wrote it (None: no transition written). ``current``: the task
+        as just read, if it was.
+
+        Where the report alone decides the task (``reports_in_one_write``), the task is
+        read and the report written with the transition it allows, conditional on the
+        version read. Otherwise, or when that write loses a race, the report is written
+        (refused when stale) and the task decided from what it holds then."""
+        tasks = self.scheduler.repos.tasks
+        upstream_task, report = upstream
+        one_write = run.state is RunState.RUNNING and reports_in_one_write(spec, key[2])
+        if current is None and one_write:
+            current = tasks.find(*key)
+            if current is None:
+                return None
+        if current is not None:
+            held = current.upstream.get(upstream_task)
+            if stale_report(held, report):
+                return None
+            if held == report:
+                return self.evaluate(spec, run, current, owned=owned, throttled=throttled)
+            if one_write:
+                told, decided = self._report_and_decide(
+                    spec, run, current, upstream, owned=owned, throttled=throttled
+                )
+                if told:
+                    return decided
+        updated = tasks.report_upstream(key, upstream_task, report)
+        if updated is None:
+            return None
+        return self.evaluate(spec, run, updated, owned=owned, throttled=throttled)
+
+    def _report_and_decide(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        current: TaskInstance,
+        upstream: tuple[str, UpstreamReport],
+        *,
+        owned: bool,
+        throttled: set[str],
+    ) -> tuple[bool, TaskInstance | None]:
+        """The report and the transition it allows in one write: (told, the task as
+        written). Not told when there is no transition to write (the report goes alone),
+        or when the task changed since it was read."""
+        tasks = self.scheduler.repos.tasks
+        candidate = with_report(current, *upstream)
+        decision = decide_next(spec, candidate, self.scheduler.clock.now())
+        transition = (owned_dispatch(decision) if owned else decision).transition
+        if transition is None:
+            return False, None
+        if not self.slot_gate(spec, run, throttled)(candidate, transition):
+            # In the throttled set, as evaluating it would leave it: only the report.
+            tasks.report_upstream(current.key, *upstream)
+            return True, None
+        try:
+            return True, tasks.apply(candidate, transition, upstream=upstream)
+        except ConflictError:
+            return False, None  # the usual way judges the task as it is now
 
     def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""

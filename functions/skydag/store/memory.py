@@ -317,7 +317,13 @@ class MemoryTaskInstanceRepository:
             items = self._runs.get((dag_id, run_id), {})
             return [_fresh_ti(items[t].ti) for t in sorted(items)]
 
-    def apply(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+    def apply(
+        self,
+        ti: TaskInstance,
+        transition: Transition,
+        *,
+        upstream: tuple[str, UpstreamReport] | None = None,
+    ) -> TaskInstance:
         assert transition.task_id == ti.task_id
         changes = transition.changes_for(ti)
         new = transition.apply(ti)
@@ -333,6 +339,10 @@ class MemoryTaskInstanceRepository:
             ):
                 raise self._conflict(ti, item)
             place = item.due
+            if upstream is not None:
+                task_id, report = upstream
+                assert ti.upstream.get(task_id) == report, "ti holds the report it writes"
+                changes = {**changes, "upstream": {**item.ti.upstream, task_id: report}}
             self._write(item, new, state=new.state, version=new.version, **changes)
             due = due_at(new)
             if due is not None and keeps_due_place(ti, new) and place and place <= iso(due):

@@ -332,7 +332,13 @@ class TaskInstanceRepository:
             for item in TaskInstanceModel.query(run_key(dag_id, run_id), consistent_read=True)
         ]
 
-    def apply(self, ti: TaskInstance, transition: Transition) -> TaskInstance:
+    def apply(
+        self,
+        ti: TaskInstance,
+        transition: Transition,
+        *,
+        upstream: tuple[str, UpstreamReport] | None = None,
+    ) -> TaskInstance:
         """Apply one transition, conditional on state (from the table) and version."""
         assert transition.task_id == ti.task_id
         changes = transition.changes_for(ti)
@@ -343,6 +349,10 @@ class TaskInstanceRepository:
         ]
         for name, value in changes.items():
             actions.append(self._set_or_remove(name, value))
+        if upstream is not None:
+            task_id, report = upstream
+            assert ti.upstream.get(task_id) == report, "ti holds the report it writes"
+            actions.append(TaskInstanceModel.upstream[task_id].set(_encode_report(report)))
         sources = task_sources(transition.dst, transition.cause)
         condition = (
             TaskInstanceModel.state.is_in(*(s.value for s in sources))
