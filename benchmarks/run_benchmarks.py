@@ -518,9 +518,8 @@ def big_dag_section(big_dags: list[dict[str, Any]]) -> list[str]:
             f"| {r['save_seconds']:.2f} s | {r['read_seconds']:.2f} s |"
         )
     out.append(
-        "\nNot measured here: a 10,000-task run through the local cloud (its 1 → N "
-        f"fan-out would be told {REPORT_CHUNK} downstream tasks per invocation, as the "
-        "fan-out above is: see its most DynamoDB calls in one record under Flatness).\n"
+        "\nA 10,000-task run through the local cloud is `make bench-big-run` (an hour or "
+        "more here): [benchmarks-big-run.md](benchmarks-big-run.md).\n"
     )
     out.append(
         "What does not stay flat, modelled (not measured): the join of a 1 → N → 1 "
