@@ -87,13 +87,7 @@ class Harness:
     def settle(self) -> None:
         """Deliver changes (as the streams would) and end running jobs until all is quiet."""
         for _ in range(1000):
-            changes = self.store.take_changes()
-            for change in changes:
-                if change.kind == "run":
-                    self.service.on_run_changed(change.old, change.new)
-                else:
-                    self.service.on_task_changed(change.old, change.new)
-            if changes:
+            if self.deliver_changes():
                 continue
             running = self.remote.running()
             if not running:
@@ -102,14 +96,20 @@ class Harness:
                 self.service.on_job_event(self.remote.outcome(job_id))
         raise AssertionError("the scheduler never settled")
 
+    def deliver_changes(self) -> bool:
+        """Deliver the changes written so far (as the streams would); False when none."""
+        changes = self.store.take_changes()
+        for change in changes:
+            if change.kind == "run":
+                self.service.on_run_changed(change.old, change.new)
+            else:
+                self.service.on_task_changed(change.old, change.new)
+        return bool(changes)
+
     def settle_changes(self) -> None:
-        """Deliver changes (as the streams would) until none is left; jobs keep running."""
-        while changes := self.store.take_changes():
-            for change in changes:
-                if change.kind == "run":
-                    self.service.on_run_changed(change.old, change.new)
-                else:
-                    self.service.on_task_changed(change.old, change.new)
+        """Deliver changes until none is left; jobs keep running."""
+        while self.deliver_changes():
+            pass
 
     def later(self, delta: timedelta) -> None:
         """Time passes; the reconciler finds what fell due (retries) in the due index."""
@@ -247,13 +247,7 @@ def test_a_failure_fails_the_fan_in_and_a_clear_reruns_it(env: Harness) -> None:
 def test_cancelling_a_run_stops_its_jobs(env: Harness) -> None:
     env.load(fan("fan"))
     env.service.trigger("fan", run_id="r1")
-    # Deliver the changes but let no job end: a's job runs.
-    while changes := env.store.take_changes():
-        for change in changes:
-            if change.kind == "run":
-                env.service.on_run_changed(change.old, change.new)
-            else:
-                env.service.on_task_changed(change.old, change.new)
+    env.settle_changes()  # no job ends: a's job runs
     assert env.states("fan")["a"] == (T.RUNNING, 1)
 
     run = env.service.cancel_run("fan", "r1")

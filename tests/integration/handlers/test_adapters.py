@@ -181,3 +181,28 @@ def test_the_scheduler_group_is_the_configured_one(stack: Stack) -> None:
 
     listed = stack.scheduler.list_schedules(GroupName=GROUP)["Schedules"]
     assert [s["Name"] for s in listed] == ["dag-daily"]
+
+
+def test_a_lazy_client_is_made_on_its_first_call_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold start pays for a client only when its first event calls the service: the
+    sink and the schedules hold none until then, and one afterwards, made once, for the
+    settings' region and endpoint."""
+    from skydag import adapters
+
+    made: list[str] = []
+    new_client = adapters.new_client
+
+    def counted(service_name: str, settings: Settings, *, max_attempts: int) -> Any:
+        made.append(service_name)
+        return new_client(service_name, settings, max_attempts=max_attempts)
+
+    monkeypatch.setattr(adapters, "new_client", counted)
+    settings = Settings(region="eu-west-1", endpoint_url="http://localhost:4566")
+    client = adapters.LazyClient("events", settings)
+    EventBridgeEventSink(settings)
+    assert made == []
+
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.endpoint_url == "http://localhost:4566"
+    client.meta  # noqa: B018 (a second use makes no second client)
+    assert made == ["events"]
