@@ -27,6 +27,7 @@ from moto.moto_api import state_manager
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobReport, TaskInstance
 from skydag.engine.states import RunState, TaskState
+from skydag.service.jobs import job_environment
 from skydag.settings import Settings
 from skydag.spec.loader import load_dag_file
 from skydag.store.models import create_tables
@@ -202,6 +203,15 @@ def service_event(name: str, ti: TaskInstance, **detail: Any) -> dict[str, Any]:
     text = (ROOT / "events" / "aws" / f"{name}.json").read_text(encoding="utf-8")
     event: dict[str, Any] = json.loads(text.replace(CANONICAL_TOKEN, ti.dispatch_token))
     event["detail"].update(detail)
+    # The job's environment as the service echoes it (Batch's container, ECS's
+    # overrides): the identity skydag gave this try's job.
+    identity = [{"name": k, "value": v} for k, v in job_environment(ti, None).items()]
+    environments = [event["detail"].get("container")] + [
+        o for o in event["detail"].get("overrides", {}).get("containerOverrides", [])
+    ]
+    for holder in environments:
+        if holder is not None and "environment" in holder:
+            holder["environment"] = identity
     return event
 
 

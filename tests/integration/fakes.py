@@ -118,4 +118,5 @@ class FakeService:
     def event(self, job_id: str, status: JobStatus, **extra: Any) -> JobEvent:
         """The state-change event the service would send for one of its jobs."""
         request = self.jobs[job_id]
+        extra.setdefault("task_key", request.task_key_in_events)
         return JobEvent("fake", status, request.token, job_id=job_id, **extra)

@@ -114,6 +114,8 @@ def batch_event(job: dict[str, Any], status: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((ROOT / "events/aws/batch_job_succeeded.json").read_text())
     event["detail"].update(jobId=job["jobId"], jobName=job["jobName"], status=status)
     event["detail"]["jobArn"] = job["jobArn"]
+    # The detail is the job's as Batch describes it: its environment names its try.
+    event["detail"]["container"]["environment"] = job["container"]["environment"]
     event["resources"] = [job["jobArn"]]
     return event
 

@@ -118,10 +118,24 @@ def test_a_crash_after_recording_the_job_id_changes_nothing(
     assert extract(env, run_id).version == before.version
 
 
+EMR_SERVERLESS = {
+    "application_id": "app",
+    "execution_role_arn": "arn:aws:iam::123456789012:role/emr",
+    "job_driver": {"sparkSubmit": {"entryPoint": "s3://b/job.py"}},
+}
+
+
 def test_job_events_find_their_try_by_token_or_job_id(
-    env: EmbeddedSkydag, jobs: FakeService
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
+    """A service whose events do not name the task instance (EMR Serverless): its try is
+    found through the store's indexes, by its job id when the event has no token."""
+    indexed = {**DAG, "tasks": {**DAG["tasks"], "extract": {"emr_serverless": EMR_SERVERLESS}}}
+    env.repos.dags.save_version(
+        DagSpec.model_validate(indexed), source="test", sha256=None, now=clock.now()
+    )
     run_id = start(env)
+    assert not extract(env, run_id).found_by_key
     by_job_id_only = JobEvent("fake", JobStatus.SUCCEEDED, None, job_id="job-1", exit_code=0)
     assert env.service.on_job_event(by_job_id_only).outcome is Outcome.ACCEPT
     settle(env)
@@ -134,6 +148,32 @@ def test_job_events_find_their_try_by_token_or_job_id(
     )
     stranger = JobEvent("fake", JobStatus.FAILED, "f" * 32, job_id="not-ours")
     assert env.service.on_job_event(stranger).outcome is Outcome.REJECT
+    assert extract(env, run_id).state is T.SUCCESS
+
+
+def test_a_batch_try_is_found_by_the_key_its_events_carry_and_is_in_no_index(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """Batch's events echo the job's environment, whose identity names the task instance:
+    the try is read by key, and neither its token nor its job id is indexed (no index
+    writes). An event of another try, or one without the key, changes nothing."""
+    run_id = start(env)
+    running = extract(env, run_id)
+    assert running.found_by_key
+    assert running.job_id == "job-1"
+    assert running.dispatch_token is not None
+    assert env.repos.tasks.find_by_token(running.dispatch_token) is None
+    assert env.repos.tasks.find_by_job_id("job-1") is None
+    key = ("etl", run_id, "extract")
+    unnamed = JobEvent("fake", JobStatus.SUCCEEDED, running.dispatch_token, job_id="job-1")
+    assert env.service.on_job_event(unnamed).outcome is Outcome.REJECT
+    other_try = JobEvent("fake", JobStatus.SUCCEEDED, "f" * 32, job_id="job-0", task_key=key)
+    assert env.service.on_job_event(other_try).outcome is Outcome.REJECT
+    assert extract(env, run_id).state is T.RUNNING
+    assert env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED)).outcome is (
+        Outcome.ACCEPT
+    )
+    settle(env)
     assert extract(env, run_id).state is T.SUCCESS
 
 

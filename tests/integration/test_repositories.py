@@ -118,6 +118,14 @@ class DynamoBackend:
         assert ("due_at" in item) == ("due_shard" in item)
         return "due_at" in item
 
+    def lookup_attributes(self, task_id: str) -> set[str]:
+        """Which of the token and job id attributes (indexed or not) the item has."""
+        key = {"run_key": {"S": f"{DAG}#{RUN}"}, "task_id": {"S": task_id}}
+        item = self.client.get_item(
+            TableName=self.settings.tables.task_instances, Key=key, ConsistentRead=True
+        )["Item"]
+        return set(item) & {"dispatch_token", "job_id", "try_token", "try_job"}
+
     @contextmanager
     def due_index_lags(self, now: datetime) -> Iterator[None]:
         index = TaskInstanceModel.due_index
@@ -1245,6 +1253,44 @@ def test_the_token_and_job_indexes_follow_the_current_try(repos: Store) -> None:
     assert repos.tasks.find_by_job_id("job-1") is None
     assert repos.tasks.find_by_token("tok-2") == second
     assert repos.tasks.find_by_token("nope") is None
+
+
+def test_a_try_found_by_key_is_in_neither_lookup_index(repos: Store, backend: Backend) -> None:
+    """A try whose job events name its task instance (Batch, ECS) keeps its token and job
+    id where no index reads them: no index write for either. It reads back the same; a
+    later try found by token is indexed again, and the unindexed copies are gone."""
+    ti = put_task(repos)
+    changes = {"dispatch_token": "tok-1", "found_by_key": True}
+    keyed = repos.tasks.apply(ti, replace(dispatch(ti), changes=changes))
+    running = repos.tasks.apply(keyed, move(keyed, T.RUNNING, Cause.STARTED, job_id="job-1"))
+    assert repos.tasks.get(DAG, RUN, "a") == running
+    assert (running.dispatch_token, running.job_id, running.found_by_key) == (
+        "tok-1",
+        "job-1",
+        True,
+    )
+    assert repos.tasks.find_by_token("tok-1") is None
+    assert repos.tasks.find_by_job_id("job-1") is None
+    if isinstance(backend, DynamoBackend):
+        assert backend.lookup_attributes("a") == {"try_token", "try_job"}
+
+    retry = repos.tasks.apply(running, move(running, T.UP_FOR_RETRY, Cause.RETRY))
+    second = repos.tasks.apply(
+        retry,
+        move(
+            retry,
+            T.QUEUED,
+            Cause.DISPATCH,
+            try_number=2,
+            dispatch_token="tok-2",
+            found_by_key=False,
+            job_id=None,
+        ),
+    )
+    assert repos.tasks.find_by_token("tok-2") == second
+    assert repos.tasks.get(DAG, RUN, "a") == second
+    if isinstance(backend, DynamoBackend):
+        assert backend.lookup_attributes("a") == {"dispatch_token"}
 
 
 def test_check_later_and_note_signal_are_conditional_and_move_the_due_place(

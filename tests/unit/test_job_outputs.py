@@ -286,7 +286,14 @@ class Jobs:
     def event(self, job_id: str, status: JobStatus = JobStatus.SUCCEEDED) -> JobEvent:
         request = self.requests[job_id]
         code = 0 if status is JobStatus.SUCCEEDED else 1
-        return JobEvent("batch", status, request.token, job_id=job_id, exit_code=code)
+        return JobEvent(
+            "batch",
+            status,
+            request.token,
+            job_id=job_id,
+            exit_code=code,
+            task_key=request.task_key_in_events,
+        )
 
 
 class Scheduler:

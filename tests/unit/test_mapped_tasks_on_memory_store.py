@@ -39,7 +39,14 @@ class MappedScript(ScriptedService):
         self.ended.add(job_id)
         output = request.target.get("payload")
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
-        return JobEvent("script", status, request.token, job_id=job_id, output=output)
+        return JobEvent(
+            "script",
+            status,
+            request.token,
+            job_id=job_id,
+            output=output,
+            task_key=request.task_key_in_events,
+        )
 
 
 class MappedHarness(Harness):

@@ -68,7 +68,14 @@ class ScriptedService:
         failed = (request.task_id, request.try_number) in self.fail
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
         self.ended.add(job_id)
-        return JobEvent("script", status, request.token, job_id=job_id, exit_code=int(failed))
+        return JobEvent(
+            "script",
+            status,
+            request.token,
+            job_id=job_id,
+            exit_code=int(failed),
+            task_key=request.task_key_in_events,
+        )
 
 
 class Harness:

@@ -92,6 +92,10 @@ class TaskInstance:
     upstream: Mapping[str, UpstreamReport] = field(default_factory=dict)
     dispatch_token: str | None = None
     job_id: str | None = None
+    # The try's job events name this task instance (its target puts the identity where
+    # the service's events echo it): they find it by its key, so the store keeps the
+    # token and the job id out of its lookup indexes (no index write for either).
+    found_by_key: bool = False
     exit_code: int | None = None
     reason: str | None = None
     queued_at: datetime | None = None

@@ -178,6 +178,7 @@ def dispatch_transition(
     changes: dict[str, Any] = {
         "try_number": try_number,
         "dispatch_token": dispatch_token(ti, try_number),
+        "found_by_key": spec.tasks[ti.task_id].events_name_the_task,
         "queued_at": now,
         "timeout_at": now + policy.timeout if policy.timeout else None,
         "job_id": None,

@@ -624,12 +624,15 @@ class LocalCloud:
 
     # --- what the players need -----------------------------------------------------------------
 
-    def plan_for(self, kind: str, token: str) -> LocalPlan | None:
+    def plan_for(
+        self, kind: str, token: str, task_key: tuple[str, str, str] | None = None
+    ) -> LocalPlan | None:
         """The rendered ``local:`` block of the try whose dispatch token is ``token``,
         rendered by the scheduler service exactly as it rendered the dispatch."""
         service = self._service()
-        ti = service.repos.tasks.find_by_token(token)
-        if ti is None:
+        tasks = service.repos.tasks
+        ti = tasks.find(*task_key) if task_key is not None else tasks.find_by_token(token)
+        if ti is None or ti.dispatch_token != token:
             return None
         run = service.repos.runs.find(ti.dag_id, ti.run_id)
         if run is None:

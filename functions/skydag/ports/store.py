@@ -187,10 +187,13 @@ class TaskInstanceStore(Protocol):
         ...
 
     def find_by_token(self, token: str) -> TaskInstance | None:
-        """The instance whose current try has this dispatch token."""
+        """The instance whose current try has this dispatch token, unless the try is
+        ``found_by_key`` (its events name the instance: neither lookup indexes it)."""
         ...
 
-    def find_by_job_id(self, job_id: str) -> TaskInstance | None: ...
+    def find_by_job_id(self, job_id: str) -> TaskInstance | None:
+        """As ``find_by_token``, by the job id the service gave the current try."""
+        ...
 
     def postpone_due(self, ti: TaskInstance, until: datetime) -> bool:
         """Move only the instance's place in the due index (no version bump), if it is in

@@ -47,10 +47,7 @@ class TaskReports:
 
     def on_job_event(self, event: JobEvent) -> Decision:
         """A service's state-change event, translated: find its try and apply it."""
-        tasks = self.scheduler.repos.tasks
-        ti = tasks.find_by_token(event.token) if event.token else None
-        if ti is None and event.job_id:
-            ti = tasks.find_by_job_id(event.job_id)
+        ti = self.current_try(event)
         if ti is None:
             return Decision.reject(
                 f"{event.kind} job {event.job_id or event.token}: no current try of any task "
@@ -78,6 +75,25 @@ class TaskReports:
         # ``fail`` while a finish is being told, and must not tell its own finish in turn
         # (a chain of failing dispatches would nest one call per task).
         return self.apply(ti, report, go_on=self.go_on)
+
+    def current_try(self, event: JobEvent) -> TaskInstance | None:
+        """The task instance whose current try the event is about, or None. An event that
+        names its task instance is read by key (one read, no index); otherwise the token
+        (or else the job id) is looked up in the store's indexes."""
+        tasks = self.scheduler.repos.tasks
+        if event.task_key is not None:
+            ti = tasks.find(*event.task_key)
+            if ti is None:
+                return None
+            if event.token is not None and ti.dispatch_token == event.token:
+                return ti
+            if event.token is None and event.job_id is not None and ti.job_id == event.job_id:
+                return ti
+            return None  # another try's event (an older one, or a restart's)
+        ti = tasks.find_by_token(event.token) if event.token else None
+        if ti is None and event.job_id:
+            ti = tasks.find_by_job_id(event.job_id)
+        return ti
 
     def apply(self, ti: TaskInstance, report: JobReport, go_on: GoOn | None = None) -> Decision:
         if report.published_output is None and may_end_try(ti, report):

@@ -39,6 +39,11 @@ TARGET_KEYS: tuple[str, ...] = (
     "emit",
     "noop",
 )
+# The kinds whose service events echo the job's environment (Batch's job detail, ECS's
+# task overrides): the SKYDAG_* identity there names the task instance, so an event
+# finds its try by key (targets/aws/_common.py ``task_key_in``), and the store indexes
+# neither the try's token nor its job id (engine/models.py ``found_by_key``).
+EVENTS_NAME_THE_TASK: frozenset[str] = frozenset({"batch", "ecs"})
 
 
 class TriggerRule(StrEnum):
@@ -311,6 +316,10 @@ class TaskSpec(RetryPolicy):
     @property
     def target_kind(self) -> str:
         return self.target_keys()[0]
+
+    @property
+    def events_name_the_task(self) -> bool:
+        return self.target_kind in EVENTS_NAME_THE_TASK
 
     @property
     def target(self) -> SpecModel:

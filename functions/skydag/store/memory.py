@@ -400,11 +400,12 @@ class MemoryTaskInstanceRepository:
         tis.sort(key=lambda ti: due_at(ti) or now)
         return tis[:limit]
 
+    # As the DynamoDB store: a try found by key is in neither lookup index.
     def find_by_token(self, token: str) -> TaskInstance | None:
-        return self._find_by(lambda ti: ti.dispatch_token == token)
+        return self._find_by(lambda ti: not ti.found_by_key and ti.dispatch_token == token)
 
     def find_by_job_id(self, job_id: str) -> TaskInstance | None:
-        return self._find_by(lambda ti: ti.job_id == job_id)
+        return self._find_by(lambda ti: not ti.found_by_key and ti.job_id == job_id)
 
     def postpone_due(self, ti: TaskInstance, until: datetime) -> bool:
         with self._lock:

@@ -225,6 +225,11 @@ class TaskInstanceModel(Model):
     upstream: MapAttribute[str, Any] = MapAttribute(default=dict)
     dispatch_token = UnicodeAttribute(null=True)
     job_id = UnicodeAttribute(null=True)
+    # A try found by its key (engine/models.py ``found_by_key``) keeps its token and job
+    # id here instead, where no index reads them: no index write for either.
+    found_by_key = BooleanAttribute(null=True)
+    try_token = UnicodeAttribute(null=True)
+    try_job = UnicodeAttribute(null=True)
     exit_code = NumberAttribute(null=True)
     reason = UnicodeAttribute(null=True)
     queued_at = UTCDateTimeAttribute(null=True)

@@ -253,8 +253,9 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         try_number=int(item.try_number),
         version=int(item.version),
         upstream={k: _decode_report(v) for k, v in upstream_raw.items()},
-        dispatch_token=item.dispatch_token,
-        job_id=item.job_id,
+        dispatch_token=item.dispatch_token or item.try_token,
+        job_id=item.job_id or item.try_job,
+        found_by_key=bool(item.found_by_key),
         exit_code=None if item.exit_code is None else int(item.exit_code),
         reason=item.reason,
         queued_at=item.queued_at,
@@ -271,6 +272,15 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         applied=tuple(_loads(item.applied) or ()),
         tries=decode_tries(item.tries),
     )
+
+
+# The lookup fields of a try found by key, under attributes no index reads.
+_UNINDEXED_ATTRIBUTES = {"dispatch_token": "try_token", "job_id": "try_job"}
+
+
+def _attribute_of(name: str, ti: TaskInstance) -> str:
+    """Where the field ``name`` of ``ti`` is stored."""
+    return _UNINDEXED_ATTRIBUTES.get(name, name) if ti.found_by_key else name
 
 
 def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
@@ -290,7 +300,7 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
     for name in _TI_PLAIN_FIELDS - {"try_number"}:
         value = getattr(ti, name)
         # A task that is not mapped carries none of the for_each fields.
-        setattr(item, name, None if name in _MAP_FIELDS and not value else value)
+        setattr(item, _attribute_of(name, ti), None if name in _MAP_FIELDS and not value else value)
     for name in _TI_JSON_FIELDS:
         value = getattr(ti, name)
         setattr(item, name, None if value is None else _dumps(value))
@@ -348,7 +358,7 @@ class TaskInstanceRepository:
             TaskInstanceModel.version.set(new.version),
         ]
         for name, value in changes.items():
-            actions.append(self._set_or_remove(name, value))
+            actions.extend(self._field_actions(name, value, new))
         if upstream is not None:
             task_id, report = upstream
             assert ti.upstream.get(task_id) == report, "ti holds the report it writes"
@@ -634,7 +644,7 @@ class TaskInstanceRepository:
         actions: list[Action] = [
             TaskInstanceModel.state.set(new.state.value),
             TaskInstanceModel.version.set(new.version),
-            *(self._set_or_remove(name, value) for name, value in changes.items()),
+            *(a for name, value in changes.items() for a in self._field_actions(name, value, new)),
             *self._due_actions(new),
         ]
         sources = task_sources(transition.dst, transition.cause)
@@ -668,7 +678,7 @@ class TaskInstanceRepository:
         """Change fields but not the state; conditional on state and version like any write."""
         new = replace(ti, version=ti.version + 1, **changes)
         actions: list[Action] = [
-            *(self._set_or_remove(name, value) for name, value in changes.items()),
+            *(a for name, value in changes.items() for a in self._field_actions(name, value, new)),
             TaskInstanceModel.version.set(new.version),
             *self._due_actions(new),
         ]
@@ -678,17 +688,24 @@ class TaskInstanceRepository:
         self._update(ti, actions, condition)
         return new
 
-    def _set_or_remove(self, name: str, value: Any) -> Action:
+    def _field_actions(self, name: str, value: Any, new: TaskInstance) -> list[Action]:
+        """Set (or remove, for None) the field ``name`` of the task as it becomes, ``new``.
+        A lookup field (token, job id) leaves the attribute of the other kind of try, in
+        case the try before was found the other way."""
         if name == "tries":
             value = encode_tries(value)
         elif name not in _TI_PLAIN_FIELDS | _TI_JSON_FIELDS:
             raise ValueError(f"task instance has no writable field '{name}'")
-        attribute = getattr(TaskInstanceModel, name)
+        attribute = getattr(TaskInstanceModel, _attribute_of(name, new))
+        actions: list[Action] = []
+        if name in _UNINDEXED_ATTRIBUTES:
+            other = _UNINDEXED_ATTRIBUTES[name] if attribute.attr_name == name else name
+            actions.append(getattr(TaskInstanceModel, other).remove())
         if value is None:
-            removal: Action = attribute.remove()
-            return removal
-        assignment: Action = attribute.set(_dumps(value) if name in _TI_JSON_FIELDS else value)
-        return assignment
+            actions.append(attribute.remove())
+        else:
+            actions.append(attribute.set(_dumps(value) if name in _TI_JSON_FIELDS else value))
+        return actions
 
     def _due_actions(self, new: TaskInstance) -> list[Action]:
         place = _due_place(new)

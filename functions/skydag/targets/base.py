@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from skydag.engine.models import JobReport, JobStatus
+from skydag.engine.models import JobReport, JobStatus, instance_key
+from skydag.spec.models import EVENTS_NAME_THE_TASK
 
 # The strictest name limit among the services (Step Functions execution names: 80).
 MAX_JOB_NAME = 80
@@ -59,6 +60,14 @@ class DispatchRequest:
         task = self.task_id if self.map_index is None else f"{self.task_id}-{self.map_index}"
         return name_with_token(f"skydag-{self.dag_id}-{task}", self.token)
 
+    @property
+    def task_key_in_events(self) -> tuple[str, str, str] | None:
+        """(dag, run, instance id) as this try's job events carry it (the job's identity
+        echoed: ``JobEvent.task_key``); None for a kind whose events name only the job."""
+        if self.kind not in EVENTS_NAME_THE_TASK:
+            return None
+        return self.dag_id, self.run_id, instance_key(self.task_id, self.map_index)
+
 
 def name_with_token(prefix: str, token: str) -> str:
     """``prefix`` (cut to fit) + ``-`` + the 32-character token, at most MAX_JOB_NAME long."""
@@ -79,6 +88,8 @@ class JobEvent:
 
     ``token`` (the dispatch token, from the job name, client token or payload) finds the
     task instance; an event whose token is not a task's current one is stale and ignored.
+    ``task_key`` (dag, run, instance id), where the event echoes the job's identity, finds
+    it with no index (the token still decides whether the event is the current try's).
     """
 
     kind: str
@@ -89,6 +100,7 @@ class JobEvent:
     reason: str | None = None
     output: Any = None
     at: datetime | None = None
+    task_key: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

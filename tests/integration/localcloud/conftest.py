@@ -52,6 +52,8 @@ class RecordingContext:
     plans: dict[str, LocalPlan] = field(default_factory=dict)
     events: list[PutEvent] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    # (kind, token, task key) of every plan asked for.
+    asked: list[tuple[str, str, tuple[str, str, str] | None]] = field(default_factory=list)
 
     def put_event(
         self,
@@ -68,7 +70,10 @@ class RecordingContext:
             PutEvent(source, detail_type, json.loads(json.dumps(detail)), resources, bus, time)
         )
 
-    def plan_for(self, kind: str, token: str) -> LocalPlan | None:
+    def plan_for(
+        self, kind: str, token: str, task_key: tuple[str, str, str] | None = None
+    ) -> LocalPlan | None:
+        self.asked.append((kind, token, task_key))
         return self.plans.get(token)
 
     def write_log(self, group: str, stream: str, text: str) -> None:

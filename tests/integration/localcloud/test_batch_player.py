@@ -57,8 +57,17 @@ def test_a_stand_in_runs_then_succeeds_with_batch_events_and_describe_agreeing(
     assert running.bus == "default"
     assert running.resources == [f"arn:aws:batch:us-east-1:123456789012:job/{job_id}"]
     assert kit.missing(running.detail, "batch_job_running") == []
+    # The event echoes the job's environment: its identity names the task instance, which
+    # the player also asked for its plan by (no index holds a Batch try's token).
+    assert request.task_key_in_events == ("etl", request.run_id, "extract")
+    assert context.asked[0] == ("batch", request.token, request.task_key_in_events)
     assert parsed(context, 0) == JobEvent(
-        "batch", JobStatus.RUNNING, request.token, job_id, at=parsed(context, 0).at
+        "batch",
+        JobStatus.RUNNING,
+        request.token,
+        job_id,
+        at=parsed(context, 0).at,
+        task_key=request.task_key_in_events,
     )
     described = jobs.describe(kit.planned_job_ref(request, job_id))
     assert described is not None

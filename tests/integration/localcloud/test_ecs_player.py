@@ -230,7 +230,13 @@ def test_ensure_resources_lets_a_task_run_with_any_launch_type(
     task_arn = EcsTasks(context.client("ecs")).dispatch(request).job_id
     kit.pump_until(player.poll, lambda: "STOPPED" in statuses(context), timeout=2)
     assert parsed(context, -1) == JobEvent(
-        "ecs", JobStatus.SUCCEEDED, request.token, task_arn, 0, at=parsed(context, -1).at
+        "ecs",
+        JobStatus.SUCCEEDED,
+        request.token,
+        task_arn,
+        0,
+        at=parsed(context, -1).at,
+        task_key=request.task_key_in_events,
     )
     assert context.events_of(DETAIL_TYPE)[-1].detail["taskDefinitionArn"].endswith("etl-extract:2")
 

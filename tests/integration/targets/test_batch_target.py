@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from skydag.engine.models import JobStatus
+from skydag.engine.models import JobStatus, instance_key
 from skydag.spec.models import BatchTarget
 from skydag.targets.aws import BatchJobs, MalformedEvent
 from skydag.targets.aws.batch import parse_event
@@ -347,6 +347,30 @@ def test_parse_event(
     assert event.job_id == "4c7599ae-0a82-49aa-ba5a-4727fcce14a8"
     assert (event.exit_code, event.reason) == (exit_code, reason)
     assert event.at is not None
+    # The job's environment, echoed in the event's container, names its task instance.
+    assert event.task_key == ("etl", "scheduled__2026-11-22T00:00:00+00:00", "extract")
+
+
+def test_an_events_task_key_comes_from_the_jobs_whole_identity(
+    load_event: Callable[..., dict[str, Any]],
+) -> None:
+    event = load_event("batch_job_succeeded")
+    environment = event["detail"]["container"]["environment"]
+    environment.append({"name": "SKYDAG_MAP_INDEX", "value": "7"})
+    parsed = parse_event(event)
+    assert parsed is not None
+    run = "scheduled__2026-11-22T00:00:00+00:00"
+    assert parsed.task_key == ("etl", run, instance_key("extract", 7))
+    # Without the whole identity (not skydag's job, or a job whose environment is not
+    # echoed), the event is found by its token as before.
+    environment[:] = [v for v in environment if v["name"] != "SKYDAG_RUN"]
+    parsed = parse_event(event)
+    assert parsed is not None
+    assert parsed.task_key is None
+    del event["detail"]["container"]
+    parsed = parse_event(event)
+    assert parsed is not None
+    assert parsed.task_key is None
 
 
 def test_statuses_before_running_and_array_children_are_not_reported(

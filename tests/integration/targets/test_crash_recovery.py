@@ -23,7 +23,7 @@ from skydag.engine.models import JobReport, JobStatus
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import TaskState
 from skydag.settings import Settings
-from skydag.spec.models import DagSpec
+from skydag.spec.models import EVENTS_NAME_THE_TASK, DagSpec
 from skydag.store.models import create_tables
 from skydag.targets.aws.registry import AwsTargets
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
@@ -261,7 +261,10 @@ def test_an_owned_dispatch_that_dies_after_its_call_leaves_exactly_one_job(
     assert [r.first_call for r in requests] == [False]  # from its → queued record
 
     env.service.targets = TargetSet(clock, CrashingTargets(recording, "after_call"))
-    end = JobEvent(service, JobStatus.SUCCEEDED, extract.dispatch_token, extract.job_id)
+    named = ("etl", "r1", "extract") if service in EVENTS_NAME_THE_TASK else None
+    end = JobEvent(
+        service, JobStatus.SUCCEEDED, extract.dispatch_token, extract.job_id, task_key=named
+    )
     with pytest.raises(Crash):
         env.service.on_job_event(end)
     assert [r.first_call for r in requests] == [False, True]

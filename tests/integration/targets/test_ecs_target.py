@@ -369,6 +369,8 @@ def test_parse_event(
         "arn:aws:ecs:us-east-1:123456789012:task/etl/c13b4cb40f1f4fe4a2971f76ae5a47ad"
     )
     assert (event.exit_code, event.reason) == (exit_code, reason)
+    # The overrides the task ran with carry the try's identity: its task instance.
+    assert event.task_key == ("etl", "scheduled__2026-11-22T00:00:00+00:00", "extract")
 
 
 def test_intermediate_statuses_and_other_events_are_not_reported(

@@ -233,9 +233,11 @@ class PlayerBase:
 
     # --- claiming and running ---------------------------------------------------------------
 
-    def _plan_of(self, token: str | None) -> LocalPlan | None:
+    def _plan_of(
+        self, token: str | None, task_key: tuple[str, str, str] | None = None
+    ) -> LocalPlan | None:
         """The plan of the try with dispatch token ``token`` (None: no try has it, yet)."""
-        return self.context.plan_for(self.kind, token) if token else None
+        return self.context.plan_for(self.kind, token, task_key) if token else None
 
     def _gave_up(self, since: float) -> bool:
         """Whether a job no try claimed since ``since`` is no longer asked about."""
@@ -288,6 +290,11 @@ class Held(Protocol):
 
     @property
     def token(self) -> str | None: ...
+
+    @property
+    def task_key(self) -> tuple[str, str, str] | None:
+        """The try's task instance where the job's identity names it (as its events do)."""
+        ...
 
     @property
     def held_at(self) -> float: ...
@@ -351,7 +358,7 @@ class HeldJobsPlayer(PlayerBase, ABC, Generic[HeldT, StopT, PlayedT]):
         return done
 
     def _claim(self, held: HeldT, stop: StopT | None) -> int:
-        plan = self._plan_of(held.token)
+        plan = self._plan_of(held.token, held.task_key)
         if plan is None and not self._gave_up(held.held_at):
             with self._lock:  # asked again on the next poll
                 self._pending.append(held)

@@ -77,9 +77,12 @@ class PlayerContext(Protocol):
     ) -> None:
         """Put a service event on ``bus`` (through the local EventBridge and its rules)."""
 
-    def plan_for(self, kind: str, token: str) -> LocalPlan | None:
+    def plan_for(
+        self, kind: str, token: str, task_key: tuple[str, str, str] | None = None
+    ) -> LocalPlan | None:
         """The rendered local block of the current try with dispatch ``token`` (None when
-        no task instance has it: a job skydag did not start)."""
+        no task instance has it: a job skydag did not start). ``task_key`` (dag, run,
+        instance id), where the job names its task instance, finds it with no index."""
 
     def write_log(self, group: str, stream: str, text: str) -> None:
         """Append ``text`` (lines) to a CloudWatch Logs stream, creating group and stream."""

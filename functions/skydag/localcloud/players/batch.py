@@ -35,6 +35,7 @@ from skydag.localcloud.players._common import (
 )
 from skydag.localcloud.players.base import JobExit, LocalPlan, PlayerContext
 from skydag.localcloud.players.runner import output_tail
+from skydag.targets.aws._common import task_key_in
 from skydag.targets.aws.batch import DETAIL_TYPE, SOURCE
 from skydag.targets.base import token_from_name
 
@@ -67,6 +68,10 @@ class _Held:
     @property
     def token(self) -> str | None:
         return token_from_name(self.job.job_name)
+
+    @property
+    def task_key(self) -> tuple[str, str, str] | None:
+        return task_key_in((self.job.container_overrides or {}).get("environment"))
 
 
 @dataclass

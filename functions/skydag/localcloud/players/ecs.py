@@ -37,7 +37,7 @@ from skydag.localcloud.players._common import (
 )
 from skydag.localcloud.players.base import JobExit, LocalPlan, PlayerContext
 from skydag.localcloud.players.runner import output_tail
-from skydag.targets.aws.ecs import DETAIL_TYPE, SOURCE, USER_INITIATED
+from skydag.targets.aws.ecs import DETAIL_TYPE, SOURCE, USER_INITIATED, task_key_of
 from skydag.targets.base import token_from_name
 
 KIND = "ecs"
@@ -74,6 +74,10 @@ class _Held:
     @property
     def token(self) -> str | None:
         return token_from_name(self.task.started_by)
+
+    @property
+    def task_key(self) -> tuple[str, str, str] | None:
+        return task_key_of({"overrides": self.task.overrides})
 
 
 @dataclass

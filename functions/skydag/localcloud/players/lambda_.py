@@ -67,6 +67,8 @@ class _Invocation:
     version: str
     memory_mb: int
     held_at: float = field(default_factory=time.monotonic)
+    # Lambda's results are found by their token (the payload names no map index).
+    task_key: None = None
 
     @property
     def job_id(self) -> str:

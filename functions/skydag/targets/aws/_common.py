@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from skydag.engine.models import JobReport, JobStatus
+from skydag.engine.models import JobReport, JobStatus, instance_key
+from skydag.limits import MAX_MAP_ITEMS, is_valid_run_id
 from skydag.spec.durations import parse_duration
+from skydag.spec.models import ID_PATTERN
 from skydag.targets.base import DispatchError, DispatchRequest, JobRef, name_with_token
 from skydag.wiring import DEPLOYMENT_TAG
 
@@ -170,6 +173,36 @@ def job_environment(
     merged = {str(k): str(v) for k, v in (user_environment or {}).items()}
     merged.update(request.environment)
     return [{"name": name, "value": value} for name, value in merged.items()]
+
+
+def task_key_in(environment: Any) -> tuple[str, str, str] | None:
+    """(dag, run, instance id) from the SKYDAG_* identity in a job's environment as a
+    service's event echoes it (``[{"name": ..., "value": ...}]``); None when it is not
+    all there (not skydag's job, or a shape this code does not know)."""
+    if not isinstance(environment, list):
+        return None
+    names = {
+        str(v.get("name")): str(v.get("value"))
+        for v in environment
+        if isinstance(v, Mapping) and v.get("value") is not None
+    }
+    dag, run, task = names.get("SKYDAG_DAG"), names.get("SKYDAG_RUN"), names.get("SKYDAG_TASK")
+    if dag is None or run is None or task is None:
+        return None
+    # Only what could be a key: an event is anybody's to send, and a forged identity must
+    # not become a read the store refuses (an oversized or malformed key).
+    if not (_ID.fullmatch(dag) and _ID.fullmatch(task) and is_valid_run_id(run)):
+        return None
+    index = names.get("SKYDAG_MAP_INDEX")
+    if index is None:
+        return dag, run, task
+    digits = index.isascii() and index.isdigit() and len(index) <= len(str(MAX_MAP_ITEMS))
+    if not (digits and int(index) < MAX_MAP_ITEMS):
+        return None
+    return dag, run, instance_key(task, int(index))
+
+
+_ID = re.compile(ID_PATTERN)
 
 
 def timeout_of(target_value: Any, request: DispatchRequest) -> timedelta | None:

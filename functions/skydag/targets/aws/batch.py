@@ -29,6 +29,7 @@ from skydag.targets.aws._common import (
     report,
     require_target,
     required,
+    task_key_in,
     timeout_of,
     translate_errors,
     whole_units,
@@ -226,6 +227,7 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         status=status,
         token=token_from_name(detail.get("jobName")),
         job_id=job_id,
+        task_key=task_key_in((detail.get("container") or {}).get("environment")),
         exit_code=exit_code,
         reason=reason,
         # The job's own times (milliseconds) over the event's (whole seconds).

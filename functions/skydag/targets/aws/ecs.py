@@ -29,6 +29,7 @@ from skydag.targets.aws._common import (
     report,
     require_target,
     required,
+    task_key_in,
     translate_errors,
 )
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, token_from_name
@@ -251,6 +252,17 @@ EVENT_STATUSES: tuple[str, ...] = ("RUNNING", "STOPPED")
 _EVENT_STATUSES = frozenset(EVENT_STATUSES)
 
 
+def task_key_of(detail: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """The try's task instance, from the identity in the overrides the task ran with."""
+    overrides = (detail.get("overrides") or {}).get("containerOverrides") or []
+    for override in overrides if isinstance(overrides, list) else ():
+        if isinstance(override, Mapping):
+            key = task_key_in(override.get("environment"))
+            if key is not None:
+                return key
+    return None
+
+
 def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
     """An "ECS Task State Change" event as a JobEvent (None: not one, or a lastStatus
     other than RUNNING and STOPPED: PROVISIONING, PENDING, ACTIVATING, DEACTIVATING,
@@ -268,6 +280,7 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         status=status,
         token=token_from_name(detail.get("startedBy")),
         job_id=task_arn,
+        task_key=task_key_of(detail),
         exit_code=exit_code,
         reason=reason,
         # The task's own times (milliseconds) over the event's (whole seconds).
