@@ -5,7 +5,8 @@ its first event, and what the Lambda asset is made of.
 module (Lambda's init), then what the first event builds and imports on demand: the
 service with its repositories and targets (``_runtime.scheduler_service()`` /
 ``dag_loader_service()``), the modules its route imports lazily (``FIRST_EVENT_MODULES``)
-and the clients every first event uses: DynamoDB's, and S3's for the DAG loader. Clients
+and the clients every first event uses: DynamoDB's, one per model its route reads or writes
+(PynamoDB makes a client per model: ``FIRST_EVENT_MODELS``), and S3's for the DAG loader. Clients
 a first event may not need (EventBridge, EventBridge Scheduler, a target's service) are
 made on their first call and not counted. Each sample is a new process with the function's
 environment (``FUNCTION_ENV``), timed from its first statement: the interpreter's own start
@@ -54,6 +55,16 @@ FIRST_EVENT_MODULES: dict[str, tuple[str, ...]] = {
     "reconciler": ("skydag.service.router",),
 }
 
+# The models (so the PynamoDB clients) its first event uses: a job's event reads the try,
+# what its job published and the run; a stream record, the task and its run; the DAG
+# loader, the DAG and its versions.
+FIRST_EVENT_MODELS: dict[str, tuple[str, ...]] = {
+    "dag_loader": ("DagModel", "DagVersionModel"),
+    "scheduler": ("TaskInstanceModel", "TaskStateModel", "RunModel"),
+    "stream_processor": ("TaskInstanceModel", "RunModel"),
+    "reconciler": ("TaskInstanceModel", "RunModel"),
+}
+
 _PROBE = """
 import importlib, json, sys, time
 started = time.perf_counter()
@@ -67,9 +78,11 @@ else:
     _runtime.scheduler_service()
 for name in json.loads(sys.argv[2]):
     importlib.import_module(name)
-# Every first event reads DynamoDB: its client (PynamoDB makes it on the first request).
-from skydag.store.models import TaskInstanceModel
-TaskInstanceModel._get_connection().connection.client
+# Every first event reads and writes DynamoDB: PynamoDB makes a client per model, on the
+# model's first request; the models its route uses (``FIRST_EVENT_MODELS``).
+from skydag.store import models
+for name in json.loads(sys.argv[3]):
+    getattr(models, name)._get_connection().connection.client
 ready = time.perf_counter()
 print(json.dumps({"import_ms": (imported - started) * 1000, "ready_ms": (ready - started) * 1000}))
 """
@@ -82,12 +95,13 @@ def _run(args: list[str]) -> str:
     return done.stdout.decode()
 
 
+def _probe_args(name: str) -> list[str]:
+    return [name, json.dumps(FIRST_EVENT_MODULES[name]), json.dumps(FIRST_EVENT_MODELS[name])]
+
+
 def handler_ready(name: str, repeat: int) -> dict[str, float]:
     """Median import and ready times (ms) of ``name`` over ``repeat`` fresh processes."""
-    samples = [
-        json.loads(_run(["-c", _PROBE, name, json.dumps(FIRST_EVENT_MODULES[name])]))
-        for _ in range(repeat)
-    ]
+    samples = [json.loads(_run(["-c", _PROBE, *_probe_args(name)])) for _ in range(repeat)]
     return {
         "import_ms": statistics.median(s["import_ms"] for s in samples),
         "ready_ms": statistics.median(s["ready_ms"] for s in samples),
@@ -97,9 +111,8 @@ def handler_ready(name: str, repeat: int) -> dict[str, float]:
 def heaviest_imports(name: str, top: int = 6) -> list[tuple[str, float]]:
     """The top-level packages whose imports cost ``name`` the most until it is ready for
     its first event (``-X importtime``, self time summed per package), in ms."""
-    first_event = json.dumps(FIRST_EVENT_MODULES[name])
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", _PROBE, name, first_event],
+        [sys.executable, "-X", "importtime", "-c", _PROBE, *_probe_args(name)],
         check=True,
         cwd=ROOT,
         env=FUNCTION_ENV,
@@ -162,7 +175,8 @@ def report_lines(figures: dict[str, Any]) -> list[str]:
         "## Cold start: each handler ready for its first event\n",
         f"Median of fresh processes with the function's environment: the handler's import "
         f"(Lambda's init), then its service, the modules its first event imports and the "
-        f"clients every first event makes (DynamoDB's; S3's for the DAG loader; the others "
+        f"clients every first event makes (DynamoDB's, one per model it uses; S3's for the DAG "
+        "loader; the others "
         f"are made on their first call) (`benchmarks/cold_start.py`). Wall time: other work "
         f"on the machine counts. Target ≤ {TARGET_MS:.0f} ms.\n",
         "| handler | import | ready for the first event | ≤ 400 ms "

@@ -32,6 +32,20 @@ def botocore_session() -> Any:
         return _botocore_session()
 
 
+class SharedSession:
+    """The functions' one botocore session, as a library that makes its own asks for one
+    (PynamoDB: ``store.models.share_botocore_session``): clients made under the lock.
+    Anything else is the session's own."""
+
+    def create_client(self, *args: Any, **kwargs: Any) -> Any:
+        session = botocore_session()
+        with _session_lock:
+            return session.create_client(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(botocore_session(), name)
+
+
 def new_client(service_name: str, settings: Settings, *, max_attempts: int) -> Any:
     """A botocore client for ``settings``' region and endpoint (``dev up`` sets one), in
     standard retry mode: throttling and transient errors are retried with backoff inside

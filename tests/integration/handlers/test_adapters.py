@@ -206,3 +206,23 @@ def test_a_lazy_client_is_made_on_its_first_call_only(monkeypatch: pytest.Monkey
     assert client.meta.endpoint_url == "http://localhost:4566"
     client.meta  # noqa: B018 (a second use makes no second client)
     assert made == ["events"]
+
+
+def test_the_stores_models_make_their_clients_from_the_functions_one_session(
+    aws: Settings,
+) -> None:
+    """PynamoDB would make a botocore session per model, each loading DynamoDB's service
+    model again at a cold start: the models' clients share the functions' session (its
+    loader, so the service model loaded once), and so do the functions' own clients."""
+    from skydag import adapters
+    from skydag.store.models import RunModel, TaskInstanceModel, TaskStateModel, bind_models
+
+    bind_models(aws)
+    clients = [
+        model._get_connection().connection.client
+        for model in (TaskInstanceModel, RunModel, TaskStateModel)
+    ]
+    loader = adapters.botocore_session().get_component("data_loader")
+    assert all(client._loader is loader for client in clients)
+    assert adapters.aws_client("s3", aws)._loader is loader
+    assert clients[0].meta.endpoint_url == clients[1].meta.endpoint_url
