@@ -26,8 +26,8 @@ Billing units, as AWS documents them:
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -112,6 +112,24 @@ LATENCY_P50_MS: dict[str, tuple[float, str]] = {
     "other_call": (25.0, "another AWS call (PutEvents, SubmitJob, ...)"),
 }
 LATENCY_TARGET_MS = 500.0
+# AWS Batch's fixed quota: SubmitJob calls per second per account (Batch user guide,
+# "AWS Batch service quotas"; it cannot be raised). The k-th of N jobs a finish releases
+# at once cannot be submitted sooner than (k - 1) / 50 s after the first.
+BATCH_SUBMIT_JOB_TPS = 50.0
+
+
+def submit_quota_floors_ms(roots: Sequence[str]) -> list[float]:
+    """For each dispatch (its root: the completion event that released it, in the order
+    the dispatches were made), the least time after that event Batch's SubmitJob quota
+    allows: the k-th job one event released waits (k - 1) / 50 s at least."""
+    released: Counter[str] = Counter()
+    floors = []
+    for root in roots:
+        floors.append(released[root] / BATCH_SUBMIT_JOB_TPS * 1000)
+        released[root] += 1
+    return floors
+
+
 # Lambda gives a function CPU in proportion to its memory: one full vCPU at 1,769 MB.
 FULL_VCPU_MB = 1769
 

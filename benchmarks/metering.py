@@ -662,6 +662,8 @@ class CostMeter:
                             for (n, at), rt, other in zip(hops, round_trips, others, strict=True)
                         ],
                         "job": (call.body or {}).get("jobName"),
+                        # What started it: dispatches of one root were released together.
+                        "root_id": current.root,
                     }
                 )
         return paths

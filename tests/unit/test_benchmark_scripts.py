@@ -3,6 +3,7 @@ uses), and the cold-start report says MET / NOT MET against its target."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import subprocess
 import sys
@@ -70,3 +71,24 @@ def test_the_probe_names_only_modules_that_exist() -> None:
     for modules in cold_start.FIRST_EVENT_MODULES.values():
         for name in modules:
             assert importlib.util.find_spec(name) is not None, name
+    models = importlib.import_module("skydag.store.models")
+    assert set(cold_start.FIRST_EVENT_MODELS) == set(cold_start.HANDLERS)
+    for names in cold_start.FIRST_EVENT_MODELS.values():
+        for name in names:
+            assert hasattr(models, name), name
+
+
+def test_the_latency_floor_follows_batchs_submit_job_quota() -> None:
+    """Jobs one completion releases are submitted 50 a second at most: the k-th waits
+    (k - 1) / 50 s; each completion's releases count on their own."""
+    spec = importlib.util.spec_from_file_location("cost", BENCHMARKS / "cost.py")
+    assert spec is not None
+    assert spec.loader is not None
+    cost = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up while they are made.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "cost", cost)
+        spec.loader.exec_module(cost)
+    assert cost.BATCH_SUBMIT_JOB_TPS == 50
+    floors = cost.submit_quota_floors_ms(["a", "a", "b", "a", "b"])
+    assert floors == [0.0, 20.0, 0.0, 40.0, 20.0]
