@@ -32,6 +32,7 @@ from skydag.engine.models import (
 from skydag.engine.states import Cause, RunState, TaskState
 from skydag.engine.transitions import InvalidTransition, Transition
 from skydag.ports.store import (
+    WITH_RUN_LIMIT,
     ConflictError,
     NotFound,
     Store,
@@ -1125,6 +1126,59 @@ def test_keys_a_batch_read_leaves_unprocessed_are_read_again_after_a_pause(
     with pytest.raises(StoreError, match="unprocessed after 8 BatchGetItem attempts"):
         repos.tasks.get_many(DAG, RUN, ["a", "b", "c"])
     assert len(pauses) == 7
+
+
+def test_a_run_is_read_with_its_task_instances_in_one_round_trip(repos: Store) -> None:
+    """The run and the instances asked for that exist, at once; a missing run is None
+    (the caller decides whether that matters); more instances than fit with the run are
+    read in pages."""
+    assert repos.tasks.get_with_run(DAG, RUN, ["a"]) == (None, {})
+    run = make_run(repos)
+    a, b = put_task(repos, "a"), put_task(repos, "b")
+    assert repos.tasks.get_with_run(DAG, RUN, ["b", "nope", "a"]) == (run, {"a": a, "b": b})
+    assert repos.tasks.get_with_run(DAG, RUN, []) == (run, {})
+    many = [f"t{i:03}" for i in range(WITH_RUN_LIMIT + 1)]
+    repos.tasks.put_new([TaskInstance(DAG, RUN, task_id) for task_id in many])
+    found_run, found = repos.tasks.get_with_run(DAG, RUN, many)
+    assert (found_run, sorted(found)) == (run, many)
+
+
+def test_a_run_read_with_its_tasks_asks_again_for_what_dynamodb_left_unprocessed(
+    aws: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB only: keys of either table left unprocessed (throttling) are asked for
+    again after a pause, and only they; nothing is dropped."""
+    repos = Repositories()
+    run = make_run(repos)
+    a, b = put_task(repos, "a"), put_task(repos, "b")
+    client = TaskInstanceModel._get_connection().connection.client
+    real = client.batch_get_item
+    asked: list[dict[str, int]] = []
+
+    def leaves_all_but_one_key(RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        asked.append({table: len(request["Keys"]) for table, request in RequestItems.items()})
+        if len(asked) > 1:
+            return real(RequestItems=RequestItems)
+        first_table, first = next(iter(RequestItems.items()))
+        response: dict[str, Any] = real(
+            RequestItems={first_table: {**first, "Keys": first["Keys"][:1]}}
+        )
+        left = {
+            t: {**r, "Keys": r["Keys"][1:] if t == first_table else r["Keys"]}
+            for t, r in RequestItems.items()
+        }
+        response["UnprocessedKeys"] = {t: r for t, r in left.items() if r["Keys"]}
+        return response
+
+    pauses: list[float] = []
+    monkeypatch.setattr(repositories, "_sleep", pauses.append)
+    monkeypatch.setattr(client, "batch_get_item", leaves_all_but_one_key)
+    assert repos.tasks.get_with_run(DAG, RUN, ["a", "b"]) == (run, {"a": a, "b": b})
+    assert asked == [
+        {aws.tables.runs: 1, aws.tables.task_instances: 2},
+        {aws.tables.task_instances: 2},
+    ]
+    assert pauses == [0.05]
 
 
 def test_the_memory_store_sweeps_expired_task_state() -> None:

@@ -7,6 +7,7 @@ and a clear.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -272,12 +273,20 @@ def count_run_reads(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every run read of the store from now on, by run id."""
     reads: list[str] = []
     get = env.store.runs.get
+    get_with_run = env.store.tasks.get_with_run
 
     def counted(dag_id: str, run_id: str) -> DagRun:
         reads.append(run_id)
         return get(dag_id, run_id)
 
+    def counted_with_tasks(
+        dag_id: str, run_id: str, task_ids: Sequence[str]
+    ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
+        reads.append(f"{run_id} with {', '.join(task_ids)}")
+        return get_with_run(dag_id, run_id, task_ids)
+
     monkeypatch.setattr(env.store.runs, "get", counted)
+    monkeypatch.setattr(env.store.tasks, "get_with_run", counted_with_tasks)
     return reads
 
 
@@ -296,7 +305,8 @@ def test_a_job_end_dispatches_the_next_task_reading_the_run_once(
     env.service.on_job_event(env.remote.outcome(job_a))
 
     assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["b"]
-    assert reads == ["r1"]  # propagate's; the dispatch of b read none
+    # Propagate's, with the task it tells (one round trip); the dispatch of b read none.
+    assert reads == ["r1 with b"]
     env.settle()
     assert env.run("pair").state is RunState.SUCCESS
 

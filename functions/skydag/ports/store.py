@@ -104,6 +104,8 @@ def output_key(try_number: int) -> str:
 
 # Patterns that name no exact source are indexed under this one.
 ANY_SOURCE = "*"
+# ``get_with_run``'s instances in one round trip: with the run, a BatchGetItem's 100 keys.
+WITH_RUN_LIMIT = 99
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,14 @@ class TaskInstanceStore(Protocol):
 
     def get_many(self, dag_id: str, run_id: str, task_ids: Sequence[str]) -> list[TaskInstance]:
         """The instances that exist, in the order asked."""
+        ...
+
+    def get_with_run(
+        self, dag_id: str, run_id: str, task_ids: Sequence[str]
+    ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
+        """The run (None: missing) and those of these instances that exist (by instance
+        id), read at once and consistently (one round trip for at most ``WITH_RUN_LIMIT``
+        instances)."""
         ...
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
@@ -407,6 +417,7 @@ class Store(Protocol):
 
 __all__ = [
     "ANY_SOURCE",
+    "WITH_RUN_LIMIT",
     "ConflictError",
     "DagStore",
     "NotFound",

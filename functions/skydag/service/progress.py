@@ -3,6 +3,8 @@ max_active_tasks slot, a finish reported to the downstream tasks and counted on 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from skydag.engine.commands import decide_stop
@@ -23,7 +25,7 @@ from skydag.engine.scheduler import (
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision, Transition
-from skydag.ports.store import ConflictError
+from skydag.ports.store import ConflictError, NotFound
 from skydag.service.core import Gate, Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.mapping import MappedTasks
@@ -32,6 +34,14 @@ from skydag.spec.models import DagSpec, TaskMode
 
 
 # Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """Downstream tasks read ahead (with the run): the ids asked, and those found."""
+
+    asked: frozenset[str]
+    found: Mapping[str, TaskInstance]
+
+
 class Dispatch(Protocol):
     """Start a queued try's job (``Dispatcher.dispatch``); ``owner``: the caller made the
     ``→ queued`` write and owns its claim; ``run``: the run as the caller read it."""
@@ -126,12 +136,25 @@ class TaskProgress:
             self.mapping.on_instance_finished(image)
             return
         repos = self.scheduler.repos
-        ti = image if written else repos.tasks.find(*image.key)
+        # The run, the task (unless just written) and its first downstream chunk in one
+        # read: the DAG version the task carries names them, so none waits for another.
+        first: list[str] = []
+        if image.dag_version:  # (an image from before the version was copied: no hint)
+            children = self.scheduler.spec_of_task(image).downstream(image.task_id)
+            chunk = downstream_chunk(image, len(children), self.report_chunk)
+            first = [children[i] for i in chunk]
+        wanted = first if written else [image.instance_id, *first]
+        run, read = repos.tasks.get_with_run(image.dag_id, image.run_id, wanted)
+        ti = image if written else read.get(image.instance_id)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:
             return
-        run = repos.runs.get(ti.dag_id, ti.run_id)
+        if run is None:
+            raise NotFound(f"run {image.dag_id}/{image.run_id} not found")
         spec = self.scheduler.spec(run)
-        if not self.tell_downstream(spec, run, ti, dispatch, told_before=told_before):
+        prefetched = Prefetched(frozenset(first), read)
+        if not self.tell_downstream(
+            spec, run, ti, dispatch, told_before=told_before, prefetched=prefetched
+        ):
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         index = spec.task_index(ti.task_id)
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
@@ -148,9 +171,11 @@ class TaskProgress:
         dispatch: Dispatch | None = None,
         *,
         told_before: bool = False,
+        prefetched: Prefetched | None = None,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
-        True once the last chunk is told (then the caller goes on).
+        True once the last chunk is told (then the caller goes on). ``prefetched``: the
+        downstream tasks as read with the run (used for the first chunk only).
 
         A wider fan-out records how many were told on the task's item (no version bump);
         that write's stream record tells the next chunk, so no invocation does work that
@@ -162,7 +187,10 @@ class TaskProgress:
         while True:
             chunk = downstream_chunk(ti, len(children), self.report_chunk)
             told = [children[i] for i in chunk]
-            self.report_downstream(spec, run, ti, told, dispatch, told_before=told_before)
+            self.report_downstream(
+                spec, run, ti, told, dispatch, told_before=told_before, prefetched=prefetched
+            )
+            prefetched = None
             if chunk.stop >= len(children):
                 return True
             if tasks.advance_report_cursor(ti, chunk.start, chunk.stop):
@@ -183,6 +211,7 @@ class TaskProgress:
         dispatch: Dispatch | None = None,
         *,
         told_before: bool = False,
+        prefetched: Prefetched | None = None,
     ) -> None:
         """Tell these downstream tasks this task's state, and evaluate the ones it changed.
 
@@ -200,14 +229,21 @@ class TaskProgress:
         job's end at once; its stream record comes after), so the downstream tasks are
         read first (one BatchGetItem) and only those not holding this report are written:
         a read instead of a refused conditional write, which costs a write unit. Each task
-        is told by ``tell``."""
+        is told by ``tell``. ``prefetched``: these tasks as read with the run, if they
+        were: each is then told from what it held (as ``told_before``), and one the read
+        did not find is left alone (a report would be refused)."""
         report = UpstreamReport(ti.state, ti.version)
         tasks = self.scheduler.repos.tasks
         read: dict[str, TaskInstance] = {}
-        if told_before:
+        complete = False
+        if prefetched is not None and prefetched.asked.issuperset(children):
+            read = {c: prefetched.found[c] for c in children if c in prefetched.found}
+            complete = True
+        elif told_before:
             read = {c.task_id: c for c in tasks.get_many(ti.dag_id, ti.run_id, children)}
+            complete = True
         for child in children:
-            if told_before and child not in read:
+            if complete and child not in read:
                 continue  # no such task instance (a report would be refused)
             throttled: set[str] = set()
             decided = self.tell(

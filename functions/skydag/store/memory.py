@@ -312,6 +312,15 @@ class MemoryTaskInstanceRepository:
             items = self._runs.get((dag_id, run_id), {})
             return [_fresh_ti(items[t].ti) for t in task_ids if t in items]
 
+    def get_with_run(
+        self, dag_id: str, run_id: str, task_ids: Sequence[str]
+    ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
+        with self._lock:
+            run = self._tables.runs.get((dag_id, run_id))
+            return None if run is None else run.record(), {
+                ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)
+            }
+
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         with self._lock:
             items = self._runs.get((dag_id, run_id), {})

@@ -44,6 +44,7 @@ from skydag.ports.store import (
     ANY_SOURCE,
     AWS_SOURCES_KEY,
     EMIT_SOURCES_KEY,
+    WITH_RUN_LIMIT,
     Store,
     Subscription,
     due_at,
@@ -140,6 +141,48 @@ def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskIn
                 f"{BATCH_GET_ATTEMPTS} BatchGetItem attempts (throttled)"
             )
     return found
+
+
+def _read_run_and_items(
+    dag_id: str, run_id: str, task_ids: Sequence[str]
+) -> tuple[RunModel | None, dict[str, TaskInstanceModel]]:
+    """The run's item and these task-instance items, in one consistent BatchGetItem over
+    the two tables (unprocessed keys retried with backoff, as ``_read_items``)."""
+    runs, tasks = RunModel.Meta.table_name, TaskInstanceModel.Meta.table_name
+    assert runs is not None
+    assert tasks is not None
+    key = run_key(dag_id, run_id)
+    pending: dict[str, Any] = {
+        runs: {
+            "Keys": [{"dag_id": {"S": dag_id}, "run_id": {"S": run_id}}],
+            "ConsistentRead": True,
+        }
+    }
+    if task_ids:
+        keys = [{"run_key": {"S": key}, "task_id": {"S": t}} for t in dict.fromkeys(task_ids)]
+        pending[tasks] = {"Keys": keys, "ConsistentRead": True}
+    # PynamoDB's batch read is one table's: the models' client takes both at once.
+    client = TaskInstanceModel._get_connection().connection.client
+    run: RunModel | None = None
+    items: dict[str, TaskInstanceModel] = {}
+    pause = BATCH_GET_FIRST_PAUSE
+    for attempt in range(BATCH_GET_ATTEMPTS):
+        if attempt:
+            _sleep(pause)
+            pause *= 2
+        response = client.batch_get_item(RequestItems=pending)
+        for raw in response.get("Responses", {}).get(runs, []):
+            run = RunModel.from_raw_data(raw)
+        for raw in response.get("Responses", {}).get(tasks, []):
+            item = TaskInstanceModel.from_raw_data(raw)
+            items[item.task_id] = item
+        pending = response.get("UnprocessedKeys") or {}
+        if not pending:
+            return run, items
+    raise StoreError(
+        f"run {dag_id}/{run_id} and its task instances: keys still unprocessed after "
+        f"{BATCH_GET_ATTEMPTS} BatchGetItem attempts (throttled)"
+    )
 
 
 # An upstream report is stored as one number, version * 16 + state code, not as a map:
@@ -335,6 +378,19 @@ class TaskInstanceRepository:
         key = run_key(dag_id, run_id)
         found = _read_items([(key, t) for t in task_ids])
         return [_ti_from_model(found[(key, t)]) for t in task_ids if (key, t) in found]
+
+    def get_with_run(
+        self, dag_id: str, run_id: str, task_ids: Sequence[str]
+    ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
+        """One consistent BatchGetItem across the runs and task-instance tables (more
+        instances than fit with the run: the run, then the instances in pages)."""
+        if len(task_ids) > WITH_RUN_LIMIT:
+            run = RunRepository().find(dag_id, run_id)
+            return run, {ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)}
+        found_run, items = _read_run_and_items(dag_id, run_id, task_ids)
+        return None if found_run is None else _run_from_model(found_run), {
+            item.task_id: _ti_from_model(item) for item in items.values()
+        }
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         return [
