@@ -138,11 +138,17 @@ class TaskProgress:
         repos = self.scheduler.repos
         # The run, the task (unless just written) and its first downstream chunk in one
         # read: the DAG version the task carries names them, so none waits for another.
+        # Only the tasks that are read anyway: all when the finish was likely told before,
+        # else those its report alone decides (a join is told by a conditional write,
+        # unread: reading it would charge its whole item, which grows with its width).
         first: list[str] = []
         if image.dag_version:  # (an image from before the version was copied: no hint)
-            children = self.scheduler.spec_of_task(image).downstream(image.task_id)
+            spec = self.scheduler.spec_of_task(image)
+            children = spec.downstream(image.task_id)
             chunk = downstream_chunk(image, len(children), self.report_chunk)
-            first = [children[i] for i in chunk]
+            first = [
+                children[i] for i in chunk if told_before or reports_in_one_write(spec, children[i])
+            ]
         wanted = first if written else [image.instance_id, *first]
         run, read = repos.tasks.get_with_run(image.dag_id, image.run_id, wanted)
         ti = image if written else read.get(image.instance_id)
@@ -234,16 +240,16 @@ class TaskProgress:
         did not find is left alone (a report would be refused)."""
         report = UpstreamReport(ti.state, ti.version)
         tasks = self.scheduler.repos.tasks
-        read: dict[str, TaskInstance] = {}
-        complete = False
-        if prefetched is not None and prefetched.asked.issuperset(children):
-            read = {c: prefetched.found[c] for c in children if c in prefetched.found}
-            complete = True
-        elif told_before:
-            read = {c.task_id: c for c in tasks.get_many(ti.dag_id, ti.run_id, children)}
-            complete = True
+        asked = prefetched.asked if prefetched is not None else frozenset()
+        read = {c: prefetched.found[c] for c in children if prefetched and c in prefetched.found}
+        known = asked.intersection(children)  # read: absent from ``read`` means missing
+        if told_before:
+            unread = [c for c in children if c not in asked]
+            if unread:
+                read.update((c.task_id, c) for c in tasks.get_many(ti.dag_id, ti.run_id, unread))
+            known = frozenset(children)
         for child in children:
-            if complete and child not in read:
+            if child in known and child not in read:
                 continue  # no such task instance (a report would be refused)
             throttled: set[str] = set()
             decided = self.tell(
