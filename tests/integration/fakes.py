@@ -119,4 +119,5 @@ class FakeService:
         """The state-change event the service would send for one of its jobs."""
         request = self.jobs[job_id]
         extra.setdefault("task_key", request.task_key_in_events)
+        extra.setdefault("try_number", request.try_number_in_events)
         return JobEvent("fake", status, request.token, job_id=job_id, **extra)

@@ -38,6 +38,8 @@ from skydag.ports.store import (
     Store,
     StoreError,
     instance_scope,
+    output_key,
+    output_scope,
     task_scope,
 )
 from skydag.settings import Settings
@@ -1141,6 +1143,17 @@ def test_a_run_is_read_with_its_task_instances_in_one_round_trip(repos: Store) -
     repos.tasks.put_new([TaskInstance(DAG, RUN, task_id) for task_id in many])
     found_run, found = repos.tasks.get_with_run(DAG, RUN, many)
     assert (found_run, sorted(found)) == (run, many)
+
+
+def test_a_try_is_read_with_what_its_job_published(repos: Store) -> None:
+    """The instance and its try's published output at once; another try's output is not
+    this try's; a missing instance is None (with whatever was published under its name)."""
+    a = put_task(repos, "a")
+    assert repos.tasks.get_with_output(DAG, RUN, "a", 1) == (a, None)
+    repos.state.put(output_scope(DAG, RUN, "a"), output_key(1), {"rows": 3}, now=NOW)
+    assert repos.tasks.get_with_output(DAG, RUN, "a", 1) == (a, {"rows": 3})
+    assert repos.tasks.get_with_output(DAG, RUN, "a", 2) == (a, None)
+    assert repos.tasks.get_with_output(DAG, RUN, "nope", 1) == (None, None)
 
 
 def test_a_run_read_with_its_tasks_asks_again_for_what_dynamodb_left_unprocessed(

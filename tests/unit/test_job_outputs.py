@@ -293,6 +293,7 @@ class Jobs:
             job_id=job_id,
             exit_code=code,
             task_key=request.task_key_in_events,
+            try_number=request.try_number_in_events,
         )
 
 
@@ -372,6 +373,29 @@ def test_the_output_a_try_published_reaches_the_downstream_template(scheduler: S
     # The service's own success event, again and late, carries no output: it erases nothing.
     scheduler.finish("job-extract-1")
     assert scheduler.task("extract").output == {"rows": 3, "files": ["a.parquet"]}
+
+
+def test_a_batch_jobs_end_reads_the_try_and_its_published_output_at_once(
+    scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch's event names the task instance and the try (the job's echoed identity): the
+    try and what its job published are read in one round trip, and the output is not
+    read again; nothing published is a read too (no second look)."""
+    looked_up: list[str] = []
+    state_get = scheduler.store.state.get
+
+    def counted(scope: str, key: str) -> Any:
+        looked_up.append(key)
+        return state_get(scope, key)
+
+    scheduler.publish(1, {"rows": 3})
+    monkeypatch.setattr(scheduler.store.state, "get", counted)
+    scheduler.finish("job-extract-1")
+    assert scheduler.task("extract").output == {"rows": 3}
+    assert looked_up == []
+    scheduler.finish("job-load-1")  # load published nothing
+    assert (scheduler.task("load").state, scheduler.task("load").output) == (T.SUCCESS, None)
+    assert looked_up == []
 
 
 def test_a_try_reads_only_its_own_output_never_an_older_tries(scheduler: Scheduler) -> None:

@@ -46,6 +46,7 @@ class MappedScript(ScriptedService):
             job_id=job_id,
             output=output,
             task_key=request.task_key_in_events,
+            try_number=request.try_number_in_events,
         )
 
 

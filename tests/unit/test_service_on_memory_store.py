@@ -76,6 +76,7 @@ class ScriptedService:
             job_id=job_id,
             exit_code=int(failed),
             task_key=request.task_key_in_events,
+            try_number=request.try_number_in_events,
         )
 
 

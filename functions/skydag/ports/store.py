@@ -139,6 +139,14 @@ class TaskInstanceStore(Protocol):
         """The instances that exist, in the order asked."""
         ...
 
+    def get_with_output(
+        self, dag_id: str, run_id: str, instance_id: str, try_number: int
+    ) -> tuple[TaskInstance | None, Any]:
+        """The instance (None: missing) and what its job published for try ``try_number``
+        (``output_scope``/``output_key`` in the task-state store; None: nothing), read at
+        once and consistently (one round trip)."""
+        ...
+
     def get_with_run(
         self, dag_id: str, run_id: str, task_ids: Sequence[str]
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:

@@ -27,6 +27,8 @@ from skydag.targets.base import JobEvent, JobRef
 
 # What follows a finish at once (the scheduler service's: tell downstream, dispatch).
 GoOn = Callable[[TaskInstance], None]
+# No published output was read with the try (as opposed to None: read, nothing there).
+_UNREAD = object()
 
 
 class TaskReports:
@@ -47,7 +49,7 @@ class TaskReports:
 
     def on_job_event(self, event: JobEvent) -> Decision:
         """A service's state-change event, translated: find its try and apply it."""
-        ti = self.current_try(event)
+        ti, published = self._current_try_and_output(event)
         if ti is None:
             return Decision.reject(
                 f"{event.kind} job {event.job_id or event.token}: no current try of any task "
@@ -71,32 +73,55 @@ class TaskReports:
             at=event.at or self.scheduler.clock.now(),
             map_index=ti.map_index,
         )
+        read_with_try = published is not _UNREAD and event.try_number == ti.try_number
+        if read_with_try:
+            report = replace(report, published_output=published)
         # Only here, on a service's event: a dispatch that fails for good reports through
         # ``fail`` while a finish is being told, and must not tell its own finish in turn
         # (a chain of failing dispatches would nest one call per task).
-        return self.apply(ti, report, go_on=self.go_on)
+        return self.apply(ti, report, go_on=self.go_on, output_read=read_with_try)
 
     def current_try(self, event: JobEvent) -> TaskInstance | None:
-        """The task instance whose current try the event is about, or None. An event that
-        names its task instance is read by key (one read, no index); otherwise the token
-        (or else the job id) is looked up in the store's indexes."""
+        """The task instance whose current try the event is about, or None."""
+        return self._current_try_and_output(event)[0]
+
+    def _current_try_and_output(self, event: JobEvent) -> tuple[TaskInstance | None, Any]:
+        """The task instance whose current try the event is about (or None), and what the
+        try's job published when it was read along (``_UNREAD`` when not).
+
+        An event that names its task instance is read by key (no index); one that can end
+        the try and names it too has the try's published output read in the same round
+        trip. Otherwise the token (or else the job id) is looked up in the indexes."""
         tasks = self.scheduler.repos.tasks
         if event.task_key is not None:
-            ti = tasks.find(*event.task_key)
+            published: Any = _UNREAD
+            if event.try_number is not None and event.status is not JobStatus.RUNNING:
+                ti, published = tasks.get_with_output(*event.task_key, event.try_number)
+            else:
+                ti = tasks.find(*event.task_key)
             if ti is None:
-                return None
+                return None, _UNREAD
             if event.token is not None and ti.dispatch_token == event.token:
-                return ti
+                return ti, published
             if event.token is None and event.job_id is not None and ti.job_id == event.job_id:
-                return ti
-            return None  # another try's event (an older one, or a restart's)
+                return ti, published
+            return None, _UNREAD  # another try's event (an older one, or a restart's)
         ti = tasks.find_by_token(event.token) if event.token else None
         if ti is None and event.job_id:
             ti = tasks.find_by_job_id(event.job_id)
-        return ti
+        return ti, _UNREAD
 
-    def apply(self, ti: TaskInstance, report: JobReport, go_on: GoOn | None = None) -> Decision:
-        if report.published_output is None and may_end_try(ti, report):
+    def apply(
+        self,
+        ti: TaskInstance,
+        report: JobReport,
+        go_on: GoOn | None = None,
+        *,
+        output_read: bool = False,
+    ) -> Decision:
+        """``output_read``: ``report.published_output`` was read with the try (None there
+        means nothing was published), so it is not read again."""
+        if not output_read and report.published_output is None and may_end_try(ti, report):
             report = replace(report, published_output=self.published_output(report))
         spec = self.scheduler.spec_of_task(ti)
         policy = spec.effective_policy(ti.task_id)

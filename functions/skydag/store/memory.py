@@ -53,6 +53,8 @@ from skydag.ports.store import (
     Subscription,
     due_at,
     keeps_due_place,
+    output_key,
+    output_scope,
 )
 from skydag.sources import AWS_SOURCE_PREFIX
 from skydag.spec.emit_sources import conflicts as emit_source_conflicts
@@ -270,6 +272,8 @@ class _Tables:
         self.changes: deque[StoreChange] = deque()
         # The runs, here so that a DAG's slot release can check its run atomically.
         self.runs: dict[tuple[str, str], _RunItem] = {}
+        # The task state by scope, here so that a try is read with its published output.
+        self.state_scopes: dict[str, dict[str, _StateItem]] = {}
 
     def changed(self, kind: str, old: Any, new: Any) -> None:
         # Like a stream, only a write that changes the record is news.
@@ -311,6 +315,15 @@ class MemoryTaskInstanceRepository:
         with self._lock:
             items = self._runs.get((dag_id, run_id), {})
             return [_fresh_ti(items[t].ti) for t in task_ids if t in items]
+
+    def get_with_output(
+        self, dag_id: str, run_id: str, instance_id: str, try_number: int
+    ) -> tuple[TaskInstance | None, Any]:
+        with self._lock:
+            scope = self._tables.state_scopes.get(output_scope(dag_id, run_id, instance_id), {})
+            published = scope.get(output_key(try_number))
+            value = None if published is None else loads(published.value)
+            return self.find(dag_id, run_id, instance_id), value
 
     def get_with_run(
         self, dag_id: str, run_id: str, task_ids: Sequence[str]
@@ -967,7 +980,7 @@ class MemoryTaskStateRepository:
     def __init__(self, tables: _Tables, default_ttl: timedelta = timedelta(days=90)) -> None:
         self._lock = tables.lock
         self.default_ttl = default_ttl
-        self._scopes: dict[str, dict[str, _StateItem]] = {}
+        self._scopes = tables.state_scopes
 
     def get(self, scope: str, key: str) -> tuple[Any, int] | None:
         with self._lock:

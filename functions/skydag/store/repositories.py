@@ -50,6 +50,8 @@ from skydag.ports.store import (
     due_at,
     instance_scope,
     keeps_due_place,
+    output_key,
+    output_scope,
     task_scope,
 )
 from skydag.sources import AWS_SOURCE_PREFIX
@@ -146,42 +148,46 @@ def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskIn
 def _read_run_and_items(
     dag_id: str, run_id: str, task_ids: Sequence[str]
 ) -> tuple[RunModel | None, dict[str, TaskInstanceModel]]:
-    """The run's item and these task-instance items, in one consistent BatchGetItem over
-    the two tables (unprocessed keys retried with backoff, as ``_read_items``)."""
+    """The run's item and these task-instance items, in one BatchGetItem."""
     runs, tasks = RunModel.Meta.table_name, TaskInstanceModel.Meta.table_name
     assert runs is not None
     assert tasks is not None
     key = run_key(dag_id, run_id)
-    pending: dict[str, Any] = {
-        runs: {
-            "Keys": [{"dag_id": {"S": dag_id}, "run_id": {"S": run_id}}],
-            "ConsistentRead": True,
-        }
-    }
+    keys = {runs: [{"dag_id": {"S": dag_id}, "run_id": {"S": run_id}}]}
     if task_ids:
-        keys = [{"run_key": {"S": key}, "task_id": {"S": t}} for t in dict.fromkeys(task_ids)]
-        pending[tasks] = {"Keys": keys, "ConsistentRead": True}
-    # PynamoDB's batch read is one table's: the models' client takes both at once.
+        unique = dict.fromkeys(task_ids)
+        keys[tasks] = [{"run_key": {"S": key}, "task_id": {"S": t}} for t in unique]
+    found = _batch_get_tables(keys, f"run {dag_id}/{run_id} and its task instances")
+    run = next((RunModel.from_raw_data(raw) for raw in found.get(runs, [])), None)
+    items = (TaskInstanceModel.from_raw_data(raw) for raw in found.get(tasks, []))
+    return run, {item.task_id: item for item in items}
+
+
+def _batch_get_tables(
+    keys: Mapping[str, list[dict[str, Any]]], what: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Raw items of several tables (by table name) in one consistent BatchGetItem, at most
+    100 keys in all; unprocessed keys asked for again with backoff, as ``_read_items``.
+    PynamoDB's batch read is one table's: the models' client takes them all at once."""
+    pending: dict[str, Any] = {
+        table: {"Keys": table_keys, "ConsistentRead": True} for table, table_keys in keys.items()
+    }
     client = TaskInstanceModel._get_connection().connection.client
-    run: RunModel | None = None
-    items: dict[str, TaskInstanceModel] = {}
+    found: dict[str, list[dict[str, Any]]] = {table: [] for table in keys}
     pause = BATCH_GET_FIRST_PAUSE
     for attempt in range(BATCH_GET_ATTEMPTS):
         if attempt:
             _sleep(pause)
             pause *= 2
         response = client.batch_get_item(RequestItems=pending)
-        for raw in response.get("Responses", {}).get(runs, []):
-            run = RunModel.from_raw_data(raw)
-        for raw in response.get("Responses", {}).get(tasks, []):
-            item = TaskInstanceModel.from_raw_data(raw)
-            items[item.task_id] = item
+        for table, raws in response.get("Responses", {}).items():
+            found.setdefault(table, []).extend(raws)
         pending = response.get("UnprocessedKeys") or {}
         if not pending:
-            return run, items
+            return found
     raise StoreError(
-        f"run {dag_id}/{run_id} and its task instances: keys still unprocessed after "
-        f"{BATCH_GET_ATTEMPTS} BatchGetItem attempts (throttled)"
+        f"{what}: keys still unprocessed after {BATCH_GET_ATTEMPTS} BatchGetItem attempts "
+        "(throttled)"
     )
 
 
@@ -391,6 +397,23 @@ class TaskInstanceRepository:
         return None if found_run is None else _run_from_model(found_run), {
             item.task_id: _ti_from_model(item) for item in items.values()
         }
+
+    def get_with_output(
+        self, dag_id: str, run_id: str, instance_id: str, try_number: int
+    ) -> tuple[TaskInstance | None, Any]:
+        """One consistent BatchGetItem across the task-instance and task-state tables."""
+        tasks, state = TaskInstanceModel.Meta.table_name, TaskStateModel.Meta.table_name
+        assert tasks is not None
+        assert state is not None
+        scope = output_scope(dag_id, run_id, instance_id)
+        keys = {
+            tasks: [{"run_key": {"S": run_key(dag_id, run_id)}, "task_id": {"S": instance_id}}],
+            state: [{"scope": {"S": scope}, "key": {"S": output_key(try_number)}}],
+        }
+        found = _batch_get_tables(keys, f"task instance {dag_id}/{run_id}/{instance_id}")
+        ti = next((_ti_from_model(TaskInstanceModel.from_raw_data(r)) for r in found[tasks]), None)
+        published = next((TaskStateModel.from_raw_data(r) for r in found[state]), None)
+        return ti, None if published is None else _loads(published.value)
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         return [

@@ -68,6 +68,11 @@ class DispatchRequest:
             return None
         return self.dag_id, self.run_id, instance_key(self.task_id, self.map_index)
 
+    @property
+    def try_number_in_events(self) -> int | None:
+        """The try as this try's job events carry it (``JobEvent.try_number``)."""
+        return self.try_number if self.kind in EVENTS_NAME_THE_TASK else None
+
 
 def name_with_token(prefix: str, token: str) -> str:
     """``prefix`` (cut to fit) + ``-`` + the 32-character token, at most MAX_JOB_NAME long."""
@@ -101,6 +106,8 @@ class JobEvent:
     output: Any = None
     at: datetime | None = None
     task_key: tuple[str, str, str] | None = None
+    # The try the job's echoed identity names (``SKYDAG_TRY``), with ``task_key``.
+    try_number: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

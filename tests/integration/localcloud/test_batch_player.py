@@ -68,6 +68,7 @@ def test_a_stand_in_runs_then_succeeds_with_batch_events_and_describe_agreeing(
         job_id,
         at=parsed(context, 0).at,
         task_key=request.task_key_in_events,
+        try_number=request.try_number_in_events,
     )
     described = jobs.describe(kit.planned_job_ref(request, job_id))
     assert described is not None

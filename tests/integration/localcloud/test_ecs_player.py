@@ -237,6 +237,7 @@ def test_ensure_resources_lets_a_task_run_with_any_launch_type(
         0,
         at=parsed(context, -1).at,
         task_key=request.task_key_in_events,
+        try_number=request.try_number_in_events,
     )
     assert context.events_of(DETAIL_TYPE)[-1].detail["taskDefinitionArn"].endswith("etl-extract:2")
 

@@ -349,6 +349,7 @@ def test_parse_event(
     assert event.at is not None
     # The job's environment, echoed in the event's container, names its task instance.
     assert event.task_key == ("etl", "scheduled__2026-11-22T00:00:00+00:00", "extract")
+    assert event.try_number == 1
 
 
 def test_an_events_task_key_comes_from_the_jobs_whole_identity(

@@ -371,6 +371,7 @@ def test_parse_event(
     assert (event.exit_code, event.reason) == (exit_code, reason)
     # The overrides the task ran with carry the try's identity: its task instance.
     assert event.task_key == ("etl", "scheduled__2026-11-22T00:00:00+00:00", "extract")
+    assert event.try_number == 1
 
 
 def test_intermediate_statuses_and_other_events_are_not_reported(

@@ -179,13 +179,28 @@ def task_key_in(environment: Any) -> tuple[str, str, str] | None:
     """(dag, run, instance id) from the SKYDAG_* identity in a job's environment as a
     service's event echoes it (``[{"name": ..., "value": ...}]``); None when it is not
     all there (not skydag's job, or a shape this code does not know)."""
-    if not isinstance(environment, list):
+    return _task_key(_names(environment))
+
+
+def try_number_in(environment: Any) -> int | None:
+    """The try (``SKYDAG_TRY``) the job's echoed identity names, if it is a number."""
+    value = _names(environment).get("SKYDAG_TRY")
+    if value is None or not (value.isascii() and value.isdigit() and len(value) <= 9):
         return None
-    names = {
+    return int(value)
+
+
+def _names(environment: Any) -> dict[str, str]:
+    if not isinstance(environment, list):
+        return {}
+    return {
         str(v.get("name")): str(v.get("value"))
         for v in environment
         if isinstance(v, Mapping) and v.get("value") is not None
     }
+
+
+def _task_key(names: Mapping[str, str]) -> tuple[str, str, str] | None:
     dag, run, task = names.get("SKYDAG_DAG"), names.get("SKYDAG_RUN"), names.get("SKYDAG_TASK")
     if dag is None or run is None or task is None:
         return None

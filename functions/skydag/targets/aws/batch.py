@@ -32,6 +32,7 @@ from skydag.targets.aws._common import (
     task_key_in,
     timeout_of,
     translate_errors,
+    try_number_in,
     whole_units,
 )
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, token_from_name
@@ -222,12 +223,15 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         return None
     status, exit_code, reason = _outcome(detail)
     assert status is not None
+    # The job's environment, as the event's container echoes it: its identity.
+    environment = (detail.get("container") or {}).get("environment")
     return JobEvent(
         kind=KIND,
         status=status,
         token=token_from_name(detail.get("jobName")),
         job_id=job_id,
-        task_key=task_key_in((detail.get("container") or {}).get("environment")),
+        task_key=task_key_in(environment),
+        try_number=try_number_in(environment),
         exit_code=exit_code,
         reason=reason,
         # The job's own times (milliseconds) over the event's (whole seconds).

@@ -31,6 +31,7 @@ from skydag.targets.aws._common import (
     required,
     task_key_in,
     translate_errors,
+    try_number_in,
 )
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, token_from_name
 
@@ -254,12 +255,15 @@ _EVENT_STATUSES = frozenset(EVENT_STATUSES)
 
 def task_key_of(detail: Mapping[str, Any]) -> tuple[str, str, str] | None:
     """The try's task instance, from the identity in the overrides the task ran with."""
+    return task_key_in(_identity_environment(detail))
+
+
+def _identity_environment(detail: Mapping[str, Any]) -> Any:
+    """The environment of the container override that carries the try's identity."""
     overrides = (detail.get("overrides") or {}).get("containerOverrides") or []
     for override in overrides if isinstance(overrides, list) else ():
-        if isinstance(override, Mapping):
-            key = task_key_in(override.get("environment"))
-            if key is not None:
-                return key
+        if isinstance(override, Mapping) and task_key_in(override.get("environment")):
+            return override.get("environment")
     return None
 
 
@@ -275,12 +279,14 @@ def parse_event(event: Mapping[str, Any]) -> JobEvent | None:
         return None
     status, exit_code, reason = _outcome(detail)
     assert status is not None
+    environment = _identity_environment(detail)
     return JobEvent(
         kind=KIND,
         status=status,
         token=token_from_name(detail.get("startedBy")),
         job_id=task_arn,
-        task_key=task_key_of(detail),
+        task_key=task_key_in(environment),
+        try_number=try_number_in(environment),
         exit_code=exit_code,
         reason=reason,
         # The task's own times (milliseconds) over the event's (whole seconds).
