@@ -1089,17 +1089,21 @@ def _throttling(first: int, served: int) -> tuple[list[int], Callable[..., Any]]
     """A BatchGetItem that serves only ``served`` keys on its first ``first`` calls and
     leaves the others unprocessed (as DynamoDB does when throttled); also returns the key
     counts asked for, call by call."""
-    connection = TaskInstanceModel._get_connection()
-    real = connection.batch_get_item
+    real = TaskInstanceModel._get_connection().connection.client.batch_get_item
+    table = TaskInstanceModel.Meta.table_name
     asked: list[int] = []
 
-    def batch_get_item(keys: list[Any], **kwargs: Any) -> dict[str, Any]:
+    def batch_get_item(RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        request = RequestItems[table]
+        keys = request["Keys"]
         asked.append(len(keys))
         if len(asked) > first:
-            return real(keys, **kwargs)
-        response: dict[str, Any] = real(keys[:served], **kwargs) if served else {}
-        table = TaskInstanceModel.Meta.table_name
-        response["UnprocessedKeys"] = {table: {"Keys": keys[served:]}} if keys[served:] else {}
+            return real(RequestItems=RequestItems)
+        response: dict[str, Any] = (
+            real(RequestItems={table: {**request, "Keys": keys[:served]}}) if served else {}
+        )
+        left = keys[served:]
+        response["UnprocessedKeys"] = {table: {**request, "Keys": left}} if left else {}
         return response
 
     return asked, batch_get_item
@@ -1116,7 +1120,9 @@ def test_keys_a_batch_read_leaves_unprocessed_are_read_again_after_a_pause(
     pauses: list[float] = []
     monkeypatch.setattr(repositories, "_sleep", pauses.append)
     asked, throttled = _throttling(first=2, served=1)
-    monkeypatch.setattr(TaskInstanceModel._get_connection(), "batch_get_item", throttled)
+    monkeypatch.setattr(
+        TaskInstanceModel._get_connection().connection.client, "batch_get_item", throttled
+    )
 
     assert [t.task_id for t in repos.tasks.due(NOW)] == ["a", "b", "c"]
     assert asked == [3, 2, 1]
@@ -1124,7 +1130,9 @@ def test_keys_a_batch_read_leaves_unprocessed_are_read_again_after_a_pause(
 
     pauses.clear()
     asked, throttled = _throttling(first=100, served=0)
-    monkeypatch.setattr(TaskInstanceModel._get_connection(), "batch_get_item", throttled)
+    monkeypatch.setattr(
+        TaskInstanceModel._get_connection().connection.client, "batch_get_item", throttled
+    )
     with pytest.raises(StoreError, match="unprocessed after 8 BatchGetItem attempts"):
         repos.tasks.get_many(DAG, RUN, ["a", "b", "c"])
     assert len(pauses) == 7

@@ -39,15 +39,7 @@ class MappedScript(ScriptedService):
         self.ended.add(job_id)
         output = request.target.get("payload")
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
-        return JobEvent(
-            "script",
-            status,
-            request.token,
-            job_id=job_id,
-            output=output,
-            task_key=request.task_key_in_events,
-            try_number=request.try_number_in_events,
-        )
+        return self.event(job_id, status, output=output)
 
 
 class MappedHarness(Harness):
@@ -59,13 +51,7 @@ class MappedHarness(Harness):
     def settle_one_job_at_a_time(self) -> None:
         """Like settle, but ends one job per round: the running set stays observable."""
         for _ in range(100_000):
-            changes = self.store.take_changes()
-            for change in changes:
-                if change.kind == "run":
-                    self.service.on_run_changed(change.old, change.new)
-                else:
-                    self.service.on_task_changed(change.old, change.new)
-            if changes:
+            if self.deliver_changes():
                 continue
             running = self.remote.running()
             if not running:

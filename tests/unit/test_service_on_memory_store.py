@@ -69,14 +69,20 @@ class ScriptedService:
         failed = (request.task_id, request.try_number) in self.fail
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
         self.ended.add(job_id)
+        return self.event(job_id, status, exit_code=int(failed))
+
+    def event(self, job_id: str, status: JobStatus, **fields: Any) -> JobEvent:
+        """The service's state-change event for one of its jobs (with the try's identity,
+        as Batch's and ECS's events echo it)."""
+        request = self.jobs[job_id]
         return JobEvent(
             "script",
             status,
             request.token,
             job_id=job_id,
-            exit_code=int(failed),
             task_key=request.task_key_in_events,
             try_number=request.try_number_in_events,
+            **fields,
         )
 
 

@@ -33,7 +33,6 @@ from skydag.service.runs import RunLifecycle
 from skydag.spec.models import DagSpec, TaskMode
 
 
-# Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
 @dataclass(frozen=True, slots=True)
 class Prefetched:
     """Downstream tasks read ahead (with the run): the ids asked, and those found."""
@@ -42,6 +41,7 @@ class Prefetched:
     found: Mapping[str, TaskInstance]
 
 
+# Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
 class Dispatch(Protocol):
     """Start a queued try's job (``Dispatcher.dispatch``); ``owner``: the caller made the
     ``→ queued`` write and owns its claim; ``run``: the run as the caller read it."""
@@ -241,7 +241,8 @@ class TaskProgress:
         report = UpstreamReport(ti.state, ti.version)
         tasks = self.scheduler.repos.tasks
         asked = prefetched.asked if prefetched is not None else frozenset()
-        read = {c: prefetched.found[c] for c in children if prefetched and c in prefetched.found}
+        found = prefetched.found if prefetched is not None else {}
+        read = {c: found[c] for c in children if c in found}
         known = asked.intersection(children)  # read: absent from ``read`` means missing
         if told_before:
             unread = [c for c in children if c not in asked]

@@ -113,35 +113,20 @@ _sleep = time.sleep  # tests replace it
 
 
 def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskInstanceModel]:
-    """Task instance items by (run_key, task_id): consistent BatchGetItem in pages of 100,
-    unprocessed keys retried with backoff. A key with no item is left out."""
-    connection = TaskInstanceModel._get_connection()
+    """Task instance items by (run_key, task_id): consistent BatchGetItem in pages of 100
+    (``_batch_get_tables``). A key with no item is left out."""
     table = TaskInstanceModel.Meta.table_name
+    assert table is not None
     found: dict[tuple[str, str], TaskInstanceModel] = {}
     unique = list(dict.fromkeys(keys))
     for start in range(0, len(unique), BATCH_GET_LIMIT):
-        # Keys as DynamoDB wants them (PynamoDB's annotation says str, it passes them on).
-        pending: list[Any] = [
+        page = [
             {"run_key": {"S": key}, "task_id": {"S": task_id}}
             for key, task_id in unique[start : start + BATCH_GET_LIMIT]
         ]
-        pause = BATCH_GET_FIRST_PAUSE
-        for attempt in range(BATCH_GET_ATTEMPTS):
-            if attempt:
-                _sleep(pause)
-                pause *= 2
-            response = connection.batch_get_item(pending, consistent_read=True)
-            for raw in response.get("Responses", {}).get(table, []):
-                item = TaskInstanceModel.from_raw_data(raw)
-                found[(item.run_key, item.task_id)] = item
-            pending = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
-            if not pending:
-                break
-        else:
-            raise StoreError(
-                f"task instances: {len(pending)} keys still unprocessed after "
-                f"{BATCH_GET_ATTEMPTS} BatchGetItem attempts (throttled)"
-            )
+        for raw in _batch_get_tables({table: page}, "task instances")[table]:
+            item = TaskInstanceModel.from_raw_data(raw)
+            found[(item.run_key, item.task_id)] = item
     return found
 
 
@@ -167,8 +152,9 @@ def _batch_get_tables(
     keys: Mapping[str, list[dict[str, Any]]], what: str
 ) -> dict[str, list[dict[str, Any]]]:
     """Raw items of several tables (by table name) in one consistent BatchGetItem, at most
-    100 keys in all; unprocessed keys asked for again with backoff, as ``_read_items``.
-    PynamoDB's batch read is one table's: the models' client takes them all at once."""
+    100 keys in all; keys it leaves unprocessed (throttling) are asked for again after a
+    pause that doubles, ``BATCH_GET_ATTEMPTS`` times at most, then StoreError (nothing is
+    dropped). PynamoDB's batch read is one table's: the models' client takes them all."""
     pending: dict[str, Any] = {
         table: {"Keys": table_keys, "ConsistentRead": True} for table, table_keys in keys.items()
     }
