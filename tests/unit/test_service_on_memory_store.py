@@ -318,6 +318,35 @@ def test_a_job_end_dispatches_the_next_task_reading_the_run_once(
     assert env.run("pair").state is RunState.SUCCESS
 
 
+def test_a_finish_reads_ahead_only_the_tasks_its_report_alone_decides(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is read with the downstream tasks the finish would read anyway: a join
+    (two upstreams) is told by a conditional write, unread, so its item (which grows with
+    its width) is not charged to every report."""
+    env.load(
+        {
+            "dag": "join",
+            "tasks": {
+                "a": JOB,
+                "b": JOB,
+                "c": {"depends_on": ["a", "b"], **JOB},
+                "d": {"depends_on": ["a"], **JOB},
+            },
+        }
+    )
+    env.service.trigger("join", run_id="r1")
+    env.settle_changes()
+    job_a = next(j for j in env.remote.running() if env.remote.jobs[j].task_id == "a")
+    reads = count_run_reads(env, monkeypatch)
+
+    env.service.on_job_event(env.remote.outcome(job_a))
+
+    assert reads == ["r1 with d"]
+    env.settle()
+    assert env.run("join").state is RunState.SUCCESS
+
+
 def test_a_task_throttled_while_it_was_evaluated_leaves_the_set_at_its_dispatch(
     env: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
