@@ -180,6 +180,7 @@ __all__ = [
     "RUN_ID_PATTERN",
     "RUN_TASK_SETS_BYTES",
     "SIGNAL_INDEX_BYTES",
+    "TALLY_GROUP",
     "UPSTREAM_MAP_BYTES",
     "LimitError",
     "check_json_value",
@@ -213,17 +214,26 @@ UPSTREAM_MAP_BYTES: Final = 192 * 1024
 """Of a task instance item, what its upstream map may take (``upstream``: upstream id ->
 reported state, one entry per ``depends_on``); the rest keeps room for its output, signal,
 item and tries."""
+TALLY_GROUP: Final = 64
+"""A task with more upstreams than this (a wide join) is told their states through tally
+items of this many upstreams each (engine/tallies.py): its own item holds one summary per
+group instead of an entry per upstream, so a report's write is charged the same whatever
+the width."""
 RUN_TASK_SETS_BYTES: Final = 128 * 1024
 """Of a run item, what its per-task sets may take (finished and failed-leaf indexes, the
 throttled tasks, the tasks holding a max_active_tasks slot); the rest keeps room for the
 run's conf (up to 256 KB) and trigger."""
 _UPSTREAM_ENTRY_OVERHEAD: Final = 5  # the element, and its encoded report (<= 6 digits)
+_TALLY_SUMMARY_BYTES: Final = 64  # a group's number, version and count per finished state
 _INDEX_BYTES: Final = 4  # a task index (< 100,000) in a number set
 _SLOT_ENTRY_OVERHEAD: Final = 4  # the element, and its try number
 
 
 def upstream_map_bytes(upstream: Sequence[str]) -> int:
-    """What a task instance's upstream map takes once every upstream reported."""
+    """What a task instance's upstream map takes once every upstream reported (a wide
+    join's: a summary per group of ``TALLY_GROUP``)."""
+    if len(upstream) > TALLY_GROUP:
+        return -(-len(upstream) // TALLY_GROUP) * _TALLY_SUMMARY_BYTES
     return sum(len(task.encode()) + _UPSTREAM_ENTRY_OVERHEAD for task in upstream)
 
 

@@ -24,6 +24,9 @@ from skydag.engine.models import (
     DagRecord,
     DagRun,
     RunType,
+    Tally,
+    TallyMembers,
+    TallyWrite,
     TaskInstance,
     TryRecord,
     UpstreamReport,
@@ -556,6 +559,60 @@ def test_a_transition_written_with_an_upstream_report_records_both_at_once(
     with pytest.raises(ConflictError):
         repos.tasks.apply(stale, dispatch(stale), upstream=("a", report))
     assert repos.tasks.get(DAG, RUN, "c") == cleared
+
+
+# --- wide joins' tallies (engine/tallies.py) ------------------------------------------------
+
+
+def test_a_tally_takes_each_report_once_and_refuses_stale_ones(repos: Store) -> None:
+    """The first report creates the group's item; the same report again is held (nothing
+    written); an older one is refused; a clear's tombstone takes the reports of its own
+    version and is replaced by a later report only."""
+    join = (DAG, RUN, "join")
+    assert repos.tasks.get_tally(join, 3) == TallyMembers()
+
+    first = repos.tasks.tell_tally(join, 3, 0, UpstreamReport(T.SUCCESS, 4))
+    assert first == TallyWrite(TallyMembers(), TallyMembers(1, {0: UpstreamReport(T.SUCCESS, 4)}))
+    second = repos.tasks.tell_tally(join, 3, 5, UpstreamReport(T.FAILED, 2))
+    assert second is not None
+    assert second.before == first.after
+    assert second.after == TallyMembers(
+        2, {0: UpstreamReport(T.SUCCESS, 4), 5: UpstreamReport(T.FAILED, 2)}
+    )
+    again = repos.tasks.tell_tally(join, 3, 5, UpstreamReport(T.FAILED, 2))
+    assert again == TallyWrite(second.after, second.after, written=False)
+    assert repos.tasks.tell_tally(join, 3, 5, UpstreamReport(T.SUCCESS, 1)) is None
+
+    cleared = repos.tasks.tell_tally(join, 3, 5, UpstreamReport.tombstone(2))
+    assert cleared is not None
+    assert cleared.after.members[5] == UpstreamReport.tombstone(2)
+    assert repos.tasks.tell_tally(join, 3, 5, UpstreamReport(T.FAILED, 2)) is None
+    rerun = repos.tasks.tell_tally(join, 3, 5, UpstreamReport(T.SUCCESS, 3))
+    assert rerun is not None
+    assert rerun.after.members[5] == UpstreamReport(T.SUCCESS, 3)
+    assert repos.tasks.get_tally(join, 3) == rerun.after
+    assert repos.tasks.get_tally(join, 2) == TallyMembers()  # groups are apart
+
+
+def test_a_joins_summary_of_a_group_is_replaced_by_later_tallies_only(repos: Store) -> None:
+    join = put_task(repos, "join")
+    assert repos.tasks.record_tally((DAG, RUN, "nope"), 0, Tally(1, {T.SUCCESS: 1})) is None
+    assert repos.tasks.find(DAG, RUN, "nope") is None
+
+    told = repos.tasks.record_tally(join.key, 0, Tally(3, {T.SUCCESS: 2, T.FAILED: 1}))
+    assert told is not None
+    assert told.tallies == {0: Tally(3, {T.SUCCESS: 2, T.FAILED: 1})}
+    assert told.version == join.version + 1
+    # An older tally (a delivery that read the group before a later one): refused.
+    assert repos.tasks.record_tally(join.key, 0, Tally(2, {T.SUCCESS: 1})) == told
+    assert repos.tasks.record_tally(join.key, 0, Tally(3, {T.SUCCESS: 9})) == told
+    later = repos.tasks.record_tally(join.key, 0, Tally(12, {T.SUCCESS: 64}))
+    other = repos.tasks.record_tally(join.key, 7, Tally(1, {T.SKIPPED: 1}))
+    assert later is not None
+    assert other is not None
+    assert other.tallies == {0: Tally(12, {T.SUCCESS: 64}), 7: Tally(1, {T.SKIPPED: 1})}
+    assert other.version == join.version + 3
+    assert repos.tasks.get(DAG, RUN, "join") == other
 
 
 def test_report_upstream_to_a_missing_task_creates_nothing(repos: Store) -> None:

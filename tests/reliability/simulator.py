@@ -84,6 +84,9 @@ COMPRESSED_IN = (
 # Downstream tasks told per invocation, in both runs: the shapes' fan-outs (three wide)
 # are told in chunks, so a chunk's count and its stream record meet the faults too.
 REPORT_CHUNK = 2
+# Upstreams per tally group, in both runs: a fan's join of three branches is a wide join
+# (two groups), one of two is told directly, so both ways meet the faults.
+TALLY_GROUP = 2
 # Invocations at once (``LocalCloudOptions.concurrency``), in both runs: up to four
 # scheduler batches, the two tables' stream shards side by side, overlapping reconciler
 # ticks, so conditional writes lose races and the re-decide paths run.
@@ -151,6 +154,18 @@ def small_report_chunks() -> Iterator[None]:
         yield
     finally:
         TaskProgress.report_chunk = saved
+
+
+@contextlib.contextmanager
+def small_tally_groups() -> Iterator[None]:
+    from skydag.service.joins import WideJoins
+
+    saved = WideJoins.group
+    WideJoins.group = TALLY_GROUP
+    try:
+        yield
+    finally:
+        WideJoins.group = saved
 
 
 @contextlib.contextmanager
@@ -425,6 +440,7 @@ def simulate(
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="skydag-sim-")))
         stack.enter_context(compressed_intervals())
         stack.enter_context(small_report_chunks())
+        stack.enter_context(small_tally_groups())
         conflicts = stack.enter_context(counting_conflicts())
         stack.enter_context(botocore_hook(injector.throttle_now if injector else None, status))
         options = LocalCloudOptions(

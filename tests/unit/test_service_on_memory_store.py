@@ -7,7 +7,7 @@ and a clear.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,12 +15,14 @@ from typing import Any
 import botocore.client
 import pytest
 
-from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance
+from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance, UpstreamReport
+from skydag.engine.scheduler import readiness
 from skydag.engine.states import RunState, TaskState
 from skydag.ports import MemoryEventSink
+from skydag.service.joins import WideJoins
 from skydag.service.scheduler_service import SchedulerService
 from skydag.spec.models import DagSpec
-from skydag.store.memory import MemoryStore
+from skydag.store.memory import MemoryStore, StoreChange
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
 
 T = TaskState
@@ -93,6 +95,7 @@ class Harness:
         self.remote = ScriptedService()
         self.events = MemoryEventSink()
         self.service = SchedulerService(self.store, self.remote, self.clock, self.events)
+        self.delivered: list[StoreChange] = []  # every change delivered so far
 
     def load(self, spec: dict[str, Any]) -> DagSpec:
         validated = DagSpec.model_validate(spec)
@@ -114,6 +117,7 @@ class Harness:
     def deliver_changes(self) -> bool:
         """Deliver the changes written so far (as the streams would); False when none."""
         changes = self.store.take_changes()
+        self.delivered.extend(changes)
         for change in changes:
             if change.kind == "run":
                 self.service.on_run_changed(change.old, change.new)
@@ -423,3 +427,186 @@ def test_a_single_upstream_child_is_told_and_queued_in_one_write(env: Harness) -
     ]
     env.settle()
     assert env.run("one_write").state is RunState.SUCCESS
+
+
+# --- wide joins: told through tally items (engine/tallies.py) -------------------------------
+
+
+@pytest.fixture
+def groups_of(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Make joins wider than ``size`` upstreams tallied, ``size`` upstreams to a group."""
+
+    def make(size: int) -> None:
+        monkeypatch.setattr(WideJoins, "group", size)
+
+    return make
+
+
+def wide(dag: str, width: int, rule: str = "all_success") -> dict[str, Any]:
+    """start, then u0..u<width - 1> at once, then join under ``rule``."""
+    ups = [f"u{i}" for i in range(width)]
+    return {
+        "dag": dag,
+        "tasks": {
+            "start": JOB,
+            **{u: {"depends_on": ["start"], **JOB} for u in ups},
+            "join": {"depends_on": ups, "trigger_rule": rule, **JOB},
+        },
+    }
+
+
+def join_changes(changes: Sequence[StoreChange]) -> list[tuple[TaskInstance, TaskInstance]]:
+    return [
+        (c.old, c.new)
+        for c in changes
+        if c.kind == "task" and c.new.task_id == "join" and c.old is not None
+    ]
+
+
+def test_a_wide_join_holds_a_summary_per_group_written_only_when_the_group_moves(
+    env: Harness, groups_of: Callable[[int], None]
+) -> None:
+    """Eight upstreams in two groups of four: the join holds no report per upstream, and
+    its item is written twice per group (its first success, then the group done), not
+    once per report; it runs once all eight succeeded."""
+    groups_of(4)
+    env.load(wide("wide", 8))
+    env.service.trigger("wide", run_id="r1")
+    env.settle_changes()
+    env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))  # start
+    env.settle_changes()
+    ups = env.remote.running()
+    assert len(ups) == 8
+    env.delivered.clear()
+
+    for job_id in ups:
+        env.service.on_job_event(env.remote.outcome(job_id))
+        env.deliver_changes()  # each finish's record tells the join again (told before)
+    writes = [new for old, new in join_changes(env.delivered) if old.tallies != new.tallies]
+
+    assert len(writes) == 4
+    join = env.tasks("wide")["join"]
+    assert join.upstream == {}
+    assert {n: dict(t.counts) for n, t in join.tallies.items()} == {
+        0: {T.SUCCESS: 4},
+        1: {T.SUCCESS: 4},
+    }
+    assert join.state is T.RUNNING  # dispatched at once by the last report's invocation
+    env.settle()
+    assert env.run("wide").state is RunState.SUCCESS
+    assert env.states("wide")["join"] == (T.SUCCESS, 1)
+
+
+@pytest.mark.parametrize(
+    ("rule", "failing", "expected"),
+    [
+        ("all_success", {"u3"}, T.UPSTREAM_FAILED),
+        ("one_failed", {"u4"}, T.SUCCESS),
+        ("one_failed", set(), T.SKIPPED),
+        ("all_done", {"u0", "u4"}, T.SUCCESS),
+        ("none_failed_min_one_success", set(), T.SUCCESS),
+        ("all_failed", {"u0", "u1", "u2", "u3", "u4"}, T.SUCCESS),
+    ],
+)
+def test_a_wide_join_decides_under_its_trigger_rule_from_its_groups(
+    env: Harness, groups_of: Callable[[int], None], rule: str, failing: set[str], expected: T
+) -> None:
+    groups_of(2)
+    env.load(wide("rules", 5, rule))
+    env.remote.fail = {(u, 1) for u in failing}
+    env.service.trigger("rules", run_id="r1")
+
+    env.settle()
+
+    assert env.states("rules")["join"][0] is expected
+    assert env.tasks("rules")["join"].upstream == {}
+
+
+def test_a_wide_join_waits_for_its_last_upstream(
+    env: Harness, groups_of: Callable[[int], None]
+) -> None:
+    groups_of(2)
+    env.load(wide("last", 5))
+    env.service.trigger("last", run_id="r1")
+    env.settle_changes()
+    env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))
+    env.settle_changes()
+    ups = {env.remote.jobs[j].task_id: j for j in env.remote.running()}
+    for task_id, job_id in ups.items():
+        if task_id != "u2":
+            env.service.on_job_event(env.remote.outcome(job_id))
+    env.settle_changes()
+
+    join = env.tasks("last")["join"]
+    assert join.state is T.PENDING
+    assert "waiting for 1 of 5 upstream tasks under all_success" in str(
+        readiness(env.store.dags.load_spec("last", 1), join)
+    )
+    env.service.on_job_event(env.remote.outcome(ups["u2"]))
+    env.settle()
+    assert env.states("last")["join"] == (T.SUCCESS, 1)
+
+
+def test_a_delivery_dying_between_the_tally_and_the_join_is_finished_by_the_next(
+    env: Harness, groups_of: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last report of a group is written to its tally, then the invocation dies
+    before the join is told: the finish's stream record (told before) finds the report
+    held and the join behind, and tells it."""
+    groups_of(2)
+    env.load(wide("crash", 4))
+    env.service.trigger("crash", run_id="r1")
+    env.settle_changes()
+    env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))
+    env.settle_changes()
+    ups = {env.remote.jobs[j].task_id: j for j in env.remote.running()}
+    for task_id in ("u0", "u1", "u2"):
+        env.service.on_job_event(env.remote.outcome(ups[task_id]))
+    env.settle_changes()
+    record = env.store.tasks.record_tally
+
+    def dies(*args: Any) -> TaskInstance | None:
+        raise RuntimeError("the invocation timed out")
+
+    monkeypatch.setattr(env.store.tasks, "record_tally", dies)
+    with pytest.raises(RuntimeError):
+        env.service.on_job_event(env.remote.outcome(ups["u3"]))
+    monkeypatch.setattr(env.store.tasks, "record_tally", record)
+    assert env.store.tasks.get_tally(("crash", "r1", "join"), 1).members[1].state is T.SUCCESS
+    assert env.tasks("crash")["join"].state is T.PENDING
+
+    env.settle()
+
+    assert env.states("crash")["join"] == (T.SUCCESS, 1)
+    assert env.run("crash").state is RunState.SUCCESS
+
+
+def test_a_stale_finish_is_refused_by_the_tally_after_a_clear(
+    env: Harness, groups_of: Callable[[int], None]
+) -> None:
+    """A failed upstream of a wide join is cleared: its tombstone in the tally takes its
+    group back to not done, a late delivery of the old failure changes nothing, and the
+    join runs once the new try succeeds."""
+    groups_of(2)
+    env.load(wide("clear", 4))
+    env.remote.fail = {("u1", 1)}
+    env.service.trigger("clear", run_id="r1")
+    env.settle()
+    assert env.states("clear")["join"] == (T.UPSTREAM_FAILED, 0)
+    failed = env.tasks("clear")["u1"]
+
+    cleared = env.service.clear("clear", "r1", "u1", downstream=True)
+
+    assert sorted(cleared) == ["join", "u1"]
+    tally = env.store.tasks.get_tally(("clear", "r1", "join"), 0)
+    assert tally.members[1].cleared
+    assert (
+        env.service.scheduler.repos.tasks.tell_tally(
+            ("clear", "r1", "join"), 0, 1, UpstreamReport(T.FAILED, failed.version)
+        )
+        is None
+    )
+    env.settle()
+    assert env.states("clear")["u1"] == (T.SUCCESS, 2)
+    assert env.states("clear")["join"] == (T.SUCCESS, 1)
+    assert env.run("clear").state is RunState.SUCCESS

@@ -62,6 +62,34 @@ class UpstreamReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Tally:
+    """What a wide join holds of one group of its upstreams (engine/tallies.py): how many
+    of them finished in each state, as the group's tally item was at ``version``."""
+
+    version: int
+    counts: Mapping[TaskState, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TallyMembers:
+    """A group's tally item: the reports of its upstreams by position in the group, and
+    the item's version (one more per report written)."""
+
+    version: int = 0
+    members: Mapping[int, UpstreamReport] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TallyWrite:
+    """A report told to a group's tally item: the item before and after. ``written``:
+    False when the item held the report already (told before), both then the same."""
+
+    before: TallyMembers
+    after: TallyMembers
+    written: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class TryRecord:
     """One try of a task instance as it ended (or as it is, for the current try).
 
@@ -88,8 +116,10 @@ class TaskInstance:
     try_number: int = 0
     # Optimistic-concurrency version: every write expects it and increments it.
     version: int = 0
-    # Upstream states reported to this task: its trigger rule reads only these.
+    # Upstream states reported to this task: its trigger rule reads only these, and, for a
+    # wide join, the summaries of its tally groups (group number -> tally) instead.
     upstream: Mapping[str, UpstreamReport] = field(default_factory=dict)
+    tallies: Mapping[int, Tally] = field(default_factory=dict)
     dispatch_token: str | None = None
     job_id: str | None = None
     # The try's job events name this task instance (its target puts the identity where

@@ -22,6 +22,7 @@ from skydag.engine.states import (
     RunState,
     TaskState,
 )
+from skydag.engine.tallies import trigger_state
 from skydag.engine.transitions import Decision, Transition
 from skydag.engine.trigger_rules import Readiness, Verdict, evaluate
 from skydag.limits import check_run_id, derived_run_id
@@ -31,21 +32,20 @@ T = TaskState
 
 
 def upstream_states(spec: DagSpec, ti: TaskInstance) -> dict[str, TaskState]:
-    """The upstream states a trigger rule sees. A service upstream (``mode: service``)
-    that runs counts as succeeded: its downstream tasks start once it is up (AIP-35)."""
-    states: dict[str, TaskState] = {}
-    for task_id, report in ti.upstream.items():
-        state = report.state
-        if state is T.RUNNING and spec.tasks[task_id].mode is TaskMode.SERVICE:
-            state = T.SUCCESS
-        states[task_id] = state
-    return states
+    """The upstream states a trigger rule sees (``trigger_state``: a running service
+    counts as succeeded)."""
+    return {
+        task_id: trigger_state(spec, task_id, report.state)
+        for task_id, report in ti.upstream.items()
+    }
 
 
 def readiness(spec: DagSpec, ti: TaskInstance) -> Readiness:
-    """Why the task may or may not run, from the upstream states it has been told."""
+    """Why the task may or may not run, from the upstream states it has been told: a wide
+    join's from its groups' tallies (engine/tallies.py), once it holds any."""
     task = spec.tasks[ti.task_id]
-    return evaluate(task.trigger_rule, task.depends_on, upstream_states(spec, ti))
+    tallies = [tally.counts for tally in ti.tallies.values()] if ti.tallies else None
+    return evaluate(task.trigger_rule, task.depends_on, upstream_states(spec, ti), tallies)
 
 
 def start_tasks(spec: DagSpec) -> list[str]:

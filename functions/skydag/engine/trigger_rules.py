@@ -9,7 +9,8 @@ upstream even if another is about to fail; here it waits and becomes upstream_fa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -43,7 +44,7 @@ class _Counts:
     success: int
     failed: int  # failed, upstream_failed or stopped
     skipped: int
-    pending: tuple[str, ...]
+    pending: tuple[str, ...]  # the unfinished upstreams, where they are known by id
     upstream_failed: int = 0  # the part of ``failed`` that never ran
 
     @property
@@ -52,27 +53,37 @@ class _Counts:
 
     @property
     def done(self) -> int:
-        return self.total - len(self.pending)
+        return self.success + self.failed + self.skipped
+
+    @property
+    def unfinished(self) -> int:
+        return self.total - self.done
 
     @property
     def all_done(self) -> bool:
-        return not self.pending
+        return self.done >= self.total
 
 
-def _count(upstream_ids: Sequence[str], states: Mapping[str, TaskState]) -> _Counts:
-    success = failed = skipped = upstream_failed = 0
+def _count(
+    upstream_ids: Sequence[str],
+    states: Mapping[str, TaskState],
+    tallies: Iterable[Mapping[TaskState, int]] | None = None,
+) -> _Counts:
+    finished: Counter[TaskState] = Counter()
     pending: list[str] = []
-    for task_id in upstream_ids:
-        state = states.get(task_id)
-        if state is None or state not in FINISHED_TASK_STATES:
-            pending.append(task_id)
-        elif state is TaskState.SUCCESS:
-            success += 1
-        elif state is TaskState.SKIPPED:
-            skipped += 1
-        else:
-            failed += 1
-            upstream_failed += state is TaskState.UPSTREAM_FAILED
+    if tallies is None:
+        for task_id in upstream_ids:
+            state = states.get(task_id)
+            if state is None or state not in FINISHED_TASK_STATES:
+                pending.append(task_id)
+            else:
+                finished[state] += 1
+    else:
+        for counts in tallies:
+            finished.update({s: n for s, n in counts.items() if s in FINISHED_TASK_STATES})
+    success, skipped = finished[TaskState.SUCCESS], finished[TaskState.SKIPPED]
+    failed = sum(finished.values()) - success - skipped
+    upstream_failed = finished[TaskState.UPSTREAM_FAILED]
     return _Counts(len(upstream_ids), success, failed, skipped, tuple(pending), upstream_failed)
 
 
@@ -80,7 +91,7 @@ _Rule = Callable[[_Counts], tuple[Verdict, str]]
 
 
 def _wait(c: _Counts) -> tuple[Verdict, str]:
-    return Verdict.WAIT, f"waiting for {len(c.pending)} of {c.total} upstream tasks"
+    return Verdict.WAIT, f"waiting for {c.unfinished} of {c.total} upstream tasks"
 
 
 def _all_success(c: _Counts) -> tuple[Verdict, str]:
@@ -169,16 +180,24 @@ RULES: dict[TriggerRule, _Rule] = {
 
 
 def evaluate(
-    rule: TriggerRule, upstream_ids: Sequence[str], states: Mapping[str, TaskState]
+    rule: TriggerRule,
+    upstream_ids: Sequence[str],
+    states: Mapping[str, TaskState],
+    tallies: Iterable[Mapping[TaskState, int]] | None = None,
 ) -> Readiness:
-    """Decide a task's readiness from the states of its upstreams (missing = not done)."""
+    """Decide a task's readiness from the states of its upstreams (missing = not done),
+    or, for a wide join (``tallies``: engine/tallies.py), from how many finished in each
+    state, by group. A group's counts may lag behind its upstreams, but only in what no
+    rule decides by: which finished states show and whether all are done never lag."""
     if not upstream_ids:
         return Readiness(Verdict.READY, rule, "no upstream tasks")
-    counts = _count(upstream_ids, states)
+    counts = _count(upstream_ids, states, tallies)
     verdict, reason = RULES[rule](counts)
     waiting_for = counts.pending if verdict is Verdict.WAIT else ()
     if waiting_for:
         reason = f"{reason} under {rule.value}: {', '.join(waiting_for[:10])}"
         if len(waiting_for) > 10:
             reason += f" and {len(waiting_for) - 10} more"
+    elif verdict is Verdict.WAIT:
+        reason = f"{reason} under {rule.value}"
     return Readiness(verdict, rule, reason, waiting_for)

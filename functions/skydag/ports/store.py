@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from skydag.engine.models import DagRecord, DagRun, TaskInstance, UpstreamReport
+from skydag.engine.models import (
+    DagRecord,
+    DagRun,
+    Tally,
+    TallyMembers,
+    TallyWrite,
+    TaskInstance,
+    UpstreamReport,
+)
 from skydag.engine.states import Cause, RunState, TaskState
 from skydag.engine.transitions import Transition
 from skydag.spec.models import DagSpec
@@ -95,6 +103,11 @@ def task_scope(dag_id: str, task_id: str) -> str:
 def output_scope(dag_id: str, run_id: str, task_id: str) -> str:
     """Outputs jobs published (``skydag output set``): one task instance, one key per try."""
     return f"out#{dag_id}#{run_id}#{task_id}"
+
+
+def tally_scope(dag_id: str, run_id: str, task_id: str) -> str:
+    """A wide join's tally items (engine/tallies.py), one key per group."""
+    return f"tally#{dag_id}#{run_id}#{task_id}"
 
 
 def output_key(try_number: int) -> str:
@@ -192,6 +205,27 @@ class TaskInstanceStore(Protocol):
     ) -> dict[str, TaskInstance]:
         """Leave a tombstone of ``upstream.version`` on each existing downstream that holds
         no report of a later version (nor this tombstone); returns those, as they are now."""
+        ...
+
+    def tell_tally(
+        self, join: tuple[str, str, str], group: int, position: int, report: UpstreamReport
+    ) -> TallyWrite | None:
+        """Record an upstream's report (or a clear's tombstone) at ``position`` of a wide
+        join's tally item ``group`` (created on the first report; version + 1), under the
+        rule ``report_upstream`` keeps. Returns the item before and after; when it held
+        this report already, the item as it is (``written`` False); None when stale."""
+        ...
+
+    def get_tally(self, join: tuple[str, str, str], group: int) -> TallyMembers:
+        """A wide join's tally item ``group`` as it is now (empty, version 0, if none)."""
+        ...
+
+    def record_tally(
+        self, join: tuple[str, str, str], group: int, tally: Tally
+    ) -> TaskInstance | None:
+        """Hold ``tally`` as the join's summary of ``group`` (version + 1) unless it holds
+        one of that tally version or later. Returns the join as it is now (None when it
+        does not exist)."""
         ...
 
     def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:

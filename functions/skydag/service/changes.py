@@ -104,7 +104,7 @@ class ChangeReactions:
             told_before = new.job_id is not None
             self.progress.propagate(new, self.dispatcher.dispatch, told_before=told_before)
         elif new.state is TaskState.UP_FOR_RETRY:
-            self.progress.release_slot(new)
+            self.progress.slots.release(new)
         elif new.state is TaskState.RUNNING:
             if is_expanding(old, new):
                 self.progress.mapping.on_expanded(new)

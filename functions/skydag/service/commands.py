@@ -226,7 +226,7 @@ class OperatorCommands:
         transition = decide_reopen(mapped, command_id).transition
         if transition is None:
             return
-        repos.tasks.retire_upstream(mapped, spec.downstream(mapped.task_id))
+        self.progress.retire(spec, mapped)
         index = spec.task_index(mapped.task_id)
         repos.runs.forget_finished(run, index)
         try:
@@ -339,7 +339,7 @@ class OperatorCommands:
         repos = self.scheduler.repos
         # Tombstones first: from now on the children refuse every report of this version,
         # so a finish read before the clear cannot reach them after it.
-        retired.update(repos.tasks.retire_upstream(ti, spec.downstream(ti.task_id)))
+        retired.update(self.progress.retire(spec, ti))
         transition = decide_clear(ti, allowed, command_id).transition
         if transition is None:
             return False

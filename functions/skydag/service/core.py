@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from skydag.engine.models import DagRecord, DagRun, TaskInstance
 from skydag.engine.transitions import Decision, Transition
@@ -137,3 +137,17 @@ class Scheduler:
                 "try_number": ti.try_number,
             },
         )
+
+
+class Evaluate(Protocol):
+    """Decide a task that is not running (``TaskProgress.evaluate``)."""
+
+    def __call__(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        ti: TaskInstance,
+        *,
+        owned: bool = False,
+        throttled: set[str] | None = None,
+    ) -> TaskInstance | None: ...

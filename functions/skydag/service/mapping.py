@@ -141,7 +141,7 @@ class MappedTasks:
             if released is not None and belongs(mapped, released):
                 self.progress.evaluate(spec, run, released)
         self.complete_if_done(ti.dag_id, ti.run_id, ti.task_id)
-        self.progress.fill_free_slots(spec, repos.runs.get(ti.dag_id, ti.run_id))
+        self.progress.slots.fill_free(spec, repos.runs.get(ti.dag_id, ti.run_id))
 
     def complete_if_done(self, dag_id: str, run_id: str, task_id: str) -> None:
         """End the mapped task once all its instances are counted (its own change then

@@ -20,16 +20,17 @@ from skydag.engine.scheduler import (
     owned_dispatch,
     reports_in_one_write,
     stale_report,
-    task_slots_bind,
     with_report,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
-from skydag.engine.transitions import Decision, Transition
+from skydag.engine.transitions import Decision
 from skydag.ports.store import ConflictError, NotFound
-from skydag.service.core import Gate, Scheduler
+from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
+from skydag.service.joins import WideJoins
 from skydag.service.mapping import MappedTasks
 from skydag.service.runs import RunLifecycle
+from skydag.service.slots import TaskSlots
 from skydag.spec.models import DagSpec, TaskMode
 
 
@@ -61,6 +62,8 @@ class TaskProgress:
         self.runs = runs
         self.jobs = jobs
         self.mapping = MappedTasks(scheduler, jobs, self)
+        self.joins = WideJoins(scheduler, self.evaluate)
+        self.slots = TaskSlots(scheduler, self.evaluate)
 
     def evaluate(
         self,
@@ -76,7 +79,7 @@ class TaskProgress:
         ``throttled``: collects the tasks that joined the run's throttled set meanwhile."""
         if run.state is not RunState.RUNNING:
             return None
-        gate = self.slot_gate(spec, run, throttled)
+        gate = self.slots.gate(spec, run, throttled)
         if ti.map_index is not None or is_mapped(spec, ti.task_id):
             return self.mapping.evaluate(spec, run, ti, gate)
         clock = self.scheduler.clock
@@ -90,29 +93,6 @@ class TaskProgress:
 
         applied = self.scheduler.decide_and_apply(ti, decide, gate=gate)
         return applied.task
-
-    def slot_gate(self, spec: DagSpec, run: DagRun, throttled: set[str] | None = None) -> Gate:
-        """A dispatch first takes a max_active_tasks slot, or joins the throttled set
-        (noted in ``throttled``: ``run`` as read does not say so).
-
-        The second attempt closes the race with a concurrent release: whoever frees a slot
-        after we joined the set sees us in it and starts us. A DAG whose slots cannot run
-        out (``task_slots_bind``) takes none."""
-        runs, limit = self.scheduler.repos.runs, spec.max_active_tasks
-        binds = task_slots_bind(spec)
-
-        def gate(ti: TaskInstance, transition: Transition) -> bool:
-            if transition.dst is not TaskState.QUEUED or not binds:
-                return True
-            try_number = ti.try_number + 1
-            if runs.reserve_task_slot(run, ti, try_number, limit):
-                return True
-            runs.add_throttled(run, ti.instance_id)
-            if throttled is not None:
-                throttled.add(ti.instance_id)
-            return runs.reserve_task_slot(run, ti, try_number, limit)
-
-        return gate
 
     def propagate(
         self,
@@ -166,7 +146,7 @@ class TaskProgress:
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
         if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
             run = repos.runs.record_finished(ti, index, failed_leaf=failed_leaf)
-        self.fill_free_slots(spec, run)
+        self.slots.fill_free(spec, run)
         self.runs.complete_if_done(spec, run)
 
     def tell_downstream(
@@ -259,6 +239,7 @@ class TaskProgress:
                 (ti.dag_id, ti.run_id, child),
                 (ti.task_id, report),
                 read.get(child),
+                told_before=told_before,
                 owned=dispatch is not None,
                 throttled=throttled,
             )
@@ -274,6 +255,7 @@ class TaskProgress:
         upstream: tuple[str, UpstreamReport],
         current: TaskInstance | None,
         *,
+        told_before: bool = False,
         owned: bool,
         throttled: set[str],
     ) -> TaskInstance | None:
@@ -284,7 +266,34 @@ class TaskProgress:
         Where the report alone decides the task (``reports_in_one_write``), the task is
         read and the report written with the transition it allows, conditional on the
         version read. Otherwise, or when that write loses a race, the report is written
-        (refused when stale) and the task decided from what it holds then."""
+        (refused when stale) and the task decided from what it holds then. A wide join
+        is told through its tally items (``WideJoins.tell``)."""
+        if self.joins.tallied(spec, key[2]):
+            return self.joins.tell(
+                spec,
+                run,
+                key,
+                upstream,
+                current,
+                told_before=told_before,
+                owned=owned,
+                throttled=throttled,
+            )
+        return self._tell_direct(
+            spec, run, key, upstream, current, owned=owned, throttled=throttled
+        )
+
+    def _tell_direct(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        key: tuple[str, str, str],
+        upstream: tuple[str, UpstreamReport],
+        current: TaskInstance | None,
+        *,
+        owned: bool,
+        throttled: set[str],
+    ) -> TaskInstance | None:
         tasks = self.scheduler.repos.tasks
         upstream_task, report = upstream
         one_write = run.state is RunState.RUNNING and reports_in_one_write(spec, key[2])
@@ -328,7 +337,7 @@ class TaskProgress:
         transition = (owned_dispatch(decision) if owned else decision).transition
         if transition is None:
             return False, None
-        if not self.slot_gate(spec, run, throttled)(candidate, transition):
+        if not self.slots.gate(spec, run, throttled)(candidate, transition):
             # In the throttled set, as evaluating it would leave it: only the report.
             tasks.report_upstream(current.key, *upstream)
             return True, None
@@ -337,35 +346,26 @@ class TaskProgress:
         except ConflictError:
             return False, None  # the usual way judges the task as it is now
 
+    def retire(self, spec: DagSpec, upstream: TaskInstance) -> dict[str, TaskInstance]:
+        """Leave a clear's tombstone of ``upstream`` with each downstream task (a wide
+        join's in its tally); returns the downstream tasks whose item it moved, as they
+        are now (``TaskInstanceStore.retire_upstream``)."""
+        children = spec.downstream(upstream.task_id)
+        direct = [child for child in children if not self.joins.tallied(spec, child)]
+        retired = self.scheduler.repos.tasks.retire_upstream(upstream, direct) if direct else {}
+        for child in children:
+            if self.joins.tallied(spec, child):
+                moved = self.joins.retire(spec, upstream, child)
+                if moved is not None:
+                    retired[child] = moved
+        return retired
+
     def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""
         if ti.state in FINISHED_TASK_STATES:
             self.propagate(ti, dispatch)
         elif ti.state is TaskState.RUNNING:
             self.announce_service_up(ti, dispatch)
-
-    def release_slot(self, ti: TaskInstance) -> None:
-        """A try went up for retry: its slot goes to a task waiting for one."""
-        repos = self.scheduler.repos
-        if not task_slots_bind(self.scheduler.spec_of_task(ti)):
-            return  # it holds none (a refused conditional write would cost a write unit)
-        repos.runs.release_task_slot(ti)
-        run = repos.runs.get(ti.dag_id, ti.run_id)
-        self.fill_free_slots(self.scheduler.spec(run), run)
-
-    def fill_free_slots(self, spec: DagSpec, run: DagRun) -> None:
-        """Start throttled tasks in the free slots, and first any throttled task that holds
-        a slot already: its invocation died between taking the slot and queueing it (the
-        record that would have evaluated it again may be another chunk's)."""
-        if not run.throttled or run.state is not RunState.RUNNING:
-            return
-        free = spec.max_active_tasks - len(run.active)
-        holding = sorted(run.throttled & run.active)
-        waiting = holding + sorted(run.throttled - run.active)[: max(free, 0)]
-        if not waiting:
-            return
-        for ti in self.scheduler.repos.tasks.get_many(run.dag_id, run.run_id, waiting):
-            self.evaluate(spec, run, ti)
 
     def announce_service_up(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """A service task runs: its downstream tasks may start (they depend on it being up)."""

@@ -84,7 +84,7 @@ class SignalRouting:
         applied = self.scheduler.decide_and_apply(
             ti,
             lambda current: decide_signal(kind, spec, current, event, clock.now()),
-            gate=self.progress.slot_gate(spec, run),
+            gate=self.progress.slots.gate(spec, run),
         )
         if applied.no_slot:
             if kind is SignalKind.RESTART_ON:

@@ -397,6 +397,15 @@ class DagSpec(SpecModel):
         index = self._downstream_index()
         return [t for t in self.tasks if not index.get(t)]
 
+    def upstream_position(self, task_id: str, upstream_id: str) -> int:
+        """Where ``upstream_id`` is in ``task_id``'s depends_on (a wide join's tally place)."""
+        cache: dict[str, dict[str, int]] = self.__dict__.setdefault("_upstream_positions", {})
+        positions = cache.get(task_id)
+        if positions is None:
+            positions = {up: i for i, up in enumerate(self.tasks[task_id].depends_on)}
+            cache[task_id] = positions
+        return positions[upstream_id]
+
     def task_index(self, task_id: str) -> int:
         """The task's position in the file: a small, stable number within a DAG version."""
         cached: dict[str, int] | None = self.__dict__.get("_index_cache")

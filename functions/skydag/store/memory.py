@@ -31,6 +31,9 @@ from skydag.engine.models import (
     DagRecord,
     DagRun,
     RunType,
+    Tally,
+    TallyMembers,
+    TallyWrite,
     TaskInstance,
     TryRecord,
     UpstreamReport,
@@ -145,6 +148,17 @@ def _report(report: UpstreamReport) -> UpstreamReport:
     return UpstreamReport.tombstone(report.version) if report.cleared else report
 
 
+def _replaces(report: UpstreamReport, held: UpstreamReport) -> bool:
+    """Whether a downstream holding ``held`` takes ``report``: a report of a later version
+    than the one held, or a clear's tombstone, which sorts above every report of its
+    version and below later ones (as the DynamoDB store's encoded reports order)."""
+    if report.cleared:
+        return held.version < report.version or (
+            held.version == report.version and not held.cleared
+        )
+    return held.version < report.version
+
+
 def _stored_ti(ti: TaskInstance) -> TaskInstance:
     """A task instance as a full write (``put_new``) leaves it in the table."""
     changes = {name: _ti_field(name, getattr(ti, name)) for name in _TI_WRITABLE}
@@ -163,6 +177,7 @@ def _fresh_ti(ti: TaskInstance) -> TaskInstance:
     return replace(
         ti,
         upstream=dict(ti.upstream),
+        tallies=dict(ti.tallies),
         signal=copy.deepcopy(ti.signal),
         output=copy.deepcopy(ti.output),
         superseded_job=copy.deepcopy(ti.superseded_job),
@@ -289,6 +304,8 @@ class MemoryTaskInstanceRepository:
         self._tables = tables
         self._lock = tables.lock
         self._runs: dict[tuple[str, str], dict[str, _TaskItem]] = {}
+        # A wide join's tally items: (dag, run, join, group) -> the item.
+        self._tallies: dict[tuple[str, str, str, int], TallyMembers] = {}
 
     def put_new(self, tis: Iterable[TaskInstance]) -> None:
         with self._lock:
@@ -383,8 +400,7 @@ class MemoryTaskInstanceRepository:
             if item is None:
                 return None
             held = item.ti.upstream.get(upstream_task)
-            # Only a report of a later version than the one held (or its tombstone) is news.
-            if held is None or held.version < report.version:
+            if held is None or _replaces(report, held):
                 return self._set_upstream(item, upstream_task, _report(report))
             return _fresh_ti(item.ti) if held == report else None
 
@@ -399,14 +415,43 @@ class MemoryTaskInstanceRepository:
                 if item is None:
                     continue
                 held = item.ti.upstream.get(upstream.task_id)
-                # A tombstone sorts above every report of its version, below later ones.
-                if (
-                    held is None
-                    or held.version < tombstone.version
-                    or (held.version == tombstone.version and not held.cleared)
-                ):
+                if held is None or _replaces(tombstone, held):
                     retired[task_id] = self._set_upstream(item, upstream.task_id, tombstone)
         return retired
+
+    def tell_tally(
+        self, join: tuple[str, str, str], group: int, position: int, report: UpstreamReport
+    ) -> TallyWrite | None:
+        stored = _report(report)
+        with self._lock:
+            before = self._tallies.get((*join, group), TallyMembers())
+            held = before.members.get(position)
+            if held == stored:
+                return TallyWrite(before, before, written=False)
+            if held is not None and not _replaces(stored, held):
+                return None
+            after = TallyMembers(before.version + 1, {**before.members, position: stored})
+            self._tallies[(*join, group)] = after
+            return TallyWrite(before, after)
+
+    def get_tally(self, join: tuple[str, str, str], group: int) -> TallyMembers:
+        with self._lock:
+            return self._tallies.get((*join, group), TallyMembers())
+
+    def record_tally(
+        self, join: tuple[str, str, str], group: int, tally: Tally
+    ) -> TaskInstance | None:
+        with self._lock:
+            item = self._item(*join)
+            if item is None:
+                return None
+            held = item.ti.tallies.get(group)
+            if held is None or held.version < tally.version:
+                old = item.ti
+                tallies = {**old.tallies, group: tally}
+                item.ti = replace(old, tallies=tallies, version=old.version + 1)
+                self._changed(old, item.ti)
+            return _fresh_ti(item.ti)
 
     def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
         bound = iso(now)

@@ -223,6 +223,9 @@ class TaskInstanceModel(Model):
     try_number = NumberAttribute(default=0)
     version = NumberAttribute(default=0)
     upstream: MapAttribute[str, Any] = MapAttribute(default=dict)
+    # A wide join's summary of each tally group (engine/tallies.py): group number ->
+    # "<version, 12 digits>|<state code>:<count>,...", ordered by version as strings.
+    tallies: MapAttribute[str, Any] = MapAttribute(null=True)
     dispatch_token = UnicodeAttribute(null=True)
     job_id = UnicodeAttribute(null=True)
     # A try found by its key (engine/models.py ``found_by_key``) keeps its token and job
@@ -285,6 +288,20 @@ class TaskStateModel(Model):
     expires_at = TTLAttribute(null=True)
 
 
+class TallyModel(Model):
+    """A group of a wide join's upstream reports (engine/tallies.py). In the task state
+    table: its writes feed no stream, and it is no task instance to list with its run."""
+
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    scope = UnicodeAttribute(hash_key=True)  # ports/store.py tally_scope
+    key = UnicodeAttribute(range_key=True)  # the group's number
+    members: MapAttribute[str, Any] = MapAttribute(default=dict)  # position -> report
+    version = NumberAttribute(default=0)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     DagModel,
     DagVersionModel,
@@ -327,6 +344,7 @@ def bind_models(settings: Settings) -> None:
     names[SignalSubscriptionModel] = settings.tables.dags
     names[EmitSourcesModel] = settings.tables.dags
     names[AwsSourcesModel] = settings.tables.dags
+    names[TallyModel] = settings.tables.task_state
     for model, table_name in names.items():
         model.Meta.table_name = table_name
         model.Meta.region = settings.region

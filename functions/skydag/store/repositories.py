@@ -25,6 +25,9 @@ from skydag.engine.models import (
     DagRecord,
     DagRun,
     RunType,
+    Tally,
+    TallyMembers,
+    TallyWrite,
     TaskInstance,
     TryRecord,
     UpstreamReport,
@@ -52,6 +55,7 @@ from skydag.ports.store import (
     keeps_due_place,
     output_key,
     output_scope,
+    tally_scope,
     task_scope,
 )
 from skydag.sources import AWS_SOURCE_PREFIX
@@ -79,6 +83,7 @@ from skydag.store.models import (
     EmitSourcesModel,
     RunModel,
     SignalSubscriptionModel,
+    TallyModel,
     TaskInstanceModel,
     TaskStateModel,
 )
@@ -211,6 +216,48 @@ def _decode_report(value: Any) -> UpstreamReport:
     return UpstreamReport(_STATE_ORDER[code], version)
 
 
+# A wide join's summary of a tally group, as one string whose order is the version's: a
+# zero-padded version, then the count of each finished state by its report code.
+_TALLY_VERSION_DIGITS = 12
+
+
+def _tally_version_bound(version: int) -> str:
+    """Every stored summary of an older version sorts below this; none of ``version``."""
+    return f"{version:0{_TALLY_VERSION_DIGITS}d}"
+
+
+def _encode_tally(tally: Tally) -> str:
+    counts = ",".join(
+        f"{_CODE_OF[state]}:{count}"
+        for state, count in sorted(tally.counts.items(), key=lambda entry: _CODE_OF[entry[0]])
+        if count
+    )
+    return f"{_tally_version_bound(tally.version)}|{counts}"
+
+
+def _decode_tally(value: Any) -> Tally:
+    version, _, counts = str(value).partition("|")
+    decoded: dict[TaskState, int] = {}
+    for entry in filter(None, counts.split(",")):
+        code, _, count = entry.partition(":")
+        decoded[_STATE_ORDER[int(code)]] = int(count)
+    return Tally(int(version), decoded)
+
+
+def _report_bound(report: UpstreamReport) -> int:
+    """Every held report this one replaces sorts below this: those of older versions, and
+    for a clear's tombstone the reports of its own version too."""
+    return _encode_report(report) if report.cleared else report.version * _STATE_CODES
+
+
+def _tally_members(item: TallyModel | None) -> TallyMembers:
+    if item is None:
+        return TallyMembers()
+    raw = item.members.as_dict() if item.members is not None else {}
+    members = {int(position): _decode_report(value) for position, value in raw.items()}
+    return TallyMembers(int(item.version or 0), members)
+
+
 # A try record's fields under one-letter keys (absent when None): fifty tries of history
 # then cost a few kilobytes, which every write of the item pays for.
 _TRY_KEYS = {
@@ -288,6 +335,10 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         try_number=int(item.try_number),
         version=int(item.version),
         upstream={k: _decode_report(v) for k, v in upstream_raw.items()},
+        tallies={
+            int(group): _decode_tally(value)
+            for group, value in (item.tallies.as_dict() if item.tallies is not None else {}).items()
+        },
         dispatch_token=item.dispatch_token or item.try_token,
         job_id=item.job_id or item.try_job,
         found_by_key=bool(item.found_by_key),
@@ -329,6 +380,7 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
         try_number=ti.try_number,
         version=ti.version,
         upstream={k: _encode_report(v) for k, v in ti.upstream.items()},
+        tallies={str(g): _encode_tally(t) for g, t in ti.tallies.items()} if ti.tallies else None,
         tries=encode_tries(ti.tries),
     )
     # Every field, so that the item is the record whatever state it is written in.
@@ -511,6 +563,84 @@ class TaskInstanceRepository:
                 continue
             retired[task_id] = _ti_from_model(item)
         return retired
+
+    def tell_tally(
+        self, join: tuple[str, str, str], group: int, position: int, report: UpstreamReport
+    ) -> TallyWrite | None:
+        scope, key = tally_scope(*join), str(group)
+        entry = TallyModel.members[str(position)]
+        encoded, stored = _encode_report(report), _decode_report(_encode_report(report))
+        actions = [entry.set(encoded), TallyModel.version.add(1)]
+        condition = entry.does_not_exist() | (entry < _report_bound(report))
+        connection = TallyModel._get_connection()
+        for _ in range(2):
+            try:
+                # The item before the write: with this report, it is the item after it.
+                old = connection.update_item(
+                    scope, key, actions=actions, condition=condition, return_values="ALL_OLD"
+                )
+            except UpdateError as error:
+                if is_condition_failure(error):
+                    current = self.get_tally(join, group)
+                    if current.members.get(position) != stored:
+                        return None  # it holds a later report, or a clear's tombstone
+                    return TallyWrite(current, current, written=False)
+                if error.cause_response_code != "ValidationException":
+                    raise
+                # No item yet (the update has no members map to write into): create it.
+                first = TallyModel(scope, key, members={str(position): encoded}, version=1)
+                try:
+                    first.save(condition=TallyModel.scope.does_not_exist())
+                except PutError as put_error:
+                    if not is_condition_failure(put_error):
+                        raise
+                    continue  # another report created it meanwhile: write into it
+                return TallyWrite(TallyMembers(), TallyMembers(1, {position: stored}))
+            attributes = old.get("Attributes")
+            before = _tally_members(
+                TallyModel.from_raw_data(attributes) if attributes is not None else None
+            )
+            after = TallyMembers(before.version + 1, {**before.members, position: stored})
+            return TallyWrite(before, after)
+        raise StoreError(f"tally {scope}/{key}: neither written nor created")
+
+    def get_tally(self, join: tuple[str, str, str], group: int) -> TallyMembers:
+        try:
+            item = TallyModel.get(tally_scope(*join), str(group), consistent_read=True)
+        except DoesNotExist:
+            return TallyMembers()
+        return _tally_members(item)
+
+    def record_tally(
+        self, join: tuple[str, str, str], group: int, tally: Tally
+    ) -> TaskInstance | None:
+        dag_id, run_id, task_id = join
+        item = TaskInstanceModel(run_key(dag_id, run_id), task_id)
+        entry = TaskInstanceModel.tallies[str(group)]
+        actions = [entry.set(_encode_tally(tally)), TaskInstanceModel.version.add(1)]
+        exists = TaskInstanceModel.run_key.exists()
+        condition = exists & (
+            entry.does_not_exist() | (entry < _tally_version_bound(tally.version))
+        )
+        for _ in range(2):
+            try:
+                item.update(actions=actions, condition=condition)
+                return _ti_from_model(item)
+            except UpdateError as error:
+                if is_condition_failure(error):
+                    return self.find(*join)  # it holds a later summary (or is missing)
+                if error.cause_response_code != "ValidationException":
+                    raise
+            # The join's first summary: its map first (no version bump: nothing to judge).
+            try:
+                item.update(
+                    actions=[TaskInstanceModel.tallies.set({})],
+                    condition=exists & TaskInstanceModel.tallies.does_not_exist(),
+                )
+            except UpdateError as error:
+                if not is_condition_failure(error):
+                    raise
+        raise StoreError(f"task {'/'.join(join)}: no tally map to write into")
 
     def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
         """Task instances whose retry or deadline has come: a sparse-index query, no scan.

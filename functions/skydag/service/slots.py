@@ -1,0 +1,63 @@
+"""max_active_tasks: a dispatch takes a slot of its run or waits in the run's throttled
+set, and a freed slot starts the tasks waiting for one."""
+
+from __future__ import annotations
+
+from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.scheduler import task_slots_bind
+from skydag.engine.states import RunState, TaskState
+from skydag.engine.transitions import Transition
+from skydag.service.core import Evaluate, Gate, Scheduler
+from skydag.spec.models import DagSpec
+
+
+class TaskSlots:
+    def __init__(self, scheduler: Scheduler, evaluate: Evaluate) -> None:
+        self.scheduler = scheduler
+        self.evaluate = evaluate
+
+    def gate(self, spec: DagSpec, run: DagRun, throttled: set[str] | None = None) -> Gate:
+        """A dispatch first takes a max_active_tasks slot, or joins the throttled set
+        (noted in ``throttled``: ``run`` as read does not say so).
+
+        The second attempt closes the race with a concurrent release: whoever frees a slot
+        after we joined the set sees us in it and starts us. A DAG whose slots cannot run
+        out (``task_slots_bind``) takes none."""
+        runs, limit = self.scheduler.repos.runs, spec.max_active_tasks
+        binds = task_slots_bind(spec)
+
+        def gate(ti: TaskInstance, transition: Transition) -> bool:
+            if transition.dst is not TaskState.QUEUED or not binds:
+                return True
+            try_number = ti.try_number + 1
+            if runs.reserve_task_slot(run, ti, try_number, limit):
+                return True
+            runs.add_throttled(run, ti.instance_id)
+            if throttled is not None:
+                throttled.add(ti.instance_id)
+            return runs.reserve_task_slot(run, ti, try_number, limit)
+
+        return gate
+
+    def release(self, ti: TaskInstance) -> None:
+        """A try went up for retry: its slot goes to a task waiting for one."""
+        repos = self.scheduler.repos
+        if not task_slots_bind(self.scheduler.spec_of_task(ti)):
+            return  # it holds none (a refused conditional write would cost a write unit)
+        repos.runs.release_task_slot(ti)
+        run = repos.runs.get(ti.dag_id, ti.run_id)
+        self.fill_free(self.scheduler.spec(run), run)
+
+    def fill_free(self, spec: DagSpec, run: DagRun) -> None:
+        """Start throttled tasks in the free slots, and first any throttled task that holds
+        a slot already: its invocation died between taking the slot and queueing it (the
+        record that would have evaluated it again may be another chunk's)."""
+        if not run.throttled or run.state is not RunState.RUNNING:
+            return
+        free = spec.max_active_tasks - len(run.active)
+        holding = sorted(run.throttled & run.active)
+        waiting = holding + sorted(run.throttled - run.active)[: max(free, 0)]
+        if not waiting:
+            return
+        for ti in self.scheduler.repos.tasks.get_many(run.dag_id, run.run_id, waiting):
+            self.evaluate(spec, run, ti)
