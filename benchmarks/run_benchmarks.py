@@ -95,22 +95,6 @@ def fan_out(width: int, max_active_tasks: int | None = None) -> Scenario:
     return Scenario(f"fan-out 1>{width}>1", "fan-out", f"cost_fan_{width}", body, width + 2)
 
 
-def staged_fan_out(width: int, stage: int, max_active_tasks: int) -> Scenario:
-    """1 -> width -> width/stage joins of ``stage`` upstreams each -> 1: a wide fan-out
-    joined in stages, as the DAG file's limit on a task's upstreams advises."""
-    joins = -(-width // stage)
-    lines = [f"dag: cost_staged_{width}", f"max_active_tasks: {max_active_tasks}", "tasks:"]
-    lines.append(f"  start: {{{BATCH}}}")
-    lines += [f"  m{i}: {{depends_on: [start], {BATCH}}}" for i in range(width)]
-    for j in range(joins):
-        members = ", ".join(f"m{i}" for i in range(j * stage, min((j + 1) * stage, width)))
-        lines.append(f"  j{j}: {{depends_on: [{members}], {BATCH}}}")
-    lines.append(f"  end: {{depends_on: [{', '.join(f'j{j}' for j in range(joins))}], {BATCH}}}")
-    body = ("\n".join(lines) + "\n").encode()
-    name = f"fan-out 1>{width}>{joins}>1"
-    return Scenario(name, "fan-out", f"cost_staged_{width}", body, width + joins + 2)
-
-
 def diamonds(runs: int) -> Scenario:
     body = (
         f"dag: cost_diamond\nmax_active_runs: {runs}\ntasks:\n"

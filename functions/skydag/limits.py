@@ -238,15 +238,21 @@ def upstream_map_bytes(upstream: Sequence[str]) -> int:
 
 
 def run_task_sets_bytes(
-    upstream: Mapping[str, Sequence[str]], order: Sequence[str], max_active_tasks: int
+    upstream: Mapping[str, Sequence[str]],
+    order: Sequence[str],
+    max_active_tasks: int,
+    *,
+    slots_bind: bool = True,
 ) -> int:
     """The most a run item's per-task sets can take for this DAG (``upstream``: each task's
-    upstreams; ``order``: the tasks, upstreams first).
+    upstreams; ``order``: the tasks, upstreams first; ``slots_bind``: whether
+    max_active_tasks can hold a task back, ``DagSpec.task_slots_bind``).
 
     Every task's index may be in the finished set, every leaf's in the failed one; the
     tasks waiting for a slot (throttled) and holding one (active) are at most the widest
     set of tasks ready at once, which no chain crosses twice: at most ``n - L + 1`` tasks
-    for a longest chain of ``L``. Their ids are counted longest first."""
+    for a longest chain of ``L``. Their ids are counted longest first. A DAG whose slots
+    cannot bind keeps neither set."""
     has_downstream = {dep for deps in upstream.values() for dep in deps}
     leaves = sum(1 for task in upstream if task not in has_downstream)
     depth: dict[str, int] = {}
@@ -257,7 +263,8 @@ def run_task_sets_bytes(
     ids = sorted((len(task.encode()) for task in upstream), reverse=True)
     throttled = sum(size + 1 for size in ids[:width])
     active = sum(size + _SLOT_ENTRY_OVERHEAD for size in ids[: min(width, max_active_tasks)])
-    return _INDEX_BYTES * (len(upstream) + leaves) + throttled + active
+    slots = throttled + active if slots_bind else 0
+    return _INDEX_BYTES * (len(upstream) + leaves) + slots
 
 
 SIGNAL_INDEX_BYTES: Final = 64 * 1024
@@ -286,7 +293,11 @@ def signal_index_problem(entry_bytes: Mapping[str, int]) -> str | None:
 
 
 def dag_size_problems(
-    upstream: Mapping[str, Sequence[str]], order: Sequence[str], max_active_tasks: int
+    upstream: Mapping[str, Sequence[str]],
+    order: Sequence[str],
+    max_active_tasks: int,
+    *,
+    slots_bind: bool = True,
 ) -> list[tuple[str | None, str]]:
     """(task or None for the DAG, message) for each item this DAG could overflow."""
     problems: list[tuple[str | None, str]] = []
@@ -301,7 +312,7 @@ def dag_size_problems(
                     "KB limit: join them in stages (or use shorter task ids)",
                 )
             )
-    size = run_task_sets_bytes(upstream, order, max_active_tasks)
+    size = run_task_sets_bytes(upstream, order, max_active_tasks, slots_bind=slots_bind)
     if size > RUN_TASK_SETS_BYTES:
         problems.append(
             (

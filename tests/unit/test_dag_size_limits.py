@@ -63,6 +63,18 @@ def test_a_fan_in_with_long_ids_is_refused_for_its_runs_item() -> None:
     assert f"over the {RUN_TASK_SETS_BYTES // 1024} KB limit" in problems[0][1]
 
 
+def test_a_dag_whose_slots_cannot_bind_keeps_no_slot_sets_on_its_runs_item() -> None:
+    """With no more tasks than max_active_tasks its runs take no slot: only the finished
+    and failed-leaf indexes count, so a 4,000-wide fan of long ids fits."""
+    fan = _fan(4000, "a_rather_long_task_name_for_a_partition_")
+
+    bound = run_task_sets_bytes(fan, _order(fan), 4002, slots_bind=False)
+
+    assert bound == 4 * (4002 + 1)
+    assert dag_size_problems(fan, _order(fan), 4002, slots_bind=False) == []
+    assert dag_size_problems(fan, _order(fan), 4002) != []  # were its slots to bind
+
+
 def test_the_loader_reports_an_over_limit_dag_as_file_problems() -> None:
     names = [f"partition_with_a_long_descriptive_name_{i:05d}" for i in range(4200)]
     lines = ["dag: wide", "tasks:", "  start: {noop: {}}"]
@@ -78,6 +90,9 @@ def test_the_loader_reports_an_over_limit_dag_as_file_problems() -> None:
         for m in messages
     ), messages
     assert all("\n" not in m for m in messages)
+    # The same DAG with a slot for every task: its runs take none, and it loads.
+    roomy = ["dag: wide", "max_active_tasks: 4202", *lines[1:]]
+    assert len(load_dag_bytes("\n".join(roomy).encode(), "wide.yaml").tasks) == 4202
 
 
 def test_the_spec_cache_is_bounded_by_bytes_least_recently_used_first() -> None:

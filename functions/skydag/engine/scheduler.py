@@ -383,13 +383,10 @@ def run_change_holds(change: RunChange, new: DagRun, current: DagRun | None) -> 
 
 
 def task_slots_bind(spec: DagSpec) -> bool:
-    """Whether max_active_tasks can ever hold a task of this DAG back. A slot is held per
-    task instance (a retry or restart of its try keeps it), so a DAG with no more tasks
-    than slots and no for_each never waits for one, whatever clears start again at once:
-    its runs take and free no slot at all (a run write and a round trip saved per task)."""
-    return len(spec.tasks) > spec.max_active_tasks or any(
-        task.for_each is not None for task in spec.tasks.values()
-    )
+    """Whether max_active_tasks can ever hold a task of this DAG back
+    (``DagSpec.task_slots_bind``): when not, its runs take and free no slot at all (a run
+    write and a round trip saved per task)."""
+    return spec.task_slots_bind()
 
 
 def finish_counted(run: DagRun, ti: TaskInstance, index: int, *, failed_leaf: bool) -> bool:

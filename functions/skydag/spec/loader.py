@@ -506,7 +506,12 @@ def _check_document(doc: _Document) -> tuple[DagSpec | None, list[Problem]]:
 def _size_problems(spec: DagSpec, doc: _Document) -> list[Problem]:
     """A valid DAG too large for the items that grow with it (``skydag.limits``)."""
     upstream = {task_id: task.depends_on for task_id, task in spec.tasks.items()}
-    found = dag_size_problems(upstream, spec.topological_order(), spec.max_active_tasks)
+    found = dag_size_problems(
+        upstream,
+        spec.topological_order(),
+        spec.max_active_tasks,
+        slots_bind=spec.task_slots_bind(),
+    )
     return [
         Problem(
             "",

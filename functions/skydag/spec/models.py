@@ -433,6 +433,15 @@ class DagSpec(SpecModel):
                     stack.append(child)
         return sorted(found, key=order.__getitem__)
 
+    def task_slots_bind(self) -> bool:
+        """Whether max_active_tasks can ever hold a task of this DAG back. A slot is held
+        per task instance (a retry or restart of its try keeps it), so a DAG with no more
+        tasks than slots and no for_each never waits for one, whatever clears start again
+        at once: its runs take and free no slot at all."""
+        return len(self.tasks) > self.max_active_tasks or any(
+            task.for_each is not None for task in self.tasks.values()
+        )
+
     def topological_order(self) -> list[str]:
         cached: list[str] | None = self.__dict__.get("_topo_cache")
         if cached is None:
