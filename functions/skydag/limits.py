@@ -174,6 +174,8 @@ def short(value: object, limit: int = 60) -> str:
 
 __all__ = [
     "DYNAMODB_ITEM_BYTES",
+    "FINISH_GROUP",
+    "FINISH_TALLY_AT",
     "MAX_JSON_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "MAX_RUN_ID_LENGTH",
@@ -214,6 +216,12 @@ UPSTREAM_MAP_BYTES: Final = 192 * 1024
 """Of a task instance item, what its upstream map may take (``upstream``: upstream id ->
 reported state, one entry per ``depends_on``); the rest keeps room for its output, signal,
 item and tries."""
+FINISH_TALLY_AT: Final = 256
+"""A run of a DAG with more tasks than this counts its finishes in finish tallies of
+``FINISH_GROUP`` tasks each (engine/tallies.py ``finish_group``): its item holds a count
+per done group instead of every finished task's index, so a finish's write is charged the
+same whatever the DAG's size."""
+FINISH_GROUP: Final = 200
 TALLY_GROUP: Final = 64
 """A task with more upstreams than this (a wide join) is told their states through tally
 items of this many upstreams each (engine/tallies.py): its own item holds one summary per
@@ -227,6 +235,7 @@ _UPSTREAM_ENTRY_OVERHEAD: Final = 5  # the element, and its encoded report (<= 6
 _TALLY_SUMMARY_BYTES: Final = 64  # a group's number, version and count per finished state
 _INDEX_BYTES: Final = 4  # a task index (< 100,000) in a number set
 _SLOT_ENTRY_OVERHEAD: Final = 4  # the element, and its try number
+_GROUP_COUNTS_BYTES: Final = 8  # a group's number and a count, in a map
 
 
 def upstream_map_bytes(upstream: Sequence[str]) -> int:
@@ -248,7 +257,8 @@ def run_task_sets_bytes(
     upstreams; ``order``: the tasks, upstreams first; ``slots_bind``: whether
     max_active_tasks can hold a task back, ``DagSpec.task_slots_bind``).
 
-    Every task's index may be in the finished set, every leaf's in the failed one; the
+    Every task's index may be in the finished set, every leaf's in the failed one (a
+    run of more than ``FINISH_TALLY_AT`` tasks holds two counts per group instead); the
     tasks waiting for a slot (throttled) and holding one (active) are at most the widest
     set of tasks ready at once, which no chain crosses twice: at most ``n - L + 1`` tasks
     for a longest chain of ``L``. Their ids are counted longest first. A DAG whose slots
@@ -264,6 +274,10 @@ def run_task_sets_bytes(
     throttled = sum(size + 1 for size in ids[:width])
     active = sum(size + _SLOT_ENTRY_OVERHEAD for size in ids[: min(width, max_active_tasks)])
     slots = throttled + active if slots_bind else 0
+    if len(upstream) > FINISH_TALLY_AT:
+        # Counted in finish tallies: the run holds two counts per group of tasks.
+        groups = -(-len(upstream) // FINISH_GROUP)
+        return 2 * groups * _GROUP_COUNTS_BYTES + slots
     return _INDEX_BYTES * (len(upstream) + leaves) + slots
 
 

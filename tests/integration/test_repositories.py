@@ -23,6 +23,7 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 from skydag.engine.models import (
     DagRecord,
     DagRun,
+    FinishGroup,
     RunType,
     Tally,
     TallyMembers,
@@ -907,6 +908,66 @@ def test_cleared_finishes_are_uncounted_and_counted_again(repos: Store) -> None:
     succeeded = repos.tasks.apply(requeued, move(requeued, T.SUCCESS, Cause.SUCCEEDED))
     recounted = repos.runs.record_finished(succeeded, 0, failed_leaf=False)
     assert (recounted.finished_count, recounted.failed_leaves) == (2, 0)
+
+
+def test_a_big_runs_finishes_are_counted_in_tallies_and_on_the_run_per_done_group(
+    repos: Store,
+) -> None:
+    """Groups of three tasks: a finish goes to its group's tally; the run item is written
+    only when a group is done (its counts) or when the task may hold a slot (``release``);
+    the run read with a group's tally judges a finish of it counted; a clear takes the
+    group's counts back."""
+    make_run(repos)
+    first, second = FinishGroup(0, 3), FinishGroup(1, 2)
+    finished = []
+    for task_id in ("t0", "t1", "t2", "t3"):
+        ti = queued_task(repos, task_id)
+        finished.append(repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED)))
+    version = repos.runs.get(DAG, RUN).version
+
+    assert (
+        repos.runs.record_finished(finished[0], 0, failed_leaf=False, group=first, release=False)
+        is None
+    )
+    assert (
+        repos.runs.record_finished(finished[0], 0, failed_leaf=False, group=first, release=False)
+        is None
+    )
+    assert repos.runs.get(DAG, RUN).version == version  # the run item was not written
+    read, _ = repos.tasks.get_with_run(DAG, RUN, [], finish_group=0)
+    assert read is not None
+    assert (read.finished_idx, read.finished_count) == (frozenset({0}), 0)
+    released = repos.runs.record_finished(finished[1], 1, failed_leaf=True, group=first)
+    assert released is not None
+    assert (released.finished_idx, released.failed_leaf_idx) == (frozenset({0, 1}), frozenset({1}))
+    assert (released.finished_count, released.failed_leaves, released.version) == (
+        0,
+        0,
+        version + 1,
+    )
+
+    done = repos.runs.record_finished(finished[2], 2, failed_leaf=False, group=first, release=False)
+    assert done is not None
+    assert (done.finished_count, done.failed_leaves) == (3, 1)
+    other = repos.runs.record_finished(
+        finished[3], 3, failed_leaf=False, group=second, release=False
+    )
+    assert other is None  # group 1 has another task
+    plain = repos.runs.get(DAG, RUN)
+    assert (plain.finished_count, plain.failed_leaves, plain.finished_idx) == (3, 1, frozenset())
+
+    repos.runs.forget_finished(plain, 1, first)
+    repos.runs.forget_finished(plain, 1, first)  # a retried clear
+    cleared = repos.runs.get(DAG, RUN)
+    assert (cleared.finished_count, cleared.failed_leaves) == (0, 0)
+    read, _ = repos.tasks.get_with_run(DAG, RUN, ["t1"], finish_group=0)
+    assert read is not None
+    assert (read.finished_idx, read.failed_leaf_idx) == (frozenset({0, 2}), frozenset())
+    again = repos.runs.record_finished(
+        finished[1], 1, failed_leaf=False, group=first, release=False
+    )
+    assert again is not None
+    assert (again.finished_count, again.failed_leaves) == (3, 0)
 
 
 def test_record_finished_on_a_missing_run_creates_nothing(repos: Store) -> None:

@@ -87,6 +87,10 @@ REPORT_CHUNK = 2
 # Upstreams per tally group, in both runs: a fan's join of three branches is a wide join
 # (two groups), one of two is told directly, so both ways meet the faults.
 TALLY_GROUP = 2
+# A run of more tasks counts its finishes in finish tallies of FINISH_GROUP tasks, in both
+# runs: the shapes of five tasks or more do, the smaller ones count on the run's item.
+FINISH_TALLY_AT = 4
+FINISH_GROUP = 2
 # Invocations at once (``LocalCloudOptions.concurrency``), in both runs: up to four
 # scheduler batches, the two tables' stream shards side by side, overlapping reconciler
 # ticks, so conditional writes lose races and the re-decide paths run.
@@ -158,14 +162,16 @@ def small_report_chunks() -> Iterator[None]:
 
 @contextlib.contextmanager
 def small_tally_groups() -> Iterator[None]:
+    from skydag.service.core import Scheduler
     from skydag.service.joins import WideJoins
 
-    saved = WideJoins.group
+    saved = WideJoins.group, Scheduler.finish_tally_at, Scheduler.finish_group_size
     WideJoins.group = TALLY_GROUP
+    Scheduler.finish_tally_at, Scheduler.finish_group_size = FINISH_TALLY_AT, FINISH_GROUP
     try:
         yield
     finally:
-        WideJoins.group = saved
+        WideJoins.group, Scheduler.finish_tally_at, Scheduler.finish_group_size = saved
 
 
 @contextlib.contextmanager

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from skydag.limits import (
+    FINISH_GROUP,
+    FINISH_TALLY_AT,
     RUN_TASK_SETS_BYTES,
     TALLY_GROUP,
     UPSTREAM_MAP_BYTES,
@@ -64,13 +66,19 @@ def test_a_fan_in_with_long_ids_is_refused_for_its_runs_item() -> None:
 
 
 def test_a_dag_whose_slots_cannot_bind_keeps_no_slot_sets_on_its_runs_item() -> None:
-    """With no more tasks than max_active_tasks its runs take no slot: only the finished
-    and failed-leaf indexes count, so a 4,000-wide fan of long ids fits."""
+    """With no more tasks than max_active_tasks its runs take no slot: only the finish
+    counts remain (two per group of FINISH_GROUP tasks, in finish tallies above
+    FINISH_TALLY_AT tasks), so a 4,000-wide fan of long ids fits."""
     fan = _fan(4000, "a_rather_long_task_name_for_a_partition_")
+    small = _fan(FINISH_TALLY_AT - 2, "t")
 
     bound = run_task_sets_bytes(fan, _order(fan), 4002, slots_bind=False)
 
-    assert bound == 4 * (4002 + 1)
+    assert bound == 2 * -(-4002 // FINISH_GROUP) * 8
+    # A smaller DAG's run holds every finished index (4 bytes), twice for its one leaf.
+    assert run_task_sets_bytes(small, _order(small), 1000, slots_bind=False) == 4 * (
+        FINISH_TALLY_AT + 1
+    )
     assert dag_size_problems(fan, _order(fan), 4002, slots_bind=False) == []
     assert dag_size_problems(fan, _order(fan), 4002) != []  # were its slots to bind
 

@@ -19,6 +19,7 @@ from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance, Ups
 from skydag.engine.scheduler import readiness
 from skydag.engine.states import RunState, TaskState
 from skydag.ports import MemoryEventSink
+from skydag.service.core import Scheduler
 from skydag.service.joins import WideJoins
 from skydag.service.scheduler_service import SchedulerService
 from skydag.spec.models import DagSpec
@@ -291,10 +292,10 @@ def count_run_reads(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return get(dag_id, run_id)
 
     def counted_with_tasks(
-        dag_id: str, run_id: str, task_ids: Sequence[str]
+        dag_id: str, run_id: str, task_ids: Sequence[str], finish_group: int | None = None
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         reads.append(f"{run_id} with {', '.join(task_ids)}")
-        return get_with_run(dag_id, run_id, task_ids)
+        return get_with_run(dag_id, run_id, task_ids, finish_group)
 
     monkeypatch.setattr(env.store.runs, "get", counted)
     monkeypatch.setattr(env.store.tasks, "get_with_run", counted_with_tasks)
@@ -610,3 +611,65 @@ def test_a_stale_finish_is_refused_by_the_tally_after_a_clear(
     assert env.states("clear")["u1"] == (T.SUCCESS, 2)
     assert env.states("clear")["join"] == (T.SUCCESS, 1)
     assert env.run("clear").state is RunState.SUCCESS
+
+
+# --- big runs: finishes counted in finish tallies (engine/tallies.py finish_group) ----------
+
+
+@pytest.fixture
+def finish_groups_of(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Make every run of more than two tasks count in finish tallies of ``size`` tasks."""
+
+    def make(size: int) -> None:
+        monkeypatch.setattr(Scheduler, "finish_tally_at", 2)
+        monkeypatch.setattr(Scheduler, "finish_group_size", size)
+
+    return make
+
+
+def test_a_big_run_writes_its_item_once_per_done_group_and_ends(
+    env: Harness, finish_groups_of: Callable[[int], None]
+) -> None:
+    finish_groups_of(2)
+    env.load(
+        {
+            "dag": "chain",
+            "tasks": {
+                "a": JOB,
+                **{t: {"depends_on": [p], **JOB} for p, t in zip("abcd", "bcde", strict=True)},
+            },
+        }
+    )
+    env.service.trigger("chain", run_id="r1")
+    env.delivered.clear()
+
+    env.settle()
+
+    run = env.run("chain")
+    assert (run.state, run.finished_count, run.failed_leaves) == (RunState.SUCCESS, 5, 0)
+    counted = [
+        c.new
+        for c in env.delivered
+        if c.kind == "run" and c.old is not None and c.old.finished_count != c.new.finished_count
+    ]
+    assert [r.finished_count for r in counted] == [2, 4, 5]  # groups {a, b}, {c, d}, {e}
+
+
+def test_a_big_run_fails_by_its_leaves_and_a_clear_reruns_it(
+    env: Harness, finish_groups_of: Callable[[int], None]
+) -> None:
+    finish_groups_of(2)
+    env.load(fan("fan"))
+    env.remote.fail = {("c", 1)}
+    env.service.trigger("fan", run_id="r1")
+    env.settle()
+    run = env.run("fan")
+    assert (run.state, run.failed_leaves, run.finished_count) == (RunState.FAILED, 1, 5)
+
+    env.service.clear("fan", "r1", "c", downstream=True)
+
+    assert env.run("fan").state is RunState.RUNNING
+    env.settle()
+    run = env.run("fan")
+    assert (run.state, run.finished_count, run.failed_leaves) == (RunState.SUCCESS, 5, 0)
+    assert env.states("fan")["e"] == (T.SUCCESS, 1)

@@ -90,6 +90,15 @@ class TallyWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishGroup:
+    """Where a big run counts a task's finish (engine/tallies.py ``finish_group``): the
+    group's number and how many tasks it has."""
+
+    number: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class TryRecord:
     """One try of a task instance as it ended (or as it is, for the current try).
 
@@ -208,7 +217,9 @@ class DagRun:
     # failed_leaves > 0; both are counted once per task finish (see RunRepository).
     finished_count: int = 0
     failed_leaves: int = 0
-    # Which tasks (their index in the DAG file) the counts hold.
+    # Which tasks (their index in the DAG file) the counts hold. A big run counts in
+    # finish tallies (engine/tallies.py ``finish_group``): these then hold the one group
+    # read with the run (``get_with_run``), or none.
     finished_idx: frozenset[int] = frozenset()
     failed_leaf_idx: frozenset[int] = frozenset()
     # Tasks holding a max_active_tasks slot, and ready tasks waiting for one.

@@ -27,6 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from skydag.engine.models import (
     DagRecord,
     DagRun,
+    FinishGroup,
     Tally,
     TallyMembers,
     TallyWrite,
@@ -110,6 +111,11 @@ def tally_scope(dag_id: str, run_id: str, task_id: str) -> str:
     return f"tally#{dag_id}#{run_id}#{task_id}"
 
 
+def finish_scope(dag_id: str, run_id: str) -> str:
+    """A big run's finish tallies (engine/tallies.py ``finish_group``), one key per group."""
+    return f"fin#{dag_id}#{run_id}"
+
+
 def output_key(try_number: int) -> str:
     """The key of one try's published output: a try never reads another try's."""
     return f"try/{try_number}"
@@ -117,8 +123,9 @@ def output_key(try_number: int) -> str:
 
 # Patterns that name no exact source are indexed under this one.
 ANY_SOURCE = "*"
-# ``get_with_run``'s instances in one round trip: with the run, a BatchGetItem's 100 keys.
-WITH_RUN_LIMIT = 99
+# ``get_with_run``'s instances in one round trip: with the run and a finish tally, a
+# BatchGetItem's 100 keys.
+WITH_RUN_LIMIT = 98
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +168,16 @@ class TaskInstanceStore(Protocol):
         ...
 
     def get_with_run(
-        self, dag_id: str, run_id: str, task_ids: Sequence[str]
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Sequence[str],
+        finish_group: int | None = None,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         """The run (None: missing) and those of these instances that exist (by instance
         id), read at once and consistently (one round trip for at most ``WITH_RUN_LIMIT``
-        instances)."""
+        instances). ``finish_group``: a big run's finish tally read with it, the run's
+        ``finished_idx`` and ``failed_leaf_idx`` then that group's."""
         ...
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
@@ -322,12 +334,26 @@ class RunStore(Protocol):
 
     def tasks_created(self, run: DagRun) -> bool: ...
 
-    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> DagRun:
+    def record_finished(
+        self,
+        ti: TaskInstance,
+        index: int,
+        *,
+        failed_leaf: bool,
+        group: FinishGroup | None = None,
+        release: bool = True,
+    ) -> DagRun | None:
         """Count the task's finish (a set: once), free the slot if this try holds it (or
-        none does), take it out of the throttled set; returns the run after the write."""
+        none does), take it out of the throttled set; returns the run after the write.
+        A big run's finish (``group``) is counted in its group's finish tally, and on the
+        run item as the group's counts once the group is done; the run item is written
+        then or when ``release`` (the task may hold a slot or be throttled), else None is
+        returned. A big run comes back with the group's tally as ``get_with_run``'s."""
         ...
 
-    def forget_finished(self, run: DagRun, index: int) -> None: ...
+    def forget_finished(self, run: DagRun, index: int, group: FinishGroup | None = None) -> None:
+        """Uncount a task being cleared (a big run's group is no longer done)."""
+        ...
 
     def reserve_task_slot(
         self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int

@@ -65,7 +65,9 @@ class ChangeReactions:
             return
         if change is RunChange.STARTED:
             spec = self.scheduler.spec(run)
-            if run.finished_count:
+            # A reopened run had started before (a big run's count is per done group: it
+            # may show none yet).
+            if run.finished_count or (old is not None and old.started_at is not None):
                 # A reopened run that waited for a slot: its cleared tasks, wherever they are.
                 candidates = [
                     ti

@@ -226,9 +226,10 @@ class OperatorCommands:
         transition = decide_reopen(mapped, command_id).transition
         if transition is None:
             return
-        self.progress.retire(spec, mapped)
+        self.progress.joins.retire(spec, mapped)
         index = spec.task_index(mapped.task_id)
-        repos.runs.forget_finished(run, index)
+        group = self.scheduler.finish_group(spec, mapped.task_id)
+        repos.runs.forget_finished(run, index, group)
         try:
             repos.tasks.apply(mapped, transition)
             return
@@ -237,7 +238,7 @@ class OperatorCommands:
         current = repos.tasks.find(*mapped.key)
         if current is not None and current.state in FINISHED_TASK_STATES:
             failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
-            repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
+            repos.runs.record_finished(current, index, failed_leaf=failed_leaf, group=group)
             self.progress.tell_downstream(spec, run, current)
 
     def _mark_instance(
@@ -339,17 +340,18 @@ class OperatorCommands:
         repos = self.scheduler.repos
         # Tombstones first: from now on the children refuse every report of this version,
         # so a finish read before the clear cannot reach them after it.
-        retired.update(self.progress.retire(spec, ti))
+        retired.update(self.progress.joins.retire(spec, ti))
         transition = decide_clear(ti, allowed, command_id).transition
         if transition is None:
             return False
         finished = ti.state in FINISHED_TASK_STATES
         index = spec.task_index(ti.task_id)
+        group = self.scheduler.finish_group(spec, ti.task_id)
         # Uncount first: a clear retried after a crash finds the task still finished, and
         # uncounting twice is harmless (set difference). If the clear then loses a race,
         # the task is counted again as it is now, so the run can still end.
         if finished:
-            repos.runs.forget_finished(run, index)
+            repos.runs.forget_finished(run, index, group)
         try:
             repos.tasks.apply(ti, transition)
             return True
@@ -359,7 +361,7 @@ class OperatorCommands:
         if current is not None and current.state in FINISHED_TASK_STATES:
             if finished:
                 failed_leaf = counts_as_failed_leaf(spec, current.task_id, current.state)
-                repos.runs.record_finished(current, index, failed_leaf=failed_leaf)
+                repos.runs.record_finished(current, index, failed_leaf=failed_leaf, group=group)
             # Its finish stands after all: the tombstones retired it, report it again.
             self.progress.tell_downstream(spec, run, current)
         return False

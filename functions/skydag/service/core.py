@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
-from skydag.engine.models import DagRecord, DagRun, TaskInstance
+from skydag.engine.models import DagRecord, DagRun, FinishGroup, TaskInstance
+from skydag.engine.tallies import finish_group
 from skydag.engine.transitions import Decision, Transition
+from skydag.limits import FINISH_GROUP, FINISH_TALLY_AT
 from skydag.ports import Clock, EventSink, Timers
 from skydag.ports.store import ConflictError, Store
 from skydag.spec.models import DagSpec
@@ -82,6 +84,15 @@ class Scheduler:
     timers: Timers
     # Told to jobs (SKYDAG_TASK_STATE_TABLE) so `skydag state` finds their state.
     state_table: str | None = None
+    # A run of a DAG of more tasks counts its finishes in finish tallies of this many
+    # (``finish_group``). The reliability simulator makes both small, so that its runs
+    # count in tallies under faults.
+    finish_tally_at: ClassVar[int] = FINISH_TALLY_AT
+    finish_group_size: ClassVar[int] = FINISH_GROUP
+
+    def finish_group(self, spec: DagSpec, task_id: str) -> FinishGroup | None:
+        """Where a run of ``spec`` counts the task's finish (engine/tallies.py)."""
+        return finish_group(spec, task_id, at=self.finish_tally_at, size=self.finish_group_size)
 
     def spec(self, run: DagRun) -> DagSpec:
         """The DAG version the run is pinned to."""

@@ -80,7 +80,24 @@ class WideJoins:
             return None
         return self.evaluate(spec, run, told, owned=owned, throttled=throttled)
 
-    def retire(self, spec: DagSpec, upstream: TaskInstance, join_id: str) -> TaskInstance | None:
+    def retire(self, spec: DagSpec, upstream: TaskInstance) -> dict[str, TaskInstance]:
+        """Leave a clear's tombstone of ``upstream`` with each downstream task (a wide
+        join's in its tally); returns the downstream tasks whose item it moved, as they
+        are now (``TaskInstanceStore.retire_upstream``)."""
+        children = spec.downstream(upstream.task_id)
+        direct = [child for child in children if not self.tallied(spec, child)]
+        tasks = self.scheduler.repos.tasks
+        retired = tasks.retire_upstream(upstream, direct) if direct else {}
+        for child in children:
+            if self.tallied(spec, child):
+                moved = self._retire_in_tally(spec, upstream, child)
+                if moved is not None:
+                    retired[child] = moved
+        return retired
+
+    def _retire_in_tally(
+        self, spec: DagSpec, upstream: TaskInstance, join_id: str
+    ) -> TaskInstance | None:
         """A clear's tombstone for ``upstream`` in the wide join's tally: its reports of
         this version or older are refused from now on. Returns the join when that moved
         its group (as the summary's write left it), else None."""

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from skydag.engine.commands import decide_stop
 from skydag.engine.mapping import dispatches_now, is_mapped
-from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
+from skydag.engine.models import DagRun, FinishGroup, TaskInstance, UpstreamReport
 from skydag.engine.scheduler import (
     REPORT_CHUNK,
     counts_as_failed_leaf,
@@ -121,7 +121,10 @@ class TaskProgress:
         # Only the tasks that are read anyway: all when the finish was likely told before,
         # else those its report alone decides (a join is told by a conditional write,
         # unread: reading it would charge its whole item, which grows with its width).
+        # A big run's finish tally of the task's group comes along: the finish is counted
+        # there, and a finish told before is found counted without a write.
         first: list[str] = []
+        group: FinishGroup | None = None
         if image.dag_version:  # (an image from before the version was copied: no hint)
             spec = self.scheduler.spec_of_task(image)
             children = spec.downstream(image.task_id)
@@ -129,8 +132,14 @@ class TaskProgress:
             first = [
                 children[i] for i in chunk if told_before or reports_in_one_write(spec, children[i])
             ]
+            group = self.scheduler.finish_group(spec, image.task_id)
         wanted = first if written else [image.instance_id, *first]
-        run, read = repos.tasks.get_with_run(image.dag_id, image.run_id, wanted)
+        run, read = repos.tasks.get_with_run(
+            image.dag_id,
+            image.run_id,
+            wanted,
+            finish_group=None if group is None else group.number,
+        )
         ti = image if written else read.get(image.instance_id)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:
             return
@@ -144,8 +153,14 @@ class TaskProgress:
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         index = spec.task_index(ti.task_id)
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
+        # (As the run's pinned version places it: the image's version is the same one.)
+        group = self.scheduler.finish_group(spec, ti.task_id)
         if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
-            run = repos.runs.record_finished(ti, index, failed_leaf=failed_leaf)
+            holds = ti.instance_id in run.active or ti.instance_id in run.throttled
+            recorded = repos.runs.record_finished(
+                ti, index, failed_leaf=failed_leaf, group=group, release=holds
+            )
+            run = recorded or run
         self.slots.fill_free(spec, run)
         self.runs.complete_if_done(spec, run)
 
@@ -345,20 +360,6 @@ class TaskProgress:
             return True, tasks.apply(candidate, transition, upstream=upstream)
         except ConflictError:
             return False, None  # the usual way judges the task as it is now
-
-    def retire(self, spec: DagSpec, upstream: TaskInstance) -> dict[str, TaskInstance]:
-        """Leave a clear's tombstone of ``upstream`` with each downstream task (a wide
-        join's in its tally); returns the downstream tasks whose item it moved, as they
-        are now (``TaskInstanceStore.retire_upstream``)."""
-        children = spec.downstream(upstream.task_id)
-        direct = [child for child in children if not self.joins.tallied(spec, child)]
-        retired = self.scheduler.repos.tasks.retire_upstream(upstream, direct) if direct else {}
-        for child in children:
-            if self.joins.tallied(spec, child):
-                moved = self.joins.retire(spec, upstream, child)
-                if moved is not None:
-                    retired[child] = moved
-        return retired
 
     def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""

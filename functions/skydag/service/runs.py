@@ -336,7 +336,8 @@ class RunLifecycle:
                 ti.task_id,
                 ti.state.value,
             )
-            repos.runs.forget_finished(run, spec.task_index(ti.task_id))
+            group = self.scheduler.finish_group(spec, ti.task_id)
+            repos.runs.forget_finished(run, spec.task_index(ti.task_id), group)
         return bool(unfinished)
 
     def cancel(self, run: DagRun, reason: str) -> DagRun:

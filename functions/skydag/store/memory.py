@@ -30,6 +30,7 @@ from typing import Any
 from skydag.engine.models import (
     DagRecord,
     DagRun,
+    FinishGroup,
     RunType,
     Tally,
     TallyMembers,
@@ -211,6 +212,11 @@ class _RunItem:
     run: DagRun  # counters, slots and throttled tasks are kept in the sets below
     finished: set[int] = field(default_factory=set)
     failed_leaves: set[int] = field(default_factory=set)
+    # A big run's: each done group's counts of tasks and failed leaves, and the finish
+    # tallies (group -> finished indexes, failed-leaf indexes), which feed no stream.
+    finished_groups: dict[int, int] = field(default_factory=dict)
+    failed_groups: dict[int, int] = field(default_factory=dict)
+    tallies: dict[int, tuple[set[int], set[int]]] = field(default_factory=dict)
     active: dict[str, int] = field(default_factory=dict)
     throttled: set[str] = field(default_factory=set)
     tasks_created: bool = False
@@ -221,14 +227,22 @@ class _RunItem:
             self.run,
             conf=copy.deepcopy(self.run.conf),
             trigger=copy.deepcopy(self.run.trigger),
-            finished_count=len(self.finished),
-            failed_leaves=len(self.failed_leaves),
+            finished_count=len(self.finished) + sum(self.finished_groups.values()),
+            failed_leaves=len(self.failed_leaves) + sum(self.failed_groups.values()),
             finished_idx=frozenset(self.finished),
             failed_leaf_idx=frozenset(self.failed_leaves),
             active=frozenset(self.active),
             throttled=frozenset(self.throttled),
             tasks_created=self.tasks_created,
         )
+
+    def with_tally(self, group: int | None) -> DagRun:
+        """The run as ``get_with_run`` reads it with a big run's finish tally."""
+        run = self.record()
+        if group is None or group not in self.tallies:
+            return run
+        done, failed = self.tallies[group]
+        return replace(run, finished_idx=frozenset(done), failed_leaf_idx=frozenset(failed))
 
 
 @dataclass(slots=True)
@@ -343,11 +357,15 @@ class MemoryTaskInstanceRepository:
             return self.find(dag_id, run_id, instance_id), value
 
     def get_with_run(
-        self, dag_id: str, run_id: str, task_ids: Sequence[str]
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Sequence[str],
+        finish_group: int | None = None,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         with self._lock:
             run = self._tables.runs.get((dag_id, run_id))
-            return None if run is None else run.record(), {
+            return None if run is None else run.with_tally(finish_group), {
                 ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)
             }
 
@@ -732,37 +750,69 @@ class MemoryRunRepository:
                 raise NotFound(f"run {run.dag_id}/{run.run_id} not found")
             return item.tasks_created
 
-    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> DagRun:
+    def record_finished(
+        self,
+        ti: TaskInstance,
+        index: int,
+        *,
+        failed_leaf: bool,
+        group: FinishGroup | None = None,
+        release: bool = True,
+    ) -> DagRun | None:
         with self._lock:
             item = self._runs.get((ti.dag_id, ti.run_id))
             if item is None:
                 raise NotFound(f"run {ti.dag_id}/{ti.run_id} not found")
+            complete = False
+            if group is not None:
+                done, failed = item.tallies.setdefault(group.number, (set(), set()))
+                done.add(index)
+                if failed_leaf:
+                    failed.add(index)
+                complete = len(done) >= group.size
+                if not complete and not release:
+                    return None
 
             def write() -> None:
-                item.finished.add(index)
+                if group is None:
+                    item.finished.add(index)
+                    if failed_leaf:
+                        item.failed_leaves.add(index)
+                elif complete:
+                    done, failed = item.tallies[group.number]
+                    item.finished_groups[group.number] = len(done)
+                    item.failed_groups.pop(group.number, None)
+                    if failed:
+                        item.failed_groups[group.number] = len(failed)
                 item.throttled.discard(ti.instance_id)
-                if failed_leaf:
-                    item.failed_leaves.add(index)
                 item.run = replace(item.run, version=item.run.version + 1)
                 # The slot, if any, is freed only when it is this try's.
                 if item.active.get(ti.instance_id, ti.try_number) == ti.try_number:
                     item.active.pop(ti.instance_id, None)
 
             self._write(item, write)
-            return item.record()
+            return item.with_tally(None if group is None else group.number)
 
-    def forget_finished(self, run: DagRun, index: int) -> None:
+    def forget_finished(self, run: DagRun, index: int, group: FinishGroup | None = None) -> None:
         with self._lock:
             item = self._runs.get((run.dag_id, run.run_id))
             if item is None:
                 return
 
             def write() -> None:
-                item.finished.discard(index)
-                item.failed_leaves.discard(index)
+                if group is None:
+                    item.finished.discard(index)
+                    item.failed_leaves.discard(index)
+                else:
+                    item.finished_groups.pop(group.number, None)
+                    item.failed_groups.pop(group.number, None)
                 item.run = replace(item.run, version=item.run.version + 1)
 
             self._write(item, write)
+            if group is not None and group.number in item.tallies:
+                done, failed = item.tallies[group.number]
+                done.discard(index)
+                failed.discard(index)
 
     def reserve_task_slot(
         self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int

@@ -157,6 +157,10 @@ class RunModel(Model):
     # bytes a task, so the run item stays cheap to read and write.
     finished_idx = NumberSetAttribute(null=True)
     failed_leaf_idx = NumberSetAttribute(null=True)
+    # A big DAG's run counts its finishes in finish tallies instead (FinishTallyModel), and
+    # holds here only each done group's count of tasks and of failed leaves: group -> n.
+    finished_groups: MapAttribute[str, Any] = MapAttribute(null=True)
+    failed_groups: MapAttribute[str, Any] = MapAttribute(null=True)
     # task -> try holding a max_active_tasks slot; keyed by try so a late release of an
     # old try cannot free the slot of the current one.
     active: MapAttribute[str, Any] = MapAttribute(default=dict)
@@ -302,6 +306,21 @@ class TallyModel(Model):
     version = NumberAttribute(default=0)
 
 
+class FinishTallyModel(Model):
+    """A group of a big run's finished tasks (engine/tallies.py ``finish_group``): their
+    indexes, and those of its failed leaves; sets, so a finish counted twice counts once.
+    In the task state table (no stream)."""
+
+    class Meta:
+        table_name: str | None = None
+        region = "us-east-1"
+
+    scope = UnicodeAttribute(hash_key=True)  # ports/store.py finish_scope
+    key = UnicodeAttribute(range_key=True)  # the group's number
+    done = NumberSetAttribute(null=True)
+    failed = NumberSetAttribute(null=True)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     DagModel,
     DagVersionModel,
@@ -345,6 +364,7 @@ def bind_models(settings: Settings) -> None:
     names[EmitSourcesModel] = settings.tables.dags
     names[AwsSourcesModel] = settings.tables.dags
     names[TallyModel] = settings.tables.task_state
+    names[FinishTallyModel] = settings.tables.task_state
     for model, table_name in names.items():
         model.Meta.table_name = table_name
         model.Meta.region = settings.region

@@ -24,6 +24,7 @@ from pynamodb.transactions import TransactWrite
 from skydag.engine.models import (
     DagRecord,
     DagRun,
+    FinishGroup,
     RunType,
     Tally,
     TallyMembers,
@@ -51,6 +52,7 @@ from skydag.ports.store import (
     Store,
     Subscription,
     due_at,
+    finish_scope,
     instance_scope,
     keeps_due_place,
     output_key,
@@ -81,6 +83,7 @@ from skydag.store.models import (
     DagModel,
     DagVersionModel,
     EmitSourcesModel,
+    FinishTallyModel,
     RunModel,
     SignalSubscriptionModel,
     TallyModel,
@@ -136,21 +139,45 @@ def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskIn
 
 
 def _read_run_and_items(
-    dag_id: str, run_id: str, task_ids: Sequence[str]
-) -> tuple[RunModel | None, dict[str, TaskInstanceModel]]:
-    """The run's item and these task-instance items, in one BatchGetItem."""
+    dag_id: str, run_id: str, task_ids: Sequence[str], finish_group: int | None = None
+) -> tuple[RunModel | None, dict[str, TaskInstanceModel], FinishTallyModel | None]:
+    """The run's item, these task-instance items and a finish tally, in one BatchGetItem."""
     runs, tasks = RunModel.Meta.table_name, TaskInstanceModel.Meta.table_name
+    state = FinishTallyModel.Meta.table_name
     assert runs is not None
     assert tasks is not None
+    assert state is not None
     key = run_key(dag_id, run_id)
     keys = {runs: [{"dag_id": {"S": dag_id}, "run_id": {"S": run_id}}]}
     if task_ids:
         unique = dict.fromkeys(task_ids)
         keys[tasks] = [{"run_key": {"S": key}, "task_id": {"S": t}} for t in unique]
+    if finish_group is not None:
+        scope = finish_scope(dag_id, run_id)
+        keys[state] = [{"scope": {"S": scope}, "key": {"S": str(finish_group)}}]
     found = _batch_get_tables(keys, f"run {dag_id}/{run_id} and its task instances")
     run = next((RunModel.from_raw_data(raw) for raw in found.get(runs, [])), None)
     items = (TaskInstanceModel.from_raw_data(raw) for raw in found.get(tasks, []))
-    return run, {item.task_id: item for item in items}
+    tally = next((FinishTallyModel.from_raw_data(raw) for raw in found.get(state, [])), None)
+    return run, {item.task_id: item for item in items}, tally
+
+
+def _find_finish_tally(dag_id: str, run_id: str, group: int) -> FinishTallyModel | None:
+    try:
+        return FinishTallyModel.get(finish_scope(dag_id, run_id), str(group), consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def _with_finish_tally(run: DagRun, tally: FinishTallyModel | None) -> DagRun:
+    """A big run as ``finish_counted`` judges a finish of one group: its tally's indexes."""
+    if tally is None:
+        return run
+    return replace(
+        run,
+        finished_idx=frozenset(int(i) for i in tally.done or ()),
+        failed_leaf_idx=frozenset(int(i) for i in tally.failed or ()),
+    )
 
 
 def _batch_get_tables(
@@ -424,17 +451,23 @@ class TaskInstanceRepository:
         return [_ti_from_model(found[(key, t)]) for t in task_ids if (key, t) in found]
 
     def get_with_run(
-        self, dag_id: str, run_id: str, task_ids: Sequence[str]
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: Sequence[str],
+        finish_group: int | None = None,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
-        """One consistent BatchGetItem across the runs and task-instance tables (more
-        instances than fit with the run: the run, then the instances in pages)."""
+        """One consistent BatchGetItem across the runs, task-instance and task-state
+        tables (more instances than fit with the run: the run, then the instances in
+        pages)."""
         if len(task_ids) > WITH_RUN_LIMIT:
             run = RunRepository().find(dag_id, run_id)
+            if run is not None and finish_group is not None:
+                run = _with_finish_tally(run, _find_finish_tally(dag_id, run_id, finish_group))
             return run, {ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)}
-        found_run, items = _read_run_and_items(dag_id, run_id, task_ids)
-        return None if found_run is None else _run_from_model(found_run), {
-            item.task_id: _ti_from_model(item) for item in items.values()
-        }
+        found_run, items, tally = _read_run_and_items(dag_id, run_id, task_ids, finish_group)
+        run = None if found_run is None else _with_finish_tally(_run_from_model(found_run), tally)
+        return run, {item.task_id: _ti_from_model(item) for item in items.values()}
 
     def get_with_output(
         self, dag_id: str, run_id: str, instance_id: str, try_number: int
@@ -955,6 +988,19 @@ def _cancelled_by_conditions(error: TransactWriteError) -> bool:
 # --- runs ----------------------------------------------------------------------------------
 
 
+def _group_counts(number: int, done: int, failed: int) -> list[Action]:
+    """A done group's counts on a big run's item (a group without failed leaves has none)."""
+    key = str(number)
+    return [
+        RunModel.finished_groups[key].set(done),
+        RunModel.failed_groups[key].set(failed) if failed else RunModel.failed_groups[key].remove(),
+    ]
+
+
+def _group_total(groups: Any) -> int:
+    return sum(int(n) for n in (groups.as_dict() if groups is not None else {}).values())
+
+
 def _run_from_model(item: RunModel) -> DagRun:
     return DagRun(
         dag_id=item.dag_id,
@@ -971,8 +1017,8 @@ def _run_from_model(item: RunModel) -> DagRun:
         created_at=item.created_at,
         started_at=item.started_at,
         ended_at=item.ended_at,
-        finished_count=len(item.finished_idx or ()),
-        failed_leaves=len(item.failed_leaf_idx or ()),
+        finished_count=len(item.finished_idx or ()) + _group_total(item.finished_groups),
+        failed_leaves=len(item.failed_leaf_idx or ()) + _group_total(item.failed_groups),
         finished_idx=frozenset(int(i) for i in item.finished_idx or ()),
         failed_leaf_idx=frozenset(int(i) for i in item.failed_leaf_idx or ()),
         active=frozenset((item.active.as_dict() if item.active is not None else {}).keys()),
@@ -1069,46 +1115,141 @@ class RunRepository:
         )
         return bool(item.tasks_created)
 
-    def record_finished(self, ti: TaskInstance, index: int, *, failed_leaf: bool) -> DagRun:
-        """Free the task's slot and count its finish on the run (idempotent: set union).
+    def record_finished(
+        self,
+        ti: TaskInstance,
+        index: int,
+        *,
+        failed_leaf: bool,
+        group: FinishGroup | None = None,
+        release: bool = True,
+    ) -> DagRun | None:
+        """Free the task's slot and count its finish on the run (idempotent: set union);
+        a big run's in its finish tally (``group``), and on the run item only once the
+        group is done, or when ``release`` (the task may hold a slot or be throttled).
 
-        Returns the run as it is after the write (a small item: no extra read).
-        """
+        Returns the run as it is after the write (a small item: no extra read); a big
+        run's with the group's tally (``DagRun.finished_idx``); None when the run item
+        was not written."""
         actions: list[Action] = [
-            RunModel.finished_idx.add({index}),
             RunModel.version.add(1),
             RunModel.throttled.delete({ti.instance_id}),  # if it never got to its dispatch
         ]
-        if failed_leaf:
-            actions.append(RunModel.failed_leaf_idx.add({index}))
-        slot = RunModel.active[ti.instance_id]
-        # One write in the usual case: the slot, if any, is this try's.
-        attributes = self._write(
-            ti.dag_id,
-            ti.run_id,
-            [*actions, slot.remove()],
-            RunModel.run_id.exists() & (slot.does_not_exist() | (slot == ti.try_number)),
-            return_values="ALL_NEW",
-            quiet=True,
-        )
-        if attributes is None:
-            # The slot belongs to another try: count the finish, leave the slot alone.
-            attributes = self._write(
-                ti.dag_id, ti.run_id, actions, RunModel.run_id.exists(), return_values="ALL_NEW"
-            )
-        return _run_from_model(RunModel.from_raw_data(attributes or {}))
+        done: set[int] = set()
+        failed: set[int] = set()
+        if group is None:
+            actions.append(RunModel.finished_idx.add({index}))
+            if failed_leaf:
+                actions.append(RunModel.failed_leaf_idx.add({index}))
+        else:
+            done, failed = self._count_in_tally(ti, index, failed_leaf=failed_leaf, group=group)
+            complete = len(done) >= group.size
+            if not complete and not release:
+                return None
+            if complete:
+                actions += _group_counts(group.number, len(done), len(failed))
+        attributes = self._write_finish(ti, actions)
+        run = _run_from_model(RunModel.from_raw_data(attributes or {}))
+        if group is None:
+            return run
+        return replace(run, finished_idx=frozenset(done), failed_leaf_idx=frozenset(failed))
 
-    def forget_finished(self, run: DagRun, index: int) -> None:
-        """Uncount a task that is being cleared."""
-        self._write(
-            run.dag_id,
-            run.run_id,
+    def _count_in_tally(
+        self, ti: TaskInstance, index: int, *, failed_leaf: bool, group: FinishGroup
+    ) -> tuple[set[int], set[int]]:
+        """Add the finish to its group's tally; the group's finished and failed-leaf
+        indexes after it."""
+        actions: list[Action] = [FinishTallyModel.done.add({index})]
+        if failed_leaf:
+            actions.append(FinishTallyModel.failed.add({index}))
+        response = FinishTallyModel._get_connection().update_item(
+            finish_scope(ti.dag_id, ti.run_id),
+            str(group.number),
+            actions=actions,
+            return_values="ALL_NEW",
+        )
+        tally = FinishTallyModel.from_raw_data(response["Attributes"])
+        return {int(i) for i in tally.done or ()}, {int(i) for i in tally.failed or ()}
+
+    def _write_finish(self, ti: TaskInstance, actions: list[Action]) -> dict[str, Any] | None:
+        """The finish's run write, freeing the task's slot when it is this try's."""
+        slot = RunModel.active[ti.instance_id]
+        exists = RunModel.run_id.exists()
+        for _ in range(2):
+            try:
+                # One write in the usual case: the slot, if any, is this try's.
+                attributes = self._write(
+                    ti.dag_id,
+                    ti.run_id,
+                    [*actions, slot.remove()],
+                    exists & (slot.does_not_exist() | (slot == ti.try_number)),
+                    return_values="ALL_NEW",
+                    quiet=True,
+                )
+                if attributes is None:
+                    # The slot belongs to another try: count the finish, leave the slot.
+                    attributes = self._write(
+                        ti.dag_id, ti.run_id, actions, exists, return_values="ALL_NEW"
+                    )
+                return attributes
+            except UpdateError as error:
+                if error.cause_response_code != "ValidationException":
+                    raise
+            self._add_group_maps(ti.dag_id, ti.run_id)
+        raise StoreError(f"run {ti.dag_id}/{ti.run_id}: no group counts to write into")
+
+    def _add_group_maps(self, dag_id: str, run_id: str) -> None:
+        """A big run's first group counts: their maps first (no version bump)."""
+        for attribute in (RunModel.finished_groups, RunModel.failed_groups):
+            self._write(
+                dag_id,
+                run_id,
+                [attribute.set({})],
+                RunModel.run_id.exists() & attribute.does_not_exist(),
+                quiet=True,
+            )
+
+    def forget_finished(self, run: DagRun, index: int, group: FinishGroup | None = None) -> None:
+        """Uncount a task that is being cleared: a big run's group first (so it is never
+        counted done without the task), then its tally."""
+        if group is None:
+            self._write(
+                run.dag_id,
+                run.run_id,
+                [
+                    RunModel.finished_idx.delete({index}),
+                    RunModel.failed_leaf_idx.delete({index}),
+                    RunModel.version.add(1),
+                ],
+            )
+            return
+        self._write_finish_groups(
+            run,
             [
-                RunModel.finished_idx.delete({index}),
-                RunModel.failed_leaf_idx.delete({index}),
+                RunModel.finished_groups[str(group.number)].remove(),
+                RunModel.failed_groups[str(group.number)].remove(),
                 RunModel.version.add(1),
             ],
         )
+        FinishTallyModel._get_connection().update_item(
+            finish_scope(run.dag_id, run.run_id),
+            str(group.number),
+            actions=[
+                FinishTallyModel.done.delete({index}),
+                FinishTallyModel.failed.delete({index}),
+            ],
+        )
+
+    def _write_finish_groups(self, run: DagRun, actions: list[Action]) -> None:
+        for _ in range(2):
+            try:
+                self._write(run.dag_id, run.run_id, actions)
+                return
+            except UpdateError as error:
+                if error.cause_response_code != "ValidationException":
+                    raise
+            self._add_group_maps(run.dag_id, run.run_id)
+        raise StoreError(f"run {run.dag_id}/{run.run_id}: no group counts to write into")
 
     def reserve_task_slot(
         self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int
