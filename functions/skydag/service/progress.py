@@ -121,8 +121,9 @@ class TaskProgress:
         # Only the tasks that are read anyway: all when the finish was likely told before,
         # else those its report alone decides (a join is told by a conditional write,
         # unread: reading it would charge its whole item, which grows with its width).
-        # A big run's finish tally of the task's group comes along: the finish is counted
-        # there, and a finish told before is found counted without a write.
+        # A big run's count is in the finish tally of the task's group: read along when
+        # the finish was likely counted before, so that it is found counted without a
+        # write (a first count need not look: adding to a set is idempotent).
         first: list[str] = []
         group: FinishGroup | None = None
         if image.dag_version:  # (an image from before the version was copied: no hint)
@@ -138,7 +139,7 @@ class TaskProgress:
             image.dag_id,
             image.run_id,
             wanted,
-            finish_group=None if group is None else group.number,
+            finish_group=group.number if group is not None and told_before else None,
         )
         ti = image if written else read.get(image.instance_id)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:
@@ -153,9 +154,9 @@ class TaskProgress:
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         index = spec.task_index(ti.task_id)
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
-        # (As the run's pinned version places it: the image's version is the same one.)
-        group = self.scheduler.finish_group(spec, ti.task_id)
         if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
+            # (As the run's pinned version places it: the image's version is the same one.)
+            group = self.scheduler.finish_group(spec, ti.task_id)
             holds = ti.instance_id in run.active or ti.instance_id in run.throttled
             recorded = repos.runs.record_finished(
                 ti, index, failed_leaf=failed_leaf, group=group, release=holds
