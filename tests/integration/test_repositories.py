@@ -934,7 +934,7 @@ def test_a_big_runs_finishes_are_counted_in_tallies_and_on_the_run_per_done_grou
         is None
     )
     assert repos.runs.get(DAG, RUN).version == version  # the run item was not written
-    read, _ = repos.tasks.get_with_run(DAG, RUN, [], finish_group=0)
+    read, _ = repos.tasks.get_with_run(DAG, RUN, [], finish_group=first)
     assert read is not None
     assert (read.finished_idx, read.finished_count) == (frozenset({0}), 0)
     released = repos.runs.record_finished(finished[1], 1, failed_leaf=True, group=first)
@@ -960,7 +960,7 @@ def test_a_big_runs_finishes_are_counted_in_tallies_and_on_the_run_per_done_grou
     repos.runs.forget_finished(plain, 1, first)  # a retried clear
     cleared = repos.runs.get(DAG, RUN)
     assert (cleared.finished_count, cleared.failed_leaves) == (0, 0)
-    read, _ = repos.tasks.get_with_run(DAG, RUN, ["t1"], finish_group=0)
+    read, _ = repos.tasks.get_with_run(DAG, RUN, ["t1"], finish_group=first)
     assert read is not None
     assert (read.finished_idx, read.failed_leaf_idx) == (frozenset({0, 2}), frozenset())
     again = repos.runs.record_finished(
@@ -968,6 +968,39 @@ def test_a_big_runs_finishes_are_counted_in_tallies_and_on_the_run_per_done_grou
     )
     assert again is not None
     assert (again.finished_count, again.failed_leaves) == (3, 0)
+
+
+def test_a_big_runs_count_cut_short_after_its_tally_is_finished_by_the_next(
+    repos: Store,
+) -> None:
+    """The tally holds the whole group but the run item does not count it done (the
+    invocation died between the two writes): the run read with the tally does not show
+    the group's finishes as counted, so the next delivery counts again and the run item
+    gets the group's counts."""
+    make_run(repos)
+    group = FinishGroup(0, 2)
+    finished = []
+    for task_id in ("t0", "t1"):
+        ti = queued_task(repos, task_id)
+        finished.append(repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED)))
+    repos.runs.record_finished(finished[0], 0, failed_leaf=False, group=group, release=False)
+    counted = repos.runs.record_finished(finished[1], 1, failed_leaf=False, group=group)
+    assert counted is not None
+    assert counted.finished_count == 2
+    # The run item loses the group's counts (as if its write never happened).
+    repos.runs.forget_finished(counted, 7, group)
+
+    read, _ = repos.tasks.get_with_run(DAG, RUN, [], finish_group=group)
+    assert read is not None
+    assert (read.finished_count, read.finished_idx) == (0, frozenset())
+    again = repos.runs.record_finished(
+        finished[1], 1, failed_leaf=False, group=group, release=False
+    )
+    assert again is not None
+    assert again.finished_count == 2
+    read, _ = repos.tasks.get_with_run(DAG, RUN, [], finish_group=group)
+    assert read is not None
+    assert read.finished_idx == frozenset({0, 1})
 
 
 def test_record_finished_on_a_missing_run_creates_nothing(repos: Store) -> None:

@@ -15,7 +15,14 @@ from typing import Any
 import botocore.client
 import pytest
 
-from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance, UpstreamReport
+from skydag.engine.models import (
+    DagRun,
+    FinishGroup,
+    JobReport,
+    JobStatus,
+    TaskInstance,
+    UpstreamReport,
+)
 from skydag.engine.scheduler import readiness
 from skydag.engine.states import RunState, TaskState
 from skydag.ports import MemoryEventSink
@@ -292,7 +299,7 @@ def count_run_reads(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return get(dag_id, run_id)
 
     def counted_with_tasks(
-        dag_id: str, run_id: str, task_ids: Sequence[str], finish_group: int | None = None
+        dag_id: str, run_id: str, task_ids: Sequence[str], finish_group: FinishGroup | None = None
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         reads.append(f"{run_id} with {', '.join(task_ids)}")
         return get_with_run(dag_id, run_id, task_ids, finish_group)
@@ -673,3 +680,41 @@ def test_a_big_run_fails_by_its_leaves_and_a_clear_reruns_it(
     run = env.run("fan")
     assert (run.state, run.finished_count, run.failed_leaves) == (RunState.SUCCESS, 5, 0)
     assert env.states("fan")["e"] == (T.SUCCESS, 1)
+
+
+def test_a_big_runs_count_cut_short_between_tally_and_run_is_finished_by_the_record(
+    env: Harness, finish_groups_of: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Soak seed 14178: the invocation counting b's finish added it to the tally (the
+    group {a, b} whole) and died before the run item got the group's counts. The finish's
+    stream record (told before) read the tally, took the finish as counted and wrote
+    nothing: the run never ended. It counts again now, and the run ends."""
+    finish_groups_of(2)
+    chain = {t: {"depends_on": [p], **JOB} for p, t in zip("abc", "bcd", strict=True)}
+    env.load({"dag": "cut", "tasks": {"a": JOB, **chain}})
+    env.service.trigger("cut", run_id="r1")
+    env.settle_changes()
+    env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))  # a
+    env.settle_changes()
+    record = env.store.runs.record_finished
+    died: list[str] = []
+
+    def dies_after_the_tally(ti: TaskInstance, index: int, **kwargs: Any) -> DagRun | None:
+        recorded = record(ti, index, **kwargs)
+        if ti.task_id == "b" and not died:
+            died.append(ti.task_id)
+            assert recorded is not None
+            env.store.runs.forget_finished(recorded, 99, kwargs["group"])  # never written
+            raise RuntimeError("the invocation timed out")
+        return recorded
+
+    monkeypatch.setattr(env.store.runs, "record_finished", dies_after_the_tally)
+    with pytest.raises(RuntimeError):
+        env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))  # b
+    assert env.run("cut").finished_count == 0
+
+    env.settle()
+
+    assert died == ["b"]
+    run = env.run("cut")
+    assert (run.state, run.finished_count) == (RunState.SUCCESS, 4)

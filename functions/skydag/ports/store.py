@@ -172,12 +172,13 @@ class TaskInstanceStore(Protocol):
         dag_id: str,
         run_id: str,
         task_ids: Sequence[str],
-        finish_group: int | None = None,
+        finish_group: FinishGroup | None = None,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         """The run (None: missing) and those of these instances that exist (by instance
         id), read at once and consistently (one round trip for at most ``WITH_RUN_LIMIT``
         instances). ``finish_group``: a big run's finish tally read with it, the run's
-        ``finished_idx`` and ``failed_leaf_idx`` then that group's."""
+        ``finished_idx`` and ``failed_leaf_idx`` then that group's, unless the tally holds
+        the whole group and the run item does not count it done (a count cut short)."""
         ...
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:

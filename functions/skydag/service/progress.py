@@ -139,7 +139,7 @@ class TaskProgress:
             image.dag_id,
             image.run_id,
             wanted,
-            finish_group=group.number if group is not None and told_before else None,
+            finish_group=group if told_before else None,
         )
         ti = image if written else read.get(image.instance_id)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:

@@ -236,12 +236,16 @@ class _RunItem:
             tasks_created=self.tasks_created,
         )
 
-    def with_tally(self, group: int | None) -> DagRun:
-        """The run as ``get_with_run`` reads it with a big run's finish tally."""
+    def with_tally(self, group: FinishGroup | None) -> DagRun:
+        """The run as ``get_with_run`` reads it with a big run's finish tally (as the
+        DynamoDB store's: not when the tally holds the whole group and the run item does
+        not count it done yet)."""
         run = self.record()
-        if group is None or group not in self.tallies:
+        if group is None or group.number not in self.tallies:
             return run
-        done, failed = self.tallies[group]
+        done, failed = self.tallies[group.number]
+        if len(done) >= group.size and group.number not in self.finished_groups:
+            return run
         return replace(run, finished_idx=frozenset(done), failed_leaf_idx=frozenset(failed))
 
 
@@ -361,7 +365,7 @@ class MemoryTaskInstanceRepository:
         dag_id: str,
         run_id: str,
         task_ids: Sequence[str],
-        finish_group: int | None = None,
+        finish_group: FinishGroup | None = None,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         with self._lock:
             run = self._tables.runs.get((dag_id, run_id))
@@ -791,7 +795,7 @@ class MemoryRunRepository:
                     item.active.pop(ti.instance_id, None)
 
             self._write(item, write)
-            return item.with_tally(None if group is None else group.number)
+            return item.with_tally(group)
 
     def forget_finished(self, run: DagRun, index: int, group: FinishGroup | None = None) -> None:
         with self._lock:

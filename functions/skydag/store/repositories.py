@@ -162,22 +162,19 @@ def _read_run_and_items(
     return run, {item.task_id: item for item in items}, tally
 
 
-def _find_finish_tally(dag_id: str, run_id: str, group: int) -> FinishTallyModel | None:
-    try:
-        return FinishTallyModel.get(finish_scope(dag_id, run_id), str(group), consistent_read=True)
-    except DoesNotExist:
-        return None
-
-
-def _with_finish_tally(run: DagRun, tally: FinishTallyModel | None) -> DagRun:
-    """A big run as ``finish_counted`` judges a finish of one group: its tally's indexes."""
+def _with_finish_tally(run: RunModel, tally: FinishTallyModel | None, group: FinishGroup) -> DagRun:
+    """A big run as ``finish_counted`` judges a finish of one group: its tally's indexes,
+    unless the tally holds the whole group and the run item does not count it done yet
+    (a count cut short between the two writes: counting again finishes it)."""
+    read = _run_from_model(run)
     if tally is None:
-        return run
-    return replace(
-        run,
-        finished_idx=frozenset(int(i) for i in tally.done or ()),
-        failed_leaf_idx=frozenset(int(i) for i in tally.failed or ()),
-    )
+        return read
+    done = frozenset(int(i) for i in tally.done or ())
+    counted = run.finished_groups is not None and str(group.number) in run.finished_groups.as_dict()
+    if len(done) >= group.size and not counted:
+        return read
+    failed = frozenset(int(i) for i in tally.failed or ())
+    return replace(read, finished_idx=done, failed_leaf_idx=failed)
 
 
 def _batch_get_tables(
@@ -455,19 +452,23 @@ class TaskInstanceRepository:
         dag_id: str,
         run_id: str,
         task_ids: Sequence[str],
-        finish_group: int | None = None,
+        finish_group: FinishGroup | None = None,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         """One consistent BatchGetItem across the runs, task-instance and task-state
         tables (more instances than fit with the run: the run, then the instances in
         pages)."""
+        number = None if finish_group is None else finish_group.number
         if len(task_ids) > WITH_RUN_LIMIT:
-            run = RunRepository().find(dag_id, run_id)
-            if run is not None and finish_group is not None:
-                run = _with_finish_tally(run, _find_finish_tally(dag_id, run_id, finish_group))
-            return run, {ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)}
-        found_run, items, tally = _read_run_and_items(dag_id, run_id, task_ids, finish_group)
-        run = None if found_run is None else _with_finish_tally(_run_from_model(found_run), tally)
-        return run, {item.task_id: _ti_from_model(item) for item in items.values()}
+            found_run, _, tally = _read_run_and_items(dag_id, run_id, [], number)
+            tasks = {ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)}
+        else:
+            found_run, items, tally = _read_run_and_items(dag_id, run_id, task_ids, number)
+            tasks = {item.task_id: _ti_from_model(item) for item in items.values()}
+        if found_run is None:
+            return None, tasks
+        if finish_group is None:
+            return _run_from_model(found_run), tasks
+        return _with_finish_tally(found_run, tally, finish_group), tasks
 
     def get_with_output(
         self, dag_id: str, run_id: str, instance_id: str, try_number: int
