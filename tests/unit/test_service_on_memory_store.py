@@ -718,3 +718,32 @@ def test_a_big_runs_count_cut_short_between_tally_and_run_is_finished_by_the_rec
     assert died == ["b"]
     run = env.run("cut")
     assert (run.state, run.finished_count) == (RunState.SUCCESS, 4)
+
+
+def test_a_big_run_reopened_behind_another_run_starts_its_cleared_tasks(
+    env: Harness, finish_groups_of: Callable[[int], None]
+) -> None:
+    """A clear takes its group's count off the run (one group of three here: none left
+    counted), and the run waits for its max_active_runs slot. When it starts, its cleared
+    tasks are evaluated: it had started before, though its count says none finished."""
+    finish_groups_of(3)
+    chain = {t: {"depends_on": [p], **JOB} for p, t in zip("ab", "bc", strict=True)}
+    env.load({"dag": "again", "max_active_runs": 1, "tasks": {"a": JOB, **chain}})
+    env.service.trigger("again", run_id="r1")
+    env.settle()
+    env.service.trigger("again", run_id="r2")
+    env.settle_changes()  # r2 runs: its first job is still running
+
+    env.service.clear("again", "r1", "b", downstream=True)
+
+    reopened = env.run("again", "r1")
+    assert (reopened.state, reopened.finished_count) == (RunState.QUEUED, 0)
+    env.settle()
+    assert env.run("again", "r2").state is RunState.SUCCESS
+    run = env.run("again", "r1")
+    assert (run.state, run.finished_count) == (RunState.SUCCESS, 3)
+    assert env.states("again", "r1") == {
+        "a": (T.SUCCESS, 1),
+        "b": (T.SUCCESS, 2),
+        "c": (T.SUCCESS, 2),
+    }
