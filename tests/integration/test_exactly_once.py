@@ -684,14 +684,16 @@ def test_a_late_copy_of_a_chunks_record_tells_nothing_new(
 
 
 def test_a_task_that_took_a_free_slot_and_died_before_queueing_still_starts(
-    env: EmbeddedSkydag, jobs: FakeService
+    env: EmbeddedSkydag, jobs: FakeService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Found by the soak (seed 111 of db80682) once fan-outs were told in chunks: the last
     chunk's finish freed the root's slot and gave it to a, which died before its
     ``→ queued`` write; the redelivered record told only the last chunk (b) again, so
     nothing evaluated a: it held the only slot, pending, and b waited for ever. A
     throttled task now stays in the throttled set until its dispatch, and slot-filling
-    starts one that holds a slot first."""
+    starts one that holds a slot first. (The root's slot is not handed over to a here,
+    as when a concurrent delivery freed it first: see the next test for that way.)"""
+    monkeypatch.setattr(env.repos.runs, "hand_over_task_slot", lambda *args, **kwargs: None)
     env.service.progress.report_chunk = 1
     env.service.trigger("slots", run_id="s1")
     settle(env)
@@ -699,7 +701,7 @@ def test_a_task_that_took_a_free_slot_and_died_before_queueing_still_starts(
     crash_once(
         env.repos.tasks,
         "apply",
-        when=lambda ti, transition, *_: ti.task_id == "a" and transition.dst is T.QUEUED,
+        when=lambda ti, transition, *_, **__: ti.task_id == "a" and transition.dst is T.QUEUED,
     )
     env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
     with pytest.raises(Crash):
@@ -716,6 +718,38 @@ def test_a_task_that_took_a_free_slot_and_died_before_queueing_still_starts(
     finish_job(env, jobs, b)
     assert run_of(env, "s1", "slots").state is RunState.SUCCESS
     assert env.repos.runs.get("slots", "s1").throttled == frozenset()
+
+
+def test_a_task_handed_its_upstreams_slot_that_died_before_queueing_still_starts(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """The root's finish hands its slot to a (the slot freed, a's taken and the root's
+    finish counted, in one run write) and the scheduler dies before a's ``→ queued``
+    write. The root's finish record tells a again: it starts in the slot it holds, and
+    b in the slot a frees."""
+    env.service.progress.report_chunk = 1
+    env.service.trigger("slots", run_id="s1")
+    settle(env)
+    root = task(env, "slots", "s1", "root")
+    crash_once(
+        env.repos.tasks,
+        "apply",
+        when=lambda ti, transition, *_, **__: ti.task_id == "a" and transition.dst is T.QUEUED,
+    )
+    with pytest.raises(Crash):
+        env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
+    run = env.repos.runs.get("slots", "s1")
+    assert (run.active, run.finished_count) == (frozenset({"a"}), 1)
+    assert task(env, "slots", "s1", "a").state is T.PENDING
+    settle(env)
+    a = task(env, "slots", "s1", "a")
+    assert (a.state, task(env, "slots", "s1", "b").state) == (T.RUNNING, T.PENDING)
+    finish_job(env, jobs, a)
+    b = task(env, "slots", "s1", "b")
+    assert b.state is T.RUNNING  # the slot a freed went to b (throttled)
+    finish_job(env, jobs, b)
+    run = env.repos.runs.get("slots", "s1")
+    assert (run.state, run.active, run.throttled) == (RunState.SUCCESS, frozenset(), frozenset())
 
 
 # --- concurrent dispatchers of one try ---------------------------------------------------------

@@ -887,6 +887,62 @@ def test_record_finished_counts_once_and_frees_the_slot(repos: Store) -> None:
     assert repos.runs.reserve_task_slot(run, TaskInstance(DAG, RUN, "b"), 1, 1)
 
 
+def test_a_finish_hands_its_slot_to_a_downstream_task_in_one_write(repos: Store) -> None:
+    """The finished try's slot is freed and the child's taken, the finish counted: one
+    write, after which counting the finish writes nothing new. Only while the finished
+    try holds its slot: a second hand-over (a redelivery) is refused and writes nothing."""
+    run = make_run(repos)
+    ti = queued_task(repos, "a")
+    assert repos.runs.reserve_task_slot(run, ti, ti.try_number, 1)
+    repos.runs.add_throttled(run, "a")  # (left there by a lost race)
+    done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+    before = repos.runs.get(DAG, RUN)
+    child = TaskInstance(DAG, RUN, "b")
+
+    handed = repos.runs.hand_over_task_slot(done, child, 1, index=0)
+
+    assert handed is not None
+    assert handed == repos.runs.get(DAG, RUN)
+    assert (handed.active, handed.throttled, handed.finished_idx) == (
+        frozenset({"b"}),
+        frozenset(),
+        frozenset({0}),
+    )
+    assert handed.version == before.version + 1
+    assert repos.runs.hand_over_task_slot(done, child, 1, index=0) is None
+    assert repos.runs.get(DAG, RUN) == handed
+    # The slot is b's try 1: b's finish frees it, as any reserved slot.
+    b = queued_task(repos, "b")
+    b_done = repos.tasks.apply(b, move(b, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+    after = repos.runs.record_finished(b_done, 1, failed_leaf=False)
+    assert after is not None
+    assert (after.active, after.finished_count) == (frozenset(), 2)
+
+
+def test_a_slot_is_handed_over_only_by_its_try_of_a_running_run(repos: Store) -> None:
+    """Refused, writing nothing: a try whose slot is another try's (a restart took it),
+    a run that is no longer running. A big run's hand-over (no index) counts nothing
+    on the run item: its finishes are counted in their tallies."""
+    run = make_run(repos)
+    second = TaskInstance(DAG, RUN, "a", try_number=2, state=T.SUCCESS)
+    assert repos.runs.reserve_task_slot(run, second, 2, 5)
+    first = replace(second, try_number=1)
+    assert repos.runs.hand_over_task_slot(first, TaskInstance(DAG, RUN, "b"), 1, index=0) is None
+    assert repos.runs.get(DAG, RUN).active == {"a"}
+
+    big = repos.runs.hand_over_task_slot(second, TaskInstance(DAG, RUN, "b"), 1, index=None)
+    assert big is not None
+    assert (big.active, big.finished_idx, big.finished_count) == (frozenset({"b"}), frozenset(), 0)
+
+    other = make_run(repos, "ended")
+    held = TaskInstance(DAG, "ended", "a", try_number=1, state=T.SUCCESS)
+    assert repos.runs.reserve_task_slot(other, held, 1, 5)
+    ended = repos.runs.transition(other, RunState.CANCELLED, Cause.STOP)
+    child = TaskInstance(DAG, "ended", "b")
+    assert repos.runs.hand_over_task_slot(held, child, 1, index=0) is None
+    assert repos.runs.get(DAG, "ended") == replace(ended, active=frozenset({"a"}))
+
+
 def test_cleared_finishes_are_uncounted_and_counted_again(repos: Store) -> None:
     make_run(repos)
     ti = queued_task(repos, "leaf")

@@ -388,6 +388,8 @@ def test_a_task_throttled_while_it_was_evaluated_leaves_the_set_at_its_dispatch(
         return reserve(run, ti, try_number, limit)
 
     monkeypatch.setattr(runs, "reserve_task_slot", refuse_once)
+    # Not a's own slot handed over: b goes the usual way, through the refusal.
+    monkeypatch.setattr(runs, "hand_over_task_slot", lambda *args, **kwargs: None)
 
     env.service.on_job_event(env.remote.outcome(job_a))
 
@@ -747,3 +749,48 @@ def test_a_big_run_reopened_behind_another_run_starts_its_cleared_tasks(
         "b": (T.SUCCESS, 2),
         "c": (T.SUCCESS, 2),
     }
+
+
+def test_a_finish_hands_its_slot_to_the_task_it_starts_in_one_run_write(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain whose slots bind (more tasks than max_active_tasks): each finish frees its
+    slot, gives it to the next task and is counted in one run write, not a reservation
+    and then a count. The leaf's finish is counted alone. Every run write is listed."""
+    env.load(
+        {
+            "dag": "chain",
+            "max_active_tasks": 1,
+            "tasks": {
+                "a": JOB,
+                "b": {"depends_on": ["a"], **JOB},
+                "c": {"depends_on": ["b"], **JOB},
+            },
+        }
+    )
+    env.service.trigger("chain", run_id="r1")
+    env.settle_changes()
+    runs = env.store.runs
+    writes: list[str] = []
+    for name in ("reserve_task_slot", "record_finished", "hand_over_task_slot"):
+        original = getattr(runs, name)
+
+        def listed(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            writes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(runs, name, listed)
+
+    for expected in ("b", "c"):
+        (job,) = env.remote.running()
+        env.service.on_job_event(env.remote.outcome(job))
+        assert [env.remote.jobs[j].task_id for j in env.remote.running()] == [expected]
+        assert env.run("chain").active == {expected}
+        env.settle_changes()  # the finish's record: counted and told, nothing written
+    (job,) = env.remote.running()
+    env.service.on_job_event(env.remote.outcome(job))
+    env.settle_changes()
+
+    assert writes == ["hand_over_task_slot", "hand_over_task_slot", "record_finished"]
+    run = env.run("chain")
+    assert (run.state, run.finished_count, run.active) == (RunState.SUCCESS, 3, frozenset())

@@ -365,6 +365,19 @@ class RunStore(Protocol):
         slot and the ``→ queued`` write, the next slot-filling finds it there."""
         ...
 
+    def hand_over_task_slot(
+        self, finished: TaskInstance, child: TaskInstance, try_number: int, *, index: int | None
+    ) -> DagRun | None:
+        """A finished task's max_active_tasks slot goes to a downstream task it lets start,
+        in one write: the slot of ``finished``'s try is freed and this try of ``child``
+        takes one (as ``reserve_task_slot``, which it replaces), ``finished`` leaves the
+        throttled set, and with ``index`` (a run that counts its finishes on its item) the
+        finish is counted (as ``record_finished`` for a task with downstream tasks, which is
+        no leaf: that call then writes nothing). Only while the run is running and
+        ``finished``'s try holds its slot; else nothing is written and None is returned
+        (the caller reserves as usual). Returns the run after the write."""
+        ...
+
     def drop_throttled(self, run: DagRun, task_id: str) -> None:
         """Take the task out of the throttled set (its try is being dispatched)."""
         ...

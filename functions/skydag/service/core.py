@@ -150,6 +150,19 @@ class Scheduler:
         )
 
 
+@dataclass(slots=True)
+class HandOver:
+    """A finished task's max_active_tasks slot, offered to the first downstream task its
+    finish queues (``TaskSlots.gate``): the slot's release, the child's reservation and,
+    on a run that counts its finishes on its item (``index``), the finish's count go in one
+    run write instead of two (``RunRepository.hand_over_task_slot``)."""
+
+    finished: TaskInstance
+    index: int | None  # None: a big run's finish is counted in its tally, not here
+    tried: bool = False  # offered once: a refused write is not tried again
+    run: DagRun | None = None  # the run as the hand-over wrote it, once made
+
+
 class Evaluate(Protocol):
     """Decide a task that is not running (``TaskProgress.evaluate``)."""
 
@@ -161,4 +174,5 @@ class Evaluate(Protocol):
         *,
         owned: bool = False,
         throttled: set[str] | None = None,
+        handover: HandOver | None = None,
     ) -> TaskInstance | None: ...

@@ -24,7 +24,7 @@ from skydag.engine.tallies import (
     tally_place,
 )
 from skydag.limits import TALLY_GROUP
-from skydag.service.core import Evaluate, Scheduler
+from skydag.service.core import Evaluate, HandOver, Scheduler
 from skydag.spec.models import DagSpec
 
 log = logging.getLogger("skydag.scheduler")
@@ -54,6 +54,7 @@ class WideJoins:
         told_before: bool,
         owned: bool,
         throttled: set[str],
+        handover: HandOver | None = None,
     ) -> TaskInstance | None:
         """Tell a wide join an upstream's report, and decide the join if that moved its
         group; returns the join as its transition wrote it (None: none written).
@@ -78,7 +79,7 @@ class WideJoins:
         told, _ = self._tell_join(spec, join, number, wrote, current)
         if told is None:
             return None
-        return self.evaluate(spec, run, told, owned=owned, throttled=throttled)
+        return self.evaluate(spec, run, told, owned=owned, throttled=throttled, handover=handover)
 
     def retire(self, spec: DagSpec, upstream: TaskInstance) -> dict[str, TaskInstance]:
         """Leave a clear's tombstone of ``upstream`` with each downstream task (a wide

@@ -19,18 +19,17 @@ from skydag.engine.scheduler import (
     needs_condition,
     owned_dispatch,
     reports_in_one_write,
-    stale_report,
-    with_report,
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
-from skydag.ports.store import ConflictError, NotFound
-from skydag.service.core import Scheduler
+from skydag.ports.store import NotFound
+from skydag.service.core import HandOver, Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
 from skydag.service.mapping import MappedTasks
 from skydag.service.runs import RunLifecycle
 from skydag.service.slots import TaskSlots
+from skydag.service.telling import DownstreamTell
 from skydag.spec.models import DagSpec, TaskMode
 
 
@@ -64,6 +63,7 @@ class TaskProgress:
         self.mapping = MappedTasks(scheduler, jobs, self)
         self.joins = WideJoins(scheduler, self.evaluate)
         self.slots = TaskSlots(scheduler, self.evaluate)
+        self.telling = DownstreamTell(scheduler, self.evaluate, self.slots, self.joins)
 
     def evaluate(
         self,
@@ -73,15 +73,17 @@ class TaskProgress:
         *,
         owned: bool = False,
         throttled: set[str] | None = None,
+        handover: HandOver | None = None,
     ) -> TaskInstance | None:
         """Move a task that is not running on (trigger rule, due retry, kept signal);
         ``owned``: a try it queues is the caller's to dispatch (``owned_dispatch``);
-        ``throttled``: collects the tasks that joined the run's throttled set meanwhile."""
+        ``throttled``: collects the tasks that joined the run's throttled set meanwhile;
+        ``handover``: a finished upstream's slot it may take (``TaskSlots.gate``)."""
         if run.state is not RunState.RUNNING:
             return None
-        gate = self.slots.gate(spec, run, throttled)
         if ti.map_index is not None or is_mapped(spec, ti.task_id):
-            return self.mapping.evaluate(spec, run, ti, gate)
+            return self.mapping.evaluate(spec, run, ti, self.slots.gate(spec, run, throttled))
+        gate = self.slots.gate(spec, run, throttled, handover)
         clock = self.scheduler.clock
         # Rendered once, before the decide loop: a lost race re-decides with the same
         # condition (its inputs, the finished upstreams' outputs, do not change).
@@ -148,15 +150,25 @@ class TaskProgress:
             raise NotFound(f"run {image.dag_id}/{image.run_id} not found")
         spec = self.scheduler.spec(run)
         prefetched = Prefetched(frozenset(first), read)
-        if not self.tell_downstream(
-            spec, run, ti, dispatch, told_before=told_before, prefetched=prefetched
-        ):
+        # (As the run's pinned version places it: the image's version is the same one.)
+        group = self.scheduler.finish_group(spec, ti.task_id)
+        handover = self.slots.offer(spec, run, ti, group)
+        told = self.tell_downstream(
+            spec,
+            run,
+            ti,
+            dispatch,
+            told_before=told_before,
+            prefetched=prefetched,
+            handover=handover,
+        )
+        if not told:
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
+        if handover is not None and handover.run is not None:
+            run = handover.run  # the slot went to a downstream task, the finish counted
         index = spec.task_index(ti.task_id)
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
         if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
-            # (As the run's pinned version places it: the image's version is the same one.)
-            group = self.scheduler.finish_group(spec, ti.task_id)
             holds = ti.instance_id in run.active or ti.instance_id in run.throttled
             recorded = repos.runs.record_finished(
                 ti, index, failed_leaf=failed_leaf, group=group, release=holds
@@ -174,10 +186,12 @@ class TaskProgress:
         *,
         told_before: bool = False,
         prefetched: Prefetched | None = None,
+        handover: HandOver | None = None,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on). ``prefetched``: the
-        downstream tasks as read with the run (used for the first chunk only).
+        downstream tasks as read with the run (used for the first chunk only);
+        ``handover``: this task's slot, for the first task its finish queues.
 
         A wider fan-out records how many were told on the task's item (no version bump);
         that write's stream record tells the next chunk, so no invocation does work that
@@ -190,7 +204,14 @@ class TaskProgress:
             chunk = downstream_chunk(ti, len(children), self.report_chunk)
             told = [children[i] for i in chunk]
             self.report_downstream(
-                spec, run, ti, told, dispatch, told_before=told_before, prefetched=prefetched
+                spec,
+                run,
+                ti,
+                told,
+                dispatch,
+                told_before=told_before,
+                prefetched=prefetched,
+                handover=handover,
             )
             prefetched = None
             if chunk.stop >= len(children):
@@ -214,6 +235,7 @@ class TaskProgress:
         *,
         told_before: bool = False,
         prefetched: Prefetched | None = None,
+        handover: HandOver | None = None,
     ) -> None:
         """Tell these downstream tasks this task's state, and evaluate the ones it changed.
 
@@ -249,7 +271,7 @@ class TaskProgress:
             if child in known and child not in read:
                 continue  # no such task instance (a report would be refused)
             throttled: set[str] = set()
-            decided = self.tell(
+            decided = self.telling.tell(
                 spec,
                 run,
                 (ti.dag_id, ti.run_id, child),
@@ -258,109 +280,11 @@ class TaskProgress:
                 told_before=told_before,
                 owned=dispatch is not None,
                 throttled=throttled,
+                handover=handover,
             )
             if dispatch is not None and dispatches_now(spec, decided):
                 assert decided is not None
                 dispatch(decided, owner=True, run=None if throttled else run)
-
-    def tell(
-        self,
-        spec: DagSpec,
-        run: DagRun,
-        key: tuple[str, str, str],
-        upstream: tuple[str, UpstreamReport],
-        current: TaskInstance | None,
-        *,
-        told_before: bool = False,
-        owned: bool,
-        throttled: set[str],
-    ) -> TaskInstance | None:
-        """Tell one downstream task an upstream's report and decide it; returns the task
-        as its transition wrote it (None: no transition written). ``current``: the task
-        as just read, if it was.
-
-        Where the report alone decides the task (``reports_in_one_write``), the task is
-        read and the report written with the transition it allows, conditional on the
-        version read. Otherwise, or when that write loses a race, the report is written
-        (refused when stale) and the task decided from what it holds then. A wide join
-        is told through its tally items (``WideJoins.tell``)."""
-        if self.joins.tallied(spec, key[2]):
-            return self.joins.tell(
-                spec,
-                run,
-                key,
-                upstream,
-                current,
-                told_before=told_before,
-                owned=owned,
-                throttled=throttled,
-            )
-        return self._tell_direct(
-            spec, run, key, upstream, current, owned=owned, throttled=throttled
-        )
-
-    def _tell_direct(
-        self,
-        spec: DagSpec,
-        run: DagRun,
-        key: tuple[str, str, str],
-        upstream: tuple[str, UpstreamReport],
-        current: TaskInstance | None,
-        *,
-        owned: bool,
-        throttled: set[str],
-    ) -> TaskInstance | None:
-        tasks = self.scheduler.repos.tasks
-        upstream_task, report = upstream
-        one_write = run.state is RunState.RUNNING and reports_in_one_write(spec, key[2])
-        if current is None and one_write:
-            current = tasks.find(*key)
-            if current is None:
-                return None
-        if current is not None:
-            held = current.upstream.get(upstream_task)
-            if stale_report(held, report):
-                return None
-            if held == report:
-                return self.evaluate(spec, run, current, owned=owned, throttled=throttled)
-            if one_write:
-                told, decided = self._report_and_decide(
-                    spec, run, current, upstream, owned=owned, throttled=throttled
-                )
-                if told:
-                    return decided
-        updated = tasks.report_upstream(key, upstream_task, report)
-        if updated is None:
-            return None
-        return self.evaluate(spec, run, updated, owned=owned, throttled=throttled)
-
-    def _report_and_decide(
-        self,
-        spec: DagSpec,
-        run: DagRun,
-        current: TaskInstance,
-        upstream: tuple[str, UpstreamReport],
-        *,
-        owned: bool,
-        throttled: set[str],
-    ) -> tuple[bool, TaskInstance | None]:
-        """The report and the transition it allows in one write: (told, the task as
-        written). Not told when there is no transition to write (the report goes alone),
-        or when the task changed since it was read."""
-        tasks = self.scheduler.repos.tasks
-        candidate = with_report(current, *upstream)
-        decision = decide_next(spec, candidate, self.scheduler.clock.now())
-        transition = (owned_dispatch(decision) if owned else decision).transition
-        if transition is None:
-            return False, None
-        if not self.slots.gate(spec, run, throttled)(candidate, transition):
-            # In the throttled set, as evaluating it would leave it: only the report.
-            tasks.report_upstream(current.key, *upstream)
-            return True, None
-        try:
-            return True, tasks.apply(candidate, transition, upstream=upstream)
-        except ConflictError:
-            return False, None  # the usual way judges the task as it is now
 
     def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""

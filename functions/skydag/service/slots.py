@@ -3,11 +3,11 @@ set, and a freed slot starts the tasks waiting for one."""
 
 from __future__ import annotations
 
-from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.models import DagRun, FinishGroup, TaskInstance
 from skydag.engine.scheduler import task_slots_bind
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Transition
-from skydag.service.core import Evaluate, Gate, Scheduler
+from skydag.service.core import Evaluate, Gate, HandOver, Scheduler
 from skydag.spec.models import DagSpec
 
 
@@ -16,9 +16,30 @@ class TaskSlots:
         self.scheduler = scheduler
         self.evaluate = evaluate
 
-    def gate(self, spec: DagSpec, run: DagRun, throttled: set[str] | None = None) -> Gate:
+    def offer(
+        self, spec: DagSpec, run: DagRun, finished: TaskInstance, group: FinishGroup | None
+    ) -> HandOver | None:
+        """The finished task's slot to hand over to a downstream task its finish queues:
+        when its slots bind, it has downstream tasks and, as the run was read, it still
+        holds its slot (else the hand-over's conditional write would be refused, at the
+        cost of a write unit). ``group``: a big run's finish tally (its count stays there)."""
+        if not task_slots_bind(spec) or finished.instance_id not in run.active:
+            return None
+        if not spec.downstream(finished.task_id):
+            return None
+        index = None if group is not None else spec.task_index(finished.task_id)
+        return HandOver(finished, index)
+
+    def gate(
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        throttled: set[str] | None = None,
+        handover: HandOver | None = None,
+    ) -> Gate:
         """A dispatch first takes a max_active_tasks slot, or joins the throttled set
-        (noted in ``throttled``: ``run`` as read does not say so).
+        (noted in ``throttled``: ``run`` as read does not say so). The first to come takes
+        the ``handover``'s slot if it is offered, freeing it and taking it in one write.
 
         The second attempt closes the race with a concurrent release: whoever frees a slot
         after we joined the set sees us in it and starts us. A DAG whose slots cannot run
@@ -30,6 +51,13 @@ class TaskSlots:
             if transition.dst is not TaskState.QUEUED or not binds:
                 return True
             try_number = ti.try_number + 1
+            if handover is not None and not handover.tried:
+                handover.tried = True
+                handover.run = runs.hand_over_task_slot(
+                    handover.finished, ti, try_number, index=handover.index
+                )
+                if handover.run is not None:
+                    return True
             if runs.reserve_task_slot(run, ti, try_number, limit):
                 return True
             runs.add_throttled(run, ti.instance_id)

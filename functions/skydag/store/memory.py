@@ -831,6 +831,27 @@ class MemoryRunRepository:
             self._write(item, lambda: item.active.__setitem__(ti.instance_id, try_number))
             return True
 
+    def hand_over_task_slot(
+        self, finished: TaskInstance, child: TaskInstance, try_number: int, *, index: int | None
+    ) -> DagRun | None:
+        with self._lock:
+            item = self._runs.get((finished.dag_id, finished.run_id))
+            if item is None or item.run.state is not RunState.RUNNING:
+                return None
+            if item.active.get(finished.instance_id) != finished.try_number:
+                return None
+
+            def write() -> None:
+                item.active.pop(finished.instance_id)
+                item.active[child.instance_id] = try_number
+                item.throttled.discard(finished.instance_id)
+                if index is not None:
+                    item.finished.add(index)
+                item.run = replace(item.run, version=item.run.version + 1)
+
+            self._write(item, write)
+            return item.record()
+
     def drop_throttled(self, run: DagRun, task_id: str) -> None:
         with self._lock:
             item = self._runs.get((run.dag_id, run.run_id))

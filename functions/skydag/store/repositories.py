@@ -1263,6 +1263,29 @@ class RunRepository:
         actions = [entry.set(try_number)]
         return self._write(run.dag_id, run.run_id, actions, condition, quiet=True) is not None
 
+    def hand_over_task_slot(
+        self, finished: TaskInstance, child: TaskInstance, try_number: int, *, index: int | None
+    ) -> DagRun | None:
+        slot = RunModel.active[finished.instance_id]
+        actions: list[Action] = [
+            slot.remove(),
+            RunModel.active[child.instance_id].set(try_number),
+            RunModel.throttled.delete({finished.instance_id}),
+            RunModel.version.add(1),
+        ]
+        if index is not None:
+            actions.append(RunModel.finished_idx.add({index}))
+        condition = (RunModel.state == RunState.RUNNING.value) & (slot == finished.try_number)
+        attributes = self._write(
+            finished.dag_id,
+            finished.run_id,
+            actions,
+            condition,
+            return_values="ALL_NEW",
+            quiet=True,
+        )
+        return None if attributes is None else _run_from_model(RunModel.from_raw_data(attributes))
+
     def drop_throttled(self, run: DagRun, task_id: str) -> None:
         self._write(run.dag_id, run.run_id, [RunModel.throttled.delete({task_id})])
 
