@@ -161,6 +161,10 @@ class StreamEventSourceSpec:
     report_batch_item_failures: bool
     parallelization_factor: int
     on_failure: QueueSpec
+    # Per table (its settings field, as ``"runs"``): the event filters a record must match
+    # one of to be delivered at all (Lambda's ``FilterCriteria``; a record filtered out
+    # costs no invocation). A table not named here has every record delivered.
+    filters: Mapping[str, tuple[Pattern, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +254,24 @@ SCHEDULER_EVENT_SOURCE = SqsEventSourceSpec(
     max_batching_window=timedelta(0),
     report_batch_item_failures=True,
 )
+
+
+def _run_change_filters() -> tuple[Pattern, ...]:
+    """The run records the stream processor acts on (``engine.scheduler.run_change``): a
+    run that starts (running, from queued or inserted so) or ends (in a finished state; a
+    finished run written again in the same state is judged by the handler). Most run
+    writes leave the state alone (a slot taken, a finish counted) and are not delivered."""
+    from skydag.engine.states import FINISHED_RUN_STATES, RunState
+
+    running, queued = [RunState.RUNNING.value], [RunState.QUEUED.value]
+    ended = sorted(state.value for state in FINISHED_RUN_STATES)
+    return (
+        {"dynamodb": {"NewImage": {"state": {"S": ended}}}},
+        {"dynamodb": {"NewImage": {"state": {"S": running}}, "OldImage": {"state": {"S": queued}}}},
+        {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"state": {"S": running}}}},
+    )
+
+
 STREAM_EVENT_SOURCE = StreamEventSourceSpec(
     STREAM_PROCESSOR,
     starting_position=StartingPosition.LATEST,
@@ -263,6 +285,7 @@ STREAM_EVENT_SOURCE = StreamEventSourceSpec(
     # One batch per shard at a time keeps each item's changes in order.
     parallelization_factor=1,
     on_failure=STREAM_DLQ,
+    filters={"runs": _run_change_filters()},
 )
 
 # How long an undelivered event stays worth delivering: a DAG file, a command or a job's

@@ -506,6 +506,10 @@ class Skydag(Construct):
         for table in self.table_specs:
             if table.stream_view_type is None:
                 continue
+            filters = [
+                lambda_.FilterCriteria.filter(dict(pattern))
+                for pattern in spec.filters.get(table.field, ())
+            ]
             processor.add_event_source(
                 event_sources.DynamoEventSource(
                     self.tables[table.field],
@@ -517,6 +521,7 @@ class Skydag(Construct):
                     report_batch_item_failures=spec.report_batch_item_failures,
                     on_failure=event_sources.SqsDlq(self.queues[spec.on_failure.id]),
                     parallelization_factor=spec.parallelization_factor,
+                    filters=filters or None,
                 )
             )
 

@@ -4,6 +4,7 @@ the deployed stack."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -158,9 +159,19 @@ def test_the_stream_mappings_are_their_spec(synth: Synthesized) -> None:
     streamed = [t for t in synth.skydag.table_specs if t.stream_view_type]
     assert len(mappings) == len(streamed) > 0
     assert spec.report_batch_item_failures
+    tables = {synth.logical_id(synth.skydag.tables[t.field]): t.field for t in streamed}
+    filtered = set()
     for mapping in mappings:
+        table = tables[mapping["EventSourceArn"]["Fn::GetAtt"][0]]
+        criteria = mapping.get("FilterCriteria", {"Filters": []})
+        patterns = [json.loads(f["Pattern"]) for f in criteria["Filters"]]
+        assert patterns == [dict(p) for p in spec.filters.get(table, ())], table
+        if patterns:
+            filtered.add(table)
         assert {
-            k: v for k, v in mapping.items() if k not in ("FunctionName", "EventSourceArn")
+            k: v
+            for k, v in mapping.items()
+            if k not in ("FunctionName", "EventSourceArn", "FilterCriteria")
         } == {
             "StartingPosition": spec.starting_position.value,
             "BatchSize": spec.batch_size,
@@ -173,6 +184,7 @@ def test_the_stream_mappings_are_their_spec(synth: Synthesized) -> None:
                 "OnFailure": {"Destination": _arn(synth, synth.skydag.queues[spec.on_failure.id])}
             },
         }
+    assert filtered == set(spec.filters) == {"runs"}
 
 
 def test_the_async_invoke_configs_are_their_specs(synth: Synthesized) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -193,6 +194,21 @@ def test_every_streamed_table_feeds_the_stream_processor_with_bounded_retries(
         (mapping,) = (
             m for m in mappings if m["EventSourceArn"] == {"Fn::GetAtt": [table_id, "StreamArn"]}
         )
+        mapping = dict(mapping)  # (the template is shared by the module's tests)
+        criteria = mapping.pop("FilterCriteria", None)
+        if field == "task_instances":
+            assert criteria is None  # every change of a task may ask for something
+        else:  # a run's start and end only
+            assert [json.loads(f["Pattern"]) for f in criteria["Filters"]] == [
+                {"dynamodb": {"NewImage": {"state": {"S": ["cancelled", "failed", "success"]}}}},
+                {
+                    "dynamodb": {
+                        "NewImage": {"state": {"S": ["running"]}},
+                        "OldImage": {"state": {"S": ["queued"]}},
+                    }
+                },
+                {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"state": {"S": ["running"]}}}},
+            ]
         assert mapping == {
             "FunctionName": processor,
             "EventSourceArn": {"Fn::GetAtt": [table_id, "StreamArn"]},

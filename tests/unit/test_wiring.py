@@ -154,3 +154,41 @@ def test_a_dispatch_claim_outlasts_every_invocation_that_may_hold_it() -> None:
     from skydag.engine.rules import DISPATCH_CHECK_AFTER
 
     assert all(function.timeout < DISPATCH_CHECK_AFTER for function in wiring.FUNCTIONS)
+
+
+def _run_record(event_name: str, old: str | None, new: str) -> dict[str, object]:
+    data: dict[str, object] = {"NewImage": {"state": {"S": new}, "dag_id": {"S": "d"}}}
+    if old is not None:
+        data["OldImage"] = {"state": {"S": old}, "dag_id": {"S": "d"}}
+    return {"eventName": event_name, "eventSourceARN": "arn:runs", "dynamodb": data}
+
+
+def test_the_runs_stream_delivers_every_run_change_the_processor_acts_on() -> None:
+    """Every pair of states, inserted or modified: a record the stream processor acts on
+    (``run_change``, its metrics) passes a filter, and of the rest only a finished run
+    written again in its state passes (the handler judges it). A run write that leaves a
+    running or queued run as it was (a slot, a finish counted) is never delivered."""
+    from skydag.engine.models import DagRun, RunType
+    from skydag.engine.scheduler import RunChange, run_change
+    from skydag.engine.states import FINISHED_RUN_STATES, RunState
+    from skydag.signals.patterns import matches, validate_pattern
+
+    patterns = wiring.STREAM_EVENT_SOURCE.filters["runs"]
+    for pattern in patterns:
+        validate_pattern(dict(pattern))
+    olds: list[RunState | None] = [None, *RunState]
+    for old in olds:
+        for new in RunState:
+            record = _run_record("INSERT" if old is None else "MODIFY", old, new)
+            delivered = any(matches(pattern, record) for pattern in patterns)
+            before = None if old is None else DagRun("d", "r", 1, RunType.MANUAL, state=old)
+            acted = run_change(before, DagRun("d", "r", 1, RunType.MANUAL, state=new))
+            assert delivered == (acted is not RunChange.NONE or new in FINISHED_RUN_STATES), (
+                old,
+                new,
+            )
+    assert not any(
+        matches(pattern, _run_record("MODIFY", "running", "running")) for pattern in patterns
+    )
+    removed = {"eventName": "REMOVE", "dynamodb": {"OldImage": {"state": {"S": "running"}}}}
+    assert not any(matches(pattern, removed) for pattern in patterns)

@@ -357,11 +357,17 @@ class LocalCloud:
             changes=lambda: self.activity.sqs_changes,
         )
         streams = wiring.STREAM_EVENT_SOURCE
+        stream_arns = self._stream_arns()
         self.stream_source = StreamSource(
             function=streams.function.id,
             handler=self._handler(streams.function),
             streams=self.client("dynamodbstreams"),
-            stream_arns=self._stream_arns(),
+            stream_arns=list(stream_arns.values()),
+            filters={
+                stream_arns[table]: patterns
+                for table, patterns in streams.filters.items()
+                if table in stream_arns
+            },
             batch_size=streams.batch_size,
             bisect_on_error=streams.bisect_batch_on_error,
             retry_attempts=streams.retry_attempts,
@@ -409,13 +415,14 @@ class LocalCloud:
         self._pools[function.id] = pool
         return pool
 
-    def _stream_arns(self) -> list[str]:
+    def _stream_arns(self) -> dict[str, str]:
+        """Each table with a stream (by its settings field, as ``"runs"``): the stream's ARN."""
         dynamodb = self.client("dynamodb")
-        arns = []
-        for table in self.settings.tables.model_dump().values():
+        arns = {}
+        for name, table in self.settings.tables.model_dump().items():
             described = dynamodb.describe_table(TableName=table)["Table"]
             if described.get("StreamSpecification", {}).get("StreamEnabled"):
-                arns.append(str(described["LatestStreamArn"]))
+                arns[name] = str(described["LatestStreamArn"])
         return arns
 
     def _dead_letter(self, queue: wiring.QueueSpec) -> Callable[[dict[str, Any]], None]:

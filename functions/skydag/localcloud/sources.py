@@ -55,6 +55,7 @@ from skydag.localcloud.hooks import (
     fault,
     no_faults,
 )
+from skydag.signals.patterns import matches
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -404,6 +405,9 @@ class StreamSource:
     # A count of the requests that may add a record (None: read on every poll).
     changes: Callable[[], int] | None = None
     look_every: float = LOOK_EVERY
+    # Per stream ARN: the mapping's event filters (``wiring.StreamEventSourceSpec.filters``):
+    # a record that matches none is never delivered, as Lambda drops it before invoking.
+    filters: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
     _shards: list[_Shard] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -429,6 +433,11 @@ class StreamSource:
     def pending(self) -> int:
         return sum(len(shard.pending) for shard in self._shards)
 
+    def delivers(self, record: Mapping[str, Any]) -> bool:
+        """Whether the mapping's filters let the record through to the function."""
+        patterns = self.filters.get(str(record.get("eventSourceARN")))
+        return patterns is None or any(matches(pattern, record) for pattern in patterns)
+
     def unread(self) -> bool:
         """Whether the streams may hold records not read yet (a write since the last read):
         between two reads nothing is pending here while the stream still has work."""
@@ -447,6 +456,8 @@ class StreamSource:
                 record = _lambda_stream_record(raw, shard.stream_arn)
                 if self.observe is not None:
                     self.observe(record)
+                if not self.delivers(record):
+                    continue
                 for planned in self.deliveries.offer(Delivery(channel, record)):
                     shard.pending.append(planned.payload)
         for held in self.deliveries.due_for(channel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -106,6 +106,44 @@ def test_a_run_goes_through_the_production_handlers(cloud: LocalCloud, log: io.S
     text = log.getvalue()
     assert "skydag.command 'Trigger DAG' dag=chain run_id=r1: handled" in text
     assert "task chain/r1/third: queued -> success" in text
+
+
+def test_run_records_that_leave_the_state_alone_are_filtered_out(cloud: LocalCloud) -> None:
+    """The runs stream's filters (``wiring.STREAM_EVENT_SOURCE.filters``), as Lambda
+    applies them: the records of the finishes counted on the run (running -> running) are
+    read from the stream but never delivered; the run's start and end are."""
+    source = cloud.stream_source
+    (runs_arn,) = source.filters
+    assert f":table/{cloud.settings.tables.runs}/stream/" in runs_arn
+    seen: list[tuple[str | None, str]] = []
+    delivered: list[tuple[str | None, str]] = []
+
+    def states(record: Mapping[str, Any]) -> tuple[str | None, str]:
+        data = record["dynamodb"]
+        old = (data.get("OldImage") or {}).get("state", {}).get("S")
+        return old, data["NewImage"]["state"]["S"]
+
+    observe, handler = source.observe, source.handler
+
+    def observing(record: dict[str, Any]) -> None:
+        if record.get("eventSourceARN") == runs_arn and record["dynamodb"].get("NewImage"):
+            seen.append(states(record))
+        if observe is not None:
+            observe(record)
+
+    def handling(event: dict[str, Any], context: Any) -> Any:
+        delivered.extend(states(r) for r in event["Records"] if r.get("eventSourceARN") == runs_arn)
+        return handler(event, context)
+
+    source.observe, source.handler = observing, handling
+    repos = start(cloud)
+    trigger(cloud, "r1")
+    assert cloud.run_until(lambda: finished(repos, "r1"), timeout=20)
+    assert cloud.run_until(lambda: not cloud.busy(), timeout=20)
+
+    assert repos.runs.get("chain", "r1").state.value == "success"
+    assert ("running", "running") in seen  # the finishes counted
+    assert delivered == [("queued", "running"), ("running", "success")]
 
 
 def test_duplicated_rule_deliveries_and_stream_records_change_nothing(log: io.StringIO) -> None:
