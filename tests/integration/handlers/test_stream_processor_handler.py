@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from handler_support import Stack, metric_total
+from handler_support import Stack, emf_metrics, metric_total
 
 from skydag.engine.models import TaskInstance
 from skydag.engine.states import RunState
@@ -60,6 +60,9 @@ def test_stream_changes_drive_a_run_to_success(
     assert metric_total(output, "RunsFinished", state="success") == 1
     assert metric_total(output, "TaskOutcomes", state="success") == 2
     assert metric_total(output, "SchedulingDelay") >= 0
+    delays = [value for name, _, value in emf_metrics(output) if name == "SchedulingDelay"]
+    assert delays
+    assert all(value.is_integer() for value in delays)  # whole milliseconds
 
 
 def test_a_record_whose_processing_raises_is_reported_by_its_sequence_number(
