@@ -41,6 +41,7 @@ from skydag.ports.store import (
     NotFound,
     Store,
     StoreError,
+    TryRead,
     instance_scope,
     output_key,
     output_scope,
@@ -1369,6 +1370,30 @@ def test_a_try_is_read_with_what_its_job_published(repos: Store) -> None:
     assert repos.tasks.get_with_output(DAG, RUN, "a", 1) == (a, {"rows": 3})
     assert repos.tasks.get_with_output(DAG, RUN, "a", 2) == (a, None)
     assert repos.tasks.get_with_output(DAG, RUN, "nope", 1) == (None, None)
+
+
+def test_a_try_is_read_with_its_run_and_downstream_tasks_at_once(repos: Store) -> None:
+    """What a try's end goes on with, in one read: the instance, its try's published
+    output (not another try's), the run and the downstream tasks asked for (those that
+    exist; what was asked is told). A missing run or instance is None."""
+    a, b = put_task(repos, "a"), put_task(repos, "b")
+    assert repos.tasks.get_try_with_run(DAG, RUN, "a", 1, ["b"]) == TryRead(
+        a, None, None, frozenset({"b"}), {"b": b}
+    )
+    run = make_run(repos)
+    repos.state.put(output_scope(DAG, RUN, "a"), output_key(1), {"rows": 3}, now=NOW)
+    repos.state.put(output_scope(DAG, RUN, "a"), output_key(2), {"rows": 4}, now=NOW)
+    # A big run's finish tally shares the table: not taken for the output.
+    repos.runs.record_finished(
+        replace(a, state=T.SUCCESS), 0, failed_leaf=False, group=FinishGroup(0, 2), release=False
+    )
+
+    read = repos.tasks.get_try_with_run(DAG, RUN, "a", 1, ["b", "c", "b"])
+
+    assert read == TryRead(a, {"rows": 3}, run, frozenset({"b", "c"}), {"b": b})
+    assert repos.tasks.get_try_with_run(DAG, RUN, "nope", 2) == TryRead(
+        None, None, run, frozenset(), {}
+    )
 
 
 def test_a_run_read_with_its_tasks_asks_again_for_what_dynamodb_left_unprocessed(

@@ -26,6 +26,7 @@ from skydag.engine.models import (
 from skydag.engine.scheduler import readiness
 from skydag.engine.states import RunState, TaskState
 from skydag.ports import MemoryEventSink
+from skydag.ports.store import TryRead
 from skydag.service.core import Scheduler
 from skydag.service.joins import WideJoins
 from skydag.service.scheduler_service import SchedulerService
@@ -36,6 +37,8 @@ from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRe
 T = TaskState
 START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 JOB: dict[str, Any] = {"noop": None}  # the kind does not matter: every kind is the script's
+# A kind whose events name the task instance and try (as Batch's echo them): found by key.
+ECHOING: dict[str, Any] = {"batch": {"job_queue": "q", "job_definition": "d"}}
 
 
 @dataclass
@@ -304,8 +307,17 @@ def count_run_reads(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         reads.append(f"{run_id} with {', '.join(task_ids)}")
         return get_with_run(dag_id, run_id, task_ids, finish_group)
 
+    get_try_with_run = env.store.tasks.get_try_with_run
+
+    def counted_with_try(
+        dag_id: str, run_id: str, instance_id: str, try_number: int, downstream: Sequence[str] = ()
+    ) -> TryRead:
+        reads.append(f"{instance_id} try {try_number}: {run_id} with {', '.join(downstream)}")
+        return get_try_with_run(dag_id, run_id, instance_id, try_number, downstream)
+
     monkeypatch.setattr(env.store.runs, "get", counted)
     monkeypatch.setattr(env.store.tasks, "get_with_run", counted_with_tasks)
+    monkeypatch.setattr(env.store.tasks, "get_try_with_run", counted_with_try)
     return reads
 
 
@@ -315,7 +327,7 @@ def test_a_job_end_dispatches_the_next_task_reading_the_run_once(
     """From a job's end to the next dispatch the run is read once, by the finish's
     propagation: the dispatch it makes at once takes that run along (a round trip a
     task). A dispatch from a change's record (not owned) still reads it."""
-    env.load({"dag": "pair", "tasks": {"a": JOB, "b": {"depends_on": ["a"], **JOB}}})
+    env.load({"dag": "pair", "tasks": {"a": ECHOING, "b": {"depends_on": ["a"], **ECHOING}}})
     env.service.trigger("pair", run_id="r1")
     env.settle_changes()
     (job_a,) = env.remote.running()
@@ -324,10 +336,33 @@ def test_a_job_end_dispatches_the_next_task_reading_the_run_once(
     env.service.on_job_event(env.remote.outcome(job_a))
 
     assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["b"]
-    # Propagate's, with the task it tells (one round trip); the dispatch of b read none.
-    assert reads == ["r1 with b"]
+    # With the try, the task its finish tells (one round trip); the dispatch of b read none.
+    assert reads == ["a try 1: r1 with b"]
     env.settle()
     assert env.run("pair").state is RunState.SUCCESS
+
+
+def test_a_wrong_guess_of_the_dag_version_reads_the_tasks_again(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tasks read with the try are guessed from the DAG version this process last
+    used: a run pinned to an older version (whose a goes on to b, not c) reads its own
+    downstream task again, and goes on as that version says."""
+    env.load({"dag": "pair", "tasks": {"a": ECHOING, "b": {"depends_on": ["a"], **ECHOING}}})
+    env.service.trigger("pair", run_id="r1")
+    env.settle_changes()
+    (job_a,) = env.remote.running()
+    env.load({"dag": "pair", "tasks": {"a": ECHOING, "c": {"depends_on": ["a"], **ECHOING}}})
+    env.service.trigger("pair", run_id="r2")
+    env.settle_changes()  # r2 starts: the newer version is the one used last
+    reads = count_run_reads(env, monkeypatch)
+
+    env.service.on_job_event(env.remote.outcome(job_a))
+
+    assert reads == ["a try 1: r1 with c", "r1 with b"]
+    assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["a", "b"]
+    env.settle()
+    assert (env.run("pair").state, env.run("pair", "r2").state) == (RunState.SUCCESS,) * 2
 
 
 def test_a_finish_reads_ahead_only_the_tasks_its_report_alone_decides(
@@ -340,10 +375,10 @@ def test_a_finish_reads_ahead_only_the_tasks_its_report_alone_decides(
         {
             "dag": "join",
             "tasks": {
-                "a": JOB,
-                "b": JOB,
-                "c": {"depends_on": ["a", "b"], **JOB},
-                "d": {"depends_on": ["a"], **JOB},
+                "a": ECHOING,
+                "b": ECHOING,
+                "c": {"depends_on": ["a", "b"], **ECHOING},
+                "d": {"depends_on": ["a"], **ECHOING},
             },
         }
     )
@@ -354,7 +389,7 @@ def test_a_finish_reads_ahead_only_the_tasks_its_report_alone_decides(
 
     env.service.on_job_event(env.remote.outcome(job_a))
 
-    assert reads == ["r1 with d"]
+    assert reads == ["a try 1: r1 with d"]
     env.settle()
     assert env.run("join").state is RunState.SUCCESS
 

@@ -129,6 +129,18 @@ WITH_RUN_LIMIT = 98
 
 
 @dataclass(frozen=True, slots=True)
+class TryRead:
+    """A try's instance read with what its end needs next, in one round trip
+    (``get_try_with_run``): what its job published, its run and these downstream tasks."""
+
+    task: TaskInstance | None
+    published: Any
+    run: DagRun | None
+    asked: frozenset[str]  # the downstream task ids asked for
+    downstream: Mapping[str, TaskInstance]  # those of them that exist
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """One signal pattern of a DAG's current version: ``task_id`` None means ``on:``."""
 
@@ -165,6 +177,18 @@ class TaskInstanceStore(Protocol):
         """The instance (None: missing) and what its job published for try ``try_number``
         (``output_scope``/``output_key`` in the task-state store; None: nothing), read at
         once and consistently (one round trip)."""
+        ...
+
+    def get_try_with_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        instance_id: str,
+        try_number: int,
+        downstream: Sequence[str] = (),
+    ) -> TryRead:
+        """``get_with_output``, with the run and these downstream instances (at most
+        ``WITH_RUN_LIMIT - 1``) in the same round trip: what a finish goes on with."""
         ...
 
     def get_with_run(

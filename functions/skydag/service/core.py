@@ -10,7 +10,7 @@ decided from an image that may be stale.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from skydag.engine.models import DagRecord, DagRun, FinishGroup, TaskInstance
@@ -84,6 +84,8 @@ class Scheduler:
     timers: Timers
     # Told to jobs (SKYDAG_TASK_STATE_TABLE) so `skydag state` finds their state.
     state_table: str | None = None
+    # The DAG version each DAG's runs last used here (``likely_spec``).
+    last_versions: dict[str, int] = field(default_factory=dict)
     # A run of a DAG of more tasks counts its finishes in finish tallies of this many
     # (``finish_group``). The reliability simulator makes both small, so that its runs
     # count in tallies under faults.
@@ -96,13 +98,24 @@ class Scheduler:
 
     def spec(self, run: DagRun) -> DagSpec:
         """The DAG version the run is pinned to."""
+        self.last_versions[run.dag_id] = run.dag_version
         return self.repos.dags.load_spec(run.dag_id, run.dag_version)
 
     def spec_of_task(self, ti: TaskInstance) -> DagSpec:
+        if ti.dag_version:
+            self.last_versions[ti.dag_id] = ti.dag_version
         return self.repos.dags.load_spec(ti.dag_id, ti.dag_version)
+
+    def likely_spec(self, dag_id: str) -> DagSpec | None:
+        """The DAG version a run of ``dag_id`` most likely has, before anything of it is
+        read: the one its runs last used in this process (a warm Lambda's guess, to read
+        ahead what a task's end needs; never trusted: what is read says the version)."""
+        version = self.last_versions.get(dag_id)
+        return None if version is None else self.repos.dags.load_spec(dag_id, version)
 
     def current_spec(self, record: DagRecord) -> DagSpec:
         assert record.current_version is not None
+        self.last_versions[record.dag_id] = record.current_version
         return self.repos.dags.load_spec(record.dag_id, record.current_version)
 
     def decide_and_apply(

@@ -22,7 +22,7 @@ from skydag.engine.scheduler import (
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
-from skydag.ports.store import NotFound
+from skydag.ports.store import NotFound, TryRead
 from skydag.service.core import HandOver, Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
@@ -103,9 +103,11 @@ class TaskProgress:
         *,
         told_before: bool = False,
         written: bool = False,
+        ahead: TryRead | None = None,
     ) -> None:
         """A task finished: tell its downstream tasks, then its run (``dispatch``: see
-        ``report_downstream``; ``told_before``: likely told already, see there).
+        ``report_downstream``; ``told_before``: likely told already, see there;
+        ``ahead``: the run and downstream tasks read with the try, see ``read_ahead``).
 
         The change may be a redelivery of an old one (the task was cleared and runs
         again): only the task's current finish counts, so the task is read again, unless
@@ -120,9 +122,6 @@ class TaskProgress:
         repos = self.scheduler.repos
         # The run, the task (unless just written) and its first downstream chunk in one
         # read: the DAG version the task carries names them, so none waits for another.
-        # Only the tasks that are read anyway: all when the finish was likely told before,
-        # else those its report alone decides (a join is told by a conditional write,
-        # unread: reading it would charge its whole item, which grows with its width).
         # A big run's count is in the finish tally of the task's group: read along when
         # the finish was likely counted before, so that it is found counted without a
         # write (a first count need not look: adding to a set is idempotent).
@@ -130,12 +129,19 @@ class TaskProgress:
         group: FinishGroup | None = None
         if image.dag_version:  # (an image from before the version was copied: no hint)
             spec = self.scheduler.spec_of_task(image)
-            children = spec.downstream(image.task_id)
-            chunk = downstream_chunk(image, len(children), self.report_chunk)
-            first = [
-                children[i] for i in chunk if told_before or reports_in_one_write(spec, children[i])
-            ]
+            first = self.told_first(spec, image, told_before=told_before)
             group = self.scheduler.finish_group(spec, image.task_id)
+        # Read with the try before its finish was written (the scheduler's way): unless
+        # the version was guessed wrong (the tasks wanted were not asked), no read here.
+        if (
+            written
+            and not told_before
+            and ahead is not None
+            and ahead.run is not None
+            and ahead.asked.issuperset(first)
+        ):
+            self._propagate_read(image, dispatch, ahead.run, ahead.asked, ahead.downstream)
+            return
         wanted = first if written else [image.instance_id, *first]
         run, read = repos.tasks.get_with_run(
             image.dag_id,
@@ -148,8 +154,22 @@ class TaskProgress:
             return
         if run is None:
             raise NotFound(f"run {image.dag_id}/{image.run_id} not found")
+        self._propagate_read(ti, dispatch, run, frozenset(first), read, told_before=told_before)
+
+    def _propagate_read(
+        self,
+        ti: TaskInstance,
+        dispatch: Dispatch | None,
+        run: DagRun,
+        asked: frozenset[str],
+        read: Mapping[str, TaskInstance],
+        *,
+        told_before: bool = False,
+    ) -> None:
+        """``propagate`` once the run and the first downstream tasks (``asked``) are read."""
+        repos = self.scheduler.repos
         spec = self.scheduler.spec(run)
-        prefetched = Prefetched(frozenset(first), read)
+        prefetched = Prefetched(asked, read)
         # (As the run's pinned version places it: the image's version is the same one.)
         group = self.scheduler.finish_group(spec, ti.task_id)
         handover = self.slots.offer(spec, run, ti, group)
@@ -176,6 +196,27 @@ class TaskProgress:
             run = recorded or run
         self.slots.fill_free(spec, run)
         self.runs.complete_if_done(spec, run)
+
+    def told_first(self, spec: DagSpec, ti: TaskInstance, *, told_before: bool) -> list[str]:
+        """The downstream tasks read with the run when ``ti``'s finish is told: those of
+        its next chunk that are read anyway. All when the finish was likely told before,
+        else those its report alone decides (a join is told by a conditional write,
+        unread: reading it would charge its whole item, which grows with its width)."""
+        children = spec.downstream(ti.task_id)
+        chunk = downstream_chunk(ti, len(children), self.report_chunk)
+        return [
+            children[i] for i in chunk if told_before or reports_in_one_write(spec, children[i])
+        ]
+
+    def read_ahead(self, dag_id: str, task_id: str) -> list[str]:
+        """The downstream tasks a finish of ``task_id`` will read with its run
+        (``told_first``), guessed before the task is read (``Scheduler.likely_spec``):
+        read with the try whose end a service reports (``TaskReports``), they and the run
+        spare ``propagate`` a round trip on the way to the next dispatch."""
+        spec = self.scheduler.likely_spec(dag_id)
+        if spec is None or task_id not in spec.tasks:
+            return []
+        return self.told_first(spec, TaskInstance(dag_id, "", task_id), told_before=False)
 
     def tell_downstream(
         self,

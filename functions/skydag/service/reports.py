@@ -20,22 +20,33 @@ from skydag.engine.rules import decide_report, may_end_try
 from skydag.engine.scheduler import dispatch_token
 from skydag.engine.states import FINISHED_TASK_STATES
 from skydag.engine.transitions import Decision, Outcome
-from skydag.ports.store import output_key, output_scope
+from skydag.ports.store import TryRead, output_key, output_scope
 from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
 from skydag.targets.base import JobEvent, JobRef
 
-# What follows a finish at once (the scheduler service's: tell downstream, dispatch).
-GoOn = Callable[[TaskInstance], None]
+# What follows a finish at once (the scheduler service's: tell downstream, dispatch),
+# given what was read with the try (its run and downstream tasks), if that was.
+GoOn = Callable[[TaskInstance, TryRead | None], None]
+# The downstream tasks to read with a try whose end is reported, by (dag, task): those
+# ``GoOn`` will go on with (``TaskProgress.read_ahead``).
+ReadAhead = Callable[[str, str], list[str]]
 # No published output was read with the try (as opposed to None: read, nothing there).
 _UNREAD = object()
 
 
 class TaskReports:
-    def __init__(self, scheduler: Scheduler, jobs: Jobs, go_on: GoOn | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        jobs: Jobs,
+        go_on: GoOn | None = None,
+        read_ahead: ReadAhead | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.jobs = jobs
         self.go_on = go_on
+        self.read_ahead = read_ahead
 
     def on_job_report(self, report: JobReport) -> Decision:
         """Apply what a job says about one of its tries."""
@@ -49,7 +60,7 @@ class TaskReports:
 
     def on_job_event(self, event: JobEvent) -> Decision:
         """A service's state-change event, translated: find its try and apply it."""
-        ti, published = self._current_try_and_output(event)
+        ti, published, ahead = self._current_try_and_output(event)
         if ti is None:
             return Decision.reject(
                 f"{event.kind} job {event.job_id or event.token}: no current try of any task "
@@ -79,37 +90,45 @@ class TaskReports:
         # Only here, on a service's event: a dispatch that fails for good reports through
         # ``fail`` while a finish is being told, and must not tell its own finish in turn
         # (a chain of failing dispatches would nest one call per task).
-        return self.apply(ti, report, go_on=self.go_on, output_read=read_with_try)
+        return self.apply(ti, report, go_on=self.go_on, output_read=read_with_try, ahead=ahead)
 
     def current_try(self, event: JobEvent) -> TaskInstance | None:
         """The task instance whose current try the event is about, or None."""
         return self._current_try_and_output(event)[0]
 
-    def _current_try_and_output(self, event: JobEvent) -> tuple[TaskInstance | None, Any]:
-        """The task instance whose current try the event is about (or None), and what the
-        try's job published when it was read along (``_UNREAD`` when not).
+    def _current_try_and_output(
+        self, event: JobEvent
+    ) -> tuple[TaskInstance | None, Any, TryRead | None]:
+        """The task instance whose current try the event is about (or None), what the
+        try's job published when it was read along (``_UNREAD`` when not), and what was
+        read with them.
 
         An event that names its task instance is read by key (no index); one that can end
-        the try and names it too has the try's published output read in the same round
+        the try and names it too has the try's published output, its run and the
+        downstream tasks its finish goes on with (``read_ahead``) read in the same round
         trip. Otherwise the token (or else the job id) is looked up in the indexes."""
         tasks = self.scheduler.repos.tasks
         if event.task_key is not None:
             published: Any = _UNREAD
+            ahead: TryRead | None = None
             if event.try_number is not None and event.status is not JobStatus.RUNNING:
-                ti, published = tasks.get_with_output(*event.task_key, event.try_number)
+                dag_id, _run_id, instance_id = event.task_key
+                downstream = self.read_ahead(dag_id, instance_id) if self.read_ahead else []
+                ahead = tasks.get_try_with_run(*event.task_key, event.try_number, downstream)
+                ti, published = ahead.task, ahead.published
             else:
                 ti = tasks.find(*event.task_key)
             if ti is None:
-                return None, _UNREAD
+                return None, _UNREAD, None
             if event.token is not None and ti.dispatch_token == event.token:
-                return ti, published
+                return ti, published, ahead
             if event.token is None and event.job_id is not None and ti.job_id == event.job_id:
-                return ti, published
-            return None, _UNREAD  # another try's event (an older one, or a restart's)
+                return ti, published, ahead
+            return None, _UNREAD, None  # another try's event (an older one, or a restart's)
         ti = tasks.find_by_token(event.token) if event.token else None
         if ti is None and event.job_id:
             ti = tasks.find_by_job_id(event.job_id)
-        return ti, _UNREAD
+        return ti, _UNREAD, None
 
     def apply(
         self,
@@ -118,9 +137,11 @@ class TaskReports:
         go_on: GoOn | None = None,
         *,
         output_read: bool = False,
+        ahead: TryRead | None = None,
     ) -> Decision:
         """``output_read``: ``report.published_output`` was read with the try (None there
-        means nothing was published), so it is not read again."""
+        means nothing was published), so it is not read again; ``ahead``: what was read
+        with the try, for ``go_on``."""
         if not output_read and report.published_output is None and may_end_try(ti, report):
             report = replace(report, published_output=self.published_output(report))
         spec = self.scheduler.spec_of_task(ti)
@@ -132,7 +153,7 @@ class TaskReports:
         decision = applied.decision
         finished = applied.task
         if go_on is not None and finished is not None and finished.state in FINISHED_TASK_STATES:
-            go_on(finished)
+            go_on(finished, ahead)
         if decision.outcome is Outcome.CANCEL_JOB:
             # A job runs for a try that is over (stopped or marked while it started).
             token = dispatch_token(ti, report.try_number)

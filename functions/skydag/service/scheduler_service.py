@@ -19,7 +19,7 @@ from datetime import datetime
 
 from skydag.engine.models import DagRun, TaskInstance
 from skydag.ports import Clock, EventSink, NoTimers, Timers
-from skydag.ports.store import NotFound, Store
+from skydag.ports.store import NotFound, Store, TryRead
 from skydag.service.changes import ChangeReactions
 from skydag.service.commands import OperatorCommands
 from skydag.service.core import (
@@ -55,7 +55,9 @@ class SchedulerService:
         self.jobs = Jobs(self.scheduler)
         self.runs = RunLifecycle(self.scheduler)
         self.progress = TaskProgress(self.scheduler, self.runs, self.jobs)
-        self.reports = TaskReports(self.scheduler, self.jobs, go_on=self._finished)
+        self.reports = TaskReports(
+            self.scheduler, self.jobs, go_on=self._finished, read_ahead=self.progress.read_ahead
+        )
         self.dispatcher = Dispatcher(self.scheduler, self.jobs, self.reports)
         self.changes = ChangeReactions(
             self.scheduler, self.runs, self.progress, self.dispatcher, self.jobs
@@ -85,12 +87,13 @@ class SchedulerService:
         self.set_paused = self.commands.set_paused
         self.delete_dag = self.commands.delete_dag
 
-    def _finished(self, ti: TaskInstance) -> None:
+    def _finished(self, ti: TaskInstance, ahead: TryRead | None) -> None:
         """A service's event ended a try: tell its downstream tasks and dispatch the ones
         that queue now, as the finish's stream record will (``reports.py``). The
         dispatcher is looked up at the call: the local cloud wraps its ``dispatch``.
-        ``ti`` is the finish as this invocation just wrote it: not read again."""
-        self.progress.propagate(ti, self.dispatcher.dispatch, written=True)
+        ``ti`` is the finish as this invocation just wrote it: not read again; ``ahead``:
+        its run and downstream tasks, read with the try."""
+        self.progress.propagate(ti, self.dispatcher.dispatch, written=True, ahead=ahead)
 
     # --- the ports (tests swap targets and timers) ------------------------------------------
 

@@ -55,6 +55,7 @@ from skydag.ports.store import (
     NotFound,
     Store,
     Subscription,
+    TryRead,
     due_at,
     keeps_due_place,
     output_key,
@@ -359,6 +360,26 @@ class MemoryTaskInstanceRepository:
             published = scope.get(output_key(try_number))
             value = None if published is None else loads(published.value)
             return self.find(dag_id, run_id, instance_id), value
+
+    def get_try_with_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        instance_id: str,
+        try_number: int,
+        downstream: Sequence[str] = (),
+    ) -> TryRead:
+        with self._lock:
+            scope = self._tables.state_scopes.get(output_scope(dag_id, run_id, instance_id), {})
+            published = scope.get(output_key(try_number))
+            item = self._tables.runs.get((dag_id, run_id))
+            return TryRead(
+                self.find(dag_id, run_id, instance_id),
+                None if published is None else loads(published.value),
+                None if item is None else item.record(),
+                frozenset(downstream),
+                {ti.instance_id: ti for ti in self.get_many(dag_id, run_id, downstream)},
+            )
 
     def get_with_run(
         self,

@@ -51,6 +51,7 @@ from skydag.ports.store import (
     WITH_RUN_LIMIT,
     Store,
     Subscription,
+    TryRead,
     due_at,
     finish_scope,
     instance_scope,
@@ -139,9 +140,14 @@ def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskIn
 
 
 def _read_run_and_items(
-    dag_id: str, run_id: str, task_ids: Sequence[str], finish_group: int | None = None
-) -> tuple[RunModel | None, dict[str, TaskInstanceModel], FinishTallyModel | None]:
-    """The run's item, these task-instance items and a finish tally, in one BatchGetItem."""
+    dag_id: str,
+    run_id: str,
+    task_ids: Sequence[str],
+    finish_group: int | None = None,
+    output: tuple[str, int] | None = None,
+) -> tuple[RunModel | None, dict[str, TaskInstanceModel], FinishTallyModel | None, Any]:
+    """The run's item, these task-instance items, a finish tally and what a try's job
+    published (``output``: its instance and try), in one BatchGetItem."""
     runs, tasks = RunModel.Meta.table_name, TaskInstanceModel.Meta.table_name
     state = FinishTallyModel.Meta.table_name
     assert runs is not None
@@ -152,14 +158,29 @@ def _read_run_and_items(
     if task_ids:
         unique = dict.fromkeys(task_ids)
         keys[tasks] = [{"run_key": {"S": key}, "task_id": {"S": t}} for t in unique]
+    finish, published = finish_scope(dag_id, run_id), None
     if finish_group is not None:
-        scope = finish_scope(dag_id, run_id)
-        keys[state] = [{"scope": {"S": scope}, "key": {"S": str(finish_group)}}]
+        keys[state] = [{"scope": {"S": finish}, "key": {"S": str(finish_group)}}]
+    if output is not None:
+        published = output_scope(dag_id, run_id, output[0])
+        wanted = {"scope": {"S": published}, "key": {"S": output_key(output[1])}}
+        keys.setdefault(state, []).append(wanted)
     found = _batch_get_tables(keys, f"run {dag_id}/{run_id} and its task instances")
     run = next((RunModel.from_raw_data(raw) for raw in found.get(runs, [])), None)
     items = (TaskInstanceModel.from_raw_data(raw) for raw in found.get(tasks, []))
-    tally = next((FinishTallyModel.from_raw_data(raw) for raw in found.get(state, [])), None)
-    return run, {item.task_id: item for item in items}, tally
+    states = found.get(state, [])
+    tally = next(
+        (FinishTallyModel.from_raw_data(r) for r in states if r["scope"]["S"] == finish), None
+    )
+    value = next(
+        (TaskStateModel.from_raw_data(r) for r in states if r["scope"]["S"] == published), None
+    )
+    return (
+        run,
+        {item.task_id: item for item in items},
+        tally,
+        None if value is None else _loads(value.value),
+    )
 
 
 def _with_finish_tally(run: RunModel, tally: FinishTallyModel | None, group: FinishGroup) -> DagRun:
@@ -459,16 +480,37 @@ class TaskInstanceRepository:
         pages)."""
         number = None if finish_group is None else finish_group.number
         if len(task_ids) > WITH_RUN_LIMIT:
-            found_run, _, tally = _read_run_and_items(dag_id, run_id, [], number)
+            found_run, _, tally, _ = _read_run_and_items(dag_id, run_id, [], number)
             tasks = {ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)}
         else:
-            found_run, items, tally = _read_run_and_items(dag_id, run_id, task_ids, number)
+            found_run, items, tally, _ = _read_run_and_items(dag_id, run_id, task_ids, number)
             tasks = {item.task_id: _ti_from_model(item) for item in items.values()}
         if found_run is None:
             return None, tasks
         if finish_group is None:
             return _run_from_model(found_run), tasks
         return _with_finish_tally(found_run, tally, finish_group), tasks
+
+    def get_try_with_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        instance_id: str,
+        try_number: int,
+        downstream: Sequence[str] = (),
+    ) -> TryRead:
+        asked = list(dict.fromkeys(downstream))[: WITH_RUN_LIMIT - 1]
+        found_run, items, _, published = _read_run_and_items(
+            dag_id, run_id, [instance_id, *asked], output=(instance_id, try_number)
+        )
+        tasks = {task_id: _ti_from_model(item) for task_id, item in items.items()}
+        return TryRead(
+            tasks.pop(instance_id, None),
+            published,
+            None if found_run is None else _run_from_model(found_run),
+            frozenset(asked),
+            tasks,
+        )
 
     def get_with_output(
         self, dag_id: str, run_id: str, instance_id: str, try_number: int
