@@ -70,7 +70,7 @@ bench-scale: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python run_scale_benchmarks.py
 
 ## bench-big-run: a 10,000-task DAG (1 -> 9,998 -> 1 Batch tasks) run through the local cloud, metered,
-## beside a 1 -> 10 -> 1 baseline; writes docs/benchmarks-big-run.md (an hour or more on 2 cores)
+## beside a 1 -> 10 -> 1 baseline; writes docs/benchmarks-big-run.md (about 40 minutes on 2 cores)
 bench-big-run: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python run_big_run.py
 

@@ -509,8 +509,8 @@ def big_dag_section(big_dags: list[dict[str, Any]]) -> list[str]:
             f"| {r['save_seconds']:.2f} s | {r['read_seconds']:.2f} s |"
         )
     out.append(
-        "\nA 10,000-task run through the local cloud is `make bench-big-run` (an hour or "
-        "more here): [benchmarks-big-run.md](benchmarks-big-run.md).\n"
+        "\nA 10,000-task run through the local cloud is `make bench-big-run` (about 40 "
+        "minutes here): [benchmarks-big-run.md](benchmarks-big-run.md).\n"
     )
     out.append(
         "A wide join, modelled (not measured) as each report's writes are charged: a join "
@@ -648,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         scenarios = [chain(50), fan_out(200), diamonds(20)]
         # With the main scenarios: chain 10, 50 and 1,000, fan-out 10, 200 and 1,000 (0.2 to
-        # 0.3 s a task here; 10,000 tasks is `make bench-big-run`, an hour or more). At
+        # 0.3 s a task here; 10,000 tasks is `make bench-big-run`, about 40 minutes). At
         # 1,000 tasks a run counts its finishes in finish tallies, a join in tally items.
         flat_sizes = [] if args.no_flat else [chain(10), chain(1_000), fan_out(10), fan_out(1_000)]
     results = run_all(scenarios + flat_sizes, args.timeout)

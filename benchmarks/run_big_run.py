@@ -8,7 +8,7 @@ for every task (``max_active_tasks`` 10,000: its runs take none) and its join to
 tally items (engine/tallies.py). Writes ``docs/benchmarks-big-run.md``: how long the run
 took here, how it ended, its cost per task beside the baseline's with the ±10% flatness
 verdict, where it went, and the most DynamoDB calls one record made. Too long for
-``make bench`` (an hour or more on 2 cores), hence a target of its own.
+``make bench`` (about 40 minutes on 2 cores), hence a target of its own.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from skydag.engine.states import Cause, RunState, TaskState
 from skydag.engine.transitions import InvalidTransition, Transition
 from skydag.ports.store import (
     WITH_RUN_LIMIT,
+    WITH_TRY_LIMIT,
     ConflictError,
     NotFound,
     Store,
@@ -1394,6 +1395,9 @@ def test_a_try_is_read_with_its_run_and_downstream_tasks_at_once(repos: Store) -
     assert repos.tasks.get_try_with_run(DAG, RUN, "nope", 2) == TryRead(
         None, None, run, frozenset(), {}
     )
+    too_many = [f"t{i}" for i in range(WITH_TRY_LIMIT + 1)]
+    with pytest.raises(ValueError, match="at most"):
+        repos.tasks.get_try_with_run(DAG, RUN, "a", 1, too_many)
 
 
 def test_a_run_read_with_its_tasks_asks_again_for_what_dynamodb_left_unprocessed(

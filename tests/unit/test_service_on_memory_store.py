@@ -27,6 +27,7 @@ from skydag.engine.scheduler import readiness
 from skydag.engine.states import RunState, TaskState
 from skydag.ports import MemoryEventSink
 from skydag.ports.store import TryRead
+from skydag.service import progress
 from skydag.service.core import Scheduler
 from skydag.service.joins import WideJoins
 from skydag.service.scheduler_service import SchedulerService
@@ -363,6 +364,26 @@ def test_a_wrong_guess_of_the_dag_version_reads_the_tasks_again(
     assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["a", "b"]
     env.settle()
     assert (env.run("pair").state, env.run("pair", "r2").state) == (RunState.SUCCESS,) * 2
+
+
+def test_a_fan_out_wider_than_one_read_with_the_try_reads_its_tasks_once(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More downstream tasks than fit in the read with the try, its output and its run
+    (``WITH_TRY_LIMIT``, made 2 here): none are read with the try, and the finish reads
+    them all with the run, once (reading part of them ahead would read those twice)."""
+    monkeypatch.setattr(progress, "WITH_TRY_LIMIT", 2)
+    children = {f"b{i}": {"depends_on": ["a"], **ECHOING} for i in range(3)}
+    env.load({"dag": "fan", "tasks": {"a": ECHOING, **children}})
+    env.service.trigger("fan", run_id="r1")
+    env.settle_changes()
+    (job_a,) = env.remote.running()
+    reads = count_run_reads(env, monkeypatch)
+
+    env.service.on_job_event(env.remote.outcome(job_a))
+
+    assert reads == ["a try 1: r1 with ", "r1 with b0, b1, b2"]
+    assert sorted(env.remote.jobs[j].task_id for j in env.remote.running()) == ["b0", "b1", "b2"]
 
 
 def test_a_finish_reads_ahead_only_the_tasks_its_report_alone_decides(

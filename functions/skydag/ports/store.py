@@ -126,6 +126,8 @@ ANY_SOURCE = "*"
 # ``get_with_run``'s instances in one round trip: with the run and a finish tally, a
 # BatchGetItem's 100 keys.
 WITH_RUN_LIMIT = 98
+# ``get_try_with_run``'s downstream instances: with the try, its output and its run.
+WITH_TRY_LIMIT = 97
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,8 @@ class TaskInstanceStore(Protocol):
         downstream: Sequence[str] = (),
     ) -> TryRead:
         """``get_with_output``, with the run and these downstream instances (at most
-        ``WITH_RUN_LIMIT - 1``) in the same round trip: what a finish goes on with."""
+        ``WITH_TRY_LIMIT``: ValueError beyond) in the same round trip: what a finish goes
+        on with."""
         ...
 
     def get_with_run(

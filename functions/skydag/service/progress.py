@@ -22,7 +22,7 @@ from skydag.engine.scheduler import (
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
-from skydag.ports.store import NotFound, TryRead
+from skydag.ports.store import WITH_TRY_LIMIT, NotFound, TryRead
 from skydag.service.core import HandOver, Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
@@ -216,7 +216,10 @@ class TaskProgress:
         spec = self.scheduler.likely_spec(dag_id)
         if spec is None or task_id not in spec.tasks:
             return []
-        return self.told_first(spec, TaskInstance(dag_id, "", task_id), told_before=False)
+        first = self.told_first(spec, TaskInstance(dag_id, "", task_id), told_before=False)
+        # More than one read holds with the try, its output and its run: none (``propagate``
+        # reads them with the run then; reading part of them here would read them twice).
+        return first if len(first) <= WITH_TRY_LIMIT else []
 
     def tell_downstream(
         self,

@@ -51,6 +51,7 @@ from skydag.engine.states import (
 from skydag.engine.transitions import Transition
 from skydag.ports.store import (
     ANY_SOURCE,
+    WITH_TRY_LIMIT,
     ConflictError,
     NotFound,
     Store,
@@ -369,6 +370,8 @@ class MemoryTaskInstanceRepository:
         try_number: int,
         downstream: Sequence[str] = (),
     ) -> TryRead:
+        if len(set(downstream)) > WITH_TRY_LIMIT:
+            raise ValueError(f"{len(downstream)} downstream tasks: at most {WITH_TRY_LIMIT}")
         with self._lock:
             scope = self._tables.state_scopes.get(output_scope(dag_id, run_id, instance_id), {})
             published = scope.get(output_key(try_number))

@@ -49,6 +49,7 @@ from skydag.ports.store import (
     AWS_SOURCES_KEY,
     EMIT_SOURCES_KEY,
     WITH_RUN_LIMIT,
+    WITH_TRY_LIMIT,
     Store,
     Subscription,
     TryRead,
@@ -499,7 +500,9 @@ class TaskInstanceRepository:
         try_number: int,
         downstream: Sequence[str] = (),
     ) -> TryRead:
-        asked = list(dict.fromkeys(downstream))[: WITH_RUN_LIMIT - 1]
+        asked = list(dict.fromkeys(downstream))
+        if len(asked) > WITH_TRY_LIMIT:
+            raise ValueError(f"{len(asked)} downstream tasks: at most {WITH_TRY_LIMIT} in one read")
         found_run, items, _, published = _read_run_and_items(
             dag_id, run_id, [instance_id, *asked], output=(instance_id, try_number)
         )
