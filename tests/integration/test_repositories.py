@@ -1229,6 +1229,16 @@ def test_save_version_numbers_versions_and_runs_stay_pinned(
     assert list(repos.dags.load_spec(DAG, 2).tasks) == ["a", "b"]
 
 
+def test_a_cached_spec_is_one_loaded_before_and_never_a_read(
+    repos: Store, dag_loader: Callable[[dict[str, Any]], DagSpec]
+) -> None:
+    v1 = dag_loader(SPEC_V1)
+    assert repos.dags.load_spec(DAG, 1) == v1
+    assert repos.dags.cached_spec(DAG, 1) == v1
+    assert repos.dags.cached_spec(DAG, 7) is None  # no such version: no read, no error
+    assert repos.dags.cached_spec("other", 1) is None
+
+
 def test_save_version_keeps_the_pause_flag(
     repos: Store, dag_loader: Callable[[dict[str, Any]], DagSpec]
 ) -> None:

@@ -460,6 +460,10 @@ class DagStore(Protocol):
 
     def load_spec(self, dag_id: str, version: int) -> DagSpec: ...
 
+    def cached_spec(self, dag_id: str, version: int) -> DagSpec | None:
+        """The version if ``load_spec`` holds it already, else None: never a read."""
+        ...
+
     def set_paused(self, dag_id: str, paused: bool) -> None:
         """Pause or unpause the DAG; NotFound when it has no head."""
         ...

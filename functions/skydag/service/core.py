@@ -108,10 +108,11 @@ class Scheduler:
 
     def likely_spec(self, dag_id: str) -> DagSpec | None:
         """The DAG version a run of ``dag_id`` most likely has, before anything of it is
-        read: the one its runs last used in this process (a warm Lambda's guess, to read
-        ahead what a task's end needs; never trusted: what is read says the version)."""
+        read: the one its runs last used in this process, if still cached (a warm
+        Lambda's guess, to read ahead what a task's end needs: never a read of its own,
+        never trusted: what is read says the version)."""
         version = self.last_versions.get(dag_id)
-        return None if version is None else self.repos.dags.load_spec(dag_id, version)
+        return None if version is None else self.repos.dags.cached_spec(dag_id, version)
 
     def current_spec(self, record: DagRecord) -> DagSpec:
         assert record.current_version is not None

@@ -1020,6 +1020,10 @@ class MemoryDagRepository:
         found.sort(key=lambda sub: (sub.dag_id, sub.task_id or "", sub.kind, dumps(sub.pattern)))
         return found
 
+    def cached_spec(self, dag_id: str, version: int) -> DagSpec | None:
+        with self._lock:
+            return self._specs.get((dag_id, version))
+
     def load_spec(self, dag_id: str, version: int) -> DagSpec:
         with self._lock:
             cached = self._specs.get((dag_id, version))

@@ -1604,6 +1604,9 @@ class DagRepository:
         """A pinned DAG version, read once per repository (its item, then its object)."""
         return self._specs.get_or_load((dag_id, version), lambda: _read_spec(dag_id, version))
 
+    def cached_spec(self, dag_id: str, version: int) -> DagSpec | None:
+        return self._specs.get((dag_id, version))
+
     def set_paused(self, dag_id: str, paused: bool) -> None:
         try:
             DagModel(dag_id).update(
