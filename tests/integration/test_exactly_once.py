@@ -683,6 +683,20 @@ def test_a_late_copy_of_a_chunks_record_tells_nothing_new(
     assert [ti.try_number for ti in _children(env)] == [1] * WIDE
 
 
+def slots_root_running_with_a_queueing_to_die(env: EmbeddedSkydag) -> TaskInstance:
+    """A run of "slots" (one slot) whose root runs, its fan-out told a task at a time, and
+    whose ``a`` dies at its ``→ queued`` write (once); returns the root."""
+    env.service.progress.report_chunk = 1
+    env.service.trigger("slots", run_id="s1")
+    settle(env)
+    crash_once(
+        env.repos.tasks,
+        "apply",
+        when=lambda ti, transition, *_, **__: ti.task_id == "a" and transition.dst is T.QUEUED,
+    )
+    return task(env, "slots", "s1", "root")
+
+
 def test_a_task_that_took_a_free_slot_and_died_before_queueing_still_starts(
     env: EmbeddedSkydag, jobs: FakeService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -694,15 +708,7 @@ def test_a_task_that_took_a_free_slot_and_died_before_queueing_still_starts(
     starts one that holds a slot first. (The root's slot is not handed over to a here,
     as when a concurrent delivery freed it first: see the next test for that way.)"""
     monkeypatch.setattr(env.repos.runs, "hand_over_task_slot", lambda *args, **kwargs: None)
-    env.service.progress.report_chunk = 1
-    env.service.trigger("slots", run_id="s1")
-    settle(env)
-    root = task(env, "slots", "s1", "root")
-    crash_once(
-        env.repos.tasks,
-        "apply",
-        when=lambda ti, transition, *_, **__: ti.task_id == "a" and transition.dst is T.QUEUED,
-    )
+    root = slots_root_running_with_a_queueing_to_die(env)
     env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
     with pytest.raises(Crash):
         settle(env)  # the root's last chunk (b) freed its slot; a took it and died
@@ -727,15 +733,7 @@ def test_a_task_handed_its_upstreams_slot_that_died_before_queueing_still_starts
     finish counted, in one run write) and the scheduler dies before a's ``→ queued``
     write. The root's finish record tells a again: it starts in the slot it holds, and
     b in the slot a frees."""
-    env.service.progress.report_chunk = 1
-    env.service.trigger("slots", run_id="s1")
-    settle(env)
-    root = task(env, "slots", "s1", "root")
-    crash_once(
-        env.repos.tasks,
-        "apply",
-        when=lambda ti, transition, *_, **__: ti.task_id == "a" and transition.dst is T.QUEUED,
-    )
+    root = slots_root_running_with_a_queueing_to_die(env)
     with pytest.raises(Crash):
         env.service.on_job_event(jobs.event(root.job_id or "", JobStatus.SUCCEEDED, exit_code=0))
     run = env.repos.runs.get("slots", "s1")
