@@ -1796,6 +1796,31 @@ def test_a_finish_counts_but_leaves_another_try_slot_alone(repos: Store) -> None
     assert repos.runs.release_task_slot(replace(failed, try_number=2)) is True
 
 
+def test_a_slot_its_next_try_never_took_is_freed_only_while_the_task_stays_finished(
+    repos: Store,
+) -> None:
+    """A slot taken for try 1 of a task that was then marked (finished at try 0): freed,
+    in a transaction with the task's state. Refused, writing nothing: the slot is the
+    finished try's own or a later one's, or the task has moved on (a clear queued try 1)."""
+    run = make_run(repos)
+    a = put_task(repos, "a")
+    assert repos.runs.reserve_task_slot(run, a, 1, 5)
+    marked = repos.tasks.apply(a, move(a, T.SUCCESS, Cause.MARK))
+    assert marked.try_number == 0
+    assert repos.runs.release_orphaned_slot(replace(marked, state=T.FAILED)) is False
+    assert repos.runs.get(DAG, RUN).active == {"a"}
+
+    assert repos.runs.release_orphaned_slot(marked) is True
+    assert repos.runs.get(DAG, RUN).active == frozenset()
+    assert repos.runs.release_orphaned_slot(marked) is False  # (no slot)
+
+    b = queued_task(repos, "b")  # try 1 holds its own slot
+    assert repos.runs.reserve_task_slot(run, b, 1, 5)
+    assert repos.runs.release_orphaned_slot(replace(b, try_number=0, state=T.QUEUED)) is False
+    assert repos.runs.release_orphaned_slot(b) is False  # its own try's: not orphaned
+    assert repos.runs.get(DAG, RUN).active == {"b"}
+
+
 def test_throttled_tasks_leave_the_set_when_dispatched_or_finished(repos: Store) -> None:
     """A task keeps its place among the throttled after it takes a slot, until its try is
     dispatched: if it dies in between, the next slot-filling still finds it."""

@@ -850,3 +850,44 @@ def test_a_finish_hands_its_slot_to_the_task_it_starts_in_one_run_write(
     assert writes == ["hand_over_task_slot", "hand_over_task_slot", "record_finished"]
     run = env.run("chain")
     assert (run.state, run.finished_count, run.active) == (RunState.SUCCESS, 3, frozenset())
+
+
+def test_a_slot_taken_for_a_task_an_operator_marks_meanwhile_goes_on_to_the_next(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot; root's finish gives it to a (the hand-over), and before a's ``→ queued``
+    write an operator marks a success: the write loses, a finishes at try 0 holding the
+    slot taken for try 1. Counting a's finish frees that slot (nothing else would), so c
+    starts and the run ends instead of waiting for ever."""
+    env.load(
+        {
+            "dag": "marked",
+            "max_active_tasks": 1,
+            "tasks": {
+                "root": JOB,
+                "a": {"depends_on": ["root"], **JOB},
+                "c": {"depends_on": ["a"], **JOB},
+            },
+        }
+    )
+    env.service.trigger("marked", run_id="r1")
+    env.settle_changes()
+    (job,) = env.remote.running()
+    apply = env.store.tasks.apply
+    marked: list[str] = []
+
+    def an_operator_first(ti: TaskInstance, transition: Any, **kwargs: Any) -> TaskInstance:
+        if ti.task_id == "a" and transition.dst is T.QUEUED and not marked:
+            marked.append(ti.task_id)
+            env.service.mark("marked", "r1", "a", T.SUCCESS)
+        return apply(ti, transition, **kwargs)
+
+    monkeypatch.setattr(env.store.tasks, "apply", an_operator_first)
+    env.service.on_job_event(env.remote.outcome(job))
+    assert marked == ["a"]
+    assert env.tasks("marked")["a"].state is T.SUCCESS
+    env.settle()
+
+    run = env.run("marked")
+    assert (run.state, run.active, run.throttled) == (RunState.SUCCESS, frozenset(), frozenset())
+    assert env.states("marked")["c"] == (T.SUCCESS, 1)

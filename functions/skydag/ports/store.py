@@ -405,6 +405,15 @@ class RunStore(Protocol):
         (the caller reserves as usual). Returns the run after the write."""
         ...
 
+    def release_orphaned_slot(self, ti: TaskInstance) -> bool:
+        """Free the slot taken for the next try of a task that finished at this try
+        without it: the slot was taken before the ``→ queued`` write, which lost a race to
+        a change that finished the task (a mark, a skip), and nothing else would ever free
+        it (a run with one slot would wait for ever). Only while the task is still in
+        ``ti``'s state at ``ti``'s try, checked in the same transaction: a clear that has
+        queued that next try keeps its slot. True when freed."""
+        ...
+
     def drop_throttled(self, run: DagRun, task_id: str) -> None:
         """Take the task out of the throttled set (its try is being dispatched)."""
         ...

@@ -194,6 +194,9 @@ class TaskProgress:
                 ti, index, failed_leaf=failed_leaf, group=group, release=holds
             )
             run = recorded or run
+        if ti.instance_id in run.active and repos.runs.release_orphaned_slot(ti):
+            # Still held after the count: its next try's, which that try never took.
+            run = repos.runs.get(ti.dag_id, ti.run_id)
         self.slots.fill_free(spec, run)
         self.runs.complete_if_done(spec, run)
 

@@ -309,6 +309,8 @@ class _Tables:
         self.runs: dict[tuple[str, str], _RunItem] = {}
         # The task state by scope, here so that a try is read with its published output.
         self.state_scopes: dict[str, dict[str, _StateItem]] = {}
+        # The task instances by run, here so that a slot's release can check its task.
+        self.task_items: dict[tuple[str, str], dict[str, _TaskItem]] = {}
 
     def changed(self, kind: str, old: Any, new: Any) -> None:
         # Like a stream, only a write that changes the record is news.
@@ -323,7 +325,7 @@ class MemoryTaskInstanceRepository:
     def __init__(self, tables: _Tables) -> None:
         self._tables = tables
         self._lock = tables.lock
-        self._runs: dict[tuple[str, str], dict[str, _TaskItem]] = {}
+        self._runs: dict[tuple[str, str], dict[str, _TaskItem]] = tables.task_items
         # A wide join's tally items: (dag, run, join, group) -> the item.
         self._tallies: dict[tuple[str, str, str, int], TallyMembers] = {}
 
@@ -875,6 +877,19 @@ class MemoryRunRepository:
 
             self._write(item, write)
             return item.record()
+
+    def release_orphaned_slot(self, ti: TaskInstance) -> bool:
+        with self._lock:
+            item = self._runs.get((ti.dag_id, ti.run_id))
+            task = self._tables.task_items.get((ti.dag_id, ti.run_id), {}).get(ti.instance_id)
+            if item is None or task is None:
+                return False
+            if (task.ti.state, task.ti.try_number) != (ti.state, ti.try_number):
+                return False
+            if item.active.get(ti.instance_id) != ti.try_number + 1:
+                return False
+            self._write(item, lambda: item.active.pop(ti.instance_id))
+            return True
 
     def drop_throttled(self, run: DagRun, task_id: str) -> None:
         with self._lock:

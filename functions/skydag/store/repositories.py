@@ -1331,6 +1331,28 @@ class RunRepository:
         )
         return None if attributes is None else _run_from_model(RunModel.from_raw_data(attributes))
 
+    def release_orphaned_slot(self, ti: TaskInstance) -> bool:
+        slot = RunModel.active[ti.instance_id]
+        try:
+            with TransactWrite(connection=_transaction_connection()) as transaction:
+                transaction.condition_check(
+                    TaskInstanceModel,
+                    run_key(ti.dag_id, ti.run_id),
+                    ti.instance_id,
+                    condition=(TaskInstanceModel.state == ti.state.value)
+                    & (TaskInstanceModel.try_number == ti.try_number),
+                )
+                transaction.update(
+                    RunModel(ti.dag_id, ti.run_id),
+                    actions=[slot.remove()],
+                    condition=slot == ti.try_number + 1,
+                )
+        except TransactWriteError as error:
+            if _cancelled_by_conditions(error):
+                return False
+            raise
+        return True
+
     def drop_throttled(self, run: DagRun, task_id: str) -> None:
         self._write(run.dag_id, run.run_id, [RunModel.throttled.delete({task_id})])
 
