@@ -106,6 +106,8 @@ MWAA_TASKS_PER_DAY = 10_000
 LATENCY_P50_MS: dict[str, tuple[float, str]] = {
     "eventbridge_to_sqs": (150.0, "EventBridge rule match and delivery to an SQS target"),
     "sqs_to_lambda": (30.0, "SQS event source: long poll returns, invoke (plus the window)"),
+    "eventbridge_to_lambda": (150.0, "EventBridge rule match and asynchronous invoke"),
+    "async_queue_to_lambda": (30.0, "Lambda's queue of asynchronous invocations to the function"),
     "stream_to_lambda": (300.0, "DynamoDB Streams record visible, polled 4 times a second"),
     "lambda_invoke": (10.0, "a warm invocation's own overhead"),
     "dynamodb_call": (6.0, "a DynamoDB GetItem / UpdateItem / Query round trip"),
@@ -155,7 +157,7 @@ def cpu_on_aws_ms(cpu_seconds: float, memory_mb: int) -> float:
 
 @dataclass(frozen=True)
 class Hop:
-    """One Lambda hop of a path: how the function was reached (``kind``: "sqs" or
+    """One Lambda hop of a path: how the function was reached (``kind``: "async", "sqs" or
     "stream"), the AWS calls it made one after the other before the call that carries the
     path on, and the handler's own CPU until then, on AWS (``cpu_on_aws_ms``)."""
 
@@ -171,7 +173,9 @@ def path_latency_ms(hops: Iterable[Hop], batching_window_s: float) -> float:
     table = {name: value for name, (value, _) in LATENCY_P50_MS.items()}
     total = 0.0
     for hop in hops:
-        if hop.kind == "sqs":
+        if hop.kind == "async":
+            total += table["eventbridge_to_lambda"] + table["async_queue_to_lambda"]
+        elif hop.kind == "sqs":
             total += table["eventbridge_to_sqs"] + table["sqs_to_lambda"]
             total += batching_window_s * 1000
         else:

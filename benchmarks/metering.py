@@ -83,6 +83,8 @@ class Node:
     root: str | None  # what started it when no node did (a service's or user's event)
     calls: list[Call] = field(default_factory=list)
     cpu_started: float = 0.0  # the invocation's own CPU seconds when the record began
+    # How the function was reached: "async" (a rule invoked it), "sqs" or "stream".
+    kind: str = "async"
 
 
 @dataclass
@@ -92,6 +94,8 @@ class _Invocation:
     causes: list[str]
     log: io.StringIO
     stdout: io.StringIO
+    # The event itself when a rule invoked the function with it (no batch of records).
+    event: Any = None
     outside: Node | None = None
     # CPU seconds the meter itself spent inside the invocation (taken out of its duration).
     overhead: float = 0.0
@@ -216,6 +220,8 @@ class CostMeter:
         records = list(event.get("Records") or []) if isinstance(event, dict) else []
         causes = [self._cause(function, record) for record in records] or [self._event_cause(event)]
         inv = _Invocation(function, records, causes, io.StringIO(), io.StringIO())
+        if not records:
+            inv.event = event
         self._inv = inv
         logger = runtime.logger
         handler_ = logger.registered_handler
@@ -289,16 +295,22 @@ class CostMeter:
                 if str(ident) == wanted:
                     record = candidate
                     break
+        kind = "async"
         if record is None:
             cause, origin, root = inv.causes[0], None, None
+            if isinstance(inv.event, Mapping):
+                origin, root = self._event_origin(inv.event)
         else:
             cause = self._cause(inv.function, record)
             origin, root = self._origin(record)
+            kind = "sqs" if "body" in record else "stream"
         # Log lines before this record are the invocation's own.
         text = inv.log.getvalue()
         inv.outside_log.append(text[inv.log_at :])
         inv.log_at = len(text)
-        node = Node(len(self.nodes), inv.function, cause, origin, root, cpu_started=inv.cpu())
+        node = Node(
+            len(self.nodes), inv.function, cause, origin, root, cpu_started=inv.cpu(), kind=kind
+        )
         self.nodes.append(node)
         self._node = node
 
@@ -353,15 +365,18 @@ class CostMeter:
                 event = json.loads(record["body"])
             except ValueError:
                 return None, "unreadable"
-            producer = self._producers.get(str(event.get("id")))
-            if producer is not None:
-                return producer, None
-            return None, f"event {event.get('id')}"
+            return self._event_origin(event)
         data = record.get("dynamodb") or {}
         table = _table_of(str(record.get("eventSourceARN", "")))
         key = f"{table}|{_canonical(data.get('NewImage') or {})}"
         writer = self._writes.get(key)
         return (writer, None) if writer is not None else (None, "write outside the handlers")
+
+    def _event_origin(self, event: Mapping[str, Any]) -> tuple[tuple[int, int] | None, str | None]:
+        producer = self._producers.get(str(event.get("id")))
+        if producer is not None:
+            return producer, None
+        return None, f"event {event.get('id')}"
 
     def _on_rule_delivery(self, matched: Matched) -> None:
         event = matched.event
@@ -652,7 +667,7 @@ class CostMeter:
                         "sequential_round_trips": sum(round_trips),
                         "latency_hops": [
                             cost.Hop(
-                                "sqs" if n.function == "Scheduler" else "stream",
+                                n.kind,
                                 rt,
                                 other,
                                 cost.cpu_on_aws_ms(

@@ -4,10 +4,11 @@
 
 Every scenario runs in the local cloud (``skydag.localcloud``): the DAG is uploaded to S3
 and loaded by the DAG loader, runs are triggered by command events, and the production
-handlers are fed as the deployed stack feeds them (rules -> SQS in batches of 10 with the
-1 s window, streams in batches of 25); Batch jobs are played (RUNNING, then SUCCEEDED, with
-the service's events). The cost meter (``metering.py``) counts every AWS call, unit and
-byte, and ``cost.py`` prices them. Writes ``docs/benchmarks.md`` (``--doc`` to change).
+handlers are fed as the deployed stack feeds them (job ends invoke the scheduler, commands
+go through SQS in batches of 10, streams in batches of 25); Batch jobs are played
+(RUNNING, then SUCCEEDED, with the service's events). The cost meter (``metering.py``)
+counts every AWS call, unit and byte, and ``cost.py`` prices them. Writes
+``docs/benchmarks.md`` (``--doc`` to change).
 """
 
 from __future__ import annotations
@@ -578,8 +579,9 @@ def tables_section() -> list[str]:
         f"{cost.TRACED_SHARE:.0%} of invocations (tracing is opt-in, context skydag:tracing; "
         f"when on, the default sampling rule traces {cost.XRAY_SAMPLED:.0%} at scale and its "
         "1 request/s reservoir is a fixed ≤ $13/month); the SQS event source's "
-        "ReceiveMessage + DeleteMessageBatch, one each per batch (its idle long polls, "
-        "≈ 0.65 M requests a month, are fixed too). Lambda GB-seconds come from each "
+        "ReceiveMessage + DeleteMessageBatch, one each per batch of commands or signals "
+        "(job ends invoke the scheduler directly and cost no SQS request; the queue's idle "
+        "long polls, ≈ 0.65 M requests a month, are fixed). Lambda GB-seconds come from each "
         "invocation's billed duration as it would be on AWS: the handler thread's CPU time "
         "measured here (moto runs on other threads, so neither it nor the machine's load "
         f"counts) divided by the function's CPU share (memory / {cost.FULL_VCPU_MB} MB), plus "
@@ -593,7 +595,7 @@ def tables_section() -> list[str]:
     window = wiring.SCHEDULER_EVENT_SOURCE.max_batching_window.total_seconds()
     w(
         f"| SQS batching window | {window * 1000:g} | the scheduler's event source "
-        "(`wiring.SCHEDULER_EVENT_SOURCE`), added on every SQS hop |"
+        "(`wiring.SCHEDULER_EVENT_SOURCE`), added on every SQS hop (commands, signals) |"
     )
     w(
         "\nBeside these, each hop adds the handler's own CPU time from the start of its "

@@ -1,6 +1,7 @@
 """The local cloud, measured: how soon a job's end reaches its task, per service, and what a
 task costs in handler invocations and AWS calls when the production handlers are fed as the
-deployed stack feeds them (rules → SQS in batches, streams in batches of 25).
+deployed stack feeds them (job ends invoke the scheduler, commands go through SQS in
+batches, streams in batches of 25).
 
     make bench-local        # or: python benchmarks/run_local_cloud_benchmarks.py [--runs N]
 
@@ -218,8 +219,8 @@ def main() -> int:
     window = wiring.SCHEDULER_EVENT_SOURCE.max_batching_window.total_seconds()
     print(
         f"job end -> its service's final event put, {args.runs} runs per kind "
-        f"(target <= {TARGET_SECONDS:.1f} s); -> the task's final state, through the "
-        f"stack's {window:.0f} s SQS batching window (a figure)"
+        f"(target <= {TARGET_SECONDS:.1f} s); -> the task's final state, the event "
+        f"invoking the scheduler (commands: the stack's {window:.0f} s SQS batching window)"
     )
     print(f"{'kind':<16} {'event p50':>9} {'max':>7}  {'verdict':<8} {'task p50':>9} {'max':>7}")
     worst = 0.0

@@ -22,7 +22,8 @@ On the skydag bus (everything there is meant for the scheduler):
 On the default bus (where AWS services put their events):
 - S3 "Object Created"/"Object Deleted" under the DAG prefix -> the dag loader;
 - each service's native state-change event, narrowed to skydag's jobs (names start with
-  ``skydag-``) and to the statuses the engine acts on -> the scheduler;
+  ``skydag-``) and to the statuses the engine acts on -> the scheduler, invoked directly
+  (asynchronously: Lambda's own retries, then ``JOB_EVENTS_DLQ``), as are Lambda results;
 - every five minutes -> the reconciler;
 - AWS events the loaded DAGs subscribe to -> the scheduler queue: not a rule of the
   stack but up to ``MAX_AWS_EVENT_RULES`` rules the dag loader keeps in step with the
@@ -192,7 +193,7 @@ DAG_LOADER = FunctionSpec(
 SCHEDULER = FunctionSpec(
     "Scheduler",
     "skydag.handlers.scheduler.lambda_handler",
-    "Signals, commands, ticks, timers and job state changes (SQS)",
+    "Job state changes (invoked by the rules); signals, commands, ticks, timers (SQS)",
     timedelta(seconds=60),
 )
 STREAM_PROCESSOR = FunctionSpec(
@@ -220,11 +221,14 @@ DLQ_RETENTION = timedelta(days=14)  # the SQS maximum: time to notice, fix and r
 DAG_LOADER_DLQ = QueueSpec(  # S3 event delivery and the loader's own async failures
     "DagLoaderDlq", retention=DLQ_RETENTION
 )
-EVENT_DELIVERY_DLQ = QueueSpec(  # rules -> scheduler queue delivery failures
+EVENT_DELIVERY_DLQ = QueueSpec(  # rules -> scheduler (queue or function) delivery failures
     "EventDeliveryDlq", retention=DLQ_RETENTION
 )
 SCHEDULER_DLQ = QueueSpec(  # scheduler-queue messages that kept failing
     "SchedulerDlq", retention=DLQ_RETENTION
+)
+JOB_EVENTS_DLQ = QueueSpec(  # job state changes the scheduler kept failing on
+    "JobEventsDlq", retention=DLQ_RETENTION
 )
 STREAM_DLQ = QueueSpec(  # stream batches that kept failing
     "StreamDlq", retention=DLQ_RETENTION
@@ -232,7 +236,14 @@ STREAM_DLQ = QueueSpec(  # stream batches that kept failing
 RECONCILER_DLQ = QueueSpec(  # reconcile ticks that kept failing
     "ReconcilerDlq", retention=DLQ_RETENTION
 )
-DEAD_LETTER_QUEUES = (DAG_LOADER_DLQ, EVENT_DELIVERY_DLQ, SCHEDULER_DLQ, STREAM_DLQ, RECONCILER_DLQ)
+DEAD_LETTER_QUEUES = (
+    DAG_LOADER_DLQ,
+    EVENT_DELIVERY_DLQ,
+    SCHEDULER_DLQ,
+    JOB_EVENTS_DLQ,
+    STREAM_DLQ,
+    RECONCILER_DLQ,
+)
 
 SCHEDULER_QUEUE = QueueSpec(
     "SchedulerQueue",
@@ -305,6 +316,13 @@ SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
 DAG_LOADER_ASYNC_INVOKE = AsyncInvokeSpec(
     DAG_LOADER, retry_attempts=2, max_event_age=EVENT_MAX_AGE, on_failure=DAG_LOADER_DLQ
 )
+# A job's end is on every task's path: the rules invoke the scheduler with it directly, so
+# that it costs no SQS request (a send, a receive and a delete: ~$1.2 a million tasks).
+# Commands, signals and ticks keep the queue, whose policy admits only the stack's rules
+# and the operators (docs/security.md); a run's worth of them, not a task's.
+SCHEDULER_ASYNC_INVOKE = AsyncInvokeSpec(
+    SCHEDULER, retry_attempts=2, max_event_age=EVENT_MAX_AGE, on_failure=JOB_EVENTS_DLQ
+)
 RECONCILER_ASYNC_INVOKE = AsyncInvokeSpec(
     RECONCILER,
     retry_attempts=2,
@@ -313,7 +331,7 @@ RECONCILER_ASYNC_INVOKE = AsyncInvokeSpec(
     on_failure=RECONCILER_DLQ,
 )
 # The functions EventBridge rules invoke asynchronously.
-ASYNC_INVOKES = (DAG_LOADER_ASYNC_INVOKE, RECONCILER_ASYNC_INVOKE)
+ASYNC_INVOKES = (DAG_LOADER_ASYNC_INVOKE, SCHEDULER_ASYNC_INVOKE, RECONCILER_ASYNC_INVOKE)
 
 # --- rules -------------------------------------------------------------------------------
 
@@ -322,6 +340,9 @@ TO_SCHEDULER_QUEUE = RuleTarget(
     retry_attempts=8,
     max_event_age=EVENT_MAX_AGE,
     dead_letter_queue=EVENT_DELIVERY_DLQ,
+)
+TO_SCHEDULER = RuleTarget(
+    SCHEDULER, retry_attempts=8, max_event_age=EVENT_MAX_AGE, dead_letter_queue=EVENT_DELIVERY_DLQ
 )
 TO_DAG_LOADER = RuleTarget(
     DAG_LOADER, retry_attempts=8, max_event_age=EVENT_MAX_AGE, dead_letter_queue=DAG_LOADER_DLQ
@@ -431,7 +452,8 @@ _TARGET_RULES = (
 
 
 def skydag_bus_rules() -> tuple[RuleSpec, ...]:
-    """The rules on the skydag bus; all feed the scheduler queue."""
+    """The rules on the skydag bus; all feed the scheduler (Lambda results directly, the
+    others through its queue)."""
     return (
         COMMANDS_RULE,
         SCHEDULER_EVENTS_RULE,
@@ -440,7 +462,7 @@ def skydag_bus_rules() -> tuple[RuleSpec, ...]:
 
 
 def job_event_rules() -> tuple[RuleSpec, ...]:
-    """The services' state changes on the default bus -> the scheduler queue."""
+    """The services' state changes on the default bus -> the scheduler, invoked."""
     return _target_rules(
         "BATCH_JOB_STATE_RULE",
         "EMR_STEP_STATUS_RULE",
@@ -479,6 +501,14 @@ def skydag_bus_patterns() -> dict[str, Pattern]:
 def job_event_patterns() -> dict[str, Pattern]:
     """Rule id -> pattern, for the services' state changes on the default bus."""
     return {rule.id: _pattern_of(rule) for rule in job_event_rules()}
+
+
+def scheduler_invoke_patterns() -> tuple[Pattern, ...]:
+    """What may invoke the scheduler directly: the patterns of the rules whose target is
+    the function itself (job state changes, Lambda results). The scheduler drops any other
+    event so invoked (a command or a signal must come through the queue and its policy)."""
+    invoking = (*skydag_bus_rules(), *job_event_rules())
+    return tuple(_pattern_of(rule) for rule in invoking if rule.target is TO_SCHEDULER)
 
 
 def dag_file_pattern(bucket_name: str, dag_prefix: str) -> Pattern:
@@ -525,16 +555,18 @@ def _job_event_rule(
     if name_field is not None:
         detail[name_field] = [{"prefix": JOB_NAME_PREFIX}]
     pattern = {"source": [service.SOURCE], "detail-type": [service.DETAIL_TYPE], "detail": detail}
-    return RuleSpec(rule_id, Bus.DEFAULT, TO_SCHEDULER_QUEUE, pattern=pattern)
+    return RuleSpec(rule_id, Bus.DEFAULT, TO_SCHEDULER, pattern=pattern)
 
 
 def _build_target_rules() -> dict[str, RuleSpec]:
     from skydag.targets.aws import batch, ecs, emr, emr_serverless, lambda_, stepfunctions
 
+    # A Lambda task's result is a job's end like the others (and anyone who may put on the
+    # bus may put one already: ``docs/security.md``), so it too invokes the scheduler.
     lambda_results = RuleSpec(
         "LambdaResultsRule",
         Bus.SKYDAG,
-        TO_SCHEDULER_QUEUE,
+        TO_SCHEDULER,
         pattern={"source": [lambda_.SOURCE], "detail-type": [lambda_.SUCCESS, lambda_.FAILURE]},
     )
     # skydag's own notifications reach the scheduler only through the forwarding rules

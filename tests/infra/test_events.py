@@ -71,10 +71,18 @@ def _rule(synth: Synthesized, rule_id: str) -> dict[str, Any]:
     return rule
 
 
-def _scheduler_queue_target(synth: Synthesized) -> dict[str, Any]:
+# Job ends (the services' state changes, Lambda results) invoke the scheduler; the rest
+# go to its queue.
+INVOKING_RULES = {*DEFAULT_BUS_RULES, "LambdaResultsRule"}
+
+
+def _scheduler_target(synth: Synthesized, rule_id: str) -> dict[str, Any]:
     skydag = synth.skydag
+    resource = (
+        skydag.functions["Scheduler"] if rule_id in INVOKING_RULES else skydag.scheduler_queue
+    )
     return {
-        "Arn": {"Fn::GetAtt": [synth.logical_id(skydag.scheduler_queue), "Arn"]},
+        "Arn": {"Fn::GetAtt": [synth.logical_id(resource), "Arn"]},
         "DeadLetterConfig": {
             "Arn": {
                 "Fn::GetAtt": [
@@ -88,25 +96,40 @@ def _scheduler_queue_target(synth: Synthesized) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("rule_id", "pattern"), SKYDAG_BUS_RULES.items())
-def test_skydag_bus_rules_feed_the_scheduler_queue(
+def test_skydag_bus_rules_feed_the_scheduler(
     synth: Synthesized, rule_id: str, pattern: dict[str, Any]
 ) -> None:
     rule = _rule(synth, rule_id)
     assert rule["EventPattern"] == pattern
     assert rule["EventBusName"] == {"Ref": synth.logical_id(synth.skydag.event_bus)}
     (target,) = rule["Targets"]
-    assert {k: v for k, v in target.items() if k != "Id"} == _scheduler_queue_target(synth)
+    assert {k: v for k, v in target.items() if k != "Id"} == _scheduler_target(synth, rule_id)
 
 
 @pytest.mark.parametrize(("rule_id", "pattern"), DEFAULT_BUS_RULES.items())
-def test_service_state_changes_on_the_default_bus_feed_the_scheduler_queue(
+def test_service_state_changes_on_the_default_bus_invoke_the_scheduler(
     synth: Synthesized, rule_id: str, pattern: dict[str, Any]
 ) -> None:
     rule = _rule(synth, rule_id)
     assert rule["EventPattern"] == pattern
     assert "EventBusName" not in rule  # the default bus: where AWS services put events
     (target,) = rule["Targets"]
-    assert {k: v for k, v in target.items() if k != "Id"} == _scheduler_queue_target(synth)
+    assert {k: v for k, v in target.items() if k != "Id"} == _scheduler_target(synth, rule_id)
+
+
+def test_only_the_invoking_rules_may_invoke_the_scheduler(synth: Synthesized) -> None:
+    """EventBridge invokes a function under the function's resource policy: one permission
+    per rule that targets the scheduler, each naming its rule."""
+    scheduler = {"Fn::GetAtt": [synth.logical_id(synth.skydag.functions["Scheduler"]), "Arn"]}
+    allowed = [
+        p["Properties"]
+        for p in synth.resources("AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == scheduler
+    ]
+    assert all(p["Principal"] == "events.amazonaws.com" for p in allowed)
+    assert all(p["Action"] == "lambda:InvokeFunction" for p in allowed)
+    rules = {synth.logical_id(synth.skydag.node.find_child(rule_id)) for rule_id in INVOKING_RULES}
+    assert sorted(p["SourceArn"]["Fn::GetAtt"][0] for p in allowed) == sorted(rules)
 
 
 def test_the_rules_are_exactly_these(synth: Synthesized) -> None:

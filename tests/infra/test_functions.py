@@ -252,7 +252,7 @@ def test_asynchronously_invoked_functions_retry_then_dead_letter(
 
 def test_every_queue_is_encrypted_and_refuses_plain_http(synth: Synthesized) -> None:
     queues = synth.resources("AWS::SQS::Queue")
-    assert len(queues) == 6  # the scheduler queue and five dead-letter queues
+    assert len(queues) == 7  # the scheduler queue and six dead-letter queues
     for queue in queues.values():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
     policies = synth.resources("AWS::SQS::QueuePolicy").values()

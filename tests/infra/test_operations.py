@@ -77,7 +77,7 @@ def test_stream_iterator_age_and_scheduler_queue_age_alarm(synth: Synthesized) -
         {"QueueName": {"Fn::GetAtt": [synth.logical_id(skydag.scheduler_queue), "QueueName"]}},
     )
     assert oldest["Threshold"] == observability.QUEUE_AGE_THRESHOLD_S
-    assert len(synth.resources("AWS::CloudWatch::Alarm")) == 5 + 4 + 2
+    assert len(synth.resources("AWS::CloudWatch::Alarm")) == 6 + 4 + 2
 
 
 def test_dashboard_shows_the_handlers_metrics_and_the_health_signals(synth: Synthesized) -> None:

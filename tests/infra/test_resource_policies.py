@@ -86,10 +86,17 @@ def _expected_queue_senders(synth: Synthesized) -> dict[str, tuple[list[Any], li
     skydag = synth.skydag
     rule = {spec_id: _arn(synth, r) for spec_id, r in skydag.rules.items()}
     role = {name: _arn(synth, r) for name, r in skydag.roles.items()}
-    to_scheduler = [
+    to_queue = [
         rule[spec.id]
         for spec in skydag.rule_specs.values()
         if spec.target.resource == wiring.SCHEDULER_QUEUE
+    ]
+    # Job state changes and Lambda results invoke the scheduler: their rules put what they
+    # failed to deliver in the same dead-letter queue.
+    to_scheduler = [
+        rule[spec.id]
+        for spec in skydag.rule_specs.values()
+        if spec.target.resource in (wiring.SCHEDULER_QUEUE, wiring.SCHEDULER)
     ]
     # The dag loader's forwarding rules (made at run time) deliver there too: AWS events
     # on the default bus (rule/<name>), skydag's on the skydag bus (rule/<bus>/<name>).
@@ -103,8 +110,9 @@ def _expected_queue_senders(synth: Synthesized) -> dict[str, tuple[list[Any], li
         )
     ]
     return {
-        wiring.SCHEDULER_QUEUE.id: ([*to_scheduler, *forwarding], OPERATORS),
+        wiring.SCHEDULER_QUEUE.id: ([*to_queue, *forwarding], OPERATORS),
         wiring.EVENT_DELIVERY_DLQ.id: ([*to_scheduler, *forwarding], []),
+        wiring.JOB_EVENTS_DLQ.id: ([], [role[wiring.SCHEDULER.id]]),
         wiring.DAG_LOADER_DLQ.id: ([rule["DagFilesRule"]], [role[wiring.DAG_LOADER.id]]),
         wiring.RECONCILER_DLQ.id: ([rule["ReconcileRule"]], [role[wiring.RECONCILER.id]]),
         wiring.STREAM_DLQ.id: ([], [role[wiring.STREAM_PROCESSOR.id]]),

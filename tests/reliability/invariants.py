@@ -16,8 +16,8 @@ On each run (``check_outcome``):
 - **limits**: never more runs ``running`` than ``max_active_runs``, nor tasks queued or
   running than ``max_active_tasks`` (measured on the streams at every change);
 - **no orphaned job**: no job still running once everything settled (stops included);
-- **no dead letter**: the stack's five dead-letter queues are empty (the faults stay
-  within the event sources' retry budgets, so a dead letter is a loss);
+- **no dead letter**: the stack's dead-letter queues (``wiring.DEAD_LETTER_QUEUES``) are
+  empty (the faults stay within the event sources' retry budgets, so a dead letter is a loss);
 - whatever the run itself saw go wrong (``Outcome.problems``: stuck, never settled).
 
 Between the two (``compare``): **same final states**: every run's state and every task's

@@ -385,8 +385,11 @@ def test_the_quick_sweep_injects_every_kind_of_fault_and_covers_every_rule(
     kinds = {name.split(":")[0] for name, count in faults.items() if count}
     assert kinds == {"duplicate", "delay", "drop", "crash", "throttle"}, faults
     channels = {name for name in faults if name.startswith(("duplicate:", "delay:"))}
-    assert {f"duplicate:{c}" for c in ("rule", "sqs", "stream")} <= channels
-    assert {f"delay:{c}" for c in ("rule", "sqs", "stream")} <= channels
+    # Every task's events: rules, the scheduler invoked with a job's end, the streams.
+    per_task = ("rule", "invoke", "stream")
+    assert {f"{fault}:{c}" for fault in ("duplicate", "delay") for c in per_task} <= channels
+    # The queue carries a run's commands and signals: fewer deliveries, faulted too.
+    assert {"duplicate:sqs", "delay:sqs"} & channels
     assert rules == {rule.value for rule in TriggerRule}
 
 

@@ -69,7 +69,7 @@ def test_job_event_rules_use_their_target_modules_constants(
 ) -> None:
     (rule,) = (r for r in wiring.job_event_rules() if r.id == rule_id)
     assert rule.bus is Bus.DEFAULT
-    assert rule.target is wiring.TO_SCHEDULER_QUEUE
+    assert rule.target is wiring.TO_SCHEDULER
     assert rule.pattern is not None
     assert rule.pattern["source"] == [service.SOURCE]
     assert rule.pattern["detail-type"] == [service.DETAIL_TYPE]
@@ -78,8 +78,15 @@ def test_job_event_rules_use_their_target_modules_constants(
 
 def test_skydag_bus_rules_use_the_sources_and_signals_are_the_rest() -> None:
     rules = {r.id: r for r in wiring.skydag_bus_rules()}
+    assert all(r.bus is Bus.SKYDAG for r in rules.values())
+    # A Lambda result is a job's end: it invokes the scheduler; the rest go to its queue.
+    assert {r.id for r in rules.values() if r.target is wiring.TO_SCHEDULER} == {
+        wiring.LAMBDA_RESULTS_RULE.id
+    }
     assert all(
-        r.bus is Bus.SKYDAG and r.target is wiring.TO_SCHEDULER_QUEUE for r in rules.values()
+        r.target is wiring.TO_SCHEDULER_QUEUE
+        for r in rules.values()
+        if r is not wiring.LAMBDA_RESULTS_RULE
     )
     assert wiring.COMMANDS_RULE.pattern == {"source": [sources.COMMAND_SOURCE]}
     assert wiring.LAMBDA_RESULTS_RULE.pattern == {
@@ -139,6 +146,19 @@ def test_every_dead_letter_queue_ends_an_asynchronous_path() -> None:
         *(q.redrive.dead_letter_queue for q in wiring.QUEUES if q.redrive is not None),
     }
     assert ends == set(wiring.DEAD_LETTER_QUEUES)
+
+
+def test_only_job_ends_invoke_the_scheduler_directly() -> None:
+    """The patterns the scheduler admits when invoked are those of the rules invoking it:
+    every job-event rule and the Lambda results rule, and nothing a command or a signal
+    would match."""
+    invoking = [*wiring.job_event_rules(), wiring.LAMBDA_RESULTS_RULE]
+    assert wiring.scheduler_invoke_patterns() == tuple(
+        r.pattern
+        for r in sorted(invoking, key=[*wiring.skydag_bus_rules(), *wiring.job_event_rules()].index)
+    )
+    assert wiring.SCHEDULER_ASYNC_INVOKE.function is wiring.SCHEDULER
+    assert wiring.SCHEDULER_ASYNC_INVOKE.on_failure is wiring.JOB_EVENTS_DLQ
 
 
 def test_the_scheduler_queue_outlasts_six_scheduler_timeouts() -> None:

@@ -1,20 +1,27 @@
-"""The scheduler Lambda: SQS batches whose bodies are EventBridge events.
+"""The scheduler Lambda: EventBridge events, one per invocation or in SQS batches.
 
-EventBridge rules on the skydag bus send user signals, skydag commands, schedule ticks,
-timers and the services' state-change events to one SQS queue; each message is routed by
-``skydag.service.router.route_event``. The response lists, in ``batchItemFailures``, only
-the messages that may succeed later, so SQS redelivers just those (and after
-maxReceiveCount moves them to the dead-letter queue: nothing is lost):
+Two ways in (``skydag.wiring``), each event routed by ``skydag.service.router.route_event``:
+
+- the services' job state changes and Lambda results: the rules invoke the function with
+  the event itself, asynchronously. A failure is raised, so Lambda retries the event
+  (twice) and then sends it to ``JobEventsDlq``. An event no such rule would deliver (a
+  command or a signal invoked directly) is dropped: those come through the queue.
+- user signals, skydag commands, schedule ticks and timers: the rules send them to the
+  scheduler queue, read in batches. The response lists, in ``batchItemFailures``, only
+  the messages that may succeed later, so SQS redelivers just those (and after
+  maxReceiveCount moves them to the dead-letter queue: nothing is lost).
+
+Either way:
 
 - dropped (logged, counted as BadEvents, deleted from the queue): a body that is not a
   JSON object, an event over EventBridge's size or missing its envelope, an unknown or
   incomplete command, an unknown DAG, run or task — no retry can fix these and retrying
-  would poison the queue;
+  would poison the queue (or spend Lambda's retries);
 - retried: throttling and other AWS errors, a race still lost after the service's own
   re-decide loop (also counted as Conflicts), any unexpected error.
 
 Every route is idempotent (conditional writes, deterministic run ids, dispatch tokens),
-so a redelivered message changes nothing twice; no idempotency table is needed.
+so a redelivered event changes nothing twice; no idempotency table is needed.
 """
 
 from __future__ import annotations
@@ -78,10 +85,9 @@ def _keys(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _route(record: Record) -> None:
+def _route(event: dict[str, Any]) -> None:
     from skydag.service.router import route_event
 
-    event = _decode(record)
     with runtime.log_keys(**_keys(event)):
         runtime.record_delay(runtime.event_time(event.get("time")))
         result = route_event(runtime.scheduler_service(), event)
@@ -95,17 +101,52 @@ def _route(record: Record) -> None:
 
 
 def _handle(record: Record) -> None:
-    runtime.handle_record(lambda: _route(record), what=f"SQS message {sqs_message_id(record)}")
+    runtime.handle_record(
+        lambda: _route(_decode(record)), what=f"SQS message {sqs_message_id(record)}"
+    )
+
+
+def _invoked_by_a_rule(event: Any) -> dict[str, Any]:
+    """The event, if one of the rules that invoke the scheduler would deliver it."""
+    from skydag import wiring
+    from skydag.service.router import BadEvent
+    from skydag.signals.patterns import matches
+
+    if not isinstance(event, dict):
+        raise BadEvent(f"invoked with a JSON {type(event).__name__}, not an EventBridge event")
+    if not any(matches(pattern, event) for pattern in wiring.scheduler_invoke_patterns()):
+        keys = _keys(event)
+        raise BadEvent(
+            f"event {keys['event_id']!r} ({keys['source']!r}, {keys['detail_type']!r}): "
+            "not a job state change; only those invoke the scheduler (commands and signals "
+            "come through its queue)"
+        )
+    return event
+
+
+def _handle_invoked(event: Any) -> None:
+    what = f"event {_keys(event)['event_id']!r}" if isinstance(event, dict) else "invocation"
+    runtime.handle_record(lambda: _route(_invoked_by_a_rule(event)), what=what)
+
+
+def _is_sqs_batch(event: Any) -> bool:
+    return isinstance(event, dict) and isinstance(event.get("Records"), list)
 
 
 @logger.inject_lambda_context(clear_state=True)
 @runtime.traced
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+def lambda_handler(
+    event: dict[str, Any], context: LambdaContext
+) -> PartialItemFailureResponse | None:
     # clear_state dropped the keys of the previous invocation, the handler's name too.
     runtime.start_invocation("scheduler")
-    runtime.count("EventsReceived", len(event.get("Records") or []))
     try:
-        return process_batch(event, _handle, sqs_message_id)
+        if _is_sqs_batch(event):
+            runtime.count("EventsReceived", len(event["Records"]))
+            return process_batch(event, _handle, sqs_message_id)
+        runtime.count("EventsReceived")
+        _handle_invoked(event)  # raises what Lambda should retry
+        return None
     finally:
         runtime.flush_dimensioned()

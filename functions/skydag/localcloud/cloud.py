@@ -6,7 +6,8 @@ reach it at its endpoint), creates the stack's resources from ``skydag.wiring`` 
 definitions the CDK app deploys — and then, in ``step()``:
 
 - delivers what the stack's EventBridge rules match (``eventbridge``) to their targets:
-  the scheduler queue, or the DAG loader invoked asynchronously;
+  the scheduler queue, or a function invoked asynchronously (the scheduler with a job's
+  state change, the DAG loader);
 - plays the event source mappings (``sources``): the scheduler queue, the tables'
   streams, asynchronous invocations, each with the stack's batch sizes, retries and
   dead-letter queues;
@@ -696,6 +697,13 @@ class LocalCloud:
             self._log_load(event, result)
             if result.ok and isinstance(result.response, Mapping):
                 self.ensure_resources_for(result.response)
+        elif result.function == wiring.SCHEDULER.id:
+            outcome = (
+                "handled"
+                if result.ok
+                else f"invocation failed ({type(result.error).__name__}), Lambda retries"
+            )
+            self.say("scheduler", f"{_describe_event(event)}: {outcome}")
 
     def ensure_resources_for(self, load: Mapping[str, Any]) -> None:
         """After a DAG loads: the stand-in resources its tasks name (static values only;

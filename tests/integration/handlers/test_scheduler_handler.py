@@ -196,3 +196,78 @@ def test_the_canonical_sqs_wrapper_is_what_the_handler_takes(
 
     assert response == {"batchItemFailures": []}
     assert Repositories().runs.find("etl_daily", "manual__refresh-2026-11-21") is not None
+
+
+# --- job ends: the rules invoke the function with the event itself ---------------------------
+
+
+def batch_succeeded(job_name: str) -> dict[str, Any]:
+    event = load_event("aws/batch_job_succeeded.json")
+    event["detail"]["jobName"] = job_name
+    return event
+
+
+def test_a_job_end_invoked_directly_is_handled_and_answers_nothing(
+    stack: Stack, handlers: SimpleNamespace, context: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A skydag job name whose try the store does not know: handled (found nothing).
+    event = batch_succeeded("skydag-orders-only-0123456789abcdef")
+
+    assert handlers.scheduler.lambda_handler(event, context) is None
+    assert not [r for r in caplog.records if r.getMessage() == "dropped bad event"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        [1, 2, 3],
+        {
+            "id": "c1",
+            "source": "skydag.command",
+            "detail-type": "Trigger DAG",
+            "detail": {"dag": "orders", "run_id": "manual__direct"},
+        },
+        {"id": "s1", "source": "acme.sales", "detail-type": "Orders Ready", "detail": {}},
+        # A Batch event of a job that is not skydag's: its rule would not deliver it.
+        {**load_event("aws/batch_job_succeeded.json"), "id": "b1"}
+        | {"detail": {**load_event("aws/batch_job_succeeded.json")["detail"], "jobName": "etl"}},
+    ],
+    ids=["not-an-object", "a-command", "a-signal", "not-skydags-job"],
+)
+def test_what_no_invoking_rule_delivers_is_dropped_not_retried(
+    stack: Stack,
+    handlers: SimpleNamespace,
+    context: Any,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    event: Any,
+) -> None:
+    """A command or a signal comes through the queue and its policy: invoked directly
+    (a rule pointed at the function by hand, a caller with lambda:InvokeFunction), it is
+    refused with its reason, never acted on and never retried."""
+    load_dag(one_noop_task("orders"))
+
+    assert handlers.scheduler.lambda_handler(event, context) is None
+
+    assert Repositories().runs.find("orders", "manual__direct") is None
+    assert metric_total(capsys.readouterr().out, "BadEvents") == 1
+    (dropped,) = [r.__dict__ for r in caplog.records if r.getMessage() == "dropped bad event"]
+    if isinstance(event, dict):
+        assert repr(event["id"]) in dropped["error"]
+        assert "only those invoke the scheduler" in dropped["error"]
+    else:
+        assert "JSON list" in dropped["error"]
+
+
+def test_a_job_end_that_may_succeed_later_is_raised_for_lambda_to_retry(
+    stack: Stack, handlers: SimpleNamespace, context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skydag.service.reports import TaskReports
+
+    def throttled(self: TaskReports, event: Any) -> Any:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "Query")
+
+    monkeypatch.setattr(TaskReports, "on_job_event", throttled)
+
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        handlers.scheduler.lambda_handler(batch_succeeded("skydag-orders-only-0123"), context)
