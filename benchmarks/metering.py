@@ -249,7 +249,8 @@ class CostMeter:
         function = inv.function
         usage = self.fixed if function in NOT_PER_TASK else self.usage
         self.invocations[function] += 1
-        self.records[function] += len(inv.records)
+        # A function a rule invoked with one event handled that one event.
+        self.records[function] += len(inv.records) or int(inv.event is not None)
         self.handler_seconds[function] += seconds
         memory_gb = self._memory_mb(function) / 1024
         billed = max(0.001, round(seconds + 0.0005, 3))
