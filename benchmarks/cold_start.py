@@ -50,7 +50,8 @@ FUNCTION_ENV = {
 # The modules a handler's first event imports on demand (its route), beyond its service.
 FIRST_EVENT_MODULES: dict[str, tuple[str, ...]] = {
     "dag_loader": ("skydag.service.dag_loader", "skydag.spec.loader"),
-    "scheduler": ("skydag.service.router", "skydag.limits"),
+    # A job's end, the scheduler's usual first event: the services' event parsers too.
+    "scheduler": ("skydag.service.router", "skydag.limits", "skydag.targets.aws.registry"),
     "stream_processor": ("skydag.service.router", "skydag.store.repositories"),
     "reconciler": ("skydag.service.router",),
 }
