@@ -891,3 +891,95 @@ def test_a_slot_taken_for_a_task_an_operator_marks_meanwhile_goes_on_to_the_next
     run = env.run("marked")
     assert (run.state, run.active, run.throttled) == (RunState.SUCCESS, frozenset(), frozenset())
     assert env.states("marked")["c"] == (T.SUCCESS, 1)
+
+
+def _fan_of_three(env: Harness) -> None:
+    env.load(
+        {
+            "dag": "fan",
+            "tasks": {
+                "a": JOB,
+                **{name: {"depends_on": ["a"], **JOB} for name in ("b", "c", "d")},
+            },
+        }
+    )
+    env.service.trigger("fan", run_id="r1")
+    env.settle_changes()
+
+
+def _listed(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every job started and every ``running`` write, in order."""
+    happened: list[tuple[str, str]] = []
+    start, record = env.remote.dispatch, env.service.dispatcher.reports.apply
+
+    def started(request: DispatchRequest) -> DispatchResult:
+        result = start(request)
+        happened.append(("start", request.task_id))
+        return result
+
+    def recorded(ti: TaskInstance, report: JobReport, **kwargs: Any) -> Any:
+        if report.status is JobStatus.RUNNING:
+            happened.append(("running", ti.task_id))
+        return record(ti, report, **kwargs)
+
+    monkeypatch.setattr(env.remote, "dispatch", started)
+    monkeypatch.setattr(env.service.dispatcher.reports, "apply", recorded)
+    return happened
+
+
+def test_a_finish_starts_every_job_it_queues_before_writing_them_running(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The k-th task a finish queues has its job started k + 2 round trips after the
+    job's end (the read, the finish, k told): the jobs' ``running`` writes come after the
+    last job started, not each between two tasks."""
+    _fan_of_three(env)
+    happened = _listed(env, monkeypatch)
+    (job,) = env.remote.running()
+
+    env.service.on_job_event(env.remote.outcome(job))
+
+    starts = [("start", t) for t in ("b", "c", "d")]
+    assert happened == [*starts, *(("running", t) for t in ("b", "c", "d"))]
+    assert {t: s for t, (s, _) in env.states("fan").items()} == {
+        "a": T.SUCCESS,
+        "b": T.RUNNING,
+        "c": T.RUNNING,
+        "d": T.RUNNING,
+    }
+    env.settle()
+    assert env.run("fan").state is RunState.SUCCESS
+    assert len(env.remote.jobs) == 4  # no job started twice
+
+
+def test_the_jobs_started_before_a_failing_dispatch_are_written_running(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dispatch that fails midway (throttled: the event is retried) still leaves the
+    jobs started before it recorded; the retry starts no job twice."""
+    from skydag.targets.base import DispatchError
+
+    _fan_of_three(env)
+    happened = _listed(env, monkeypatch)
+    start = env.remote.dispatch
+
+    def throttled_for_c(request: DispatchRequest) -> DispatchResult:
+        if request.task_id == "c":
+            raise DispatchError("Rate exceeded", retryable=True)
+        return start(request)
+
+    monkeypatch.setattr(env.remote, "dispatch", throttled_for_c)
+    (job,) = env.remote.running()
+    event = env.remote.outcome(job)
+
+    with pytest.raises(DispatchError):
+        env.service.on_job_event(event)
+
+    assert happened == [("start", "b"), ("running", "b")]
+    assert env.tasks("fan")["b"].job_id is not None
+    monkeypatch.setattr(env.remote, "dispatch", start)
+    env.later(timedelta(minutes=6))  # the claims of the failed invocation ran out
+    env.service.on_job_event(event)  # the event again
+    env.settle()
+    assert env.run("fan").state is RunState.SUCCESS
+    assert sorted(r.task_id for r in env.remote.jobs.values()) == ["a", "b", "c", "d"]

@@ -732,10 +732,14 @@ class LocalCloud:
         dispatch = service.dispatcher.dispatch
 
         def dispatch_with_stand_ins(
-            image: TaskInstance, *, owner: bool = False, run: DagRun | None = None
+            image: TaskInstance,
+            *,
+            owner: bool = False,
+            run: DagRun | None = None,
+            later: list[Callable[[], object]] | None = None,
         ) -> None:
             self._ensure_rendered_resources(image)
-            dispatch(image, owner=owner, run=run)
+            dispatch(image, owner=owner, run=run, later=later)
 
         service.dispatcher.dispatch = dispatch_with_stand_ins  # type: ignore[method-assign]
         return service

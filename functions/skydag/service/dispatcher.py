@@ -4,7 +4,9 @@ idempotency token is the second line of defence, not the first."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
@@ -42,7 +44,12 @@ class Dispatcher:
         return run
 
     def dispatch(
-        self, image: TaskInstance, *, owner: bool = False, run: DagRun | None = None
+        self,
+        image: TaskInstance,
+        *,
+        owner: bool = False,
+        run: DagRun | None = None,
+        later: list[Callable[[], object]] | None = None,
     ) -> None:
         """Start the try recorded in ``image`` (its intent is already stored), if it is
         still the current, queued try without a job and the caller may claim it; idempotent.
@@ -53,7 +60,9 @@ class Dispatcher:
         dispatcher away for longer than the invocation lives. A change landing after the
         write makes the job's ``running`` write lose, and the job is cancelled, as when
         it lands during the call. ``run``: the run as the owner read it before its
-        write (see ``TaskProgress.report_downstream``), not read again."""
+        write (see ``TaskProgress.report_downstream``), not read again. ``later``: the
+        owner's list, where the job's ``running`` write is put for it to make once its
+        other tasks' jobs have started too."""
         repos = self.scheduler.repos
         ti = image if owner else repos.tasks.find(*image.key)
         skip = why_not_dispatch(image, ti)
@@ -105,4 +114,7 @@ class Dispatcher:
                 at=self.scheduler.clock.now(),
                 map_index=ti.map_index,
             )
-            self.reports.apply(ti, running)
+            if later is not None:
+                later.append(functools.partial(self.reports.apply, ti, running))
+            else:
+                self.reports.apply(ti, running)

@@ -3,7 +3,7 @@ max_active_tasks slot, a finish reported to the downstream tasks and counted on 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,10 +44,16 @@ class Prefetched:
 # Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
 class Dispatch(Protocol):
     """Start a queued try's job (``Dispatcher.dispatch``); ``owner``: the caller made the
-    ``→ queued`` write and owns its claim; ``run``: the run as the caller read it."""
+    ``→ queued`` write and owns its claim; ``run``: the run as the caller read it;
+    ``later``: where the job's ``running`` write goes, for the caller to make."""
 
     def __call__(
-        self, image: TaskInstance, *, owner: bool = False, run: DagRun | None = None
+        self,
+        image: TaskInstance,
+        *,
+        owner: bool = False,
+        run: DagRun | None = None,
+        later: list[Callable[[], object]] | None = None,
     ) -> None: ...
 
 
@@ -295,6 +301,11 @@ class TaskProgress:
         since is as safe as one landing during the call (the job's ``running`` write
         loses, or its stop cancels the job); a task that joined the throttled set while
         it was evaluated has the dispatcher read the run again, to leave the set.
+        Of several tasks queued here, each job starts before the next task is told, and
+        the jobs' ``running`` writes wait until all have started: the k-th job of a
+        fan-out starts k + 2 round trips after the job's end, not 2k + 1. The job ids are
+        written as soon as the loop ends, or fails (until then each try's claim keeps
+        every other dispatcher away, as during the call itself).
 
         ``told_before``: the finish was most likely told already (the scheduler tells a
         job's end at once; its stream record comes after), so the downstream tasks are
@@ -314,24 +325,30 @@ class TaskProgress:
             if unread:
                 read.update((c.task_id, c) for c in tasks.get_many(ti.dag_id, ti.run_id, unread))
             known = frozenset(children)
-        for child in children:
-            if child in known and child not in read:
-                continue  # no such task instance (a report would be refused)
-            throttled: set[str] = set()
-            decided = self.telling.tell(
-                spec,
-                run,
-                (ti.dag_id, ti.run_id, child),
-                (ti.task_id, report),
-                read.get(child),
-                told_before=told_before,
-                owned=dispatch is not None,
-                throttled=throttled,
-                handover=handover,
-            )
-            if dispatch is not None and dispatches_now(spec, decided):
-                assert decided is not None
-                dispatch(decided, owner=True, run=None if throttled else run)
+        running_writes: list[Callable[[], object]] = []
+        later = running_writes if len(children) > 1 else None
+        try:
+            for child in children:
+                if child in known and child not in read:
+                    continue  # no such task instance (a report would be refused)
+                throttled: set[str] = set()
+                decided = self.telling.tell(
+                    spec,
+                    run,
+                    (ti.dag_id, ti.run_id, child),
+                    (ti.task_id, report),
+                    read.get(child),
+                    told_before=told_before,
+                    owned=dispatch is not None,
+                    throttled=throttled,
+                    handover=handover,
+                )
+                if dispatch is not None and dispatches_now(spec, decided):
+                    assert decided is not None
+                    dispatch(decided, owner=True, run=None if throttled else run, later=later)
+        finally:
+            for write in running_writes:
+                write()
 
     def go_on_telling(self, ti: TaskInstance, dispatch: Dispatch | None = None) -> None:
         """The next chunk of a wide fan-out, from the stream record of the count's write."""
