@@ -212,3 +212,18 @@ def test_the_runs_stream_delivers_every_run_change_the_processor_acts_on() -> No
     )
     removed = {"eventName": "REMOVE", "dynamodb": {"OldImage": {"state": {"S": "running"}}}}
     assert not any(matches(pattern, removed) for pattern in patterns)
+
+
+def test_the_rule_examples_in_the_targets_doc_are_the_rules() -> None:
+    """docs/targets.md shows three job-event rules as JSON: each is its rule's pattern."""
+    import json
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "targets.md").read_text("utf-8")
+    shown = [
+        json.loads(block.split("```", 1)[0])
+        for block in text.split("```json\n")[1:]
+        if '"detail-type"' in block.split("```", 1)[0]
+    ]
+    rules = (wiring.BATCH_JOB_STATE_RULE, wiring.EMR_SERVERLESS_JOB_RUN_RULE)
+    assert shown == [*(rule.pattern for rule in rules), wiring.LAMBDA_RESULTS_RULE.pattern]
