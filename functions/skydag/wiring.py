@@ -511,6 +511,14 @@ def scheduler_invoke_patterns() -> tuple[Pattern, ...]:
     return tuple(_pattern_of(rule) for rule in invoking if rule.target is TO_SCHEDULER)
 
 
+def invokes_scheduler(event: Mapping[str, Any]) -> bool:
+    """Whether a rule that invokes the scheduler would deliver ``event`` (skydag's own
+    EventBridge matcher, pure Python)."""
+    from skydag.signals.patterns import matches
+
+    return any(matches(pattern, event) for pattern in scheduler_invoke_patterns())
+
+
 def dag_file_pattern(bucket_name: str, dag_prefix: str) -> Pattern:
     """S3 events for ``<prefix>*.yaml`` / ``<prefix>*.yml`` in the DAG bucket."""
     return {

@@ -795,16 +795,12 @@ def _invoking_event(body: str) -> dict[str, Any] | None:
     """The event in ``body`` if a rule that invokes the scheduler would deliver it."""
     from skydag import wiring
     from skydag.limits import loads_bounded
-    from skydag.signals.patterns import matches
 
     try:
         event = loads_bounded(body, "corpus event")
     except ValueError:
         return None
-    if not isinstance(event, dict):
-        return None
-    patterns = wiring.scheduler_invoke_patterns()
-    return event if any(matches(pattern, event) for pattern in patterns) else None
+    return event if isinstance(event, dict) and wiring.invokes_scheduler(event) else None
 
 
 if __name__ == "__main__":

@@ -157,6 +157,14 @@ def test_only_job_ends_invoke_the_scheduler_directly() -> None:
         r.pattern
         for r in sorted(invoking, key=[*wiring.skydag_bus_rules(), *wiring.job_event_rules()].index)
     )
+    batch_end = {
+        "source": "aws.batch",
+        "detail-type": "Batch Job State Change",
+        "detail": {"status": "SUCCEEDED", "jobName": "skydag-etl-extract-0123"},
+    }
+    assert wiring.invokes_scheduler(batch_end)
+    assert not wiring.invokes_scheduler({**batch_end, "detail": {"status": "RUNNING"}})
+    assert not wiring.invokes_scheduler({"source": "skydag.command", "detail-type": "Trigger DAG"})
     assert wiring.SCHEDULER_ASYNC_INVOKE.function is wiring.SCHEDULER
     assert wiring.SCHEDULER_ASYNC_INVOKE.on_failure is wiring.JOB_EVENTS_DLQ
 

@@ -110,11 +110,10 @@ def _invoked_by_a_rule(event: Any) -> dict[str, Any]:
     """The event, if one of the rules that invoke the scheduler would deliver it."""
     from skydag import wiring
     from skydag.service.router import BadEvent
-    from skydag.signals.patterns import matches
 
     if not isinstance(event, dict):
         raise BadEvent(f"invoked with a JSON {type(event).__name__}, not an EventBridge event")
-    if not any(matches(pattern, event) for pattern in wiring.scheduler_invoke_patterns()):
+    if not wiring.invokes_scheduler(event):
         keys = _keys(event)
         raise BadEvent(
             f"event {keys['event_id']!r} ({keys['source']!r}, {keys['detail_type']!r}): "
