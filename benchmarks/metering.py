@@ -36,7 +36,7 @@ from typing import Any
 
 import cost
 from skydag.localcloud.eventbridge import Matched
-from skydag.localcloud.hooks import Delivery, observing_calls
+from skydag.localcloud.hooks import Delivery, fault, observing_calls
 
 Item = dict[str, Any]
 
@@ -106,6 +106,7 @@ class _Invocation:
     outside_log: list[str] = field(default_factory=list)
     log_at: int = 0
     cpu_started: float = 0.0  # the thread's CPU clock when the invocation began
+    per_task: bool = False  # charged per task whatever the function (``charged_to``)
 
     def cpu(self) -> float:
         """The handler's own CPU seconds so far (the meter's taken out)."""
@@ -182,6 +183,18 @@ class CostMeter:
 
     def close(self) -> None:
         self._stack.close()
+
+    @contextlib.contextmanager
+    def charged_to(self, function: str, cause: str) -> Iterator[None]:
+        """Charge the AWS calls made here, outside any invocation, per task to ``function``
+        and ``cause``: work the tasks left for later (a pass minutes on), done now so that
+        it is counted. Their handler time is not (a pass runs anyway)."""
+        self._inv = _Invocation(function, [], [cause], io.StringIO(), io.StringIO(), per_task=True)
+        try:
+            with fault(None):  # observed as a handler's calls are
+                yield
+        finally:
+            self._inv, self._node = None, None
 
     def reset(self) -> None:
         """Forget what was counted (after loading DAGs, before the measured runs)."""
@@ -427,7 +440,8 @@ class CostMeter:
         inv = self._inv
         function = inv.function if inv else "?"
         cause = node.cause if node else (inv.causes[0] if inv else "?")
-        usage = self.fixed if function in NOT_PER_TASK else self.usage
+        fixed = function in NOT_PER_TASK and not (inv is not None and inv.per_task)
+        usage = self.fixed if fixed else self.usage
         call = Call(
             service, operation, service == "dynamodb", time.perf_counter(), body=request, cpu=cpu
         )

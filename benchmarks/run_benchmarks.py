@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -43,6 +43,7 @@ from skydag import wiring  # noqa: E402
 from skydag.engine.scheduler import REPORT_CHUNK  # noqa: E402
 from skydag.limits import TALLY_GROUP, upstream_map_bytes  # noqa: E402
 from skydag.localcloud.cloud import LocalCloud, LocalCloudOptions, Timing  # noqa: E402
+from skydag.service.reconciler import ReconcileResult, look_at_armed_runs  # noqa: E402
 from skydag.settings import Settings  # noqa: E402
 from skydag.store.models import bind_models  # noqa: E402
 from skydag.store.repositories import Repositories  # noqa: E402
@@ -164,6 +165,11 @@ def run_scenario(
     # finishes the scheduler told at once come after the run's end), the notifications.
     if not cloud.run_until(lambda: not cloud.busy(), timeout=timeout):
         raise TimeoutError(f"{scenario.name}: still busy {timeout:.0f} s after its runs ended")
+    # And the reconciler's look at each run its finishes armed (TaskInstance.covered): due
+    # a minute on, made now, through the same code, charged to the run's tasks.
+    looked = ReconcileResult()
+    with meter.charged_to("Reconciler", "armed run looked at"):
+        look_at_armed_runs(repos, datetime.now(UTC) + timedelta(days=1), looked, limit=100)
     states: Counter[str] = Counter()
     for run_id in run_ids:
         run = repos.runs.find(scenario.dag, run_id)

@@ -2126,3 +2126,84 @@ def ended_run(repos: Store, dag_id: str, run_id: str) -> DagRun:
     """A run as the scheduler reads it once it ended (its slot is then released)."""
     repos.runs.create(DagRun(dag_id, run_id, 1, RunType.MANUAL, state=RunState.SUCCESS))
     return repos.runs.get(dag_id, run_id)
+
+
+# --- covered tries and armed runs (TaskInstance.covered) -----------------------------------
+
+
+def test_a_covered_try_has_no_entry_of_its_own_until_it_is_uncovered(repos: Store) -> None:
+    """Queued and running, a covered try is in no due index entry: its run's stands for
+    it. Uncovered, it has its own at its time; a retry's time is always its own."""
+    claim, check = NOW + timedelta(minutes=5), NOW + timedelta(minutes=10)
+    a = put_task(repos, "a")
+    covered = replace(
+        dispatch(a), changes={**dispatch(a).changes, "check_at": claim, "covered": True}
+    )
+    queued = repos.tasks.apply(a, covered)
+    assert queued.covered
+    assert repos.tasks.get(DAG, RUN, "a").covered
+    assert repos.tasks.due(NOW + timedelta(days=1)) == []
+    running = repos.tasks.apply(queued, move(queued, T.RUNNING, Cause.STARTED, check_at=check))
+    assert running.covered
+    assert repos.tasks.due(NOW + timedelta(days=1)) == []
+
+    with pytest.raises(ConflictError) as stale:
+        repos.tasks.uncover(queued)  # the copy from before
+    assert stale.value.current == running
+    uncovered = repos.tasks.uncover(running)
+    assert (uncovered.covered, uncovered.version) == (False, running.version + 1)
+    assert repos.tasks.get(DAG, RUN, "a") == uncovered
+    assert repos.tasks.due(check - timedelta(seconds=1)) == []
+    assert repos.tasks.due(check) == [uncovered]
+
+    b = put_task(repos, "b")
+    queued_b = repos.tasks.apply(
+        b, replace(dispatch(b), changes={**dispatch(b).changes, "covered": True})
+    )
+    retry_at = NOW + timedelta(minutes=1)
+    waiting = repos.tasks.apply(
+        queued_b, move(queued_b, T.UP_FOR_RETRY, Cause.RETRY, next_attempt_at=retry_at)
+    )
+    assert waiting.covered  # the flag stays, but a retry is not covered
+    assert [t.task_id for t in repos.tasks.due(retry_at)] == ["b"]
+
+
+def test_a_finish_count_arms_the_run_once_and_a_disarm_is_refused_after_a_count(
+    repos: Store,
+) -> None:
+    make_run(repos)
+    first, second = NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)
+    done = []
+    for task_id in ("a", "b", "c"):
+        ti = queued_task(repos, task_id)
+        done.append(repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW)))
+    assert repos.runs.due(NOW + timedelta(days=1)) == []
+
+    repos.runs.record_finished(done[0], 0, failed_leaf=False, arm_at=first)
+    armed = repos.runs.due(first)
+    assert [r.run_id for r in armed] == [RUN]
+    assert repos.runs.due(NOW) == []
+    # Armed already: a later count leaves the entry where it is, and bumps the version.
+    repos.runs.record_finished(done[1], 1, failed_leaf=False, arm_at=second)
+    assert [r.run_id for r in repos.runs.due(first)] == [RUN]
+
+    assert not repos.runs.disarm(armed[0])  # read before the second count
+    current = repos.runs.due(first)[0]
+    assert current.finished_count == 2
+    assert repos.runs.disarm(current)
+    assert repos.runs.due(NOW + timedelta(days=1)) == []
+    assert not repos.runs.disarm(current)  # not armed any more
+
+    # A count after the disarm arms again, at its own time.
+    repos.runs.record_finished(done[2], 2, failed_leaf=False, arm_at=second)
+    assert repos.runs.due(first) == []
+    assert [r.run_id for r in repos.runs.due(second)] == [RUN]
+
+
+def test_a_big_runs_count_in_its_tally_arms_nothing(repos: Store) -> None:
+    make_run(repos)
+    ti = queued_task(repos, "a")
+    done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+    group = FinishGroup(0, 2)
+    repos.runs.record_finished(done, 0, failed_leaf=False, group=group, arm_at=NOW)
+    assert repos.runs.due(NOW + timedelta(days=1)) == []

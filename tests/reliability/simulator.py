@@ -73,6 +73,9 @@ COMPRESSED = {
     # invocation here can take seconds on a loaded machine; a claim of 1 s let a slow
     # dispatch and the reconciler's both call EMR: soak seed 632 of f4f5a46).
     "DISPATCH_CHECK_AFTER": timedelta(seconds=15),
+    # An armed run is looked at soon: its tries are uncovered and the run disarmed while
+    # finishes are still being counted, so those races meet the faults too.
+    "RUN_CHECK_AFTER": timedelta(seconds=2),
     "RECONCILE_BACKOFF_MIN": timedelta(seconds=1),
     "RECONCILE_BACKOFF_MAX": timedelta(seconds=5),
 }
@@ -80,6 +83,7 @@ COMPRESSED_IN = (
     "skydag.engine.rules",
     "skydag.engine.scheduler",
     "skydag.service.scheduler_service",
+    "skydag.service.progress",
 )
 # Downstream tasks told per invocation, in both runs: the shapes' fan-outs (three wide)
 # are told in chunks, so a chunk's count and its stream record meet the faults too.

@@ -148,6 +148,11 @@ class TaskInstance:
     # itself (it told an upstream's finish at once): that invocation owns the claim, and
     # the write's own stream record stands down while the claim runs (``dispatch_claim``).
     claim_owned: bool = False
+    # The try was queued by a finish told downstream in the invocation that then counts
+    # the finish on the run (``covered_dispatch``): while queued or running it has no
+    # entry of its own in the due index; the run's own entry, which that count arms,
+    # stands for it (store contract ``has_due_entry``; the reconciler's ``uncover``).
+    covered: bool = False
     signal: Mapping[str, Any] | None = None
     output: Any = None
     # Tries started by restart_on signals: they do not use up the task's retries.

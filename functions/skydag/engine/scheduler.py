@@ -191,6 +191,7 @@ def dispatch_transition(
         # Until the job is known to run, look again soon: a crash may have cut the dispatch.
         "check_at": now + DISPATCH_CHECK_AFTER,
         "claim_owned": False,
+        "covered": False,
         "superseded_job": None,
     }
     if signal is not None:
@@ -221,6 +222,18 @@ def owned_dispatch(decision: Decision) -> Decision:
     if transition is None or transition.dst is not T.QUEUED:
         return decision
     changes = {**transition.changes, "claim_owned": True}
+    return replace(decision, transition=replace(transition, changes=changes))
+
+
+def covered_dispatch(decision: Decision) -> Decision:
+    """The decision with its ``→ queued`` write marked covered (``TaskInstance.covered``):
+    made by an invocation that counts the finish it tells on the run afterwards, and that
+    count arms the run's due entry, which stands for the try's own. One index entry per
+    run then, instead of one in and one out per task."""
+    transition = decision.transition
+    if transition is None or transition.dst is not T.QUEUED:
+        return decision
+    changes = {**transition.changes, "covered": True}
     return replace(decision, transition=replace(transition, changes=changes))
 
 

@@ -11,8 +11,9 @@ next pass, minutes later, does the work. The invoking payload is not read.
 
 Metrics: ``Reconciled`` with dimension ``action`` (retries, timed_out, redispatched,
 described, repaired, moved: entries found before their time, left there by a dispatch,
-and failed: items whose handling raised, each logged with its task and skipped for a
-while, so one poisoned item never stops a pass) and Conflicts.
+uncovered: tries of an armed run given entries of their own, and failed: items whose
+handling raised, each logged with its task and skipped for a while, so one poisoned item
+never stops a pass) and Conflicts.
 """
 
 from __future__ import annotations

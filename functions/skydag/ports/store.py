@@ -65,8 +65,9 @@ class NotFound(StoreError):
 def due_at(ti: TaskInstance) -> datetime | None:
     """When the reconciler must look at this task: a retry's time, a deadline, or the
     time to ask the service about a job whose events may have been lost. A task is in the
-    due index exactly when this is not None, at a place never later than this time: the
-    place may be earlier (``keeps_due_place``; ``postpone_due`` moves it deliberately)."""
+    due index exactly when ``indexed_due`` is not None, at a place never later than this
+    time: the place may be earlier (``keeps_due_place``; ``postpone_due`` moves it
+    deliberately). A covered try (``is_covered``) is found through its run's entry."""
     if ti.state is TaskState.UP_FOR_RETRY:
         return ti.next_attempt_at
     if ti.state is TaskState.WAITING:
@@ -75,6 +76,19 @@ def due_at(ti: TaskInstance) -> datetime | None:
         times = [t for t in (ti.timeout_at, ti.check_at) if t is not None]
         return min(times) if times else None
     return None
+
+
+def is_covered(ti: TaskInstance) -> bool:
+    """Whether the run's due entry stands for this task's (``TaskInstance.covered``): a
+    covered try while it is queued or running. Any other state with a due time (a retry,
+    a wait's deadline) has an entry of its own."""
+    return ti.covered and ti.state in (TaskState.QUEUED, TaskState.RUNNING)
+
+
+def indexed_due(ti: TaskInstance) -> datetime | None:
+    """The time of the task's own entry in the due index: ``due_at``, or None when it has
+    none (nothing due, or covered by its run's entry: ``is_covered``)."""
+    return None if is_covered(ti) else due_at(ti)
 
 
 def keeps_due_place(old: TaskInstance, new: TaskInstance) -> bool:
@@ -87,7 +101,7 @@ def keeps_due_place(old: TaskInstance, new: TaskInstance) -> bool:
     new time (``postpone_due``'s) is moved as by any write, so a place is never late."""
     if old.state is not TaskState.QUEUED or new.state is not TaskState.RUNNING:
         return False
-    before, after = due_at(old), due_at(new)
+    before, after = indexed_due(old), indexed_due(new)
     return before is not None and after is not None and before <= after
 
 
@@ -300,6 +314,12 @@ class TaskInstanceStore(Protocol):
         """Keep a start signal on the instance, conditional on state and version."""
         ...
 
+    def uncover(self, ti: TaskInstance) -> TaskInstance:
+        """Give a covered try its own entry in the due index (``covered`` cleared, a
+        version bump so that a writer holding the covered record re-reads), conditional
+        on state and version."""
+        ...
+
     # for_each: a mapped task's instances are keyed ``<task>:<index>`` (engine/models.py
     # ``instance_key``); ``get``/``find``/``get_many`` take such keys too.
 
@@ -370,9 +390,13 @@ class RunStore(Protocol):
         failed_leaf: bool,
         group: FinishGroup | None = None,
         release: bool = True,
+        arm_at: datetime | None = None,
     ) -> DagRun | None:
         """Count the task's finish (a set: once), free the slot if this try holds it (or
         none does), take it out of the throttled set; returns the run after the write.
+        With ``arm_at`` (a run that counts on its item) the same write arms the run's due
+        entry at that time unless it is armed already: the entry that stands for the
+        tries this finish queued covered (``TaskInstance.covered``).
         A big run's finish (``group``) is counted in its group's finish tally, and on the
         run item as the group's counts once the group is done; the run item is written
         then or when ``release`` (the task may hold a slot or be throttled), else None is
@@ -426,6 +450,16 @@ class RunStore(Protocol):
 
     def queued_runs(self, dag_id: str, limit: int) -> list[tuple[str, str]]:
         """Queued runs as (dag, run), oldest logical date first."""
+        ...
+
+    def due(self, now: datetime, limit: int = 100) -> list[DagRun]:
+        """Armed runs (``record_finished``'s ``arm_at``) whose time has come, earliest
+        first, as they are now."""
+        ...
+
+    def disarm(self, run: DagRun) -> bool:
+        """Take the run's due entry away, only if the run is still at ``run.version``
+        (every finish counted bumps it); True when taken."""
         ...
 
 

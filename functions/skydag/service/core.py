@@ -187,6 +187,7 @@ class Evaluate(Protocol):
         ti: TaskInstance,
         *,
         owned: bool = False,
+        covered: bool = False,
         throttled: set[str] | None = None,
         handover: HandOver | None = None,
     ) -> TaskInstance | None: ...

@@ -10,9 +10,11 @@ from typing import Protocol
 from skydag.engine.commands import decide_stop
 from skydag.engine.mapping import dispatches_now, is_mapped
 from skydag.engine.models import DagRun, FinishGroup, TaskInstance, UpstreamReport
+from skydag.engine.rules import RUN_CHECK_AFTER
 from skydag.engine.scheduler import (
     REPORT_CHUNK,
     counts_as_failed_leaf,
+    covered_dispatch,
     decide_next,
     downstream_chunk,
     finish_counted,
@@ -78,11 +80,13 @@ class TaskProgress:
         ti: TaskInstance,
         *,
         owned: bool = False,
+        covered: bool = False,
         throttled: set[str] | None = None,
         handover: HandOver | None = None,
     ) -> TaskInstance | None:
         """Move a task that is not running on (trigger rule, due retry, kept signal);
         ``owned``: a try it queues is the caller's to dispatch (``owned_dispatch``);
+        ``covered``: the caller counts a finish on the run afterwards (``covered_dispatch``);
         ``throttled``: collects the tasks that joined the run's throttled set meanwhile;
         ``handover``: a finished upstream's slot it may take (``TaskSlots.gate``)."""
         if run.state is not RunState.RUNNING:
@@ -97,6 +101,7 @@ class TaskProgress:
 
         def decide(current: TaskInstance) -> Decision:
             decision = decide_next(spec, current, clock.now(), condition)
+            decision = covered_dispatch(decision) if covered else decision
             return owned_dispatch(decision) if owned else decision
 
         applied = self.scheduler.decide_and_apply(ti, decide, gate=gate)
@@ -179,6 +184,12 @@ class TaskProgress:
         # (As the run's pinned version places it: the image's version is the same one.)
         group = self.scheduler.finish_group(spec, ti.task_id)
         handover = self.slots.offer(spec, run, ti, group)
+        index = spec.task_index(ti.task_id)
+        failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
+        # The count below arms the run's due entry: it covers the tries this tell queues
+        # if made after them (a slot handed over counts before the → queued write).
+        cover = group is None and handover is None
+        cover = cover and not finish_counted(run, ti, index, failed_leaf=failed_leaf)
         told = self.tell_downstream(
             spec,
             run,
@@ -187,17 +198,18 @@ class TaskProgress:
             told_before=told_before,
             prefetched=prefetched,
             handover=handover,
+            cover=cover,
         )
         if not told:
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         if handover is not None and handover.run is not None:
             run = handover.run  # the slot went to a downstream task, the finish counted
-        index = spec.task_index(ti.task_id)
-        failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
         if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
             holds = ti.instance_id in run.active or ti.instance_id in run.throttled
+            # Every count arms: one made again after a crash, for the tries covered before.
+            arm_at = self.scheduler.clock.now() + RUN_CHECK_AFTER if group is None else None
             recorded = repos.runs.record_finished(
-                ti, index, failed_leaf=failed_leaf, group=group, release=holds
+                ti, index, failed_leaf=failed_leaf, group=group, release=holds, arm_at=arm_at
             )
             run = recorded or run
         if ti.instance_id in run.active and repos.runs.release_orphaned_slot(ti):
@@ -240,11 +252,15 @@ class TaskProgress:
         told_before: bool = False,
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
+        cover: bool = False,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on). ``prefetched``: the
         downstream tasks as read with the run (used for the first chunk only);
-        ``handover``: this task's slot, for the first task its finish queues.
+        ``handover``: this task's slot, for the first task its finish queues; ``cover``:
+        the caller counts the finish once the last chunk is told, so the tries that
+        chunk queues are covered (``covered_dispatch``; an earlier chunk's count comes
+        in another invocation).
 
         A wider fan-out records how many were told on the task's item (no version bump);
         that write's stream record tells the next chunk, so no invocation does work that
@@ -265,6 +281,7 @@ class TaskProgress:
                 told_before=told_before,
                 prefetched=prefetched,
                 handover=handover,
+                covered=cover and chunk.stop >= len(children),
             )
             prefetched = None
             if chunk.stop >= len(children):
@@ -289,6 +306,7 @@ class TaskProgress:
         told_before: bool = False,
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
+        covered: bool = False,
     ) -> None:
         """Tell these downstream tasks this task's state, and evaluate the ones it changed.
 
@@ -340,6 +358,7 @@ class TaskProgress:
                     read.get(child),
                     told_before=told_before,
                     owned=dispatch is not None,
+                    covered=covered,
                     throttled=throttled,
                     handover=handover,
                 )

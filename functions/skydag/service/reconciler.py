@@ -17,7 +17,7 @@ from skydag.engine.rules import (
 )
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Outcome
-from skydag.ports.store import ConflictError, due_at
+from skydag.ports.store import ConflictError, Store, due_at, is_covered
 from skydag.service.core import Scheduler
 from skydag.service.dispatcher import Dispatcher
 from skydag.service.jobs import Jobs
@@ -45,10 +45,42 @@ class ReconcileResult:
     conflicts: int = 0
     failed: int = 0  # items whose handling raised: logged, and skipped for a while
     moved: int = 0  # entries found before their time, moved to it
+    uncovered: int = 0  # covered tries given an entry of their own (``look_at_armed_runs``)
 
     @property
     def acted(self) -> int:
         return self.retries + self.timed_out + self.redispatched + self.repaired
+
+
+def look_at_armed_runs(repos: Store, now: datetime, result: ReconcileResult, *, limit: int) -> None:
+    """Runs whose due entry a finish's count armed (``TaskInstance.covered``) and whose
+    time has come: each try the entry stands for that is still queued or running gets an
+    entry of its own, at its own time (the pass over the tasks' entries then acts on those
+    due), and the run's entry is taken away. Unless a finish was counted on the run since
+    it was read: that count may follow a try covered after the run's tasks were listed, so
+    the run stays armed and is looked at again next pass (a count arms a disarmed run)."""
+    for run in repos.runs.due(now, limit):
+        settled = True
+        for ti in repos.tasks.list_for_run(run.dag_id, run.run_id):
+            settled = _uncover(repos, ti, result) and settled
+        if settled:
+            repos.runs.disarm(run)
+
+
+def _uncover(repos: Store, ti: TaskInstance, result: ReconcileResult) -> bool:
+    """Give ``ti`` an entry of its own if it is covered; False when it could not be
+    settled (it kept changing)."""
+    current: TaskInstance | None = ti
+    for _ in range(3):
+        if current is None or not is_covered(current):
+            return True
+        try:
+            repos.tasks.uncover(current)
+            result.uncovered += 1
+            return True
+        except ConflictError as conflict:
+            current = conflict.current
+    return False
 
 
 class Reconciler:
@@ -81,6 +113,8 @@ class Reconciler:
         next one (what stays at the head of the index cannot hold the pass)."""
         now = now or self.scheduler.clock.now()
         result = ReconcileResult()
+        # First, so that a try uncovered here whose time has come is acted on below.
+        look_at_armed_runs(self.scheduler.repos, now, result, limit=limit)
         tasks = self.scheduler.repos.tasks
         seen: set[tuple[str, str, str]] = set()
         while True:

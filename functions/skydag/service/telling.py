@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
 from skydag.engine.scheduler import (
+    covered_dispatch,
     decide_next,
     owned_dispatch,
     reports_in_one_write,
@@ -39,6 +40,7 @@ class DownstreamTell:
         *,
         told_before: bool = False,
         owned: bool,
+        covered: bool = False,
         throttled: set[str],
         handover: HandOver | None = None,
     ) -> TaskInstance | None:
@@ -50,7 +52,7 @@ class DownstreamTell:
         read and the report written with the transition it allows, conditional on the
         version read. Otherwise, or when that write loses a race, the report is written
         (refused when stale) and the task decided from what it holds then. A wide join
-        is told through its tally items (``WideJoins.tell``)."""
+        is told through its tally items (``WideJoins.tell``), its try never ``covered``."""
         if self.joins.tallied(spec, key[2]):
             return self.joins.tell(
                 spec,
@@ -64,7 +66,15 @@ class DownstreamTell:
                 handover=handover,
             )
         return self._tell_direct(
-            spec, run, key, upstream, current, owned=owned, throttled=throttled, handover=handover
+            spec,
+            run,
+            key,
+            upstream,
+            current,
+            owned=owned,
+            covered=covered,
+            throttled=throttled,
+            handover=handover,
         )
 
     def _tell_direct(
@@ -76,6 +86,7 @@ class DownstreamTell:
         current: TaskInstance | None,
         *,
         owned: bool,
+        covered: bool,
         throttled: set[str],
         handover: HandOver | None,
     ) -> TaskInstance | None:
@@ -92,7 +103,13 @@ class DownstreamTell:
                 return None
             if held == report:
                 return self.evaluate(
-                    spec, run, current, owned=owned, throttled=throttled, handover=handover
+                    spec,
+                    run,
+                    current,
+                    owned=owned,
+                    covered=covered,
+                    throttled=throttled,
+                    handover=handover,
                 )
             if one_write:
                 told, decided = self._report_and_decide(
@@ -101,6 +118,7 @@ class DownstreamTell:
                     current,
                     upstream,
                     owned=owned,
+                    covered=covered,
                     throttled=throttled,
                     handover=handover,
                 )
@@ -110,7 +128,13 @@ class DownstreamTell:
         if updated is None:
             return None
         return self.evaluate(
-            spec, run, updated, owned=owned, throttled=throttled, handover=handover
+            spec,
+            run,
+            updated,
+            owned=owned,
+            covered=covered,
+            throttled=throttled,
+            handover=handover,
         )
 
     def _report_and_decide(
@@ -121,6 +145,7 @@ class DownstreamTell:
         upstream: tuple[str, UpstreamReport],
         *,
         owned: bool,
+        covered: bool,
         throttled: set[str],
         handover: HandOver | None,
     ) -> tuple[bool, TaskInstance | None]:
@@ -130,6 +155,7 @@ class DownstreamTell:
         tasks = self.scheduler.repos.tasks
         candidate = with_report(current, *upstream)
         decision = decide_next(spec, candidate, self.scheduler.clock.now())
+        decision = covered_dispatch(decision) if covered else decision
         transition = (owned_dispatch(decision) if owned else decision).transition
         if transition is None:
             return False, None

@@ -86,6 +86,7 @@ TI_PLAIN_FIELDS = frozenset(
         "timeout_at",
         "check_at",
         "claim_owned",
+        "covered",
         "found_by_key",
         "restarts",
         # for_each (engine/mapping.py): an instance's expansion, release and counted

@@ -58,6 +58,7 @@ from skydag.ports.store import (
     Subscription,
     TryRead,
     due_at,
+    indexed_due,
     keeps_due_place,
     output_key,
     output_scope,
@@ -223,6 +224,7 @@ class _RunItem:
     throttled: set[str] = field(default_factory=set)
     tasks_created: bool = False
     queued_key: str | None = None
+    due: str | None = None  # the run's place in the runs' due index (absent: not in it)
 
     def record(self) -> DagRun:
         return replace(
@@ -333,7 +335,7 @@ class MemoryTaskInstanceRepository:
         with self._lock:
             for ti in tis:
                 stored = _stored_ti(ti)
-                due = due_at(stored)
+                due = indexed_due(stored)
                 items = self._runs.setdefault((ti.dag_id, ti.run_id), {})
                 old = items.get(ti.instance_id)
                 items[ti.instance_id] = _TaskItem(stored, None if due is None else iso(due))
@@ -431,7 +433,7 @@ class MemoryTaskInstanceRepository:
                 assert ti.upstream.get(task_id) == report, "ti holds the report it writes"
                 changes = {**changes, "upstream": {**item.ti.upstream, task_id: report}}
             self._write(item, new, state=new.state, version=new.version, **changes)
-            due = due_at(new)
+            due = indexed_due(new)
             if due is not None and keeps_due_place(ti, new) and place and place <= iso(due):
                 item.due = place  # as the DynamoDB write leaves the index entry
         return new
@@ -553,6 +555,9 @@ class MemoryTaskInstanceRepository:
     def note_signal(self, ti: TaskInstance, signal: Mapping[str, Any]) -> TaskInstance:
         return self._touch(ti, signal=dict(signal))
 
+    def uncover(self, ti: TaskInstance) -> TaskInstance:
+        return self._touch(ti, covered=False)
+
     # --- for_each ------------------------------------------------------------------------
 
     def list_instances(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
@@ -640,7 +645,7 @@ class MemoryTaskInstanceRepository:
             for name, value in fields.items()
         }
         item.ti = replace(old, **stored)
-        due = due_at(new)
+        due = indexed_due(new)
         item.due = None if due is None else iso(due)
         self._changed(old, item.ti)
 
@@ -788,6 +793,7 @@ class MemoryRunRepository:
         failed_leaf: bool,
         group: FinishGroup | None = None,
         release: bool = True,
+        arm_at: datetime | None = None,
     ) -> DagRun | None:
         with self._lock:
             item = self._runs.get((ti.dag_id, ti.run_id))
@@ -808,6 +814,8 @@ class MemoryRunRepository:
                     item.finished.add(index)
                     if failed_leaf:
                         item.failed_leaves.add(index)
+                    if arm_at is not None and item.due is None:
+                        item.due = iso(arm_at)
                 elif complete:
                     done, failed = item.tallies[group.number]
                     item.finished_groups[group.number] = len(done)
@@ -919,6 +927,24 @@ class MemoryRunRepository:
                 if d == dag_id and item.queued_key is not None
             )
         return [(dag_id, run_id) for _, run_id in queued[:limit]]
+
+    def due(self, now: datetime, limit: int = 100) -> list[DagRun]:
+        bound = iso(now)
+        with self._lock:
+            found = sorted(
+                (item.due, key)
+                for key, item in self._runs.items()
+                if item.due is not None and item.due <= bound
+            )
+            return [self._runs[key].record() for _, key in found[:limit]]
+
+    def disarm(self, run: DagRun) -> bool:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is None or item.due is None or item.run.version != run.version:
+                return False
+            item.due = None
+            return True
 
     def _write(self, item: _RunItem, write: Callable[[], object]) -> None:
         old = item.record() if self._tables.record_changes else None

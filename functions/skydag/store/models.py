@@ -131,6 +131,19 @@ class QueuedRunsIndex(GlobalSecondaryIndex["RunModel"]):
     queued_key = UnicodeAttribute(range_key=True)
 
 
+class DueRunsIndex(GlobalSecondaryIndex["RunModel"]):
+    """Runs whose entry stands for their covered tries' (``TaskInstance.covered``), by
+    time (sparse, sharded, keys only): armed by a finish's count, looked at by the
+    reconciler, which gives the tries still queued or running entries of their own."""
+
+    class Meta:
+        index_name = "due_runs"
+        projection = KeysOnlyProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = UnicodeAttribute(range_key=True)
+
+
 class RunModel(Model):
     class Meta:
         table_name: str | None = None
@@ -170,6 +183,9 @@ class RunModel(Model):
     reason = UnicodeAttribute(null=True)
     queued_key = UnicodeAttribute(null=True)
     queued_index = QueuedRunsIndex()
+    due_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    due_index = DueRunsIndex()
 
 
 class DueTasksIndex(GlobalSecondaryIndex["TaskInstanceModel"]):
@@ -270,6 +286,7 @@ class TaskInstanceModel(Model):
     reported_version = NumberAttribute(null=True)
     reported = NumberAttribute(null=True)
     claim_owned = BooleanAttribute(null=True)  # engine/models.py TaskInstance.claim_owned
+    covered = BooleanAttribute(null=True)  # engine/models.py TaskInstance.covered
     due_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     due_index = DueTasksIndex()

@@ -55,6 +55,7 @@ from skydag.ports.store import (
     TryRead,
     due_at,
     finish_scope,
+    indexed_due,
     instance_scope,
     keeps_due_place,
     output_key,
@@ -107,11 +108,16 @@ def _due_place(ti: TaskInstance) -> tuple[str, str] | None:
     """The record's place in the due index (shard, time), None when it has none. The shard
     spreads the index over a few partitions (the reconciler queries them all); it is a
     hash of the instance's key, so it never changes and only the time can move the entry."""
-    due = due_at(ti)
+    due = indexed_due(ti)
     if due is None:
         return None
     key = f"{ti.dag_id}/{ti.run_id}/{ti.instance_id}"
     return f"due#{zlib.crc32(key.encode()) % DUE_SHARDS}", _iso(due)
+
+
+def _run_due_place(dag_id: str, run_id: str, at: datetime) -> tuple[str, str]:
+    """A run's place in its table's due index (shard, time), as ``_due_place``'s."""
+    return f"due#{zlib.crc32(f'{dag_id}/{run_id}'.encode()) % DUE_SHARDS}", _iso(at)
 
 
 # BatchGetItem takes at most 100 keys; keys it leaves unprocessed (throttling) are asked
@@ -397,6 +403,7 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         timeout_at=item.timeout_at,
         check_at=item.check_at,
         claim_owned=bool(item.claim_owned),
+        covered=bool(item.covered),
         signal=_loads(item.signal),
         output=_loads(item.output),
         restarts=int(item.restarts or 0),
@@ -565,7 +572,7 @@ class TaskInstanceRepository:
             & (TaskInstanceModel.state == transition.src.value)
             & (TaskInstanceModel.version == transition.expected_version)
         )
-        due = due_at(new)
+        due = indexed_due(new)
         if due is not None and keeps_due_place(ti, new):
             # The entry stays unless its stored place is later than the new time.
             try:
@@ -816,6 +823,9 @@ class TaskInstanceRepository:
     def note_signal(self, ti: TaskInstance, signal: Mapping[str, Any]) -> TaskInstance:
         """Keep a start signal on a waiting task that found no free task slot."""
         return self._touch(ti, signal=dict(signal))
+
+    def uncover(self, ti: TaskInstance) -> TaskInstance:
+        return self._touch(ti, covered=False)
 
     # --- for_each (engine/mapping.py) -----------------------------------------------------
 
@@ -1169,6 +1179,7 @@ class RunRepository:
         failed_leaf: bool,
         group: FinishGroup | None = None,
         release: bool = True,
+        arm_at: datetime | None = None,
     ) -> DagRun | None:
         """Free the task's slot and count its finish on the run (idempotent: set union);
         a big run's in its finish tally (``group``), and on the run item only once the
@@ -1187,6 +1198,13 @@ class RunRepository:
             actions.append(RunModel.finished_idx.add({index}))
             if failed_leaf:
                 actions.append(RunModel.failed_leaf_idx.add({index}))
+            if arm_at is not None:
+                # Unless armed already: then the entry stays where it is (no index write).
+                shard, at = _run_due_place(ti.dag_id, ti.run_id, arm_at)
+                actions += [
+                    RunModel.due_shard.set(RunModel.due_shard | shard),
+                    RunModel.due_at.set(RunModel.due_at | at),
+                ]
         else:
             done, failed = self._count_in_tally(ti, index, failed_leaf=failed_leaf, group=group)
             complete = len(done) >= group.size
@@ -1372,6 +1390,35 @@ class RunRepository:
         return [
             (item.dag_id, item.run_id) for item in RunModel.queued_index.query(dag_id, limit=limit)
         ]
+
+    def due(self, now: datetime, limit: int = 100) -> list[DagRun]:
+        """Armed runs whose entry's time has come (a sparse-index query per shard), read
+        consistently; one disarmed since is left out."""
+        bound = _iso(now)
+        entries: list[tuple[str, str, str]] = []
+        for shard in range(DUE_SHARDS):
+            for entry in RunModel.due_index.query(
+                f"due#{shard}", RunModel.due_at <= bound, limit=limit
+            ):
+                entries.append((entry.due_at or "", entry.dag_id, entry.run_id))
+        keys = [(dag_id, run_id) for _, dag_id, run_id in sorted(entries)[:limit]]
+        if not keys:
+            return []
+        found = [
+            item
+            for item in RunModel.batch_get(keys, consistent_read=True)
+            if item.due_at is not None and item.due_at <= bound
+        ]
+        found.sort(key=lambda item: item.due_at or "")
+        return [_run_from_model(item) for item in found]
+
+    def disarm(self, run: DagRun) -> bool:
+        """Take the run's entry out of the due index, unless the run was written since
+        ``run`` was read (a finish counted since may have armed it for a try queued
+        after the caller looked)."""
+        condition = RunModel.due_at.exists() & (RunModel.version == run.version)
+        actions: list[Action] = [RunModel.due_shard.remove(), RunModel.due_at.remove()]
+        return self._write(run.dag_id, run.run_id, actions, condition, quiet=True) is not None
 
     def _write(
         self,

@@ -1,0 +1,175 @@
+"""Tries covered by their run's due entry (``TaskInstance.covered``), through the real
+service on the DynamoDB store.
+
+A finish that queues its downstream tasks and then counts itself on the run writes no
+due index entry for them: the count arms the run's entry instead (once), and the
+reconciler, when that entry's time comes, gives each try still queued or running an
+entry of its own and disarms the run. These tests show a covered try is never lost: not
+to a crash before the count, a lost event, or a count landing while the reconciler looks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import Crash, FakeService, SettableClock
+
+from skydag.dev.embedded import EmbeddedSkydag
+from skydag.engine.models import JobStatus, TaskInstance
+from skydag.engine.rules import DISPATCH_CHECK_AFTER, RUN_CHECK_AFTER, RUNNING_CHECK_EVERY
+from skydag.engine.states import RunState, TaskState
+from skydag.settings import Settings
+from skydag.spec.models import DagSpec
+from skydag.targets.builtin import TargetSet
+
+T = TaskState
+BATCH = {"batch": {"job_queue": "q", "job_definition": "step:1"}}
+DAG: dict[str, Any] = {
+    "dag": "chain",
+    "tasks": {
+        "a": BATCH,
+        "b": {"depends_on": ["a"], **BATCH},
+        "c": {"depends_on": ["b"], **BATCH},
+    },
+}
+FAR = timedelta(days=1)
+
+
+@pytest.fixture
+def clock() -> SettableClock:
+    return SettableClock()
+
+
+@pytest.fixture
+def jobs() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture
+def env(
+    aws: Settings, tmp_path: Path, clock: SettableClock, jobs: FakeService
+) -> Iterator[EmbeddedSkydag]:
+    embedded = EmbeddedSkydag(
+        aws, log_dir=tmp_path, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
+    )
+    embedded.repos.dags.save_version(
+        DagSpec.model_validate(DAG), source="test", sha256=None, now=clock.now()
+    )
+    try:
+        yield embedded
+    finally:
+        embedded.close()
+
+
+def settle(env: EmbeddedSkydag) -> None:
+    for _ in range(200):
+        if not env.pump():
+            return
+    raise AssertionError("the scheduler never settled")
+
+
+def task(env: EmbeddedSkydag, run_id: str, task_id: str) -> TaskInstance:
+    return env.repos.tasks.get("chain", run_id, task_id)
+
+
+def start(env: EmbeddedSkydag) -> str:
+    run_id = env.service.trigger("chain").run.run_id
+    settle(env)
+    return run_id
+
+
+def test_a_try_its_upstreams_finish_queues_is_covered_until_the_reconciler_looks(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    run_id = start(env)
+    a = task(env, run_id, "a")
+    assert (a.state, a.covered) == (T.RUNNING, False)  # queued by the run's start
+    assert [t.task_id for t in env.repos.tasks.due(clock.now() + FAR)] == ["a"]
+
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    settle(env)
+    b = task(env, run_id, "b")
+    assert (b.state, b.covered, b.job_id) == (T.RUNNING, True, "job-2")
+    # Neither has an entry of its own now: the run's, armed by a's count, stands for b.
+    assert env.repos.tasks.due(clock.now() + FAR) == []
+    assert [r.run_id for r in env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)] == [run_id]
+    assert env.service.reconcile().uncovered == 0  # not its time yet
+
+    clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 1
+    uncovered = task(env, run_id, "b")
+    assert (uncovered.covered, uncovered.version) == (False, b.version + 1)
+    assert env.repos.runs.due(clock.now() + FAR) == []  # disarmed
+    assert b.check_at is not None
+    assert env.repos.tasks.due(b.check_at) == [uncovered]
+
+    # b's end event is lost: its own entry has the reconciler ask the service.
+    jobs.outcome["job-2"] = JobStatus.SUCCEEDED
+    clock.advance(RUNNING_CHECK_EVERY)
+    assert env.service.reconcile().repaired == 1
+    settle(env)
+    assert task(env, run_id, "c").state is T.RUNNING
+    assert list(jobs.jobs) == ["job-1", "job-2", "job-3"]  # one job a try
+
+
+def test_a_crash_before_the_count_leaves_the_covered_try_to_the_streams_count(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    """The invocation telling a's finish dies dispatching b, before counting a: b is
+    queued, covered, and no entry anywhere stands for it. The finish's stream record
+    tells again and counts, and that count arms the run: b's dispatch is re-attached."""
+    run_id = start(env)
+    jobs.crash = "before_call"
+    with pytest.raises(Crash):
+        env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    b = task(env, run_id, "b")
+    assert (b.state, b.covered, b.job_id) == (T.QUEUED, True, None)
+    assert env.repos.runs.due(clock.now() + FAR) == []
+
+    settle(env)  # the stream records: a's finish counted (b's claim still runs)
+    assert env.repos.runs.get("chain", run_id).finished_count == 1
+    assert task(env, run_id, "b").job_id is None
+    clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 1
+    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)  # b's claim runs out
+    assert env.service.reconcile().redispatched == 1
+    settle(env)
+    assert (task(env, run_id, "b").state, task(env, run_id, "b").job_id) == (T.RUNNING, "job-2")
+    assert list(jobs.jobs) == ["job-1", "job-2"]
+
+
+def test_a_finish_counted_while_the_reconciler_looks_keeps_the_run_armed(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler lists the run's tasks; then b's finish queues c, covered, and counts
+    b on the run (which is armed: the entry stays). Disarming now would leave c with no
+    entry: the run's version moved, so the disarm is refused and the next look finds c."""
+    run_id = start(env)
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    settle(env)
+    clock.advance(RUN_CHECK_AFTER)
+    tasks = env.repos.tasks
+    listed = tasks.list_for_run
+
+    def list_then_finish_b(dag_id: str, list_run: str) -> list[TaskInstance]:
+        seen = listed(dag_id, list_run)
+        monkeypatch.setattr(tasks, "list_for_run", listed)
+        env.service.on_job_event(jobs.event("job-2", JobStatus.SUCCEEDED))
+        return seen
+
+    monkeypatch.setattr(tasks, "list_for_run", list_then_finish_b)
+    assert env.service.reconcile().uncovered == 0  # b, as listed: it finished since
+    c = task(env, run_id, "c")
+    assert (c.state, c.covered) == (T.RUNNING, True)
+    assert [r.run_id for r in env.repos.runs.due(clock.now())] == [run_id]  # still armed
+
+    assert env.service.reconcile().uncovered == 1
+    assert task(env, run_id, "c").covered is False
+    assert env.repos.runs.due(clock.now() + FAR) == []
+    settle(env)
+    assert env.repos.runs.get("chain", run_id).state is RunState.RUNNING
+    assert list(jobs.jobs) == ["job-1", "job-2", "job-3"]
