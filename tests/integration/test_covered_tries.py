@@ -20,7 +20,12 @@ from fakes import Crash, FakeService, SettableClock
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobStatus, TaskInstance
-from skydag.engine.rules import DISPATCH_CHECK_AFTER, RUN_CHECK_AFTER, RUNNING_CHECK_EVERY
+from skydag.engine.rules import (
+    DISPATCH_CHECK_AFTER,
+    LONGEST_INVOCATION,
+    RUN_CHECK_AFTER,
+    RUNNING_CHECK_EVERY,
+)
 from skydag.engine.states import RunState, TaskState
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
@@ -103,7 +108,12 @@ def test_a_try_its_upstreams_finish_queues_is_covered_until_the_reconciler_looks
     assert env.service.reconcile().uncovered == 1
     uncovered = task(env, run_id, "b")
     assert (uncovered.covered, uncovered.version) == (False, b.version + 1)
-    assert env.repos.runs.due(clock.now() + FAR) == []  # disarmed
+    # Still armed: a's count is younger than an invocation may live (one covering a try
+    # after the look could still be under way); disarmed once it is not.
+    assert [r.run_id for r in env.repos.runs.due(clock.now())] == [run_id]
+    clock.advance(LONGEST_INVOCATION)
+    assert env.service.reconcile().uncovered == 0
+    assert env.repos.runs.due(clock.now() + FAR) == []
     assert b.check_at is not None
     assert env.repos.tasks.due(b.check_at) == [uncovered]
 
@@ -147,7 +157,8 @@ def test_a_finish_counted_while_the_reconciler_looks_keeps_the_run_armed(
 ) -> None:
     """The reconciler lists the run's tasks; then b's finish queues c, covered, and counts
     b on the run (which is armed: the entry stays). Disarming now would leave c with no
-    entry: the run's version moved, so the disarm is refused and the next look finds c."""
+    entry: the run's version moved (and its last count is recent), so the disarm is
+    refused and the next look finds c."""
     run_id = start(env)
     env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
     settle(env)
@@ -169,7 +180,33 @@ def test_a_finish_counted_while_the_reconciler_looks_keeps_the_run_armed(
 
     assert env.service.reconcile().uncovered == 1
     assert task(env, run_id, "c").covered is False
+    clock.advance(LONGEST_INVOCATION)
+    env.service.reconcile()
     assert env.repos.runs.due(clock.now() + FAR) == []
     settle(env)
     assert env.repos.runs.get("chain", run_id).state is RunState.RUNNING
     assert list(jobs.jobs) == ["job-1", "job-2", "job-3"]
+
+
+def test_a_finish_that_hands_its_slot_over_covers_the_try_it_queues(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    """With max_active_tasks binding, a's slot goes to b in the write that counts a's
+    finish (before b's → queued write): that write arms the run, and b is covered."""
+    env.repos.dags.save_version(
+        DagSpec.model_validate({**DAG, "max_active_tasks": 1}),
+        source="test",
+        sha256=None,
+        now=clock.now(),
+    )
+    run_id = start(env)
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    settle(env)
+    b = task(env, run_id, "b")
+    assert (b.state, b.covered) == (T.RUNNING, True)
+    run = env.repos.runs.get("chain", run_id)
+    assert (run.finished_count, run.active) == (1, frozenset({"b"}))
+    assert env.repos.tasks.due(clock.now() + FAR) == []
+    assert [r.run_id for r in env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)] == [run_id]
+    clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 1

@@ -38,6 +38,7 @@ from skydag.engine.transitions import InvalidTransition, Transition
 from skydag.ports.store import (
     WITH_RUN_LIMIT,
     WITH_TRY_LIMIT,
+    Arming,
     ConflictError,
     NotFound,
     Store,
@@ -2168,9 +2169,10 @@ def test_a_covered_try_has_no_entry_of_its_own_until_it_is_uncovered(repos: Stor
     assert [t.task_id for t in repos.tasks.due(retry_at)] == ["b"]
 
 
-def test_a_finish_count_arms_the_run_once_and_a_disarm_is_refused_after_a_count(
-    repos: Store,
-) -> None:
+def test_a_finish_count_arms_the_run_once_and_a_disarm_waits_for_quiet(repos: Store) -> None:
+    """The first count arms the run; later ones leave its entry where it is but stamp
+    their time. A disarm is refused for a run written since it was read, or counted after
+    ``quiet_since``; a count after a disarm arms the run again."""
     make_run(repos)
     first, second = NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)
     done = []
@@ -2179,25 +2181,37 @@ def test_a_finish_count_arms_the_run_once_and_a_disarm_is_refused_after_a_count(
         done.append(repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW)))
     assert repos.runs.due(NOW + timedelta(days=1)) == []
 
-    repos.runs.record_finished(done[0], 0, failed_leaf=False, arm_at=first)
+    repos.runs.record_finished(done[0], 0, failed_leaf=False, arming=Arming(NOW, first))
     armed = repos.runs.due(first)
     assert [r.run_id for r in armed] == [RUN]
     assert repos.runs.due(NOW) == []
-    # Armed already: a later count leaves the entry where it is, and bumps the version.
-    repos.runs.record_finished(done[1], 1, failed_leaf=False, arm_at=second)
-    assert [r.run_id for r in repos.runs.due(first)] == [RUN]
+    later = NOW + timedelta(seconds=30)
+    repos.runs.record_finished(done[1], 1, failed_leaf=False, arming=Arming(later, second))
+    assert [r.run_id for r in repos.runs.due(first)] == [RUN]  # where the first put it
 
-    assert not repos.runs.disarm(armed[0])  # read before the second count
+    assert not repos.runs.disarm(armed[0], quiet_since=second)  # read before the count
     current = repos.runs.due(first)[0]
     assert current.finished_count == 2
-    assert repos.runs.disarm(current)
+    assert not repos.runs.disarm(current, quiet_since=NOW)  # counted after NOW
+    assert repos.runs.disarm(current, quiet_since=later)
     assert repos.runs.due(NOW + timedelta(days=1)) == []
-    assert not repos.runs.disarm(current)  # not armed any more
+    assert not repos.runs.disarm(current, quiet_since=second)  # not armed any more
 
-    # A count after the disarm arms again, at its own time.
-    repos.runs.record_finished(done[2], 2, failed_leaf=False, arm_at=second)
+    repos.runs.record_finished(done[2], 2, failed_leaf=False, arming=Arming(second, second))
     assert repos.runs.due(first) == []
     assert [r.run_id for r in repos.runs.due(second)] == [RUN]
+
+
+def test_a_slots_hand_over_counts_and_arms_in_one_write(repos: Store) -> None:
+    run = make_run(repos)
+    a = queued_task(repos, "a")
+    assert repos.runs.reserve_task_slot(run, a, a.try_number, 1)
+    done = repos.tasks.apply(a, move(a, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+    b = put_task(repos, "b")
+    handed = repos.runs.hand_over_task_slot(done, b, 1, index=0, arming=Arming(NOW, NOW))
+    assert handed is not None
+    assert (handed.finished_count, handed.active) == (1, frozenset({"b"}))
+    assert [r.run_id for r in repos.runs.due(NOW)] == [RUN]
 
 
 def test_a_big_runs_count_in_its_tally_arms_nothing(repos: Store) -> None:
@@ -2205,5 +2219,5 @@ def test_a_big_runs_count_in_its_tally_arms_nothing(repos: Store) -> None:
     ti = queued_task(repos, "a")
     done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
     group = FinishGroup(0, 2)
-    repos.runs.record_finished(done, 0, failed_leaf=False, group=group, arm_at=NOW)
+    repos.runs.record_finished(done, 0, failed_leaf=False, group=group, arming=Arming(NOW, NOW))
     assert repos.runs.due(NOW + timedelta(days=1)) == []

@@ -76,6 +76,8 @@ COMPRESSED = {
     # An armed run is looked at soon: its tries are uncovered and the run disarmed while
     # finishes are still being counted, so those races meet the faults too.
     "RUN_CHECK_AFTER": timedelta(seconds=2),
+    # As DISPATCH_CHECK_AFTER, longer than any invocation here takes.
+    "LONGEST_INVOCATION": timedelta(seconds=13),
     "RECONCILE_BACKOFF_MIN": timedelta(seconds=1),
     "RECONCILE_BACKOFF_MAX": timedelta(seconds=5),
 }
@@ -84,6 +86,7 @@ COMPRESSED_IN = (
     "skydag.engine.scheduler",
     "skydag.service.scheduler_service",
     "skydag.service.progress",
+    "skydag.service.reconciler",
 )
 # Downstream tasks told per invocation, in both runs: the shapes' fan-outs (three wide)
 # are told in chunks, so a chunk's count and its stream record meet the faults too.

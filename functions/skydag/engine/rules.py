@@ -27,10 +27,13 @@ T = TaskState
 # function's timeout (4 minutes at most, the reconciler's: ``wiring.FUNCTIONS``), so no
 # call of an invocation whose claim ran out can still be under way beside the next one's.
 DISPATCH_CHECK_AFTER = timedelta(minutes=5)
+# The longest an invocation of an engine function lives (its timeout, as above).
+LONGEST_INVOCATION = timedelta(minutes=4)
 # A run armed by the count of a finish (``TaskInstance.covered``) is looked at by then:
 # before the claims of the tries that finish queued run out, as the count comes at most
-# one invocation's time (4 minutes, as above) after their ``→ queued`` writes.
-RUN_CHECK_AFTER = DISPATCH_CHECK_AFTER - timedelta(minutes=4)
+# one invocation's time after their ``→ queued`` writes. It is disarmed once its last
+# count is older than an invocation lives (``ports/store.py Arming``).
+RUN_CHECK_AFTER = DISPATCH_CHECK_AFTER - LONGEST_INVOCATION
 # A running job whose events may have been lost is described this often.
 RUNNING_CHECK_EVERY = timedelta(minutes=10)
 # An item the reconciler failed to handle waits this long at least (one pass) and at most

@@ -78,6 +78,19 @@ def due_at(ti: TaskInstance) -> datetime | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Arming:
+    """What a finish's count writes on its run for the tries it covers
+    (``TaskInstance.covered``): the run's due entry at ``look_at`` unless the run is armed
+    already, and ``counted_at``, the count's time. A run is disarmed only once its last
+    count is older than any invocation lives (``RunStore.disarm``): every try covered by
+    an invocation that counts is written within that time of its count, before or after
+    it, so it is seen by whoever looks at the run's tasks by then."""
+
+    counted_at: datetime
+    look_at: datetime
+
+
 def is_covered(ti: TaskInstance) -> bool:
     """Whether the run's due entry stands for this task's (``TaskInstance.covered``): a
     covered try while it is queued or running. Any other state with a due time (a retry,
@@ -390,13 +403,12 @@ class RunStore(Protocol):
         failed_leaf: bool,
         group: FinishGroup | None = None,
         release: bool = True,
-        arm_at: datetime | None = None,
+        arming: Arming | None = None,
     ) -> DagRun | None:
         """Count the task's finish (a set: once), free the slot if this try holds it (or
         none does), take it out of the throttled set; returns the run after the write.
-        With ``arm_at`` (a run that counts on its item) the same write arms the run's due
-        entry at that time unless it is armed already: the entry that stands for the
-        tries this finish queued covered (``TaskInstance.covered``).
+        With ``arming`` (a run that counts on its item) the same write arms the run's due
+        entry unless it is armed already, and stamps the count (``Arming``).
         A big run's finish (``group``) is counted in its group's finish tally, and on the
         run item as the group's counts once the group is done; the run item is written
         then or when ``release`` (the task may hold a slot or be throttled), else None is
@@ -417,14 +429,21 @@ class RunStore(Protocol):
         ...
 
     def hand_over_task_slot(
-        self, finished: TaskInstance, child: TaskInstance, try_number: int, *, index: int | None
+        self,
+        finished: TaskInstance,
+        child: TaskInstance,
+        try_number: int,
+        *,
+        index: int | None,
+        arming: Arming | None = None,
     ) -> DagRun | None:
         """A finished task's max_active_tasks slot goes to a downstream task it lets start,
         in one write: the slot of ``finished``'s try is freed and this try of ``child``
         takes one (as ``reserve_task_slot``, which it replaces), ``finished`` leaves the
         throttled set, and with ``index`` (a run that counts its finishes on its item) the
         finish is counted (as ``record_finished`` for a task with downstream tasks, which is
-        no leaf: that call then writes nothing). Only while the run is running and
+        no leaf: that call then writes nothing), with ``arming`` as ``record_finished``'s.
+        Only while the run is running and
         ``finished``'s try holds its slot; else nothing is written and None is returned
         (the caller reserves as usual). Returns the run after the write."""
         ...
@@ -457,9 +476,10 @@ class RunStore(Protocol):
         first, as they are now."""
         ...
 
-    def disarm(self, run: DagRun) -> bool:
+    def disarm(self, run: DagRun, quiet_since: datetime) -> bool:
         """Take the run's due entry away, only if the run is still at ``run.version``
-        (every finish counted bumps it); True when taken."""
+        (every finish counted bumps it) and its last count was made by ``quiet_since``
+        (``Arming``); True when taken."""
         ...
 
 

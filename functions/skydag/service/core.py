@@ -18,7 +18,7 @@ from skydag.engine.tallies import finish_group
 from skydag.engine.transitions import Decision, Transition
 from skydag.limits import FINISH_GROUP, FINISH_TALLY_AT
 from skydag.ports import Clock, EventSink, Timers
-from skydag.ports.store import ConflictError, Store
+from skydag.ports.store import Arming, ConflictError, Store
 from skydag.spec.models import DagSpec
 from skydag.targets.base import TargetRegistry
 
@@ -173,6 +173,7 @@ class HandOver:
 
     finished: TaskInstance
     index: int | None  # None: a big run's finish is counted in its tally, not here
+    arming: Arming | None = None  # what the count writes for the tries it covers
     tried: bool = False  # offered once: a refused write is not tried again
     run: DagRun | None = None  # the run as the hand-over wrote it, once made
 

@@ -24,7 +24,7 @@ from skydag.engine.scheduler import (
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
-from skydag.ports.store import WITH_TRY_LIMIT, NotFound, TryRead
+from skydag.ports.store import WITH_TRY_LIMIT, Arming, NotFound, TryRead
 from skydag.service.core import HandOver, Scheduler
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
@@ -183,13 +183,14 @@ class TaskProgress:
         prefetched = Prefetched(asked, read)
         # (As the run's pinned version places it: the image's version is the same one.)
         group = self.scheduler.finish_group(spec, ti.task_id)
-        handover = self.slots.offer(spec, run, ti, group)
         index = spec.task_index(ti.task_id)
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
-        # The count below arms the run's due entry: it covers the tries this tell queues
-        # if made after them (a slot handed over counts before the → queued write).
-        cover = group is None and handover is None
-        cover = cover and not finish_counted(run, ti, index, failed_leaf=failed_leaf)
+        # The finish's count on the run's item (below, or a slot's hand-over) arms the
+        # run's due entry (Arming), which covers the tries this invocation queues.
+        now = self.scheduler.clock.now()
+        arming = Arming(now, now + RUN_CHECK_AFTER) if group is None else None
+        cover = arming is not None and not finish_counted(run, ti, index, failed_leaf=failed_leaf)
+        handover = self.slots.offer(spec, run, ti, group, arming)
         told = self.tell_downstream(
             spec,
             run,
@@ -207,9 +208,8 @@ class TaskProgress:
         if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
             holds = ti.instance_id in run.active or ti.instance_id in run.throttled
             # Every count arms: one made again after a crash, for the tries covered before.
-            arm_at = self.scheduler.clock.now() + RUN_CHECK_AFTER if group is None else None
             recorded = repos.runs.record_finished(
-                ti, index, failed_leaf=failed_leaf, group=group, release=holds, arm_at=arm_at
+                ti, index, failed_leaf=failed_leaf, group=group, release=holds, arming=arming
             )
             run = recorded or run
         if ti.instance_id in run.active and repos.runs.release_orphaned_slot(ti):

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from skydag.engine.models import DagRun, JobStatus, TaskInstance
 from skydag.engine.rules import (
+    LONGEST_INVOCATION,
     RUNNING_CHECK_EVERY,
     decide_timeout,
     reconcile_backoff,
@@ -57,14 +58,15 @@ def look_at_armed_runs(repos: Store, now: datetime, result: ReconcileResult, *, 
     time has come: each try the entry stands for that is still queued or running gets an
     entry of its own, at its own time (the pass over the tasks' entries then acts on those
     due), and the run's entry is taken away. Unless a finish was counted on the run since
-    it was read: that count may follow a try covered after the run's tasks were listed, so
-    the run stays armed and is looked at again next pass (a count arms a disarmed run)."""
+    it was read, or less than an invocation's life before: a try covered by the counting
+    invocation may not have been written when the tasks were listed, so the run stays
+    armed and is looked at again next pass (a count arms a disarmed run again)."""
     for run in repos.runs.due(now, limit):
         settled = True
         for ti in repos.tasks.list_for_run(run.dag_id, run.run_id):
             settled = _uncover(repos, ti, result) and settled
         if settled:
-            repos.runs.disarm(run)
+            repos.runs.disarm(run, quiet_since=now - LONGEST_INVOCATION)
 
 
 def _uncover(repos: Store, ti: TaskInstance, result: ReconcileResult) -> bool:

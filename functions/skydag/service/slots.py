@@ -7,6 +7,7 @@ from skydag.engine.models import DagRun, FinishGroup, TaskInstance
 from skydag.engine.scheduler import task_slots_bind
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Transition
+from skydag.ports.store import Arming
 from skydag.service.core import Evaluate, Gate, HandOver, Scheduler
 from skydag.spec.models import DagSpec
 
@@ -17,7 +18,12 @@ class TaskSlots:
         self.evaluate = evaluate
 
     def offer(
-        self, spec: DagSpec, run: DagRun, finished: TaskInstance, group: FinishGroup | None
+        self,
+        spec: DagSpec,
+        run: DagRun,
+        finished: TaskInstance,
+        group: FinishGroup | None,
+        arming: Arming | None = None,
     ) -> HandOver | None:
         """The finished task's slot to hand over to a downstream task its finish queues:
         when its slots bind, it has downstream tasks and, as the run was read, it still
@@ -28,7 +34,7 @@ class TaskSlots:
         if not spec.downstream(finished.task_id):
             return None
         index = None if group is not None else spec.task_index(finished.task_id)
-        return HandOver(finished, index)
+        return HandOver(finished, index, arming)
 
     def gate(
         self,
@@ -54,7 +60,11 @@ class TaskSlots:
             if handover is not None and not handover.tried:
                 handover.tried = True
                 handover.run = runs.hand_over_task_slot(
-                    handover.finished, ti, try_number, index=handover.index
+                    handover.finished,
+                    ti,
+                    try_number,
+                    index=handover.index,
+                    arming=handover.arming,
                 )
                 if handover.run is not None:
                     return True

@@ -52,6 +52,7 @@ from skydag.engine.transitions import Transition
 from skydag.ports.store import (
     ANY_SOURCE,
     WITH_TRY_LIMIT,
+    Arming,
     ConflictError,
     NotFound,
     Store,
@@ -225,6 +226,7 @@ class _RunItem:
     tasks_created: bool = False
     queued_key: str | None = None
     due: str | None = None  # the run's place in the runs' due index (absent: not in it)
+    counted_at: str | None = None  # the last count's time (ports/store.py Arming)
 
     def record(self) -> DagRun:
         return replace(
@@ -239,6 +241,12 @@ class _RunItem:
             throttled=frozenset(self.throttled),
             tasks_created=self.tasks_created,
         )
+
+    def arm(self, arming: Arming | None) -> None:
+        """As the DynamoDB store's count arms its run (``Arming``)."""
+        if arming is not None:
+            self.due = self.due or iso(arming.look_at)
+            self.counted_at = iso(arming.counted_at)
 
     def with_tally(self, group: FinishGroup | None) -> DagRun:
         """The run as ``get_with_run`` reads it with a big run's finish tally (as the
@@ -793,7 +801,7 @@ class MemoryRunRepository:
         failed_leaf: bool,
         group: FinishGroup | None = None,
         release: bool = True,
-        arm_at: datetime | None = None,
+        arming: Arming | None = None,
     ) -> DagRun | None:
         with self._lock:
             item = self._runs.get((ti.dag_id, ti.run_id))
@@ -814,8 +822,7 @@ class MemoryRunRepository:
                     item.finished.add(index)
                     if failed_leaf:
                         item.failed_leaves.add(index)
-                    if arm_at is not None and item.due is None:
-                        item.due = iso(arm_at)
+                    item.arm(arming)
                 elif complete:
                     done, failed = item.tallies[group.number]
                     item.finished_groups[group.number] = len(done)
@@ -866,7 +873,13 @@ class MemoryRunRepository:
             return True
 
     def hand_over_task_slot(
-        self, finished: TaskInstance, child: TaskInstance, try_number: int, *, index: int | None
+        self,
+        finished: TaskInstance,
+        child: TaskInstance,
+        try_number: int,
+        *,
+        index: int | None,
+        arming: Arming | None = None,
     ) -> DagRun | None:
         with self._lock:
             item = self._runs.get((finished.dag_id, finished.run_id))
@@ -881,6 +894,7 @@ class MemoryRunRepository:
                 item.throttled.discard(finished.instance_id)
                 if index is not None:
                     item.finished.add(index)
+                    item.arm(arming)
                 item.run = replace(item.run, version=item.run.version + 1)
 
             self._write(item, write)
@@ -938,10 +952,12 @@ class MemoryRunRepository:
             )
             return [self._runs[key].record() for _, key in found[:limit]]
 
-    def disarm(self, run: DagRun) -> bool:
+    def disarm(self, run: DagRun, quiet_since: datetime) -> bool:
         with self._lock:
             item = self._runs.get((run.dag_id, run.run_id))
             if item is None or item.due is None or item.run.version != run.version:
+                return False
+            if item.counted_at is not None and item.counted_at > iso(quiet_since):
                 return False
             item.due = None
             return True

@@ -186,6 +186,7 @@ class RunModel(Model):
     due_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     due_index = DueRunsIndex()
+    counted_at = UnicodeAttribute(null=True)  # the last count's time (ports/store.py Arming)
 
 
 class DueTasksIndex(GlobalSecondaryIndex["TaskInstanceModel"]):

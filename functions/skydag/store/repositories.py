@@ -50,6 +50,7 @@ from skydag.ports.store import (
     EMIT_SOURCES_KEY,
     WITH_RUN_LIMIT,
     WITH_TRY_LIMIT,
+    Arming,
     Store,
     Subscription,
     TryRead,
@@ -118,6 +119,19 @@ def _due_place(ti: TaskInstance) -> tuple[str, str] | None:
 def _run_due_place(dag_id: str, run_id: str, at: datetime) -> tuple[str, str]:
     """A run's place in its table's due index (shard, time), as ``_due_place``'s."""
     return f"due#{zlib.crc32(f'{dag_id}/{run_id}'.encode()) % DUE_SHARDS}", _iso(at)
+
+
+def _arming_actions(ti: TaskInstance, arming: Arming | None) -> list[Action]:
+    """A count's arming of its run (``Arming``): the due entry unless armed already (then
+    it stays where it is, and costs no index write), and the count's time."""
+    if arming is None:
+        return []
+    shard, at = _run_due_place(ti.dag_id, ti.run_id, arming.look_at)
+    return [
+        RunModel.due_shard.set(RunModel.due_shard | shard),
+        RunModel.due_at.set(RunModel.due_at | at),
+        RunModel.counted_at.set(_iso(arming.counted_at)),
+    ]
 
 
 # BatchGetItem takes at most 100 keys; keys it leaves unprocessed (throttling) are asked
@@ -1179,7 +1193,7 @@ class RunRepository:
         failed_leaf: bool,
         group: FinishGroup | None = None,
         release: bool = True,
-        arm_at: datetime | None = None,
+        arming: Arming | None = None,
     ) -> DagRun | None:
         """Free the task's slot and count its finish on the run (idempotent: set union);
         a big run's in its finish tally (``group``), and on the run item only once the
@@ -1198,13 +1212,7 @@ class RunRepository:
             actions.append(RunModel.finished_idx.add({index}))
             if failed_leaf:
                 actions.append(RunModel.failed_leaf_idx.add({index}))
-            if arm_at is not None:
-                # Unless armed already: then the entry stays where it is (no index write).
-                shard, at = _run_due_place(ti.dag_id, ti.run_id, arm_at)
-                actions += [
-                    RunModel.due_shard.set(RunModel.due_shard | shard),
-                    RunModel.due_at.set(RunModel.due_at | at),
-                ]
+            actions += _arming_actions(ti, arming)
         else:
             done, failed = self._count_in_tally(ti, index, failed_leaf=failed_leaf, group=group)
             complete = len(done) >= group.size
@@ -1327,7 +1335,13 @@ class RunRepository:
         return self._write(run.dag_id, run.run_id, actions, condition, quiet=True) is not None
 
     def hand_over_task_slot(
-        self, finished: TaskInstance, child: TaskInstance, try_number: int, *, index: int | None
+        self,
+        finished: TaskInstance,
+        child: TaskInstance,
+        try_number: int,
+        *,
+        index: int | None,
+        arming: Arming | None = None,
     ) -> DagRun | None:
         slot = RunModel.active[finished.instance_id]
         actions: list[Action] = [
@@ -1338,6 +1352,7 @@ class RunRepository:
         ]
         if index is not None:
             actions.append(RunModel.finished_idx.add({index}))
+            actions += _arming_actions(finished, arming)
         condition = (RunModel.state == RunState.RUNNING.value) & (slot == finished.try_number)
         attributes = self._write(
             finished.dag_id,
@@ -1412,11 +1427,12 @@ class RunRepository:
         found.sort(key=lambda item: item.due_at or "")
         return [_run_from_model(item) for item in found]
 
-    def disarm(self, run: DagRun) -> bool:
+    def disarm(self, run: DagRun, quiet_since: datetime) -> bool:
         """Take the run's entry out of the due index, unless the run was written since
-        ``run`` was read (a finish counted since may have armed it for a try queued
-        after the caller looked)."""
-        condition = RunModel.due_at.exists() & (RunModel.version == run.version)
+        ``run`` was read or a finish was counted after ``quiet_since`` (either may have
+        covered a try the caller did not see)."""
+        quiet = RunModel.counted_at.does_not_exist() | (RunModel.counted_at <= _iso(quiet_since))
+        condition = RunModel.due_at.exists() & (RunModel.version == run.version) & quiet
         actions: list[Action] = [RunModel.due_shard.remove(), RunModel.due_at.remove()]
         return self._write(run.dag_id, run.run_id, actions, condition, quiet=True) is not None
 
