@@ -210,3 +210,31 @@ def test_a_finish_that_hands_its_slot_over_covers_the_try_it_queues(
     assert [r.run_id for r in env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)] == [run_id]
     clock.advance(RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 1
+
+
+def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    """Told a chunk per invocation, a fan-out's count comes with the last chunk: each
+    earlier chunk arms the run itself before it queues its tries, so they are covered too."""
+    fan = {
+        "dag": "chain",
+        "tasks": {"a": BATCH, **{t: {"depends_on": ["a"], **BATCH} for t in "bcd"}},
+    }
+    env.repos.dags.save_version(
+        DagSpec.model_validate(fan), source="test", sha256=None, now=clock.now()
+    )
+    env.service.progress.report_chunk = 1
+    run_id = start(env)
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    armed = env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)
+    assert [r.run_id for r in armed] == [run_id]
+    assert armed[0].finished_count == 0  # armed by the first chunk, not yet counted
+    settle(env)  # the cursor's stream records tell the next chunks
+    told = [task(env, run_id, t) for t in "bcd"]
+    assert [(t.state, t.covered) for t in told] == [(T.RUNNING, True)] * 3
+    assert env.repos.runs.get("chain", run_id).finished_count == 1
+    assert env.repos.tasks.due(clock.now() + FAR) == []
+    clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 3
+    assert list(jobs.jobs) == ["job-1", "job-2", "job-3", "job-4"]

@@ -2221,3 +2221,16 @@ def test_a_big_runs_count_in_its_tally_arms_nothing(repos: Store) -> None:
     group = FinishGroup(0, 2)
     repos.runs.record_finished(done, 0, failed_leaf=False, group=group, arming=Arming(NOW, NOW))
     assert repos.runs.due(NOW + timedelta(days=1)) == []
+
+
+def test_arming_without_a_count_stamps_the_run_and_bumps_no_version(repos: Store) -> None:
+    run = make_run(repos)
+    ti = TaskInstance(DAG, RUN, "a")
+    repos.runs.arm(ti, Arming(NOW, NOW + timedelta(minutes=1)))
+    [armed] = repos.runs.due(NOW + timedelta(minutes=1))
+    assert (armed.version, armed.finished_count) == (run.version, 0)
+    assert not repos.runs.disarm(armed, quiet_since=NOW - timedelta(seconds=1))
+    assert repos.runs.disarm(armed, quiet_since=NOW)
+    repos.runs.arm(TaskInstance(DAG, "gone", "a"), Arming(NOW, NOW))  # no such run
+    assert repos.runs.find(DAG, "gone") is None
+    assert repos.runs.due(NOW + timedelta(days=1)) == []

@@ -476,6 +476,12 @@ class RunStore(Protocol):
         first, as they are now."""
         ...
 
+    def arm(self, ti: TaskInstance, arming: Arming) -> None:
+        """Arm ``ti``'s run as a count of its finish would, without counting it: for the
+        tries a chunk of a wide fan-out covers, whose count comes with the last chunk,
+        in another invocation. No version bump; nothing for a run that is gone."""
+        ...
+
     def disarm(self, run: DagRun, quiet_since: datetime) -> bool:
         """Take the run's due entry away, only if the run is still at ``run.version``
         (every finish counted bumps it) and its last count was made by ``quiet_since``

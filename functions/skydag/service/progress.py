@@ -189,7 +189,8 @@ class TaskProgress:
         # run's due entry (Arming), which covers the tries this invocation queues.
         now = self.scheduler.clock.now()
         arming = Arming(now, now + RUN_CHECK_AFTER) if group is None else None
-        cover = arming is not None and not finish_counted(run, ti, index, failed_leaf=failed_leaf)
+        counted = finish_counted(run, ti, index, failed_leaf=failed_leaf)
+        cover = None if counted else arming
         handover = self.slots.offer(spec, run, ti, group, arming)
         told = self.tell_downstream(
             spec,
@@ -252,15 +253,15 @@ class TaskProgress:
         told_before: bool = False,
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
-        cover: bool = False,
+        cover: Arming | None = None,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on). ``prefetched``: the
         downstream tasks as read with the run (used for the first chunk only);
         ``handover``: this task's slot, for the first task its finish queues; ``cover``:
-        the caller counts the finish once the last chunk is told, so the tries that
-        chunk queues are covered (``covered_dispatch``; an earlier chunk's count comes
-        in another invocation).
+        the caller counts the finish, arming the run, once the last chunk is told, so the
+        tries this invocation queues are covered (``covered_dispatch``); an earlier
+        chunk, whose count comes in another invocation, arms the run first.
 
         A wider fan-out records how many were told on the task's item (no version bump);
         that write's stream record tells the next chunk, so no invocation does work that
@@ -272,6 +273,8 @@ class TaskProgress:
         while True:
             chunk = downstream_chunk(ti, len(children), self.report_chunk)
             told = [children[i] for i in chunk]
+            if cover is not None and chunk.stop < len(children):
+                self.scheduler.repos.runs.arm(ti, cover)
             self.report_downstream(
                 spec,
                 run,
@@ -281,7 +284,7 @@ class TaskProgress:
                 told_before=told_before,
                 prefetched=prefetched,
                 handover=handover,
-                covered=cover and chunk.stop >= len(children),
+                covered=cover is not None,
             )
             prefetched = None
             if chunk.stop >= len(children):

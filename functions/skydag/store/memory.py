@@ -952,6 +952,12 @@ class MemoryRunRepository:
             )
             return [self._runs[key].record() for _, key in found[:limit]]
 
+    def arm(self, ti: TaskInstance, arming: Arming) -> None:
+        with self._lock:
+            item = self._runs.get((ti.dag_id, ti.run_id))
+            if item is not None:
+                item.arm(arming)
+
     def disarm(self, run: DagRun, quiet_since: datetime) -> bool:
         with self._lock:
             item = self._runs.get((run.dag_id, run.run_id))

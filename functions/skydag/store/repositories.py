@@ -1427,6 +1427,15 @@ class RunRepository:
         found.sort(key=lambda item: item.due_at or "")
         return [_run_from_model(item) for item in found]
 
+    def arm(self, ti: TaskInstance, arming: Arming) -> None:
+        self._write(
+            ti.dag_id,
+            ti.run_id,
+            _arming_actions(ti, arming),
+            RunModel.run_id.exists(),
+            quiet=True,
+        )
+
     def disarm(self, run: DagRun, quiet_since: datetime) -> bool:
         """Take the run's entry out of the due index, unless the run was written since
         ``run`` was read or a finish was counted after ``quiet_since`` (either may have
