@@ -10,6 +10,7 @@ to a crash before the count, a lost event, or a count landing while the reconcil
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,12 +22,15 @@ from fakes import Crash, FakeService, SettableClock
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobStatus, TaskInstance
 from skydag.engine.rules import (
+    ARM_REFRESH,
     DISPATCH_CHECK_AFTER,
-    LONGEST_INVOCATION,
     RUN_CHECK_AFTER,
+    RUN_QUIET,
     RUNNING_CHECK_EVERY,
 )
 from skydag.engine.states import RunState, TaskState
+from skydag.ports.store import Arming
+from skydag.service.core import Scheduler
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.targets.builtin import TargetSet
@@ -111,7 +115,7 @@ def test_a_try_its_upstreams_finish_queues_is_covered_until_the_reconciler_looks
     # Still armed: a's count is younger than an invocation may live (one covering a try
     # after the look could still be under way); disarmed once it is not.
     assert [r.run_id for r in env.repos.runs.due(clock.now())] == [run_id]
-    clock.advance(LONGEST_INVOCATION)
+    clock.advance(RUN_QUIET)
     assert env.service.reconcile().uncovered == 0
     assert env.repos.runs.due(clock.now() + FAR) == []
     assert b.check_at is not None
@@ -180,7 +184,7 @@ def test_a_finish_counted_while_the_reconciler_looks_keeps_the_run_armed(
 
     assert env.service.reconcile().uncovered == 1
     assert task(env, run_id, "c").covered is False
-    clock.advance(LONGEST_INVOCATION)
+    clock.advance(RUN_QUIET)
     env.service.reconcile()
     assert env.repos.runs.due(clock.now() + FAR) == []
     settle(env)
@@ -238,3 +242,69 @@ def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
     clock.advance(RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 3
     assert list(jobs.jobs) == ["job-1", "job-2", "job-3", "job-4"]
+
+
+def test_the_record_of_a_queued_write_whose_owner_holds_the_claim_reads_nothing(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invocation that told a's finish queued b and started its job under its own
+    claim: b's → queued record stands down without reading b; once that claim has run
+    out, a record (a late redelivery) reads b and finds its job."""
+    run_id = start(env)
+    queued: list[TaskInstance] = []
+    env.task_listeners.append(
+        lambda old, new: queued.append(new) if new.state is T.QUEUED else None
+    )
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    settle(env)
+    [image] = [ti for ti in queued if ti.task_id == "b"]
+    assert image.claim_owned
+    reads: list[tuple[str, ...]] = []
+    find = env.repos.tasks.find
+
+    def counted_find(*key: str) -> TaskInstance | None:
+        reads.append(key)
+        return find(*key)
+
+    monkeypatch.setattr(env.repos.tasks, "find", counted_find)
+    env.service.dispatch(image)
+    assert reads == []
+    assert image.check_at is not None
+    clock.advance(image.check_at - clock.now())
+    env.service.dispatch(image)
+    assert reads == [("chain", run_id, "b")]
+    assert list(jobs.jobs) == ["job-1", "job-2"]
+
+
+def test_a_big_run_is_armed_by_a_write_of_its_own_at_most_once_a_minute(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that counts its finishes in finish tallies has no count on its item to arm
+    it: the first finish arms it by a write of its own, a finish within ARM_REFRESH of
+    that stamp covers its tries without one."""
+    monkeypatch.setattr(Scheduler, "finish_tally_at", 2)  # the chain of 3 counts in tallies
+    run_id = start(env)
+    writes = Counter[str]()
+    arm = env.repos.runs.arm
+
+    def counted_arm(ti: TaskInstance, arming: Arming) -> None:
+        writes[ti.task_id] += 1
+        arm(ti, arming)
+
+    monkeypatch.setattr(env.repos.runs, "arm", counted_arm)
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    settle(env)
+    assert task(env, run_id, "b").covered
+    assert writes == {"a": 1}
+    armed = env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)
+    assert [r.run_id for r in armed] == [run_id]
+    assert armed[0].counted_at == clock.now()
+
+    clock.advance(ARM_REFRESH / 2)
+    env.service.on_job_event(jobs.event("job-2", JobStatus.SUCCEEDED))
+    settle(env)
+    assert task(env, run_id, "c").covered
+    assert writes == {"a": 1}  # stamped recently enough: no write
+    assert env.repos.tasks.due(clock.now() + FAR) == []
+    clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 1

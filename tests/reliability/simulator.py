@@ -78,6 +78,8 @@ COMPRESSED = {
     "RUN_CHECK_AFTER": timedelta(seconds=2),
     # As DISPATCH_CHECK_AFTER, longer than any invocation here takes.
     "LONGEST_INVOCATION": timedelta(seconds=13),
+    "ARM_REFRESH": timedelta(seconds=1),
+    "RUN_QUIET": timedelta(seconds=14),
     "RECONCILE_BACKOFF_MIN": timedelta(seconds=1),
     "RECONCILE_BACKOFF_MAX": timedelta(seconds=5),
 }
@@ -85,7 +87,7 @@ COMPRESSED_IN = (
     "skydag.engine.rules",
     "skydag.engine.scheduler",
     "skydag.service.scheduler_service",
-    "skydag.service.progress",
+    "skydag.service.covering",
     "skydag.service.reconciler",
 )
 # Downstream tasks told per invocation, in both runs: the shapes' fan-outs (three wide)

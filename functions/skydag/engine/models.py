@@ -234,6 +234,9 @@ class DagRun:
     # Set once every task instance is written: only then may the run start (a trigger
     # cut short between the two writes is finished by its redelivery).
     tasks_created: bool = False
+    # The last stamp of a finish's count, or of an arming for the tries a finish covers
+    # (ports/store.py Arming): the run is disarmed only once it is old enough.
+    counted_at: datetime | None = None
     # A backfill's --max-active-runs: at most this many of the DAG's runs that carry a
     # limit run at once (their slots are also counted in ``DagRecord.active_backfills``).
     backfill_limit: int | None = None

@@ -34,6 +34,10 @@ LONGEST_INVOCATION = timedelta(minutes=4)
 # one invocation's time after their ``→ queued`` writes. It is disarmed once its last
 # count is older than an invocation lives (``ports/store.py Arming``).
 RUN_CHECK_AFTER = DISPATCH_CHECK_AFTER - LONGEST_INVOCATION
+# A big run (finish tallies) is stamped by a write of its own at most this often
+# (service/covering.py); a run is disarmed once its stamp is older than RUN_QUIET.
+ARM_REFRESH = timedelta(minutes=1)
+RUN_QUIET = LONGEST_INVOCATION + ARM_REFRESH
 # A running job whose events may have been lost is described this often.
 RUNNING_CHECK_EVERY = timedelta(minutes=10)
 # An item the reconciler failed to handle waits this long at least (one pass) and at most

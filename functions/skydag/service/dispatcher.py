@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
@@ -43,6 +44,23 @@ class Dispatcher:
             return None
         return run
 
+    def _current(self, image: TaskInstance, *, owner: bool) -> TaskInstance | None:
+        """The try to dispatch as it is now, None when it must not be (``why_not_dispatch``)."""
+        if not owner and image.claim_owned and _claim_runs(image, self.scheduler.clock.now()):
+            # The invocation that wrote it starts the job: whatever the item holds now
+            # (the same claim, a later one, the try moved on), this caller stands down,
+            # so it is not read (dispatch_claim; a dead owner's claim runs out first).
+            log.debug("not dispatching %s: its owner's claim runs", image.key)
+            return None
+        ti = image if owner else self.scheduler.repos.tasks.find(*image.key)
+        skip = why_not_dispatch(image, ti)
+        if skip is not None or ti is None:
+            # DEBUG: the usual end of a → queued change whose job the invocation that
+            # queued it started already (TaskProgress.report_downstream).
+            log.debug("not dispatching %s: %s", image.key, skip)
+            return None
+        return ti
+
     def dispatch(
         self,
         image: TaskInstance,
@@ -64,12 +82,8 @@ class Dispatcher:
         owner's list, where the job's ``running`` write is put for it to make once its
         other tasks' jobs have started too."""
         repos = self.scheduler.repos
-        ti = image if owner else repos.tasks.find(*image.key)
-        skip = why_not_dispatch(image, ti)
-        if skip is not None or ti is None:
-            # DEBUG: the usual end of a → queued change whose job the invocation that
-            # queued it started already (TaskProgress.report_downstream).
-            log.debug("not dispatching %s: %s", image.key, skip)
+        ti = self._current(image, owner=owner)
+        if ti is None:
             return
         run = self._running_run(ti, run if owner else None)
         if run is None:
@@ -118,3 +132,7 @@ class Dispatcher:
                 later.append(functools.partial(self.reports.apply, ti, running))
             else:
                 self.reports.apply(ti, running)
+
+
+def _claim_runs(image: TaskInstance, now: datetime) -> bool:
+    return image.check_at is not None and image.check_at > now

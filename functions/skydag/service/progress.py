@@ -10,7 +10,6 @@ from typing import Protocol
 from skydag.engine.commands import decide_stop
 from skydag.engine.mapping import dispatches_now, is_mapped
 from skydag.engine.models import DagRun, FinishGroup, TaskInstance, UpstreamReport
-from skydag.engine.rules import RUN_CHECK_AFTER
 from skydag.engine.scheduler import (
     REPORT_CHUNK,
     counts_as_failed_leaf,
@@ -24,8 +23,9 @@ from skydag.engine.scheduler import (
 )
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
-from skydag.ports.store import WITH_TRY_LIMIT, Arming, NotFound, TryRead
+from skydag.ports.store import WITH_TRY_LIMIT, NotFound, TryRead
 from skydag.service.core import HandOver, Scheduler
+from skydag.service.covering import RunArming
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
 from skydag.service.mapping import MappedTasks
@@ -72,6 +72,7 @@ class TaskProgress:
         self.joins = WideJoins(scheduler, self.evaluate)
         self.slots = TaskSlots(scheduler, self.evaluate)
         self.telling = DownstreamTell(scheduler, self.evaluate, self.slots, self.joins)
+        self.arming = RunArming(scheduler)
 
     def evaluate(
         self,
@@ -185,13 +186,9 @@ class TaskProgress:
         group = self.scheduler.finish_group(spec, ti.task_id)
         index = spec.task_index(ti.task_id)
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
-        # The finish's count on the run's item (below, or a slot's hand-over) arms the
-        # run's due entry (Arming), which covers the tries this invocation queues.
-        now = self.scheduler.clock.now()
-        arming = Arming(now, now + RUN_CHECK_AFTER) if group is None else None
         counted = finish_counted(run, ti, index, failed_leaf=failed_leaf)
-        cover = None if counted else arming
-        handover = self.slots.offer(spec, run, ti, group, arming)
+        cover = self.arming.cover(run, ti, group, counted)
+        handover = self.slots.offer(spec, run, ti, group, self.arming.now())
         told = self.tell_downstream(
             spec,
             run,
@@ -209,6 +206,7 @@ class TaskProgress:
         if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
             holds = ti.instance_id in run.active or ti.instance_id in run.throttled
             # Every count arms: one made again after a crash, for the tries covered before.
+            arming = self.arming.now() if group is None else None
             recorded = repos.runs.record_finished(
                 ti, index, failed_leaf=failed_leaf, group=group, release=holds, arming=arming
             )
@@ -253,15 +251,13 @@ class TaskProgress:
         told_before: bool = False,
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
-        cover: Arming | None = None,
+        cover: bool = False,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on). ``prefetched``: the
         downstream tasks as read with the run (used for the first chunk only);
         ``handover``: this task's slot, for the first task its finish queues; ``cover``:
-        the caller counts the finish, arming the run, once the last chunk is told, so the
-        tries this invocation queues are covered (``covered_dispatch``); an earlier
-        chunk, whose count comes in another invocation, arms the run first.
+        the tries this invocation queues are covered (``service/covering.py``).
 
         A wider fan-out records how many were told on the task's item (no version bump);
         that write's stream record tells the next chunk, so no invocation does work that
@@ -273,8 +269,8 @@ class TaskProgress:
         while True:
             chunk = downstream_chunk(ti, len(children), self.report_chunk)
             told = [children[i] for i in chunk]
-            if cover is not None and chunk.stop < len(children):
-                self.scheduler.repos.runs.arm(ti, cover)
+            if cover and chunk.stop < len(children):
+                self.arming.arm_chunk(ti)
             self.report_downstream(
                 spec,
                 run,
@@ -284,7 +280,7 @@ class TaskProgress:
                 told_before=told_before,
                 prefetched=prefetched,
                 handover=handover,
-                covered=cover is not None,
+                covered=cover,
             )
             prefetched = None
             if chunk.stop >= len(children):

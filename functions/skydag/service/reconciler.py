@@ -11,7 +11,7 @@ from datetime import datetime
 
 from skydag.engine.models import DagRun, JobStatus, TaskInstance
 from skydag.engine.rules import (
-    LONGEST_INVOCATION,
+    RUN_QUIET,
     RUNNING_CHECK_EVERY,
     decide_timeout,
     reconcile_backoff,
@@ -66,7 +66,7 @@ def look_at_armed_runs(repos: Store, now: datetime, result: ReconcileResult, *, 
         for ti in repos.tasks.list_for_run(run.dag_id, run.run_id):
             settled = _uncover(repos, ti, result) and settled
         if settled:
-            repos.runs.disarm(run, quiet_since=now - LONGEST_INVOCATION)
+            repos.runs.disarm(run, quiet_since=now - RUN_QUIET)
 
 
 def _uncover(repos: Store, ti: TaskInstance, result: ReconcileResult) -> bool:

@@ -226,7 +226,7 @@ class _RunItem:
     tasks_created: bool = False
     queued_key: str | None = None
     due: str | None = None  # the run's place in the runs' due index (absent: not in it)
-    counted_at: str | None = None  # the last count's time (ports/store.py Arming)
+    counted_at: datetime | None = None  # the last count's time (ports/store.py Arming)
 
     def record(self) -> DagRun:
         return replace(
@@ -240,13 +240,14 @@ class _RunItem:
             active=frozenset(self.active),
             throttled=frozenset(self.throttled),
             tasks_created=self.tasks_created,
+            counted_at=self.counted_at,
         )
 
     def arm(self, arming: Arming | None) -> None:
         """As the DynamoDB store's count arms its run (``Arming``)."""
         if arming is not None:
             self.due = self.due or iso(arming.look_at)
-            self.counted_at = iso(arming.counted_at)
+            self.counted_at = arming.counted_at
 
     def with_tally(self, group: FinishGroup | None) -> DagRun:
         """The run as ``get_with_run`` reads it with a big run's finish tally (as the
@@ -963,7 +964,7 @@ class MemoryRunRepository:
             item = self._runs.get((run.dag_id, run.run_id))
             if item is None or item.due is None or item.run.version != run.version:
                 return False
-            if item.counted_at is not None and item.counted_at > iso(quiet_since):
+            if item.counted_at is not None and item.counted_at > quiet_since:
                 return False
             item.due = None
             return True

@@ -1087,6 +1087,7 @@ def _run_from_model(item: RunModel) -> DagRun:
         created_at=item.created_at,
         started_at=item.started_at,
         ended_at=item.ended_at,
+        counted_at=datetime.fromisoformat(item.counted_at) if item.counted_at else None,
         finished_count=len(item.finished_idx or ()) + _group_total(item.finished_groups),
         failed_leaves=len(item.failed_leaf_idx or ()) + _group_total(item.failed_groups),
         finished_idx=frozenset(int(i) for i in item.finished_idx or ()),
