@@ -4,13 +4,19 @@ jobs run until the test says how they ended (like Batch or EMR without their eve
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobReport, JobStatus
+from skydag.settings import Settings
+from skydag.spec.models import DagSpec
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
+from skydag.targets.builtin import TargetSet
 
 START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -121,3 +127,34 @@ class FakeService:
         extra.setdefault("task_key", request.task_key_in_events)
         extra.setdefault("try_number", request.try_number_in_events)
         return JobEvent("fake", status, request.token, job_id=job_id, **extra)
+
+
+@contextmanager
+def embedded_with(
+    aws: Settings,
+    log_dir: Path,
+    clock: SettableClock,
+    jobs: FakeService,
+    dags: Iterable[dict[str, Any]],
+) -> Iterator[EmbeddedSkydag]:
+    """The embedded scheduler on the DynamoDB store, every target played by ``jobs``,
+    with these DAGs loaded."""
+    embedded = EmbeddedSkydag(
+        aws, log_dir=log_dir, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
+    )
+    for dag in dags:
+        embedded.repos.dags.save_version(
+            DagSpec.model_validate(dag), source="test", sha256=None, now=clock.now()
+        )
+    try:
+        yield embedded
+    finally:
+        embedded.close()
+
+
+def settle(env: EmbeddedSkydag, rounds: int = 200) -> None:
+    """Pump until nothing is left to handle (at most ``rounds`` times)."""
+    for _ in range(rounds):
+        if not env.pump():
+            return
+    raise AssertionError("the scheduler never settled")

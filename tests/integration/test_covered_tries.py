@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Crash, FakeService, SettableClock
+from fakes import Crash, FakeService, SettableClock, embedded_with, settle
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobStatus, TaskInstance
@@ -33,7 +33,6 @@ from skydag.ports.store import Arming
 from skydag.service.core import Scheduler
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
-from skydag.targets.builtin import TargetSet
 
 T = TaskState
 BATCH = {"batch": {"job_queue": "q", "job_definition": "step:1"}}
@@ -62,23 +61,8 @@ def jobs() -> FakeService:
 def env(
     aws: Settings, tmp_path: Path, clock: SettableClock, jobs: FakeService
 ) -> Iterator[EmbeddedSkydag]:
-    embedded = EmbeddedSkydag(
-        aws, log_dir=tmp_path, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
-    )
-    embedded.repos.dags.save_version(
-        DagSpec.model_validate(DAG), source="test", sha256=None, now=clock.now()
-    )
-    try:
+    with embedded_with(aws, tmp_path, clock, jobs, [DAG]) as embedded:
         yield embedded
-    finally:
-        embedded.close()
-
-
-def settle(env: EmbeddedSkydag) -> None:
-    for _ in range(200):
-        if not env.pump():
-            return
-    raise AssertionError("the scheduler never settled")
 
 
 def task(env: EmbeddedSkydag, run_id: str, task_id: str) -> TaskInstance:

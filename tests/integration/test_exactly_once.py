@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Crash, FakeService, SettableClock
+from fakes import Crash, FakeService, SettableClock, embedded_with, settle
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import DagRun, JobStatus, TaskInstance
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import RunState, TaskState
 from skydag.settings import Settings
-from skydag.spec.models import DagSpec
 from skydag.targets.base import DispatchError
-from skydag.targets.builtin import TargetSet
 
 T = TaskState
 BATCH = {"batch": {"job_queue": "q", "job_definition": "d"}}
@@ -69,25 +67,8 @@ def jobs() -> FakeService:
 
 @pytest.fixture
 def env(aws: Settings, tmp_path: Path, jobs: FakeService) -> Iterator[EmbeddedSkydag]:
-    clock = SettableClock()
-    embedded = EmbeddedSkydag(
-        aws, log_dir=tmp_path, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
-    )
-    for dag in DAGS:
-        embedded.repos.dags.save_version(
-            DagSpec.model_validate(dag), source="test", sha256=None, now=clock.now()
-        )
-    try:
+    with embedded_with(aws, tmp_path, SettableClock(), jobs, DAGS) as embedded:
         yield embedded
-    finally:
-        embedded.close()
-
-
-def settle(env: EmbeddedSkydag) -> None:
-    for _ in range(200):
-        if not env.pump():
-            return
-    raise AssertionError("the scheduler never settled")
 
 
 def task(env: EmbeddedSkydag, dag: str, run_id: str, task_id: str) -> TaskInstance:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Crash, FakeService, SettableClock
+from fakes import Crash, FakeService, SettableClock, embedded_with, settle
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobStatus, TaskInstance
@@ -26,7 +26,6 @@ from skydag.service.router import BadEvent
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.targets.base import JobEvent
-from skydag.targets.builtin import TargetSet
 
 T = TaskState
 
@@ -54,23 +53,8 @@ def jobs() -> FakeService:
 def env(
     aws: Settings, tmp_path: Path, clock: SettableClock, jobs: FakeService
 ) -> Iterator[EmbeddedSkydag]:
-    embedded = EmbeddedSkydag(
-        aws, log_dir=tmp_path, clock=clock, target=jobs, targets=TargetSet(clock, jobs)
-    )
-    embedded.repos.dags.save_version(
-        DagSpec.model_validate(DAG), source="test", sha256=None, now=clock.now()
-    )
-    try:
+    with embedded_with(aws, tmp_path, clock, jobs, [DAG]) as embedded:
         yield embedded
-    finally:
-        embedded.close()
-
-
-def settle(env: EmbeddedSkydag) -> None:
-    for _ in range(200):
-        if not env.pump():
-            return
-    raise AssertionError("the scheduler never settled")
 
 
 def extract(env: EmbeddedSkydag, run_id: str) -> TaskInstance:

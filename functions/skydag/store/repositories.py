@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -119,6 +119,23 @@ def _due_place(ti: TaskInstance) -> tuple[str, str] | None:
 def _run_due_place(dag_id: str, run_id: str, at: datetime) -> tuple[str, str]:
     """A run's place in its table's due index (shard, time), as ``_due_place``'s."""
     return f"due#{zlib.crc32(f'{dag_id}/{run_id}'.encode()) % DUE_SHARDS}", _iso(at)
+
+
+def _earliest_due(
+    index: Any,
+    due_attribute: Any,
+    now: datetime,
+    limit: int,
+    key_of: Callable[[Any], tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """The item keys of a sharded due index's earliest ``limit`` entries due by ``now``
+    (a query per shard; the index lags behind its table: the caller reads the items)."""
+    bound = _iso(now)
+    entries: list[tuple[str, tuple[str, str]]] = []
+    for shard in range(DUE_SHARDS):
+        for entry in index.query(f"due#{shard}", due_attribute <= bound, limit=limit):
+            entries.append((entry.due_at or "", key_of(entry)))
+    return [key for _, key in sorted(entries)[:limit]]
 
 
 def _arming_actions(ti: TaskInstance, arming: Arming | None) -> list[Action]:
@@ -749,13 +766,13 @@ class TaskInstanceRepository:
         entries are read (consistently) and each is judged as it is now; one that left
         the index or moved past ``now`` since (or is gone) is left out."""
         bound = _iso(now)
-        entries: list[tuple[str, str, str]] = []
-        for shard in range(DUE_SHARDS):
-            for entry in TaskInstanceModel.due_index.query(
-                f"due#{shard}", TaskInstanceModel.due_at <= bound, limit=limit
-            ):
-                entries.append((entry.due_at or "", entry.run_key, entry.task_id))
-        keys = [(key, task_id) for _, key, task_id in sorted(entries)[:limit]]
+        keys = _earliest_due(
+            TaskInstanceModel.due_index,
+            TaskInstanceModel.due_at,
+            now,
+            limit,
+            lambda entry: (entry.run_key, entry.task_id),
+        )
         items = _read_items(keys)
         found = [
             _ti_from_model(items[key])
@@ -1411,13 +1428,13 @@ class RunRepository:
         """Armed runs whose entry's time has come (a sparse-index query per shard), read
         consistently; one disarmed since is left out."""
         bound = _iso(now)
-        entries: list[tuple[str, str, str]] = []
-        for shard in range(DUE_SHARDS):
-            for entry in RunModel.due_index.query(
-                f"due#{shard}", RunModel.due_at <= bound, limit=limit
-            ):
-                entries.append((entry.due_at or "", entry.dag_id, entry.run_id))
-        keys = [(dag_id, run_id) for _, dag_id, run_id in sorted(entries)[:limit]]
+        keys = _earliest_due(
+            RunModel.due_index,
+            RunModel.due_at,
+            now,
+            limit,
+            lambda entry: (entry.dag_id, entry.run_id),
+        )
         if not keys:
             return []
         found = [
