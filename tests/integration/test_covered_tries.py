@@ -10,6 +10,7 @@ to a crash before the count, a lost event, or a count landing while the reconcil
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -292,3 +293,18 @@ def test_a_big_run_is_armed_by_a_write_of_its_own_at_most_once_a_minute(
     assert env.repos.tasks.due(clock.now() + FAR) == []
     clock.advance(RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 1
+
+
+def test_a_pass_out_of_time_leaves_the_rest_of_an_armed_run_to_the_next(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    run_id = start(env)
+    env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
+    settle(env)
+    clock.advance(RUN_CHECK_AFTER + RUN_QUIET)
+    spent = time.monotonic() - 1
+    assert env.service.reconcile(deadline=spent).uncovered == 0
+    assert task(env, run_id, "b").covered
+    assert [r.run_id for r in env.repos.runs.due(clock.now())] == [run_id]  # still armed
+    assert env.service.reconcile(deadline=time.monotonic() + 60).uncovered == 1
+    assert env.repos.runs.due(clock.now() + FAR) == []

@@ -53,17 +53,29 @@ class ReconcileResult:
         return self.retries + self.timed_out + self.redispatched + self.repaired
 
 
-def look_at_armed_runs(repos: Store, now: datetime, result: ReconcileResult, *, limit: int) -> None:
+def look_at_armed_runs(
+    repos: Store,
+    now: datetime,
+    result: ReconcileResult,
+    *,
+    limit: int,
+    deadline: float | None = None,
+) -> None:
     """Runs whose due entry a finish's count armed (``TaskInstance.covered``) and whose
     time has come: each try the entry stands for that is still queued or running gets an
     entry of its own, at its own time (the pass over the tasks' entries then acts on those
     due), and the run's entry is taken away. Unless a finish was counted on the run since
     it was read, or less than an invocation's life before: a try covered by the counting
     invocation may not have been written when the tasks were listed, so the run stays
-    armed and is looked at again next pass (a count arms a disarmed run again)."""
+    armed and is looked at again next pass (a count arms a disarmed run again).
+    With ``deadline`` (a ``time.monotonic()`` value) the pass stops uncovering once it is
+    reached, leaving the rest armed for the next pass: a wide run's thousands of running
+    tries are uncovered over several passes, each bounded."""
     for run in repos.runs.due(now, limit):
         settled = True
         for ti in repos.tasks.list_for_run(run.dag_id, run.run_id):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             settled = _uncover(repos, ti, result) and settled
         if settled:
             repos.runs.disarm(run, quiet_since=now - RUN_QUIET)
@@ -116,7 +128,7 @@ class Reconciler:
         now = now or self.scheduler.clock.now()
         result = ReconcileResult()
         # First, so that a try uncovered here whose time has come is acted on below.
-        look_at_armed_runs(self.scheduler.repos, now, result, limit=limit)
+        look_at_armed_runs(self.scheduler.repos, now, result, limit=limit, deadline=deadline)
         tasks = self.scheduler.repos.tasks
         seen: set[tuple[str, str, str]] = set()
         while True:
