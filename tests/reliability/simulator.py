@@ -79,7 +79,7 @@ COMPRESSED = {
     # As DISPATCH_CHECK_AFTER, longer than any invocation here takes.
     "LONGEST_INVOCATION": timedelta(seconds=13),
     "ARM_REFRESH": timedelta(seconds=1),
-    "RUN_QUIET": timedelta(seconds=14),
+    "RUN_QUIET": timedelta(seconds=15),
     "RECONCILE_BACKOFF_MIN": timedelta(seconds=1),
     "RECONCILE_BACKOFF_MAX": timedelta(seconds=5),
 }

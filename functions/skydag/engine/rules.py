@@ -35,9 +35,11 @@ LONGEST_INVOCATION = timedelta(minutes=4)
 # count is older than an invocation lives (``ports/store.py Arming``).
 RUN_CHECK_AFTER = DISPATCH_CHECK_AFTER - LONGEST_INVOCATION
 # A big run (finish tallies) is stamped by a write of its own at most this often
-# (service/covering.py); a run is disarmed once its stamp is older than RUN_QUIET.
+# (service/covering.py); a run is disarmed once its stamp is older than RUN_QUIET: an
+# invocation's life after a stamp it saw, plus a minute for a stamp's write that lands
+# after a later one (its time is taken just before the call; retries may delay it).
 ARM_REFRESH = timedelta(minutes=1)
-RUN_QUIET = LONGEST_INVOCATION + ARM_REFRESH
+RUN_QUIET = LONGEST_INVOCATION + ARM_REFRESH + timedelta(minutes=1)
 # A running job whose events may have been lost is described this often.
 RUNNING_CHECK_EVERY = timedelta(minutes=10)
 # An item the reconciler failed to handle waits this long at least (one pass) and at most

@@ -4,7 +4,8 @@ for the tries a finish queues, so that they need no entry of their own.
 Every try an invocation covers is written within its lifetime (``LONGEST_INVOCATION``)
 of a stamp on its run (``Arming.counted_at``) that the invocation made, or saw made no
 longer than ``ARM_REFRESH`` before, and a run is disarmed only once its stamp is older
-than both together (``RUN_QUIET``): whoever disarms has listed every such try. A run that
+than both together, and a minute more (``RUN_QUIET``): whoever disarms has listed every
+such try. A run that
 counts its finishes on its own item is stamped by each count, for free; a big run, which
 counts in finish tallies, by a write of its own at most once per ``ARM_REFRESH``; an
 earlier chunk of a wide fan-out, whose count comes with the last one, by one a chunk.
