@@ -11,6 +11,13 @@ from types import ModuleType
 import pytest
 
 from skydag import sources, wiring
+from skydag.engine.rules import (
+    ARM_REFRESH,
+    DISPATCH_CHECK_AFTER,
+    LONGEST_INVOCATION,
+    RUN_CHECK_AFTER,
+    RUN_QUIET,
+)
 from skydag.targets.aws import batch, ecs, emr, emr_serverless, lambda_, stepfunctions
 from skydag.wiring import Bus, RuleSpec
 
@@ -235,3 +242,13 @@ def test_the_rule_examples_in_the_targets_doc_are_the_rules() -> None:
     ]
     rules = (wiring.BATCH_JOB_STATE_RULE, wiring.EMR_SERVERLESS_JOB_RUN_RULE)
     assert shown == [*(rule.pattern for rule in rules), wiring.LAMBDA_RESULTS_RULE.pattern]
+
+
+def test_no_engine_function_outlives_the_times_the_engine_counts_on() -> None:
+    """A dispatch's claim and a run's quiet period assume no invocation lives longer than
+    ``LONGEST_INVOCATION`` (engine/rules.py, which does not import wiring): raising a
+    function's timeout past it must raise it too."""
+    assert max(function.timeout for function in wiring.FUNCTIONS) <= LONGEST_INVOCATION
+    assert DISPATCH_CHECK_AFTER > LONGEST_INVOCATION
+    assert RUN_CHECK_AFTER + LONGEST_INVOCATION <= DISPATCH_CHECK_AFTER
+    assert RUN_QUIET > LONGEST_INVOCATION + ARM_REFRESH
