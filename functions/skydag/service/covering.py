@@ -5,10 +5,10 @@ Every try an invocation covers is written within its lifetime (``LONGEST_INVOCAT
 of a stamp on its run (``Arming.counted_at``) that the invocation made, or saw made no
 longer than ``ARM_REFRESH`` before, and a run is disarmed only once its stamp is older
 than both together, and a minute more (``RUN_QUIET``): whoever disarms has listed every
-such try. A run that
-counts its finishes on its own item is stamped by each count, for free; a big run, which
-counts in finish tallies, by a write of its own at most once per ``ARM_REFRESH``; an
-earlier chunk of a wide fan-out, whose count comes with the last one, by one a chunk.
+such try. A run that counts its finishes on its own item is stamped by each count, for
+free; a big run, which counts in finish tallies, by a write of its own at most once per
+``ARM_REFRESH``; an earlier chunk of a wide fan-out, whose count comes with the last one,
+by one a chunk.
 """
 
 from __future__ import annotations

@@ -112,13 +112,17 @@ def _due_place(ti: TaskInstance) -> tuple[str, str] | None:
     due = indexed_due(ti)
     if due is None:
         return None
-    key = f"{ti.dag_id}/{ti.run_id}/{ti.instance_id}"
-    return f"due#{zlib.crc32(key.encode()) % DUE_SHARDS}", _iso(due)
+    return _due_shard(f"{ti.dag_id}/{ti.run_id}/{ti.instance_id}"), _iso(due)
+
+
+def _due_shard(key: str) -> str:
+    """A due index's partition for an item: a hash of its key, so it never changes."""
+    return f"due#{zlib.crc32(key.encode()) % DUE_SHARDS}"
 
 
 def _run_due_place(dag_id: str, run_id: str, at: datetime) -> tuple[str, str]:
     """A run's place in its table's due index (shard, time), as ``_due_place``'s."""
-    return f"due#{zlib.crc32(f'{dag_id}/{run_id}'.encode()) % DUE_SHARDS}", _iso(at)
+    return _due_shard(f"{dag_id}/{run_id}"), _iso(at)
 
 
 def _earliest_due(
