@@ -198,13 +198,16 @@ def test_reconciler_keeps_checking_a_long_running_job(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
     run_id = start(env)
-    for _ in range(3):  # a streaming job: still running at every look
-        clock.advance(RUNNING_CHECK_EVERY)
+    waits = []
+    for _ in range(3):  # a long job: still running at every look (its timeout: 1 h)
+        clock.advance(extract(env, run_id).check_at - clock.now())  # type: ignore[operator]
         assert env.service.reconcile().described == 1
         settle(env)
+        waits.append(extract(env, run_id).check_at - clock.now())  # type: ignore[operator]
+    # The looks double apart: after as long as the job has run (hourly at most).
+    assert [int(wait.total_seconds() // 60) for wait in waits] == [10, 20, 40]
     running = extract(env, run_id)
     assert (running.state, running.try_number) == (T.RUNNING, 1)
-    assert running.check_at == clock.now() + RUNNING_CHECK_EVERY
     assert list(jobs.jobs) == ["job-1"]  # never resubmitted
 
 

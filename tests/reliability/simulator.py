@@ -69,6 +69,7 @@ TIMING = Timing(
 # every module that imported them, restored afterwards).
 COMPRESSED = {
     "RUNNING_CHECK_EVERY": timedelta(seconds=1),
+    "RUNNING_CHECK_MAX": timedelta(seconds=4),
     # As on AWS, longer than any invocation that may hold a dispatch's claim takes (an
     # invocation here can take seconds on a loaded machine; a claim of 1 s let a slow
     # dispatch and the reconciler's both call EMR: soak seed 632 of f4f5a46).

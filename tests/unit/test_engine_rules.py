@@ -25,8 +25,10 @@ from skydag.engine.rules import (
     RECONCILE_BACKOFF_MIN,
     REPORT_POLICY,
     RUNNING_CHECK_EVERY,
+    RUNNING_CHECK_MAX,
     decide_report,
     decide_timeout,
+    next_running_check,
     reconcile_backoff,
 )
 from skydag.engine.scheduler import (
@@ -966,6 +968,35 @@ def test_a_wait_for_a_signal_keeps_its_deadline_by_a_timer() -> None:
 def test_the_reconciler_backs_off_a_failing_item(overdue: timedelta, wait: timedelta) -> None:
     assert reconcile_backoff(NOW - overdue, NOW) == NOW + wait
     assert reconcile_backoff(None, NOW) == NOW + RECONCILE_BACKOFF_MIN
+
+
+@pytest.mark.parametrize(
+    ("ran", "wait"),
+    [
+        (timedelta(minutes=10), RUNNING_CHECK_EVERY),  # the first look
+        (timedelta(minutes=3), RUNNING_CHECK_EVERY),  # a clock behind: never sooner
+        (timedelta(minutes=20), timedelta(minutes=20)),  # then as long as it has run
+        (timedelta(minutes=40), timedelta(minutes=40)),
+        (timedelta(hours=5), RUNNING_CHECK_MAX),  # hourly at most
+    ],
+)
+def test_a_running_job_is_looked_at_after_as_long_as_it_has_run(
+    ran: timedelta, wait: timedelta
+) -> None:
+    assert next_running_check(NOW - ran, NOW) == NOW + wait
+    assert next_running_check(None, NOW) == NOW + RUNNING_CHECK_EVERY  # no start recorded
+
+
+def test_a_day_long_job_is_described_26_times_not_143() -> None:
+    """The safety net's cost (a write per look) no longer grows with a job's length at the
+    fixed pace: looks double apart from 10 minutes, then come hourly."""
+    start, end = NOW, NOW + timedelta(days=1)
+    looks, at = 0, start + RUNNING_CHECK_EVERY
+    while at < end:
+        looks += 1
+        at = next_running_check(start, at)
+    assert looks == 26
+    assert (end - start) // RUNNING_CHECK_EVERY - 1 == 143  # the fixed 10-minute pace
 
 
 def test_a_dispatch_claim_is_the_try_check_time() -> None:

@@ -40,8 +40,11 @@ RUN_CHECK_AFTER = DISPATCH_CHECK_AFTER - LONGEST_INVOCATION
 # after a later one (its time is taken just before the call; retries may delay it).
 ARM_REFRESH = timedelta(minutes=1)
 RUN_QUIET = LONGEST_INVOCATION + ARM_REFRESH + timedelta(minutes=1)
-# A running job whose events may have been lost is described this often.
+# A running job whose events may have been lost is described this long after it starts,
+# then after as long again as it has run, never more than RUNNING_CHECK_MAX apart
+# (``next_running_check``).
 RUNNING_CHECK_EVERY = timedelta(minutes=10)
+RUNNING_CHECK_MAX = timedelta(hours=1)
 # An item the reconciler failed to handle waits this long at least (one pass) and at most
 # before it is looked at again, so that it never blocks the items behind it.
 RECONCILE_BACKOFF_MIN = timedelta(minutes=5)
@@ -299,6 +302,17 @@ def decide_timeout(ti: TaskInstance, policy: EffectivePolicy, now: datetime) -> 
     return Decision.accept(
         Transition(ti.task_id, ti.state, T.FAILED, Cause.TIMED_OUT, ti.version, changes), reason
     )
+
+
+def next_running_check(started_at: datetime | None, now: datetime) -> datetime:
+    """When the reconciler next describes a job it found still running: after as long as
+    the job has run, within RUNNING_CHECK_EVERY and RUNNING_CHECK_MAX (the looks double
+    apart, then come hourly). Each look is a write (the try's place in the due index
+    moves: three write units), so a fixed 10-minute pace made a job's safety net cost
+    grow with its length: 143 looks over a day, now 26. A lost end is found within as
+    long as the job had run, an hour at most (and 10 minutes for the usual short job)."""
+    ran = now - started_at if started_at is not None else RUNNING_CHECK_EVERY
+    return now + min(max(ran, RUNNING_CHECK_EVERY), RUNNING_CHECK_MAX)
 
 
 def reconcile_backoff(due: datetime | None, now: datetime) -> datetime:

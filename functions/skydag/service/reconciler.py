@@ -14,6 +14,7 @@ from skydag.engine.rules import (
     RUN_QUIET,
     RUNNING_CHECK_EVERY,
     decide_timeout,
+    next_running_check,
     reconcile_backoff,
 )
 from skydag.engine.states import RunState, TaskState
@@ -218,4 +219,4 @@ class Reconciler:
         if news and report is not None and self.reports.apply(ti, report).outcome is Outcome.ACCEPT:
             result.repaired += 1
             return
-        tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
+        tasks.check_later(ti, next_running_check(ti.started_at, now))
