@@ -13,6 +13,8 @@ from typing import Any
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobReport, JobStatus
+from skydag.engine.rules import RECONCILE_EVERY
+from skydag.service.reconciler import ReconcileResult
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
@@ -150,6 +152,20 @@ def embedded_with(
         yield embedded
     finally:
         embedded.close()
+
+
+def passes(
+    env: EmbeddedSkydag, clock: SettableClock, span: timedelta, every: timedelta = RECONCILE_EVERY
+) -> list[tuple[timedelta, ReconcileResult]]:
+    """The reconciler's passes over the next ``span``, one every ``every`` as scheduled
+    (the clock moved to each, the changes settled after it): when each came (after the
+    start) and what it did."""
+    start, done = clock.now(), []
+    while clock.now() + every <= start + span:
+        clock.advance(every)
+        done.append((clock.now() - start, env.service.reconcile()))
+        settle(env)
+    return done
 
 
 def settle(env: EmbeddedSkydag, rounds: int = 200) -> None:

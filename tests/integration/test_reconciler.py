@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Crash, FakeService, SettableClock, embedded_with, settle
+from fakes import Crash, FakeService, SettableClock, embedded_with, passes, settle
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobStatus, TaskInstance
-from skydag.engine.rules import DISPATCH_CHECK_AFTER, RUNNING_CHECK_EVERY
+from skydag.engine.rules import DISPATCH_CHECK_AFTER, LOOK_WINDOW, RUNNING_CHECK_EVERY
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Outcome
 from skydag.service.router import BadEvent
@@ -194,63 +194,68 @@ def test_reconciler_repairs_a_lost_event_and_late_events_change_nothing(
     assert extract(env, run_id).state is T.SUCCESS
 
 
-def test_reconciler_keeps_checking_a_long_running_job(
+def test_a_running_job_is_described_at_its_looks_and_never_written(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
+    """A running try's entry stays at its claim's expiry (5 minutes): the passes describe
+    its job at the entry's looks (there, 10 minutes on, then 20 later), each made by the
+    pass at it and the one after; one that finds the job running writes nothing. Before,
+    each look moved the entry (three write units and a stream record)."""
     run_id = start(env)
-    waits = []
-    for _ in range(3):  # a long job: still running at every look (its timeout: 1 h)
-        clock.advance(extract(env, run_id).check_at - clock.now())  # type: ignore[operator]
-        assert env.service.reconcile().described == 1
-        settle(env)
-        waits.append(extract(env, run_id).check_at - clock.now())  # type: ignore[operator]
-    # The looks double apart: after as long as the job has run (hourly at most).
-    assert [int(wait.total_seconds() // 60) for wait in waits] == [10, 20, 40]
     running = extract(env, run_id)
-    assert (running.state, running.try_number) == (T.RUNNING, 1)
+    assert running.check_at == running.queued_at + DISPATCH_CHECK_AFTER  # type: ignore[operator]
+    done = passes(env, clock, timedelta(minutes=30))
+    minutes = [int(at.total_seconds() // 60) for at, result in done if result.described]
+    assert minutes == [5, 10, 15, 20]
+    assert all(result.moved == 0 and result.acted == 0 for _, result in done)
+    assert extract(env, run_id) == running  # not one write
     assert list(jobs.jobs) == ["job-1"]  # never resubmitted
 
 
-def test_a_running_job_found_at_its_dispatch_claims_expiry_is_moved_to_its_time(
+def test_a_running_jobs_entry_waits_at_its_timeout_when_that_comes_before_its_next_look(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
-    """The dispatch left the index entry at its claim's expiry (``keeps_due_place``): the
-    pass then finds a job not yet due, asks nothing and moves the entry to its time."""
+    """Its timeout (1 h) comes before the look 70 minutes after its place: the look at
+    35 minutes moves the entry to the timeout (the one write), where the pass enforces it
+    on time if the timer did not."""
     run_id = start(env)
     running = extract(env, run_id)
-    assert running.state is T.RUNNING
-    assert running.check_at is not None
-    clock.advance(DISPATCH_CHECK_AFTER)
-    result = env.service.reconcile()
-    assert (result.moved, result.described, result.acted) == (1, 0, 0)
-    assert extract(env, run_id) == running  # only its place moved
-    assert env.service.reconcile().moved == 0  # not found again before its time
-    clock.advance(running.check_at - clock.now())
-    assert env.service.reconcile().described == 1
-    assert list(jobs.jobs) == ["job-1"]
+    done = passes(env, clock, timedelta(minutes=40))
+    # The look at 35 minutes moved it: the pass after (40) does not read it.
+    assert [int(at.total_seconds() // 60) for at, r in done if r.described] == [5, 10, 15, 20, 35]
+    moved = extract(env, run_id)
+    assert moved.check_at == moved.timeout_at == running.timeout_at
+    assert moved.version == running.version + 1
+    done = passes(env, clock, timedelta(minutes=20, seconds=1), every=timedelta(minutes=5))
+    assert sum(result.timed_out for _, result in done) == 1
+    assert extract(env, run_id).state is T.UP_FOR_RETRY
 
 
 def test_a_pass_with_time_left_works_through_a_backlog_page_after_page(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
     """Without a deadline a pass reads one page of the due index; with one, it reads
-    page after page until nothing new is due (the handler gives it half its time)."""
+    page after page until nothing is left to look at (the handler gives it half its
+    time). A running job left where it is is not read twice by one pass."""
     for number in range(3):
         env.service.trigger("etl", run_id=f"r{number}")
     settle(env)
     assert len(jobs.jobs) == 3
-    clock.advance(DISPATCH_CHECK_AFTER)  # three running jobs, found early
-    assert env.service.reconcile(limit=1).moved == 1
+    clock.advance(DISPATCH_CHECK_AFTER)  # three running jobs at their first look
+    assert env.service.reconcile(limit=1).described == 1
     deadline = time.monotonic() + 60
-    assert env.service.reconcile(limit=1, deadline=deadline).moved == 2
-    assert env.service.reconcile(limit=1, deadline=deadline).moved == 0
+    assert env.service.reconcile(limit=1, deadline=deadline).described == 3
+    clock.advance(2 * LOOK_WINDOW)  # their next look (15 min) was a window ago: none read
+    assert env.service.reconcile(limit=1, deadline=deadline).described == 0
 
 
 def test_reconciler_enforces_timeouts_by_cancelling_the_job(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
     run_id = start(env)
-    clock.advance(timedelta(hours=1, seconds=1))
+    done = passes(env, clock, timedelta(minutes=55))  # every 5 minutes, as deployed
+    assert sum(result.timed_out for _, result in done) == 0
+    clock.advance(timedelta(minutes=5, seconds=1))
     assert env.service.reconcile().timed_out == 1
     assert jobs.cancelled == []  # not by the reconciler: by the change it wrote
     settle(env)
@@ -428,9 +433,9 @@ def _end_the_try(env: EmbeddedSkydag, clock: SettableClock, how: str, run_id: st
         env.service.mark("etl", run_id, "extract", T.FAILED)
     elif how == "mark_success":
         env.service.mark("etl", run_id, "extract", T.SUCCESS)
-    else:
+    else:  # its timeout's timer fires while the dispatch is under way
         clock.advance(timedelta(hours=1, seconds=1))
-        assert env.service.reconcile().timed_out == 1
+        assert env.service.on_timer_fired("etl", run_id, "extract")
 
 
 @pytest.mark.parametrize(
@@ -509,8 +514,11 @@ def test_a_poisoned_task_does_not_stall_the_reconciler(
     # Skipped with a backoff: the next pass does not trip on it again at once ...
     assert env.service.reconcile().failed == 0
     # ... but looks again later (and it still fails, still alone).
-    clock.advance(timedelta(minutes=30))
-    assert env.service.reconcile().failed == 1
+    done = passes(env, clock, timedelta(minutes=30))
+    failed = [result.failed for _, result in done]
+    assert failed[0] == 0  # within its backoff (5 minutes and 2 s)
+    assert sum(failed) >= 1
+    assert all(count <= 1 for count in failed)
     assert extract(env, "r1").state is T.RUNNING
 
 

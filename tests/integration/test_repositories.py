@@ -682,8 +682,12 @@ def test_retry_is_due_only_once_its_time_has_come(backend: Backend, repos: Store
 
     assert repos.tasks.due(at - timedelta(seconds=1)) == []
     assert [t.task_id for t in repos.tasks.due(at)] == ["a"]
-    assert [t.task_id for t in repos.tasks.due(at + timedelta(hours=1))] == ["a"]
     assert repos.tasks.due(at)[0] == ti
+    # Read when a look of the entry falls within the window before the pass (its place,
+    # 10 minutes on, then 30, 70, ...: ``looks_at_entry``), and never twice by one pass.
+    assert [t.task_id for t in repos.tasks.due(at + timedelta(minutes=35))] == ["a"]
+    assert repos.tasks.due(at + timedelta(hours=1)) == []
+    assert repos.tasks.due(at, skip={ti.key}) == []
 
     ti = repos.tasks.apply(ti, dispatch(ti))  # the retry is dispatched
 
@@ -1641,7 +1645,8 @@ def test_check_later_and_note_signal_are_conditional_and_move_the_due_place(
     noted = repos.tasks.note_signal(waiting, {"id": "e-1", "detail": {"n": 1}})
     assert repos.tasks.get(DAG, RUN, "w") == noted
     assert noted.signal == {"id": "e-1", "detail": {"n": 1}}
-    assert [t.task_id for t in repos.tasks.due(NOW + timedelta(hours=1))] == ["a", "w"]
+    # (a's entry, at 1 minute, has no look within the window an hour on: ``looks_at_entry``)
+    assert [t.task_id for t in repos.tasks.due(NOW + timedelta(hours=1))] == ["w"]
     with pytest.raises(ConflictError):
         repos.tasks.note_signal(waiting, {"id": "e-2"})
     missing = TaskInstance(DAG, RUN, "ghost")

@@ -70,6 +70,9 @@ TIMING = Timing(
 COMPRESSED = {
     "RUNNING_CHECK_EVERY": timedelta(seconds=1),
     "RUNNING_CHECK_MAX": timedelta(seconds=4),
+    # Two passes (one a second), as on AWS (two of five minutes).
+    "LOOK_WINDOW": timedelta(seconds=2),
+    "RECONCILE_EVERY": timedelta(seconds=1),
     # As on AWS, longer than any invocation that may hold a dispatch's claim takes (an
     # invocation here can take seconds on a loaded machine; a claim of 1 s let a slow
     # dispatch and the reconciler's both call EMR: soak seed 632 of f4f5a46).

@@ -21,14 +21,16 @@ from skydag.engine.models import (
 )
 from skydag.engine.retries import retry_delay
 from skydag.engine.rules import (
+    LOOK_WINDOW,
     RECONCILE_BACKOFF_MAX,
     RECONCILE_BACKOFF_MIN,
+    RECONCILE_EVERY,
     REPORT_POLICY,
     RUNNING_CHECK_EVERY,
     RUNNING_CHECK_MAX,
     decide_report,
     decide_timeout,
-    next_running_check,
+    looks_at_entry,
     reconcile_backoff,
 )
 from skydag.engine.scheduler import (
@@ -970,33 +972,47 @@ def test_the_reconciler_backs_off_a_failing_item(overdue: timedelta, wait: timed
     assert reconcile_backoff(None, NOW) == NOW + RECONCILE_BACKOFF_MIN
 
 
-@pytest.mark.parametrize(
-    ("ran", "wait"),
-    [
-        (timedelta(minutes=10), RUNNING_CHECK_EVERY),  # the first look
-        (timedelta(minutes=3), RUNNING_CHECK_EVERY),  # a clock behind: never sooner
-        (timedelta(minutes=20), timedelta(minutes=20)),  # then as long as it has run
-        (timedelta(minutes=40), timedelta(minutes=40)),
-        (timedelta(hours=5), RUNNING_CHECK_MAX),  # hourly at most
-    ],
-)
-def test_a_running_job_is_looked_at_after_as_long_as_it_has_run(
-    ran: timedelta, wait: timedelta
-) -> None:
-    assert next_running_check(NOW - ran, NOW) == NOW + wait
-    assert next_running_check(None, NOW) == NOW + RUNNING_CHECK_EVERY  # no start recorded
+def _looks(place: datetime, until: datetime, every: timedelta) -> list[datetime]:
+    """The passes, every ``every`` from ``place``, that read the entry at ``place``."""
+    passes = [place + every * i for i in range((until - place) // every + 1)]
+    return [moment for moment in passes if looks_at_entry(place, moment)]
 
 
-def test_a_day_long_job_is_described_26_times_not_143() -> None:
-    """The safety net's cost (a write per look) no longer grows with a job's length at the
-    fixed pace: looks double apart from 10 minutes, then come hourly."""
-    start, end = NOW, NOW + timedelta(days=1)
-    looks, at = 0, start + RUNNING_CHECK_EVERY
-    while at < end:
-        looks += 1
-        at = next_running_check(start, at)
-    assert looks == 26
-    assert (end - start) // RUNNING_CHECK_EVERY - 1 == 143  # the fixed 10-minute pace
+def test_an_entry_is_read_when_it_falls_due_and_then_at_its_looks() -> None:
+    """A running job's entry stays where it is: a pass reads it when a look (at its
+    place, 10 minutes later, then gaps that double, hourly at most) fell within the last
+    two reconcile periods, so each look is made by the pass after it even if one fails."""
+    minutes = timedelta(minutes=1)
+    read = _looks(NOW, NOW + timedelta(hours=4), RECONCILE_EVERY)
+    assert [int((moment - NOW) / minutes) for moment in read] == [
+        0, 5,  # its place
+        10, 15,  # 10 minutes on
+        30, 35,  # then 20
+        70, 75,  # then 40
+        130, 135,  # then hourly
+        190, 195,
+    ]  # fmt: skip
+    assert not looks_at_entry(NOW, NOW - timedelta(seconds=1))  # not due yet
+    assert LOOK_WINDOW == 2 * RECONCILE_EVERY
+
+
+def test_a_week_long_job_is_read_at_its_looks_only() -> None:
+    """Hourly looks at most: a week-long job's entry is read ~2 passes an hour (its look
+    and the pass after), not 12, and written never (a look moved it, 3 write units)."""
+    read = _looks(NOW, NOW + timedelta(days=7), RECONCILE_EVERY)
+    hourly_looks = (timedelta(days=7) - timedelta(minutes=70)) // RUNNING_CHECK_MAX
+    assert len(read) == 2 * (4 + hourly_looks)
+    for moment in read:  # each of them within a window after a look
+        assert looks_at_entry(NOW, moment)
+    # Whatever the pace of the passes, every look is met by one of them.
+    for every in (timedelta(minutes=1), timedelta(minutes=7), timedelta(minutes=9)):
+        assert _looks(NOW, NOW + timedelta(days=1), every)
+        looks = [NOW + RUNNING_CHECK_EVERY * k for k in (0, 1, 3, 7)]
+        for look in looks:
+            window_passes = [
+                p for p in _looks(NOW, NOW + timedelta(days=1), every) if look <= p < look + every
+            ]
+            assert window_passes, (every, look)
 
 
 def test_a_dispatch_claim_is_the_try_check_time() -> None:

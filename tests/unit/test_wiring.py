@@ -15,6 +15,8 @@ from skydag.engine.rules import (
     ARM_REFRESH,
     DISPATCH_CHECK_AFTER,
     LONGEST_INVOCATION,
+    LOOK_WINDOW,
+    RECONCILE_EVERY,
     RUN_CHECK_AFTER,
     RUN_QUIET,
 )
@@ -252,3 +254,11 @@ def test_no_engine_function_outlives_the_times_the_engine_counts_on() -> None:
     assert DISPATCH_CHECK_AFTER > LONGEST_INVOCATION
     assert RUN_CHECK_AFTER + LONGEST_INVOCATION <= DISPATCH_CHECK_AFTER
     assert RUN_QUIET > LONGEST_INVOCATION + ARM_REFRESH
+
+
+def test_the_engine_counts_on_the_reconcile_schedule_as_deployed() -> None:
+    """A running job's look is made by a pass within ``LOOK_WINDOW`` after it
+    (``looks_at_entry``): two periods of the reconcile rule, so that a pass that fails or
+    comes late loses no look. The engine's period must be the rule's."""
+    assert RECONCILE_EVERY == wiring.RECONCILE_EVERY == wiring.RECONCILE_RULE.schedule_rate
+    assert LOOK_WINDOW >= 2 * wiring.RECONCILE_EVERY

@@ -40,11 +40,16 @@ RUN_CHECK_AFTER = DISPATCH_CHECK_AFTER - LONGEST_INVOCATION
 # after a later one (its time is taken just before the call; retries may delay it).
 ARM_REFRESH = timedelta(minutes=1)
 RUN_QUIET = LONGEST_INVOCATION + ARM_REFRESH + timedelta(minutes=1)
-# A running job whose events may have been lost is described this long after it starts,
-# then after as long again as it has run, never more than RUNNING_CHECK_MAX apart
-# (``next_running_check``).
+# A running job whose events may have been lost is described at its entry's place in the
+# due index, then RUNNING_CHECK_EVERY later, then after gaps that double, never more than
+# RUNNING_CHECK_MAX apart (``looks_at_entry``).
 RUNNING_CHECK_EVERY = timedelta(minutes=10)
 RUNNING_CHECK_MAX = timedelta(hours=1)
+# The reconciler's pass comes this often (``wiring.RECONCILE_EVERY``; a test pins them).
+RECONCILE_EVERY = timedelta(minutes=5)
+# A pass reads an entry when one of its looks fell within this window before it: two
+# periods, so a pass that failed or came late loses no look (the next one makes it).
+LOOK_WINDOW = 2 * RECONCILE_EVERY
 # An item the reconciler failed to handle waits this long at least (one pass) and at most
 # before it is looked at again, so that it never blocks the items behind it.
 RECONCILE_BACKOFF_MIN = timedelta(minutes=5)
@@ -141,9 +146,11 @@ class RecordJobStarted(ReportRule):
     STATUSES = frozenset({JobStatus.RUNNING})
 
     def decide(self, ctx: ReportContext) -> Decision:
+        # Its first look is its claim's (the try's place in the due index, which stays
+        # there while the job runs: ``looks_at_entry``); a try queued without one, later.
         changes: dict[str, object] = {
             "started_at": service_time(ctx.report.at, ctx.now),
-            "check_at": ctx.now + RUNNING_CHECK_EVERY,
+            "check_at": ctx.ti.check_at or ctx.now + RUNNING_CHECK_EVERY,
         }
         if ctx.report.job_id:
             changes["job_id"] = ctx.report.job_id
@@ -304,15 +311,30 @@ def decide_timeout(ti: TaskInstance, policy: EffectivePolicy, now: datetime) -> 
     )
 
 
-def next_running_check(started_at: datetime | None, now: datetime) -> datetime:
-    """When the reconciler next describes a job it found still running: after as long as
-    the job has run, within RUNNING_CHECK_EVERY and RUNNING_CHECK_MAX (the looks double
-    apart, then come hourly). Each look is a write (the try's place in the due index
-    moves: three write units), so a fixed 10-minute pace made a job's safety net cost
-    grow with its length: 143 looks over a day, now 26. A lost end is found within as
-    long as the job had run, an hour at most (and 10 minutes for the usual short job)."""
-    ran = now - started_at if started_at is not None else RUNNING_CHECK_EVERY
-    return now + min(max(ran, RUNNING_CHECK_EVERY), RUNNING_CHECK_MAX)
+def looks_at_entry(place: datetime, now: datetime) -> bool:
+    """Whether a reconciler pass at ``now`` reads the item whose due entry is at ``place``
+    (judged from the index alone): when one of the entry's looks (``entry_looks``) fell
+    within LOOK_WINDOW before ``now``.
+
+    An entry the reconciler acts on moves or leaves (a retry started, a claim taken, a
+    repaired job's end), so it is met once. What stays is a job still running: it is left
+    where it is, no write, and described again at its next look. Moving its entry at
+    each look cost three write units and a stream record; a day-long job's safety net
+    is now 26 looks of a read and a describe each, and no write."""
+    return now >= place and now - entry_looks(place, now)[0] < LOOK_WINDOW
+
+
+def entry_looks(place: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """The last look at the entry at ``place`` at or before ``now`` (``now >= place``)
+    and the next one after it. Its looks: at ``place``, RUNNING_CHECK_EVERY later, then
+    after gaps that double (20, 40 minutes), RUNNING_CHECK_MAX apart at most."""
+    age = now - place
+    look, gap = timedelta(0), RUNNING_CHECK_EVERY
+    while look + gap <= age and gap < RUNNING_CHECK_MAX:
+        look, gap = look + gap, min(gap * 2, RUNNING_CHECK_MAX)
+    if look + gap <= age:  # hourly from here on
+        look += (age - look) // gap * gap
+    return place + look, place + look + gap
 
 
 def reconcile_backoff(due: datetime | None, now: datetime) -> datetime:

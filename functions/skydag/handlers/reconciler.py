@@ -10,8 +10,9 @@ invocation is simply retried by Lambda's asynchronous retries, and if that fails
 next pass, minutes later, does the work. The invoking payload is not read.
 
 Metrics: ``Reconciled`` with dimension ``action`` (retries, timed_out, redispatched,
-described, repaired, moved: entries found before their time, left there by a dispatch,
-uncovered: tries of an armed run given entries of their own, and failed: items whose
+described, repaired, moved: entries found before their time that are not a running
+job's (a running job's entry stays where it is and is read at its looks), uncovered:
+tries of an armed run given entries of their own, and failed: items whose
 handling raised, each logged with its task and skipped for a while, so one poisoned item
 never stops a pass) and Conflicts.
 """

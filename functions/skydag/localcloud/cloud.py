@@ -474,9 +474,10 @@ class LocalCloud:
                 ended.wait(idle_sleep)  # an invocation that ends cuts the wait short
         return condition()
 
-    def busy(self) -> bool:
+    def busy(self, *, jobs: bool = True) -> bool:
         """Whether anything is still in flight: a held or queued delivery, a pending batch,
-        a running job. (A message waiting out its visibility timeout is not counted.)"""
+        a running job (unless ``jobs`` is False: what a job that runs on leaves to do).
+        (A message waiting out its visibility timeout is not counted.)"""
         return bool(
             self.bridge.pending()
             or self.deliveries.held()
@@ -484,7 +485,7 @@ class LocalCloud:
             or self.stream_source.pending()
             or self.stream_source.unread()
             or any(invoker.pending() for invoker in self.async_invokers.values())
-            or self.runner.running()
+            or (jobs and self.runner.running())
             or self._queue_depth()
         )
 

@@ -19,7 +19,7 @@ cross it. The rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -295,8 +295,12 @@ class TaskInstanceStore(Protocol):
         does not exist)."""
         ...
 
-    def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
-        """Instances whose place in the due index is at or before ``now``, earliest first."""
+    def due(
+        self, now: datetime, limit: int = 100, skip: Collection[tuple[str, str, str]] = ()
+    ) -> list[TaskInstance]:
+        """Instances whose place in the due index is at or before ``now`` and that a pass
+        at ``now`` looks at (``engine/rules.py looks_at_entry``), earliest first, but none
+        whose key (``TaskInstance.key``) is in ``skip``."""
         ...
 
     def advance_report_cursor(self, ti: TaskInstance, told: int, now_told: int) -> bool:

@@ -14,7 +14,7 @@ from skydag.engine.rules import (
     RUN_QUIET,
     RUNNING_CHECK_EVERY,
     decide_timeout,
-    next_running_check,
+    entry_looks,
     reconcile_backoff,
 )
 from skydag.engine.states import RunState, TaskState
@@ -29,10 +29,6 @@ from skydag.spec.models import DagSpec
 from skydag.targets.base import DispatchError
 
 log = logging.getLogger("skydag.scheduler")
-
-
-def _key(ti: TaskInstance) -> tuple[str, str, str]:
-    return (ti.dag_id, ti.run_id, ti.instance_id)
 
 
 @dataclass(slots=True)
@@ -133,9 +129,9 @@ class Reconciler:
         tasks = self.scheduler.repos.tasks
         seen: set[tuple[str, str, str]] = set()
         while True:
-            page = [ti for ti in tasks.due(now, limit) if _key(ti) not in seen]
+            page = tasks.due(now, limit, skip=seen)
             for ti in page:
-                seen.add(_key(ti))
+                seen.add(ti.key)
                 self._reconcile_one(ti, now, result)
             if not page or deadline is None or time.monotonic() >= deadline:
                 return result
@@ -143,7 +139,7 @@ class Reconciler:
     def _reconcile_one(self, ti: TaskInstance, now: datetime, result: ReconcileResult) -> None:
         tasks = self.scheduler.repos.tasks
         due = due_at(ti)
-        if due is not None and due > now:
+        if due is not None and due > now and ti.state is not TaskState.RUNNING:
             # Found before its time: a dispatch left the entry at its claim's expiry
             # (``keeps_due_place``) and the job still runs. Nothing is due: move it.
             result.moved += tasks.postpone_due(ti, due)
@@ -167,10 +163,16 @@ class Reconciler:
         if ti is None:
             return False
         result = ReconcileResult()
-        self.act_on_due(ti, self.scheduler.clock.now(), result)
+        self.act_on_due(ti, self.scheduler.clock.now(), result, look=False)
         return result.acted > 0
 
-    def act_on_due(self, ti: TaskInstance, now: datetime, result: ReconcileResult) -> None:
+    def act_on_due(
+        self, ti: TaskInstance, now: datetime, result: ReconcileResult, *, look: bool = True
+    ) -> None:
+        """Act on what is due for ``ti`` by ``now``: a retry, a timeout, an unconfirmed
+        dispatch, a job to describe. ``look``: the reconciler's look at the try's entry
+        (``looks_at_entry``), which describes a running job whatever its ``check_at``
+        says (its entry stays where it is while it runs); not a timer's."""
         run = self.scheduler.repos.runs.get(ti.dag_id, ti.run_id)
         spec = self.scheduler.spec(run)
         if ti.state is TaskState.UP_FOR_RETRY:
@@ -187,7 +189,9 @@ class Reconciler:
             )
             result.timed_out += applied.task is not None
             return
-        if ti.state is not TaskState.WAITING and ti.check_at is not None and ti.check_at <= now:
+        if (ti.state is TaskState.RUNNING and look) or (
+            ti.state is not TaskState.WAITING and ti.check_at is not None and ti.check_at <= now
+        ):
             self._check_job(spec, run, ti, now, result)
 
     def _check_job(
@@ -196,7 +200,8 @@ class Reconciler:
         """No event came for this try in time: re-attach the dispatch or describe the job."""
         tasks = self.scheduler.repos.tasks
         if run.state is not RunState.RUNNING:
-            tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
+            if ti.state is not TaskState.RUNNING:  # (a running try's entry stays put)
+                tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
             return
         if ti.state is TaskState.QUEUED and ti.job_id is None:
             # The intent is recorded but the job id is not: dispatch again, claiming the
@@ -219,4 +224,15 @@ class Reconciler:
         if news and report is not None and self.reports.apply(ti, report).outcome is Outcome.ACCEPT:
             result.repaired += 1
             return
-        tasks.check_later(ti, next_running_check(ti.started_at, now))
+        if ti.state is not TaskState.RUNNING:
+            tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
+            return
+        # A job still running: its entry stays where it is (its ``check_at``), no write,
+        # and the next look (``looks_at_entry``) describes it again; unless the try's
+        # timeout comes first: then the try is looked at next at its timeout (a timer
+        # enforces it on time; this is the pass's backstop, never later than a look).
+        timeout, place = ti.timeout_at, ti.check_at
+        if timeout is None or place is None or place >= timeout:
+            return
+        if now < timeout < entry_looks(place, now)[1]:
+            tasks.check_later(ti, timeout)

@@ -33,6 +33,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def from_iso(key: str) -> datetime:
+    """The time of an ``iso`` key."""
+    return datetime.strptime(key, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
 def queued_key(run: DagRun) -> str:
     """A queued run's place in the queue: its logical date (or creation), then its id."""
     moment = run.logical_date or run.created_at or datetime.now(UTC)

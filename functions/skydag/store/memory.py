@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from skydag.engine.models import (
     UpstreamReport,
     map_key_prefix,
 )
+from skydag.engine.rules import looks_at_entry
 from skydag.engine.states import (
     FAILED_TASK_STATES,
     Cause,
@@ -72,6 +73,7 @@ from skydag.store.common import (
     TI_PLAIN_FIELDS,
     check_signal_index,
     dumps,
+    from_iso,
     iso,
     loads,
     pattern_sources,
@@ -512,14 +514,19 @@ class MemoryTaskInstanceRepository:
                 self._changed(old, item.ti)
             return _fresh_ti(item.ti)
 
-    def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
+    def due(
+        self, now: datetime, limit: int = 100, skip: Collection[tuple[str, str, str]] = ()
+    ) -> list[TaskInstance]:
         bound = iso(now)
         with self._lock:
             found = [
                 item
                 for items in self._runs.values()
                 for item in items.values()
-                if item.due is not None and item.due <= bound
+                if item.due is not None
+                and item.due <= bound
+                and item.ti.key not in skip
+                and looks_at_entry(from_iso(item.due), now)
             ]
             found.sort(key=lambda item: (item.due or "", item.ti.key))
             tis = [_fresh_ti(item.ti) for item in found]

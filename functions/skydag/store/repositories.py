@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ from skydag.engine.models import (
     map_key_prefix,
     split_instance_key,
 )
+from skydag.engine.rules import looks_at_entry
 from skydag.engine.states import (
     FAILED_TASK_STATES,
     Cause,
@@ -71,6 +72,7 @@ from skydag.store.common import TI_JSON_FIELDS as _TI_JSON_FIELDS
 from skydag.store.common import TI_PLAIN_FIELDS as _TI_PLAIN_FIELDS
 from skydag.store.common import (
     check_signal_index,
+    from_iso,
     put_last_writer_wins,
     run_key,
     signal_sources,
@@ -131,14 +133,26 @@ def _earliest_due(
     now: datetime,
     limit: int,
     key_of: Callable[[Any], tuple[str, str]],
+    *,
+    select: Callable[[tuple[str, str], str], bool] | None = None,
 ) -> list[tuple[str, str]]:
     """The item keys of a sharded due index's earliest ``limit`` entries due by ``now``
-    (a query per shard; the index lags behind its table: the caller reads the items)."""
+    that ``select`` (key, place) keeps, if given (a query per shard, paged past the
+    entries it leaves: keys only, about 100 bytes each; the index lags behind its table:
+    the caller reads the items)."""
     bound = _iso(now)
     entries: list[tuple[str, tuple[str, str]]] = []
     for shard in range(DUE_SHARDS):
-        for entry in index.query(f"due#{shard}", due_attribute <= bound, limit=limit):
-            entries.append((entry.due_at or "", key_of(entry)))
+        kept = 0
+        query = index.query(f"due#{shard}", due_attribute <= bound, page_size=limit)
+        for entry in query:
+            key, place = key_of(entry), entry.due_at or ""
+            if select is not None and not select(key, place):
+                continue
+            entries.append((place, key))
+            kept += 1
+            if kept >= limit:
+                break
     return [key for _, key in sorted(entries)[:limit]]
 
 
@@ -763,19 +777,28 @@ class TaskInstanceRepository:
                     raise
         raise StoreError(f"task {'/'.join(join)}: no tally map to write into")
 
-    def due(self, now: datetime, limit: int = 100) -> list[TaskInstance]:
+    def due(
+        self, now: datetime, limit: int = 100, skip: Collection[tuple[str, str, str]] = ()
+    ) -> list[TaskInstance]:
         """Task instances whose retry or deadline has come: a sparse-index query, no scan.
 
         The index holds keys only and lags behind the table: the earliest ``limit``
-        entries are read (consistently) and each is judged as it is now; one that left
-        the index or moved past ``now`` since (or is gone) is left out."""
+        entries a pass at ``now`` looks at (``looks_at_entry``, judged from the entry;
+        none of ``skip``) are read (consistently) and each is judged as it is now; one
+        that left the index or moved past ``now`` since (or is gone) is left out."""
         bound = _iso(now)
+        skipped = {(run_key(dag_id, run_id), instance) for dag_id, run_id, instance in skip}
+
+        def looked_at(key: tuple[str, str], place: str) -> bool:
+            return key not in skipped and looks_at_entry(from_iso(place), now)
+
         keys = _earliest_due(
             TaskInstanceModel.due_index,
             TaskInstanceModel.due_at,
             now,
             limit,
             lambda entry: (entry.run_key, entry.task_id),
+            select=looked_at,
         )
         items = _read_items(keys)
         found = [
