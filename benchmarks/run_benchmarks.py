@@ -22,7 +22,8 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cold_start  # noqa: E402
 import cost  # noqa: E402
+import long_jobs  # noqa: E402
 import run_scale_benchmarks  # noqa: E402
 import scale_dags  # noqa: E402
 from metering import CostMeter  # noqa: E402
@@ -191,13 +193,10 @@ def run_scenario(
     )
 
 
-def run_all(
-    scenarios: list[Scenario],
-    timeout: float,
-    progress: Callable[[Scenario, Repositories], Callable[[], None]] | None = None,
-) -> list[Result]:
+@contextmanager
+def metered_cloud() -> Iterator[tuple[LocalCloud, Repositories, CostMeter]]:
+    """The local cloud as the benchmarks run it, with a meter on every handler and call."""
     meter = CostMeter()
-    results = []
     with TemporaryDirectory() as logs:
         options = LocalCloudOptions(
             log=io.StringIO(),
@@ -213,22 +212,42 @@ def run_all(
         )
         with LocalCloud(options) as cloud:
             bind_models(cloud.settings)
-            repos = Repositories()
             meter.attach(cloud)
             try:
-                for scenario in scenarios:
-                    shown = progress(scenario, repos) if progress else None
-                    result = run_scenario(cloud, repos, meter, scenario, timeout, shown)
-                    results.append(result)
-                    print(
-                        f"... {scenario.name}: {result.seconds:.1f} s, "
-                        f"${result.per_million():.2f}/M tasks",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                yield cloud, Repositories(), meter
             finally:
                 meter.close()
+
+
+def run_all(
+    scenarios: list[Scenario],
+    timeout: float,
+    progress: Callable[[Scenario, Repositories], Callable[[], None]] | None = None,
+) -> list[Result]:
+    results = []
+    with metered_cloud() as (cloud, repos, meter):
+        for scenario in scenarios:
+            shown = progress(scenario, repos) if progress else None
+            result = run_scenario(cloud, repos, meter, scenario, timeout, shown)
+            results.append(result)
+            print(
+                f"... {scenario.name}: {result.seconds:.1f} s, ${result.per_million():.2f}/M tasks",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
+
+
+def measure_long_job() -> long_jobs.LongJobFigures:
+    with metered_cloud() as (cloud, repos, meter):
+        figures = long_jobs.measure(cloud, repos, meter)
+    print(
+        f"... a long job: uncovered ${figures.uncover.dollars * 1e6:.2f}/M, "
+        f"each pass reading it ${figures.read_dollars * 1e6:.2f}/M",
+        file=sys.stderr,
+        flush=True,
+    )
+    return figures
 
 
 # --------------------------------------------------------------------------- figures
@@ -337,6 +356,7 @@ def report(
     command: str,
     cold_starts: dict[str, Any] | None = None,
     big_dags: list[dict[str, Any]] | None = None,
+    long_job: long_jobs.LongJobFigures | None = None,
 ) -> str:
     out: list[str] = []
     w = out.append
@@ -389,6 +409,9 @@ def report(
     )
     for r in results:
         out += scenario_section(r)
+    if long_job is not None:
+        chain_figure = next((r.per_million() for r in results if r.scenario.shape == "chain"), 0.0)
+        out += long_jobs.section(long_job, chain_figure)
     if flat:
         out += flatness_section(flat)
     if big_dags:
@@ -648,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--timeout", type=float, default=600.0, help="per scenario, seconds")
     parser.add_argument("--no-cold-start", action="store_true", help="skip the cold starts")
+    parser.add_argument("--no-long-job", action="store_true", help="skip the long job's checks")
     args = parser.parse_args(argv)
 
     if args.quick:
@@ -666,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         order = sorted(results, key=lambda r: (r.scenario.shape, r.tasks))
         flat = [r for r in order if r.scenario.shape in ("chain", "fan-out")]
     print_summary(main_results)
+    long_job = None if args.no_long_job else measure_long_job()
     starts = None
     if not args.no_cold_start:
         starts = cold_start.measure(repeat=1 if args.quick else 5)
@@ -681,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
             f"CPU  {verdict(r['met'])}"
         )
     command = "make bench" + (" (--quick)" if args.quick else "")
-    text = report(main_results, flat, command, starts, big_dags)
+    text = report(main_results, flat, command, starts, big_dags, long_job)
     args.doc.write_text(text, encoding="utf-8")
     print(f"wrote {args.doc}")
     if args.json:
