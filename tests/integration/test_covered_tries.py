@@ -101,15 +101,26 @@ def test_a_try_its_upstreams_finish_queues_is_covered_until_the_reconciler_looks
     assert env.service.reconcile().uncovered == 0  # not its time yet
 
     clock.advance(RUN_CHECK_AFTER)
+    disarms: list[str] = []
+    disarm = env.repos.runs.disarm
+
+    def counting_disarm(run: Any, quiet_since: Any) -> bool:
+        disarms.append(run.run_id)
+        return disarm(run, quiet_since=quiet_since)
+
+    env.repos.runs.disarm = counting_disarm  # type: ignore[method-assign]
     assert env.service.reconcile().uncovered == 1
     uncovered = task(env, run_id, "b")
     assert (uncovered.covered, uncovered.version) == (False, b.version + 1)
     # Still armed: a's count is younger than an invocation may live (one covering a try
-    # after the look could still be under way); disarmed once it is not.
+    # after the look could still be under way); disarmed once it is not. The look saw
+    # the recent count: it tried no write that would be refused (and billed).
     assert [r.run_id for r in env.repos.runs.due(clock.now())] == [run_id]
+    assert disarms == []
     clock.advance(RUN_QUIET)
     assert env.service.reconcile().uncovered == 0
     assert env.repos.runs.due(clock.now() + FAR) == []
+    assert disarms == [run_id]
     assert b.check_at is not None
     assert env.repos.tasks.due(b.check_at) == [uncovered]
 

@@ -74,8 +74,11 @@ def look_at_armed_runs(
             if deadline is not None and time.monotonic() >= deadline:
                 return
             settled = _uncover(repos, ti, result) and settled
-        if settled:
-            repos.runs.disarm(run, quiet_since=now - RUN_QUIET)
+        quiet_since = now - RUN_QUIET
+        # (A count the read shows after ``quiet_since`` refuses the disarm: no write then,
+        # as a refused write costs its item's write units too.)
+        if settled and (run.counted_at is None or run.counted_at <= quiet_since):
+            repos.runs.disarm(run, quiet_since=quiet_since)
 
 
 def _uncover(repos: Store, ti: TaskInstance, result: ReconcileResult) -> bool:
