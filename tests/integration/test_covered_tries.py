@@ -109,6 +109,11 @@ def test_a_try_its_upstreams_finish_queues_is_covered_until_the_reconciler_looks
         return disarm(run, quiet_since=quiet_since)
 
     env.repos.runs.disarm = counting_disarm  # type: ignore[method-assign]
+    # b runs, before its first look (its claim's expiry): its entry would be read no
+    # sooner, so the run's stands for it until then, and the run stays armed.
+    assert env.service.reconcile().uncovered == 0
+    assert task(env, run_id, "b") == b
+    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 1
     uncovered = task(env, run_id, "b")
     assert (uncovered.covered, uncovered.version) == (False, b.version + 1)
@@ -185,6 +190,7 @@ def test_a_finish_counted_while_the_reconciler_looks_keeps_the_run_armed(
     assert (c.state, c.covered) == (T.RUNNING, True)
     assert [r.run_id for r in env.repos.runs.due(clock.now())] == [run_id]  # still armed
 
+    clock.advance(DISPATCH_CHECK_AFTER)  # c's first look
     assert env.service.reconcile().uncovered == 1
     assert task(env, run_id, "c").covered is False
     clock.advance(RUN_QUIET)
@@ -216,6 +222,8 @@ def test_a_finish_that_hands_its_slot_over_covers_the_try_it_queues(
     assert own_entries(env, run_id) == []
     assert [r.run_id for r in env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)] == [run_id]
     clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 0  # running, before its first look
+    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 1
 
 
@@ -243,6 +251,8 @@ def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
     assert env.repos.runs.get("chain", run_id).finished_count == 1
     assert own_entries(env, run_id) == []
     clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 0  # running, before their first looks
+    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 3
     assert list(jobs.jobs) == ["job-1", "job-2", "job-3", "job-4"]
 
@@ -310,6 +320,8 @@ def test_a_big_run_is_armed_by_a_write_of_its_own_at_most_once_a_minute(
     assert writes == {"a": 1}  # stamped recently enough: no write
     assert own_entries(env, run_id) == []
     clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 0  # running, before its first look
+    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 1
 
 

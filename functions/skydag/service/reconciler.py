@@ -61,7 +61,9 @@ def look_at_armed_runs(
     """Runs whose due entry a finish's count armed (``TaskInstance.covered``) and whose
     time has come: each try the entry stands for that is still queued or running gets an
     entry of its own, at its own time (the pass over the tasks' entries then acts on those
-    due), and the run's entry is taken away. Unless a finish was counted on the run since
+    due), and the run's entry is taken away; a running try is uncovered once its first
+    look has come (``_uncover``), the run armed until then. Unless a finish was counted on
+    the run since
     it was read, or less than an invocation's life before: a try covered by the counting
     invocation may not have been written when the tasks were listed, so the run stays
     armed and is looked at again next pass (a count arms a disarmed run again).
@@ -73,7 +75,7 @@ def look_at_armed_runs(
         for ti in repos.tasks.list_for_run(run.dag_id, run.run_id):
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            settled = _uncover(repos, ti, result) and settled
+            settled = _uncover(repos, ti, now, result) and settled
         quiet_since = now - RUN_QUIET
         # (A count the read shows after ``quiet_since`` refuses the disarm: no write then,
         # as a refused write costs its item's write units too.)
@@ -81,13 +83,19 @@ def look_at_armed_runs(
             repos.runs.disarm(run, quiet_since=quiet_since)
 
 
-def _uncover(repos: Store, ti: TaskInstance, result: ReconcileResult) -> bool:
+def _uncover(repos: Store, ti: TaskInstance, now: datetime, result: ReconcileResult) -> bool:
     """Give ``ti`` an entry of its own if it is covered; False when it could not be
-    settled (it kept changing)."""
+    settled (it kept changing), or is left covered for now: a job running before its
+    first look (its ``check_at``, the claim's expiry) would get an entry to be read then
+    and nothing sooner, so the run's entry stands for it until then (most jobs end within
+    minutes: they never pay for an entry of their own, its stream record, its removal)."""
     current: TaskInstance | None = ti
     for _ in range(3):
         if current is None or not is_covered(current):
             return True
+        first_look = current.check_at
+        if current.state is TaskState.RUNNING and first_look is not None and first_look > now:
+            return False
         try:
             repos.tasks.uncover(current)
             result.uncovered += 1
