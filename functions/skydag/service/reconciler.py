@@ -151,8 +151,8 @@ class Reconciler:
         tasks = self.scheduler.repos.tasks
         due = due_at(ti)
         if due is not None and due > now and ti.state is not TaskState.RUNNING:
-            # Found before its time: a dispatch left the entry at its claim's expiry
-            # (``keeps_due_place``) and the job still runs. Nothing is due: move it.
+            # Found before its time, not a running job's (whose entry stays where it is):
+            # a place a backoff or a write left early. Nothing is due: move it.
             result.moved += tasks.postpone_due(ti, due)
             return
         try:
