@@ -30,6 +30,7 @@ from typing import Any
 
 import cost
 from metering import CostMeter
+from run_local_cloud_benchmarks import BATCH_TARGET as BATCH
 from run_local_cloud_benchmarks import finished, load, trigger
 from skydag import wiring
 from skydag.engine.rules import (
@@ -45,7 +46,6 @@ from skydag.service.factory import build_service
 from skydag.store.repositories import Repositories
 
 DAG = "cost_long_job"
-BATCH = "batch: {job_queue: bench-q, job_definition: bench-def}"
 # Long enough for the passes below (each well under a second), short enough to wait for.
 STAND_IN = timedelta(seconds=30)
 _LOCAL = f"local: {{duration: {int(STAND_IN.total_seconds())}s}}"

@@ -40,6 +40,7 @@ import long_jobs  # noqa: E402
 import run_scale_benchmarks  # noqa: E402
 import scale_dags  # noqa: E402
 from metering import CostMeter  # noqa: E402
+from run_local_cloud_benchmarks import BATCH_TARGET as BATCH  # noqa: E402
 from run_local_cloud_benchmarks import finished, load, trigger  # noqa: E402
 from skydag import wiring  # noqa: E402
 from skydag.engine.scheduler import REPORT_CHUNK  # noqa: E402
@@ -64,7 +65,6 @@ FLAT_MEASURES = ("AWS calls", "write units", "read units")
 # record does besides. It must not grow with the width: before chunks, a 1 -> 200
 # fan-out's finish made 608 calls in one record, a 1 -> 10,000 one would make ~30,000.
 BOUNDED_RECORD_CALLS = 8 * REPORT_CHUNK + 20
-BATCH = "batch: {job_queue: bench-q, job_definition: bench-def}"
 
 
 # --------------------------------------------------------------------------- scenarios

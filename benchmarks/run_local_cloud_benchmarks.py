@@ -74,6 +74,11 @@ def chain_dag(length: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+# The Batch target of the cost benchmarks' tasks (a queue and a definition the local cloud
+# makes on first use).
+BATCH_TARGET = "batch: {job_queue: bench-q, job_definition: bench-def}"
+
+
 def load(cloud: LocalCloud, repos: Repositories, name: str, body: bytes) -> None:
     settings = cloud.settings
     cloud.client("s3").put_object(
