@@ -320,7 +320,7 @@ def looks_at_entry(place: datetime, now: datetime) -> bool:
     repaired job's end), so it is met once. What stays is a job still running: it is left
     where it is, no write, and described again at its next look. Moving its entry at
     each look cost three write units and a stream record; a day-long job's safety net
-    is now 26 looks of a read and a describe each, and no write."""
+    is now 26 looks (each made by two passes: a read and a describe each) and no write."""
     return now >= place and now - entry_looks(place, now)[0] < LOOK_WINDOW
 
 

@@ -200,9 +200,9 @@ class Reconciler:
             )
             result.timed_out += applied.task is not None
             return
-        if (ti.state is TaskState.RUNNING and look) or (
-            ti.state is not TaskState.WAITING and ti.check_at is not None and ti.check_at <= now
-        ):
+        if ti.state is TaskState.WAITING or ti.check_at is None:
+            return  # no job to ask about (a wait, a mapped task's own try)
+        if (ti.state is TaskState.RUNNING and look) or ti.check_at <= now:
             self._check_job(spec, run, ti, now, result)
 
     def _check_job(
