@@ -33,6 +33,7 @@ from call_counter import CallCounter, hook_every_client
 from cold_start import FUNCTION_ENV, HANDLERS
 from skydag.dev.embedded import EmbeddedSkydag, embedded_aws
 from skydag.engine.models import JobReport, JobStatus
+from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.store.models import DagModel
@@ -139,8 +140,15 @@ def event_figures(counter: CallCounter, dags: int, jobs: int) -> dict[str, Any]:
         env.repos.dags.save_version(spec, source="bench", sha256=None, now=now)
         env.service.trigger("wide", run_id="r1")
         _settle(env)
-        later = env.clock.now() + timedelta(hours=1)
+        # Their first look (their claims' expiry: ``looks_at_entry``), each job described
+        # and its lost end repaired.
+        later = env.clock.now() + DISPATCH_CHECK_AFTER + timedelta(seconds=1)
         calls, seconds, ops = _counted(counter, lambda: env.service.reconcile(later, limit=jobs))
+        repaired = sum(
+            ti.state.value == "success" for ti in env.repos.tasks.list_for_run("wide", "r1")
+        )
+        if repaired != jobs:
+            raise AssertionError(f"the reconciler repaired {repaired} of {jobs} lost ends")
         figures["reconcile_lost_events"] = {
             "jobs": jobs,
             "calls_per_job": calls / jobs,
