@@ -688,7 +688,13 @@ def test_retry_is_due_only_once_its_time_has_come(backend: Backend, repos: Store
     assert [t.task_id for t in repos.tasks.due(at + timedelta(minutes=35))] == ["a"]
     assert repos.tasks.due(at + timedelta(hours=1)) == []
     assert repos.tasks.due(at, skip={ti.key}) == []
+    if isinstance(backend, DynamoBackend):
+        # A place in a form this version does not write is read at every pass, as before.
+        item = TaskInstanceModel(f"{DAG}#{RUN}", "a")
+        item.update(actions=[TaskInstanceModel.due_at.set("2026-01-01T12:02:00+00:00")])
+        assert [t.task_id for t in repos.tasks.due(at + timedelta(hours=1))] == ["a"]
 
+    ti = repos.tasks.get(DAG, RUN, "a")
     ti = repos.tasks.apply(ti, dispatch(ti))  # the retry is dispatched
 
     assert repos.tasks.due(at + timedelta(hours=1)) == []

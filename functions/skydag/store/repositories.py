@@ -790,7 +790,12 @@ class TaskInstanceRepository:
         skipped = {(run_key(dag_id, run_id), instance) for dag_id, run_id, instance in skip}
 
         def looked_at(key: tuple[str, str], place: str) -> bool:
-            return key not in skipped and looks_at_entry(from_iso(place), now)
+            if key in skipped:
+                return False
+            try:
+                return looks_at_entry(from_iso(place), now)
+            except ValueError:  # a place this version did not write: read it, as before
+                return True
 
         keys = _earliest_due(
             TaskInstanceModel.due_index,
