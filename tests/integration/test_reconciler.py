@@ -204,7 +204,16 @@ def test_a_running_job_is_described_at_its_looks_and_never_written(
     run_id = start(env)
     running = extract(env, run_id)
     assert running.check_at == running.queued_at + DISPATCH_CHECK_AFTER  # type: ignore[operator]
+    run_reads: list[str] = []
+    get_run = env.repos.runs.get
+
+    def counted_get(dag_id: str, run_id: str) -> Any:
+        run_reads.append(run_id)
+        return get_run(dag_id, run_id)
+
+    env.repos.runs.get = counted_get  # type: ignore[method-assign]
     done = passes(env, clock, timedelta(minutes=30))
+    assert run_reads == []  # a running job's look reads its try, not its run
     minutes = [int(at.total_seconds() // 60) for at, result in done if result.described]
     assert minutes == [5, 10, 15, 20]
     assert all(result.moved == 0 and result.acted == 0 for _, result in done)

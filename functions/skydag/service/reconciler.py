@@ -184,9 +184,17 @@ class Reconciler:
         dispatch, a job to describe. ``look``: the reconciler's look at the try's entry
         (``looks_at_entry``), which describes a running job whatever its ``check_at``
         says (its entry stays where it is while it runs); not a timer's."""
-        run = self.scheduler.repos.runs.get(ti.dag_id, ti.run_id)
-        spec = self.scheduler.spec(run)
+        run: DagRun | None = None
+        if look and ti.state is TaskState.RUNNING and ti.dag_version:
+            # A running job's look, the pass's most frequent work, reads no run: the try
+            # names its DAG version, and its report is judged against the try (a read unit
+            # and a round trip a look).
+            spec = self.scheduler.spec_of_task(ti)
+        else:
+            run = self.scheduler.repos.runs.get(ti.dag_id, ti.run_id)
+            spec = self.scheduler.spec(run)
         if ti.state is TaskState.UP_FOR_RETRY:
+            assert run is not None
             if ti.next_attempt_at is None or ti.next_attempt_at <= now:
                 result.retries += self.progress.evaluate(spec, run, ti) is not None
             return
@@ -206,11 +214,17 @@ class Reconciler:
             self._check_job(spec, run, ti, now, result)
 
     def _check_job(
-        self, spec: DagSpec, run: DagRun, ti: TaskInstance, now: datetime, result: ReconcileResult
+        self,
+        spec: DagSpec,
+        run: DagRun | None,
+        ti: TaskInstance,
+        now: datetime,
+        result: ReconcileResult,
     ) -> None:
-        """No event came for this try in time: re-attach the dispatch or describe the job."""
+        """No event came for this try in time: re-attach the dispatch or describe the job
+        (``run``: as read, or None for a running job's look, which reads none)."""
         tasks = self.scheduler.repos.tasks
-        if run.state is not RunState.RUNNING:
+        if run is not None and run.state is not RunState.RUNNING:
             if ti.state is not TaskState.RUNNING:  # (a running try's entry stays put)
                 tasks.check_later(ti, now + RUNNING_CHECK_EVERY)
             return
