@@ -15,8 +15,8 @@ stand-in, the reconciler's passes made at the times they would come
 writes make metered and priced, less a pass that reads nothing (the pass runs every 5
 minutes anyway; its own duration is its calls' round trips, as the meter bills a
 handler's waits). The baseline is the way it was before: a look every 10 minutes, each
-a read and a move of the entry (the move measured here too: the same write and its
-stream record).
+a read of the try and its run and a move of the entry (the run's read and the move
+measured here too: the same calls, the write's stream record).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class LongJobFigures:
     uncover: Step
     reads: tuple[Step, ...]  # passes that read the entry and describe the job
     move: Step  # the write a look made before: the entry moved on, its stream record
+    run_read: Step  # the read of the try's run a look made before
     finish_entry_out: float  # dollars: the finish's extra index write (an entry to remove)
 
     @property
@@ -102,12 +103,13 @@ class LongJobFigures:
         job still running at its first look (its claim's expiry) is uncovered by the pass
         that makes it (measured with that look), then read by the passes at its looks.
         ``before``: uncovered at its run's look a minute after its upstream's count, then
-        looked at every 10 minutes, each look a read and a move."""
+        looked at every 10 minutes, each look a read of the try and its run and a move."""
         if before:
             if length < RUN_CHECK_AFTER:
                 return 0.0
             dollars = self.uncover.dollars - self.read_dollars + self.finish_entry_out
-            dollars += looks_before(length) * (self.read_dollars + self.move.dollars)
+            before = self.read_dollars + self.run_read.dollars + self.move.dollars
+            dollars += looks_before(length) * before
             return dollars * 1e6
         if length <= DISPATCH_CHECK_AFTER:
             return 0.0  # ended before its first look: its run's entry stood for it
@@ -185,13 +187,16 @@ def measure(cloud: LocalCloud, repos: Repositories, meter: CostMeter) -> LongJob
         "move it (as before)",
         lambda: repos.tasks.check_later(current, place + timedelta(hours=2)),
     )
+    run_read = step(place, "read its run (as before)", lambda: repos.runs.get(DAG, "r-long"))
     deadline = time.monotonic() + STAND_IN.total_seconds() + 60
     while not finished(repos, DAG, "r-long") and time.monotonic() < deadline:
         cloud.run_until(lambda: finished(repos, DAG, "r-long"), timeout=5)
     if not finished(repos, DAG, "r-long"):
         raise TimeoutError(f"{DAG}: its run did not end")
     # The finish of an uncovered try deletes its keys-only index entry: one write unit.
-    return LongJobFigures(_less(uncover, idle), reads, move, cost.price_of("dynamodb.wru", 1))
+    return LongJobFigures(
+        _less(uncover, idle), reads, move, run_read, cost.price_of("dynamodb.wru", 1)
+    )
 
 
 def _expected(what: str, result: Any) -> bool:
@@ -258,11 +263,12 @@ def section(figures: LongJobFigures, chain_per_million: float) -> list[str]:
         f"({uncover.write_units:.0f} write units, with the run's look, the first read and "
         "the stream record it makes); each "
         f"pass that reads it ${figures.read_dollars * 1e6:.2f} per million "
-        f"({writes:.1f} write units, {reads:.1f} read units, {calls:.1f} calls); before, "
-        f"each look also moved the entry: ${figures.move.dollars * 1e6:.2f} more "
-        f"({figures.move.write_units:.0f} write units and its stream record, measured here "
-        f"the same way); its finish ${figures.finish_entry_out * 1e6:.2f} (the entry taken "
-        "out).",
+        f"({writes:.1f} write units, {reads:.1f} read units, {calls:.1f} calls: the try and "
+        "DescribeJobs); before, each look also read the try's run "
+        f"(${figures.run_read.dollars * 1e6:.2f}) and moved the entry "
+        f"(${figures.move.dollars * 1e6:.2f}: {figures.move.write_units:.0f} write units and "
+        "its stream record), measured here the same way; its finish "
+        f"${figures.finish_entry_out * 1e6:.2f} (the entry taken out).",
         "",
         "| job runs | looks before (uncovered at 1 min, 10-minute pace) | passes reading it now "
         "| + $/M tasks before | + $/M tasks now | before / now | chain task now |",
