@@ -211,6 +211,19 @@ def test_job_started_without_time_or_id_uses_now_and_keeps_job_id() -> None:
     assert transition.apply(ti).job_id == "known"
 
 
+def test_a_started_jobs_first_look_is_its_claims_expiry_or_sooner() -> None:
+    """Its due entry stays at its claim's expiry while it runs (no index move at the
+    start); a start later than the claim minus RUNNING_CHECK_EVERY looks sooner."""
+    claim = NOW + timedelta(minutes=5)
+    queued = make_ti(T.QUEUED, check_at=claim)
+    started = accepted(decide_report(queued, make_report(S.RUNNING), make_policy(), NOW))
+    assert started.changes["check_at"] == claim
+    late = NOW + timedelta(minutes=30)  # its claim was moved on (a look found it queued)
+    moved = make_ti(T.QUEUED, check_at=late + timedelta(hours=1))
+    started = accepted(decide_report(moved, make_report(S.RUNNING), make_policy(), late))
+    assert started.changes["check_at"] == late + RUNNING_CHECK_EVERY
+
+
 def test_duplicate_running_report_is_ignored() -> None:
     decision = decide_report(make_ti(T.RUNNING), make_report(S.RUNNING), make_policy(), NOW)
     assert_ignored(decision)
