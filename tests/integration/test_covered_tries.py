@@ -77,6 +77,15 @@ def own_entries(env: EmbeddedSkydag, run_id: str) -> list[str]:
     return [ti.task_id for ti in tasks if indexed_due(ti) is not None]
 
 
+def uncovered_at_first_look(env: EmbeddedSkydag, clock: SettableClock) -> int:
+    """The run's look when its time comes leaves its running tries covered (before their
+    first look, their claims' expiry); the look then uncovers them: how many."""
+    clock.advance(RUN_CHECK_AFTER)
+    assert env.service.reconcile().uncovered == 0
+    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
+    return env.service.reconcile().uncovered
+
+
 def start(env: EmbeddedSkydag) -> str:
     run_id = env.service.trigger("chain").run.run_id
     settle(env)
@@ -221,10 +230,7 @@ def test_a_finish_that_hands_its_slot_over_covers_the_try_it_queues(
     assert (run.finished_count, run.active) == (1, frozenset({"b"}))
     assert own_entries(env, run_id) == []
     assert [r.run_id for r in env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)] == [run_id]
-    clock.advance(RUN_CHECK_AFTER)
-    assert env.service.reconcile().uncovered == 0  # running, before its first look
-    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
-    assert env.service.reconcile().uncovered == 1
+    assert uncovered_at_first_look(env, clock) == 1
 
 
 def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
@@ -250,10 +256,7 @@ def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
     assert [(t.state, t.covered) for t in told] == [(T.RUNNING, True)] * 3
     assert env.repos.runs.get("chain", run_id).finished_count == 1
     assert own_entries(env, run_id) == []
-    clock.advance(RUN_CHECK_AFTER)
-    assert env.service.reconcile().uncovered == 0  # running, before their first looks
-    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
-    assert env.service.reconcile().uncovered == 3
+    assert uncovered_at_first_look(env, clock) == 3
     assert list(jobs.jobs) == ["job-1", "job-2", "job-3", "job-4"]
 
 
@@ -319,10 +322,7 @@ def test_a_big_run_is_armed_by_a_write_of_its_own_at_most_once_a_minute(
     assert task(env, run_id, "c").covered
     assert writes == {"a": 1}  # stamped recently enough: no write
     assert own_entries(env, run_id) == []
-    clock.advance(RUN_CHECK_AFTER)
-    assert env.service.reconcile().uncovered == 0  # running, before its first look
-    clock.advance(DISPATCH_CHECK_AFTER - RUN_CHECK_AFTER)
-    assert env.service.reconcile().uncovered == 1
+    assert uncovered_at_first_look(env, clock) == 1
 
 
 def test_a_pass_out_of_time_leaves_the_rest_of_an_armed_run_to_the_next(
