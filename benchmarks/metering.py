@@ -527,6 +527,11 @@ class CostMeter:
             table = str(request.get("TableName"))
             key = request.get("Key") or self._key_of(table, request.get("Item") or {})
             return self._item(table, key)
+        if operation == "TransactWriteItems":
+            return {
+                position: self._item(table, key)
+                for position, (_kind, table, key) in enumerate(self._transact_targets(request))
+            }
         if operation == "BatchWriteItem":
             befores = {}
             for table, writes in (request.get("RequestItems") or {}).items():
@@ -564,6 +569,8 @@ class CostMeter:
                     self._charge_write(
                         usage, labels, operation, table, before.get((table, position)), after
                     )
+        elif operation == "TransactWriteItems":
+            self._charge_transaction(usage, labels, request, before, failed=failed)
         elif operation == "GetItem":
             table = str(request.get("TableName"))
             item = self._item(table, request.get("Key") or {})
@@ -588,6 +595,36 @@ class CostMeter:
         elif operation not in ("DescribeTable",):
             self.unpriced[f"dynamodb:{operation}"] += 1
 
+    def _charge_transaction(
+        self,
+        usage: cost.Usage,
+        labels: tuple[str, str],
+        request: Any,
+        befores: Mapping[int, Item | None],
+        *,
+        failed: bool,
+    ) -> None:
+        """Twice a plain write's units per item (AWS's prepare and commit); a condition
+        check twice a strongly consistent read of its item. A cancelled transaction is
+        charged as its writes' failed conditions."""
+        for position, (kind, table, key) in enumerate(self._transact_targets(request)):
+            before = befores.get(position)
+            if kind == "ConditionCheck":
+                units = cost.read_units(cost.item_size(before), consistent=True, transactional=True)
+                usage.add("dynamodb.rru", units, *labels, "TransactWriteItems", self._short(table))
+                continue
+            after = None if failed else self._item(table, key)
+            self._charge_write(
+                usage,
+                labels,
+                "TransactWriteItems",
+                table,
+                before,
+                after,
+                failed=failed,
+                transactional=True,
+            )
+
     def _read_size(self, table: str, index: str | None, returned: Mapping[str, Any]) -> int:
         full = self._item(table, self._key_of(table, returned)) or dict(returned)
         if index is None:
@@ -607,11 +644,13 @@ class CostMeter:
         after: Item | None,
         *,
         failed: bool = False,
+        transactional: bool = False,
     ) -> None:
         size = max(cost.item_size(before), cost.item_size(after))
         short = self._short(table)
         what = f"{operation} failed condition" if failed else operation
-        usage.add("dynamodb.wru", cost.write_units(size), *labels, what, short)
+        units = cost.write_units(size, transactional=transactional)
+        usage.add("dynamodb.wru", units, *labels, what, short)
         if failed:
             return
         for gsi in self._backend_table(table).global_indexes:
@@ -619,9 +658,25 @@ class CostMeter:
             if units:
                 usage.add("dynamodb.wru", units, *labels, operation, f"{short} GSI {gsi.name}")
 
+    def _transact_targets(self, request: Any) -> list[tuple[str, str, Mapping[str, Any]]]:
+        """(kind, table, key) of each action of a TransactWriteItems request."""
+        targets = []
+        for action in (request or {}).get("TransactItems") or []:
+            for kind, body in action.items():
+                table = str(body.get("TableName"))
+                key = body.get("Key") or self._key_of(table, body.get("Item") or {})
+                targets.append((kind, table, key))
+        return targets
+
     def _note_writes(self, operation: str, request: Any, node: int, index: int) -> None:
         request = request or {}
         tables: list[tuple[str, Mapping[str, Any]]] = []
+        if operation == "TransactWriteItems":
+            tables += [
+                (table, key)
+                for kind, table, key in self._transact_targets(request)
+                if kind != "ConditionCheck"
+            ]
         if operation in _WRITES:
             table = str(request.get("TableName"))
             tables.append((table, request.get("Key") or self._key_of(table, request["Item"])))

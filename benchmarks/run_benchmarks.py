@@ -599,6 +599,12 @@ def tables_section() -> list[str]:
     for component, price, note in cost.price_table_rows():
         w(f"| {component} | {price} | {note} |")
     w(
+        "\nDynamoDB units follow AWS's rules from the items' sizes before and after each write: "
+        "a write at the larger of the two (1 KB units), each GSI entry put, deleted or both "
+        "when its key moves, a failed condition at the item's size; a TransactWriteItems "
+        "item twice a plain write (a condition check twice a strongly consistent read)."
+    )
+    w(
         f"\nModelled, not measured: Lambda's own log lines ({cost.PLATFORM_LOG_BYTES} bytes "
         f"per invocation at the stack's default system log level, "
         f"{wiring.SYSTEM_LOG_LEVEL_BY_DEFAULT}; {cost.PLATFORM_LOG_BYTES_AT_INFO} with context "
