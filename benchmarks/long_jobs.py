@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,14 @@ BODY = (
     f"dag: {DAG}\ntasks:\n"
     f"  first: {{{BATCH}}}\n"
     f"  long: {{depends_on: [first], {BATCH}, {_LOCAL}}}\n"
+).encode()
+# Many long jobs at once: a pass's page (100 entries) of them, described together.
+MANY = 100
+MANY_DAG = "cost_long_jobs"
+MANY_BODY = (
+    f"dag: {MANY_DAG}\nmax_active_tasks: {MANY + 1}\ntasks:\n"
+    f"  first: {{{BATCH}}}\n"
+    + "".join(f"  long{i}: {{depends_on: [first], {BATCH}, {_LOCAL}}}\n" for i in range(MANY))
 ).encode()
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 LENGTHS = (
@@ -83,6 +91,9 @@ class LongJobFigures:
     move: Step  # the write a look made before: the entry moved on, its stream record
     run_read: Step  # the read of the try's run a look made before
     finish_entry_out: float  # dollars: the finish's extra index write (an entry to remove)
+    # A pass reading MANY running jobs at once: per job, but ``calls`` the pass's in all.
+    many: Step | None = None
+    many_one_by_one: Step | None = None  # the same pass describing each job alone (before)
 
     @property
     def read_dollars(self) -> float:
@@ -98,12 +109,15 @@ class LongJobFigures:
             sum(step.calls for step in self.reads) / n,
         )
 
-    def extra_per_million(self, length: timedelta, *, before: bool = False) -> float:
+    def extra_per_million(
+        self, length: timedelta, *, before: bool = False, many: bool = False
+    ) -> float:
         """What a job of ``length`` adds per million tasks over an instant one. Now: a
         job still running at its first look (its claim's expiry) is uncovered by the pass
         that makes it (measured with that look), then read by the passes at its looks.
         ``before``: uncovered at its run's look a minute after its upstream's count, then
-        looked at every 10 minutes, each look a read of the try and its run and a move."""
+        looked at every 10 minutes, each look a read of the try and its run and a move.
+        ``many``: its looks made by passes that read ``MANY`` running jobs at once."""
         if before:
             if length < RUN_CHECK_AFTER:
                 return 0.0
@@ -113,8 +127,9 @@ class LongJobFigures:
             return dollars * 1e6
         if length <= DISPATCH_CHECK_AFTER:
             return 0.0  # ended before its first look: its run's entry stood for it
+        look = self.many.dollars if many and self.many is not None else self.read_dollars
         dollars = self.uncover.dollars + self.finish_entry_out
-        dollars += (reading_passes(length) - 1) * self.read_dollars
+        dollars += (reading_passes(length) - 1) * look
         return dollars * 1e6
 
 
@@ -199,6 +214,58 @@ def measure(cloud: LocalCloud, repos: Repositories, meter: CostMeter) -> LongJob
     )
 
 
+def measure_many(
+    cloud: LocalCloud, repos: Repositories, meter: CostMeter, figures: LongJobFigures
+) -> LongJobFigures:
+    """``MANY`` long jobs running at once (``first -> long0 .. long99``): a pass at their
+    entries' look reads them as one page (a BatchGetItem) and asks Batch about them in
+    one DescribeJobs call, where a lone job pays both calls itself. ``figures`` with the
+    per-job cost of that pass (``many``), less a pass that reads nothing."""
+    load(cloud, repos, MANY_DAG, MANY_BODY)
+    cloud.run_until(lambda: not cloud.busy(), timeout=60)
+    trigger(cloud, MANY_DAG, "r-many")
+    names = [f"long{i}" for i in range(MANY)]
+
+    def all_running() -> bool:
+        tis = repos.tasks.get_many(MANY_DAG, "r-many", names)
+        return len(tis) == MANY and all(ti.state is TaskState.RUNNING for ti in tis)
+
+    if not cloud.run_until(all_running, timeout=120):
+        raise TimeoutError(f"{MANY_DAG}: its {MANY} long jobs did not all start")
+    cloud.run_until(lambda: not cloud.busy(jobs=False), timeout=30)
+    service = build_service(cloud.settings)
+    tis = repos.tasks.get_many(MANY_DAG, "r-many", names)
+    place = max(ti.check_at for ti in tis if ti.check_at is not None)
+    queued = max(ti.queued_at for ti in tis if ti.queued_at is not None)
+
+    def step(at: datetime, expected: Callable[[Any], bool]) -> Step:
+        before_usage, before_calls = _snapshot(meter)
+        with meter.charged_to("Reconciler", "long jobs"):
+            result = service.reconcile(at, limit=MANY)
+        cloud.run_until(lambda: not cloud.busy(jobs=False), timeout=60)
+        if not expected(result):
+            raise AssertionError(f"{MANY_DAG}: the pass at {at}: {result}")
+        return _difference(meter, before_usage, before_calls)
+
+    step(queued + RUN_CHECK_AFTER + timedelta(seconds=1), lambda r: r.uncovered == 0)
+    step(place + timedelta(seconds=1), lambda r: r.uncovered == MANY)
+    step(place + timedelta(minutes=21), lambda r: r.described == 0)
+    idle = step(place + timedelta(minutes=25), lambda r: r.described == 0)
+    read = _less(step(place + timedelta(minutes=30), lambda r: r.described == MANY), idle)
+    # The pass after a look makes it too: asked one job at a time there, as before.
+    reconciler = service.reconciler
+    reconciler._describe_together = lambda page, now: {}  # type: ignore[method-assign]
+    alone = _less(step(place + timedelta(minutes=35), lambda r: r.described == MANY), idle)
+    per_job, one_by_one = (
+        Step(x.dollars / MANY, x.write_units / MANY, x.read_units / MANY, x.calls)
+        for x in (read, alone)
+    )
+    deadline = time.monotonic() + STAND_IN.total_seconds() + 120
+    while not finished(repos, MANY_DAG, "r-many") and time.monotonic() < deadline:
+        cloud.run_until(lambda: finished(repos, MANY_DAG, "r-many"), timeout=5)
+    return replace(figures, many=per_job, many_one_by_one=one_by_one)
+
+
 def _expected(what: str, result: Any) -> bool:
     if what == "uncover it":
         return bool(result.uncovered == 1 and result.described == 1)
@@ -269,23 +336,45 @@ def section(figures: LongJobFigures, chain_per_million: float) -> list[str]:
         f"(${figures.move.dollars * 1e6:.2f}: {figures.move.write_units:.0f} write units and "
         "its stream record), measured here the same way; its finish "
         f"${figures.finish_entry_out * 1e6:.2f} (the entry taken out).",
+    ]
+    many = figures.many
+    if many is not None:
+        lines[-1] += (
+            f" With {MANY} long jobs running at once (`first -> long0 .. long{MANY - 1}`), a "
+            f"pass at their looks read them as one page and asked Batch about them "
+            f"together: {many.calls} calls in all (the page's BatchGetItem, one "
+            f"DescribeJobs for 100 jobs), ${many.dollars * 1e6:.2f} per million per job "
+            "(the pass's wait for its calls shared by the page; the last column prices "
+            "the looks at that rate)"
+        )
+        alone = figures.many_one_by_one
+        if alone is not None:
+            lines[-1] += (
+                f"; the pass after, asking Batch about each job alone as before, made "
+                f"{alone.calls} calls, ${alone.dollars * 1e6:.2f} per million per job"
+            )
+        lines[-1] += "."
+    lines += [
         "",
         "| job runs | looks before (uncovered at 1 min, 10-minute pace) | passes reading it now "
-        "| + $/M tasks before | + $/M tasks now | before / now | chain task now |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| + $/M tasks before | + $/M tasks now | before / now | chain task now "
+        f"| + $/M tasks now, {MANY} at once |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for length in LENGTHS:
         before = figures.extra_per_million(length, before=True)
         now = figures.extra_per_million(length)
         ratio = f"{before / now:.1f}x" if now else "-"
+        at_once = f"{figures.extra_per_million(length, many=True):.2f}" if many is not None else "-"
         lines.append(
             f"| {_length(length)} | {looks_before(length)} | {reading_passes(length)} "
-            f"| {before:.2f} | {now:.2f} | {ratio} | {chain_per_million + now:.2f} |"
+            f"| {before:.2f} | {now:.2f} | {ratio} | {chain_per_million + now:.2f} "
+            f"| {at_once} |"
         )
     lines += [
         "",
-        "The last column adds the safety net to the chain 50 figure above: what a chain "
-        "task whose Batch job runs that long costs, all in.",
+        "The chain task column adds the safety net to the chain 50 figure above: what a "
+        "chain task whose Batch job runs that long costs, all in.",
         "",
     ]
     return lines

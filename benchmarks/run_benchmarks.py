@@ -241,9 +241,13 @@ def run_all(
 def measure_long_job() -> long_jobs.LongJobFigures:
     with metered_cloud() as (cloud, repos, meter):
         figures = long_jobs.measure(cloud, repos, meter)
+        figures = long_jobs.measure_many(cloud, repos, meter, figures)
+    assert figures.many is not None
     print(
         f"... a long job: uncovered ${figures.uncover.dollars * 1e6:.2f}/M, "
-        f"each pass reading it ${figures.read_dollars * 1e6:.2f}/M",
+        f"each pass reading it ${figures.read_dollars * 1e6:.2f}/M alone, "
+        f"${figures.many.dollars * 1e6:.2f}/M with {long_jobs.MANY} at once "
+        f"({figures.many.calls} calls)",
         file=sys.stderr,
         flush=True,
     )

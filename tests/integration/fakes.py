@@ -4,7 +4,7 @@ jobs run until the test says how they ended (like Batch or EMR without their eve
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -82,6 +82,9 @@ class FakeService:
 
     def describe(self, job: JobRef) -> JobReport | None:
         self.calls["describe"] += 1
+        return self._report(job)
+
+    def _report(self, job: JobRef) -> JobReport | None:
         job_id = job.job_id or self.by_token.get(job.token or "")
         if job_id is None or job_id not in self.jobs:
             return None
@@ -174,3 +177,17 @@ def settle(env: EmbeddedSkydag, rounds: int = 200) -> None:
         if not env.pump():
             return
     raise AssertionError("the scheduler never settled")
+
+
+@dataclass
+class ManyAtOnceService(FakeService):
+    """A FakeService that also describes many jobs a call (``DescribesMany``), as Batch's
+    DescribeJobs does; ``many_fails`` makes that call raise."""
+
+    many_fails: Exception | None = None
+
+    def describe_many(self, jobs: Sequence[JobRef]) -> dict[str, JobReport | None]:
+        self.calls["describe_many"] += 1
+        if self.many_fails is not None:
+            raise self.many_fails
+        return {job.job_id: self._report(job) for job in jobs if job.job_id is not None}

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Crash, FakeService, SettableClock, embedded_with, passes, settle
+from fakes import (
+    Crash,
+    FakeService,
+    ManyAtOnceService,
+    SettableClock,
+    embedded_with,
+    passes,
+    settle,
+)
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobStatus, TaskInstance
@@ -256,6 +264,34 @@ def test_a_pass_with_time_left_works_through_a_backlog_page_after_page(
     assert env.service.reconcile(limit=1, deadline=deadline).described == 3
     clock.advance(2 * LOOK_WINDOW)  # their next look (15 min) was a window ago: none read
     assert env.service.reconcile(limit=1, deadline=deadline).described == 0
+
+
+@pytest.mark.parametrize("many_fails", [None, RuntimeError("DescribeJobs broke")])
+def test_a_pass_describes_its_pages_running_jobs_in_one_call(
+    aws: Settings, tmp_path: Path, clock: SettableClock, many_fails: Exception | None
+) -> None:
+    """A service that takes many jobs a call (Batch, ECS) is asked once for a page's
+    running jobs, not once per job; a finished one among them is repaired as its own
+    describe would. When that call fails, each look asks for its own job, as before."""
+    service = ManyAtOnceService(many_fails=many_fails)
+    with embedded_with(aws, tmp_path, clock, service, [DAG]) as env:
+        for number in range(3):
+            env.service.trigger("etl", run_id=f"r{number}")
+        settle(env)
+        service.outcome["job-2"] = JobStatus.SUCCEEDED
+        clock.advance(DISPATCH_CHECK_AFTER)  # three running jobs at their first look
+
+        result = env.service.reconcile()
+
+        assert (result.described, result.repaired) == (3, 1)
+        assert service.calls["describe_many"] == 1
+        assert service.calls["describe"] == (3 if many_fails else 0)
+        tries = [extract(env, f"r{number}") for number in range(3)]
+        assert sorted((ti.job_id, ti.state) for ti in tries) == [
+            ("job-1", T.RUNNING),
+            ("job-2", T.SUCCESS),
+            ("job-3", T.RUNNING),
+        ]
 
 
 def test_reconciler_enforces_timeouts_by_cancelling_the_job(

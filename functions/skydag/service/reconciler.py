@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from skydag.engine.models import DagRun, JobStatus, TaskInstance
+from skydag.engine.models import DagRun, JobReport, JobStatus, TaskInstance
 from skydag.engine.rules import (
     RUN_QUIET,
     RUNNING_CHECK_EVERY,
@@ -26,9 +27,12 @@ from skydag.service.jobs import Jobs
 from skydag.service.progress import TaskProgress
 from skydag.service.reports import TaskReports
 from skydag.spec.models import DagSpec
-from skydag.targets.base import DispatchError
+from skydag.targets.base import DescribesMany, DispatchError, JobRef
 
 log = logging.getLogger("skydag.scheduler")
+
+# Reports a pass got for its page's running jobs in one call per kind, by try.
+Described = dict[tuple[str, str, str], JobReport | None]
 
 
 @dataclass(slots=True)
@@ -141,13 +145,53 @@ class Reconciler:
         seen: set[tuple[str, str, str]] = set()
         while True:
             page = tasks.due(now, limit, skip=seen)
+            described = self._describe_together(page, now)
             for ti in page:
                 seen.add(ti.key)
-                self._reconcile_one(ti, now, result)
+                self._reconcile_one(ti, now, result, described)
             if not page or deadline is None or time.monotonic() >= deadline:
                 return result
 
-    def _reconcile_one(self, ti: TaskInstance, now: datetime, result: ReconcileResult) -> None:
+    def _describe_together(self, page: Sequence[TaskInstance], now: datetime) -> Described:
+        """The running jobs this page's looks describe, asked of their services together
+        where a service takes many jobs a call (``DescribesMany``: Batch, ECS): a call per
+        100 jobs, not a call and a round trip per job, so a pass over thousands of long
+        jobs stays short. What is left out (a kind described one by one, a call that
+        failed, a try whose spec cannot be read) is described by its own look."""
+        looks: dict[str, list[tuple[TaskInstance, JobRef]]] = {}
+        for ti in page:
+            if not _describes_running_job(ti, now):
+                continue
+            try:
+                spec = self.scheduler.spec_of_task(ti)
+                kind = spec.tasks[ti.task_id].target_kind
+            except Exception:  # its own look meets it, logs it and backs off
+                log.debug("%s: left to its own look", "/".join(ti.key), exc_info=True)
+                continue
+            looks.setdefault(kind, []).append((ti, self.jobs.job_ref(spec, ti)))
+        described: Described = {}
+        for kind, kind_looks in looks.items():
+            target = self.scheduler.targets.target_for(kind)
+            if len(kind_looks) < 2 or not isinstance(target, DescribesMany):
+                continue
+            try:
+                reports = target.describe_many([job for _, job in kind_looks])
+            except Exception as error:  # each look then asks alone, each isolated
+                log.warning(
+                    "describing %d %s jobs together failed (%s): each look asks alone",
+                    len(kind_looks),
+                    kind,
+                    error,
+                )
+                continue
+            for ti, job in kind_looks:
+                if job.job_id in reports:
+                    described[ti.key] = reports[job.job_id]
+        return described
+
+    def _reconcile_one(
+        self, ti: TaskInstance, now: datetime, result: ReconcileResult, described: Described
+    ) -> None:
         tasks = self.scheduler.repos.tasks
         due = due_at(ti)
         if due is not None and due > now and ti.state is not TaskState.RUNNING:
@@ -156,7 +200,7 @@ class Reconciler:
             result.moved += tasks.postpone_due(ti, due)
             return
         try:
-            self.act_on_due(ti, now, result)
+            self.act_on_due(ti, now, result, described=described)
         except ConflictError:
             result.conflicts += 1  # someone else moved it: nothing left to do
         except Exception:
@@ -178,12 +222,19 @@ class Reconciler:
         return result.acted > 0
 
     def act_on_due(
-        self, ti: TaskInstance, now: datetime, result: ReconcileResult, *, look: bool = True
+        self,
+        ti: TaskInstance,
+        now: datetime,
+        result: ReconcileResult,
+        *,
+        look: bool = True,
+        described: Described | None = None,
     ) -> None:
         """Act on what is due for ``ti`` by ``now``: a retry, a timeout, an unconfirmed
         dispatch, a job to describe. ``look``: the reconciler's look at the try's entry
         (``looks_at_entry``), which describes a running job whatever its ``check_at``
-        says (its entry stays where it is while it runs); not a timer's."""
+        says (its entry stays where it is while it runs); not a timer's. ``described``:
+        jobs the pass described together (``_describe_together``)."""
         run: DagRun | None = None
         if look and ti.state is TaskState.RUNNING and ti.dag_version:
             # A running job's look, the pass's most frequent work, reads no run: the try
@@ -211,7 +262,7 @@ class Reconciler:
         if ti.state is TaskState.WAITING or ti.check_at is None:
             return  # no job to ask about (a wait, a mapped task's own try)
         if (ti.state is TaskState.RUNNING and look) or ti.check_at <= now:
-            self._check_job(spec, run, ti, now, result)
+            self._check_job(spec, run, ti, now, result, described=described or {})
 
     def _check_job(
         self,
@@ -220,6 +271,8 @@ class Reconciler:
         ti: TaskInstance,
         now: datetime,
         result: ReconcileResult,
+        *,
+        described: Described,
     ) -> None:
         """No event came for this try in time: re-attach the dispatch or describe the job
         (``run``: as read, or None for a running job's look, which reads none)."""
@@ -235,12 +288,15 @@ class Reconciler:
             result.redispatched += 1
             self.dispatcher.dispatch(ti)
             return
-        target = self.scheduler.targets.target_for(spec.tasks[ti.task_id].target_kind)
-        try:
-            report = target.describe(self.jobs.job_ref(spec, ti))
-        except DispatchError as error:
-            log.warning("could not describe %s: %s", ti.key, error.reason)
-            report = None
+        if ti.key in described:
+            report = described[ti.key]
+        else:
+            target = self.scheduler.targets.target_for(spec.tasks[ti.task_id].target_kind)
+            try:
+                report = target.describe(self.jobs.job_ref(spec, ti))
+            except DispatchError as error:
+                log.warning("could not describe %s: %s", ti.key, error.reason)
+                report = None
         result.described += 1
         # A finished job repairs a lost event; "running" for a queued try records the job.
         news = report is not None and (
@@ -261,3 +317,17 @@ class Reconciler:
             return
         if now < timeout < entry_looks(place, now)[1]:
             tasks.check_later(ti, timeout)
+
+
+def _describes_running_job(ti: TaskInstance, now: datetime) -> bool:
+    """Whether a look at ``ti`` describes its job (``act_on_due``'s way to ``_check_job``
+    for a running try): a recorded job, not timed out. (Describing one more is harmless:
+    a report is applied only by the look that reaches ``_check_job``.)"""
+    timed_out = ti.timeout_at is not None and ti.timeout_at <= now
+    return (
+        ti.state is TaskState.RUNNING
+        and ti.dag_version is not None
+        and ti.job_id is not None
+        and ti.check_at is not None
+        and not timed_out
+    )

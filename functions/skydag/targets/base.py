@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from skydag.engine.models import JobReport, JobStatus, instance_key
 from skydag.spec.models import EVENTS_NAME_THE_TASK
@@ -139,6 +139,18 @@ class Target(Protocol):
     def describe(self, job: JobRef) -> JobReport | None: ...
 
     def cancel(self, job: JobRef, reason: str) -> None: ...
+
+
+@runtime_checkable
+class DescribesMany(Protocol):
+    """A target whose service describes many jobs in one call (Batch's DescribeJobs and
+    ECS's DescribeTasks take 100): the reconciler's pass describes the running jobs of a
+    page together, rather than a call (and a round trip) per job."""
+
+    def describe_many(self, jobs: Sequence[JobRef]) -> dict[str, JobReport | None]:
+        """Reports by job id for those of ``jobs`` that have one (None: the service does
+        not know the job); jobs without an id are left out (``describe`` finds them)."""
+        ...
 
 
 class TargetRegistry(Protocol):

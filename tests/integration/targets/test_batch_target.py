@@ -249,6 +249,39 @@ def test_describe_a_running_job(
     assert described.job_id == detail["jobId"]
 
 
+def test_describe_many_asks_for_100_jobs_a_call(
+    batch: Any, make_request: MakeRequest, job_ref: JobRefFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler's pass describes a page's running jobs together: 101 jobs are two
+    DescribeJobs calls; a job the service does not know is None; a job without an id is
+    left to ``describe`` (it is found by its token)."""
+    jobs = BatchJobs(batch)
+    refs = []
+    for try_number in range(1, 102):
+        request = make_request("batch", batch_target(), try_number=try_number)
+        refs.append(job_ref(request, jobs.dispatch(request).job_id))
+    unknown = replace(refs[0], job_id="0b2d4f6a-8c0e-4a1b-9c3d-5e7f9a1b3c5d")
+    asked: list[list[str]] = []
+    describe_jobs = batch.describe_jobs
+
+    def counted(**kwargs: Any) -> Any:
+        asked.append(kwargs["jobs"])
+        return describe_jobs(**kwargs)
+
+    monkeypatch.setattr(batch, "describe_jobs", counted)
+
+    reports = jobs.describe_many([*refs, unknown, replace(refs[1], job_id=None)])
+
+    assert [len(chunk) for chunk in asked] == [100, 2]
+    assert reports[unknown.job_id] is None  # type: ignore[index]
+    assert set(reports) == {ref.job_id for ref in [*refs, unknown]}
+    for ref in refs:
+        report = reports[ref.job_id]  # type: ignore[index]
+        assert report is not None
+        assert (report.status, report.try_number) == (JobStatus.SUCCEEDED, ref.try_number)
+        assert report == jobs.describe(ref)
+
+
 def test_cancel_terminates_a_running_job_with_skydags_reason(
     aws_client: Callable[[str], Any],
     make_request: MakeRequest,

@@ -9,6 +9,7 @@ Stubber.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -210,6 +211,38 @@ def test_describe_by_job_id_and_by_token(
         )
         is None
     )
+
+
+def test_describe_many_asks_for_a_clusters_tasks_together(
+    ecs: Any, make_request: MakeRequest, job_ref: JobRefFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler's pass describes a page's running tasks together: one DescribeTasks
+    call for a cluster's tasks (100 at most); a task ECS does not know is None."""
+    tasks = EcsTasks(ecs)
+    refs = []
+    for try_number in range(1, 4):
+        request = make_request("ecs", ecs_target(), try_number=try_number)
+        refs.append(job_ref(request, tasks.dispatch(request).job_id))
+    gone = refs[0].job_id
+    assert gone is not None
+    unknown = replace(refs[0], job_id=gone.rsplit("/", 1)[0] + "/" + "0" * 32)
+    asked: list[tuple[str, list[str]]] = []
+    describe_tasks = ecs.describe_tasks
+
+    def counted(**kwargs: Any) -> Any:
+        asked.append((kwargs["cluster"], kwargs["tasks"]))
+        return describe_tasks(**kwargs)
+
+    monkeypatch.setattr(ecs, "describe_tasks", counted)
+
+    reports = tasks.describe_many([*refs, unknown])
+
+    assert [(cluster, len(arns)) for cluster, arns in asked] == [(CLUSTER, 4)]
+    assert reports[unknown.job_id] is None  # type: ignore[index]
+    for ref in refs:
+        report = reports[ref.job_id]  # type: ignore[index]
+        assert report is not None
+        assert (report.status, report.try_number) == (JobStatus.RUNNING, ref.try_number)
 
 
 def test_cancel_stops_the_task_with_skydags_reason(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,8 @@ DETAIL_TYPE = "Batch Job State Change"
 _MIN_ATTEMPT_SECONDS = 60
 _MAX_REASON = 1024
 _FINISHED = frozenset({"SUCCEEDED", "FAILED"})
+# DescribeJobs takes at most 100 job ids a call.
+DESCRIBE_JOBS_LIMIT = 100
 # The event statuses the scheduler's rule routes: a job's end. RUNNING is recorded already
 # (the dispatch writes the try running with the job id SubmitJob returned), so its event
 # would change nothing and still cost an SQS round and an invocation; statuses before it
@@ -78,17 +80,22 @@ class BatchJobs:
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
         target = target if target is not None else job.target
         detail = self._detail(job, target)
-        if detail is None:
-            return None
-        status, exit_code, reason = _outcome(detail)
-        return report(
-            job,
-            status or JobStatus.RUNNING,
-            str(detail["jobId"]),
-            exit_code=exit_code,
-            reason=reason,
-            at=parse_time(detail.get("stoppedAt") or detail.get("startedAt")),
-        )
+        return None if detail is None else _report(job, detail)
+
+    def describe_many(self, jobs: Sequence[JobRef]) -> dict[str, JobReport | None]:
+        """``DescribesMany``: DescribeJobs, 100 job ids a call."""
+        by_id = {job.job_id: job for job in jobs if job.job_id is not None}
+        ids = list(by_id)
+        reports: dict[str, JobReport | None] = dict.fromkeys(ids)
+        for start in range(0, len(ids), DESCRIBE_JOBS_LIMIT):
+            chunk = ids[start : start + DESCRIBE_JOBS_LIMIT]
+            with translate_errors("batch", "DescribeJobs", f"{len(chunk)} jobs from {chunk[0]}"):
+                details = self.client.describe_jobs(jobs=chunk).get("jobs") or []
+            for detail in details:
+                job_id = str(detail["jobId"])
+                if job_id in by_id:
+                    reports[job_id] = _report(by_id[job_id], detail)
+        return reports
 
     def cancel(self, job: JobRef, reason: str, *, target: Mapping[str, Any] | None = None) -> None:
         target = target if target is not None else job.target
@@ -180,6 +187,18 @@ def _submit_parameters(
     if target.get("array_size"):
         parameters["arrayProperties"] = {"size": int(target["array_size"])}
     return parameters
+
+
+def _report(job: JobRef, detail: Mapping[str, Any]) -> JobReport:
+    status, exit_code, reason = _outcome(detail)
+    return report(
+        job,
+        status or JobStatus.RUNNING,
+        str(detail["jobId"]),
+        exit_code=exit_code,
+        reason=reason,
+        at=parse_time(detail.get("stoppedAt") or detail.get("startedAt")),
+    )
 
 
 def _outcome(detail: Mapping[str, Any]) -> tuple[JobStatus | None, int | None, str | None]:

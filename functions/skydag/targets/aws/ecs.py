@@ -9,7 +9,7 @@ The task's completion is its "ECS Task State Change" event with lastStatus STOPP
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,8 @@ from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRe
 KIND = "ecs"
 SOURCE = "aws.ecs"
 DETAIL_TYPE = "ECS Task State Change"
+# DescribeTasks takes at most 100 tasks of one cluster a call.
+DESCRIBE_TASKS_LIMIT = 100
 # The ECS stop code of a task stopped through StopTask (by skydag or anyone else).
 USER_INITIATED = "UserInitiated"
 # The container override skydag writes carries this variable: it marks the container
@@ -80,17 +82,25 @@ class EcsTasks:
     def describe(self, job: JobRef, *, target: Mapping[str, Any] | None = None) -> JobReport | None:
         target = target if target is not None else job.target
         task = self._task(job, target)
-        if task is None:
-            return None
-        status, exit_code, reason = _outcome(task)
-        return report(
-            job,
-            status or JobStatus.RUNNING,
-            str(task["taskArn"]),
-            exit_code=exit_code,
-            reason=reason,
-            at=parse_time(task.get("stoppedAt") or task.get("startedAt")),
-        )
+        return None if task is None else _report(job, task)
+
+    def describe_many(self, jobs: Sequence[JobRef]) -> dict[str, JobReport | None]:
+        """``DescribesMany``: DescribeTasks, 100 tasks of one cluster a call."""
+        by_arn = {job.job_id: job for job in jobs if job.job_id is not None}
+        reports: dict[str, JobReport | None] = dict.fromkeys(by_arn)
+        by_cluster: dict[str, list[str]] = {}
+        for arn, job in by_arn.items():
+            by_cluster.setdefault(_cluster_of(arn, job.target), []).append(arn)
+        for cluster, arns in by_cluster.items():
+            for start in range(0, len(arns), DESCRIBE_TASKS_LIMIT):
+                chunk = arns[start : start + DESCRIBE_TASKS_LIMIT]
+                with translate_errors("ecs", "DescribeTasks", f"{len(chunk)} tasks on {cluster}"):
+                    tasks = self.client.describe_tasks(cluster=cluster, tasks=chunk).get("tasks")
+                for task in tasks or []:
+                    arn = str(task["taskArn"])
+                    if arn in by_arn:
+                        reports[arn] = _report(by_arn[arn], task)
+        return reports
 
     def cancel(self, job: JobRef, reason: str, *, target: Mapping[str, Any] | None = None) -> None:
         target = target if target is not None else job.target
@@ -204,6 +214,18 @@ def _cluster_of(task_arn: str, target: Mapping[str, Any] | None) -> str:
     if len(parts) == 3:
         return parts[1]
     return str((target or {}).get("cluster") or "default")
+
+
+def _report(job: JobRef, task: Mapping[str, Any]) -> JobReport:
+    status, exit_code, reason = _outcome(task)
+    return report(
+        job,
+        status or JobStatus.RUNNING,
+        str(task["taskArn"]),
+        exit_code=exit_code,
+        reason=reason,
+        at=parse_time(task.get("stoppedAt") or task.get("startedAt")),
+    )
 
 
 def _outcome(task: Mapping[str, Any]) -> tuple[JobStatus | None, int | None, str | None]:
