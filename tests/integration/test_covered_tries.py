@@ -338,3 +338,21 @@ def test_a_pass_out_of_time_leaves_the_rest_of_an_armed_run_to_the_next(
     assert [r.run_id for r in env.repos.runs.due(clock.now())] == [run_id]  # still armed
     assert env.service.reconcile(deadline=time.monotonic() + 60).uncovered == 1
     assert env.repos.runs.due(clock.now() + FAR) == []
+
+
+def test_a_runs_end_disarms_it_so_the_reconciler_never_looks_at_it(
+    env: EmbeddedSkydag, jobs: FakeService
+) -> None:
+    """Its tasks' counts armed the run while they ran; once every task finished, the end
+    write takes the run's due entry out: no pass reads it, lists its tasks or writes a
+    disarm (a look, a Query and a write per run before)."""
+    run_id = start(env)
+    for job in ("job-1", "job-2"):
+        env.service.on_job_event(jobs.event(job, JobStatus.SUCCEEDED))
+        settle(env)
+    assert [r.run_id for r in env.repos.runs.due(env.clock.now() + FAR)] == [run_id]
+    env.service.on_job_event(jobs.event("job-3", JobStatus.SUCCEEDED))
+    settle(env)
+
+    assert env.repos.runs.get("chain", run_id).state is RunState.SUCCESS
+    assert env.repos.runs.due(env.clock.now() + FAR) == []

@@ -2213,6 +2213,26 @@ def test_a_finish_count_arms_the_run_once_and_a_disarm_waits_for_quiet(repos: St
     assert [r.run_id for r in repos.runs.due(second)] == [RUN]
 
 
+def test_a_runs_end_can_take_its_due_entry_out_in_the_same_write(repos: Store) -> None:
+    """Its end, every task finished: no covered try is left to look at, so the end write
+    disarms the run (``disarm``), whatever its last count's time; another transition
+    leaves the entry where it is."""
+    run = make_run(repos)
+    ti = queued_task(repos, "a")
+    done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+    counted = repos.runs.record_finished(done, 0, failed_leaf=False, arming=Arming(NOW, NOW))
+    assert counted is not None
+    running = repos.runs.get(DAG, RUN)
+    assert running.state is RunState.RUNNING
+    assert [r.run_id for r in repos.runs.due(NOW)] == [RUN]
+    ended = repos.runs.transition(
+        running, RunState.SUCCESS, Cause.SUCCEEDED, disarm=True, ended_at=NOW
+    )
+    assert repos.runs.due(NOW + timedelta(days=1)) == []
+    assert repos.runs.get(DAG, RUN) == ended
+    assert run.version < ended.version
+
+
 def test_a_slots_hand_over_counts_and_arms_in_one_write(repos: Store) -> None:
     run = make_run(repos)
     a = queued_task(repos, "a")

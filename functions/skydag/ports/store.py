@@ -389,10 +389,13 @@ class RunStore(Protocol):
         """The DAG's runs whose logical date is in [start, end], by run id."""
         ...
 
-    def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
+    def transition(
+        self, run: DagRun, dst: RunState, cause: Cause, *, disarm: bool = False, **changes: Any
+    ) -> DagRun:
         """Move the run to ``dst`` with ``changes`` (None removes a field), only if it is at
         ``run.version`` in one of ``run_sources(dst, cause)``; ValueError when ``run.state``
-        itself is not a source."""
+        itself is not a source. ``disarm``: the run's due entry (``arm``) is taken out in
+        the same write (its end, every task finished: no covered try is left to look at)."""
         ...
 
     def mark_tasks_created(self, run: DagRun) -> None: ...

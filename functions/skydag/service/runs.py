@@ -314,8 +314,15 @@ class RunLifecycle:
                 if self._uncount_unfinished(spec, current):
                     return
             cause, reason = run_end(outcome, current.failed_leaves)
+            # Every task finished: no covered try is left for the reconciler to look at,
+            # so the end takes the run's due entry out (its look and write spared).
             self.scheduler.repos.runs.transition(
-                current, outcome, cause, ended_at=self.scheduler.clock.now(), reason=reason
+                current,
+                outcome,
+                cause,
+                disarm=True,
+                ended_at=self.scheduler.clock.now(),
+                reason=reason,
             )
 
         settle(run, attempt, f"run {run.dag_id}/{run.run_id}")

@@ -759,7 +759,9 @@ class MemoryRunRepository:
                 and lower <= item.run.logical_date <= upper
             ]
 
-    def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
+    def transition(
+        self, run: DagRun, dst: RunState, cause: Cause, *, disarm: bool = False, **changes: Any
+    ) -> DagRun:
         sources = run_sources(dst, cause)
         if run.state not in sources:
             raise ValueError(f"run {run.run_id}: {run.state.value} -> {dst.value} not allowed")
@@ -784,6 +786,8 @@ class MemoryRunRepository:
             def write() -> None:
                 item.run = replace(item.run, state=dst, version=run.version + 1, **stored)
                 item.queued_key = queued_key(run) if dst is RunState.QUEUED else None
+                if disarm:
+                    item.due = None
 
             self._write(item, write)
         return replace(run, state=dst, version=run.version + 1, **changes)

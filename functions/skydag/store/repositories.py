@@ -1205,7 +1205,9 @@ class RunRepository:
             key=lambda run: run.run_id,
         )
 
-    def transition(self, run: DagRun, dst: RunState, cause: Cause, **changes: Any) -> DagRun:
+    def transition(
+        self, run: DagRun, dst: RunState, cause: Cause, *, disarm: bool = False, **changes: Any
+    ) -> DagRun:
         sources = run_sources(dst, cause)
         if run.state not in sources:
             raise ValueError(f"run {run.run_id}: {run.state.value} -> {dst.value} not allowed")
@@ -1213,6 +1215,8 @@ class RunRepository:
             RunModel.state.set(dst.value),
             RunModel.version.set(run.version + 1),
         ]
+        if disarm:
+            actions += [RunModel.due_shard.remove(), RunModel.due_at.remove()]
         for name, value in changes.items():
             attribute = getattr(RunModel, name)
             actions.append(attribute.remove() if value is None else attribute.set(value))
