@@ -268,6 +268,9 @@ def make_run(
     assert repos.runs.create(run)
     if start:
         run = repos.runs.transition(run, RunState.RUNNING, Cause.DISPATCH, started_at=NOW)
+    else:
+        repos.runs.mark_tasks_created(run)  # waiting for a slot, in the queued index
+        run = replace(run, tasks_created=True)
     return run
 
 
@@ -1192,6 +1195,28 @@ def test_a_runs_backfill_limit_is_stored(repos: Store) -> None:
     assert repos.runs.get(DAG, "b").run_type is RunType.BACKFILL
     make_run(repos, "plain")
     assert repos.runs.get(DAG, "plain").backfill_limit is None
+
+
+def test_a_queued_run_enters_the_queued_index_once_its_tasks_are_written(repos: Store) -> None:
+    """Created, it is not there; marked, it is (it may start now); a run that started in
+    the write recording its tasks never was; a mark after the start changes nothing."""
+    waiting = DagRun(DAG, "waiting", 1, RunType.MANUAL, logical_date=NOW, created_at=NOW)
+    at_once = DagRun(DAG, "at-once", 1, RunType.MANUAL, logical_date=NOW, created_at=NOW)
+    assert repos.runs.create(waiting)
+    assert repos.runs.create(at_once)
+    assert repos.runs.queued_runs(DAG, limit=10) == []
+
+    repos.runs.mark_tasks_created(waiting)
+    assert repos.runs.queued_runs(DAG, limit=10) == [(DAG, "waiting")]
+    assert repos.runs.get(DAG, "waiting").tasks_created
+    started = repos.runs.transition(
+        at_once, RunState.RUNNING, Cause.DISPATCH, started_at=NOW, tasks_created=True
+    )
+    assert repos.runs.get(DAG, "at-once") == started
+    assert started.tasks_created
+    repos.runs.mark_tasks_created(at_once)  # a late duplicate trigger's
+    assert repos.runs.queued_runs(DAG, limit=10) == [(DAG, "waiting")]
+    assert repos.runs.get(DAG, "at-once") == started
 
 
 def test_queued_runs_index_is_oldest_first_and_sparse(repos: Store) -> None:

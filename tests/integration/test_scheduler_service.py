@@ -346,6 +346,44 @@ def test_max_active_runs_queues_the_next_run(embedded: EmbeddedSkydag, dag_loade
     assert embedded.repos.dags.get("serial").active_runs == frozenset()
 
 
+def test_a_run_that_starts_at_once_never_enters_the_queued_index(
+    embedded: EmbeddedSkydag, dag_loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its start records its tasks (no mark, no queued entry put and deleted). A trigger
+    cut short after taking the slot leaves a run found by no index: its redelivery
+    writes the tasks again, still holds the slot and starts it."""
+    dag_loader({"dag": "serial", "max_active_runs": 1, "tasks": {"a": job(duration="150ms")}})
+    marks: list[str] = []
+    mark = embedded.repos.runs.mark_tasks_created
+
+    def counted(run: DagRun) -> None:
+        marks.append(run.run_id)
+        mark(run)
+
+    monkeypatch.setattr(embedded.repos.runs, "mark_tasks_created", counted)
+    transition = embedded.repos.runs.transition
+
+    def dies_at_the_start(*args: Any, **kwargs: Any) -> DagRun:
+        monkeypatch.setattr(embedded.repos.runs, "transition", transition)
+        raise Crash("died after taking the run's slot")
+
+    monkeypatch.setattr(embedded.repos.runs, "transition", dies_at_the_start)
+    with pytest.raises(Crash):
+        embedded.service.trigger("serial", run_id="r1")
+    assert embedded.repos.dags.get("serial").active_runs == frozenset({"r1"})
+    assert embedded.repos.runs.queued_runs("serial", limit=10) == []
+
+    first = embedded.service.trigger("serial", run_id="r1")  # its redelivery
+    assert (first.run.state, first.run.tasks_created) == (RunState.RUNNING, True)
+    assert embedded.repos.runs.get("serial", "r1") == first.run
+    second = embedded.service.trigger("serial", run_id="r2")
+    assert second.run.state is RunState.QUEUED
+    assert embedded.repos.runs.queued_runs("serial", limit=10) == [("serial", "r2")]
+    assert marks == ["r2"]
+    assert finish(embedded, "serial", "r1").state is RunState.SUCCESS
+    assert finish(embedded, "serial", "r2").state is RunState.SUCCESS
+
+
 def test_a_throttled_retry_runs_when_a_slot_frees(
     embedded: EmbeddedSkydag, dag_loader: Loader
 ) -> None:

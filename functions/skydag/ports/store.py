@@ -374,7 +374,8 @@ class RunStore(Protocol):
 
     def create(self, run: DagRun) -> bool:
         """Create the run (no counters, slots, start, end or reason yet); False when a run
-        with this id exists."""
+        with this id exists. A queued run enters the queued index (``queued_runs``) once
+        its tasks are written: created so, or at ``mark_tasks_created``."""
         ...
 
     def get(self, dag_id: str, run_id: str) -> DagRun: ...
@@ -398,7 +399,11 @@ class RunStore(Protocol):
         the same write (its end, every task finished: no covered try is left to look at)."""
         ...
 
-    def mark_tasks_created(self, run: DagRun) -> None: ...
+    def mark_tasks_created(self, run: DagRun) -> None:
+        """Record that the run's task instances are written, and put a run still queued
+        in the queued index (``run``'s logical date); nothing for a run that has started
+        (it had them written first)."""
+        ...
 
     def tasks_created(self, run: DagRun) -> bool: ...
 

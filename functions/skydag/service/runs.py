@@ -118,9 +118,8 @@ class RunLifecycle:
         if run.state is RunState.QUEUED and not run.tasks_created:
             # Also on a duplicate: a crash may have left the first attempt half done.
             repos.tasks.put_new(planned.task_instances)
-            repos.runs.mark_tasks_created(run)
-            run = replace(run, tasks_created=True)
-        if run.state is RunState.QUEUED:
+            run = self._start_created(run, spec)
+        elif run.state is RunState.QUEUED:
             run = self.try_start(run, spec)
         if created:
             self.scheduler.emit_run_event(run)
@@ -245,6 +244,34 @@ class RunLifecycle:
         except ConflictError as conflict:
             current: DagRun | None = conflict.current
             return current if current is not None else run
+
+    def _start_created(self, run: DagRun, spec: DagSpec) -> DagRun:
+        """A queued run whose tasks were just written: started at once if it gets a
+        max_active_runs slot, recording its tasks in the start's write; otherwise marked,
+        which puts it in the queued index to wait for a slot. A run that starts at once
+        never enters that index (an entry's put and delete and a write spared per run).
+
+        Until one of those writes, the run is found by the trigger's redelivery alone,
+        as between its creation and its tasks: a start cut short after taking the slot
+        is redelivered, still holds the slot and starts."""
+        repos = self.scheduler.repos
+        if repos.dags.reserve_run_slot(
+            run.dag_id, run.run_id, spec.max_active_runs, run.backfill_limit
+        ):
+            try:
+                return repos.runs.transition(
+                    run,
+                    RunState.RUNNING,
+                    Cause.DISPATCH,
+                    started_at=self.scheduler.clock.now(),
+                    reason=None,
+                    tasks_created=True,
+                )
+            except ConflictError as conflict:
+                current: DagRun | None = conflict.current
+                return current if current is not None else run
+        repos.runs.mark_tasks_created(run)
+        return replace(run, tasks_created=True)
 
     def start_queued_runs(self, dag_id: str) -> None:
         """Start the DAG's queued runs, oldest first, while slots are free, and any queued

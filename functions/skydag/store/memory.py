@@ -102,9 +102,10 @@ _RUN_WRITABLE = frozenset(
         "logical_date",
         "data_interval_start",
         "data_interval_end",
+        "tasks_created",
     }
 )
-_RUN_TIME_FIELDS = _RUN_WRITABLE - {"reason"}
+_RUN_TIME_FIELDS = _RUN_WRITABLE - {"reason", "tasks_created"}
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -726,7 +727,8 @@ class MemoryRunRepository:
             if (run.dag_id, run.run_id) in self._runs:
                 return False
             item = _RunItem(stored)
-            if run.state is RunState.QUEUED:
+            item.tasks_created = run.tasks_created
+            if run.state is RunState.QUEUED and run.tasks_created:
                 item.queued_key = queued_key(run)
             self._runs[(run.dag_id, run.run_id)] = item
             self._tables.changed("run", None, item.record())
@@ -784,6 +786,8 @@ class MemoryRunRepository:
                 )
 
             def write() -> None:
+                if "tasks_created" in stored:  # kept beside the run, as ``record`` reads it
+                    item.tasks_created = bool(stored.pop("tasks_created"))
                 item.run = replace(item.run, state=dst, version=run.version + 1, **stored)
                 item.queued_key = queued_key(run) if dst is RunState.QUEUED else None
                 if disarm:
@@ -795,8 +799,9 @@ class MemoryRunRepository:
     def mark_tasks_created(self, run: DagRun) -> None:
         with self._lock:
             item = self._runs.get((run.dag_id, run.run_id))
-            if item is not None:
+            if item is not None and item.run.state is RunState.QUEUED:
                 item.tasks_created = True
+                item.queued_key = queued_key(run)
 
     def tasks_created(self, run: DagRun) -> bool:
         with self._lock:

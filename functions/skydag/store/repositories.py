@@ -1167,7 +1167,12 @@ class RunRepository:
             created_at=run.created_at,
             backfill_limit=run.backfill_limit,
             active={},
-            queued_key=_queued_key(run) if run.state is RunState.QUEUED else None,
+            # In the queued index once its tasks are written (``mark_tasks_created``): a
+            # run that starts at once never enters it (its entry's put and delete spared).
+            queued_key=(
+                _queued_key(run) if run.state is RunState.QUEUED and run.tasks_created else None
+            ),
+            tasks_created=run.tasks_created,
         )
         try:
             item.save(condition=RunModel.run_id.does_not_exist())
@@ -1231,7 +1236,19 @@ class RunRepository:
         return replace(run, state=dst, version=run.version + 1, **changes)
 
     def mark_tasks_created(self, run: DagRun) -> None:
-        self._write(run.dag_id, run.run_id, [RunModel.tasks_created.set(True)])
+        """Its tasks are written: a run still queued enters the queued index with it (a
+        run that has started had them written before)."""
+        actions: list[Action] = [
+            RunModel.tasks_created.set(True),
+            RunModel.queued_key.set(_queued_key(run)),
+        ]
+        self._write(
+            run.dag_id,
+            run.run_id,
+            actions,
+            RunModel.state == RunState.QUEUED.value,
+            quiet=True,
+        )
 
     def tasks_created(self, run: DagRun) -> bool:
         item = RunModel.get(
