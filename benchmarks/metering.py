@@ -472,8 +472,10 @@ class CostMeter:
                         self._producers[event_id] = (node.id, index)
             elif service == "sqs":
                 usage.add("sqs.requests", 1, *labels, operation, "")
-            elif service == "scheduler" or service in ("batch", "logs", "s3"):
-                pass  # API calls these services do not bill (S3 GETs: a rounding error)
+            elif service in ("scheduler", "batch", "logs", "s3", "events"):
+                # API calls these services do not bill (S3 GETs: a rounding error);
+                # EventBridge bills the events published, not its other calls (ListRules).
+                pass
             else:
                 self.unpriced[f"{service}:{operation}"] += 1
 
