@@ -39,6 +39,33 @@ def _units(meter: CostMeter) -> dict[tuple[str, str, str], float]:
     }
 
 
+def _check_then_update(
+    client: Any, meter: CostMeter, runs: str, dags: str, expected_state: str
+) -> None:
+    """One transaction: check the run is at ``expected_state``, add one to the DAG's item."""
+    client.transact_write_items(
+        TransactItems=[
+            {
+                "ConditionCheck": {
+                    "TableName": runs,
+                    "Key": _key(meter, runs, "r"),
+                    "ConditionExpression": "#s = :s",
+                    "ExpressionAttributeNames": {"#s": "state"},
+                    "ExpressionAttributeValues": {":s": {"S": expected_state}},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": dags,
+                    "Key": _key(meter, dags, "d"),
+                    "UpdateExpression": "SET n = n + :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}},
+                }
+            },
+        ]
+    )
+
+
 def test_a_transaction_is_charged_twice_per_item_and_its_condition_check_as_a_read(
     metered: tuple[Any, CostMeter],
 ) -> None:
@@ -48,27 +75,8 @@ def test_a_transaction_is_charged_twice_per_item_and_its_condition_check_as_a_re
     client.put_item(TableName=runs, Item={**_key(meter, runs, "r"), "state": {"S": "success"}})
     client.put_item(TableName=dags, Item={**_key(meter, dags, "d"), "n": {"N": "1"}})
     meter.reset()
-    condition = {"ConditionExpression": "#s = :s", "ExpressionAttributeNames": {"#s": "state"}}
-    update = {
-        "TableName": dags,
-        "Key": _key(meter, dags, "d"),
-        "UpdateExpression": "SET n = n + :one",
-        "ExpressionAttributeValues": {":one": {"N": "1"}},
-    }
     with meter.charged_to(*CAUSE):
-        client.transact_write_items(
-            TransactItems=[
-                {
-                    "ConditionCheck": {
-                        "TableName": runs,
-                        "Key": _key(meter, runs, "r"),
-                        **condition,
-                        "ExpressionAttributeValues": {":s": {"S": "success"}},
-                    }
-                },
-                {"Update": update},
-            ]
-        )
+        _check_then_update(client, meter, runs, dags, "success")
     assert _units(meter) == {
         ("dynamodb.rru", "TransactWriteItems", "runs"): 2.0,
         ("dynamodb.wru", "TransactWriteItems", "dags"): 2.0,
@@ -77,19 +85,7 @@ def test_a_transaction_is_charged_twice_per_item_and_its_condition_check_as_a_re
 
     meter.reset()
     with meter.charged_to(*CAUSE), pytest.raises(client.exceptions.TransactionCanceledException):
-        client.transact_write_items(
-            TransactItems=[
-                {
-                    "ConditionCheck": {
-                        "TableName": runs,
-                        "Key": _key(meter, runs, "r"),
-                        **condition,
-                        "ExpressionAttributeValues": {":s": {"S": "running"}},
-                    }
-                },
-                {"Update": update},
-            ]
-        )
+        _check_then_update(client, meter, runs, dags, "running")
     assert _units(meter) == {
         ("dynamodb.rru", "TransactWriteItems", "runs"): 2.0,
         ("dynamodb.wru", "TransactWriteItems failed condition", "dags"): 2.0,

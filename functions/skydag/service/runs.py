@@ -118,7 +118,7 @@ class RunLifecycle:
         if run.state is RunState.QUEUED and not run.tasks_created:
             # Also on a duplicate: a crash may have left the first attempt half done.
             repos.tasks.put_new(planned.task_instances)
-            run = self._start_created(run, spec)
+            run = self.try_start(run, spec, tasks_written=True)
         elif run.state is RunState.QUEUED:
             run = self.try_start(run, spec)
         if created:
@@ -224,15 +224,27 @@ class RunLifecycle:
 
     # --- slots -----------------------------------------------------------------------------
 
-    def try_start(self, run: DagRun, spec: DagSpec) -> DagRun:
-        """Take a max_active_runs slot and start the run, or leave it queued."""
-        if run.state is not RunState.QUEUED or not run.tasks_created:
+    def try_start(self, run: DagRun, spec: DagSpec, *, tasks_written: bool = False) -> DagRun:
+        """Take a max_active_runs slot and start the run, or leave it queued.
+
+        ``tasks_written``: a new run whose task instances were just written, not yet
+        recorded (``tasks_created``). Its start records them in the same write, so a run
+        that starts at once never enters the queued index (an entry's put and delete and a
+        write spared a run); one that must wait is marked, which puts it there. Until one
+        of those writes the run is found by its trigger's redelivery alone, as between its
+        creation and its tasks: a start cut short after taking the slot is redelivered,
+        still holds the slot and starts."""
+        if run.state is not RunState.QUEUED or not (run.tasks_created or tasks_written):
             return run
         repos = self.scheduler.repos
         if not repos.dags.reserve_run_slot(
             run.dag_id, run.run_id, spec.max_active_runs, run.backfill_limit
         ):
+            if tasks_written:
+                repos.runs.mark_tasks_created(run)
+                return replace(run, tasks_created=True)
             return run
+        recorded = {"tasks_created": True} if tasks_written else {}
         try:
             return repos.runs.transition(
                 run,
@@ -240,38 +252,11 @@ class RunLifecycle:
                 Cause.DISPATCH,
                 started_at=self.scheduler.clock.now(),
                 reason=None,  # a reopened run waited with one
+                **recorded,
             )
         except ConflictError as conflict:
             current: DagRun | None = conflict.current
             return current if current is not None else run
-
-    def _start_created(self, run: DagRun, spec: DagSpec) -> DagRun:
-        """A queued run whose tasks were just written: started at once if it gets a
-        max_active_runs slot, recording its tasks in the start's write; otherwise marked,
-        which puts it in the queued index to wait for a slot. A run that starts at once
-        never enters that index (an entry's put and delete and a write spared per run).
-
-        Until one of those writes, the run is found by the trigger's redelivery alone,
-        as between its creation and its tasks: a start cut short after taking the slot
-        is redelivered, still holds the slot and starts."""
-        repos = self.scheduler.repos
-        if repos.dags.reserve_run_slot(
-            run.dag_id, run.run_id, spec.max_active_runs, run.backfill_limit
-        ):
-            try:
-                return repos.runs.transition(
-                    run,
-                    RunState.RUNNING,
-                    Cause.DISPATCH,
-                    started_at=self.scheduler.clock.now(),
-                    reason=None,
-                    tasks_created=True,
-                )
-            except ConflictError as conflict:
-                current: DagRun | None = conflict.current
-                return current if current is not None else run
-        repos.runs.mark_tasks_created(run)
-        return replace(run, tasks_created=True)
 
     def start_queued_runs(self, dag_id: str) -> None:
         """Start the DAG's queued runs, oldest first, while slots are free, and any queued

@@ -285,6 +285,26 @@ def report(
     )
 
 
+def described(
+    job: JobRef,
+    found: Mapping[str, Any],
+    job_id: str,
+    outcome: tuple[JobStatus | None, int | None, str | None],
+) -> JobReport:
+    """A describe call's report of what the service ``found`` (a Batch job, an ECS task):
+    ``outcome`` as its module reads it, running until it has one, at its stop or else its
+    start by the service's clock."""
+    status, exit_code, reason = outcome
+    return report(
+        job,
+        status or JobStatus.RUNNING,
+        job_id,
+        exit_code=exit_code,
+        reason=reason,
+        at=parse_time(found.get("stoppedAt") or found.get("startedAt")),
+    )
+
+
 # --- events and service responses ------------------------------------------------------------
 
 

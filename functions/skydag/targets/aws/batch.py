@@ -16,6 +16,7 @@ from typing import Any
 from skydag.engine.models import JobReport, JobStatus
 from skydag.targets.aws._common import (
     cancel_reason,
+    described,
     event_detail,
     event_time,
     identity_tags,
@@ -26,7 +27,6 @@ from skydag.targets.aws._common import (
     job_name_of,
     joined,
     parse_time,
-    report,
     require_target,
     required,
     task_key_in,
@@ -190,15 +190,7 @@ def _submit_parameters(
 
 
 def _report(job: JobRef, detail: Mapping[str, Any]) -> JobReport:
-    status, exit_code, reason = _outcome(detail)
-    return report(
-        job,
-        status or JobStatus.RUNNING,
-        str(detail["jobId"]),
-        exit_code=exit_code,
-        reason=reason,
-        at=parse_time(detail.get("stoppedAt") or detail.get("startedAt")),
-    )
+    return described(job, detail, str(detail["jobId"]), _outcome(detail))
 
 
 def _outcome(detail: Mapping[str, Any]) -> tuple[JobStatus | None, int | None, str | None]:

@@ -16,6 +16,7 @@ from typing import Any
 from skydag.engine.models import JobReport, JobStatus
 from skydag.targets.aws._common import (
     cancel_reason,
+    described,
     event_detail,
     event_time,
     identity_tags,
@@ -26,7 +27,6 @@ from skydag.targets.aws._common import (
     joined,
     parse_time,
     refusal,
-    report,
     require_target,
     required,
     task_key_in,
@@ -217,15 +217,7 @@ def _cluster_of(task_arn: str, target: Mapping[str, Any] | None) -> str:
 
 
 def _report(job: JobRef, task: Mapping[str, Any]) -> JobReport:
-    status, exit_code, reason = _outcome(task)
-    return report(
-        job,
-        status or JobStatus.RUNNING,
-        str(task["taskArn"]),
-        exit_code=exit_code,
-        reason=reason,
-        at=parse_time(task.get("stoppedAt") or task.get("startedAt")),
-    )
+    return described(job, task, str(task["taskArn"]), _outcome(task))
 
 
 def _outcome(task: Mapping[str, Any]) -> tuple[JobStatus | None, int | None, str | None]:
