@@ -159,19 +159,23 @@ class Reconciler:
         jobs stays short. What is left out (a kind described one by one, a call that
         failed, a try whose spec cannot be read) is described by its own look."""
         looks: dict[str, list[tuple[TaskInstance, JobRef]]] = {}
+        targets: dict[str, object] = {}
         for ti in page:
             if not _describes_running_job(ti, now):
                 continue
             try:
                 spec = self.scheduler.spec_of_task(ti)
                 kind = spec.tasks[ti.task_id].target_kind
+                if kind not in targets:
+                    targets[kind] = self.scheduler.targets.target_for(kind)
+                job = self.jobs.job_ref(spec, ti)
             except Exception:  # its own look meets it, logs it and backs off
                 log.debug("%s: left to its own look", "/".join(ti.key), exc_info=True)
                 continue
-            looks.setdefault(kind, []).append((ti, self.jobs.job_ref(spec, ti)))
+            looks.setdefault(kind, []).append((ti, job))
         described: Described = {}
         for kind, kind_looks in looks.items():
-            target = self.scheduler.targets.target_for(kind)
+            target = targets[kind]
             if len(kind_looks) < 2 or not isinstance(target, DescribesMany):
                 continue
             try:
