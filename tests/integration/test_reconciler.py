@@ -294,6 +294,28 @@ def test_a_pass_describes_its_pages_running_jobs_in_one_call(
         ]
 
 
+def test_a_page_whose_target_cannot_be_had_fails_each_look_not_the_pass(
+    aws: Settings, tmp_path: Path, clock: SettableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Describing a page's jobs together meets the error first: it leaves each try to its
+    own look, which logs it and backs off (counted ``failed``); the pass ends."""
+    service = ManyAtOnceService()
+    with embedded_with(aws, tmp_path, clock, service, [DAG]) as env:
+        for number in range(3):
+            env.service.trigger("etl", run_id=f"r{number}")
+        settle(env)
+        clock.advance(DISPATCH_CHECK_AFTER)
+
+        def no_target(kind: str) -> Any:
+            raise KeyError(kind)
+
+        monkeypatch.setattr(service, "target_for", no_target)
+        result = env.service.reconcile()
+
+        assert (result.failed, result.described) == (3, 0)
+        assert service.calls["describe_many"] == 0
+
+
 def test_reconciler_enforces_timeouts_by_cancelling_the_job(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
