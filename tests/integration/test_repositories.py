@@ -54,7 +54,7 @@ from skydag.spec.models import DagSpec
 from skydag.store import repositories
 from skydag.store.common import iso
 from skydag.store.memory import MemoryStore
-from skydag.store.models import DUE_SHARDS, DagVersionModel, TaskInstanceModel
+from skydag.store.models import DUE_SHARDS, DagVersionModel, RunModel, TaskInstanceModel
 from skydag.store.repositories import (
     Repositories,
     _write_subscription,
@@ -1406,6 +1406,40 @@ def test_a_run_is_read_with_its_task_instances_in_one_round_trip(repos: Store) -
     repos.tasks.put_new([TaskInstance(DAG, RUN, task_id) for task_id in many])
     found_run, found = repos.tasks.get_with_run(DAG, RUN, many)
     assert (found_run, sorted(found)) == (run, many)
+
+
+def test_a_run_and_its_instances_may_be_read_eventually_consistently(
+    aws: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB only: ``instances_consistent=False`` asks for the instances without
+    ConsistentRead (half the read units), those beyond one read's too, and for the run
+    with it; by default every table is read consistently."""
+    repos = Repositories()
+    run = make_run(repos)
+    put_task(repos, "a")
+    client = TaskInstanceModel._get_connection().connection.client
+    asked: list[dict[str, bool]] = []
+    batch_get_item = client.batch_get_item
+
+    def noted(**request: Any) -> Any:
+        items = request["RequestItems"]
+        asked.append({table: wanted["ConsistentRead"] for table, wanted in items.items()})
+        return batch_get_item(**request)
+
+    monkeypatch.setattr(client, "batch_get_item", noted)
+    read_run, found = repos.tasks.get_with_run(DAG, RUN, ["a"], instances_consistent=False)
+    assert (read_run, sorted(found)) == (run, ["a"])
+    runs, tasks = RunModel.Meta.table_name, TaskInstanceModel.Meta.table_name
+    assert asked == [{runs: True, tasks: False}]
+    many = [f"t{i:03}" for i in range(WITH_RUN_LIMIT + 1)]
+    repos.tasks.put_new([TaskInstance(DAG, RUN, task_id) for task_id in many])
+    asked.clear()
+    _, found = repos.tasks.get_with_run(DAG, RUN, many, instances_consistent=False)
+    assert sorted(found) == many
+    assert asked == [{runs: True}, {tasks: False}]  # the run, then the instances (too many)
+    asked.clear()
+    repos.tasks.get_with_run(DAG, RUN, ["a"])
+    assert set(asked[0].values()) == {True}
 
 
 def test_a_try_is_read_with_what_its_job_published(repos: Store) -> None:

@@ -92,6 +92,8 @@ class FaultRates:
     throttle: float
     max_faults_per_delivery: int = 2
     spare: frozenset[str] = frozenset()  # keys of SPARES
+    # Per item an eventually consistent read returns (``StaleReads``).
+    stale_read: float = 0.0
 
     @classmethod
     def draw(cls, rng: random.Random, spare: frozenset[str] = frozenset()) -> FaultRates:
@@ -104,6 +106,8 @@ class FaultRates:
             crash=round(rng.uniform(0.03, 0.2), 3),
             # Throttling is optional: one seed in two has none.
             throttle=round(rng.choice((0.0, rng.uniform(0.02, 0.12))), 3),
+            # Drawn last: the rates drawn before it stay each seed's own.
+            stale_read=round(rng.uniform(0.1, 0.6), 3),
         )
 
     def describe(self) -> str:
@@ -113,7 +117,8 @@ class FaultRates:
         return (
             f"duplicate[{by_kind(self.duplicate)}] delay[{by_kind(self.delay)}] "
             f"max_delay={self.max_delay:.2f}s drop_best_effort={self.drop_best_effort:.2f} "
-            f"crash={self.crash:.2f} throttle={self.throttle:.2f} (per invocation)"
+            f"crash={self.crash:.2f} throttle={self.throttle:.2f} (per invocation) "
+            f"stale_read={self.stale_read:.2f} (per item read eventually consistently)"
             + (f" sparing {', '.join(sorted(self.spare))}" if self.spare else "")
         )
 
@@ -204,9 +209,11 @@ class FaultInjector:
         self.on_throttle: Callable[[], None] | None = None
         # Writes a line in the local cloud's log for each invocation fault.
         self.say: Callable[[str, str], None] | None = None
+        self.stale = StaleReads(rates.stale_read, seed, self._count)
 
     def arm(self) -> None:
         self.armed = True
+        self.stale.armed = True
 
     @property
     def _pending(self) -> _Pending | None:
@@ -461,11 +468,14 @@ class CallStatus:
 
 @contextmanager
 def botocore_hook(
-    throttle: Callable[[str, str], str | None] | None, status: CallStatus
+    throttle: Callable[[str, str], str | None] | None,
+    status: CallStatus,
+    stale: StaleReads | None = None,
 ) -> Iterator[None]:
     """Wrap botocore's ``Endpoint.make_request`` (under the local cloud's own wrapper, so
     enter this before the cloud): note each response's status and, when ``throttle`` says
-    so, refuse the call with that error code instead of making it."""
+    so, refuse the call with that error code instead of making it; ``stale`` sees each
+    DynamoDB call and may serve an eventually consistent read stale."""
     from botocore.endpoint import Endpoint
     from botocore.exceptions import ClientError
 
@@ -480,6 +490,8 @@ def botocore_hook(
         response = original(self, operation_model, request_dict)
         http, parsed = response if isinstance(response, tuple) else (None, None)
         status.set(int(getattr(http, "status_code", 0) or 0), parsed)
+        if stale is not None and service == "dynamodb":
+            stale.after_call(operation_model.name, _json(request_dict.get("body")), parsed)
         return response
 
     Endpoint.make_request = make_request
@@ -487,3 +499,118 @@ def botocore_hook(
         yield
     finally:
         Endpoint.make_request = original
+
+
+# --------------------------------------------------------------------------- stale reads
+
+# How many versions of each item ``StaleReads`` remembers.
+REMEMBERED_VERSIONS = 4
+_KEYED_WRITES = frozenset({"UpdateItem", "DeleteItem"})
+
+
+def _item_key(item: Mapping[str, Any], names: Sequence[str]) -> str:
+    return json.dumps([item.get(name) for name in names], sort_keys=True)
+
+
+class StaleReads:
+    """DynamoDB's eventually consistent reads, served stale.
+
+    Every item a DynamoDB call shows (what a read returns or finds missing, what an
+    UpdateItem returns, what a PutItem writes, a DeleteItem's absence) is remembered by
+    table and key, its last ``REMEMBERED_VERSIONS`` versions. An eventually consistent
+    GetItem or BatchGetItem (a table asked without ConsistentRead) is then answered, at
+    ``rate`` per item, with an earlier remembered version of it, or without it where it
+    was last seen missing: what DynamoDB may answer for a moment after a write. Only
+    versions that existed are served, each item whole."""
+
+    def __init__(self, rate: float, seed: int, count: Callable[[str], None]) -> None:
+        self.rate = rate
+        self.armed = False
+        self._count = count
+        self._rng = random.Random(f"stale-{seed}")
+        self._keys: dict[str, list[str]] = {}  # table -> its key attributes
+        self._versions: dict[tuple[str, str], list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def after_call(self, operation: str, request: Any, parsed: Any) -> None:
+        """Remember what the call showed, then serve a read stale (``parsed`` in place)."""
+        if not isinstance(request, Mapping) or not isinstance(parsed, dict) or "Error" in parsed:
+            return
+        with self._lock:
+            if operation == "GetItem":
+                self._get_item(request, parsed)
+            elif operation == "BatchGetItem":
+                self._batch_get_item(request, parsed)
+            elif operation in _KEYED_WRITES:
+                table, key = request["TableName"], request["Key"]
+                self._learn(table, key)
+                found = parsed.get("Attributes") if operation == "UpdateItem" else None
+                if operation == "DeleteItem" or request.get("ReturnValues") == "ALL_NEW":
+                    self._remember(table, key, found)
+            elif operation == "PutItem":
+                table = request["TableName"]
+                if table in self._keys:
+                    self._remember(table, request["Item"], request["Item"])
+
+    def _learn(self, table: str, key: Mapping[str, Any]) -> None:
+        self._keys.setdefault(table, sorted(key))
+
+    def _remember(self, table: str, key: Mapping[str, Any], item: Any) -> None:
+        names = self._keys[table]
+        versions = self._versions.setdefault((table, _item_key(key, names)), [])
+        if not versions or versions[-1] != item:
+            versions.append(item)
+            del versions[:-REMEMBERED_VERSIONS]
+
+    def _earlier(self, table: str, key: Mapping[str, Any], now: Any) -> tuple[bool, Any]:
+        """(whether to serve it stale, the earlier version: None for missing)."""
+        versions = self._versions.get((table, _item_key(key, self._keys[table])), [])
+        earlier = [version for version in versions if version != now]
+        if not self.armed or not earlier or self._rng.random() >= self.rate:
+            return False, None
+        self._count(f"stale:{table}")
+        return True, self._rng.choice(earlier)
+
+    def _get_item(self, request: Mapping[str, Any], parsed: dict[str, Any]) -> None:
+        table, key = request["TableName"], request["Key"]
+        self._learn(table, key)
+        now = parsed.get("Item")
+        stale, earlier = (
+            (False, None) if request.get("ConsistentRead") else self._earlier(table, key, now)
+        )
+        self._remember(table, key, now)
+        if not stale:
+            return
+        if earlier is None:
+            parsed.pop("Item", None)
+        else:
+            parsed["Item"] = earlier
+
+    def _batch_get_item(self, request: Mapping[str, Any], parsed: dict[str, Any]) -> None:
+        responses = parsed.get("Responses") or {}
+        unprocessed = parsed.get("UnprocessedKeys") or {}
+        for table, asked in (request.get("RequestItems") or {}).items():
+            keys = asked.get("Keys") or []
+            if not keys:
+                continue
+            self._learn(table, keys[0])
+            names = self._keys[table]
+            found = {_item_key(item, names): item for item in responses.get(table, [])}
+            left = {_item_key(key, names) for key in (unprocessed.get(table) or {}).get("Keys", [])}
+            served = []
+            for key in keys:
+                wanted = _item_key(key, names)
+                if wanted in left:
+                    continue
+                now = found.get(wanted)
+                stale, earlier = (
+                    (False, None) if asked.get("ConsistentRead") else self._earlier(table, key, now)
+                )
+                self._remember(table, key, now)
+                item = earlier if stale else now
+                if item is not None:
+                    served.append(item)
+            if table in responses or served:
+                responses[table] = served
+        if responses:
+            parsed["Responses"] = responses

@@ -5,7 +5,8 @@ faults, and what came of it.
 (``scenario.build_scenario``) on a fresh local cloud with nothing injected.
 ``simulate(seed, faulty=True)`` runs the same scenario with the seed's faults
 (``faults.FaultRates``): duplicated, delayed and reordered deliveries on every channel,
-lost best-effort service events, crashes after a random AWS call, throttling; the
+lost best-effort service events, crashes after a random AWS call, throttling, stale
+eventually consistent DynamoDB reads (``faults.StaleReads``); the
 ``quick`` profile spares the paths of open findings (``faults.SPARES``). Each returns an
 ``Outcome`` (plain data, so that a worker process can send it back); ``invariants`` checks
 each and compares the two, and ``sweep.run_seeds`` runs both for each seed, in two
@@ -461,7 +462,13 @@ def simulate(
         stack.enter_context(small_report_chunks())
         stack.enter_context(small_tally_groups())
         conflicts = stack.enter_context(counting_conflicts())
-        stack.enter_context(botocore_hook(injector.throttle_now if injector else None, status))
+        stack.enter_context(
+            botocore_hook(
+                injector.throttle_now if injector else None,
+                status,
+                injector.stale if injector else None,
+            )
+        )
         options = LocalCloudOptions(
             log=log,
             log_dir=log_dir,

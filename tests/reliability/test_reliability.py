@@ -30,6 +30,7 @@ from .faults import (
     CallStatus,
     FaultInjector,
     FaultRates,
+    StaleReads,
     best_effort_rules,
     botocore_hook,
     throttle_code,
@@ -142,6 +143,52 @@ def test_a_delivery_takes_at_most_its_fault_budget() -> None:
     event = {"Records": [{"messageId": "m1", "body": '{"detail-type": "x"}'}]}
     plans = [injector.plan("Scheduler", event) for _ in range(4)]
     assert [plan is not None for plan in plans] == [True, True, False, False]
+
+
+def _item(task: str, version: int) -> dict[str, Any]:
+    return {"run_key": {"S": "d#r"}, "task_id": {"S": task}, "version": {"N": str(version)}}
+
+
+def _batch_get(tasks: Sequence[str], consistent: bool) -> dict[str, Any]:
+    keys = [{"run_key": {"S": "d#r"}, "task_id": {"S": task}} for task in tasks]
+    return {"RequestItems": {"tis": {"Keys": keys, "ConsistentRead": consistent}}}
+
+
+def test_an_eventually_consistent_read_may_be_served_an_earlier_version_never_a_strong_one() -> (
+    None
+):
+    counts: Counter[str] = Counter()
+    stale = StaleReads(1.0, seed=7, count=lambda kind: counts.update([kind]))
+    stale.armed = True
+    # Seen: "a" missing, then at versions 1 and 2 (a read, then an update's new image).
+    stale.after_call("BatchGetItem", _batch_get(["a"], True), {"Responses": {"tis": []}})
+    stale.after_call(
+        "BatchGetItem", _batch_get(["a"], True), {"Responses": {"tis": [_item("a", 1)]}}
+    )
+    key = {"run_key": {"S": "d#r"}, "task_id": {"S": "a"}}
+    update = {"TableName": "tis", "Key": key, "ReturnValues": "ALL_NEW"}
+    stale.after_call("UpdateItem", update, {"Attributes": _item("a", 2)})
+    # A strong read gets what the table holds.
+    strong = {"Responses": {"tis": [_item("a", 3)]}}
+    stale.after_call("BatchGetItem", _batch_get(["a"], True), strong)
+    assert strong == {"Responses": {"tis": [_item("a", 3)]}}
+    assert not counts
+    # An eventually consistent one, at rate 1, an earlier version (or none: it was missing).
+    served: set[int | None] = set()
+    for _ in range(40):
+        response = {"Responses": {"tis": [_item("a", 3)]}}
+        stale.after_call("BatchGetItem", _batch_get(["a"], False), response)
+        items = response["Responses"]["tis"]
+        served.add(int(items[0]["version"]["N"]) if items else None)
+        single = {"Item": _item("a", 3)}
+        stale.after_call("GetItem", {"TableName": "tis", "Key": key}, single)
+        served.add(int(single["Item"]["version"]["N"]) if "Item" in single else None)
+    assert served == {None, 1, 2}
+    assert counts == {"stale:tis": 80}
+    # Nothing earlier is known of an item seen once: it is served as it is.
+    fresh = {"Responses": {"tis": [_item("b", 1)]}}
+    stale.after_call("BatchGetItem", _batch_get(["b"], False), fresh)
+    assert fresh == {"Responses": {"tis": [_item("b", 1)]}}
 
 
 def test_throttles_include_every_dynamodb_kind_and_are_counted_by_code() -> None:
@@ -383,7 +430,7 @@ def test_the_quick_sweep_injects_every_kind_of_fault_and_covers_every_rule(
         faults.update(result.faults)
         rules |= result.rules
     kinds = {name.split(":")[0] for name, count in faults.items() if count}
-    assert kinds == {"duplicate", "delay", "drop", "crash", "throttle"}, faults
+    assert kinds == {"duplicate", "delay", "drop", "crash", "throttle", "stale"}, faults
     channels = {name for name in faults if name.startswith(("duplicate:", "delay:"))}
     # Every task's events: rules, the scheduler invoked with a job's end, the streams.
     per_task = ("rule", "invoke", "stream")

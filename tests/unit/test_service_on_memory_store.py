@@ -7,7 +7,7 @@ and a clear.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from skydag.engine.models import (
     FinishGroup,
     JobReport,
     JobStatus,
+    TallyMembers,
     TaskInstance,
     UpstreamReport,
 )
@@ -303,10 +304,17 @@ def count_run_reads(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return get(dag_id, run_id)
 
     def counted_with_tasks(
-        dag_id: str, run_id: str, task_ids: Sequence[str], finish_group: FinishGroup | None = None
+        dag_id: str,
+        run_id: str,
+        task_ids: Sequence[str],
+        finish_group: FinishGroup | None = None,
+        *,
+        instances_consistent: bool = True,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         reads.append(f"{run_id} with {', '.join(task_ids)}")
-        return get_with_run(dag_id, run_id, task_ids, finish_group)
+        return get_with_run(
+            dag_id, run_id, task_ids, finish_group, instances_consistent=instances_consistent
+        )
 
     get_try_with_run = env.store.tasks.get_try_with_run
 
@@ -613,12 +621,18 @@ def test_a_wide_join_waits_for_its_last_upstream(
     assert env.states("last")["join"] == (T.SUCCESS, 1)
 
 
+@pytest.mark.parametrize("tally_read", ["current", "stale"])
 def test_a_delivery_dying_between_the_tally_and_the_join_is_finished_by_the_next(
-    env: Harness, groups_of: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+    env: Harness,
+    groups_of: Callable[[int], None],
+    monkeypatch: pytest.MonkeyPatch,
+    tally_read: str,
 ) -> None:
     """The last report of a group is written to its tally, then the invocation dies
     before the join is told: the finish's stream record (told before) finds the report
-    held and the join behind, and tells it."""
+    held and the join behind, and tells it. Its read of the tally is eventually
+    consistent: a stale one (the report not shown yet) costs a refused write, whose
+    consistent read finds the report held all the same."""
     groups_of(2)
     env.load(wide("crash", 4))
     env.service.trigger("crash", run_id="r1")
@@ -640,11 +654,24 @@ def test_a_delivery_dying_between_the_tally_and_the_join_is_finished_by_the_next
     monkeypatch.setattr(env.store.tasks, "record_tally", record)
     assert env.store.tasks.get_tally(("crash", "r1", "join"), 1).members[1].state is T.SUCCESS
     assert env.tasks("crash")["join"].state is T.PENDING
+    asked: list[bool] = []
+    get_tally = env.store.tasks.get_tally
+
+    def read_tally(
+        join: tuple[str, str, str], group: int, *, consistent: bool = True
+    ) -> TallyMembers:
+        asked.append(consistent)
+        if tally_read == "stale" and not consistent:
+            return TallyMembers()  # as it was before the group's first report
+        return get_tally(join, group)
+
+    monkeypatch.setattr(env.store.tasks, "get_tally", read_tally)
 
     env.settle()
 
     assert env.states("crash")["join"] == (T.SUCCESS, 1)
     assert env.run("crash").state is RunState.SUCCESS
+    assert asked == [False]  # the record's read (the store reads again on its own)
 
 
 def test_a_stale_finish_is_refused_by_the_tally_after_a_clear(
@@ -983,3 +1010,78 @@ def test_the_jobs_started_before_a_failing_dispatch_are_written_running(
     env.settle()
     assert env.run("fan").state is RunState.SUCCESS
     assert sorted(r.task_id for r in env.remote.jobs.values()) == ["a", "b", "c", "d"]
+
+
+def serve_eventually_consistent(
+    env: Harness, monkeypatch: pytest.MonkeyPatch, stale: Mapping[str, TaskInstance] | None
+) -> list[bool]:
+    """``get_with_run`` as DynamoDB may answer when the instances are read eventually
+    consistently: these instances at an earlier version (None: none of the instances
+    yet). Returns how each read asked for the instances (True: consistently)."""
+    asked: list[bool] = []
+    real = env.store.tasks.get_with_run
+
+    def read(
+        dag_id: str,
+        run_id: str,
+        task_ids: Sequence[str],
+        finish_group: FinishGroup | None = None,
+        *,
+        instances_consistent: bool = True,
+    ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
+        asked.append(instances_consistent)
+        run, found = real(dag_id, run_id, task_ids, finish_group)
+        if instances_consistent:
+            return run, found
+        if stale is None:
+            return run, {}
+        return run, {**found, **{key: ti for key, ti in stale.items() if key in found}}
+
+    monkeypatch.setattr(env.store.tasks, "get_with_run", read)
+    return asked
+
+
+def crash_after_writing_a_finish(env: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler dies right after it writes the next job's end (once): its record
+    tells it."""
+    propagate = env.service.progress.propagate
+    crashed: list[str] = []
+
+    def crashing(image: TaskInstance, *args: Any, **options: Any) -> None:
+        if options.get("written") and not crashed:
+            crashed.append(image.task_id)
+            raise RuntimeError("crashed after writing the finish")
+        propagate(image, *args, **options)
+
+    monkeypatch.setattr(env.service.progress, "propagate", crashing)
+
+
+@pytest.mark.parametrize("served", ["earlier", "missing"])
+def test_a_finishs_record_reads_eventually_consistently_and_bears_a_stale_read(
+    env: Harness, monkeypatch: pytest.MonkeyPatch, served: str
+) -> None:
+    """The record of a job's end (told at once by the scheduler, so the record is the
+    backstop) reads its tasks eventually consistently, at half the read units.
+    Where that read is older than the record (the task still running), the record's own
+    image is taken; where it misses an item, it reads again, consistently. Either way the
+    finish a crashed scheduler never told is told by its record."""
+    env.load({"dag": "pair", "tasks": {"a": JOB, "b": {"depends_on": ["a"], **JOB}}})
+    env.service.trigger("pair", run_id="r1")
+    env.settle_changes()
+    (job_a,) = env.remote.running()
+    running_a = env.store.tasks.get("pair", "r1", "a")
+    crash_after_writing_a_finish(env, monkeypatch)
+    with pytest.raises(RuntimeError, match="crashed"):
+        env.service.on_job_event(env.remote.outcome(job_a))
+    assert env.store.tasks.get("pair", "r1", "a").state is T.SUCCESS
+    assert not env.remote.running()  # b waits for the record
+    asked = serve_eventually_consistent(
+        env, monkeypatch, {"a": running_a} if served == "earlier" else None
+    )
+
+    env.settle_changes()
+
+    assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["b"]
+    assert asked == ([False] if served == "earlier" else [False, True])
+    env.settle()
+    assert env.run("pair").state is RunState.SUCCESS

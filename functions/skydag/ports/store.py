@@ -227,12 +227,17 @@ class TaskInstanceStore(Protocol):
         run_id: str,
         task_ids: Sequence[str],
         finish_group: FinishGroup | None = None,
+        *,
+        instances_consistent: bool = True,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
         """The run (None: missing) and those of these instances that exist (by instance
-        id), read at once and consistently (one round trip for at most ``WITH_RUN_LIMIT``
-        instances). ``finish_group``: a big run's finish tally read with it, the run's
+        id), read at once (one round trip for at most ``WITH_RUN_LIMIT`` instances).
+        ``finish_group``: a big run's finish tally read with it, the run's
         ``finished_idx`` and ``failed_leaf_idx`` then that group's, unless the tally holds
-        the whole group and the run item does not count it done (a count cut short)."""
+        the whole group and the run item does not count it done (a count cut short).
+        ``instances_consistent=False``: the instances read eventually consistently, at
+        half the read units (each may come at an earlier version, or be missed if written
+        a moment ago); the run and its tally always as they are now."""
         ...
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
@@ -283,8 +288,11 @@ class TaskInstanceStore(Protocol):
         this report already, the item as it is (``written`` False); None when stale."""
         ...
 
-    def get_tally(self, join: tuple[str, str, str], group: int) -> TallyMembers:
-        """A wide join's tally item ``group`` as it is now (empty, version 0, if none)."""
+    def get_tally(
+        self, join: tuple[str, str, str], group: int, *, consistent: bool = True
+    ) -> TallyMembers:
+        """A wide join's tally item ``group`` as it is now (empty, version 0, if none);
+        ``consistent=False``: as it may have been a moment ago, at half the read units."""
         ...
 
     def record_tally(

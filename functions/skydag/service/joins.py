@@ -66,7 +66,9 @@ class WideJoins:
         number, position = tally_place(spec, join[2], upstream_task, self.group)
         wrote: TallyWrite | None = None
         if told_before:
-            held = tasks.get_tally(join, number)
+            # Eventually consistent (half the read units): a read too old to show the
+            # report costs the refused write it was to spare, which reads again.
+            held = tasks.get_tally(join, number, consistent=False)
             stored = held.members.get(position)
             if stored == report:
                 wrote = TallyWrite(held, held, written=False)

@@ -406,7 +406,10 @@ class MemoryTaskInstanceRepository:
         run_id: str,
         task_ids: Sequence[str],
         finish_group: FinishGroup | None = None,
+        *,
+        instances_consistent: bool = True,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
+        # Always consistent here: the reliability tests serve DynamoDB's stale reads.
         with self._lock:
             run = self._tables.runs.get((dag_id, run_id))
             return None if run is None else run.with_tally(finish_group), {
@@ -496,7 +499,9 @@ class MemoryTaskInstanceRepository:
             self._tallies[(*join, group)] = after
             return TallyWrite(before, after)
 
-    def get_tally(self, join: tuple[str, str, str], group: int) -> TallyMembers:
+    def get_tally(
+        self, join: tuple[str, str, str], group: int, *, consistent: bool = True
+    ) -> TallyMembers:
         with self._lock:
             return self._tallies.get((*join, group), TallyMembers())
 

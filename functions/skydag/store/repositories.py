@@ -177,8 +177,10 @@ BATCH_GET_FIRST_PAUSE = 0.05  # seconds
 _sleep = time.sleep  # tests replace it
 
 
-def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskInstanceModel]:
-    """Task instance items by (run_key, task_id): consistent BatchGetItem in pages of 100
+def _read_items(
+    keys: Sequence[tuple[str, str]], *, consistent: bool = True
+) -> dict[tuple[str, str], TaskInstanceModel]:
+    """Task instance items by (run_key, task_id): BatchGetItem in pages of 100
     (``_batch_get_tables``). A key with no item is left out."""
     table = TaskInstanceModel.Meta.table_name
     assert table is not None
@@ -189,7 +191,8 @@ def _read_items(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TaskIn
             {"run_key": {"S": key}, "task_id": {"S": task_id}}
             for key, task_id in unique[start : start + BATCH_GET_LIMIT]
         ]
-        for raw in _batch_get_tables({table: page}, "task instances")[table]:
+        eventually = () if consistent else (table,)
+        for raw in _batch_get_tables({table: page}, "task instances", eventually)[table]:
             item = TaskInstanceModel.from_raw_data(raw)
             found[(item.run_key, item.task_id)] = item
     return found
@@ -201,9 +204,12 @@ def _read_run_and_items(
     task_ids: Sequence[str],
     finish_group: int | None = None,
     output: tuple[str, int] | None = None,
+    *,
+    instances_consistent: bool = True,
 ) -> tuple[RunModel | None, dict[str, TaskInstanceModel], FinishTallyModel | None, Any]:
     """The run's item, these task-instance items, a finish tally and what a try's job
-    published (``output``: its instance and try), in one BatchGetItem."""
+    published (``output``: its instance and try), in one BatchGetItem (the instances
+    eventually consistently unless ``instances_consistent``, the rest consistently)."""
     runs, tasks = RunModel.Meta.table_name, TaskInstanceModel.Meta.table_name
     state = FinishTallyModel.Meta.table_name
     assert runs is not None
@@ -221,7 +227,8 @@ def _read_run_and_items(
         published = output_scope(dag_id, run_id, output[0])
         wanted = {"scope": {"S": published}, "key": {"S": output_key(output[1])}}
         keys.setdefault(state, []).append(wanted)
-    found = _batch_get_tables(keys, f"run {dag_id}/{run_id} and its task instances")
+    eventually = () if instances_consistent else (tasks,)
+    found = _batch_get_tables(keys, f"run {dag_id}/{run_id} and its task instances", eventually)
     run = next((RunModel.from_raw_data(raw) for raw in found.get(runs, [])), None)
     items = (TaskInstanceModel.from_raw_data(raw) for raw in found.get(tasks, []))
     states = found.get(state, [])
@@ -255,14 +262,16 @@ def _with_finish_tally(run: RunModel, tally: FinishTallyModel | None, group: Fin
 
 
 def _batch_get_tables(
-    keys: Mapping[str, list[dict[str, Any]]], what: str
+    keys: Mapping[str, list[dict[str, Any]]], what: str, eventually: Collection[str] = ()
 ) -> dict[str, list[dict[str, Any]]]:
-    """Raw items of several tables (by table name) in one consistent BatchGetItem, at most
-    100 keys in all; keys it leaves unprocessed (throttling) are asked for again after a
-    pause that doubles, ``BATCH_GET_ATTEMPTS`` times at most, then StoreError (nothing is
-    dropped). PynamoDB's batch read is one table's: the models' client takes them all."""
+    """Raw items of several tables (by table name) in one BatchGetItem, strongly
+    consistent but for the tables named in ``eventually`` (half the read units), at most
+    100 keys in all; keys it leaves unprocessed (throttling) are asked for again after a pause that
+    doubles, ``BATCH_GET_ATTEMPTS`` times at most, then StoreError (nothing is dropped).
+    PynamoDB's batch read is one table's: the models' client takes them all."""
     pending: dict[str, Any] = {
-        table: {"Keys": table_keys, "ConsistentRead": True} for table, table_keys in keys.items()
+        table: {"Keys": table_keys, "ConsistentRead": table not in eventually}
+        for table, table_keys in keys.items()
     }
     client = TaskInstanceModel._get_connection().connection.client
     found: dict[str, list[dict[str, Any]]] = {table: [] for table in keys}
@@ -531,16 +540,21 @@ class TaskInstanceRepository:
         run_id: str,
         task_ids: Sequence[str],
         finish_group: FinishGroup | None = None,
+        *,
+        instances_consistent: bool = True,
     ) -> tuple[DagRun | None, dict[str, TaskInstance]]:
-        """One consistent BatchGetItem across the runs, task-instance and task-state
-        tables (more instances than fit with the run: the run, then the instances in
-        pages)."""
+        """One BatchGetItem across the runs, task-instance and task-state tables (more
+        instances than fit with the run: the run, then the instances in pages)."""
         number = None if finish_group is None else finish_group.number
         if len(task_ids) > WITH_RUN_LIMIT:
             found_run, _, tally, _ = _read_run_and_items(dag_id, run_id, [], number)
-            tasks = {ti.instance_id: ti for ti in self.get_many(dag_id, run_id, task_ids)}
+            key = run_key(dag_id, run_id)
+            found = _read_items([(key, t) for t in task_ids], consistent=instances_consistent)
+            tasks = {item.task_id: _ti_from_model(item) for item in found.values()}
         else:
-            found_run, items, tally, _ = _read_run_and_items(dag_id, run_id, task_ids, number)
+            found_run, items, tally, _ = _read_run_and_items(
+                dag_id, run_id, task_ids, number, instances_consistent=instances_consistent
+            )
             tasks = {item.task_id: _ti_from_model(item) for item in items.values()}
         if found_run is None:
             return None, tasks
@@ -739,9 +753,11 @@ class TaskInstanceRepository:
             return TallyWrite(before, after)
         raise StoreError(f"tally {scope}/{key}: neither written nor created")
 
-    def get_tally(self, join: tuple[str, str, str], group: int) -> TallyMembers:
+    def get_tally(
+        self, join: tuple[str, str, str], group: int, *, consistent: bool = True
+    ) -> TallyMembers:
         try:
-            item = TallyModel.get(tally_scope(*join), str(group), consistent_read=True)
+            item = TallyModel.get(tally_scope(*join), str(group), consistent_read=consistent)
         except DoesNotExist:
             return TallyMembers()
         return _tally_members(item)
