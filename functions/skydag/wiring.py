@@ -283,6 +283,27 @@ def _run_change_filters() -> tuple[Pattern, ...]:
     )
 
 
+def _task_change_filters() -> tuple[Pattern, ...]:
+    """The task-instance records the stream processor acts on: every one but a task
+    written pending that was pending or did not exist (a run's tasks created, a for_each's
+    instances, an upstream's report to a task still waiting): nothing reacts to those
+    (``ChangeReactions.on_task_changed``), and a run of N tasks spares N records at its
+    trigger. A removed item (no new image) is not delivered either."""
+    from skydag.engine.states import TaskState
+
+    pending = [TaskState.PENDING.value]
+    not_pending = [{"anything-but": pending}]
+    return (
+        {"dynamodb": {"NewImage": {"state": {"S": not_pending}}}},
+        {
+            "dynamodb": {
+                "NewImage": {"state": {"S": pending}},
+                "OldImage": {"state": {"S": not_pending}},
+            }
+        },
+    )
+
+
 STREAM_EVENT_SOURCE = StreamEventSourceSpec(
     STREAM_PROCESSOR,
     starting_position=StartingPosition.LATEST,
@@ -296,7 +317,7 @@ STREAM_EVENT_SOURCE = StreamEventSourceSpec(
     # One batch per shard at a time keeps each item's changes in order.
     parallelization_factor=1,
     on_failure=STREAM_DLQ,
-    filters={"runs": _run_change_filters()},
+    filters={"runs": _run_change_filters(), "task_instances": _task_change_filters()},
 )
 
 # How long an undelivered event stays worth delivering: a DAG file, a command or a job's

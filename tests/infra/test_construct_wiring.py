@@ -184,7 +184,7 @@ def test_the_stream_mappings_are_their_spec(synth: Synthesized) -> None:
                 "OnFailure": {"Destination": _arn(synth, synth.skydag.queues[spec.on_failure.id])}
             },
         }
-    assert filtered == set(spec.filters) == {"runs"}
+    assert filtered == set(spec.filters) == {"runs", "task_instances"}
 
 
 def test_the_async_invoke_configs_are_their_specs(synth: Synthesized) -> None:

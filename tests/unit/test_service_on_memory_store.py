@@ -15,6 +15,7 @@ from typing import Any
 import botocore.client
 import pytest
 
+from skydag import wiring
 from skydag.engine.models import (
     DagRun,
     FinishGroup,
@@ -32,6 +33,7 @@ from skydag.service import progress
 from skydag.service.core import Scheduler
 from skydag.service.joins import WideJoins
 from skydag.service.scheduler_service import SchedulerService
+from skydag.signals.patterns import matches
 from skydag.spec.models import DagSpec
 from skydag.store.memory import MemoryStore, StoreChange
 from skydag.targets.base import DispatchRequest, DispatchResult, JobEvent, JobRef, Target
@@ -109,6 +111,10 @@ class Harness:
         self.events = MemoryEventSink()
         self.service = SchedulerService(self.store, self.remote, self.clock, self.events)
         self.delivered: list[StoreChange] = []  # every change delivered so far
+        # As the deployed event source mapping, when set: changes its filters leave out
+        # are not delivered (``wiring.STREAM_EVENT_SOURCE.filters``).
+        self.filtered = False
+        self.filtered_out: list[StoreChange] = []
 
     def load(self, spec: dict[str, Any]) -> DagSpec:
         validated = DagSpec.model_validate(spec)
@@ -130,6 +136,9 @@ class Harness:
     def deliver_changes(self) -> bool:
         """Deliver the changes written so far (as the streams would); False when none."""
         changes = self.store.take_changes()
+        if self.filtered:
+            self.filtered_out.extend(c for c in changes if not streamed(c))
+            changes = [c for c in changes if streamed(c)]
         self.delivered.extend(changes)
         for change in changes:
             if change.kind == "run":
@@ -157,6 +166,18 @@ class Harness:
 
     def states(self, dag: str, run_id: str = "r1") -> dict[str, tuple[TaskState, int]]:
         return {t: (ti.state, ti.try_number) for t, ti in self.tasks(dag, run_id).items()}
+
+
+def streamed(change: StoreChange) -> bool:
+    """Whether the stream processor's event source mapping delivers this change (its
+    record's states against ``wiring.STREAM_EVENT_SOURCE.filters``)."""
+    table = "runs" if change.kind == "run" else "task_instances"
+    data: dict[str, Any] = {"NewImage": {"state": {"S": change.new.state.value}}}
+    if change.old is not None:
+        data["OldImage"] = {"state": {"S": change.old.state.value}}
+    record = {"eventName": "INSERT" if change.old is None else "MODIFY", "dynamodb": data}
+    patterns = wiring.STREAM_EVENT_SOURCE.filters.get(table)
+    return patterns is None or any(matches(pattern, record) for pattern in patterns)
 
 
 @pytest.fixture(autouse=True)
@@ -1085,3 +1106,53 @@ def test_a_finishs_record_reads_eventually_consistently_and_bears_a_stale_read(
     assert asked == ([False] if served == "earlier" else [False, True])
     env.settle()
     assert env.run("pair").state is RunState.SUCCESS
+
+
+def _whole_story(env: Harness, groups_of: Callable[[int], None]) -> dict[str, Any]:
+    """A fan with a retry and a failure cleared, and a wide join told through tallies:
+    the final states, jobs and events."""
+    groups_of(2)
+    env.load(fan("fan", {"max_active_tasks": 2}, retries=1, retry_delay="5m"))
+    env.load(wide("wide", 5))
+    env.remote.fail = {("c", 1), ("c", 2), ("u1", 1)}
+    env.service.trigger("fan", run_id="r1")
+    env.service.trigger("wide", run_id="r1")
+    env.settle()
+    env.later(timedelta(minutes=5))
+    env.service.clear("fan", "r1", "c", downstream=True)
+    env.service.clear("wide", "r1", "u1", downstream=True)
+    env.settle()
+    return {
+        "runs": {dag: env.run(dag).state for dag in ("fan", "wide")},
+        "states": {dag: env.states(dag) for dag in ("fan", "wide")},
+        "jobs": sorted((job.task_id, job.try_number) for job in env.remote.jobs.values()),
+        "events": sorted(map(str, env.events.events)),
+    }
+
+
+def test_the_task_records_the_stream_filters_out_change_nothing(
+    groups_of: Callable[[int], None],
+) -> None:
+    """The records the task stream's filters leave out (a task created pending, a pending
+    task written pending again: a report, a tally) are ones nothing reacts to: a story of
+    retries, failures, clears and a wide join ends the same with them delivered or not,
+    and delivering each of them again, late, writes nothing, starts nothing, tells
+    nothing."""
+    delivered, filtered = Harness(), Harness()
+    filtered.filtered = True
+    story = _whole_story(filtered, groups_of)
+    assert story == _whole_story(delivered, groups_of)
+    assert story["runs"] == {"fan": RunState.SUCCESS, "wide": RunState.SUCCESS}
+    assert ("c", 3) in story["jobs"]
+    assert ("u1", 2) in story["jobs"]
+    # (The runs stream's filters leave out run writes too: not the point here.)
+    left_out = [c for c in filtered.filtered_out if c.kind == "task"]
+    assert {(c.old is None, c.new.state) for c in left_out} == {
+        (True, T.PENDING),
+        (False, T.PENDING),
+    }
+    jobs, events = len(filtered.remote.jobs), len(filtered.events.events)
+    for change in left_out:
+        filtered.service.on_task_changed(change.old, change.new)
+        assert filtered.store.take_changes() == []
+    assert (len(filtered.remote.jobs), len(filtered.events.events)) == (jobs, events)

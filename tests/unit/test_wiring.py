@@ -231,6 +231,28 @@ def test_the_runs_stream_delivers_every_run_change_the_processor_acts_on() -> No
     assert not any(matches(pattern, removed) for pattern in patterns)
 
 
+def test_the_task_stream_delivers_every_record_but_a_task_written_pending_again() -> None:
+    """Every pair of states, inserted or modified: a task written in any state but pending,
+    or made pending from another state (a clear, a retry's reset), is delivered; one
+    created pending or written pending again (a report to a waiting task) is not, nor a
+    removed item. What the stream processor does with those is nothing: see
+    ``test_the_task_records_the_stream_filters_out_change_nothing``."""
+    from skydag.engine.states import TaskState
+    from skydag.signals.patterns import matches, validate_pattern
+
+    patterns = wiring.STREAM_EVENT_SOURCE.filters["task_instances"]
+    for pattern in patterns:
+        validate_pattern(dict(pattern))
+    for old in [None, *TaskState]:
+        for new in TaskState:
+            record = _run_record("INSERT" if old is None else "MODIFY", old, new)
+            delivered = any(matches(pattern, record) for pattern in patterns)
+            quiet = new is TaskState.PENDING and old in (None, TaskState.PENDING)
+            assert delivered is not quiet, (old, new)
+    removed = {"eventName": "REMOVE", "dynamodb": {"OldImage": {"state": {"S": "success"}}}}
+    assert not any(matches(pattern, removed) for pattern in patterns)
+
+
 def test_the_rule_examples_in_the_targets_doc_are_the_rules() -> None:
     """docs/targets.md shows three job-event rules as JSON: each is its rule's pattern."""
     import json

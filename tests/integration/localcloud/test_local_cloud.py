@@ -108,15 +108,19 @@ def test_a_run_goes_through_the_production_handlers(cloud: LocalCloud, log: io.S
     assert "task chain/r1/third: queued -> success" in text
 
 
-def test_run_records_that_leave_the_state_alone_are_filtered_out(cloud: LocalCloud) -> None:
-    """The runs stream's filters (``wiring.STREAM_EVENT_SOURCE.filters``), as Lambda
-    applies them: the records of the finishes counted on the run (running -> running) are
-    read from the stream but never delivered; the run's start and end are."""
+def test_records_nothing_reacts_to_are_filtered_out(cloud: LocalCloud) -> None:
+    """The streams' filters (``wiring.STREAM_EVENT_SOURCE.filters``), as Lambda applies
+    them: the records of the finishes counted on the run (running -> running) and of the
+    tasks created pending are read from the streams but never delivered; the run's start
+    and end, and every change of a task's state, are."""
     source = cloud.stream_source
-    (runs_arn,) = source.filters
-    assert f":table/{cloud.settings.tables.runs}/stream/" in runs_arn
-    seen: list[tuple[str | None, str]] = []
-    delivered: list[tuple[str | None, str]] = []
+    tables = cloud.settings.tables
+    (runs_arn,) = [arn for arn in source.filters if f":table/{tables.runs}/stream/" in arn]
+    (tasks_arn,) = [
+        arn for arn in source.filters if f":table/{tables.task_instances}/stream/" in arn
+    ]
+    seen: dict[str, list[tuple[str | None, str]]] = {runs_arn: [], tasks_arn: []}
+    delivered: dict[str, list[tuple[str | None, str]]] = {runs_arn: [], tasks_arn: []}
 
     def states(record: Mapping[str, Any]) -> tuple[str | None, str]:
         data = record["dynamodb"]
@@ -126,13 +130,14 @@ def test_run_records_that_leave_the_state_alone_are_filtered_out(cloud: LocalClo
     observe, handler = source.observe, source.handler
 
     def observing(record: dict[str, Any]) -> None:
-        if record.get("eventSourceARN") == runs_arn and record["dynamodb"].get("NewImage"):
-            seen.append(states(record))
+        if record["dynamodb"].get("NewImage"):
+            seen[record["eventSourceARN"]].append(states(record))
         if observe is not None:
             observe(record)
 
     def handling(event: dict[str, Any], context: Any) -> Any:
-        delivered.extend(states(r) for r in event["Records"] if r.get("eventSourceARN") == runs_arn)
+        for record in event["Records"]:
+            delivered[record["eventSourceARN"]].append(states(record))
         return handler(event, context)
 
     source.observe, source.handler = observing, handling
@@ -142,8 +147,12 @@ def test_run_records_that_leave_the_state_alone_are_filtered_out(cloud: LocalClo
     assert cloud.run_until(lambda: not cloud.busy(), timeout=20)
 
     assert repos.runs.get("chain", "r1").state.value == "success"
-    assert ("running", "running") in seen  # the finishes counted
-    assert delivered == [("queued", "running"), ("running", "success")]
+    assert ("running", "running") in seen[runs_arn]  # the finishes counted
+    assert delivered[runs_arn] == [("queued", "running"), ("running", "success")]
+    created = [(None, "pending")] * len(repos.tasks.list_for_run("chain", "r1"))
+    assert [change for change in seen[tasks_arn] if change[0] is None] == created
+    assert delivered[tasks_arn] == [c for c in seen[tasks_arn] if c not in created]
+    assert ("pending", "queued") in delivered[tasks_arn]
 
 
 def test_duplicated_rule_deliveries_and_stream_records_change_nothing(log: io.StringIO) -> None:
