@@ -9,7 +9,7 @@ decided from an image that may be stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -18,7 +18,7 @@ from skydag.engine.tallies import finish_group
 from skydag.engine.transitions import Decision, Transition
 from skydag.limits import FINISH_GROUP, FINISH_TALLY_AT
 from skydag.ports import Clock, EventSink, Timers
-from skydag.ports.store import Arming, ConflictError, Store
+from skydag.ports.store import Arming, ConflictError, Store, TaskInstanceStore
 from skydag.spec.models import DagSpec
 from skydag.targets.base import TargetRegistry
 
@@ -56,6 +56,29 @@ def settle(item: Item, attempt: Callable[[Item], Result], what: str) -> Result:
                 raise
             item = conflict.current
     raise TooManyLostRaces(f"{what}: gave up after {MAX_RACE_RETRIES} lost races", item)
+
+
+def read_backstop(
+    tasks: TaskInstanceStore,
+    image: TaskInstance,
+    wanted: Sequence[str],
+    finish_group: FinishGroup | None,
+) -> tuple[DagRun | None, dict[str, TaskInstance]]:
+    """The run and the ``wanted`` instances, as the stream record of a finish told before
+    reads them (the scheduler tells a job's end at once: the record is the backstop). The
+    instances are read eventually consistently, at half the read units; the run is not (a
+    run read from before it started would decide nothing). An instance read stale is
+    bounded by what it must hold: the finished task is taken as the image when the read is
+    older, and a downstream task not showing the finish's report is told it by a
+    conditional write, which finds it held and reads the task again. An instance missing
+    (written a moment ago) has them all read again, consistently."""
+    dag_id, run_id = image.dag_id, image.run_id
+    run, read = tasks.get_with_run(dag_id, run_id, wanted, finish_group, instances_consistent=False)
+    if run is None or any(task_id not in read for task_id in wanted):
+        return tasks.get_with_run(dag_id, run_id, wanted, finish_group)
+    if read[image.instance_id].version < image.version:
+        read[image.instance_id] = image
+    return run, read
 
 
 @dataclass(frozen=True, slots=True)

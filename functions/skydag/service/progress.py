@@ -24,7 +24,7 @@ from skydag.engine.scheduler import (
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
 from skydag.ports.store import WITH_TRY_LIMIT, NotFound, TryRead
-from skydag.service.core import HandOver, Scheduler
+from skydag.service.core import HandOver, Scheduler, read_backstop
 from skydag.service.covering import RunArming
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
@@ -156,27 +156,10 @@ class TaskProgress:
             return
         wanted = first if written else [image.instance_id, *first]
         finish_group = group if told_before else None
-        # The stream record of a finish told before (the scheduler tells a job's end at
-        # once) is the backstop: its task instances are read eventually consistently, at
-        # half the read units (the run is not: a run read before it started would decide
-        # nothing). An instance read stale is bounded by what it must hold: the task
-        # itself is taken as the image when the read is older, and a downstream task not
-        # showing this finish's report is told it by a conditional write, which finds it
-        # held and reads the task again. One missing (written a moment ago) is read again,
-        # consistently.
-        backstop = told_before and not written
-        run, read = repos.tasks.get_with_run(
-            image.dag_id, image.run_id, wanted, finish_group, instances_consistent=not backstop
-        )
-        if backstop:
-            if run is None or any(task_id not in read for task_id in wanted):
-                run, read = repos.tasks.get_with_run(
-                    image.dag_id, image.run_id, wanted, finish_group
-                )
-            else:
-                found = read[image.instance_id]
-                if found.version < image.version:
-                    read = {**read, image.instance_id: image}
+        if told_before and not written:  # the record of a finish told: the backstop
+            run, read = read_backstop(repos.tasks, image, wanted, finish_group)
+        else:
+            run, read = repos.tasks.get_with_run(image.dag_id, image.run_id, wanted, finish_group)
         ti = image if written else read.get(image.instance_id)
         if ti is None or ti.state != image.state or ti.try_number != image.try_number:
             return
