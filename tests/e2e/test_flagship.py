@@ -27,6 +27,7 @@ from moto.moto_api import state_manager
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobReport, TaskInstance
 from skydag.engine.states import RunState, TaskState
+from skydag.localcloud.stream_inserts import one_insert_per_created_item
 from skydag.service.jobs import job_environment
 from skydag.settings import Settings
 from skydag.spec.loader import load_dag_file
@@ -74,7 +75,7 @@ class _Recorded:
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[tuple[EmbeddedSkydag, RecordingTargets, Any]]:
-    with mock_aws(config={"batch": {"use_docker": False}}):
+    with mock_aws(config={"batch": {"use_docker": False}}), one_insert_per_created_item():
         settings = Settings()
         create_tables(settings)
         _batch_queue()

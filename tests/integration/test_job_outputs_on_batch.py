@@ -17,6 +17,7 @@ import pytest
 
 from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.states import TaskState
+from skydag.localcloud.stream_inserts import one_insert_per_created_item
 from skydag.settings import Settings
 from skydag.spec.models import DagSpec
 from skydag.store.models import create_tables
@@ -52,7 +53,7 @@ DAG: dict[str, Any] = {
 def env(tmp_path: Path) -> Iterator[EmbeddedSkydag]:
     from moto import mock_aws
 
-    with mock_aws(config={"batch": {"use_docker": False}}):
+    with mock_aws(config={"batch": {"use_docker": False}}), one_insert_per_created_item():
         settings = Settings()
         create_tables(settings)
         _batch_resources()

@@ -2324,3 +2324,76 @@ def test_arming_without_a_count_stamps_the_run_and_bumps_no_version(repos: Store
     repos.runs.arm(TaskInstance(DAG, "gone", "a"), Arming(NOW, NOW))  # no such run
     assert repos.runs.find(DAG, "gone") is None
     assert repos.runs.due(NOW + timedelta(days=1)) == []
+
+
+# --- a task never written --------------------------------------------------------------------
+
+SPEC_FOUR: dict[str, Any] = {
+    "dag": DAG,
+    "tasks": {
+        "a": {"noop": None},
+        "b": {"depends_on": ["a"], "noop": None},
+        "c": {"depends_on": ["a"], "noop": None},
+        "d": {"depends_on": ["b", "c"], "noop": None},
+    },
+}
+
+
+def _run_of_four(repos: Store) -> DagRun:
+    """A started run of ``SPEC_FOUR`` (version 1) whose tasks were never written."""
+    spec = DagSpec.model_validate(SPEC_FOUR)
+    assert repos.dags.save_version(spec, source=None, sha256=None, now=NOW) == 1
+    return make_run(repos)
+
+
+def test_a_task_never_written_reads_as_its_fresh_instance_from_every_read(repos: Store) -> None:
+    """A run's task instances are not written when it is made: each read gives a task of
+    the run its fresh instance (pending, try 0, version 0, the run's DAG version); an id
+    that is no task of the run is not found, nor is any task of a missing run."""
+    run = _run_of_four(repos)
+    fresh = {t: TaskInstance(DAG, RUN, t, dag_version=1) for t in "abcd"}
+    assert repos.tasks.get(DAG, RUN, "b") == fresh["b"]
+    assert repos.tasks.find(DAG, RUN, "nope") is None
+    with pytest.raises(NotFound):
+        repos.tasks.get(DAG, RUN, "nope")
+    assert repos.tasks.find(DAG, "no-run", "a") is None
+    assert repos.tasks.get_many(DAG, RUN, ["d", "nope", "a"]) == [fresh["d"], fresh["a"]]
+    assert repos.tasks.get_with_run(DAG, RUN, ["c", "nope"]) == (run, {"c": fresh["c"]})
+    read = repos.tasks.get_try_with_run(DAG, RUN, "a", 1, ["b"])
+    assert (read.task, read.run, read.downstream) == (fresh["a"], run, {"b": fresh["b"]})
+    assert repos.tasks.get_with_output(DAG, RUN, "d", 1) == (fresh["d"], None)
+    assert repos.tasks.list_for_run(DAG, RUN) == [fresh[t] for t in "abcd"]
+    assert repos.tasks.list_for_run(DAG, "no-run") == []
+
+
+def test_a_task_never_written_is_inserted_by_its_first_write_whatever_it_is(
+    repos: Store,
+) -> None:
+    """A transition expecting version 0 holds for no item and inserts the whole record; a
+    report, a clear's tombstone and a join's tally summary insert their task too; a second
+    writer that read the fresh instance loses (its version 0 is gone)."""
+    _run_of_four(repos)
+    a = repos.tasks.get(DAG, RUN, "a")
+    queued = repos.tasks.apply(a, dispatch(a))
+    assert repos.tasks.get(DAG, RUN, "a") == queued
+    assert (queued.state, queued.try_number, queued.version) == (T.QUEUED, 1, 1)
+    with pytest.raises(ConflictError):
+        repos.tasks.apply(a, dispatch(a))  # read fresh, written since
+    report = UpstreamReport(T.SUCCESS, 3)
+    told = repos.tasks.report_upstream((DAG, RUN, "b"), "a", report, dag_version=1)
+    assert told is not None
+    assert (told.state, told.version, told.dag_version, told.upstream) == (
+        T.PENDING,
+        1,
+        1,
+        {"a": report},
+    )
+    assert repos.tasks.get(DAG, RUN, "b") == told
+    retired = repos.tasks.retire_upstream(queued, ["c"])
+    assert retired["c"].upstream == {"a": UpstreamReport.tombstone(queued.version)}
+    assert repos.tasks.report_upstream((DAG, RUN, "c"), "a", UpstreamReport(T.SUCCESS, 1)) is None
+    tally = Tally(1, {T.SUCCESS: 2})
+    join = repos.tasks.record_tally((DAG, RUN, "d"), 0, tally, dag_version=1)
+    assert join is not None
+    assert (join.state, join.dag_version, join.tallies) == (T.PENDING, 1, {0: tally})
+    assert repos.tasks.get(DAG, RUN, "d") == join

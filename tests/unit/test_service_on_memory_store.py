@@ -8,7 +8,7 @@ and a clear.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -511,8 +511,8 @@ def test_a_single_upstream_child_is_told_and_queued_in_one_write(env: Harness) -
     changes = [c for c in env.store.take_changes() if c.kind == "task"]
 
     single = [c for c in changes if c.new.task_id == "single"]
-    assert (single[0].old.state, single[0].new.state) == (T.PENDING, T.QUEUED)
-    assert "a" not in single[0].old.upstream  # the report came with it
+    # Its first write (an insert: it was never written) queues it, the report with it.
+    assert (single[0].old, single[0].new.state) == (None, T.QUEUED)
     assert single[0].new.upstream["a"].state is T.SUCCESS
     double = [(c.old.state, c.new.state) for c in changes if c.new.task_id == "double"]
     assert double[:2] == [(T.PENDING, T.PENDING), (T.PENDING, T.QUEUED)]
@@ -551,10 +551,11 @@ def wide(dag: str, width: int, rule: str = "all_success") -> dict[str, Any]:
 
 
 def join_changes(changes: Sequence[StoreChange]) -> list[tuple[TaskInstance, TaskInstance]]:
+    """The join's writes (before, after); its first inserts it: before, its fresh record."""
     return [
-        (c.old, c.new)
+        (c.old or replace(c.new, tallies={}, upstream={}), c.new)
         for c in changes
-        if c.kind == "task" and c.new.task_id == "join" and c.old is not None
+        if c.kind == "task" and c.new.task_id == "join"
     ]
 
 
@@ -666,7 +667,7 @@ def test_a_delivery_dying_between_the_tally_and_the_join_is_finished_by_the_next
     env.settle_changes()
     record = env.store.tasks.record_tally
 
-    def dies(*args: Any) -> TaskInstance | None:
+    def dies(*args: Any, **options: Any) -> TaskInstance | None:
         raise RuntimeError("the invocation timed out")
 
     monkeypatch.setattr(env.store.tasks, "record_tally", dies)
@@ -1156,3 +1157,22 @@ def test_the_task_records_the_stream_filters_out_change_nothing(
         filtered.service.on_task_changed(change.old, change.new)
         assert filtered.store.take_changes() == []
     assert (len(filtered.remote.jobs), len(filtered.events.events)) == (jobs, events)
+
+
+def test_a_trigger_writes_no_task_instance_and_each_task_is_inserted_by_its_first_write(
+    env: Harness,
+) -> None:
+    """A run's task instances are not written when it is made (a write a task spared):
+    each reads as its fresh instance until its first write, an insert (no old image)."""
+    env.load(fan("fan"))
+    env.service.trigger("fan", run_id="r1")
+    changes = env.store.take_changes()
+    assert [c.kind for c in changes] == ["run", "run"]  # created, started: no task written
+    assert env.states("fan") == {t: (T.PENDING, 0) for t in "abcde"}
+    for change in changes:
+        env.service.on_run_changed(change.old, change.new)
+    env.settle()
+    assert env.run("fan").state is RunState.SUCCESS
+    inserts = [c.new for c in env.delivered if c.kind == "task" and c.old is None]
+    assert sorted(ti.task_id for ti in inserts) == list("abcde")
+    assert all(ti.state is not T.PENDING or ti.upstream for ti in inserts)

@@ -46,6 +46,7 @@ def embedded_aws() -> Iterator[None]:
     """moto in this process, with fake credentials so nothing can reach a real account."""
     from moto import mock_aws
 
+    from skydag.localcloud.stream_inserts import one_insert_per_created_item
     from skydag.localcloud.transactions import item_level_transactions
 
     saved = {k: os.environ.get(k) for k in (*_FAKE_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE")}
@@ -53,7 +54,11 @@ def embedded_aws() -> Iterator[None]:
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.pop("AWS_PROFILE", None)
     try:
-        with mock_aws(config={"batch": {"use_docker": False}}), item_level_transactions():
+        with (
+            mock_aws(config={"batch": {"use_docker": False}}),
+            item_level_transactions(),
+            one_insert_per_created_item(),
+        ):
             yield
     finally:
         for key, value in saved.items():

@@ -42,10 +42,13 @@ def moto_server(host: str = LOOPBACK, *, port: int = 0) -> Iterator[str]:
 
     moto's state is process-wide (shared with any in-process mock): the server starts
     from an empty account and leaves one behind, as ``mock_aws`` does. AWS Batch runs
-    without Docker.
+    without Docker, and an item an UpdateItem creates streams one record, as on AWS
+    (``localcloud.stream_inserts``).
     """
     from moto.core.models import botocore_stubber
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    from skydag.localcloud.stream_inserts import one_insert_per_created_item
 
     if botocore_stubber.enabled:
         raise RuntimeError(
@@ -66,7 +69,8 @@ def moto_server(host: str = LOOPBACK, *, port: int = 0) -> Iterator[str]:
         saved_config = _moto_api(bound_host, port, "config", method="GET")
         _moto_api(bound_host, port, "config", {"batch": {"use_docker": False}})
         try:
-            yield f"http://{bound_host}:{port}"
+            with one_insert_per_created_item():
+                yield f"http://{bound_host}:{port}"
         finally:
             _moto_api(bound_host, port, "reset")
             _moto_api(bound_host, port, "config", saved_config)

@@ -465,7 +465,6 @@ def told_more(old: TaskInstance | None, new: TaskInstance) -> bool:
 @dataclass(frozen=True, slots=True)
 class NewRun:
     run: DagRun
-    task_instances: list[TaskInstance]
 
 
 def make_run_id(run_type: RunType, *, at: datetime, event_id: str | None = None) -> str:
@@ -495,7 +494,8 @@ def new_run(
     trigger: Mapping[str, Any] | None = None,
     backfill_limit: int | None = None,
 ) -> NewRun:
-    """A queued run pinned to ``dag_version`` and a pending instance of every task."""
+    """A queued run pinned to ``dag_version``. Its task instances need no write: a task
+    never written reads as its fresh instance, pending, at version 0."""
     run = DagRun(
         dag_id=spec.dag,
         run_id=run_id,
@@ -510,11 +510,7 @@ def new_run(
         created_at=now,
         backfill_limit=backfill_limit,
     )
-    tis = [
-        TaskInstance(dag_id=spec.dag, run_id=run_id, task_id=t, dag_version=dag_version)
-        for t in spec.tasks
-    ]
-    return NewRun(run, tis)
+    return NewRun(run)
 
 
 def merged_params(spec: DagSpec, run: DagRun) -> dict[str, Any]:

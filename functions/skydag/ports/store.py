@@ -184,14 +184,19 @@ class Subscription:
 
 
 class TaskInstanceStore(Protocol):
-    """Task instances, keyed by (dag, run, task)."""
+    """Task instances, keyed by (dag, run, task).
+
+    A run's task instances are not written when the run is made: a task of the run that
+    was never written reads as its fresh instance (pending, try 0, version 0, the run's
+    DAG version) from every read, and its first write inserts it (a write expecting
+    version 0 holds for no item too)."""
 
     def put_new(self, tis: Iterable[TaskInstance]) -> None:
-        """Write instances as given, unconditionally (a queued run's fresh pending tasks)."""
+        """Write instances as given, unconditionally (tests; a for_each's expansion)."""
         ...
 
     def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
-        """The instance; ``NotFound`` when there is none."""
+        """The instance; ``NotFound`` when there is none (not a task of the run)."""
         ...
 
     def find(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance | None: ...
@@ -266,17 +271,21 @@ class TaskInstanceStore(Protocol):
         downstream: TaskInstance | tuple[str, str, str],
         upstream_task: str,
         report: UpstreamReport,
+        *,
+        dag_version: int = 0,
     ) -> TaskInstance | None:
         """Record an upstream's state on a downstream (version + 1) unless it holds a
-        report of that version or later (or a tombstone of it). Returns the downstream as
-        it is now when it holds this very report, None otherwise (or when missing)."""
+        report of that version or later (or a tombstone of it); a task never written is
+        written then (``dag_version``: its run's, when ``downstream`` is a key). Returns
+        the downstream as it is now when it holds this very report, None otherwise."""
         ...
 
     def retire_upstream(
         self, upstream: TaskInstance, downstream_tasks: Iterable[str]
     ) -> dict[str, TaskInstance]:
-        """Leave a tombstone of ``upstream.version`` on each existing downstream that holds
-        no report of a later version (nor this tombstone); returns those, as they are now."""
+        """Leave a tombstone of ``upstream.version`` on each downstream that holds no report
+        of a later version (nor this tombstone), a task never written too; returns those,
+        as they are now."""
         ...
 
     def tell_tally(
@@ -296,11 +305,11 @@ class TaskInstanceStore(Protocol):
         ...
 
     def record_tally(
-        self, join: tuple[str, str, str], group: int, tally: Tally
+        self, join: tuple[str, str, str], group: int, tally: Tally, *, dag_version: int = 0
     ) -> TaskInstance | None:
         """Hold ``tally`` as the join's summary of ``group`` (version + 1) unless it holds
-        one of that tally version or later. Returns the join as it is now (None when it
-        does not exist)."""
+        one of that tally version or later; a join never written is written then
+        (``dag_version``: its run's). Returns the join as it is now."""
         ...
 
     def due(

@@ -113,8 +113,9 @@ class ChangeReactions:
             self.progress.announce_service_up(new, self.dispatcher.dispatch)
         # After the dispatch, so a timer service that fails delays no job.
         self._keep_timers(old, new)
-        if old is not None and old.state != new.state:
-            # Not on creation: a run's pending tasks are no news (and events cost money).
+        if (TaskState.PENDING if old is None else old.state) != new.state:
+            # A task's first write inserts it (it was pending, unwritten): news unless it
+            # is still pending (a report to a task that waits; events cost money).
             self.scheduler.emit_task_event(new)
 
     def _keep_timers(self, old: TaskInstance | None, new: TaskInstance) -> None:

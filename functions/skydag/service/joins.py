@@ -78,7 +78,7 @@ class WideJoins:
             wrote = tasks.tell_tally(join, number, position, report)
         if wrote is None:
             return None  # stale: the group holds a later report of it, or a clear's mark
-        told, _ = self._tell_join(spec, join, number, wrote, current)
+        told, _ = self._tell_join(spec, join, number, wrote, current, dag_version=run.dag_version)
         if told is None:
             return None
         return self.evaluate(spec, run, told, owned=owned, throttled=throttled, handover=handover)
@@ -110,7 +110,9 @@ class WideJoins:
         wrote = self.scheduler.repos.tasks.tell_tally(join, number, position, tombstone)
         if wrote is None:
             return None  # a later report of it is held: nothing to retire
-        told, moved = self._tell_join(spec, join, number, wrote, None)
+        told, moved = self._tell_join(
+            spec, join, number, wrote, None, dag_version=upstream.dag_version
+        )
         return told if moved else None
 
     def _tell_join(
@@ -120,10 +122,12 @@ class WideJoins:
         number: int,
         wrote: TallyWrite,
         current: TaskInstance | None,
+        *,
+        dag_version: int,
     ) -> tuple[TaskInstance | None, bool]:
         """The join as it is once it holds what its group shows, and whether this wrote
-        its summary. None: missing, or the tally's write moved nothing a trigger rule
-        sees (the join need not be looked at)."""
+        its summary (``dag_version``: its run's). None: missing, or the tally's write moved
+        nothing a trigger rule sees (the join need not be looked at)."""
         tasks = self.scheduler.repos.tasks
         size = group_size(spec, join[2], number, self.group)
         after = tally_of(spec, join[2], number, wrote.after, self.group)
@@ -131,10 +135,10 @@ class WideJoins:
             before = tally_of(spec, join[2], number, wrote.before, self.group)
             if not tally_moved(before, after, size):
                 return None, False
-            return tasks.record_tally(join, number, after), True
+            return tasks.record_tally(join, number, after, dag_version=dag_version), True
         # Held already: the delivery that wrote it may have died before telling the join.
         known = current if current is not None else tasks.find(*join)
         if known is None or not tally_news(known.tallies.get(number), after, size):
             return known, False
         log.info("join %s: group %d told again", "/".join(join), number)
-        return tasks.record_tally(join, number, after), True
+        return tasks.record_tally(join, number, after, dag_version=dag_version), True

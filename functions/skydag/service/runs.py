@@ -81,10 +81,11 @@ class RunLifecycle:
     ) -> TriggerResult:
         """Create a run pinned to the DAG's current version; a duplicate returns the first.
 
-        The run is written first, then its task instances, then the mark that they exist:
-        a run is only ever started with that mark (``try_start``), so a trigger cut short
-        leaves a queued run that its redelivery completes, never a running run without
-        tasks holding a slot."""
+        Its task instances are not written: a task never written reads as its fresh
+        instance, pending (the store's, ``TaskInstanceStore``), and its first write
+        inserts it. The run is written queued, then started where a slot allows
+        (``try_start``, the start recording ``tasks_created``); a trigger cut short leaves
+        a queued run that its redelivery starts."""
         repos = self.scheduler.repos
         record = repos.dags.find(dag_id)
         if record is None or record.current_version is None:
@@ -117,7 +118,6 @@ class RunLifecycle:
         run = planned.run if created else repos.runs.get(dag_id, run_id)
         if run.state is RunState.QUEUED and not run.tasks_created:
             # Also on a duplicate: a crash may have left the first attempt half done.
-            repos.tasks.put_new(planned.task_instances)
             run = self.try_start(run, spec, tasks_written=True)
         elif run.state is RunState.QUEUED:
             run = self.try_start(run, spec)

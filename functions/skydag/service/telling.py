@@ -124,7 +124,7 @@ class DownstreamTell:
                 )
                 if told:
                     return decided
-        updated = tasks.report_upstream(key, upstream_task, report)
+        updated = tasks.report_upstream(key, upstream_task, report, dag_version=run.dag_version)
         if updated is None:
             return None
         return self.evaluate(
@@ -161,7 +161,7 @@ class DownstreamTell:
             return False, None
         if not self.slots.gate(spec, run, throttled, handover)(candidate, transition):
             # In the throttled set, as evaluating it would leave it: only the report.
-            tasks.report_upstream(current.key, *upstream)
+            tasks.report_upstream(current, *upstream)
             return True, None
         try:
             return True, tasks.apply(candidate, transition, upstream=upstream)

@@ -212,6 +212,9 @@ class StoreChange:
 class _TaskItem:
     ti: TaskInstance
     due: str | None  # the place in the due index (absent: not in it)
+    # False: a task of its run never written, read as its fresh instance (DynamoDB has
+    # no item for it until its first write, which is an insert).
+    written: bool = True
 
 
 @dataclass(slots=True)
@@ -325,6 +328,9 @@ class _Tables:
         self.state_scopes: dict[str, dict[str, _StateItem]] = {}
         # The task instances by run, here so that a slot's release can check its task.
         self.task_items: dict[tuple[str, str], dict[str, _TaskItem]] = {}
+        # The task ids of a DAG version (the DAG repository's), for the instances of a
+        # run's tasks never written.
+        self.spec_tasks: Callable[[str, int], Collection[str]] | None = None
 
     def changed(self, kind: str, old: Any, new: Any) -> None:
         # Like a stream, only a write that changes the record is news.
@@ -351,7 +357,7 @@ class MemoryTaskInstanceRepository:
                 items = self._runs.setdefault((ti.dag_id, ti.run_id), {})
                 old = items.get(ti.instance_id)
                 items[ti.instance_id] = _TaskItem(stored, None if due is None else iso(due))
-                self._changed(old.ti if old else None, stored)
+                self._changed(old.ti if old and old.written else None, stored)
 
     def get(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
         found = self.find(dag_id, run_id, task_id)
@@ -366,8 +372,8 @@ class MemoryTaskInstanceRepository:
 
     def get_many(self, dag_id: str, run_id: str, task_ids: Sequence[str]) -> list[TaskInstance]:
         with self._lock:
-            items = self._runs.get((dag_id, run_id), {})
-            return [_fresh_ti(items[t].ti) for t in task_ids if t in items]
+            found = (self._item(dag_id, run_id, task_id) for task_id in task_ids)
+            return [_fresh_ti(item.ti) for item in found if item is not None]
 
     def get_with_output(
         self, dag_id: str, run_id: str, instance_id: str, try_number: int
@@ -418,6 +424,8 @@ class MemoryTaskInstanceRepository:
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         with self._lock:
+            for task_id in self._run_tasks(dag_id, run_id):
+                self._item(dag_id, run_id, task_id)
             items = self._runs.get((dag_id, run_id), {})
             return [_fresh_ti(items[t].ti) for t in sorted(items)]
 
@@ -458,12 +466,16 @@ class MemoryTaskInstanceRepository:
         downstream: TaskInstance | tuple[str, str, str],
         upstream_task: str,
         report: UpstreamReport,
+        *,
+        dag_version: int = 0,
     ) -> TaskInstance | None:
         key = downstream.key if isinstance(downstream, TaskInstance) else downstream
+        if isinstance(downstream, TaskInstance):
+            dag_version = downstream.dag_version
         with self._lock:
             item = self._item(*key)
-            if item is None:
-                return None
+            if item is None or not (item.written or dag_version):
+                return None  # (as DynamoDB: a task never written, its version unknown)
             held = item.ti.upstream.get(upstream_task)
             if held is None or _replaces(report, held):
                 return self._set_upstream(item, upstream_task, _report(report))
@@ -477,7 +489,7 @@ class MemoryTaskInstanceRepository:
         with self._lock:
             for task_id in downstream_tasks:
                 item = self._item(upstream.dag_id, upstream.run_id, task_id)
-                if item is None:
+                if item is None or not (item.written or upstream.dag_version):
                     continue
                 held = item.ti.upstream.get(upstream.task_id)
                 if held is None or _replaces(tombstone, held):
@@ -506,18 +518,17 @@ class MemoryTaskInstanceRepository:
             return self._tallies.get((*join, group), TallyMembers())
 
     def record_tally(
-        self, join: tuple[str, str, str], group: int, tally: Tally
+        self, join: tuple[str, str, str], group: int, tally: Tally, *, dag_version: int = 0
     ) -> TaskInstance | None:
         with self._lock:
             item = self._item(*join)
-            if item is None:
+            if item is None or not (item.written or dag_version):
                 return None
             held = item.ti.tallies.get(group)
             if held is None or held.version < tally.version:
                 old = item.ti
                 tallies = {**old.tallies, group: tally}
-                item.ti = replace(old, tallies=tallies, version=old.version + 1)
-                self._changed(old, item.ti)
+                self._store(item, replace(old, tallies=tallies, version=old.version + 1))
             return _fresh_ti(item.ti)
 
     def due(
@@ -566,9 +577,7 @@ class MemoryTaskInstanceRepository:
                 return False
             if item.ti.reported_version == ti.version and item.ti.reported > told:
                 return False
-            old = item.ti
-            item.ti = replace(old, reported_version=ti.version, reported=now_told)
-            self._changed(old, item.ti)
+            self._store(item, replace(item.ti, reported_version=ti.version, reported=now_told))
             return True
 
     def check_later(self, ti: TaskInstance, at: datetime) -> TaskInstance:
@@ -646,7 +655,33 @@ class MemoryTaskInstanceRepository:
     # --- internals -----------------------------------------------------------------------
 
     def _item(self, dag_id: str, run_id: str, task_id: str) -> _TaskItem | None:
-        return self._runs.get((dag_id, run_id), {}).get(task_id)
+        """The task's item; a task of the run never written reads as its fresh instance
+        (an unwritten item, kept so that its first write inserts it)."""
+        items = self._runs.get((dag_id, run_id))
+        found = None if items is None else items.get(task_id)
+        if found is not None or task_id not in self._run_tasks(dag_id, run_id):
+            return found
+        run = self._tables.runs[(dag_id, run_id)].run
+        fresh = TaskInstance(dag_id, run_id, task_id, dag_version=run.dag_version)
+        found = _TaskItem(_stored_ti(fresh), None, written=False)
+        self._runs.setdefault((dag_id, run_id), {})[task_id] = found
+        return found
+
+    def _run_tasks(self, dag_id: str, run_id: str) -> Collection[str]:
+        """The task ids of the run's pinned DAG version (none for a missing run)."""
+        item = self._tables.runs.get((dag_id, run_id))
+        if item is None or self._tables.spec_tasks is None:
+            return ()
+        try:
+            return self._tables.spec_tasks(dag_id, item.run.dag_version)
+        except NotFound:
+            return ()
+
+    def _store(self, item: _TaskItem, new: TaskInstance) -> None:
+        """Hold ``new`` as the item (its first write inserts it: no old image)."""
+        old = item.ti if item.written else None
+        item.ti, item.written = new, True
+        self._changed(old, new)
 
     def _touch(self, ti: TaskInstance, **changes: Any) -> TaskInstance:
         new = replace(ti, version=ti.version + 1, **changes)
@@ -666,18 +701,16 @@ class MemoryTaskInstanceRepository:
             name: value if name in ("state", "version") else _ti_field(name, value)
             for name, value in fields.items()
         }
-        item.ti = replace(old, **stored)
         due = indexed_due(new)
         item.due = None if due is None else iso(due)
-        self._changed(old, item.ti)
+        self._store(item, replace(old, **stored))
 
     def _set_upstream(
         self, item: _TaskItem, upstream_task: str, report: UpstreamReport
     ) -> TaskInstance:
         old = item.ti
         upstream = {**old.upstream, upstream_task: report}
-        item.ti = replace(old, upstream=upstream, version=old.version + 1)
-        self._changed(old, item.ti)
+        self._store(item, replace(old, upstream=upstream, version=old.version + 1))
         return _fresh_ti(item.ti)
 
     def _find_by(self, matches: Callable[[TaskInstance], bool]) -> TaskInstance | None:
@@ -1290,6 +1323,7 @@ class MemoryStore:
     ) -> None:
         self._tables = _Tables(record_changes)
         self.dags = MemoryDagRepository(self._tables)
+        self._tables.spec_tasks = lambda dag_id, version: self.dags.load_spec(dag_id, version).tasks
         self.runs = MemoryRunRepository(self._tables)
         self.tasks = MemoryTaskInstanceRepository(self._tables)
         self.state = MemoryTaskStateRepository(self._tables, task_state_ttl)

@@ -508,7 +508,76 @@ def _ti_to_model(ti: TaskInstance) -> TaskInstanceModel:
     return item
 
 
+# What an instance holds before its first write (its fresh record's fields that its
+# writes need not set): a task never written has no item and reads as its fresh instance.
+def _insert_actions(ti: TaskInstance, written: Collection[str]) -> list[Action]:
+    """The fresh instance's fields a write sets where the item has none (``written``: the
+    attributes the write sets itself): a first write inserts the whole record; on an item
+    that exists they change nothing."""
+    model = TaskInstanceModel
+    fresh: dict[str, Any] = {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "dag_version": ti.dag_version,
+        "state": TaskState.PENDING.value,
+        "try_number": 0,
+        "version": 0,
+    }
+    return [
+        getattr(model, name).set(getattr(model, name) | value)
+        for name, value in fresh.items()
+        if name not in written
+    ]
+
+
+def _or_unwritten(condition: Condition) -> Condition:
+    """``condition`` on the item, or no item yet (a fresh instance's first write)."""
+    either: Condition = TaskInstanceModel.run_key.does_not_exist() | condition
+    return either
+
+
 class TaskInstanceRepository:
+    def __init__(self, spec_tasks: Callable[[str, int], Collection[str]] | None = None) -> None:
+        # The task ids of a DAG version (the DAG repository's cache): a task of a run that
+        # was never written reads as its fresh instance.
+        self._spec_tasks = spec_tasks
+
+    def _fresh(
+        self, dag_id: str, run_id: str, missing: Iterable[str], dag_version: int | None = None
+    ) -> dict[str, TaskInstance]:
+        """The fresh instances (pending, version 0) of those ``missing`` ids that are
+        tasks of the run: a task never written has no item. ``dag_version``: the run's,
+        when it was read along (else the run is read; none for a missing run)."""
+        wanted = list(dict.fromkeys(missing))
+        if not wanted or self._spec_tasks is None:
+            return {}
+        if dag_version is None:
+            try:
+                dag_version = int(RunModel.get(dag_id, run_id, consistent_read=True).dag_version)
+            except DoesNotExist:
+                return {}
+        try:
+            tasks = self._spec_tasks(dag_id, dag_version)
+        except NotFound:
+            return {}
+        return {
+            task_id: TaskInstance(dag_id, run_id, task_id, dag_version=dag_version)
+            for task_id in wanted
+            if task_id in tasks
+        }
+
+    def _insertable(self, ti: TaskInstance) -> bool:
+        """Whether a write of ``ti`` may insert it: its fresh instance (version 0) of a task
+        of its DAG version (from the DAG repository's cache, no read once warm)."""
+        if ti.version != 0 or not ti.dag_version or ti.map_index is not None:
+            return False
+        if self._spec_tasks is None:
+            return False
+        try:
+            return ti.task_id in self._spec_tasks(ti.dag_id, ti.dag_version)
+        except NotFound:
+            return False
+
     def put_new(self, tis: Iterable[TaskInstance]) -> None:
         """Write fresh pending instances (a run still queued, so nothing can have moved)."""
         with TaskInstanceModel.batch_write() as batch:
@@ -519,7 +588,10 @@ class TaskInstanceRepository:
         try:
             item = TaskInstanceModel.get(run_key(dag_id, run_id), task_id, consistent_read=True)
         except DoesNotExist as error:
-            raise NotFound(f"task instance {dag_id}/{run_id}/{task_id} not found") from error
+            fresh = self._fresh(dag_id, run_id, [task_id]).get(task_id)
+            if fresh is None:
+                raise NotFound(f"task instance {dag_id}/{run_id}/{task_id} not found") from error
+            return fresh
         return _ti_from_model(item)
 
     def find(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance | None:
@@ -531,8 +603,12 @@ class TaskInstanceRepository:
     def get_many(self, dag_id: str, run_id: str, task_ids: Sequence[str]) -> list[TaskInstance]:
         """The neighbourhood of a task, in BatchGetItem pages of 100."""
         key = run_key(dag_id, run_id)
-        found = _read_items([(key, t) for t in task_ids])
-        return [_ti_from_model(found[(key, t)]) for t in task_ids if (key, t) in found]
+        found = {
+            t: _ti_from_model(item)
+            for (_, t), item in _read_items([(key, t) for t in task_ids]).items()
+        }
+        found.update(self._fresh(dag_id, run_id, [t for t in task_ids if t not in found]))
+        return [found[t] for t in task_ids if t in found]
 
     def get_with_run(
         self,
@@ -558,6 +634,8 @@ class TaskInstanceRepository:
             tasks = {item.task_id: _ti_from_model(item) for item in items.values()}
         if found_run is None:
             return None, tasks
+        missing = [t for t in task_ids if t not in tasks]
+        tasks.update(self._fresh(dag_id, run_id, missing, int(found_run.dag_version)))
         if finish_group is None:
             return _run_from_model(found_run), tasks
         return _with_finish_tally(found_run, tally, finish_group), tasks
@@ -577,6 +655,9 @@ class TaskInstanceRepository:
             dag_id, run_id, [instance_id, *asked], output=(instance_id, try_number)
         )
         tasks = {task_id: _ti_from_model(item) for task_id, item in items.items()}
+        if found_run is not None:
+            missing = [t for t in [instance_id, *asked] if t not in tasks]
+            tasks.update(self._fresh(dag_id, run_id, missing, int(found_run.dag_version)))
         return TryRead(
             tasks.pop(instance_id, None),
             published,
@@ -599,14 +680,27 @@ class TaskInstanceRepository:
         }
         found = _batch_get_tables(keys, f"task instance {dag_id}/{run_id}/{instance_id}")
         ti = next((_ti_from_model(TaskInstanceModel.from_raw_data(r)) for r in found[tasks]), None)
+        if ti is None:
+            ti = self._fresh(dag_id, run_id, [instance_id]).get(instance_id)
         published = next((TaskStateModel.from_raw_data(r) for r in found[state]), None)
         return ti, None if published is None else _loads(published.value)
 
     def list_for_run(self, dag_id: str, run_id: str) -> list[TaskInstance]:
-        return [
-            _ti_from_model(item)
-            for item in TaskInstanceModel.query(run_key(dag_id, run_id), consistent_read=True)
-        ]
+        """The written instances (one consistent Query) and the fresh ones of the tasks
+        never written, in the sort key's order."""
+        query = TaskInstanceModel.query(run_key(dag_id, run_id), consistent_read=True)
+        found = {item.task_id: _ti_from_model(item) for item in query}
+        tasks = () if self._spec_tasks is None else self._run_task_ids(dag_id, run_id)
+        found.update(self._fresh(dag_id, run_id, [t for t in tasks if t not in found]))
+        return [found[key] for key in sorted(found)]
+
+    def _run_task_ids(self, dag_id: str, run_id: str) -> Collection[str]:
+        assert self._spec_tasks is not None
+        try:
+            version = int(RunModel.get(dag_id, run_id, consistent_read=True).dag_version)
+            return self._spec_tasks(dag_id, version)
+        except (DoesNotExist, NotFound):
+            return ()
 
     def apply(
         self,
@@ -628,13 +722,20 @@ class TaskInstanceRepository:
         if upstream is not None:
             task_id, report = upstream
             assert ti.upstream.get(task_id) == report, "ti holds the report it writes"
-            actions.append(TaskInstanceModel.upstream[task_id].set(_encode_report(report)))
+            # The whole map, as read with the report added (the write is conditional on
+            # that version): an item with no map yet (never written, or never told) too.
+            reports = {k: _encode_report(v) for k, v in ti.upstream.items()}
+            actions.append(TaskInstanceModel.upstream.set(reports))
         sources = task_sources(transition.dst, transition.cause)
         condition = (
             TaskInstanceModel.state.is_in(*(s.value for s in sources))
             & (TaskInstanceModel.state == transition.src.value)
             & (TaskInstanceModel.version == transition.expected_version)
         )
+        if self._insertable(ti):
+            written = {"state", "version", "upstream", *(_attribute_of(n, new) for n in changes)}
+            actions.extend(_insert_actions(ti, written))
+            condition = _or_unwritten(condition)
         due = indexed_due(new)
         if due is not None and keeps_due_place(ti, new):
             # The entry stays unless its stored place is later than the new time.
@@ -653,6 +754,8 @@ class TaskInstanceRepository:
         downstream: TaskInstance | tuple[str, str, str],
         upstream_task: str,
         report: UpstreamReport,
+        *,
+        dag_version: int = 0,
     ) -> TaskInstance | None:
         """Tell a downstream task its upstream's state; stale (older) reports are refused.
 
@@ -663,20 +766,13 @@ class TaskInstanceRepository:
         dag_id, run_id, task_id = (
             downstream.key if isinstance(downstream, TaskInstance) else downstream
         )
-        item = TaskInstanceModel(run_key(dag_id, run_id), task_id)
-        entry = TaskInstanceModel.upstream[upstream_task]
+        if isinstance(downstream, TaskInstance):
+            dag_version = downstream.dag_version
+        fresh = TaskInstance(dag_id, run_id, task_id, dag_version=dag_version)
         # Encoded reports order by version: anything below version * 16 is older.
-        condition = TaskInstanceModel.run_key.exists() & (
-            entry.does_not_exist() | (entry < report.version * _STATE_CODES)
-        )
-        try:
-            item.update(
-                actions=[entry.set(_encode_report(report)), TaskInstanceModel.version.add(1)],
-                condition=condition,
-            )
-        except UpdateError as error:
-            if not is_condition_failure(error):
-                raise
+        bound = report.version * _STATE_CODES
+        item = self._hold_report(fresh, upstream_task, _encode_report(report), bound)
+        if item is None:
             current = self.find(dag_id, run_id, task_id)
             held = current is not None and current.upstream.get(upstream_task) == report
             return current if held else None
@@ -694,24 +790,58 @@ class TaskInstanceRepository:
         newer report (or this tombstone) already: nothing to retire there.
         """
         tombstone = _encode_report(UpstreamReport.tombstone(upstream.version))
-        entry = TaskInstanceModel.upstream[upstream.task_id]
-        condition = TaskInstanceModel.run_key.exists() & (
-            entry.does_not_exist() | (entry < tombstone)
-        )
         retired: dict[str, TaskInstance] = {}
         for task_id in downstream_tasks:
-            item = TaskInstanceModel(run_key(upstream.dag_id, upstream.run_id), task_id)
+            # A task never written is inserted with it: a late report of the cleared try
+            # must find the tombstone there too.
+            fresh = TaskInstance(
+                upstream.dag_id, upstream.run_id, task_id, dag_version=upstream.dag_version
+            )
+            item = self._hold_report(fresh, upstream.task_id, tombstone, tombstone)
+            if item is not None:
+                retired[task_id] = _ti_from_model(item)
+        return retired
+
+    def _hold_report(
+        self, fresh: TaskInstance, upstream_task: str, encoded: int, bound: int
+    ) -> TaskInstanceModel | None:
+        """Hold ``encoded`` as the task's report of ``upstream_task`` (version + 1) unless
+        it holds one at ``bound`` or above (None then). A task never written is inserted
+        with it (its fresh fields, the report its only one, at version 1), unless its DAG
+        version is unknown (0): then only a written task is told."""
+        item = TaskInstanceModel(run_key(fresh.dag_id, fresh.run_id), fresh.instance_id)
+        entry = TaskInstanceModel.upstream[upstream_task]
+        condition = entry.does_not_exist() | (entry < bound)
+        if not fresh.dag_version:
+            condition = TaskInstanceModel.run_key.exists() & condition
+        for _ in range(2):
             try:
                 item.update(
-                    actions=[entry.set(tombstone), TaskInstanceModel.version.add(1)],
+                    actions=[entry.set(encoded), TaskInstanceModel.version.add(1)],
                     condition=condition,
                 )
+                return item
+            except UpdateError as error:
+                if is_condition_failure(error):
+                    return None
+                if error.cause_response_code != "ValidationException" or not fresh.dag_version:
+                    raise
+            # No map of reports to write into: the task was never written (or never told).
+            try:
+                item.update(
+                    actions=[
+                        TaskInstanceModel.upstream.set({upstream_task: encoded}),
+                        TaskInstanceModel.version.add(1),
+                        *_insert_actions(fresh, {"version", "upstream"}),
+                    ],
+                    condition=TaskInstanceModel.upstream.does_not_exist(),
+                )
+                return item
             except UpdateError as error:
                 if not is_condition_failure(error):
                     raise
-                continue
-            retired[task_id] = _ti_from_model(item)
-        return retired
+            # Another write made the map meanwhile: write into it.
+        raise StoreError(f"task {'/'.join(fresh.key)}: no map of reports to write into")
 
     def tell_tally(
         self, join: tuple[str, str, str], group: int, position: int, report: UpstreamReport
@@ -763,16 +893,18 @@ class TaskInstanceRepository:
         return _tally_members(item)
 
     def record_tally(
-        self, join: tuple[str, str, str], group: int, tally: Tally
+        self, join: tuple[str, str, str], group: int, tally: Tally, *, dag_version: int = 0
     ) -> TaskInstance | None:
         dag_id, run_id, task_id = join
         item = TaskInstanceModel(run_key(dag_id, run_id), task_id)
         entry = TaskInstanceModel.tallies[str(group)]
         actions = [entry.set(_encode_tally(tally)), TaskInstanceModel.version.add(1)]
+        condition = entry.does_not_exist() | (entry < _tally_version_bound(tally.version))
+        fresh = TaskInstance(dag_id, run_id, task_id, dag_version=dag_version)
+        # A join never written is inserted, unless its DAG version is unknown (0).
         exists = TaskInstanceModel.run_key.exists()
-        condition = exists & (
-            entry.does_not_exist() | (entry < _tally_version_bound(tally.version))
-        )
+        if not dag_version:
+            condition = exists & condition
         for _ in range(2):
             try:
                 item.update(actions=actions, condition=condition)
@@ -782,11 +914,17 @@ class TaskInstanceRepository:
                     return self.find(*join)  # it holds a later summary (or is missing)
                 if error.cause_response_code != "ValidationException":
                     raise
-            # The join's first summary: its map first (no version bump: nothing to judge).
+            # The join's first summary: its map first (no version bump: nothing to judge),
+            # inserting the join if it was never written.
             try:
                 item.update(
-                    actions=[TaskInstanceModel.tallies.set({})],
-                    condition=exists & TaskInstanceModel.tallies.does_not_exist(),
+                    actions=[
+                        TaskInstanceModel.tallies.set({}),
+                        *_insert_actions(fresh, {"tallies"}),
+                    ],
+                    condition=TaskInstanceModel.tallies.does_not_exist()
+                    if dag_version
+                    else exists & TaskInstanceModel.tallies.does_not_exist(),
                 )
             except UpdateError as error:
                 if not is_condition_failure(error):
@@ -1048,6 +1186,10 @@ class TaskInstanceRepository:
         condition = (TaskInstanceModel.state == ti.state.value) & (
             TaskInstanceModel.version == ti.version
         )
+        if self._insertable(ti):
+            written = {"version", *(_attribute_of(name, new) for name in changes)}
+            actions.extend(_insert_actions(ti, written))
+            condition = _or_unwritten(condition)
         self._update(ti, actions, condition)
         return new
 
@@ -2003,7 +2145,9 @@ class Repositories:
     def __init__(self, task_state_ttl: timedelta = timedelta(days=90)) -> None:
         self.dags = DagRepository()
         self.runs = RunRepository()
-        self.tasks = TaskInstanceRepository()
+        self.tasks = TaskInstanceRepository(
+            lambda dag_id, version: self.dags.load_spec(dag_id, version).tasks
+        )
         self.state = TaskStateRepository(task_state_ttl)
 
 

@@ -687,9 +687,12 @@ def test_long_reasons_wrap_in_the_table_and_stay_whole_in_json(skydag: Skydag) -
     assert as_json["tasks"][0]["reason"] == reason
     lines = skydag.run("runs", "show", "chain", "manual__r").out.splitlines()
     column = lines[0].index("REASON")
-    table = lines[1 : lines.index("")]
-    assert table[0].split()[:2] == ["extract", "failed"]
-    assert all(not line[:column].strip() for line in table[1:])  # continuation lines
+    rows = lines[1 : lines.index("")]
+    assert rows[0].split()[:2] == ["extract", "failed"]
+    # Its continuation lines, up to the next task's row (the tasks never written: pending).
+    ends = next(i for i, line in enumerate(rows[1:], 1) if line[:column].strip())
+    assert rows[ends].split()[:2] == ["load", "pending"]
+    table = rows[:ends]
     reason_lines = [line[column:] for line in table]
     assert len(reason_lines) > 1
     assert " ".join(reason_lines) == reason

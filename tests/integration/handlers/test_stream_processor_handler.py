@@ -11,7 +11,7 @@ import pytest
 from handler_support import Stack, emf_metrics, metric_total
 
 from skydag.engine.models import TaskInstance
-from skydag.engine.states import RunState
+from skydag.engine.states import RunState, TaskState
 from skydag.handlers import _runtime
 from skydag.spec.models import DagSpec
 from skydag.store.repositories import Repositories
@@ -72,33 +72,38 @@ def test_a_record_whose_processing_raises_is_reported_by_its_sequence_number(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     start_run()
+    deliver(stack, handlers, context, stack.settings.tables.runs)  # its start queues extract
     service = _runtime.scheduler_service()
     real = service.on_task_changed
 
-    def fails_for_load(old: TaskInstance | None, new: TaskInstance) -> None:
-        if new.task_id == "load":
+    def fails_for_the_queueing(old: TaskInstance | None, new: TaskInstance) -> None:
+        if new.state is TaskState.QUEUED:
             raise RuntimeError("the dispatch target timed out")
         real(old, new)
 
-    monkeypatch.setattr(service, "on_task_changed", fails_for_load)
+    monkeypatch.setattr(service, "on_task_changed", fails_for_the_queueing)
+    repos = Repositories()
+    load = repos.tasks.get("chain", "manual__1", "load")
+    repos.tasks.check_later(load, datetime.now(UTC))  # a second record, load's insert
     batch = stack.stream_batch(stack.settings.tables.task_instances)
-    load_records = [
+    queueing = [
         record["dynamodb"]["SequenceNumber"]
         for record in batch["Records"]
-        if record["dynamodb"]["NewImage"]["task_id"]["S"] == "load"
+        if record["dynamodb"]["NewImage"]["state"]["S"] == "queued"
     ]
-    assert len(load_records) == 1
+    assert len(queueing) == 1
     assert len(batch["Records"]) > 1
 
     response = handlers.stream_processor.lambda_handler(batch, context)
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": load_records[0]}]}
+    assert response == {"batchItemFailures": [{"itemIdentifier": queueing[0]}]}
 
 
 def test_records_that_can_never_be_processed_are_dropped(
     stack: Stack, handlers: SimpleNamespace, context: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     start_run()
+    deliver(stack, handlers, context, stack.settings.tables.runs)  # its start queues extract
     batch = stack.stream_batch(stack.settings.tables.task_instances)
     foreign = copy.deepcopy(batch["Records"][0])
     foreign["eventSourceARN"] = foreign["eventSourceARN"].replace(

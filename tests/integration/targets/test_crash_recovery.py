@@ -22,6 +22,7 @@ from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import JobReport, JobStatus
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import TaskState
+from skydag.localcloud.stream_inserts import one_insert_per_created_item
 from skydag.settings import Settings
 from skydag.spec.models import EVENTS_NAME_THE_TASK, DagSpec
 from skydag.store.models import create_tables
@@ -170,7 +171,7 @@ def pump(env: EmbeddedSkydag) -> None:
 def moto_aws() -> Iterator[None]:
     from moto import mock_aws
 
-    with mock_aws(config={"batch": {"use_docker": False}}):
+    with mock_aws(config={"batch": {"use_docker": False}}), one_insert_per_created_item():
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 1_000_000})
         try:
             yield
