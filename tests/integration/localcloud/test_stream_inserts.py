@@ -15,18 +15,23 @@ from skydag.localcloud.stream_inserts import one_insert_per_created_item
 TABLE = "t"
 
 
+def streamed_table() -> Any:
+    """A client, and a table of one key whose stream carries both images."""
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return client
+
+
 @pytest.fixture
 def dynamodb() -> Iterator[Any]:
     with embedded_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
-        yield client
+        yield streamed_table()
 
 
 def records(client: Any) -> list[tuple[str, Any, Any]]:
@@ -68,16 +73,6 @@ def test_the_patch_nests_without_dropping_more() -> None:
     """A block inside another (a moto server started by code that patched already) keeps
     the one patch: the whole item's insert still comes through."""
     with one_insert_per_created_item(), embedded_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={
-                "StreamEnabled": True,
-                "StreamViewType": "NEW_AND_OLD_IMAGES",
-            },
-        )
+        client = streamed_table()
         update(client, "b", "queued")
         assert records(client) == [("INSERT", None, {"pk": {"S": "b"}, "state": {"S": "queued"}})]
