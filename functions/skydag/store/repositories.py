@@ -690,17 +690,15 @@ class TaskInstanceRepository:
         never written, in the sort key's order."""
         query = TaskInstanceModel.query(run_key(dag_id, run_id), consistent_read=True)
         found = {item.task_id: _ti_from_model(item) for item in query}
-        tasks = () if self._spec_tasks is None else self._run_task_ids(dag_id, run_id)
-        found.update(self._fresh(dag_id, run_id, [t for t in tasks if t not in found]))
-        return [found[key] for key in sorted(found)]
-
-    def _run_task_ids(self, dag_id: str, run_id: str) -> Collection[str]:
-        assert self._spec_tasks is not None
+        if self._spec_tasks is None:
+            return [found[key] for key in sorted(found)]
         try:
             version = int(RunModel.get(dag_id, run_id, consistent_read=True).dag_version)
-            return self._spec_tasks(dag_id, version)
+            tasks = self._spec_tasks(dag_id, version)
         except (DoesNotExist, NotFound):
-            return ()
+            return [found[key] for key in sorted(found)]
+        found.update(self._fresh(dag_id, run_id, [t for t in tasks if t not in found], version))
+        return [found[key] for key in sorted(found)]
 
     def apply(
         self,
