@@ -70,13 +70,14 @@ def read_backstop(
     run read from before it started would decide nothing). An instance read stale is
     bounded by what it must hold: the finished task is taken as the image when the read is
     older, and a downstream task not showing the finish's report is told it by a
-    conditional write, which finds it held and reads the task again. An instance missing
-    (written a moment ago) has them all read again, consistently."""
-    dag_id, run_id = image.dag_id, image.run_id
-    run, read = tasks.get_with_run(dag_id, run_id, wanted, finish_group, instances_consistent=False)
-    if run is None or any(task_id not in read for task_id in wanted):
-        return tasks.get_with_run(dag_id, run_id, wanted, finish_group)
-    if read[image.instance_id].version < image.version:
+    conditional write, which finds it held and reads the task again. An instance the read
+    missed (written a moment ago) comes back as its fresh instance (a task never written
+    reads so), older than any write: the same two rules hold."""
+    run, read = tasks.get_with_run(
+        image.dag_id, image.run_id, wanted, finish_group, instances_consistent=False
+    )
+    found = read.get(image.instance_id)
+    if found is None or found.version < image.version:
         read[image.instance_id] = image
     return run, read
 
