@@ -1,11 +1,13 @@
 """Tries covered by their run's due entry (``TaskInstance.covered``), through the real
 service on the DynamoDB store.
 
-A finish that queues its downstream tasks and then counts itself on the run writes no
-due index entry for them: the count arms the run's entry instead (once), and the
+A finish that queues its downstream tasks writes no due index entry for them: the run's
+entry stands for them, armed (once) by the finish's count when it is counted, else by a
+write of its own made before they are queued, at most once per ``ARM_REFRESH``; the
 reconciler, when that entry's time comes, gives each try still queued or running an
 entry of its own and disarms the run. These tests show a covered try is never lost: not
-to a crash before the count, a lost event, or a count landing while the reconciler looks.
+to a crash while it is dispatched, a lost event, or a count landing while the reconciler
+looks.
 """
 
 from __future__ import annotations
@@ -147,22 +149,24 @@ def test_a_try_its_upstreams_finish_queues_is_covered_until_the_reconciler_looks
     assert list(jobs.jobs) == ["job-1", "job-2", "job-3"]  # one job a try
 
 
-def test_a_crash_before_the_count_leaves_the_covered_try_to_the_streams_count(
+def test_a_crash_dispatching_a_covered_try_leaves_it_to_the_runs_entry(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
-    """The invocation telling a's finish dies dispatching b, before counting a: b is
-    queued, covered, and no entry anywhere stands for it. The finish's stream record
-    tells again and counts, and that count arms the run: b's dispatch is re-attached."""
+    """The invocation telling a's finish dies dispatching b. a is no leaf: its finish is
+    not counted (finish_counts), so the invocation armed the run before queueing b, and
+    the run's entry stands for b. The finish's stream record tells again, counts
+    nothing and arms nothing more; at b's first look its dispatch is re-attached."""
     run_id = start(env)
     jobs.crash = "before_call"
     with pytest.raises(Crash):
         env.service.on_job_event(jobs.event("job-1", JobStatus.SUCCEEDED))
     b = task(env, run_id, "b")
     assert (b.state, b.covered, b.job_id) == (T.QUEUED, True, None)
-    assert env.repos.runs.due(clock.now() + FAR) == []
+    assert [r.run_id for r in env.repos.runs.due(clock.now() + FAR)] == [run_id]
 
-    settle(env)  # the stream records: a's finish counted (b's claim still runs)
-    assert env.repos.runs.get("chain", run_id).finished_count == 1
+    settle(env)  # the stream records: a's finish told again (b's claim still runs)
+    run = env.repos.runs.get("chain", run_id)
+    assert (run.finished_count, run.counted_at) == (0, clock.now())
     assert task(env, run_id, "b").job_id is None
     clock.advance(RUN_CHECK_AFTER)
     assert env.service.reconcile().uncovered == 1
@@ -236,8 +240,9 @@ def test_a_finish_that_hands_its_slot_over_covers_the_try_it_queues(
 def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:
-    """Told a chunk per invocation, a fan-out's count comes with the last chunk: each
-    earlier chunk arms the run itself before it queues its tries, so they are covered too."""
+    """Told a chunk per invocation, a fan-out's count (were it counted: a is no leaf)
+    comes with the last chunk: each earlier chunk arms the run itself before it queues
+    its tries, so they are covered too."""
     fan = {
         "dag": "chain",
         "tasks": {"a": BATCH, **{t: {"depends_on": ["a"], **BATCH} for t in "bcd"}},
@@ -254,7 +259,7 @@ def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
     settle(env)  # the cursor's stream records tell the next chunks
     told = [task(env, run_id, t) for t in "bcd"]
     assert [(t.state, t.covered) for t in told] == [(T.RUNNING, True)] * 3
-    assert env.repos.runs.get("chain", run_id).finished_count == 1
+    assert env.repos.runs.get("chain", run_id).finished_count == 0  # a is no leaf
     assert own_entries(env, run_id) == []
     assert uncovered_at_first_look(env, clock) == 3
     assert list(jobs.jobs) == ["job-1", "job-2", "job-3", "job-4"]

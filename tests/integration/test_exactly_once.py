@@ -471,7 +471,7 @@ def test_the_finish_record_after_a_tell_at_once_writes_nothing(
         monkeypatch.setattr(owner, name, counting)
     env.service.on_task_changed(*finish)
     assert writes == []
-    assert run_of(env, "r1").finished_count == 1
+    assert run_of(env, "r1").finished_count == 0  # extract is no leaf: not counted
     assert jobs.calls["dispatch"] == 2
 
 

@@ -1075,6 +1075,27 @@ def test_a_big_runs_count_cut_short_after_its_tally_is_finished_by_the_next(
     assert read.finished_idx == frozenset({0, 1})
 
 
+def test_a_run_counts_all_its_finishes_from_the_ones_found(repos: Store) -> None:
+    """Its leaves counted and a task found unfinished (finish_counts): the finishes found
+    are counted, idempotently, and the run says every later finish counts."""
+    run = make_run(repos)
+    assert not run.counts_all
+    leaf = queued_task(repos, "leaf")
+    leaf = repos.tasks.apply(leaf, move(leaf, T.SUCCESS, Cause.SUCCEEDED, ended_at=NOW))
+    counted = repos.runs.record_finished(leaf, 2, failed_leaf=False)
+    assert counted is not None
+    assert counted.finished_idx == {2}
+
+    repos.runs.count_all_finishes(counted, [0, 2])
+    repos.runs.count_all_finishes(counted, [0, 2])  # a retried delivery
+    after = repos.runs.get(DAG, RUN)
+    assert (after.counts_all, after.finished_idx, after.finished_count) == (True, {0, 2}, 2)
+    assert after.version > counted.version
+    with pytest.raises(MISSING_ITEM_ERRORS):
+        repos.runs.count_all_finishes(replace(run, run_id="gone"), [0])
+    assert repos.runs.find(DAG, "gone") is None
+
+
 def test_record_finished_on_a_missing_run_creates_nothing(repos: Store) -> None:
     ti = queued_task(repos, "a")  # its run was never created
     done = repos.tasks.apply(ti, move(ti, T.SUCCESS, Cause.SUCCEEDED))

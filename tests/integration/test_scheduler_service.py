@@ -542,7 +542,7 @@ def test_clear_with_downstream_reruns_the_failed_branch(
     assert cleared == ["b", "c"]
     reopened = embedded.repos.runs.get("branch", "r1")
     assert (reopened.state, reopened.ended_at, reopened.reason) == (RunState.RUNNING, None, None)
-    assert reopened.finished_count == 2  # a and d
+    assert reopened.finished_idx == {3}  # d: a is no leaf, its finish was not counted
     run = finish(embedded, "branch", "r1")
     assert run.state is RunState.SUCCESS
     assert states(embedded, "branch", "r1") == {
@@ -625,12 +625,13 @@ def test_a_stale_count_never_ends_a_run_early(embedded: EmbeddedSkydag, dag_load
     # What the race leaves behind: b counted as finished while it runs again.
     b = embedded.repos.tasks.get("stale", "r1", "b")
     run = embedded.repos.runs.record_finished(b, spec.task_index("b"), failed_leaf=False)
-    assert run.finished_count == 2
+    assert run.finished_idx == {1}  # every leaf (a is none: not counted)
 
     embedded.service.runs.complete_if_done(spec, run)
 
     run = embedded.repos.runs.get("stale", "r1")
-    assert (run.state, run.finished_count) == (RunState.RUNNING, 1)
+    # b uncounted; a, found finished, counted, and from now on every finish counts.
+    assert (run.state, run.finished_idx, run.counts_all) == (RunState.RUNNING, {0}, True)
     assert finish(embedded, "stale", "r1").state is RunState.SUCCESS
 
 

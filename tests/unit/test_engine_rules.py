@@ -47,6 +47,7 @@ from skydag.engine.scheduler import (
     dispatch_transition,
     downstream_chunk,
     finish_counted,
+    finish_counts,
     make_run_id,
     merged_params,
     new_run,
@@ -627,20 +628,71 @@ CHAIN = DagSpec.model_validate(
 ALL_OK = {"root": T.SUCCESS, "mid": T.SUCCESS, "leaf": T.SUCCESS, "cleanup": T.SUCCESS}
 
 
-def outcome_of(spec: DagSpec, finished: dict[str, TaskState]) -> RunState | None:
-    """run_outcome from the run's counters, as the store keeps them for these finishes."""
-    failed_leaves = sum(counts_as_failed_leaf(spec, t, s) for t, s in finished.items())
-    return run_outcome(spec, len(finished), failed_leaves)
+def counted_run(spec: DagSpec, finished: dict[str, TaskState]) -> DagRun:
+    """A run whose counts hold these finishes, as the store keeps them."""
+    failed = frozenset(
+        spec.task_index(t) for t, s in finished.items() if counts_as_failed_leaf(spec, t, s)
+    )
+    return DagRun(
+        "d",
+        "r",
+        1,
+        RunType.MANUAL,
+        finished_count=len(finished),
+        failed_leaves=len(failed),
+        finished_idx=frozenset(spec.task_index(t) for t in finished),
+        failed_leaf_idx=failed,
+    )
+
+
+def outcome_of(
+    spec: DagSpec, finished: dict[str, TaskState], *, grouped: bool = True
+) -> RunState | None:
+    """run_outcome from the run's counts of these finishes."""
+    return run_outcome(spec, counted_run(spec, finished), grouped=grouped)
 
 
 def test_chain_leaves() -> None:
     assert sorted(CHAIN.leaves()) == ["cleanup", "leaf"]
+    assert CHAIN.leaf_indices() == {CHAIN.task_index("leaf"), CHAIN.task_index("cleanup")}
 
 
 @pytest.mark.parametrize("missing", sorted(ALL_OK))
 def test_run_outcome_none_until_every_task_finished(missing: str) -> None:
     finished = {k: v for k, v in ALL_OK.items() if k != missing}
     assert outcome_of(CHAIN, finished) is None
+
+
+@pytest.mark.parametrize("missing", sorted(ALL_OK))
+def test_a_run_counting_on_its_item_has_an_outcome_once_its_leaves_are_counted(
+    missing: str,
+) -> None:
+    """Its other finishes are not all counted (finish_counts): the caller checks them."""
+    finished = {k: v for k, v in ALL_OK.items() if k != missing}
+    outcome = outcome_of(CHAIN, finished, grouped=False)
+    assert outcome is (None if missing in CHAIN.leaf_set() else RunState.SUCCESS)
+    assert outcome_of(CHAIN, {"leaf": T.SUCCESS, "cleanup": T.FAILED}, grouped=False) is (
+        RunState.FAILED
+    )
+
+
+def test_a_finish_counts_on_a_run_counting_on_its_item_when_it_can_be_the_last() -> None:
+    """A leaf's; any once every leaf's is counted; one holding a slot (its release)."""
+    nothing = counted_run(CHAIN, {})
+    leaves_in = counted_run(CHAIN, {"leaf": T.SUCCESS, "cleanup": T.SUCCESS})
+    one_leaf = counted_run(CHAIN, {"leaf": T.SUCCESS, "root": T.SUCCESS})
+
+    def counts(run: DagRun, task: str, *, grouped: bool = False, holds: bool = False) -> bool:
+        return finish_counts(CHAIN, run, task, grouped=grouped, holds_slot=holds)
+
+    assert counts(nothing, "leaf")
+    assert counts(nothing, "cleanup")
+    assert not counts(nothing, "root")
+    assert not counts(nothing, "mid")
+    assert not counts(one_leaf, "mid")
+    assert counts(leaves_in, "mid")  # a late finish: its downstream tasks ended first
+    assert counts(nothing, "mid", holds=True)
+    assert counts(nothing, "mid", grouped=True)  # a big run counts every finish
 
 
 def test_run_outcome_none_for_nothing_finished() -> None:

@@ -213,7 +213,8 @@ def test_a_chain_runs_to_success(env: Harness) -> None:
     env.settle()
 
     run = env.run("chain")
-    assert (run.state, run.finished_count, run.failed_leaves) == (RunState.SUCCESS, 3, 0)
+    # Only the leaf's finish is counted on the run (finish_counts): one run write, not 3.
+    assert (run.state, run.finished_idx, run.failed_leaves) == (RunState.SUCCESS, {2}, 0)
     assert env.states("chain") == {t: (T.SUCCESS, 1) for t in "abc"}
     started = [env.remote.jobs[j].task_id for j in sorted(env.remote.jobs)]
     assert started == ["a", "b", "c"]
@@ -265,6 +266,63 @@ def test_a_failed_try_is_retried_and_the_fan_in_waits_for_it(env: Harness) -> No
     assert env.states("fan")["e"] == (T.SUCCESS, 1)
 
 
+def end_jobs_of(env: Harness, *tasks: str) -> None:
+    """The running jobs of these tasks end (as the harness's script says), then the
+    changes they make are delivered."""
+    for job_id in env.remote.running():
+        if env.remote.jobs[job_id].task_id in tasks:
+            env.service.on_job_event(env.remote.outcome(job_id))
+    env.settle_changes()
+
+
+@pytest.mark.parametrize("width", [1, 30])
+def test_a_finish_after_every_leaf_ends_the_run_and_the_run_reads_its_tasks_twice(
+    env: Harness, monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    """A one_success leaf ends before its other upstream tasks: their finishes come
+    after every leaf's count (finish_counts). The first count that finds the leaves
+    counted reads the run's tasks, counts those finished and has every later finish
+    count; the full count ends the run, read once more: two reads, whatever the width."""
+    middle = [f"m{i}" for i in range(width)]
+    env.load(
+        {
+            "dag": "race",
+            "tasks": {
+                "start": JOB,
+                **{m: {"depends_on": ["start"], **JOB} for m in middle},
+                "first": {"depends_on": middle, "trigger_rule": "one_success", **JOB},
+            },
+        }
+    )
+    listed = []
+    list_for_run = env.store.tasks.list_for_run
+
+    def counted_listing(dag_id: str, run_id: str) -> list[TaskInstance]:
+        listed.append(run_id)
+        return list_for_run(dag_id, run_id)
+
+    monkeypatch.setattr(env.store.tasks, "list_for_run", counted_listing)
+    env.service.trigger("race", run_id="r1")
+    env.settle_changes()
+    end_jobs_of(env, "start")
+    end_jobs_of(env, "m0")
+    end_jobs_of(env, "first")
+
+    run = env.run("race")
+    if width == 1:  # nothing is late: the leaf's count ends the run
+        assert (run.state, run.counts_all, listed) == (RunState.SUCCESS, False, ["r1"])
+        return
+    assert (run.state, run.counts_all, listed) == (RunState.RUNNING, True, ["r1"])
+    assert env.store.tasks.get("race", "r1", "first").state is T.SUCCESS
+
+    env.settle()
+
+    run = env.run("race")
+    spec = env.store.dags.load_spec("race", run.dag_version)
+    assert (run.state, run.finished_count, listed) == (RunState.SUCCESS, width + 2, ["r1"] * 2)
+    assert env.states("race") == {t: (T.SUCCESS, 1) for t in spec.tasks}
+
+
 def test_a_failure_fails_the_fan_in_and_a_clear_reruns_it(env: Harness) -> None:
     env.load(fan("fan"))
     env.remote.fail = {("c", 1)}
@@ -283,7 +341,8 @@ def test_a_failure_fails_the_fan_in_and_a_clear_reruns_it(env: Harness) -> None:
     assert env.run("fan").state is RunState.RUNNING  # reopened
     env.settle()
     run = env.run("fan")
-    assert (run.state, run.finished_count, run.failed_leaves) == (RunState.SUCCESS, 5, 0)
+    assert (run.state, run.failed_leaves) == (RunState.SUCCESS, 0)
+    assert 4 in run.finished_idx  # the leaf's count (and those a slot's release made)
     assert env.states("fan") == {
         "a": (T.SUCCESS, 1),
         "b": (T.SUCCESS, 1),

@@ -237,6 +237,10 @@ class DagRun:
     # The last stamp of a finish's count, or of an arming for the tries a finish covers
     # (ports/store.py Arming): the run is disarmed only once it is old enough.
     counted_at: datetime | None = None
+    # A run counting on its item counts its leaves' finishes (engine/scheduler.py
+    # finish_counts); once they are all counted and a task is found unfinished, the
+    # finishes found then are counted and every later finish counts (``counts_all``).
+    counts_all: bool = False
     # A backfill's --max-active-runs: at most this many of the DAG's runs that carry a
     # limit run at once (their slots are also counted in ``DagRecord.active_backfills``).
     backfill_limit: int | None = None

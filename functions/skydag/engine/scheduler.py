@@ -416,11 +416,47 @@ def finish_counted(run: DagRun, ti: TaskInstance, index: int, *, failed_leaf: bo
     )
 
 
-def run_outcome(spec: DagSpec, finished_count: int, failed_leaves: int) -> RunState | None:
-    """The run's end state once every task finished (Airflow: judged by the leaves)."""
-    if finished_count < len(spec.tasks):
+def leaves_counted(spec: DagSpec, run: DagRun) -> bool:
+    """Whether every leaf's finish is counted on a run that counts on its own item."""
+    return spec.leaf_indices() <= run.finished_idx
+
+
+def finish_counts(
+    spec: DagSpec, run: DagRun, task_id: str, *, grouped: bool, holds_slot: bool
+) -> bool:
+    """Whether a finish is counted on its run (``RunRepository.record_finished``), the run
+    as read by the invocation telling it.
+
+    A big run (``grouped``) counts every finish, in its group's tally: its end is known
+    from its done groups. A run counting on its own item counts only the finishes that
+    can be its last, one run write a leaf instead of one a task: a leaf's, and every
+    finish once all the leaves' are counted (a task still running then, whose downstream
+    tasks finished before it: an ``always`` or ``one_success`` task, a mark). A finish
+    holding a max_active_tasks slot is counted too: its count is the slot's release,
+    the same write.
+
+    Why the run still ends: the last of its writes that matter is a leaf's count, after
+    which every task has finished; or a task's finish after every leaf's count (not a
+    leaf's: its count comes after it). That finish's stream record comes after its write
+    and reads the run consistently (``TaskProgress.propagate``): it sees every leaf
+    counted, so it is counted. A count that finds every leaf counted checks the run's
+    task instances before the run ends (``RunLifecycle.complete_if_done``)."""
+    if grouped or holds_slot or run.counts_all or task_id in spec.leaf_set():
+        return True
+    return leaves_counted(spec, run)
+
+
+def run_outcome(spec: DagSpec, run: DagRun, *, grouped: bool) -> RunState | None:
+    """The run's end state once its counts say every task finished (Airflow: judged by
+    the leaves): every finish counted for a big run (``grouped``) or one counting them
+    all (``counts_all``), else every leaf's (``finish_counts``: the caller checks the
+    others' on the task instances, and has the run count all if one is unfinished)."""
+    if grouped or run.counts_all:
+        if run.finished_count < len(spec.tasks):
+            return None
+    elif not leaves_counted(spec, run):
         return None
-    return RunState.FAILED if failed_leaves > 0 else RunState.SUCCESS
+    return RunState.FAILED if run.failed_leaves > 0 else RunState.SUCCESS
 
 
 def run_end(outcome: RunState, failed_leaves: int) -> tuple[Cause, str | None]:

@@ -448,6 +448,12 @@ class RunStore(Protocol):
         """Uncount a task being cleared (a big run's group is no longer done)."""
         ...
 
+    def count_all_finishes(self, run: DagRun, indices: Collection[int]) -> None:
+        """A run counting on its item, found with every leaf counted and a task unfinished:
+        count these finished tasks (found by a read of its tasks) and set ``counts_all``,
+        so that every later finish counts and the full count ends it (``finish_counts``)."""
+        ...
+
     def reserve_task_slot(
         self, run: DagRun, ti: TaskInstance, try_number: int, max_active: int
     ) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from skydag.engine.models import DagRecord, DagRun, FinishGroup, TaskInstance
+from skydag.engine.scheduler import finish_counts
 from skydag.engine.tallies import finish_group
 from skydag.engine.transitions import Decision, Transition
 from skydag.limits import FINISH_GROUP, FINISH_TALLY_AT
@@ -119,6 +120,16 @@ class Scheduler:
     def finish_group(self, spec: DagSpec, task_id: str) -> FinishGroup | None:
         """Where a run of ``spec`` counts the task's finish (engine/tallies.py)."""
         return finish_group(spec, task_id, at=self.finish_tally_at, size=self.finish_group_size)
+
+    def counts_in_groups(self, spec: DagSpec) -> bool:
+        """Whether a run of ``spec`` counts its finishes in group tallies (a big run)."""
+        return len(spec.tasks) > self.finish_tally_at
+
+    def finish_counts(self, spec: DagSpec, run: DagRun, ti: TaskInstance) -> bool:
+        """Whether ``ti``'s finish is counted on ``run`` as read (``finish_counts``)."""
+        holds = ti.instance_id in run.active or ti.instance_id in run.throttled
+        grouped = self.counts_in_groups(spec)
+        return finish_counts(spec, run, ti.task_id, grouped=grouped, holds_slot=holds)
 
     def spec(self, run: DagRun) -> DagSpec:
         """The DAG version the run is pinned to."""

@@ -5,10 +5,10 @@ Every try an invocation covers is written within its lifetime (``LONGEST_INVOCAT
 of a stamp on its run (``Arming.counted_at``) that the invocation made, or saw made no
 longer than ``ARM_REFRESH`` before, and a run is disarmed only once its stamp is older
 than both together, and a minute more (``RUN_QUIET``): whoever disarms has listed every
-such try. A run that counts its finishes on its own item is stamped by each count, for
-free; a big run, which counts in finish tallies, by a write of its own at most once per
-``ARM_REFRESH``; an earlier chunk of a wide fan-out, whose count comes with the last one,
-by one a chunk.
+such try. A finish counted on the run's item (a leaf's, a late one's, a slot's release:
+``finish_counts``) stamps it for free; any other finish, and a big run's (counted in
+finish tallies), by a write of its own at most once per ``ARM_REFRESH``; an earlier
+chunk of a wide fan-out, whose count comes with the last one, by one a chunk.
 """
 
 from __future__ import annotations
@@ -30,14 +30,24 @@ class RunArming:
         return Arming(now, now + RUN_CHECK_AFTER)
 
     def cover(
-        self, run: DagRun, ti: TaskInstance, group: FinishGroup | None, counted: bool
+        self,
+        run: DagRun,
+        ti: TaskInstance,
+        group: FinishGroup | None,
+        *,
+        counted: bool,
+        counts: bool,
     ) -> bool:
-        """Whether the tries ``ti``'s finish queues in this invocation may be covered. On
-        a run counting on its item: if this invocation counts (after the tell, or in a
-        slot's hand-over before it). A big run's is stamped here unless seen stamped
-        within ``ARM_REFRESH``."""
-        if group is None:
-            return not counted
+        """Whether the tries ``ti``'s finish queues in this invocation may be covered.
+        ``counted``: the run as read counts the finish already (a finish told again);
+        ``counts``: this invocation counts it (``finish_counts``). On a run counting on its
+        item: if this invocation counts (after the tell, or in a slot's hand-over before
+        it). A big run's, or a finish not counted (not a leaf's), is stamped here unless
+        seen stamped within ``ARM_REFRESH``."""
+        if group is None and counted:
+            return False
+        if group is None and counts:
+            return True
         now = self.scheduler.clock.now()
         if run.counted_at is None or run.counted_at <= now - ARM_REFRESH:
             self.scheduler.repos.runs.arm(ti, self.now())

@@ -186,7 +186,8 @@ class TaskProgress:
         index = spec.task_index(ti.task_id)
         failed_leaf = counts_as_failed_leaf(spec, ti.task_id, ti.state)
         counted = finish_counted(run, ti, index, failed_leaf=failed_leaf)
-        cover = self.arming.cover(run, ti, group, counted)
+        counts = not counted and self.scheduler.finish_counts(spec, run, ti)
+        cover = self.arming.cover(run, ti, group, counted=counted, counts=counts)
         handover = self.slots.offer(spec, run, ti, group, self.arming.now())
         told = self.tell_downstream(
             spec,
@@ -202,7 +203,9 @@ class TaskProgress:
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         if handover is not None and handover.run is not None:
             run = handover.run  # the slot went to a downstream task, the finish counted
-        if not finish_counted(run, ti, index, failed_leaf=failed_leaf):
+        if self.scheduler.finish_counts(spec, run, ti) and not finish_counted(
+            run, ti, index, failed_leaf=failed_leaf
+        ):
             holds = ti.instance_id in run.active or ti.instance_id in run.throttled
             # Every count arms: one made again after a crash, for the tries covered before.
             arming = self.arming.now() if group is None else None

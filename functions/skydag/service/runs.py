@@ -311,19 +311,21 @@ class RunLifecycle:
     # --- the end ---------------------------------------------------------------------------
 
     def complete_if_done(self, spec: DagSpec, run: DagRun) -> None:
-        """End the run once its counters say every task finished, checked once on the
-        task instances (a redelivered finish that raced a clear may have counted a task
-        that runs again: it is uncounted and the run goes on)."""
+        """End the run once its counts say every task finished (``run_outcome``), checked
+        once on the task instances: a run counting on its item counts its leaves and the
+        late finishes only (``finish_counts``), and a redelivered finish that raced a clear
+        may have counted a task that runs again (it is uncounted and the run goes on)."""
         verified = False
+        grouped = self.scheduler.counts_in_groups(spec)
 
         def attempt(current: DagRun) -> None:
             nonlocal verified
-            outcome = run_outcome(spec, current.finished_count, current.failed_leaves)
+            outcome = run_outcome(spec, current, grouped=grouped)
             if outcome is None or current.state is not RunState.RUNNING:
                 return
             if not verified:
                 verified = True
-                if self._uncount_unfinished(spec, current):
+                if self._unfinished(spec, current, grouped=grouped):
                     return
             cause, reason = run_end(outcome, current.failed_leaves)
             # Every task finished: no covered try is left for the reconciler to look at,
@@ -339,7 +341,8 @@ class RunLifecycle:
 
         settle(run, attempt, f"run {run.dag_id}/{run.run_id}")
 
-    def _uncount_unfinished(self, spec: DagSpec, run: DagRun) -> bool:
+    def _unfinished(self, spec: DagSpec, run: DagRun, *, grouped: bool) -> bool:
+        """Whether a task of the run has not finished; one counted is uncounted."""
         repos = self.scheduler.repos
         unfinished = [
             ti
@@ -347,7 +350,18 @@ class RunLifecycle:
             # Instances of mapped tasks are counted on their mapped task, not on the run.
             if ti.state not in FINISHED_TASK_STATES and ti.map_index is None
         ]
-        for ti in unfinished:
+        if unfinished and not grouped and not run.counts_all:
+            # Its leaves are counted, not every finish: from now on each counts itself, and
+            # those made already are counted here, so the full count ends the run (one read
+            # of its tasks, not one a late finish).
+            unfinished_ids = {ti.task_id for ti in unfinished}
+            repos.runs.count_all_finishes(
+                run, [spec.task_index(t) for t in spec.tasks if t not in unfinished_ids]
+            )
+        counted = [
+            ti for ti in unfinished if grouped or spec.task_index(ti.task_id) in run.finished_idx
+        ]
+        for ti in counted:
             log.warning(
                 "run %s/%s: %s counted finished but is %s; uncounted",
                 run.dag_id,

@@ -421,6 +421,14 @@ class DagSpec(SpecModel):
             object.__setattr__(self, "_leaf_cache", cached)
         return cached
 
+    def leaf_indices(self) -> frozenset[int]:
+        """The leaves' positions in the file (``task_index``)."""
+        cached: frozenset[int] | None = self.__dict__.get("_leaf_index_cache")
+        if cached is None:
+            cached = frozenset(self.task_index(t) for t in self.leaf_set())
+            object.__setattr__(self, "_leaf_index_cache", cached)
+        return cached
+
     def descendants(self, task_id: str) -> list[str]:
         """Every task downstream of ``task_id``, transitively, in topological order."""
         order = {t: i for i, t in enumerate(self.topological_order())}

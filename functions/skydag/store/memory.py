@@ -233,6 +233,7 @@ class _RunItem:
     queued_key: str | None = None
     due: str | None = None  # the run's place in the runs' due index (absent: not in it)
     counted_at: datetime | None = None  # the last count's time (ports/store.py Arming)
+    counts_all: bool = False
 
     def record(self) -> DagRun:
         return replace(
@@ -247,6 +248,7 @@ class _RunItem:
             throttled=frozenset(self.throttled),
             tasks_created=self.tasks_created,
             counted_at=self.counted_at,
+            counts_all=self.counts_all,
         )
 
     def arm(self, arming: Arming | None) -> None:
@@ -892,6 +894,19 @@ class MemoryRunRepository:
 
             self._write(item, write)
             return item.with_tally(group)
+
+    def count_all_finishes(self, run: DagRun, indices: Collection[int]) -> None:
+        with self._lock:
+            item = self._runs.get((run.dag_id, run.run_id))
+            if item is None:
+                raise NotFound(f"run {run.dag_id}/{run.run_id} not found")
+
+            def write() -> None:
+                item.finished.update(indices)
+                item.counts_all = True
+                item.run = replace(item.run, version=item.run.version + 1)
+
+            self._write(item, write)
 
     def forget_finished(self, run: DagRun, index: int, group: FinishGroup | None = None) -> None:
         with self._lock:

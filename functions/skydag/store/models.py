@@ -187,6 +187,7 @@ class RunModel(Model):
     due_at = UnicodeAttribute(null=True)
     due_index = DueRunsIndex()
     counted_at = UnicodeAttribute(null=True)  # the last count's time (ports/store.py Arming)
+    counts_all = BooleanAttribute(null=True)  # (DagRun.counts_all)
 
 
 class DueTasksIndex(GlobalSecondaryIndex["TaskInstanceModel"]):

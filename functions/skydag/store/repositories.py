@@ -1293,6 +1293,7 @@ def _run_from_model(item: RunModel) -> DagRun:
         started_at=item.started_at,
         ended_at=item.ended_at,
         counted_at=datetime.fromisoformat(item.counted_at) if item.counted_at else None,
+        counts_all=bool(item.counts_all),
         finished_count=len(item.finished_idx or ()) + _group_total(item.finished_groups),
         failed_leaves=len(item.failed_leaf_idx or ()) + _group_total(item.failed_groups),
         finished_idx=frozenset(int(i) for i in item.finished_idx or ()),
@@ -1538,6 +1539,12 @@ class RunRepository:
                 FinishTallyModel.failed.delete({index}),
             ],
         )
+
+    def count_all_finishes(self, run: DagRun, indices: Collection[int]) -> None:
+        actions: list[Action] = [RunModel.counts_all.set(True), RunModel.version.add(1)]
+        if indices:
+            actions.append(RunModel.finished_idx.add(set(indices)))
+        self._write(run.dag_id, run.run_id, actions, RunModel.run_id.exists())
 
     def _write_finish_groups(self, run: DagRun, actions: list[Action]) -> None:
         for _ in range(2):
