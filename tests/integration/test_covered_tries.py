@@ -237,6 +237,38 @@ def test_a_finish_that_hands_its_slot_over_covers_the_try_it_queues(
     assert uncovered_at_first_look(env, clock) == 1
 
 
+def test_a_finish_not_counted_arms_the_run_only_before_it_queues_a_covered_try(
+    env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
+) -> None:
+    """A join's first upstream to end queues nothing: no leaf's, its finish is not counted
+    (finish_counts), and it writes nothing to the run at all. The second queues the join,
+    covered: the run is stamped and armed just before that write."""
+    join = {
+        "dag": "chain",
+        "tasks": {"a": BATCH, "b": BATCH, "c": {"depends_on": ["a", "b"], **BATCH}},
+    }
+    env.repos.dags.save_version(
+        DagSpec.model_validate(join), source="test", sha256=None, now=clock.now()
+    )
+    run_id = start(env)
+    started = env.repos.runs.get("chain", run_id)
+    by_task = {request.task_id: job_id for job_id, request in jobs.jobs.items()}
+
+    env.service.on_job_event(jobs.event(by_task["a"], JobStatus.SUCCEEDED))
+    settle(env)
+    assert env.repos.runs.get("chain", run_id) == started
+    assert task(env, run_id, "c").state is T.PENDING
+
+    clock.advance(timedelta(seconds=5))
+    env.service.on_job_event(jobs.event(by_task["b"], JobStatus.SUCCEEDED))
+    settle(env)
+    c = task(env, run_id, "c")
+    run = env.repos.runs.get("chain", run_id)
+    assert (c.state, c.covered) == (T.RUNNING, True)
+    assert (run.finished_count, run.counted_at) == (0, clock.now())
+    assert [r.run_id for r in env.repos.runs.due(clock.now() + RUN_CHECK_AFTER)] == [run_id]
+
+
 def test_each_chunk_of_a_wide_fan_out_covers_the_tries_it_queues(
     env: EmbeddedSkydag, jobs: FakeService, clock: SettableClock
 ) -> None:

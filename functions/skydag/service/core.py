@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from skydag.engine.models import DagRecord, DagRun, FinishGroup, TaskInstance
 from skydag.engine.scheduler import finish_counts
+from skydag.engine.states import TaskState
 from skydag.engine.tallies import finish_group
 from skydag.engine.transitions import Decision, Transition
 from skydag.limits import FINISH_GROUP, FINISH_TALLY_AT
@@ -213,6 +214,23 @@ class HandOver:
     run: DagRun | None = None  # the run as the hand-over wrote it, once made
 
 
+class Cover:
+    """The tries one invocation queues are covered by their run's due entry
+    (``TaskInstance.covered``, ``service/covering.py``). ``arm``, when the invocation's
+    count will not stamp the run, stamps it before the first of them is written: a finish
+    that queues nothing writes nothing."""
+
+    def __init__(self, arm: Callable[[], object] | None = None) -> None:
+        self._arm = arm
+
+    def before_queueing(self, transition: Transition) -> None:
+        """Called before a covered transition is written."""
+        if transition.dst is not TaskState.QUEUED or self._arm is None:
+            return
+        arm, self._arm = self._arm, None
+        arm()
+
+
 class Evaluate(Protocol):
     """Decide a task that is not running (``TaskProgress.evaluate``)."""
 
@@ -223,7 +241,7 @@ class Evaluate(Protocol):
         ti: TaskInstance,
         *,
         owned: bool = False,
-        covered: bool = False,
+        covered: Cover | None = None,
         throttled: set[str] | None = None,
         handover: HandOver | None = None,
     ) -> TaskInstance | None: ...

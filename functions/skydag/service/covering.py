@@ -16,7 +16,7 @@ from __future__ import annotations
 from skydag.engine.models import DagRun, FinishGroup, TaskInstance
 from skydag.engine.rules import ARM_REFRESH, RUN_CHECK_AFTER
 from skydag.ports.store import Arming
-from skydag.service.core import Scheduler
+from skydag.service.core import Cover, Scheduler
 
 
 class RunArming:
@@ -37,21 +37,22 @@ class RunArming:
         *,
         counted: bool,
         counts: bool,
-    ) -> bool:
-        """Whether the tries ``ti``'s finish queues in this invocation may be covered.
-        ``counted``: the run as read counts the finish already (a finish told again);
-        ``counts``: this invocation counts it (``finish_counts``). On a run counting on its
-        item: if this invocation counts (after the tell, or in a slot's hand-over before
-        it). A big run's, or a finish not counted (not a leaf's), is stamped here unless
-        seen stamped within ``ARM_REFRESH``."""
+    ) -> Cover | None:
+        """How the tries ``ti``'s finish queues in this invocation are covered, None when
+        they are not. ``counted``: the run as read counts the finish already (a finish
+        told again); ``counts``: this invocation counts it (``finish_counts``). On a run
+        counting on its item, a count (after the tell, or in a slot's hand-over before
+        it) stamps the run. A finish not counted there, and a big run's (counted in
+        finish tallies), stamps it with a write of its own before its first ``→ queued``
+        write, unless it was seen stamped within ``ARM_REFRESH``."""
         if group is None and counted:
-            return False
+            return None
         if group is None and counts:
-            return True
+            return Cover()
         now = self.scheduler.clock.now()
-        if run.counted_at is None or run.counted_at <= now - ARM_REFRESH:
-            self.scheduler.repos.runs.arm(ti, self.now())
-        return True
+        if run.counted_at is not None and run.counted_at > now - ARM_REFRESH:
+            return Cover()
+        return Cover(lambda: self.scheduler.repos.runs.arm(ti, self.now()))
 
     def arm_chunk(self, ti: TaskInstance) -> None:
         """Before an earlier chunk of a wide fan-out covers its tries (its finish is

@@ -24,7 +24,7 @@ from skydag.engine.scheduler import (
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
 from skydag.ports.store import WITH_TRY_LIMIT, NotFound, TryRead
-from skydag.service.core import HandOver, Scheduler, read_backstop
+from skydag.service.core import Cover, HandOver, Scheduler, read_backstop
 from skydag.service.covering import RunArming
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
@@ -81,20 +81,20 @@ class TaskProgress:
         ti: TaskInstance,
         *,
         owned: bool = False,
-        covered: bool = False,
+        covered: Cover | None = None,
         throttled: set[str] | None = None,
         handover: HandOver | None = None,
     ) -> TaskInstance | None:
         """Move a task that is not running on (trigger rule, due retry, kept signal);
         ``owned``: a try it queues is the caller's to dispatch (``owned_dispatch``);
-        ``covered``: the caller counts a finish on the run afterwards (``covered_dispatch``);
+        ``covered``: a try it queues is covered by the run's entry (``covered_dispatch``);
         ``throttled``: collects the tasks that joined the run's throttled set meanwhile;
         ``handover``: a finished upstream's slot it may take (``TaskSlots.gate``)."""
         if run.state is not RunState.RUNNING:
             return None
         if ti.map_index is not None or is_mapped(spec, ti.task_id):
             return self.mapping.evaluate(spec, run, ti, self.slots.gate(spec, run, throttled))
-        gate = self.slots.gate(spec, run, throttled, handover)
+        gate = self.slots.gate(spec, run, throttled, handover, covered)
         clock = self.scheduler.clock
         # Rendered once, before the decide loop: a lost race re-decides with the same
         # condition (its inputs, the finished upstreams' outputs, do not change).
@@ -102,7 +102,7 @@ class TaskProgress:
 
         def decide(current: TaskInstance) -> Decision:
             decision = decide_next(spec, current, clock.now(), condition)
-            decision = covered_dispatch(decision) if covered else decision
+            decision = covered_dispatch(decision) if covered is not None else decision
             return owned_dispatch(decision) if owned else decision
 
         applied = self.scheduler.decide_and_apply(ti, decide, gate=gate)
@@ -253,7 +253,7 @@ class TaskProgress:
         told_before: bool = False,
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
-        cover: bool = False,
+        cover: Cover | None = None,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on). ``prefetched``: the
@@ -271,7 +271,7 @@ class TaskProgress:
         while True:
             chunk = downstream_chunk(ti, len(children), self.report_chunk)
             told = [children[i] for i in chunk]
-            if cover and chunk.stop < len(children):
+            if cover is not None and chunk.stop < len(children):
                 self.arming.arm_chunk(ti)
             self.report_downstream(
                 spec,
@@ -307,7 +307,7 @@ class TaskProgress:
         told_before: bool = False,
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
-        covered: bool = False,
+        covered: Cover | None = None,
     ) -> None:
         """Tell these downstream tasks this task's state, and evaluate the ones it changed.
 

@@ -8,7 +8,7 @@ from skydag.engine.scheduler import task_slots_bind
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Transition
 from skydag.ports.store import Arming
-from skydag.service.core import Evaluate, Gate, HandOver, Scheduler
+from skydag.service.core import Cover, Evaluate, Gate, HandOver, Scheduler
 from skydag.spec.models import DagSpec
 
 
@@ -42,6 +42,7 @@ class TaskSlots:
         run: DagRun,
         throttled: set[str] | None = None,
         handover: HandOver | None = None,
+        cover: Cover | None = None,
     ) -> Gate:
         """A dispatch first takes a max_active_tasks slot, or joins the throttled set
         (noted in ``throttled``: ``run`` as read does not say so). The first to come takes
@@ -49,11 +50,19 @@ class TaskSlots:
 
         The second attempt closes the race with a concurrent release: whoever frees a slot
         after we joined the set sees us in it and starts us. A DAG whose slots cannot run
-        out (``task_slots_bind``) takes none."""
+        out (``task_slots_bind``) takes none. ``cover``: what a covered try's ``→ queued``
+        write needs first (``Cover.before_queueing``), once it may be written."""
         runs, limit = self.scheduler.repos.runs, spec.max_active_tasks
         binds = task_slots_bind(spec)
 
         def gate(ti: TaskInstance, transition: Transition) -> bool:
+            if not take(ti, transition):
+                return False
+            if cover is not None:
+                cover.before_queueing(transition)
+            return True
+
+        def take(ti: TaskInstance, transition: Transition) -> bool:
             if transition.dst is not TaskState.QUEUED or not binds:
                 return True
             try_number = ti.try_number + 1

@@ -15,7 +15,7 @@ from skydag.engine.scheduler import (
 )
 from skydag.engine.states import RunState
 from skydag.ports.store import ConflictError
-from skydag.service.core import Evaluate, HandOver, Scheduler
+from skydag.service.core import Cover, Evaluate, HandOver, Scheduler
 from skydag.service.joins import WideJoins
 from skydag.service.slots import TaskSlots
 from skydag.spec.models import DagSpec
@@ -40,7 +40,7 @@ class DownstreamTell:
         *,
         told_before: bool = False,
         owned: bool,
-        covered: bool = False,
+        covered: Cover | None = None,
         throttled: set[str],
         handover: HandOver | None = None,
     ) -> TaskInstance | None:
@@ -86,7 +86,7 @@ class DownstreamTell:
         current: TaskInstance | None,
         *,
         owned: bool,
-        covered: bool,
+        covered: Cover | None,
         throttled: set[str],
         handover: HandOver | None,
     ) -> TaskInstance | None:
@@ -145,7 +145,7 @@ class DownstreamTell:
         upstream: tuple[str, UpstreamReport],
         *,
         owned: bool,
-        covered: bool,
+        covered: Cover | None,
         throttled: set[str],
         handover: HandOver | None,
     ) -> tuple[bool, TaskInstance | None]:
@@ -155,11 +155,11 @@ class DownstreamTell:
         tasks = self.scheduler.repos.tasks
         candidate = with_report(current, *upstream)
         decision = decide_next(spec, candidate, self.scheduler.clock.now())
-        decision = covered_dispatch(decision) if covered else decision
+        decision = covered_dispatch(decision) if covered is not None else decision
         transition = (owned_dispatch(decision) if owned else decision).transition
         if transition is None:
             return False, None
-        if not self.slots.gate(spec, run, throttled, handover)(candidate, transition):
+        if not self.slots.gate(spec, run, throttled, handover, covered)(candidate, transition):
             # In the throttled set, as evaluating it would leave it: only the report.
             tasks.report_upstream(current, *upstream)
             return True, None
