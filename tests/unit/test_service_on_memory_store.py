@@ -322,6 +322,44 @@ def test_a_finish_after_every_leaf_ends_the_run_and_the_run_reads_its_tasks_twic
     assert (run.state, run.finished_count, listed) == (RunState.SUCCESS, width + 2, ["r1"] * 2)
     assert env.states("race") == {t: (T.SUCCESS, 1) for t in spec.tasks}
 
+    # A clear reopens the run: its counting starts anew, from its leaves.
+    env.service.clear("race", "r1", "m1")
+    run = env.run("race")
+    assert (run.state, run.counts_all, run.finished_count) == (RunState.RUNNING, False, width + 1)
+    env.settle()
+    assert env.run("race").state is RunState.SUCCESS
+    assert env.states("race")["m1"] == (T.SUCCESS, 2)
+
+
+def test_a_finish_whose_record_comes_after_the_runs_end_is_not_counted_until_a_clear(
+    env: Harness,
+) -> None:
+    """A chain's jobs end before any stream record is delivered: the leaf's count ends the
+    run; the records of the earlier finishes come after, and count nothing (finish_counts).
+    A clear of the leaf reopens the run, whose counting starts anew (counts_all unset):
+    its end comes from the leaf's count again."""
+    env.load({"dag": "late", "tasks": {"a": JOB, "b": {"depends_on": ["a"], **JOB}}})
+    env.service.trigger("late", run_id="r1")
+    env.settle_changes()
+    for _ in range(2):  # a's job, then the one a's end starts at once: b's
+        (job_id,) = env.remote.running()
+        env.service.on_job_event(env.remote.outcome(job_id))
+    ended = env.run("late")
+    assert (ended.state, ended.finished_idx) == (RunState.SUCCESS, {1})
+
+    env.settle_changes()  # a's finish record among them
+    assert env.run("late") == ended
+
+    env.service.clear("late", "r1", "b")
+    assert (env.run("late").state, env.run("late").counts_all) == (RunState.RUNNING, False)
+    env.settle()
+    run = env.run("late")
+    assert (run.state, run.finished_idx, env.states("late")["b"]) == (
+        RunState.SUCCESS,
+        {1},
+        (T.SUCCESS, 2),
+    )
+
 
 def test_a_failure_fails_the_fan_in_and_a_clear_reruns_it(env: Harness) -> None:
     env.load(fan("fan"))

@@ -440,10 +440,16 @@ def finish_counts(
     leaf's: its count comes after it). That finish's stream record comes after its write
     and reads the run consistently (``TaskProgress.propagate``): it sees every leaf
     counted, so it is counted. A count that finds every leaf counted checks the run's
-    task instances before the run ends (``RunLifecycle.complete_if_done``)."""
-    if grouped or holds_slot or run.counts_all or task_id in spec.leaf_set():
+    task instances before the run ends (``RunLifecycle.complete_if_done``).
+
+    A run that has ended counts nothing more (a finish's record coming after the end:
+    every task had finished, and a clear that reopens the run starts its counting anew,
+    ``counts_all`` unset), but for a slot's release."""
+    if grouped or holds_slot:
         return True
-    return leaves_counted(spec, run)
+    if run.state in FINISHED_RUN_STATES:
+        return False
+    return run.counts_all or task_id in spec.leaf_set() or leaves_counted(spec, run)
 
 
 def run_outcome(spec: DagSpec, run: DagRun, *, grouped: bool) -> RunState | None:

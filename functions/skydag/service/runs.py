@@ -303,8 +303,15 @@ class RunLifecycle:
         slot first and reopening after left a window where the end's release freed the
         slot the run was about to run in, and a queued run started beside it (F12). Once
         the run is queued, no end's release matches it."""
+        # Its counting starts anew (``finish_counts``): a finish whose record came after
+        # the end was not counted, so the leaves' check counts what it finds finished.
         queued = self.scheduler.repos.runs.transition(
-            run, RunState.QUEUED, Cause.CLEAR, ended_at=None, reason="waiting for a run slot"
+            run,
+            RunState.QUEUED,
+            Cause.CLEAR,
+            ended_at=None,
+            reason="waiting for a run slot",
+            counts_all=False,
         )
         return self.try_start(queued, spec)
 

@@ -103,9 +103,10 @@ _RUN_WRITABLE = frozenset(
         "data_interval_start",
         "data_interval_end",
         "tasks_created",
+        "counts_all",
     }
 )
-_RUN_TIME_FIELDS = _RUN_WRITABLE - {"reason", "tasks_created"}
+_RUN_TIME_FIELDS = _RUN_WRITABLE - {"reason", "tasks_created", "counts_all"}
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -828,6 +829,8 @@ class MemoryRunRepository:
             def write() -> None:
                 if "tasks_created" in stored:  # kept beside the run, as ``record`` reads it
                     item.tasks_created = bool(stored.pop("tasks_created"))
+                if "counts_all" in stored:  # (the same)
+                    item.counts_all = bool(stored.pop("counts_all"))
                 item.run = replace(item.run, state=dst, version=run.version + 1, **stored)
                 item.queued_key = queued_key(run) if dst is RunState.QUEUED else None
                 if disarm:
