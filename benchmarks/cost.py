@@ -150,6 +150,20 @@ def lambda_billed_seconds(
     return cpu_seconds / share + waiting_ms / 1000
 
 
+def billed_gb_seconds(seconds: float, memory_mb: int) -> float:
+    """What Lambda bills for an invocation of ``seconds`` at ``memory_mb``: its duration
+    rounded up to the millisecond (1 ms at least), in GB-seconds."""
+    milliseconds = max(1, math.ceil(seconds * 1000 - 1e-9))
+    return milliseconds / 1000 * memory_mb / 1024
+
+
+# The memory sizes each scenario's Lambda share is also priced at, from the same measured
+# CPU and calls (what a power-tuning run would try): CPU time scales inversely with the
+# size up to a full vCPU, so its GB-seconds do not change, while the waits for AWS calls
+# cost in proportion to it.
+MEMORY_CHOICES_MB = (256, 512, 1024, FULL_VCPU_MB)
+
+
 def cpu_on_aws_ms(cpu_seconds: float, memory_mb: int) -> float:
     """CPU time measured here on a full core, as it takes at a function's CPU share."""
     return cpu_seconds * 1000 / min(1.0, memory_mb / FULL_VCPU_MB)

@@ -126,6 +126,8 @@ class CostMeter:
         self.handler_seconds: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.log_bytes: Counter[str] = Counter()
+        # Per-task functions' GB-seconds had every function the memory size of the key.
+        self.gb_s_by_memory: Counter[int] = Counter()
         self.noop_stream_records = 0
         self.unpriced: Counter[str] = Counter()
         self._producers: dict[str, tuple[int, int]] = {}  # event id -> (node, call)
@@ -210,6 +212,7 @@ class CostMeter:
             self.calls,
             self.log_bytes,
             self.unpriced,
+            self.gb_s_by_memory,
         ):
             counter.clear()
         self.noop_stream_records = 0
@@ -247,8 +250,9 @@ class CostMeter:
             with contextlib.redirect_stdout(inv.stdout):
                 return handler(event, context)
         finally:
+            cpu = max(0.0, time.thread_time() - started - inv.overhead)
             seconds = cost.lambda_billed_seconds(
-                max(0.0, time.thread_time() - started - inv.overhead),
+                cpu,
                 self._memory_mb(function),
                 dynamodb_calls=inv.dynamodb_calls,
                 other_calls=inv.other_calls,
@@ -257,6 +261,15 @@ class CostMeter:
             handler_.setStream(stream)  # type: ignore[attr-defined]
             self._inv, self._node = None, None
             self._close(inv, seconds)
+            if function not in NOT_PER_TASK:
+                for memory in cost.MEMORY_CHOICES_MB:
+                    at_size = cost.lambda_billed_seconds(
+                        cpu,
+                        memory,
+                        dynamodb_calls=inv.dynamodb_calls,
+                        other_calls=inv.other_calls,
+                    )
+                    self.gb_s_by_memory[memory] += cost.billed_gb_seconds(at_size, memory)
 
     def _close(self, inv: _Invocation, seconds: float) -> None:
         function = inv.function
@@ -265,8 +278,7 @@ class CostMeter:
         # A function a rule invoked with one event handled that one event.
         self.records[function] += len(inv.records) or int(inv.event is not None)
         self.handler_seconds[function] += seconds
-        memory_gb = self._memory_mb(function) / 1024
-        billed = max(0.001, round(seconds + 0.0005, 3))
+        gb_s = cost.billed_gb_seconds(seconds, self._memory_mb(function))
         inv.outside_log.append(inv.log.getvalue()[inv.log_at :])
         out = inv.stdout.getvalue()
         shared_log = (
@@ -278,7 +290,7 @@ class CostMeter:
         share = 1 / len(inv.causes)
         for cause in inv.causes:
             usage.add("lambda.requests", share, function, cause, "invocation", "")
-            usage.add("lambda.gb_s", share * billed * memory_gb, function, cause, "duration", "")
+            usage.add("lambda.gb_s", share * gb_s, function, cause, "duration", "")
             usage.add("xray.traces", share * cost.TRACED_SHARE, function, cause, "trace", "")
             usage.add("logs.gb", share * shared_log / 1e9, function, cause, "logs", "")
         if function == "Scheduler" and inv.records:
@@ -748,6 +760,9 @@ class CostMeter:
                             )
                             for (n, at), rt, other in zip(hops, round_trips, others, strict=True)
                         ],
+                        # Each hop's own CPU until the call that carries the path on, as
+                        # measured here (seconds): the estimate at another memory size.
+                        "hop_cpu_s": [n.calls[at].cpu - n.cpu_started for n, at in hops],
                         "job": (call.body or {}).get("jobName"),
                         # What started it: dispatches of one root were released together.
                         "root_id": current.root,

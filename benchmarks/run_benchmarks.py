@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -126,6 +126,8 @@ class Result:
     unpriced: dict[str, int]
     busiest_record: int = 0  # DynamoDB calls
     states: dict[str, int] = field(default_factory=dict)
+    # The per-task functions' GB-seconds with every function at this many MB.
+    gb_s_by_memory: dict[int, float] = field(default_factory=dict)
 
     @property
     def tasks(self) -> int:
@@ -190,6 +192,7 @@ def run_scenario(
         dict(meter.unpriced),
         states=dict(states),
         busiest_record=meter.most_dynamodb_calls_for_one_record(),
+        gb_s_by_memory=dict(meter.gb_s_by_memory),
     )
 
 
@@ -330,6 +333,65 @@ def path_summary(result: Result) -> dict[str, Any]:
     }
 
 
+def memory_rows(result: Result) -> list[tuple[int, float, float, float | None]]:
+    """The scenario at each of ``cost.MEMORY_CHOICES_MB`` for every function: (MB,
+    Lambda GB-seconds in $/M tasks, all in $/M tasks, est. p50 ms on AWS or None), from
+    the same measured CPU and calls."""
+    charged = cost.price_of("lambda.gb_s", result.usage.quantity("lambda.gb_s"))
+    window = wiring.SCHEDULER_EVENT_SOURCE.max_batching_window.total_seconds()
+    paths = result.critical()
+    rows = []
+    for memory, gb_s in sorted(result.gb_s_by_memory.items()):
+        duration = cost.price_of("lambda.gb_s", gb_s)
+        total = result.usage.dollars() - charged + duration
+        latency = None
+        if paths:
+            latency = statistics.median(
+                cost.path_latency_ms(
+                    [
+                        replace(hop, cpu_ms=cost.cpu_on_aws_ms(cpu, memory))
+                        for hop, cpu in zip(p["latency_hops"], p["hop_cpu_s"], strict=True)
+                    ],
+                    window,
+                )
+                for p in paths
+            )
+        rows.append(
+            (
+                memory,
+                cost.per_million(duration, result.tasks),
+                cost.per_million(total, result.tasks),
+                latency,
+            )
+        )
+    return rows
+
+
+def memory_section(results: list[Result]) -> list[str]:
+    deployed = sorted({spec.memory_mb for spec in wiring.FUNCTIONS})
+    out = [
+        "## Lambda memory: the same work at other sizes\n",
+        "Each scenario's Lambda duration priced again with every function at another memory "
+        "size, from the same measured CPU time and AWS calls (`cost.MEMORY_CHOICES_MB`): CPU "
+        f"time stretches with the CPU share (memory / {cost.FULL_VCPU_MB} MB), so its "
+        "GB-seconds stay the same below a full vCPU, while the time spent waiting for AWS "
+        "calls is billed in proportion to the size. Deployed: "
+        f"{', '.join(f'{m} MB' for m in deployed)} (`wiring.FunctionSpec.memory_mb`). Not "
+        "modelled: a cold start's first event, which runs at the same CPU share (init has "
+        "a full vCPU), and memory use (a handler ready for its first event holds 61-67 MB "
+        "here; each DAG version it caches adds to it).\n",
+        "| scenario | memory | Lambda duration $/M | all in $/M | est. p50 on AWS |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        for memory, duration, total, latency in memory_rows(r):
+            lat = "-" if latency is None else f"{latency:.0f} ms"
+            out.append(
+                f"| {r.scenario.name} | {memory} MB | ${duration:.2f} | ${total:.2f} | {lat} |"
+            )
+    return [*out, ""]
+
+
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -413,6 +475,7 @@ def report(
     )
     for r in results:
         out += scenario_section(r)
+    out += memory_section(results)
     if long_job is not None:
         chain_figure = next((r.per_million() for r in results if r.scenario.shape == "chain"), 0.0)
         out += long_jobs.section(long_job, chain_figure)
@@ -727,6 +790,10 @@ def main(argv: list[str] | None = None) -> int:
                 "usd_per_million": r.per_million(),
                 "components": dict(component_rows(r)),
                 "per_task": units_per_task(r),
+                "memory": [
+                    {"mb": mb, "duration_usd_per_million": d, "usd_per_million": t, "p50_ms": p}
+                    for mb, d, t, p in memory_rows(r)
+                ],
                 "paths": path_summary(r) | {"example": None},
                 "lines": [[list(k), v] for k, v in line_rows(r)],
             }

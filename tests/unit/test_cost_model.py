@@ -141,3 +141,24 @@ def test_lambdas_own_log_lines_are_priced_at_the_stacks_system_log_level() -> No
 
     expected = 0 if SYSTEM_LOG_LEVEL_BY_DEFAULT == "WARN" else cost.PLATFORM_LOG_BYTES_AT_INFO
     assert expected == cost.PLATFORM_LOG_BYTES
+
+
+def test_an_invocation_is_billed_to_the_millisecond_up_and_one_at_least() -> None:
+    assert cost.billed_gb_seconds(0.0001, 512) == pytest.approx(0.001 * 0.5)
+    assert cost.billed_gb_seconds(0.0104, 1024) == pytest.approx(0.011)
+    assert cost.billed_gb_seconds(0.010, 2048) == pytest.approx(0.020)
+
+
+def test_below_a_full_vcpu_only_the_waits_cost_in_proportion_to_memory() -> None:
+    """What the bench's memory table rests on: CPU time stretches with the CPU share, so
+    its GB-seconds do not change with the size; each call's wait costs with it."""
+
+    def gb_s(memory: int, *, cpu: float, calls: int) -> float:
+        seconds = cost.lambda_billed_seconds(cpu, memory, dynamodb_calls=calls, other_calls=0)
+        return float(cost.billed_gb_seconds(seconds, memory))
+
+    cpu_only = [gb_s(m, cpu=0.05, calls=0) for m in (256, 512, 1024)]
+    assert cpu_only == pytest.approx([cpu_only[0]] * 3, rel=0.02)
+    waits = [gb_s(m, cpu=0.0, calls=10) for m in (256, 512, 1024)]
+    assert waits == pytest.approx([waits[0], 2 * waits[0], 4 * waits[0]], rel=0.02)
+    assert max(cost.MEMORY_CHOICES_MB) == cost.FULL_VCPU_MB
