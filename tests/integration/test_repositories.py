@@ -54,7 +54,13 @@ from skydag.spec.models import DagSpec
 from skydag.store import repositories
 from skydag.store.common import iso
 from skydag.store.memory import MemoryStore
-from skydag.store.models import DUE_SHARDS, DagVersionModel, RunModel, TaskInstanceModel
+from skydag.store.models import (
+    DUE_SHARDS,
+    DagVersionModel,
+    RunModel,
+    TaskInstanceModel,
+    TaskStateModel,
+)
 from skydag.store.repositories import (
     Repositories,
     _write_subscription,
@@ -1460,6 +1466,19 @@ def test_a_run_and_its_instances_may_be_read_eventually_consistently(
     assert asked == [{runs: True}, {tasks: False}]  # the run, then the instances (too many)
     asked.clear()
     repos.tasks.get_with_run(DAG, RUN, ["a"])
+    assert set(asked[0].values()) == {True}
+    # A try with what its job published, its run and what comes next: the same.
+    asked.clear()
+    read = repos.tasks.get_try_with_run(DAG, RUN, "a", 1, ["t000"], instances_consistent=False)
+    assert (read.task, read.run, sorted(read.downstream)) == (
+        repos.tasks.get(DAG, RUN, "a"),
+        run,
+        ["t000"],
+    )
+    state = TaskStateModel.Meta.table_name
+    assert asked == [{runs: True, tasks: False, state: True}]
+    asked.clear()
+    repos.tasks.get_try_with_run(DAG, RUN, "a", 1)
     assert set(asked[0].values()) == {True}
 
 

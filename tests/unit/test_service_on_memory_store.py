@@ -1211,6 +1211,45 @@ def test_a_finishs_record_reads_eventually_consistently_and_bears_a_stale_read(
     assert env.run("pair").state is RunState.SUCCESS
 
 
+@pytest.mark.parametrize("served", ["older", "before its job id", "missing"])
+def test_a_jobs_end_reads_its_try_eventually_consistently_and_bears_a_stale_read(
+    env: Harness, monkeypatch: pytest.MonkeyPatch, served: str
+) -> None:
+    """A job's end reads its try (with its output, its run and the next task) eventually
+    consistently. An older version that still names the try (its job id) is judged by
+    the conditional write, refused, and decided again on the item as it is; one too old
+    to name it (queued, before its job id was written; a task never written, as a read
+    that misses an item written a moment ago returns it) is read again consistently
+    before the event is turned away. Either way the job's end is applied and the next
+    job starts."""
+    env.load({"dag": "pair", "tasks": {"a": ECHOING, "b": {"depends_on": ["a"], **ECHOING}}})
+    env.service.trigger("pair", run_id="r1")
+    env.settle_changes()
+    (job_a,) = env.remote.running()
+    running_a = env.store.tasks.get("pair", "r1", "a")
+    stale = {
+        "older": replace(running_a, version=running_a.version - 1),
+        "before its job id": replace(running_a, state=T.QUEUED, job_id=None),
+        "missing": TaskInstance("pair", "r1", "a", dag_version=1),
+    }[served]
+    asked: list[bool] = []
+    real = env.store.tasks.get_try_with_run
+
+    def read(*args: Any, instances_consistent: bool = True, **options: Any) -> TryRead:
+        asked.append(instances_consistent)
+        found = real(*args, **options)
+        return found if instances_consistent else replace(found, task=stale)
+
+    monkeypatch.setattr(env.store.tasks, "get_try_with_run", read)
+    env.service.on_job_event(env.remote.outcome(job_a))
+
+    assert asked == [False]
+    assert env.store.tasks.get("pair", "r1", "a").state is T.SUCCESS
+    assert [env.remote.jobs[j].task_id for j in env.remote.running()] == ["b"]
+    env.settle()
+    assert env.run("pair").state is RunState.SUCCESS
+
+
 def _whole_story(env: Harness, groups_of: Callable[[int], None]) -> dict[str, Any]:
     """A fan with a retry and a failure cleared, and a wide join told through tallies:
     the final states, jobs and events."""

@@ -220,10 +220,14 @@ class TaskInstanceStore(Protocol):
         instance_id: str,
         try_number: int,
         downstream: Sequence[str] = (),
+        *,
+        instances_consistent: bool = True,
     ) -> TryRead:
         """``get_with_output``, with the run and these downstream instances (at most
         ``WITH_TRY_LIMIT``: ValueError beyond) in the same round trip: what a finish goes
-        on with."""
+        on with. ``instances_consistent=False``: the task instances are read eventually
+        consistently (half the read units; an older version, or a fresh instance for one
+        written a moment ago, may come back); the run and the output always consistently."""
         ...
 
     def get_with_run(

@@ -106,7 +106,12 @@ class TaskReports:
         An event that names its task instance is read by key (no index); one that can end
         the try and names it too has the try's published output, its run and the
         downstream tasks its finish goes on with (``read_ahead``) read in the same round
-        trip. Otherwise the token (or else the job id) is looked up in the indexes."""
+        trip, the task instances eventually consistently (half their read units: the try's
+        last write, its job's start, is well past when the job ends). A version too old to
+        name the event's try is read again consistently before the event is turned away;
+        one that names it is judged by the conditional write, refused if the item moved
+        on and decided again on the item as it is. Otherwise the token (or else the job
+        id) is looked up in the indexes."""
         tasks = self.scheduler.repos.tasks
         if event.task_key is not None:
             published: Any = _UNREAD
@@ -114,17 +119,18 @@ class TaskReports:
             if event.try_number is not None and event.status is not JobStatus.RUNNING:
                 dag_id, _run_id, instance_id = event.task_key
                 downstream = self.read_ahead(dag_id, instance_id) if self.read_ahead else []
-                ahead = tasks.get_try_with_run(*event.task_key, event.try_number, downstream)
+                ahead = tasks.get_try_with_run(
+                    *event.task_key, event.try_number, downstream, instances_consistent=False
+                )
                 ti, published = ahead.task, ahead.published
+                if not _names_its_try(ti, event):
+                    ti = tasks.find(*event.task_key)
+                    ahead = replace(ahead, task=ti)
             else:
                 ti = tasks.find(*event.task_key)
-            if ti is None:
-                return None, _UNREAD, None
-            if event.token is not None and ti.dispatch_token == event.token:
-                return ti, published, ahead
-            if event.token is None and event.job_id is not None and ti.job_id == event.job_id:
-                return ti, published, ahead
-            return None, _UNREAD, None  # another try's event (an older one, or a restart's)
+            if ti is None or not _names_its_try(ti, event):
+                return None, _UNREAD, None  # another try's event (an older one, or a restart's)
+            return ti, published, ahead
         ti = tasks.find_by_token(event.token) if event.token else None
         if ti is None and event.job_id:
             ti = tasks.find_by_job_id(event.job_id)
@@ -192,3 +198,13 @@ class TaskReports:
             map_index=ti.map_index,
         )
         return self.on_job_report(report)
+
+
+def _names_its_try(ti: TaskInstance | None, event: JobEvent) -> bool:
+    """Whether ``ti`` holds the try the event is about: its dispatch token, or else its
+    job id."""
+    if ti is None:
+        return False
+    if event.token is not None:
+        return ti.dispatch_token == event.token
+    return event.job_id is not None and ti.job_id == event.job_id

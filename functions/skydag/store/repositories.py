@@ -647,12 +647,18 @@ class TaskInstanceRepository:
         instance_id: str,
         try_number: int,
         downstream: Sequence[str] = (),
+        *,
+        instances_consistent: bool = True,
     ) -> TryRead:
         asked = list(dict.fromkeys(downstream))
         if len(asked) > WITH_TRY_LIMIT:
             raise ValueError(f"{len(asked)} downstream tasks: at most {WITH_TRY_LIMIT} in one read")
         found_run, items, _, published = _read_run_and_items(
-            dag_id, run_id, [instance_id, *asked], output=(instance_id, try_number)
+            dag_id,
+            run_id,
+            [instance_id, *asked],
+            output=(instance_id, try_number),
+            instances_consistent=instances_consistent,
         )
         tasks = {task_id: _ti_from_model(item) for task_id, item in items.items()}
         if found_run is not None:
