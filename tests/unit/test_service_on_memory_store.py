@@ -437,23 +437,11 @@ def count_run_reads(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     get_try_with_run = env.store.tasks.get_try_with_run
 
     def counted_with_try(
-        dag_id: str,
-        run_id: str,
-        instance_id: str,
-        try_number: int,
-        downstream: Sequence[str] = (),
-        *,
-        instances_consistent: bool = True,
+        dag_id: str, run_id: str, instance_id: str, try_number: int, *rest: Any, **options: Any
     ) -> TryRead:
+        downstream: Sequence[str] = rest[0] if rest else ()
         reads.append(f"{instance_id} try {try_number}: {run_id} with {', '.join(downstream)}")
-        return get_try_with_run(
-            dag_id,
-            run_id,
-            instance_id,
-            try_number,
-            downstream,
-            instances_consistent=instances_consistent,
-        )
+        return get_try_with_run(dag_id, run_id, instance_id, try_number, *rest, **options)
 
     monkeypatch.setattr(env.store.runs, "get", counted)
     monkeypatch.setattr(env.store.tasks, "get_with_run", counted_with_tasks)
