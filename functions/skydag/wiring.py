@@ -288,16 +288,20 @@ def _task_change_filters() -> tuple[Pattern, ...]:
     written pending that was pending or did not exist (a run's tasks created, a for_each's
     instances, an upstream's report to a task still waiting): nothing reacts to those
     (``ChangeReactions.on_task_changed``), and a run of N tasks spares N records at its
-    trigger. A removed item (no new image) is not delivered either."""
+    trigger; and but a write marked ``unheard`` (engine/reactions.py: its writer did what
+    its record would, as a chain task's ``→ queued`` and ``running`` writes by the
+    invocation that starts the job). A removed item (no new image) is not delivered either."""
     from skydag.engine.states import TaskState
 
     pending = [TaskState.PENDING.value]
     not_pending = [{"anything-but": pending}]
+    # ``exists`` matches leaves only: the attribute's typed value, as Lambda's docs show.
+    heard = {"unheard": {"BOOL": [{"exists": False}]}}
     return (
-        {"dynamodb": {"NewImage": {"state": {"S": not_pending}}}},
+        {"dynamodb": {"NewImage": {"state": {"S": not_pending}, **heard}}},
         {
             "dynamodb": {
-                "NewImage": {"state": {"S": pending}},
+                "NewImage": {"state": {"S": pending}, **heard},
                 "OldImage": {"state": {"S": not_pending}},
             }
         },

@@ -196,13 +196,16 @@ def test_every_streamed_table_feeds_the_stream_processor_with_bounded_retries(
         )
         mapping = dict(mapping)  # (the template is shared by the module's tests)
         criteria = mapping.pop("FilterCriteria", None)
-        if field == "task_instances":  # all but a task written pending again, or created so
+        if field == "task_instances":
+            # All but a task written pending again, or created so, or a write unheard.
+            heard = {"unheard": {"BOOL": [{"exists": False}]}}
+            not_pending = {"S": [{"anything-but": ["pending"]}]}
             assert [json.loads(f["Pattern"]) for f in criteria["Filters"]] == [
-                {"dynamodb": {"NewImage": {"state": {"S": [{"anything-but": ["pending"]}]}}}},
+                {"dynamodb": {"NewImage": {"state": not_pending, **heard}}},
                 {
                     "dynamodb": {
-                        "NewImage": {"state": {"S": ["pending"]}},
-                        "OldImage": {"state": {"S": [{"anything-but": ["pending"]}]}},
+                        "NewImage": {"state": {"S": ["pending"]}, **heard},
+                        "OldImage": {"state": not_pending},
                     }
                 },
             ]

@@ -109,6 +109,11 @@ class Backend(Protocol):
         """The task instance as the change feed (the table's stream) carries it now."""
         ...
 
+    def heard(self, task_id: str) -> bool:
+        """Whether the stream's filter would deliver the record of the task's last write
+        (it was not marked ``unheard``)."""
+        ...
+
     def write_subscription(
         self, key: str, dag_id: str, number: int, value: dict[str, Any] | None
     ) -> None:
@@ -173,6 +178,15 @@ class DynamoBackend:
         raw = TaskInstanceModel.get(f"{DAG}#{RUN}", task_id).serialize()
         return task_instance_from_image(raw)
 
+    def heard(self, task_id: str) -> bool:
+        from skydag import wiring
+        from skydag.signals.patterns import matches
+
+        image = TaskInstanceModel.get(f"{DAG}#{RUN}", task_id).serialize()
+        record = {"eventName": "MODIFY", "dynamodb": {"NewImage": image}}
+        patterns = wiring.STREAM_EVENT_SOURCE.filters["task_instances"]
+        return any(matches(pattern, record) for pattern in patterns)
+
     def write_subscription(
         self, key: str, dag_id: str, number: int, value: dict[str, Any] | None
     ) -> None:
@@ -209,6 +223,10 @@ class MemoryBackend:
         images = [c.new for c in self.memory.take_changes() if c.new.key == (DAG, RUN, task_id)]
         image: TaskInstance = images[-1]
         return image
+
+    def heard(self, task_id: str) -> bool:
+        changes = [c for c in self.memory.take_changes() if c.new.key == (DAG, RUN, task_id)]
+        return not changes[-1].unheard
 
     def write_subscription(
         self, key: str, dag_id: str, number: int, value: dict[str, Any] | None
@@ -316,6 +334,27 @@ def race(workers: list[Callable[[], Any]]) -> list[Any]:
 
 
 # --- task instances: conditional transitions -----------------------------------------------
+
+
+def test_only_the_write_marked_unheard_leaves_its_record_out(
+    repos: Store, backend: Backend
+) -> None:
+    """A write marked ``unheard`` (``Transition.unheard``) is left out by the stream's
+    filter; every other write of the item, whatever it changes, is delivered again (the
+    mark is the write's, not the item's)."""
+    ti = put_task(repos)
+    queued = repos.tasks.apply(ti, replace(dispatch(ti), unheard=True))
+    assert not backend.heard("a")
+    running = repos.tasks.apply(
+        queued, replace(move(queued, T.RUNNING, Cause.STARTED, job_id="j"), unheard=True)
+    )
+    assert not backend.heard("a")
+    checked = repos.tasks.check_later(running, NOW + timedelta(minutes=5))
+    assert backend.heard("a")
+    repos.tasks.apply(checked, replace(move(checked, T.SUCCESS, Cause.SUCCEEDED), unheard=True))
+    assert not backend.heard("a")
+    repos.tasks.report_upstream((DAG, RUN, "a"), "b", UpstreamReport(T.SUCCESS, 9))
+    assert backend.heard("a")
 
 
 def test_transition_with_the_right_version_is_applied(repos: Store) -> None:

@@ -19,6 +19,7 @@ from skydag.engine.models import (
     TryRecord,
     UpstreamReport,
 )
+from skydag.engine.reactions import is_outcome, record_has_work, task_event_due
 from skydag.engine.retries import retry_delay
 from skydag.engine.rules import (
     LOOK_WINDOW,
@@ -980,6 +981,44 @@ def test_timers_for_retries_and_deadlines() -> None:
         make_ti(T.SUCCESS, timeout_at=deadline),
     ):
         assert timer_for(ti) is None
+
+
+def test_a_write_whose_record_has_nothing_to_do_is_known_when_it_is_made() -> None:
+    """``record_has_work`` (engine/reactions.py): what ``on_task_changed`` would do with the
+    write's record, known by its writer. Nothing for a try queued by the invocation that
+    starts its job, for that job's start, and for a finish its writer tells; work for
+    anything with a deadline, a superseded job, a service, an expansion, a retry's wait,
+    a chunk of a wide fan-out, or a finish written by anyone else."""
+    deadline = NOW + timedelta(hours=1)
+    pending = make_ti(T.PENDING)
+    owned = replace(pending, state=T.QUEUED, version=1, claim_owned=True, dispatch_token="t")
+    running = replace(owned, state=T.RUNNING, version=2, job_id="j")
+    done = replace(running, state=T.SUCCESS, version=3)
+    idle = [(pending, owned), (None, owned), (owned, running), (running, done)]
+    for old, new in idle:
+        assert not record_has_work(old, new, service=False, finish_told=True), (old, new)
+    assert record_has_work(running, done, service=False)  # the record tells it
+    assert record_has_work(pending, replace(owned, claim_owned=False), service=False)
+    assert record_has_work(owned, running, service=True)  # its downstream wait for it
+    timed = [replace(ti, timeout_at=deadline) for ti in (owned, running, done)]
+    assert record_has_work(pending, timed[0], service=False)  # its deadline's timer
+    assert record_has_work(timed[1], timed[2], service=False, finish_told=True)
+    restarted = replace(running, state=T.QUEUED, try_number=2, superseded_job='{"job": "j"}')
+    assert record_has_work(running, restarted, service=False)
+    retry = replace(running, state=T.UP_FOR_RETRY, next_attempt_at=NOW)
+    assert record_has_work(running, retry, service=False, finish_told=True)
+    told = replace(done, reported_version=3, reported=100)
+    assert record_has_work(done, told, service=False)  # the next chunk
+    assert not record_has_work(done, replace(done, version=4), service=False)
+    mapped = replace(pending, map_count=3)
+    assert record_has_work(mapped, replace(mapped, state=T.RUNNING), service=False)
+    assert task_event_due(None, owned)
+    assert task_event_due(owned, running)
+    assert not task_event_due(None, pending)
+    assert not task_event_due(done, told)
+    assert [s for s in T if is_outcome(s)] == sorted(
+        [*FINISHED_TASK_STATES, T.UP_FOR_RETRY], key=list(T).index
+    )
 
 
 def test_a_deadline_timer_is_removed_once_it_guards_nothing() -> None:

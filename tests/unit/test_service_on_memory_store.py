@@ -104,11 +104,13 @@ class ScriptedService:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, *, listened: bool = True) -> None:
         self.store = MemoryStore(record_changes=True)
         self.clock = Clock()
         self.remote = ScriptedService()
-        self.events = MemoryEventSink()
+        # ``listened``: whether a rule takes skydag's task events (writes whose records
+        # have nothing else to do are marked ``unheard`` only when none does).
+        self.events = MemoryEventSink(listened=listened)
         self.service = SchedulerService(self.store, self.remote, self.clock, self.events)
         self.delivered: list[StoreChange] = []  # every change delivered so far
         # As the deployed event source mapping, when set: changes its filters leave out
@@ -173,6 +175,8 @@ def streamed(change: StoreChange) -> bool:
     record's states against ``wiring.STREAM_EVENT_SOURCE.filters``)."""
     table = "runs" if change.kind == "run" else "task_instances"
     data: dict[str, Any] = {"NewImage": {"state": {"S": change.new.state.value}}}
+    if change.unheard:
+        data["NewImage"]["unheard"] = {"BOOL": True}
     if change.old is not None:
         data["OldImage"] = {"state": {"S": change.old.state.value}}
     record = {"eventName": "INSERT" if change.old is None else "MODIFY", "dynamodb": data}
@@ -1299,6 +1303,111 @@ def test_the_task_records_the_stream_filters_out_change_nothing(
         filtered.service.on_task_changed(change.old, change.new)
         assert filtered.store.take_changes() == []
     assert (len(filtered.remote.jobs), len(filtered.events.events)) == (jobs, events)
+
+
+def test_writes_marked_unheard_leave_out_records_that_would_do_nothing(
+    groups_of: Callable[[int], None],
+) -> None:
+    """With no rule taking task events, the scheduler marks ``unheard`` the writes whose
+    records would have nothing to do (engine/reactions.py): a try queued by the
+    invocation that starts its job, that job's start, and a finish its job's event told
+    at once. The story of retries, failures, clears and a wide join ends the same
+    without their records, and delivering each of them anyway, late, writes nothing,
+    starts nothing."""
+    delivered, unheard = Harness(), Harness(listened=False)
+    unheard.filtered = True
+    story = _whole_story(unheard, groups_of)
+    expected = _whole_story(delivered, groups_of)
+    assert {k: story[k] for k in ("runs", "states", "jobs")} == {
+        k: expected[k] for k in ("runs", "states", "jobs")
+    }
+    left_out = [c for c in unheard.filtered_out if c.kind == "task" and c.unheard]
+    kinds = {(c.old is None or c.old.state, c.new.state) for c in left_out}
+    assert (T.RUNNING, T.SUCCESS) in kinds  # finishes told at once
+    assert (T.QUEUED, T.RUNNING) in kinds  # jobs started
+    assert any(c.new.state is T.QUEUED and c.new.claim_owned for c in left_out)
+    assert not [c for c in delivered.delivered if c.unheard]  # a rule listens there
+    assert not any(c.new.state is T.UP_FOR_RETRY for c in left_out)  # its slot, its timer
+    jobs = len(unheard.remote.jobs)
+    for change in left_out:
+        unheard.service.on_task_changed(change.old, change.new)
+        assert unheard.store.take_changes() == []
+    assert len(unheard.remote.jobs) == jobs
+
+
+def test_a_finish_whose_telling_died_is_told_when_its_job_event_comes_again() -> None:
+    """A job's end told at once leaves no stream record (``unheard``): when the invocation
+    dies after the finish's write, Lambda's retry of the job's event finds the finish
+    recorded and tells it as its record would have."""
+    env = Harness(listened=False)
+    env.filtered = True
+    env.load(fan("fan"))
+    env.service.trigger("fan", run_id="r1")
+    env.settle_changes()
+    (a_job,) = env.remote.running()
+    event = env.remote.outcome(a_job)
+    progress = env.service.progress
+    tell = progress.tell_downstream
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("the invocation timed out")
+
+    progress.tell_downstream = dies  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        env.service.on_job_event(event)
+    progress.tell_downstream = tell  # type: ignore[method-assign]
+    assert env.states("fan")["a"] == (T.SUCCESS, 1)
+    env.settle_changes()
+    assert env.states("fan")["b"][0] is T.PENDING  # no record told it
+    assert [c.new.state for c in env.filtered_out if c.unheard] == [T.RUNNING, T.SUCCESS]
+    env.service.on_job_event(event)  # Lambda's retry
+    assert env.states("fan")["b"][0] is T.RUNNING
+    env.settle()
+    assert env.run("fan").state is RunState.SUCCESS
+
+
+def test_a_finish_told_at_once_judges_its_count_on_the_run_read_after_its_write() -> None:
+    """A job's end reads its run with the try, before the finish's write; with no record
+    of that write to count it from the run as it is after (``unheard``), the scheduler
+    reads the run again when the earlier read says not to count it. Here the leaf ``c``
+    ends between ``b``'s read and ``b``'s write: its count finds ``b`` unfinished and
+    makes the run count every finish, so ``b``'s (not a leaf's) is the one that ends it."""
+    env = Harness(listened=False)
+    env.filtered = True
+    batch = {"batch": {"job_queue": "q", "job_definition": "d"}}  # its events name the task
+    env.load(
+        {
+            "dag": "late",
+            "tasks": {
+                "a": batch,
+                "b": batch,
+                "c": {"depends_on": ["a", "b"], "trigger_rule": "one_success", **batch},
+            },
+        }
+    )
+    env.service.trigger("late", run_id="r1")
+    env.settle_changes()
+    jobs = {env.remote.jobs[job].task_id: job for job in env.remote.running()}
+    env.service.on_job_event(env.remote.outcome(jobs["a"]))
+    env.settle_changes()
+    (c_job,) = [job for job in env.remote.running() if env.remote.jobs[job].task_id == "c"]
+    tasks = env.store.tasks
+    read = tasks.get_try_with_run
+
+    def c_ends_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        found = read(*args, **kwargs)
+        if args[2] == "b":
+            env.service.on_job_event(env.remote.outcome(c_job))
+        return found
+
+    tasks.get_try_with_run = c_ends_meanwhile  # type: ignore[method-assign]
+    env.service.on_job_event(env.remote.outcome(jobs["b"]))
+    tasks.get_try_with_run = read  # type: ignore[method-assign]
+    assert env.run("late").counts_all
+    env.settle()
+    assert env.run("late").state is RunState.SUCCESS
+    finishes = [c for c in env.delivered if c.kind == "task" and c.new.state is T.SUCCESS]
+    assert [c for c in finishes if c.old is None or c.old.state is not T.SUCCESS] == []
 
 
 def test_a_trigger_writes_no_task_instance_and_each_task_is_inserted_by_its_first_write(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import typing
 from datetime import timedelta
 from types import ModuleType
 
@@ -235,8 +236,10 @@ def test_the_task_stream_delivers_every_record_but_a_task_written_pending_again(
     """Every pair of states, inserted or modified: a task written in any state but pending,
     or made pending from another state (a clear, a retry's reset), is delivered; one
     created pending or written pending again (a report to a waiting task) is not, nor a
-    removed item. What the stream processor does with those is nothing: see
-    ``test_the_task_records_the_stream_filters_out_change_nothing``."""
+    write marked ``unheard`` (engine/reactions.py), nor a removed item. What the stream
+    processor does with those is nothing: see
+    ``test_the_task_records_the_stream_filters_out_change_nothing`` and
+    ``test_writes_marked_unheard_leave_out_records_that_would_do_nothing``."""
     from skydag.engine.states import TaskState
     from skydag.signals.patterns import matches, validate_pattern
 
@@ -249,6 +252,13 @@ def test_the_task_stream_delivers_every_record_but_a_task_written_pending_again(
             delivered = any(matches(pattern, record) for pattern in patterns)
             quiet = new is TaskState.PENDING and old in (None, TaskState.PENDING)
             assert delivered is not quiet, (old, new)
+            # A write marked unheard is never delivered; the write after it is.
+            data: typing.Any = record["dynamodb"]
+            data["NewImage"]["unheard"] = {"BOOL": True}
+            assert not any(matches(pattern, record) for pattern in patterns), (old, new)
+            if old is not None:
+                data["OldImage"]["unheard"] = data["NewImage"].pop("unheard")
+                assert any(matches(p, record) for p in patterns) is delivered, (old, new)
     removed = {"eventName": "REMOVE", "dynamodb": {"OldImage": {"state": {"S": "success"}}}}
     assert not any(matches(pattern, removed) for pattern in patterns)
 

@@ -197,6 +197,13 @@ class EventBridgeEventSink:
     def source(self) -> str:
         return self._source
 
+    def listens(self, detail_type: str, detail: Mapping[str, Any]) -> bool:
+        return self._listened(detail_type, detail_json(detail))
+
+    def _listened(self, detail_type: str, body: str) -> bool:
+        listeners = self._listeners
+        return listeners is None or listeners.listened(self._source, detail_type, body)
+
     def put(self, detail_type: str, detail: Mapping[str, Any]) -> None:
         body = detail_json(detail)
         size = entry_size(self._source, detail_type, body, ())
@@ -205,9 +212,7 @@ class EventBridgeEventSink:
                 f"'{detail_type}' event is {size} bytes, over EventBridge's "
                 f"{MAX_ENTRY_BYTES}-byte limit; the producer must send less"
             )
-        if self._listeners is not None and not self._listeners.listened(
-            self._source, detail_type, body
-        ):
+        if not self._listened(detail_type, body):
             self.unheard += 1
             return
         entry = {

@@ -26,6 +26,9 @@ class Transition:
     cause: Cause
     expected_version: int
     changes: Mapping[str, Any] = field(default_factory=dict)
+    # The write's stream record has nothing to do: its writer did it, or it needs nothing
+    # (engine/reactions.py). The store marks the write so, and the stream drops its record.
+    unheard: bool = False
 
     def __post_init__(self) -> None:
         if not can_transition(self.src, self.dst, self.cause):

@@ -90,7 +90,13 @@ def _route(event: dict[str, Any]) -> None:
 
     with runtime.log_keys(**_keys(event)):
         runtime.record_delay(runtime.event_time(event.get("time")))
-        result = route_event(runtime.scheduler_service(), event)
+        service = runtime.scheduler_service()
+        try:
+            result = route_event(service, event)
+        finally:
+            # Finishes whose writes leave no stream record: counted by their writer.
+            for state, written in service.scheduler.take_unheard_outcomes().items():
+                runtime.count_by("TaskOutcomes", "state", state, written)
         # An event that changed nothing (a duplicate, a state already recorded, a signal
         # nobody subscribes to) is most of what arrives: logged at DEBUG, it costs nothing.
         log = logger.info if result.actions else logger.debug

@@ -16,7 +16,8 @@ retries and send what still fails to an on-failure destination (nothing is lost)
   a dispatch the target refused as retryable, any unexpected error.
 
 Metrics: RunsStarted, RunsFinished and TaskOutcomes (dimension ``state``) count the
-transitions seen, SchedulingDelay the time from the change to its handling. A record
+transitions seen (a finish whose write leaves no record, ``unheard``, is counted by the
+scheduler that wrote it), SchedulingDelay the time from the change to its handling. A record
 delivered again after a failure later in its batch is counted again: the counts are
 approximate by the retries, never short.
 """
@@ -110,11 +111,11 @@ def _count_run(old: Any, new: Any) -> None:
 
 
 def _count_task(old: Any, new: Any) -> None:
-    from skydag.engine.states import FINISHED_TASK_STATES, TaskState
+    from skydag.engine.reactions import is_outcome
 
     if old is not None and old.state == new.state and old.try_number == new.try_number:
         return
-    if new.state in FINISHED_TASK_STATES or new.state is TaskState.UP_FOR_RETRY:
+    if is_outcome(new.state):
         runtime.count_by("TaskOutcomes", "state", new.state.value)
 
 

@@ -22,13 +22,24 @@ class EventSink(Protocol):
 
     def put(self, detail_type: str, detail: Mapping[str, Any]) -> None: ...
 
+    def listens(self, detail_type: str, detail: Mapping[str, Any]) -> bool:
+        """Whether ``put`` would deliver the event (somebody takes it): unknown is yes."""
+        ...
+
 
 class MemoryEventSink:
-    def __init__(self) -> None:
+    """Keeps every event put; ``listened``: what ``listens`` answers (a test may play a
+    bus on which no rule takes skydag's events)."""
+
+    def __init__(self, *, listened: bool = True) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.listened = listened
 
     def put(self, detail_type: str, detail: Mapping[str, Any]) -> None:
         self.events.append((detail_type, dict(detail)))
+
+    def listens(self, detail_type: str, detail: Mapping[str, Any]) -> bool:
+        return self.listened
 
 
 class Timers(Protocol):

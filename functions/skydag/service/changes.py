@@ -14,6 +14,7 @@ from typing import Any
 
 from skydag.engine.mapping import is_expanding
 from skydag.engine.models import DagRun, TaskInstance
+from skydag.engine.reactions import task_event_due
 from skydag.engine.scheduler import (
     RunChange,
     deadline_left_behind,
@@ -113,9 +114,7 @@ class ChangeReactions:
             self.progress.announce_service_up(new, self.dispatcher.dispatch)
         # After the dispatch, so a timer service that fails delays no job.
         self._keep_timers(old, new)
-        if (TaskState.PENDING if old is None else old.state) != new.state:
-            # A task's first write inserts it (it was pending, unwritten): news unless it
-            # is still pending (a report to a task that waits; events cost money).
+        if task_event_due(old, new):
             self.scheduler.emit_task_event(new)
 
     def _keep_timers(self, old: TaskInstance | None, new: TaskInstance) -> None:

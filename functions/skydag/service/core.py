@@ -9,11 +9,13 @@ decided from an image that may be stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from skydag.engine.models import DagRecord, DagRun, FinishGroup, TaskInstance
+from skydag.engine.reactions import is_outcome, record_has_work, task_event_due
 from skydag.engine.scheduler import finish_counts
 from skydag.engine.states import TaskState
 from skydag.engine.tallies import finish_group
@@ -21,7 +23,7 @@ from skydag.engine.transitions import Decision, Transition
 from skydag.limits import FINISH_GROUP, FINISH_TALLY_AT
 from skydag.ports import Clock, EventSink, Timers
 from skydag.ports.store import Arming, ConflictError, Store, TaskInstanceStore
-from skydag.spec.models import DagSpec
+from skydag.spec.models import DagSpec, TaskMode
 from skydag.targets.base import TargetRegistry
 
 MAX_RACE_RETRIES = 8
@@ -93,6 +95,32 @@ class Applied:
     seen: TaskInstance  # the task as the decision saw it (the current item)
     task: TaskInstance | None = None
     no_slot: bool = False
+    # The write was marked ``unheard``: no stream record follows it (engine/reactions.py).
+    unheard: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """Downstream tasks read ahead (with the run): the ids asked, and those found."""
+
+    asked: frozenset[str]
+    found: Mapping[str, TaskInstance]
+
+
+# Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
+class Dispatch(Protocol):
+    """Start a queued try's job (``Dispatcher.dispatch``); ``owner``: the caller made the
+    ``→ queued`` write and owns its claim; ``run``: the run as the caller read it;
+    ``later``: where the job's ``running`` write goes, for the caller to make."""
+
+    def __call__(
+        self,
+        image: TaskInstance,
+        *,
+        owner: bool = False,
+        run: DagRun | None = None,
+        later: list[Callable[[], object]] | None = None,
+    ) -> None: ...
 
 
 # Whether a transition may be written now (a dispatch first takes a task slot).
@@ -112,6 +140,10 @@ class Scheduler:
     state_table: str | None = None
     # The DAG version each DAG's runs last used here (``likely_spec``).
     last_versions: dict[str, int] = field(default_factory=dict)
+    # The outcomes (finished states, up_for_retry) written ``unheard``, by state: no
+    # stream record follows them, so the handler that wrote them counts them
+    # (``take_unheard_outcomes``; the stream processor counts the others: TaskOutcomes).
+    unheard_outcomes: Counter[str] = field(default_factory=Counter)
     # A run of a DAG of more tasks counts its finishes in finish tallies of this many
     # (``finish_group``). The reliability simulator makes both small, so that its runs
     # count in tallies under faults.
@@ -161,9 +193,11 @@ class Scheduler:
         decide: Callable[[TaskInstance], Decision],
         *,
         gate: Gate | None = None,
+        tells_finish: bool = False,
     ) -> Applied:
         """Decide on the task and write the transition conditionally; decide again on
-        the current item when the write loses a race."""
+        the current item when the write loses a race. ``tells_finish``: a finish written
+        here is told downstream and counted by the caller (``unheard_if_idle``)."""
 
         def attempt(current: TaskInstance) -> Applied:
             decision = decide(current)
@@ -172,9 +206,19 @@ class Scheduler:
                 return Applied(decision, current)
             if gate is not None and not gate(current, transition):
                 return Applied(decision, current, no_slot=True)
-            return Applied(decision, current, self.repos.tasks.apply(current, transition))
+            transition = self.unheard_if_idle(current, transition, tells_finish=tells_finish)
+            written = self.repos.tasks.apply(current, transition)
+            if transition.unheard and is_outcome(written.state):
+                self.unheard_outcomes[written.state.value] += 1
+            return Applied(decision, current, written, unheard=transition.unheard)
 
         return settle(ti, attempt, f"task {'/'.join(ti.key)}")
+
+    def take_unheard_outcomes(self) -> dict[str, int]:
+        """The outcomes written ``unheard`` since the last call, by state."""
+        taken = dict(self.unheard_outcomes)
+        self.unheard_outcomes.clear()
+        return taken
 
     def emit_run_event(self, run: DagRun) -> None:
         self.events.put(
@@ -188,16 +232,38 @@ class Scheduler:
         )
 
     def emit_task_event(self, ti: TaskInstance) -> None:
-        self.events.put(
-            "Task Instance State Change",
-            {
-                "dag": ti.dag_id,
-                "run_id": ti.run_id,
-                "task": ti.task_id,
-                "state": ti.state.value,
-                "try_number": ti.try_number,
-            },
+        self.events.put(TASK_EVENT, _task_event_detail(ti))
+
+    def unheard_if_idle(
+        self, ti: TaskInstance, transition: Transition, *, tells_finish: bool = False
+    ) -> Transition:
+        """``transition``, marked ``unheard`` when its write's stream record would have
+        nothing to do (engine/reactions.py; ``tells_finish``: the writer tells a finish
+        itself) and no rule on the bus takes the task's event it would put: the stream
+        then drops the record, and no invocation reads it."""
+        new = transition.apply(ti)
+        service = (
+            new.state is TaskState.RUNNING
+            and self.spec_of_task(new).tasks[new.task_id].mode is TaskMode.SERVICE
         )
+        if record_has_work(ti, new, service=service, finish_told=tells_finish):
+            return transition
+        if task_event_due(ti, new) and self.events.listens(TASK_EVENT, _task_event_detail(new)):
+            return transition
+        return replace(transition, unheard=True)
+
+
+TASK_EVENT = "Task Instance State Change"
+
+
+def _task_event_detail(ti: TaskInstance) -> dict[str, Any]:
+    return {
+        "dag": ti.dag_id,
+        "run_id": ti.run_id,
+        "task": ti.task_id,
+        "state": ti.state.value,
+        "try_number": ti.try_number,
+    }
 
 
 @dataclass(slots=True)

@@ -4,8 +4,6 @@ max_active_tasks slot, a finish reported to the downstream tasks and counted on 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
 
 from skydag.engine.commands import decide_stop
 from skydag.engine.mapping import dispatches_now, is_mapped
@@ -24,7 +22,7 @@ from skydag.engine.scheduler import (
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
 from skydag.ports.store import WITH_TRY_LIMIT, NotFound, TryRead
-from skydag.service.core import Cover, HandOver, Scheduler, read_backstop
+from skydag.service.core import Cover, Dispatch, HandOver, Prefetched, Scheduler, read_backstop
 from skydag.service.covering import RunArming
 from skydag.service.jobs import Jobs
 from skydag.service.joins import WideJoins
@@ -33,30 +31,6 @@ from skydag.service.runs import RunLifecycle
 from skydag.service.slots import TaskSlots
 from skydag.service.telling import DownstreamTell
 from skydag.spec.models import DagSpec, TaskMode
-
-
-@dataclass(frozen=True, slots=True)
-class Prefetched:
-    """Downstream tasks read ahead (with the run): the ids asked, and those found."""
-
-    asked: frozenset[str]
-    found: Mapping[str, TaskInstance]
-
-
-# Starts a queued try's job (``Dispatcher.dispatch``), given the ``→ queued`` record.
-class Dispatch(Protocol):
-    """Start a queued try's job (``Dispatcher.dispatch``); ``owner``: the caller made the
-    ``→ queued`` write and owns its claim; ``run``: the run as the caller read it;
-    ``later``: where the job's ``running`` write goes, for the caller to make."""
-
-    def __call__(
-        self,
-        image: TaskInstance,
-        *,
-        owner: bool = False,
-        run: DagRun | None = None,
-        later: list[Callable[[], object]] | None = None,
-    ) -> None: ...
 
 
 class TaskProgress:
@@ -116,10 +90,12 @@ class TaskProgress:
         told_before: bool = False,
         written: bool = False,
         ahead: TryRead | None = None,
+        alone: bool = False,
     ) -> None:
         """A task finished: tell its downstream tasks, then its run (``dispatch``: see
         ``report_downstream``; ``told_before``: likely told already, see there;
-        ``ahead``: the run and downstream tasks read with the try, see ``read_ahead``).
+        ``ahead``: the run and downstream tasks read with the try, see ``read_ahead``;
+        ``alone``: no stream record follows the finish's write, see ``_propagate_read``).
 
         The change may be a redelivery of an old one (the task was cleared and runs
         again): only the task's current finish counts, so the task is read again, unless
@@ -152,7 +128,9 @@ class TaskProgress:
             and ahead.run is not None
             and ahead.asked.issuperset(first)
         ):
-            self._propagate_read(image, dispatch, ahead.run, ahead.asked, ahead.downstream)
+            self._propagate_read(
+                image, dispatch, ahead.run, ahead.asked, ahead.downstream, read_before=alone
+            )
             return
         wanted = first if written else [image.instance_id, *first]
         finish_group = group if told_before else None
@@ -176,8 +154,13 @@ class TaskProgress:
         read: Mapping[str, TaskInstance],
         *,
         told_before: bool = False,
+        read_before: bool = False,
     ) -> None:
-        """``propagate`` once the run and the first downstream tasks (``asked``) are read."""
+        """``propagate`` once the run and the first downstream tasks (``asked``) are read.
+        ``read_before``: ``run`` was read before the finish's write, and no stream record
+        follows that write: a finish it says is not counted is judged again on the run
+        read after the write, as the record would (a leaf counted meanwhile may make it
+        the run's last: docs/guarantees.md "A run's end, with only its leaves counted")."""
         repos = self.scheduler.repos
         spec = self.scheduler.spec(run)
         prefetched = Prefetched(asked, read)
@@ -203,9 +186,15 @@ class TaskProgress:
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
         if handover is not None and handover.run is not None:
             run = handover.run  # the slot went to a downstream task, the finish counted
-        if self.scheduler.finish_counts(spec, run, ti) and not finish_counted(
-            run, ti, index, failed_leaf=failed_leaf
+        counts = self.scheduler.finish_counts(spec, run, ti)
+        if (
+            read_before
+            and not counts
+            and not finish_counted(run, ti, index, failed_leaf=failed_leaf)
         ):
+            run = repos.runs.get(ti.dag_id, ti.run_id)
+            counts = self.scheduler.finish_counts(spec, run, ti)
+        if counts and not finish_counted(run, ti, index, failed_leaf=failed_leaf):
             holds = ti.instance_id in run.active or ti.instance_id in run.throttled
             # Every count arms: one made again after a crash, for the tries covered before.
             arming = self.arming.now() if group is None else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from skydag.engine.models import JobReport, JobStatus, TaskInstance
 from skydag.engine.rules import decide_report, may_end_try
@@ -25,9 +25,19 @@ from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
 from skydag.targets.base import JobEvent, JobRef
 
-# What follows a finish at once (the scheduler service's: tell downstream, dispatch),
-# given what was read with the try (its run and downstream tasks), if that was.
-GoOn = Callable[[TaskInstance, TryRead | None], None]
+
+class GoOn(Protocol):
+    """What follows a finish at once (the scheduler service's: tell downstream, dispatch),
+    given what was read with the try (its run and downstream tasks), if that was.
+    ``alone``: the finish's write was marked ``unheard`` (no stream record follows it);
+    ``again``: the finish was recorded before this event came (its redelivery, or another
+    report's), and is told again as its record would tell it."""
+
+    def __call__(
+        self, ti: TaskInstance, ahead: TryRead | None, *, alone: bool = False, again: bool = False
+    ) -> None: ...
+
+
 # The downstream tasks to read with a try whose end is reported, by (dag, task): those
 # ``GoOn`` will go on with (``TaskProgress.read_ahead``).
 ReadAhead = Callable[[str, str], list[str]]
@@ -154,12 +164,19 @@ class TaskReports:
         policy = spec.effective_policy(ti.task_id)
         clock = self.scheduler.clock
         applied = self.scheduler.decide_and_apply(
-            ti, lambda current: decide_report(current, report, policy, clock.now())
+            ti,
+            lambda current: decide_report(current, report, policy, clock.now()),
+            tells_finish=go_on is not None,
         )
         decision = applied.decision
         finished = applied.task
         if go_on is not None and finished is not None and finished.state in FINISHED_TASK_STATES:
-            go_on(finished, ahead)
+            go_on(finished, ahead, alone=applied.unheard)
+        elif go_on is not None and finished is None and _ended_already(applied.seen, report):
+            # The event came again (Lambda retries an invocation that failed, maybe after
+            # the finish's write and before its telling, whose write may have left no
+            # stream record: ``alone``), or the try ended otherwise first: told again.
+            go_on(applied.seen, None, again=True)
         if decision.outcome is Outcome.CANCEL_JOB:
             # A job runs for a try that is over (stopped or marked while it started).
             token = dispatch_token(ti, report.try_number)
@@ -198,6 +215,15 @@ class TaskReports:
             map_index=ti.map_index,
         )
         return self.on_job_report(report)
+
+
+def _ended_already(ti: TaskInstance, report: JobReport) -> bool:
+    """Whether the try ``report`` would end has ended already (its end is recorded)."""
+    return (
+        report.status is not JobStatus.RUNNING
+        and report.try_number == ti.try_number
+        and ti.state in FINISHED_TASK_STATES
+    )
 
 
 def _names_its_try(ti: TaskInstance | None, event: JobEvent) -> bool:

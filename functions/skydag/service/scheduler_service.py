@@ -87,13 +87,22 @@ class SchedulerService:
         self.set_paused = self.commands.set_paused
         self.delete_dag = self.commands.delete_dag
 
-    def _finished(self, ti: TaskInstance, ahead: TryRead | None) -> None:
+    def _finished(
+        self, ti: TaskInstance, ahead: TryRead | None, *, alone: bool = False, again: bool = False
+    ) -> None:
         """A service's event ended a try: tell its downstream tasks and dispatch the ones
-        that queue now, as the finish's stream record will (``reports.py``). The
+        that queue now, instead of the finish's stream record (``reports.py``). The
         dispatcher is looked up at the call: the local cloud wraps its ``dispatch``.
         ``ti`` is the finish as this invocation just wrote it: not read again; ``ahead``:
-        its run and downstream tasks, read with the try."""
-        self.progress.propagate(ti, self.dispatcher.dispatch, written=True, ahead=ahead)
+        its run and downstream tasks, read with the try; ``alone``: no stream record
+        follows the finish's write; ``again``: the finish was recorded before (``ti`` as
+        read), told again as its stream record tells it."""
+        if again:
+            self.progress.propagate(ti, self.dispatcher.dispatch, told_before=True)
+            return
+        self.progress.propagate(
+            ti, self.dispatcher.dispatch, written=True, ahead=ahead, alone=alone
+        )
 
     # --- the ports (tests swap targets and timers) ------------------------------------------
 

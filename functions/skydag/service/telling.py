@@ -164,6 +164,7 @@ class DownstreamTell:
             tasks.report_upstream(current, *upstream)
             return True, None
         try:
+            transition = self.scheduler.unheard_if_idle(candidate, transition)
             return True, tasks.apply(candidate, transition, upstream=upstream)
         except ConflictError:
             return False, None  # the usual way judges the task as it is now

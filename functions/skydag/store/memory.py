@@ -207,6 +207,9 @@ class StoreChange:
     kind: str
     old: Any
     new: Any
+    # The write was marked ``unheard`` (``Transition.unheard``): the deployed stream's
+    # filter drops its record.
+    unheard: bool = False
 
 
 @dataclass(slots=True)
@@ -335,10 +338,10 @@ class _Tables:
         # run's tasks never written.
         self.spec_tasks: Callable[[str, int], Collection[str]] | None = None
 
-    def changed(self, kind: str, old: Any, new: Any) -> None:
+    def changed(self, kind: str, old: Any, new: Any, *, unheard: bool = False) -> None:
         # Like a stream, only a write that changes the record is news.
         if self.record_changes and old != new:
-            self.changes.append(StoreChange(kind, old, new))
+            self.changes.append(StoreChange(kind, old, new, unheard))
 
 
 # --- task instances ------------------------------------------------------------------------
@@ -461,7 +464,14 @@ class MemoryTaskInstanceRepository:
                 task_id, report = upstream
                 assert ti.upstream.get(task_id) == report, "ti holds the report it writes"
                 changes = {**changes, "upstream": {**item.ti.upstream, task_id: report}}
-            self._write(item, new, state=new.state, version=new.version, **changes)
+            self._write(
+                item,
+                new,
+                state=new.state,
+                version=new.version,
+                unheard=transition.unheard,
+                **changes,
+            )
             due = indexed_due(new)
             if due is not None and keeps_due_place(ti, new) and place and place <= iso(due):
                 item.due = place  # as the DynamoDB write leaves the index entry
@@ -683,11 +693,11 @@ class MemoryTaskInstanceRepository:
         except NotFound:
             return ()
 
-    def _store(self, item: _TaskItem, new: TaskInstance) -> None:
+    def _store(self, item: _TaskItem, new: TaskInstance, *, unheard: bool = False) -> None:
         """Hold ``new`` as the item (its first write inserts it: no old image)."""
         old = item.ti if item.written else None
         item.ti, item.written = new, True
-        self._changed(old, new)
+        self._changed(old, new, unheard=unheard)
 
     def _touch(self, ti: TaskInstance, **changes: Any) -> TaskInstance:
         new = replace(ti, version=ti.version + 1, **changes)
@@ -699,7 +709,9 @@ class MemoryTaskInstanceRepository:
             self._write(item, new, version=new.version, **changes)
         return new
 
-    def _write(self, item: _TaskItem, new: TaskInstance, **fields: Any) -> None:
+    def _write(
+        self, item: _TaskItem, new: TaskInstance, *, unheard: bool = False, **fields: Any
+    ) -> None:
         """Set these fields on the stored item; its due place follows ``new`` (the record
         the writer computed), as the DynamoDB write derives it."""
         old = item.ti
@@ -709,7 +721,7 @@ class MemoryTaskInstanceRepository:
         }
         due = indexed_due(new)
         item.due = None if due is None else iso(due)
-        self._store(item, replace(old, **stored))
+        self._store(item, replace(old, **stored), unheard=unheard)
 
     def _set_upstream(
         self, item: _TaskItem, upstream_task: str, report: UpstreamReport
@@ -737,9 +749,11 @@ class MemoryTaskInstanceRepository:
             current,
         )
 
-    def _changed(self, old: TaskInstance | None, new: TaskInstance) -> None:
+    def _changed(
+        self, old: TaskInstance | None, new: TaskInstance, *, unheard: bool = False
+    ) -> None:
         if self._tables.record_changes:
-            self._tables.changed("task", old and _fresh_ti(old), _fresh_ti(new))
+            self._tables.changed("task", old and _fresh_ti(old), _fresh_ti(new), unheard=unheard)
 
 
 # --- runs ----------------------------------------------------------------------------------

@@ -744,13 +744,18 @@ class TaskInstanceRepository:
         if due is not None and keeps_due_place(ti, new):
             # The entry stays unless its stored place is later than the new time.
             try:
-                self._update(ti, actions, condition & (TaskInstanceModel.due_at <= _iso(due)))
+                self._update(
+                    ti,
+                    actions,
+                    condition & (TaskInstanceModel.due_at <= _iso(due)),
+                    unheard=transition.unheard,
+                )
                 return new
             except ConflictError as conflict:
                 current = conflict.current
                 if current is None or (current.state, current.version) != (ti.state, ti.version):
                     raise
-        self._update(ti, [*actions, *self._due_actions(new)], condition)
+        self._update(ti, [*actions, *self._due_actions(new)], condition, unheard=transition.unheard)
         return new
 
     def report_upstream(
@@ -821,7 +826,7 @@ class TaskInstanceRepository:
         for _ in range(2):
             try:
                 item.update(
-                    actions=[entry.set(encoded), TaskInstanceModel.version.add(1)],
+                    actions=[entry.set(encoded), TaskInstanceModel.version.add(1), _heard()],
                     condition=condition,
                 )
                 return item
@@ -837,6 +842,7 @@ class TaskInstanceRepository:
                         TaskInstanceModel.upstream.set({upstream_task: encoded}),
                         TaskInstanceModel.version.add(1),
                         *_insert_actions(fresh, {"version", "upstream"}),
+                        _heard(),
                     ],
                     condition=TaskInstanceModel.upstream.does_not_exist(),
                 )
@@ -902,7 +908,7 @@ class TaskInstanceRepository:
         dag_id, run_id, task_id = join
         item = TaskInstanceModel(run_key(dag_id, run_id), task_id)
         entry = TaskInstanceModel.tallies[str(group)]
-        actions = [entry.set(_encode_tally(tally)), TaskInstanceModel.version.add(1)]
+        actions = [entry.set(_encode_tally(tally)), TaskInstanceModel.version.add(1), _heard()]
         condition = entry.does_not_exist() | (entry < _tally_version_bound(tally.version))
         fresh = TaskInstance(dag_id, run_id, task_id, dag_version=dag_version)
         # A join never written is inserted, unless its DAG version is unknown (0).
@@ -925,6 +931,7 @@ class TaskInstanceRepository:
                     actions=[
                         TaskInstanceModel.tallies.set({}),
                         *_insert_actions(fresh, {"tallies"}),
+                        _heard(),
                     ],
                     condition=TaskInstanceModel.tallies.does_not_exist()
                     if dag_version
@@ -1003,7 +1010,7 @@ class TaskInstanceRepository:
             TaskInstanceModel._get_connection().update_item(
                 run_key(ti.dag_id, ti.run_id),
                 ti.instance_id,
-                actions=[TaskInstanceModel.due_at.set(_iso(until))],
+                actions=[TaskInstanceModel.due_at.set(_iso(until)), _heard()],
                 condition=condition,
             )
         except UpdateError as error:
@@ -1028,7 +1035,11 @@ class TaskInstanceRepository:
             model._get_connection().update_item(
                 run_key(ti.dag_id, ti.run_id),
                 ti.instance_id,
-                actions=[model.reported_version.set(ti.version), model.reported.set(now_told)],
+                actions=[
+                    model.reported_version.set(ti.version),
+                    model.reported.set(now_told),
+                    _heard(),
+                ],
                 condition=unchanged & not_ahead,
             )
         except UpdateError as error:
@@ -1096,7 +1107,11 @@ class TaskInstanceRepository:
         item = TaskInstanceModel(run_key(dag_id, run_id), key)
         try:
             item.update(
-                actions=[TaskInstanceModel.released.set(True), TaskInstanceModel.version.add(1)],
+                actions=[
+                    TaskInstanceModel.released.set(True),
+                    TaskInstanceModel.version.add(1),
+                    _heard(),
+                ],
                 condition=TaskInstanceModel.run_key.exists() & condition,
             )
         except UpdateError as error:
@@ -1112,14 +1127,14 @@ class TaskInstanceRepository:
         marked counted and the mapped task (of the instance's expansion) adds to its
         counters. False when it was counted already or either item moved on."""
         assert ti.map_index is not None
-        additions: list[Action] = [TaskInstanceModel.map_done.add(1)]
+        additions: list[Action] = [TaskInstanceModel.map_done.add(1), _heard()]
         if failed:
             additions.append(TaskInstanceModel.map_failed.add(1))
         try:
             with TransactWrite(connection=_transaction_connection()) as transaction:
                 transaction.update(
                     TaskInstanceModel(run_key(ti.dag_id, ti.run_id), ti.instance_id),
-                    actions=[TaskInstanceModel.counted.set(ti.version)],
+                    actions=[TaskInstanceModel.counted.set(ti.version), _heard()],
                     condition=(TaskInstanceModel.state == ti.state.value)
                     & (TaskInstanceModel.version == ti.version)
                     & (
@@ -1151,6 +1166,7 @@ class TaskInstanceRepository:
             TaskInstanceModel.version.set(new.version),
             *(a for name, value in changes.items() for a in self._field_actions(name, value, new)),
             *self._due_actions(new),
+            _heard(),
         ]
         sources = task_sources(transition.dst, transition.cause)
         condition = (
@@ -1158,7 +1174,7 @@ class TaskInstanceRepository:
             & (TaskInstanceModel.state == transition.src.value)
             & (TaskInstanceModel.version == transition.expected_version)
         )
-        subtractions: list[Action] = [TaskInstanceModel.map_done.add(-1)]
+        subtractions: list[Action] = [TaskInstanceModel.map_done.add(-1), _heard()]
         if ti.state in FAILED_TASK_STATES:
             subtractions.append(TaskInstanceModel.map_failed.add(-1))
         try:
@@ -1223,8 +1239,17 @@ class TaskInstanceRepository:
         shard, at = place
         return [TaskInstanceModel.due_shard.set(shard), TaskInstanceModel.due_at.set(at)]
 
-    def _update(self, ti: TaskInstance, actions: list[Action], condition: Condition) -> None:
+    def _update(
+        self,
+        ti: TaskInstance,
+        actions: list[Action],
+        condition: Condition,
+        *,
+        unheard: bool = False,
+    ) -> None:
         connection = TaskInstanceModel._get_connection()
+        mark = TaskInstanceModel.unheard.set(True) if unheard else _heard()
+        actions = [*actions, mark]
         try:
             # NONE: the caller already knows the new record; no need to ship it back.
             connection.update_item(
@@ -1244,6 +1269,12 @@ class TaskInstanceRepository:
             f"v{ti.version}, found {state} v{version}",
             current,
         )
+
+
+def _heard() -> Action:
+    """Every write of a task instance but one marked ``unheard`` (``Transition.unheard``)
+    removes the mark: only that write's own stream record is dropped by the filter."""
+    return TaskInstanceModel.unheard.remove()
 
 
 def _instance_is_older(ti: TaskInstance) -> Condition:

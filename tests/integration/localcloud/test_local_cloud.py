@@ -111,8 +111,11 @@ def test_a_run_goes_through_the_production_handlers(cloud: LocalCloud, log: io.S
 def test_records_nothing_reacts_to_are_filtered_out(cloud: LocalCloud) -> None:
     """The streams' filters (``wiring.STREAM_EVENT_SOURCE.filters``), as Lambda applies
     them: the records of the finishes counted on the run (running -> running) are read
-    from the streams but never delivered, nor a task's written pending again; the run's
-    start and end, and every change of a task's state, are."""
+    from the streams but never delivered, nor a task's written pending again, nor a write
+    marked ``unheard`` (engine/reactions.py: here, with no rule taking task events, each
+    task's queueing, start and finish by the scheduler that handled its upstream's or its
+    own job's end); the run's start and end, and every other change of a task's state,
+    are."""
     source = cloud.stream_source
     tables = cloud.settings.tables
     (runs_arn,) = [arn for arn in source.filters if f":table/{tables.runs}/stream/" in arn]
@@ -121,6 +124,8 @@ def test_records_nothing_reacts_to_are_filtered_out(cloud: LocalCloud) -> None:
     ]
     seen: dict[str, list[tuple[str | None, str]]] = {runs_arn: [], tasks_arn: []}
     delivered: dict[str, list[tuple[str | None, str]]] = {runs_arn: [], tasks_arn: []}
+
+    unheard: list[tuple[str | None, str]] = []
 
     def states(record: Mapping[str, Any]) -> tuple[str | None, str]:
         data = record["dynamodb"]
@@ -132,6 +137,8 @@ def test_records_nothing_reacts_to_are_filtered_out(cloud: LocalCloud) -> None:
     def observing(record: dict[str, Any]) -> None:
         if record["dynamodb"].get("NewImage"):
             seen[record["eventSourceARN"]].append(states(record))
+            if "unheard" in record["dynamodb"]["NewImage"]:
+                unheard.append(states(record))
         if observe is not None:
             observe(record)
 
@@ -153,7 +160,13 @@ def test_records_nothing_reacts_to_are_filtered_out(cloud: LocalCloud) -> None:
     inserted = [(None, "queued")] * len(repos.tasks.list_for_run("chain", "r1"))
     assert [change for change in seen[tasks_arn] if change[0] is None] == inserted
     quiet = [c for c in seen[tasks_arn] if c[1] == "pending" and c[0] in (None, "pending")]
-    assert delivered[tasks_arn] == [c for c in seen[tasks_arn] if c not in quiet]
+    # The second and third tasks are queued by the invocation that starts their jobs
+    # (it told their upstream's finish: unheard); the first by the run's start. Each job
+    # here ends in its dispatch's own answer, a finish told from its record.
+    assert unheard == [(None, "queued")] * 2
+    assert quiet == []
+    assert delivered[tasks_arn] == [(None, "queued"), *[("queued", "success")] * 3]
+    assert sorted(delivered[tasks_arn] + unheard, key=str) == sorted(seen[tasks_arn], key=str)
 
 
 def test_duplicated_rule_deliveries_and_stream_records_change_nothing(log: io.StringIO) -> None:
