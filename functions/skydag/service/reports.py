@@ -4,9 +4,14 @@ is now (``decide_report``): duplicates and stale reports change nothing.
 
 A service's event that ends a try goes on at once (``go_on``: the finish is told to the
 downstream tasks, and the tasks it queues are dispatched) instead of waiting for the
-finish's stream record: one Lambda hop from a job's end to the next job's start. The
-record still comes and repeats that work, which is idempotent (reports refuse what they
-hold; a queued try is dispatched once, under its claim), so a crash here loses nothing.
+finish's stream record: one Lambda hop from a job's end to the next job's start. That
+record would only repeat the work, so the finish's write is marked ``unheard`` when it
+has nothing else to do (engine/reactions.py) and the stream drops it; the event itself
+is the backstop: an invocation that dies after the write fails, Lambda invokes it again
+(twice, then its dead-letter queue, whose redrive does the same), and an event whose try
+has ended already is told again as the record would tell it (idempotent: reports refuse
+what they hold; a queued try is dispatched once, under its claim). A finish that leaves
+a record (a deadline's timer to remove, a rule taking task events) is told by it too.
 """
 
 from __future__ import annotations
