@@ -1360,8 +1360,10 @@ def test_a_finish_whose_telling_died_is_told_when_its_job_event_comes_again() ->
     env.settle_changes()
     assert env.states("fan")["b"][0] is T.PENDING  # no record told it
     assert [c.new.state for c in env.filtered_out if c.unheard] == [T.RUNNING, T.SUCCESS]
+    assert env.service.scheduler.take_unheard_outcomes() == {"success": 1}  # counted once
     env.service.on_job_event(event)  # Lambda's retry
     assert env.states("fan")["b"][0] is T.RUNNING
+    assert env.service.scheduler.take_unheard_outcomes() == {}
     env.settle()
     assert env.run("fan").state is RunState.SUCCESS
 

@@ -117,6 +117,10 @@ def test_a_rule_on_the_bus_gets_exactly_the_notifications_it_takes(stack: Stack)
 
     assert [event["detail"]["state"] for event in stack.bus_events()] == ["failed"]
     assert (client.puts, sink.unheard) == (1, 1)
+    # What the scheduler asks before marking a write unheard: the same answer, no call.
+    assert sink.listens(TASK_CHANGE, {**DETAIL, "state": "failed"})
+    assert not sink.listens(TASK_CHANGE, DETAIL)
+    assert client.puts == 1
 
 
 def test_a_rule_added_hears_the_first_notification_after_the_refresh(stack: Stack) -> None:

@@ -271,3 +271,34 @@ def test_a_job_end_that_may_succeed_later_is_raised_for_lambda_to_retry(
 
     with pytest.raises(ClientError, match="ThrottlingException"):
         handlers.scheduler.lambda_handler(batch_succeeded("skydag-orders-only-0123"), context)
+
+
+def test_the_outcomes_a_job_end_wrote_unheard_are_counted_by_the_scheduler(
+    stack: Stack,
+    handlers: SimpleNamespace,
+    context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A finish whose write leaves no stream record (``unheard``) is not seen by the stream
+    processor, which counts TaskOutcomes: the scheduler that wrote it counts it, once."""
+    from skydag.engine.transitions import Decision
+    from skydag.service.core import Scheduler
+    from skydag.service.reports import TaskReports
+
+    schedulers: list[Scheduler] = []
+
+    def ends_a_try(self: TaskReports, event: Any) -> Decision:
+        self.scheduler.unheard_outcomes["success"] += 1  # as decide_and_apply does
+        schedulers.append(self.scheduler)
+        return Decision.ignore("a finish told at once")
+
+    monkeypatch.setattr(TaskReports, "on_job_event", ends_a_try)
+    event = batch_succeeded("skydag-orders-only-0123")
+
+    handlers.scheduler.lambda_handler(event, context)
+    handlers.scheduler.lambda_handler(event, context)
+
+    assert metric_total(capsys.readouterr().out, "TaskOutcomes", state="success") == 2
+    assert [scheduler.take_unheard_outcomes() for scheduler in schedulers] == [{}, {}]
+
