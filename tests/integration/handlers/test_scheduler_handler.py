@@ -301,4 +301,3 @@ def test_the_outcomes_a_job_end_wrote_unheard_are_counted_by_the_scheduler(
 
     assert metric_total(capsys.readouterr().out, "TaskOutcomes", state="success") == 2
     assert [scheduler.take_unheard_outcomes() for scheduler in schedulers] == [{}, {}]
-
