@@ -2369,6 +2369,12 @@ def test_a_runs_end_can_take_its_due_entry_out_in_the_same_write(repos: Store) -
     assert repos.runs.due(NOW + timedelta(days=1)) == []
     assert repos.runs.get(DAG, RUN) == ended
     assert run.version < ended.version
+    assert ended.counted_at == NOW  # kept by the end
+    # A clear's reopening forgets it (the run was disarmed: a stamp from before the end
+    # must not spare the first finish after it its arm).
+    reopened = repos.runs.transition(ended, RunState.QUEUED, Cause.CLEAR, counted_at=None)
+    assert repos.runs.get(DAG, RUN) == reopened
+    assert reopened.counted_at is None
 
 
 def test_a_slots_hand_over_counts_and_arms_in_one_write(repos: Store) -> None:

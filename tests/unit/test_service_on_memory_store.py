@@ -1368,6 +1368,54 @@ def test_a_finish_whose_telling_died_is_told_when_its_job_event_comes_again() ->
     assert env.run("fan").state is RunState.SUCCESS
 
 
+def test_a_reopened_run_is_armed_again_by_its_first_covering_finish(env: Harness) -> None:
+    """A run's end disarms it; a clear reopens it. The first finish that covers tries
+    after that (here ``a``'s, not counted: not a leaf, no slot to release) must arm it,
+    whatever stamp the run kept from before its end: else its covered tries have no due
+    entry at all, and a lost event of theirs is never found (found by seed 20610)."""
+    env.load(fan("fan"))
+    env.service.trigger("fan", run_id="r1")
+    env.settle()
+    assert env.run("fan").state is RunState.SUCCESS
+    far = env.clock.now() + timedelta(days=1)
+    assert env.store.runs.due(far) == []  # disarmed by its end
+    env.service.clear("fan", "r1", "a", downstream=True)
+    env.settle_changes()
+    (a_job,) = env.remote.running()
+    env.service.on_job_event(env.remote.outcome(a_job))
+    live = [ti for ti in env.tasks("fan").values() if ti.state in (T.QUEUED, T.RUNNING)]
+    assert {ti.task_id for ti in live if ti.covered} == {"b", "c", "d"}
+    assert [run.run_id for run in env.store.runs.due(far)] == ["r1"]
+
+
+def test_who_takes_task_events_is_asked_before_a_job_is_started_not_after() -> None:
+    """Whether a job's ``running`` write may be marked ``unheard`` asks the event sink,
+    which may list the bus's rules (a call): asked before the target's call, so that
+    nothing but that write follows the call (a failure there dispatches again, and
+    Lambda's asynchronous invoke has no idempotency token)."""
+    env = Harness(listened=False)
+    calls: list[str] = []
+    listens, dispatch = env.events.listens, env.remote.dispatch
+
+    def asked(*args: Any) -> bool:
+        calls.append("listens")
+        return listens(*args)
+
+    def started(request: DispatchRequest) -> DispatchResult:
+        calls.append("dispatch")
+        return dispatch(request)
+
+    env.events.listens = asked  # type: ignore[method-assign]
+    env.remote.dispatch = started  # type: ignore[method-assign]
+    env.load(fan("fan"))
+    env.service.trigger("fan", run_id="r1")
+    env.settle()
+    assert env.run("fan").state is RunState.SUCCESS
+    starts = [i for i, call in enumerate(calls) if call == "dispatch"]
+    assert len(starts) == 5
+    assert all(calls[i - 1] == "listens" for i in starts)
+
+
 def test_a_finish_told_at_once_judges_its_count_on_the_run_read_after_its_write() -> None:
     """A job's end reads its run with the try, before the finish's write; with no record
     of that write to count it from the run as it is after (``unheard``), the scheduler

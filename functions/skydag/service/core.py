@@ -234,6 +234,11 @@ class Scheduler:
     def emit_task_event(self, ti: TaskInstance) -> None:
         self.events.put(TASK_EVENT, _task_event_detail(ti))
 
+    def read_listeners(self, ti: TaskInstance) -> None:
+        """Have the event sink know who takes ``ti``'s task events (it lists the bus's
+        rules when its list is old), ahead of a write ``unheard_if_idle`` judges."""
+        self.events.listens(TASK_EVENT, _task_event_detail(ti))
+
     def unheard_if_idle(
         self, ti: TaskInstance, transition: Transition, *, tells_finish: bool = False
     ) -> Transition:

@@ -108,6 +108,11 @@ class Dispatcher:
             self.reports.fail(ti, f"template error: {error}")
             return
         target = self.scheduler.targets.target_for(spec.tasks[ti.task_id].target_kind)
+        # Whether the job's ``running`` write may be marked ``unheard`` asks the bus's
+        # rules, which may need listing: done now, so that nothing but that write follows
+        # the call (a failure after the call dispatches again, and Lambda's asynchronous
+        # invoke has no idempotency token).
+        self.scheduler.read_listeners(ti)
         try:
             result = target.dispatch(request)
         except DispatchError as error:

@@ -305,6 +305,8 @@ class RunLifecycle:
         the run is queued, no end's release matches it."""
         # Its counting starts anew (``finish_counts``): a finish whose record came after
         # the end was not counted, so the leaves' check counts what it finds finished.
+        # And its arming: the end disarmed it, so a stamp from before the end must not
+        # spare a finish's arm (``RunArming.cover``: its covered tries would have no entry).
         queued = self.scheduler.repos.runs.transition(
             run,
             RunState.QUEUED,
@@ -312,6 +314,7 @@ class RunLifecycle:
             ended_at=None,
             reason="waiting for a run slot",
             counts_all=False,
+            counted_at=None,
         )
         return self.try_start(queued, spec)
 

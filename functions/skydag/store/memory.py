@@ -104,6 +104,7 @@ _RUN_WRITABLE = frozenset(
         "data_interval_end",
         "tasks_created",
         "counts_all",
+        "counted_at",
     }
 )
 _RUN_TIME_FIELDS = _RUN_WRITABLE - {"reason", "tasks_created", "counts_all"}
@@ -848,6 +849,8 @@ class MemoryRunRepository:
                     item.tasks_created = bool(stored.pop("tasks_created"))
                 if "counts_all" in stored:  # (the same)
                     item.counts_all = bool(stored.pop("counts_all"))
+                if "counted_at" in stored:  # (the same)
+                    item.counted_at = stored.pop("counted_at")
                 item.run = replace(item.run, state=dst, version=run.version + 1, **stored)
                 item.queued_key = queued_key(run) if dst is RunState.QUEUED else None
                 if disarm:
