@@ -247,6 +247,8 @@ class Scheduler:
         itself) and no rule on the bus takes the task's event it would put: the stream
         then drops the record, and no invocation reads it."""
         new = transition.apply(ti)
+        if new.state is TaskState.RUNNING and not new.dag_version:
+            return transition  # (an item from before tasks named their DAG version)
         service = (
             new.state is TaskState.RUNNING
             and self.spec_of_task(new).tasks[new.task_id].mode is TaskMode.SERVICE
