@@ -1335,6 +1335,29 @@ def test_writes_marked_unheard_leave_out_records_that_would_do_nothing(
     assert len(unheard.remote.jobs) == jobs
 
 
+def test_a_finish_told_in_chunks_keeps_its_record_which_tells_beside_the_scheduler() -> None:
+    """A wider fan-out than one chunk (``REPORT_CHUNK``, 2 here) is told a chunk at a time:
+    its finish's record is not marked ``unheard``, so it tells the chunks beside the
+    invocation that told the first (the latency of a 1 -> 200 fan-out halves); a finish
+    told whole is."""
+    env = Harness(listened=False)
+    env.filtered = True
+    env.service.progress.report_chunk = 2
+    env.load(fan("fan"))
+    env.service.trigger("fan", run_id="r1")
+    env.settle()
+    assert env.run("fan").state is RunState.SUCCESS
+    finishes = [
+        c
+        for c in [*env.delivered, *env.filtered_out]
+        if c.kind == "task" and c.new.state is T.SUCCESS and c.old.state is not T.SUCCESS
+    ]
+    assert {c.new.task_id: c.unheard for c in finishes} == {
+        "a": False,  # three downstream tasks: two chunks
+        **dict.fromkeys("bcde", True),
+    }
+
+
 def test_a_finish_whose_telling_died_is_told_when_its_job_event_comes_again() -> None:
     """A job's end told at once leaves no stream record (``unheard``): when the invocation
     dies after the finish's write, Lambda's retry of the job's event finds the finish

@@ -46,8 +46,9 @@ def record_has_work(
       record comes late; nothing else hangs on it without a deadline or a superseded job.
     - A ``running`` write of a task that is neither a service (its downstream wait for it
       to be up) nor a mapped task's expansion, with no deadline to set or leave behind.
-    - A finish told by its writer (a job's end told at once by the scheduler: ``go_on``)
-      with no deadline to leave behind: the record would tell it again, the backstop of
+    - A finish told by its writer to all its downstream tasks (a job's end told at once by
+      the scheduler: ``go_on``; a wider fan-out's record tells chunks beside it) with no
+      deadline to leave behind: the record would tell it again, the backstop of
       an invocation cut short; the job's event is that backstop instead (Lambda retries
       a failed asynchronous invocation, and a job's end found already recorded is told
       again: ``TaskReports.apply``).

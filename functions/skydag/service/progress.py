@@ -208,6 +208,10 @@ class TaskProgress:
         self.slots.fill_free(spec, run)
         self.runs.complete_if_done(spec, run)
 
+    def tells_whole(self, spec: DagSpec, task_id: str) -> bool:
+        """Whether a finish of ``task_id`` is told to all its downstream tasks at once."""
+        return len(spec.downstream(task_id)) <= self.report_chunk
+
     def told_first(self, spec: DagSpec, ti: TaskInstance, *, told_before: bool) -> list[str]:
         """The downstream tasks read with the run when ``ti``'s finish is told: those of
         its next chunk that are read anyway. All when the finish was likely told before,

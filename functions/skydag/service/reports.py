@@ -28,6 +28,7 @@ from skydag.engine.transitions import Decision, Outcome
 from skydag.ports.store import TryRead, output_key, output_scope
 from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
+from skydag.spec.models import DagSpec
 from skydag.targets.base import JobEvent, JobRef
 
 
@@ -46,6 +47,10 @@ class GoOn(Protocol):
 # The downstream tasks to read with a try whose end is reported, by (dag, task): those
 # ``GoOn`` will go on with (``TaskProgress.read_ahead``).
 ReadAhead = Callable[[str, str], list[str]]
+# Whether ``go_on`` tells a finish of the task to all its downstream tasks in one
+# invocation (``TaskProgress.tells_whole``): a wider fan-out is told a chunk at a time, and
+# its finish's stream record tells the chunks beside the invocation that told the first.
+TellsWhole = Callable[[DagSpec, str], bool]
 # No published output was read with the try (as opposed to None: read, nothing there).
 _UNREAD = object()
 
@@ -57,11 +62,13 @@ class TaskReports:
         jobs: Jobs,
         go_on: GoOn | None = None,
         read_ahead: ReadAhead | None = None,
+        tells_whole: TellsWhole | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.jobs = jobs
         self.go_on = go_on
         self.read_ahead = read_ahead
+        self.tells_whole = tells_whole
 
     def on_job_report(self, report: JobReport) -> Decision:
         """Apply what a job says about one of its tries."""
@@ -168,10 +175,11 @@ class TaskReports:
         spec = self.scheduler.spec_of_task(ti)
         policy = spec.effective_policy(ti.task_id)
         clock = self.scheduler.clock
+        whole = self.tells_whole is None or self.tells_whole(spec, ti.task_id)
         applied = self.scheduler.decide_and_apply(
             ti,
             lambda current: decide_report(current, report, policy, clock.now()),
-            tells_finish=go_on is not None,
+            tells_finish=go_on is not None and whole,
         )
         decision = applied.decision
         finished = applied.task

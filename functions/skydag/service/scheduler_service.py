@@ -56,7 +56,11 @@ class SchedulerService:
         self.runs = RunLifecycle(self.scheduler)
         self.progress = TaskProgress(self.scheduler, self.runs, self.jobs)
         self.reports = TaskReports(
-            self.scheduler, self.jobs, go_on=self._finished, read_ahead=self.progress.read_ahead
+            self.scheduler,
+            self.jobs,
+            go_on=self._finished,
+            read_ahead=self.progress.read_ahead,
+            tells_whole=self.progress.tells_whole,
         )
         self.dispatcher = Dispatcher(self.scheduler, self.jobs, self.reports)
         self.changes = ChangeReactions(
