@@ -586,6 +586,40 @@ def test_report_upstream_is_idempotent_and_refuses_stale_reports(repos: Store) -
     assert repos.tasks.get(DAG, RUN, "b") == both
 
 
+def test_a_slotted_report_makes_its_task_slotted_in_the_same_write(repos: Store) -> None:
+    """engine/slots.py: a report told by a slotted task makes its downstream task slotted
+    with the report itself (one write, one version); an unslotted report leaves the flag
+    as it is, and the flag stays for the task's later writes. A wide join is made slotted
+    on its own (``hold_slotted``); with its DAG version unknown, only if written."""
+    child = put_task(repos, "b")
+    assert not child.slotted
+
+    plain = repos.tasks.report_upstream(child, "a", UpstreamReport(T.SUCCESS, 3))
+    assert plain is not None
+    assert not plain.slotted
+    told = repos.tasks.report_upstream(child.key, "c", UpstreamReport(T.SUCCESS, 5, slotted=True))
+    assert told is not None
+    assert (told.slotted, told.version) == (True, plain.version + 1)
+    assert told.upstream["c"] == UpstreamReport(T.SUCCESS, 5)
+    later = repos.tasks.report_upstream(child.key, "a", UpstreamReport(T.FAILED, 4))
+    assert later is not None
+    assert later.slotted
+    queued = repos.tasks.apply(later, dispatch(later))
+    assert queued.slotted
+    assert repos.tasks.get(DAG, RUN, "b").slotted
+
+    written = put_task(repos, "join")
+    join = repos.tasks.hold_slotted(written.key, dag_version=written.dag_version)
+    assert join is not None
+    assert (join.state, join.slotted, join.version) == (T.PENDING, True, written.version + 1)
+    assert repos.tasks.get(DAG, RUN, "join") == join
+    again = repos.tasks.hold_slotted(join.key)
+    assert again is not None
+    assert again.version == join.version + 1
+    # Its DAG version unknown: only a written task is changed.
+    assert repos.tasks.hold_slotted((DAG, RUN, "never"), dag_version=0) is None
+
+
 def test_a_transition_written_with_an_upstream_report_records_both_at_once(
     repos: Store,
 ) -> None:

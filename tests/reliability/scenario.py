@@ -3,12 +3,14 @@ and operator commands, each sent once a condition holds.
 
 From a seed, always the same scenario:
 
-- two or three shape DAGs among a chain, a fan-out/fan-in (``max_active_tasks: 2``) and a
-  diamond; the first one has ``max_active_runs: 1`` and two runs. Their downstream tasks
-  take the ten trigger rules in a seeded order;
-- ``ops``: ``prep`` → ``slow`` (a stand-in that runs until stopped) and ``approve`` (a
-  ``wait`` task) → ``report``. Run ``o1`` marks ``slow`` (success or failed) while it runs
-  and ``approve`` success while it waits; run ``o2`` is cancelled while ``slow`` runs;
+- two or three shape DAGs among a chain (half of them with ``max_active_tasks: 2``), a
+  fan-out/fan-in (``max_active_tasks: 2``) and a diamond; the first one has
+  ``max_active_runs: 1`` and two runs. Their downstream tasks take the ten trigger rules
+  in a seeded order;
+- ``ops`` (half of them with ``max_active_tasks: 3``): ``prep`` → ``slow`` (a stand-in
+  that runs until stopped) and ``approve`` (a ``wait`` task) → ``report``. Run ``o1``
+  marks ``slow`` (success or failed) while it runs and ``approve`` success while it
+  waits; run ``o2`` is cancelled while ``slow`` runs;
 - ``svc``: ``feed`` (``mode: service``, ``restart_on``/``stop_on``) with ``consumer`` on
   it, and ``gate`` (``wait``) → ``after``. Its run gets one or two restart signals, the
   gate's signal, then the stop signal;
@@ -222,7 +224,12 @@ class _Builder:
             if index:
                 task = {"depends_on": [f"t{index - 1}"], "trigger_rule": self.rule(), **task}
             tasks[f"t{index}"] = task
-        return {"dag": dag_id, "tasks": tasks}
+        dag: dict[str, Any] = {"dag": dag_id, "tasks": tasks}
+        if self.rng.random() < 0.5:
+            # More tasks than slots, one path: its own tries take none, a cleared one does
+            # (engine/slots.py), unless an ``always`` rule starts a task beside another.
+            dag["max_active_tasks"] = 2
+        return dag
 
     def fan(self, dag_id: str) -> dict[str, Any]:
         branches = [f"b{index}" for index in range(self.rng.randint(2, 3))]
@@ -276,7 +283,12 @@ class _Builder:
                 **self.job(dag_id, "report"),
             },
         }
-        self.add_dag({"dag": dag_id, "tasks": tasks})
+        ops: dict[str, Any] = {"dag": dag_id, "tasks": tasks}
+        if self.rng.random() < 0.5:
+            # Four tasks, three slots, two paths: the tasks the marks start take the slot
+            # left over (engine/slots.py), unless ``report`` waits for one upstream only.
+            ops["max_active_tasks"] = 3
+        self.add_dag(ops)
         marked = self.rng.choice(("success", "failed"))
         slow_runs = Condition(dag_id, "o1", "slow", ("running",))
         mark = Action(

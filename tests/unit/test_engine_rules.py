@@ -57,11 +57,11 @@ from skydag.engine.scheduler import (
     run_change_holds,
     run_outcome,
     start_tasks,
-    task_slots_bind,
     timer_for,
     told_more,
     why_not_dispatch,
 )
+from skydag.engine.slots import slots_bind
 from skydag.engine.states import FINISHED_TASK_STATES, Cause, RunState, TaskState, can_transition
 from skydag.engine.transitions import Decision, InvalidTransition, Outcome, Transition
 from skydag.spec.models import DagSpec, EffectivePolicy
@@ -1193,7 +1193,7 @@ def test_task_slots_bind_only_when_a_dag_has_more_tasks_than_slots(
             "tasks": {f"t{i}": {"noop": None} for i in range(tasks)},
         }
     )
-    assert task_slots_bind(spec) is binds
+    assert slots_bind(spec) is binds
 
 
 def test_task_slots_bind_for_any_dag_with_for_each() -> None:
@@ -1206,7 +1206,7 @@ def test_task_slots_bind_for_any_dag_with_for_each() -> None:
             },
         }
     )
-    assert task_slots_bind(spec) is True
+    assert slots_bind(spec) is True
 
 
 def test_a_report_is_stale_when_the_downstream_holds_that_version_or_a_later_one() -> None:

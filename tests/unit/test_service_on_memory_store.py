@@ -1500,3 +1500,129 @@ def test_a_trigger_writes_no_task_instance_and_each_task_is_inserted_by_its_firs
     inserts = [c.new for c in env.delivered if c.kind == "task" and c.old is None]
     assert sorted(ti.task_id for ti in inserts) == list("abcde")
     assert all(ti.state is not T.PENDING or ti.upstream for ti in inserts)
+
+
+# --- slots a DAG's shape never needs (engine/slots.py) -------------------------------------
+
+
+def _chain_of_four(env: Harness) -> None:
+    """a → b → c → d under two slots: one path, so its own rules never run two at once."""
+    tasks = {t: {"depends_on": [p], **JOB} for p, t in zip("abc", "bcd", strict=True)}
+    env.load({"dag": "line", "max_active_tasks": 2, "tasks": {"a": JOB, **tasks}})
+    env.service.trigger("line", run_id="r1")
+    env.settle_changes()
+
+
+def _active(env: Harness, dag: str) -> set[str]:
+    return {t for t, ti in env.tasks(dag).items() if ti.state in (T.QUEUED, T.RUNNING)}
+
+
+def _slot_writes(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    runs = env.store.runs
+    writes: list[str] = []
+    for name in ("reserve_task_slot", "hand_over_task_slot", "release_task_slot"):
+        original = getattr(runs, name)
+
+        def listed(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            writes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(runs, name, listed)
+    return writes
+
+
+def test_a_chain_longer_than_its_slots_takes_none(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More tasks than max_active_tasks, but one path: its trigger rules never run two of
+    them at once, so no try takes a slot (no run write to take, hand over or free one)."""
+    writes = _slot_writes(env, monkeypatch)
+    _chain_of_four(env)
+    while env.remote.running():
+        assert len(_active(env, "line")) == 1
+        assert env.run("line").active == frozenset()
+        env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))
+        env.settle_changes()
+
+    assert writes == []
+    run = env.run("line")
+    assert (run.state, run.active, run.throttled) == (RunState.SUCCESS, frozenset(), frozenset())
+
+
+def test_tasks_an_operator_marks_or_clears_take_slots_and_the_limit_holds(
+    env: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two slots, a chain: its own tries take none (one runs at a time), one slot is left
+    for the others. Marking c while b runs starts d beside b: d is slotted (told by a
+    marked finish) and takes that slot. Clearing a then makes a second run beside them:
+    it waits, throttled, for d's slot instead of making three at once; the run ends."""
+    writes = _slot_writes(env, monkeypatch)
+    _chain_of_four(env)
+    env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))  # a
+    env.settle_changes()
+    assert _active(env, "line") == {"b"}
+
+    env.service.mark("line", "r1", "c", T.SUCCESS)
+    env.settle_changes()
+    tasks = env.tasks("line")
+    assert (tasks["c"].slotted, tasks["d"].slotted, tasks["b"].slotted) == (True, True, False)
+    assert _active(env, "line") == {"b", "d"}
+    assert env.run("line").active == {"d"}
+
+    env.service.clear("line", "r1", "a")
+    env.settle_changes()
+    assert _active(env, "line") == {"b", "d"}
+    assert env.tasks("line")["a"].state is T.PENDING
+    assert env.run("line").throttled == {"a"}
+
+    d_job = next(j for j in env.remote.running() if env.remote.jobs[j].task_id == "d")
+    env.service.on_job_event(env.remote.outcome(d_job))
+    env.settle_changes()
+    assert _active(env, "line") == {"a", "b"}
+    assert env.run("line").active == {"a"}
+
+    env.settle()
+    run = env.run("line")
+    assert (run.state, run.active, run.throttled) == (RunState.SUCCESS, frozenset(), frozenset())
+    assert "reserve_task_slot" in writes
+    # b ran once, as its own rules started it; a ran again; c never ran.
+    assert env.states("line") == {
+        "a": (T.SUCCESS, 2),
+        "b": (T.SUCCESS, 1),
+        "c": (T.SUCCESS, 0),
+        "d": (T.SUCCESS, 1),
+    }
+
+
+def test_a_wide_join_told_by_a_marked_task_is_slotted_before_its_tally(
+    env: Harness, groups_of: Callable[[int], None]
+) -> None:
+    """start → u0, u1, u2 → join → tail, four slots: three paths, one slot over. The join
+    is told through tally items (groups of two): a report from a marked upstream makes
+    it slotted first, so its try takes the slot over, and hands it to ``tail``."""
+    groups_of(2)
+    dag = wide("wj", 3)
+    dag["max_active_tasks"] = 4
+    dag["tasks"]["tail"] = {"depends_on": ["join"], **JOB}
+    env.load(dag)
+    env.service.trigger("wj", run_id="r1")
+    env.settle_changes()
+
+    env.service.mark("wj", "r1", "u1", T.SUCCESS)
+    env.settle_changes()
+    assert env.tasks("wj")["join"].slotted
+    assert env.run("wj").active == frozenset()
+
+    env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))  # start
+    env.settle_changes()
+    assert _active(env, "wj") == {"u0", "u2"}
+    assert env.run("wj").active == frozenset()
+    for job in env.remote.running():
+        env.service.on_job_event(env.remote.outcome(job))
+    env.settle_changes()
+    assert _active(env, "wj") == {"join"}
+    assert env.run("wj").active == {"join"}
+    env.settle()
+    run = env.run("wj")
+    assert (run.state, run.active) == (RunState.SUCCESS, frozenset())
+    assert env.tasks("wj")["tail"].slotted

@@ -67,6 +67,9 @@ def decide_clear(
         "ended_at": None,
         "next_attempt_at": None,
         "timeout_at": None,
+        # Run again beside the tasks that ran after it: its tries take slots from now on
+        # (engine/slots.py), and so do the tasks its finishes start.
+        "slotted": True,
         **applied_changes(ti, command_id),
     }
     return Decision.accept(
@@ -90,6 +93,9 @@ def decide_mark(
         "reason": f"marked {state.value}",
         "ended_at": now,
         "exit_code": None,
+        # Ended by hand, maybe before its upstreams: the tasks its finish starts take
+        # slots (engine/slots.py).
+        "slotted": True,
         **job_left_live(ti),
         **applied_changes(ti, command_id),
     }

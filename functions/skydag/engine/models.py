@@ -54,6 +54,10 @@ class UpstreamReport:
     state: TaskState
     version: int
     cleared: bool = False
+    # Told by a task that takes max_active_tasks slots where its DAG's shape alone would
+    # not (``TaskInstance.slotted``): the downstream task takes them too. Not stored with
+    # the report (the downstream's own ``slotted`` is), nor compared.
+    slotted: bool = field(default=False, compare=False)
 
     @classmethod
     def tombstone(cls, version: int) -> UpstreamReport:
@@ -153,6 +157,10 @@ class TaskInstance:
     # entry of its own in the due index; the run's own entry, which that count arms,
     # stands for it (store contract ``has_due_entry``; the reconciler's ``uncover``).
     covered: bool = False
+    # Its tries take max_active_tasks slots although its DAG's shape alone never runs more
+    # tasks at once than slots (engine/slots.py): an operator's clear or mark set it, or a
+    # finish told from such a task; it stays for the run.
+    slotted: bool = False
     signal: Mapping[str, Any] | None = None
     output: Any = None
     # Tries started by restart_on signals: they do not use up the task's retries.

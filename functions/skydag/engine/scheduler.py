@@ -395,13 +395,6 @@ def run_change_holds(change: RunChange, new: DagRun, current: DagRun | None) -> 
     return change is RunChange.STARTED
 
 
-def task_slots_bind(spec: DagSpec) -> bool:
-    """Whether max_active_tasks can ever hold a task of this DAG back
-    (``DagSpec.task_slots_bind``): when not, its runs take and free no slot at all (a run
-    write and a round trip saved per task)."""
-    return spec.task_slots_bind()
-
-
 def finish_counted(run: DagRun, ti: TaskInstance, index: int, *, failed_leaf: bool) -> bool:
     """Whether the run as read already holds everything counting this finish would write
     (``RunRepository.record_finished``: the task counted, as a failed leaf if it is one,

@@ -280,8 +280,18 @@ class TaskInstanceStore(Protocol):
     ) -> TaskInstance | None:
         """Record an upstream's state on a downstream (version + 1) unless it holds a
         report of that version or later (or a tombstone of it); a task never written is
-        written then (``dag_version``: its run's, when ``downstream`` is a key). Returns
-        the downstream as it is now when it holds this very report, None otherwise."""
+        written then (``dag_version``: its run's, when ``downstream`` is a key). A slotted
+        report makes the downstream ``slotted`` in the same write. Returns the downstream
+        as it is now when it holds this very report, None otherwise."""
+        ...
+
+    def hold_slotted(
+        self, key: tuple[str, str, str], *, dag_version: int = 0
+    ) -> TaskInstance | None:
+        """Make the task ``slotted`` (version + 1), before it is told the report of a
+        slotted upstream through a wide join's tally; a task never written is written then
+        (``dag_version``: its run's; unknown, 0: only a written task). Returns it as it is
+        now, None when there is no such task."""
         ...
 
     def retire_upstream(

@@ -19,6 +19,7 @@ from skydag.engine.scheduler import (
     owned_dispatch,
     reports_in_one_write,
 )
+from skydag.engine.slots import passes_slotted
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
 from skydag.engine.transitions import Decision
 from skydag.ports.store import WITH_TRY_LIMIT, NotFound, TryRead
@@ -326,7 +327,7 @@ class TaskProgress:
         is told by ``tell``. ``prefetched``: these tasks as read with the run, if they
         were: each is then told from what it held (as ``told_before``), and one the read
         did not find is left alone (a report would be refused)."""
-        report = UpstreamReport(ti.state, ti.version)
+        report = UpstreamReport(ti.state, ti.version, slotted=passes_slotted(spec, ti))
         tasks = self.scheduler.repos.tasks
         asked = prefetched.asked if prefetched is not None else frozenset()
         found = prefetched.found if prefetched is not None else {}

@@ -4,7 +4,7 @@ set, and a freed slot starts the tasks waiting for one."""
 from __future__ import annotations
 
 from skydag.engine.models import DagRun, FinishGroup, TaskInstance
-from skydag.engine.scheduler import task_slots_bind
+from skydag.engine.slots import slot_pool, slots_bind, takes_slot
 from skydag.engine.states import RunState, TaskState
 from skydag.engine.transitions import Transition
 from skydag.ports.store import Arming
@@ -29,7 +29,7 @@ class TaskSlots:
         when its slots bind, it has downstream tasks and, as the run was read, it still
         holds its slot (else the hand-over's conditional write would be refused, at the
         cost of a write unit). ``group``: a big run's finish tally (its count stays there)."""
-        if not task_slots_bind(spec) or finished.instance_id not in run.active:
+        if not slots_bind(spec) or finished.instance_id not in run.active:
             return None
         if not spec.downstream(finished.task_id):
             return None
@@ -49,11 +49,11 @@ class TaskSlots:
         the ``handover``'s slot if it is offered, freeing it and taking it in one write.
 
         The second attempt closes the race with a concurrent release: whoever frees a slot
-        after we joined the set sees us in it and starts us. A DAG whose slots cannot run
-        out (``task_slots_bind``) takes none. ``cover``: what a covered try's ``→ queued``
-        write needs first (``Cover.before_queueing``), once it may be written."""
-        runs, limit = self.scheduler.repos.runs, spec.max_active_tasks
-        binds = task_slots_bind(spec)
+        after we joined the set sees us in it and starts us. A try that takes no slot
+        (``engine/slots.py takes_slot``: its DAG's slots cannot run out, or its shape alone
+        keeps it within them) passes. ``cover``: what a covered try's ``→ queued`` write
+        needs first (``Cover.before_queueing``), once it may be written."""
+        runs, limit = self.scheduler.repos.runs, slot_pool(spec)
 
         def gate(ti: TaskInstance, transition: Transition) -> bool:
             if not take(ti, transition):
@@ -63,7 +63,7 @@ class TaskSlots:
             return True
 
         def take(ti: TaskInstance, transition: Transition) -> bool:
-            if transition.dst is not TaskState.QUEUED or not binds:
+            if transition.dst is not TaskState.QUEUED or not takes_slot(spec, ti):
                 return True
             try_number = ti.try_number + 1
             if handover is not None and not handover.tried:
@@ -89,7 +89,7 @@ class TaskSlots:
     def release(self, ti: TaskInstance) -> None:
         """A try went up for retry: its slot goes to a task waiting for one."""
         repos = self.scheduler.repos
-        if not task_slots_bind(self.scheduler.spec_of_task(ti)):
+        if not takes_slot(self.scheduler.spec_of_task(ti), ti):
             return  # it holds none (a refused conditional write would cost a write unit)
         repos.runs.release_task_slot(ti)
         run = repos.runs.get(ti.dag_id, ti.run_id)
@@ -101,7 +101,7 @@ class TaskSlots:
         record that would have evaluated it again may be another chunk's)."""
         if not run.throttled or run.state is not RunState.RUNNING:
             return
-        free = spec.max_active_tasks - len(run.active)
+        free = slot_pool(spec) - len(run.active)
         holding = sorted(run.throttled & run.active)
         waiting = holding + sorted(run.throttled - run.active)[: max(free, 0)]
         if not waiting:

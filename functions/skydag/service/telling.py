@@ -4,6 +4,8 @@ first and then the decision from what the task holds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from skydag.engine.models import DagRun, TaskInstance, UpstreamReport
 from skydag.engine.scheduler import (
     covered_dispatch,
@@ -52,8 +54,15 @@ class DownstreamTell:
         read and the report written with the transition it allows, conditional on the
         version read. Otherwise, or when that write loses a race, the report is written
         (refused when stale) and the task decided from what it holds then. A wide join
-        is told through its tally items (``WideJoins.tell``), its try never ``covered``."""
+        is told through its tally items (``WideJoins.tell``), its try never ``covered``:
+        a slotted report makes it ``slotted`` first (``engine/slots.py``; elsewhere the
+        report's own write does)."""
         if self.joins.tallied(spec, key[2]):
+            if upstream[1].slotted and (current is None or not current.slotted):
+                tasks = self.scheduler.repos.tasks
+                current = tasks.hold_slotted(key, dag_version=run.dag_version)
+                if current is None:
+                    return None
             return self.joins.tell(
                 spec,
                 run,
@@ -159,6 +168,10 @@ class DownstreamTell:
         transition = (owned_dispatch(decision) if owned else decision).transition
         if transition is None:
             return False, None
+        if upstream[1].slotted and not candidate.slotted:
+            # The report makes the task slotted (engine/slots.py): before its slot is judged.
+            candidate = replace(candidate, slotted=True)
+            transition = replace(transition, changes={**transition.changes, "slotted": True})
         if not self.slots.gate(spec, run, throttled, handover, covered)(candidate, transition):
             # In the throttled set, as evaluating it would leave it: only the report.
             tasks.report_upstream(current, *upstream)

@@ -92,6 +92,7 @@ TI_PLAIN_FIELDS = frozenset(
         "check_at",
         "claim_owned",
         "covered",
+        "slotted",
         "found_by_key",
         "restarts",
         # for_each (engine/mapping.py): an instance's expansion, release and counted

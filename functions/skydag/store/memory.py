@@ -495,8 +495,19 @@ class MemoryTaskInstanceRepository:
                 return None  # (as DynamoDB: a task never written, its version unknown)
             held = item.ti.upstream.get(upstream_task)
             if held is None or _replaces(report, held):
-                return self._set_upstream(item, upstream_task, _report(report))
+                return self._set_upstream(item, upstream_task, _report(report), report.slotted)
             return _fresh_ti(item.ti) if held == report else None
+
+    def hold_slotted(
+        self, key: tuple[str, str, str], *, dag_version: int = 0
+    ) -> TaskInstance | None:
+        with self._lock:
+            item = self._item(*key)
+            if item is None or not (item.written or dag_version):
+                return None
+            old = item.ti
+            self._store(item, replace(old, slotted=True, version=old.version + 1))
+            return _fresh_ti(item.ti)
 
     def retire_upstream(
         self, upstream: TaskInstance, downstream_tasks: Iterable[str]
@@ -725,11 +736,12 @@ class MemoryTaskInstanceRepository:
         self._store(item, replace(old, **stored), unheard=unheard)
 
     def _set_upstream(
-        self, item: _TaskItem, upstream_task: str, report: UpstreamReport
+        self, item: _TaskItem, upstream_task: str, report: UpstreamReport, slotted: bool = False
     ) -> TaskInstance:
         old = item.ti
         upstream = {**old.upstream, upstream_task: report}
-        self._store(item, replace(old, upstream=upstream, version=old.version + 1))
+        slotted = slotted or old.slotted
+        self._store(item, replace(old, upstream=upstream, version=old.version + 1, slotted=slotted))
         return _fresh_ti(item.ti)
 
     def _find_by(self, matches: Callable[[TaskInstance], bool]) -> TaskInstance | None:

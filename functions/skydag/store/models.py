@@ -289,6 +289,7 @@ class TaskInstanceModel(Model):
     reported = NumberAttribute(null=True)
     claim_owned = BooleanAttribute(null=True)  # engine/models.py TaskInstance.claim_owned
     covered = BooleanAttribute(null=True)  # engine/models.py TaskInstance.covered
+    slotted = BooleanAttribute(null=True)  # engine/models.py TaskInstance.slotted
     # The last write's stream record has nothing to do (engine/reactions.py): the stream's
     # filter drops it. Set by such a write only; every other write removes it.
     unheard = BooleanAttribute(null=True)

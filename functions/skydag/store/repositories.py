@@ -462,6 +462,7 @@ def _ti_from_model(item: TaskInstanceModel) -> TaskInstance:
         check_at=item.check_at,
         claim_owned=bool(item.claim_owned),
         covered=bool(item.covered),
+        slotted=bool(item.slotted),
         signal=_loads(item.signal),
         output=_loads(item.output),
         restarts=int(item.restarts or 0),
@@ -780,11 +781,35 @@ class TaskInstanceRepository:
         fresh = TaskInstance(dag_id, run_id, task_id, dag_version=dag_version)
         # Encoded reports order by version: anything below version * 16 is older.
         bound = report.version * _STATE_CODES
-        item = self._hold_report(fresh, upstream_task, _encode_report(report), bound)
+        encoded = _encode_report(report)
+        item = self._hold_report(fresh, upstream_task, encoded, bound, slotted=report.slotted)
         if item is None:
             current = self.find(dag_id, run_id, task_id)
             held = current is not None and current.upstream.get(upstream_task) == report
             return current if held else None
+        return _ti_from_model(item)
+
+    def hold_slotted(
+        self, key: tuple[str, str, str], *, dag_version: int = 0
+    ) -> TaskInstance | None:
+        dag_id, run_id, task_id = key
+        fresh = TaskInstance(dag_id, run_id, task_id, dag_version=dag_version)
+        item = TaskInstanceModel(run_key(dag_id, run_id), fresh.instance_id)
+        actions = [
+            TaskInstanceModel.slotted.set(True),
+            TaskInstanceModel.version.add(1),
+            *_insert_actions(fresh, {"version", "slotted"}),
+            _heard(),
+        ]
+        # A task never written is inserted so (as a report would), unless its DAG version
+        # is unknown: then only a written task is changed.
+        condition = None if dag_version else TaskInstanceModel.run_key.exists()
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as error:
+            if is_condition_failure(error):
+                return None
+            raise
         return _ti_from_model(item)
 
     def retire_upstream(
@@ -812,21 +837,34 @@ class TaskInstanceRepository:
         return retired
 
     def _hold_report(
-        self, fresh: TaskInstance, upstream_task: str, encoded: int, bound: int
+        self,
+        fresh: TaskInstance,
+        upstream_task: str,
+        encoded: int,
+        bound: int,
+        *,
+        slotted: bool = False,
     ) -> TaskInstanceModel | None:
         """Hold ``encoded`` as the task's report of ``upstream_task`` (version + 1) unless
         it holds one at ``bound`` or above (None then). A task never written is inserted
         with it (its fresh fields, the report its only one, at version 1), unless its DAG
-        version is unknown (0): then only a written task is told."""
+        version is unknown (0): then only a written task is told. ``slotted``: the report
+        makes the task ``slotted`` too (engine/slots.py)."""
         item = TaskInstanceModel(run_key(fresh.dag_id, fresh.run_id), fresh.instance_id)
         entry = TaskInstanceModel.upstream[upstream_task]
         condition = entry.does_not_exist() | (entry < bound)
         if not fresh.dag_version:
             condition = TaskInstanceModel.run_key.exists() & condition
+        slot = [TaskInstanceModel.slotted.set(True)] if slotted else []
         for _ in range(2):
             try:
                 item.update(
-                    actions=[entry.set(encoded), TaskInstanceModel.version.add(1), _heard()],
+                    actions=[
+                        entry.set(encoded),
+                        TaskInstanceModel.version.add(1),
+                        *slot,
+                        _heard(),
+                    ],
                     condition=condition,
                 )
                 return item
@@ -841,6 +879,7 @@ class TaskInstanceRepository:
                     actions=[
                         TaskInstanceModel.upstream.set({upstream_task: encoded}),
                         TaskInstanceModel.version.add(1),
+                        *slot,
                         *_insert_actions(fresh, {"version", "upstream"}),
                         _heard(),
                     ],
