@@ -14,15 +14,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skydag.settings import Settings
@@ -35,8 +38,13 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "skydag"
 
 # The logger is named "skydag" whatever POWERTOOLS_SERVICE_NAME says: the engine logs to
 # "skydag.*" loggers, which propagate into this one and so share its format and keys.
-logger = Logger(service="skydag")
+# No ``location`` key (the handler's source line, ~25 bytes a line): a line's message and
+# keys say what happened, and an error's traceback says where.
+logger = Logger(service="skydag", location=None)
 metrics = Metrics(namespace=NAMESPACE)
+# The handlers that publish their metrics themselves (``flush_dimensioned``) leave
+# ``log_metrics`` none to flush, which it would say on stderr, a log line a container.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 _TRUE = frozenset({"1", "true", "t", "y", "yes", "on"})
 
@@ -155,9 +163,10 @@ def cold_start(handler: str) -> Settings:
     return _runtime.settings
 
 
-# Keys of the Lambda context that every line of one function's log group shares (its log
-# group already names them): ~140 bytes a line, dropped. The request id and cold start stay.
-_REDUNDANT_CONTEXT_KEYS = ("function_name", "function_arn", "function_memory_size")
+# Keys that every line of one function's log group shares (its log group already names
+# them): the Lambda context's, ~140 bytes a line, and the service's (always "skydag"),
+# dropped. The request id and cold start stay.
+_REDUNDANT_CONTEXT_KEYS = ("function_name", "function_arn", "function_memory_size", "service")
 
 
 def start_invocation(handler: str) -> None:
@@ -299,8 +308,9 @@ def log_keys(**keys: Any) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- metrics
 
-# Counts with a dimension are collected per invocation and published at its end, one EMF
-# document per (metric, dimension value): Metrics' dimensions apply to all its metrics.
+# Counts with a dimension are collected per invocation and published at its end with the
+# invocation's other metrics: Metrics' dimensions apply to all its metrics, so each such
+# count is a directive of its own, in the same EMF document where their keys agree.
 _dimensioned: Counter[tuple[str, str, str]] = Counter()
 
 
@@ -313,13 +323,49 @@ def count_by(name: str, dimension: str, dimension_value: str, value: int = 1) ->
 
 
 def flush_dimensioned() -> None:
-    """Publish the dimensioned counts of this invocation (call once, at its end)."""
+    """Publish this invocation's metrics (call once, at its end, before ``log_metrics``
+    would): as few EMF documents as their keys allow (``merged_emf``), each a log line
+    CloudWatch Logs bills by its bytes: a job's end told at once is one, not two."""
+    documents: list[dict[str, Any]] = []
+    if metrics.metric_set:
+        documents.append(dict(metrics.serialize_metric_set()))
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME")
     for (name, dimension, dimension_value), value in sorted(_dimensioned.items()):
-        with single_metric(
-            name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE
-        ) as metric:
-            metric.add_dimension(name=dimension, value=dimension_value)
+        dimensions = {dimension: dimension_value, **({"service": service} if service else {})}
+        metric = {"Unit": MetricUnit.Count.value, "StorageResolution": 60, "Value": [value]}
+        emf = metrics.serialize_metric_set(metrics={name: metric}, dimensions=dimensions)
+        documents.append(dict(emf))
     _dimensioned.clear()
+    metrics.clear_metrics()
+    if is_metrics_disabled():
+        return
+    for document in merged_emf(documents):
+        print(json.dumps(document, separators=(",", ":")))
+
+
+def merged_emf(documents: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EMF documents merged into as few as CloudWatch reads the same: one takes another's
+    metric directives and values where no key of theirs (a dimension's, a metric's) is in
+    both with different values, and no metric is in both."""
+    merged: list[dict[str, Any]] = []
+    for document in documents:
+        directives = document["_aws"]["CloudWatchMetrics"]
+        values = {key: value for key, value in document.items() if key != "_aws"}
+        names = {m["Name"] for d in directives for m in d["Metrics"]}
+        for into in merged:
+            into_names = {
+                m["Name"] for d in into["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
+            }
+            agree = all(into.get(key, value) == value for key, value in values.items())
+            if agree and not names & into_names:
+                into["_aws"]["CloudWatchMetrics"].extend(directives)
+                into.update(values)
+                break
+        else:
+            merged.append(
+                {**document, "_aws": {**document["_aws"], "CloudWatchMetrics": [*directives]}}
+            )
+    return merged
 
 
 def record_delay(since: datetime | None, now: datetime | None = None) -> None:
