@@ -1626,3 +1626,33 @@ def test_a_wide_join_told_by_a_marked_task_is_slotted_before_its_tally(
     run = env.run("wj")
     assert (run.state, run.active) == (RunState.SUCCESS, frozenset())
     assert env.tasks("wj")["tail"].slotted
+
+
+def test_a_finish_that_starts_the_next_task_is_not_judged_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run read again after an unheard finish (above) is for the run's last finish:
+    one that starts a downstream task is not, as that task's finish comes after it and
+    is judged then. In a chain only the leaf's finish reads the run after its write (it
+    is counted: the run ends)."""
+    env = Harness(listened=False)
+    env.filtered = True
+    batch = {"batch": {"job_queue": "q", "job_definition": "d"}}
+    tasks = {t: {"depends_on": [p], **batch} for p, t in zip("ab", "bc", strict=True)}
+    env.load({"dag": "line", "tasks": {"a": batch, **tasks}})
+    env.service.trigger("line", run_id="r1")
+    env.settle_changes()
+    reads = count_run_reads(env, monkeypatch)
+    for expected in ("b", "c"):
+        (job,) = env.remote.running()
+        reads.clear()
+        env.service.on_job_event(env.remote.outcome(job))
+        task = env.remote.jobs[job].task_id
+        assert [env.remote.jobs[j].task_id for j in env.remote.running()] == [expected]
+        assert reads == [f"{task} try 1: r1 with {expected}"]
+        env.settle_changes()
+    (job,) = env.remote.running()
+    reads.clear()
+    env.service.on_job_event(env.remote.outcome(job))
+    assert reads == ["c try 1: r1 with "]  # the leaf: counted from the read with its try
+    assert env.run("line").state is RunState.SUCCESS

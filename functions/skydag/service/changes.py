@@ -87,7 +87,7 @@ class ChangeReactions:
             return
         if run.state is RunState.CANCELLED:
             # Also when the cancel command died after ending the run.
-            self.progress.stop_unfinished(run, run.reason or "run cancelled")
+            self.scheduler.stop_unfinished(run, run.reason or "run cancelled")
         self.runs.start_queued_runs(run.dag_id)
         self.scheduler.emit_run_event(run)
 

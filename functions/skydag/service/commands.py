@@ -115,7 +115,7 @@ class OperatorCommands:
         if run.state is not RunState.CANCELLED:
             run = self.runs.cancel(run, reason)
         if run.state is RunState.CANCELLED:
-            self.progress.stop_unfinished(run, run.reason or reason)
+            self.scheduler.stop_unfinished(run, run.reason or reason)
         return run
 
     def set_paused(self, dag_id: str, paused: bool) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from skydag.engine.commands import decide_stop
 from skydag.engine.models import DagRecord, DagRun, FinishGroup, TaskInstance
 from skydag.engine.reactions import is_outcome, record_has_work, task_event_due
 from skydag.engine.scheduler import finish_counts
@@ -213,6 +214,14 @@ class Scheduler:
             return Applied(decision, current, written, unheard=transition.unheard)
 
         return settle(ti, attempt, f"task {'/'.join(ti.key)}")
+
+    def stop_unfinished(self, run: DagRun, reason: str) -> None:
+        """Stop every unfinished task of a cancelled run. Their jobs are cancelled from
+        the changes this writes (``superseded_job``), so nothing here can lose them."""
+        for ti in self.repos.tasks.list_for_run(run.dag_id, run.run_id):
+            self.decide_and_apply(
+                ti, lambda current: decide_stop(current, reason, self.clock.now())
+            )
 
     def take_unheard_outcomes(self) -> dict[str, int]:
         """The outcomes written ``unheard`` since the last call, by state."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from skydag.engine.commands import decide_stop
 from skydag.engine.mapping import dispatches_now, is_mapped
 from skydag.engine.models import DagRun, FinishGroup, TaskInstance, UpstreamReport
 from skydag.engine.scheduler import (
@@ -161,7 +160,9 @@ class TaskProgress:
         ``read_before``: ``run`` was read before the finish's write, and no stream record
         follows that write: a finish it says is not counted is judged again on the run
         read after the write, as the record would (a leaf counted meanwhile may make it
-        the run's last: docs/guarantees.md "A run's end, with only its leaves counted")."""
+        the run's last: docs/guarantees.md "A run's end, with only its leaves counted"),
+        unless its telling ``started`` a downstream task (left it unfinished by a write
+        of its own): that task's finish comes later, and is judged then."""
         repos = self.scheduler.repos
         spec = self.scheduler.spec(run)
         prefetched = Prefetched(asked, read)
@@ -173,6 +174,7 @@ class TaskProgress:
         counts = not counted and self.scheduler.finish_counts(spec, run, ti)
         cover = self.arming.cover(run, ti, group, counted=counted, counts=counts)
         handover = self.slots.offer(spec, run, ti, group, self.arming.now())
+        started: set[str] = set()
         told = self.tell_downstream(
             spec,
             run,
@@ -182,6 +184,7 @@ class TaskProgress:
             prefetched=prefetched,
             handover=handover,
             cover=cover,
+            started=started,
         )
         if not told:
             return  # a wide fan-out: the next chunk's delivery goes on, the last counts it
@@ -191,6 +194,7 @@ class TaskProgress:
         if (
             read_before
             and not counts
+            and not started
             and not finish_counted(run, ti, index, failed_leaf=failed_leaf)
         ):
             run = repos.runs.get(ti.dag_id, ti.run_id)
@@ -248,12 +252,14 @@ class TaskProgress:
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
         cover: Cover | None = None,
+        started: set[str] | None = None,
     ) -> bool:
         """Tell the downstream tasks this task's state, a bounded chunk per invocation;
         True once the last chunk is told (then the caller goes on). ``prefetched``: the
         downstream tasks as read with the run (used for the first chunk only);
         ``handover``: this task's slot, for the first task its finish queues; ``cover``:
-        the tries this invocation queues are covered (``service/covering.py``).
+        the tries this invocation queues are covered (``service/covering.py``);
+        ``started``: collects the tasks a write of this telling left unfinished.
 
         A wider fan-out records how many were told on the task's item (no version bump);
         that write's stream record tells the next chunk, so no invocation does work that
@@ -277,6 +283,7 @@ class TaskProgress:
                 prefetched=prefetched,
                 handover=handover,
                 covered=cover,
+                started=started,
             )
             prefetched = None
             if chunk.stop >= len(children):
@@ -302,6 +309,7 @@ class TaskProgress:
         prefetched: Prefetched | None = None,
         handover: HandOver | None = None,
         covered: Cover | None = None,
+        started: set[str] | None = None,
     ) -> None:
         """Tell these downstream tasks this task's state, and evaluate the ones it changed.
 
@@ -357,6 +365,8 @@ class TaskProgress:
                     throttled=throttled,
                     handover=handover,
                 )
+                if started is not None and decided and decided.state not in FINISHED_TASK_STATES:
+                    started.add(child)
                 if dispatch is not None and dispatches_now(spec, decided):
                     assert decided is not None
                     dispatch(decided, owner=True, run=None if throttled else run, later=later)
@@ -381,12 +391,3 @@ class TaskProgress:
         if current is None or current.state is not TaskState.RUNNING:
             return
         self.tell_downstream(spec, repos.runs.get(ti.dag_id, ti.run_id), current, dispatch)
-
-    def stop_unfinished(self, run: DagRun, reason: str) -> None:
-        """Stop every unfinished task of a cancelled run. Their jobs are cancelled from
-        the changes this writes (``superseded_job``), so nothing here can lose them."""
-        clock = self.scheduler.clock
-        for ti in self.scheduler.repos.tasks.list_for_run(run.dag_id, run.run_id):
-            self.scheduler.decide_and_apply(
-                ti, lambda current: decide_stop(current, reason, clock.now())
-            )
