@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import boto3
+import botocore.client
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
 from pynamodb.exceptions import DoesNotExist, UpdateError
@@ -618,6 +619,43 @@ def test_a_slotted_report_makes_its_task_slotted_in_the_same_write(repos: Store)
     assert again.version == join.version + 1
     # Its DAG version unknown: only a written task is changed.
     assert repos.tasks.hold_slotted((DAG, RUN, "never"), dag_version=0) is None
+
+
+def test_a_report_to_a_task_read_unwritten_inserts_it_in_one_write(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task never written has no map of reports: writing into it is refused (a write
+    unit spent) before the insert. A task read unwritten (version 0) is inserted at once;
+    one told by key is tried the usual way first."""
+    if not isinstance(backend, DynamoBackend):
+        pytest.skip("a refused write is DynamoDB's")
+    repos = backend.store
+    make_run(repos)
+    calls: list[str] = []
+    make_api_call = botocore.client.BaseClient._make_api_call
+
+    def counted(client: Any, operation: str, params: Any) -> Any:
+        calls.append(operation)
+        return make_api_call(client, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+    fresh = TaskInstance(DAG, RUN, "join", dag_version=1)
+    told = repos.tasks.report_upstream(fresh, "a", UpstreamReport(T.SUCCESS, 2))
+    assert told is not None
+    assert (told.version, told.upstream) == (1, {"a": UpstreamReport(T.SUCCESS, 2)})
+    assert calls == ["UpdateItem"]
+
+    calls.clear()
+    again = repos.tasks.report_upstream(fresh, "b", UpstreamReport(T.FAILED, 3))  # read stale
+    assert again is not None
+    assert set(again.upstream) == {"a", "b"}
+    assert calls == ["UpdateItem", "UpdateItem"]  # the insert refused, then into the map
+    calls.clear()
+    by_key = repos.tasks.report_upstream(
+        (DAG, RUN, "other"), "a", UpstreamReport(T.SUCCESS, 2), dag_version=1
+    )
+    assert by_key is not None
+    assert calls == ["UpdateItem", "UpdateItem"]  # into no map (refused), then the insert
 
 
 def test_a_transition_written_with_an_upstream_report_records_both_at_once(

@@ -25,7 +25,7 @@ from skydag.engine.models import (
     TaskInstance,
     UpstreamReport,
 )
-from skydag.engine.scheduler import readiness
+from skydag.engine.scheduler import SMALL_JOIN, readiness
 from skydag.engine.states import RunState, TaskState
 from skydag.ports import MemoryEventSink
 from skydag.ports.store import TryRead
@@ -517,20 +517,24 @@ def test_a_fan_out_wider_than_one_read_with_the_try_reads_its_tasks_once(
     assert sorted(env.remote.jobs[j].task_id for j in env.remote.running()) == ["b0", "b1", "b2"]
 
 
-def test_a_finish_reads_ahead_only_the_tasks_its_report_alone_decides(
+def test_a_finish_reads_ahead_the_tasks_it_tells_after_a_read_and_not_a_wide_join(
     env: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The run is read with the downstream tasks the finish would read anyway: a join
-    (two upstreams) is told by a conditional write, unread, so its item (which grows with
-    its width) is not charged to every report."""
+    """The run is read with the downstream tasks the finish tells after a read: one it
+    alone decides, and a small join (its item is small), decided on the reports it holds
+    as read; a wide join is told by a conditional write, unread, so its item (which grows
+    with its width) is not charged to every report."""
+    ups = [f"u{i}" for i in range(SMALL_JOIN)]
     env.load(
         {
             "dag": "join",
             "tasks": {
                 "a": ECHOING,
                 "b": ECHOING,
+                **{u: ECHOING for u in ups},
                 "c": {"depends_on": ["a", "b"], **ECHOING},
                 "d": {"depends_on": ["a"], **ECHOING},
+                "w": {"depends_on": ["a", *ups], **ECHOING},
             },
         }
     )
@@ -541,9 +545,43 @@ def test_a_finish_reads_ahead_only_the_tasks_its_report_alone_decides(
 
     env.service.on_job_event(env.remote.outcome(job_a))
 
-    assert reads == ["a try 1: r1 with d"]
+    assert reads == ["a try 1: r1 with c, d"]
     env.settle()
     assert env.run("join").state is RunState.SUCCESS
+
+
+def test_a_small_joins_last_report_and_its_dispatch_are_one_write(env: Harness) -> None:
+    """a → b, c, d → e: e is read with the run by each finish telling it; the first two
+    reports insert it and add to it, the last is written with e's ``→ queued``."""
+    env.load(
+        {
+            "dag": "diamond",
+            "tasks": {
+                "a": JOB,
+                **{t: {"depends_on": ["a"], **JOB} for t in "bcd"},
+                "e": {"depends_on": ["b", "c", "d"], **JOB},
+            },
+        }
+    )
+    env.service.trigger("diamond", run_id="r1")
+    env.settle_changes()
+    env.service.on_job_event(env.remote.outcome(env.remote.running()[0]))  # a
+    env.settle_changes()
+    env.store.take_changes()
+    for job in env.remote.running():
+        env.service.on_job_event(env.remote.outcome(job))
+    writes = [(c.old, c.new) for c in env.store.take_changes() if c.kind == "task"]
+    e_writes = [(old, new) for old, new in writes if new.task_id == "e"]
+    assert [
+        (old.state if old else None, new.state, len(new.upstream)) for old, new in e_writes
+    ] == [
+        (None, T.PENDING, 1),
+        (T.PENDING, T.PENDING, 2),
+        (T.PENDING, T.QUEUED, 3),
+        (T.QUEUED, T.RUNNING, 3),  # its job started at once, by the last teller
+    ]
+    env.settle()
+    assert env.run("diamond").state is RunState.SUCCESS
 
 
 def test_a_task_throttled_while_it_was_evaluated_leaves_the_set_at_its_dispatch(
@@ -590,8 +628,8 @@ def test_a_task_throttled_while_it_was_evaluated_leaves_the_set_at_its_dispatch(
 
 def test_a_single_upstream_child_is_told_and_queued_in_one_write(env: Harness) -> None:
     """Its upstream's report alone decides it: read, then the report and the dispatch
-    written together (one write and one stream record, for a read). A child with two
-    upstreams is told as before: a report, then the decision."""
+    written together (one write and one stream record, for a read). So is a small join's
+    last report, decided on the reports it holds as read."""
     env.load(
         {
             "dag": "one_write",
@@ -616,8 +654,9 @@ def test_a_single_upstream_child_is_told_and_queued_in_one_write(env: Harness) -
     # Its first write (an insert: it was never written) queues it, the report with it.
     assert (single[0].old, single[0].new.state) == (None, T.QUEUED)
     assert single[0].new.upstream["a"].state is T.SUCCESS
+    # A small join, read with the run, holds b's report: a's is written with its dispatch.
     double = [(c.old.state, c.new.state) for c in changes if c.new.task_id == "double"]
-    assert double[:2] == [(T.PENDING, T.PENDING), (T.PENDING, T.QUEUED)]
+    assert double[:1] == [(T.PENDING, T.QUEUED)]
     assert sorted(env.remote.jobs[j].task_id for j in env.remote.running()) == [
         "double",
         "single",

@@ -353,6 +353,25 @@ def reports_in_one_write(spec: DagSpec, task_id: str) -> bool:
     return len(spec.upstream(task_id)) == 1 and task.when is None and task.for_each is None
 
 
+# A join of at most this many upstream tasks is read with the run its upstream's finish
+# reads (eventually consistently, half a read unit while its item is small) and told in one
+# write with the transition it allows: a read unit for each teller, where its first report
+# would otherwise try a map that is not there yet (a write unit) and its last report and
+# dispatch take two writes.
+SMALL_JOIN = 8
+
+
+def told_after_a_read(spec: DagSpec, task_id: str) -> bool:
+    """Whether a downstream task is read before an upstream's report is told to it, with
+    the run (``TaskProgress.told_first``): where its report is written with the transition
+    it allows (``reports_in_one_write``), and a small join (``SMALL_JOIN``), decided on
+    the reports it holds as read, the write conditional on the version read."""
+    task = spec.tasks[task_id]
+    if task.when is not None or task.for_each is not None:
+        return False
+    return len(spec.upstream(task_id)) <= SMALL_JOIN
+
+
 def stale_report(held: UpstreamReport | None, report: UpstreamReport) -> bool:
     """Whether a downstream holding ``held`` refuses ``report``: it holds a report of that
     upstream's version or later, or the tombstone of a clear of it (as the store's

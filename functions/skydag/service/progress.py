@@ -16,7 +16,7 @@ from skydag.engine.scheduler import (
     finish_counted,
     needs_condition,
     owned_dispatch,
-    reports_in_one_write,
+    told_after_a_read,
 )
 from skydag.engine.slots import passes_slotted
 from skydag.engine.states import FINISHED_TASK_STATES, RunState, TaskState
@@ -220,13 +220,12 @@ class TaskProgress:
     def told_first(self, spec: DagSpec, ti: TaskInstance, *, told_before: bool) -> list[str]:
         """The downstream tasks read with the run when ``ti``'s finish is told: those of
         its next chunk that are read anyway. All when the finish was likely told before,
-        else those its report alone decides (a join is told by a conditional write,
-        unread: reading it would charge its whole item, which grows with its width)."""
+        else those told after a read (``told_after_a_read``: a wide join is told by a
+        conditional write, unread: reading it would charge its whole item, which grows
+        with its width)."""
         children = spec.downstream(ti.task_id)
         chunk = downstream_chunk(ti, len(children), self.report_chunk)
-        return [
-            children[i] for i in chunk if told_before or reports_in_one_write(spec, children[i])
-        ]
+        return [children[i] for i in chunk if told_before or told_after_a_read(spec, children[i])]
 
     def read_ahead(self, dag_id: str, task_id: str) -> list[str]:
         """The downstream tasks a finish of ``task_id`` will read with its run

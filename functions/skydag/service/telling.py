@@ -13,6 +13,7 @@ from skydag.engine.scheduler import (
     owned_dispatch,
     reports_in_one_write,
     stale_report,
+    told_after_a_read,
     with_report,
 )
 from skydag.engine.states import RunState
@@ -106,6 +107,12 @@ class DownstreamTell:
             current = tasks.find(*key)
             if current is None:
                 return None
+        # A small join read with the run: decided on the reports it held as read.
+        one_write = one_write or (
+            run.state is RunState.RUNNING
+            and current is not None
+            and told_after_a_read(spec, key[2])
+        )
         if current is not None:
             held = current.upstream.get(upstream_task)
             if stale_report(held, report):
@@ -133,7 +140,11 @@ class DownstreamTell:
                 )
                 if told:
                     return decided
-        updated = tasks.report_upstream(key, upstream_task, report, dag_version=run.dag_version)
+        # (As read: a task never written is inserted by the report, at once.)
+        downstream = current if current is not None else key
+        updated = tasks.report_upstream(
+            downstream, upstream_task, report, dag_version=run.dag_version
+        )
         if updated is None:
             return None
         return self.evaluate(

@@ -782,7 +782,10 @@ class TaskInstanceRepository:
         # Encoded reports order by version: anything below version * 16 is older.
         bound = report.version * _STATE_CODES
         encoded = _encode_report(report)
-        item = self._hold_report(fresh, upstream_task, encoded, bound, slotted=report.slotted)
+        unwritten = isinstance(downstream, TaskInstance) and downstream.version == 0
+        item = self._hold_report(
+            fresh, upstream_task, encoded, bound, slotted=report.slotted, unwritten=unwritten
+        )
         if item is None:
             current = self.find(dag_id, run_id, task_id)
             held = current is not None and current.upstream.get(upstream_task) == report
@@ -844,27 +847,44 @@ class TaskInstanceRepository:
         bound: int,
         *,
         slotted: bool = False,
+        unwritten: bool = False,
     ) -> TaskInstanceModel | None:
         """Hold ``encoded`` as the task's report of ``upstream_task`` (version + 1) unless
         it holds one at ``bound`` or above (None then). A task never written is inserted
         with it (its fresh fields, the report its only one, at version 1), unless its DAG
         version is unknown (0): then only a written task is told. ``slotted``: the report
-        makes the task ``slotted`` too (engine/slots.py)."""
+        makes the task ``slotted`` too (engine/slots.py). ``unwritten``: the task was read
+        unwritten, so the insert is tried first (writing into a map that is not there is
+        refused, a write unit spent)."""
         item = TaskInstanceModel(run_key(fresh.dag_id, fresh.run_id), fresh.instance_id)
         entry = TaskInstanceModel.upstream[upstream_task]
         condition = entry.does_not_exist() | (entry < bound)
         if not fresh.dag_version:
             condition = TaskInstanceModel.run_key.exists() & condition
         slot = [TaskInstanceModel.slotted.set(True)] if slotted else []
-        for _ in range(2):
+        insert = unwritten and bool(fresh.dag_version)
+        for _ in range(3):
+            if insert:
+                # No map of reports to write into: the task was never written (or told).
+                try:
+                    item.update(
+                        actions=[
+                            TaskInstanceModel.upstream.set({upstream_task: encoded}),
+                            TaskInstanceModel.version.add(1),
+                            *slot,
+                            *_insert_actions(fresh, {"version", "upstream"}),
+                            _heard(),
+                        ],
+                        condition=TaskInstanceModel.upstream.does_not_exist(),
+                    )
+                    return item
+                except UpdateError as error:
+                    if not is_condition_failure(error):
+                        raise
+                # Another write made the map meanwhile: write into it.
             try:
                 item.update(
-                    actions=[
-                        entry.set(encoded),
-                        TaskInstanceModel.version.add(1),
-                        *slot,
-                        _heard(),
-                    ],
+                    actions=[entry.set(encoded), TaskInstanceModel.version.add(1), *slot, _heard()],
                     condition=condition,
                 )
                 return item
@@ -873,23 +893,7 @@ class TaskInstanceRepository:
                     return None
                 if error.cause_response_code != "ValidationException" or not fresh.dag_version:
                     raise
-            # No map of reports to write into: the task was never written (or never told).
-            try:
-                item.update(
-                    actions=[
-                        TaskInstanceModel.upstream.set({upstream_task: encoded}),
-                        TaskInstanceModel.version.add(1),
-                        *slot,
-                        *_insert_actions(fresh, {"version", "upstream"}),
-                        _heard(),
-                    ],
-                    condition=TaskInstanceModel.upstream.does_not_exist(),
-                )
-                return item
-            except UpdateError as error:
-                if not is_condition_failure(error):
-                    raise
-            # Another write made the map meanwhile: write into it.
+            insert = True
         raise StoreError(f"task {'/'.join(fresh.key)}: no map of reports to write into")
 
     def tell_tally(
