@@ -22,6 +22,7 @@ from skydag.dev.embedded import EmbeddedSkydag
 from skydag.engine.models import DagRun, JobStatus, TaskInstance
 from skydag.engine.rules import DISPATCH_CHECK_AFTER
 from skydag.engine.states import RunState, TaskState
+from skydag.service.core import Scheduler
 from skydag.settings import Settings
 from skydag.targets.base import DispatchError
 
@@ -218,12 +219,14 @@ def test_a_command_delivered_twice_applies_once(env: EmbeddedSkydag, jobs: FakeS
 
 
 def test_a_cancel_cut_short_still_stops_every_task_and_job(
-    env: EmbeddedSkydag, jobs: FakeService
+    env: EmbeddedSkydag, jobs: FakeService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env.service.trigger("etl", run_id="r1")
     settle(env)
     extract = task(env, "etl", "r1", "extract")
-    crash_once(env.service.progress, "stop_unfinished")
+    # (A Scheduler has slots: its method is replaced on the class, for this test only.)
+    monkeypatch.setattr(Scheduler, "stop_unfinished", Scheduler.stop_unfinished)
+    crash_once(Scheduler, "stop_unfinished")
     with pytest.raises(Crash):
         env.route(command("Cancel Run", "x-1", dag="etl", run_id="r1"))  # run ended only
     assert run_of(env, "r1").state is RunState.CANCELLED
