@@ -1451,23 +1451,33 @@ def test_a_reopened_run_is_armed_again_by_its_first_covering_finish(env: Harness
 
 
 def test_who_takes_task_events_is_asked_before_a_job_is_started_not_after() -> None:
-    """Whether a job's ``running`` write may be marked ``unheard`` asks the event sink,
-    which may list the bus's rules (a call): asked before the target's call, so that
+    """Whether a job's ``running`` write may be marked ``unheard`` depends on who takes
+    task events, which the event sink may learn by listing the bus's rules (a call):
+    learnt before the target's call and judged on after it, asking nothing more, so that
     nothing but that write follows the call (a failure there dispatches again, and
     Lambda's asynchronous invoke has no idempotency token)."""
     env = Harness(listened=False)
     calls: list[str] = []
-    listens, dispatch = env.events.listens, env.remote.dispatch
+    listens, listeners_now, dispatch = (
+        env.events.listens,
+        env.events.listeners_now,
+        env.remote.dispatch,
+    )
 
-    def asked(*args: Any) -> bool:
-        calls.append("listens")
-        return listens(*args)
+    def asked(detail_type: str, detail: Mapping[str, Any]) -> bool:
+        calls.append(f"listens {detail.get('state')}")
+        return listens(detail_type, detail)
+
+    def learnt() -> Any:
+        calls.append("listeners_now")
+        return listeners_now()
 
     def started(request: DispatchRequest) -> DispatchResult:
         calls.append("dispatch")
         return dispatch(request)
 
     env.events.listens = asked  # type: ignore[method-assign]
+    env.events.listeners_now = learnt  # type: ignore[method-assign]
     env.remote.dispatch = started  # type: ignore[method-assign]
     env.load(fan("fan"))
     env.service.trigger("fan", run_id="r1")
@@ -1475,7 +1485,10 @@ def test_who_takes_task_events_is_asked_before_a_job_is_started_not_after() -> N
     assert env.run("fan").state is RunState.SUCCESS
     starts = [i for i, call in enumerate(calls) if call == "dispatch"]
     assert len(starts) == 5
-    assert all(calls[i - 1] == "listens" for i in starts)
+    assert all(calls[i - 1] == "listeners_now" for i in starts)
+    # Each job's ``running`` write was judged on what was learnt before its call.
+    assert "listens running" not in calls
+    assert all(env.tasks("fan")[t].job_id for t in "abcde")
 
 
 def test_a_finish_told_at_once_judges_its_count_on_the_run_read_after_its_write() -> None:

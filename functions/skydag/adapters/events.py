@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from skydag.ports import Listened
 from skydag.settings import Settings
 from skydag.signals.patterns import PatternError, matches, validate_pattern
 from skydag.sources import SKYDAG_SOURCE
@@ -99,7 +100,17 @@ class BusListeners:
         self._listed_at: float | None = None
 
     def listened(self, source: str, detail_type: str, detail: str) -> bool:
-        patterns = self._current_patterns()
+        return self.judged(self._current_patterns(), source, detail_type, detail)
+
+    def snapshot(self) -> list[Any] | None:
+        """The patterns as listed now (listed again first when the list is old), for
+        ``judged`` to match against later without listing."""
+        return self._current_patterns()
+
+    def judged(
+        self, patterns: list[Any] | None, source: str, detail_type: str, detail: str
+    ) -> bool:
+        """Whether a rule of ``patterns`` (None: unknown) takes the event."""
         if patterns is None:
             return True
         event = {
@@ -203,6 +214,17 @@ class EventBridgeEventSink:
     def _listened(self, detail_type: str, body: str) -> bool:
         listeners = self._listeners
         return listeners is None or listeners.listened(self._source, detail_type, body)
+
+    def listeners_now(self) -> Listened:
+        listeners = self._listeners
+        if listeners is None:
+            return lambda detail_type, detail: True
+        patterns, source = listeners.snapshot(), self._source
+
+        def listened(detail_type: str, detail: Mapping[str, Any]) -> bool:
+            return listeners.judged(patterns, source, detail_type, detail_json(detail))
+
+        return listened
 
     def put(self, detail_type: str, detail: Mapping[str, Any]) -> None:
         body = detail_json(detail)

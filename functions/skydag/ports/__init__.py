@@ -3,7 +3,7 @@ interfaces are in ``skydag.ports.store``). Nothing here imports anything of skyd
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -26,6 +26,16 @@ class EventSink(Protocol):
         """Whether ``put`` would deliver the event (somebody takes it): unknown is yes."""
         ...
 
+    def listeners_now(self) -> Listened:
+        """``listens`` as who takes the events is known now (learnt now if need be), for
+        any event later, asking nothing more: a judgement that must make no call of its
+        own (after a target's call, a failure would start the job again)."""
+        ...
+
+
+# Whether an event (detail type, detail) would be delivered: ``EventSink.listeners_now``.
+Listened = Callable[[str, Mapping[str, Any]], bool]
+
 
 class MemoryEventSink:
     """Keeps every event put; ``listened``: what ``listens`` answers (a test may play a
@@ -40,6 +50,10 @@ class MemoryEventSink:
 
     def listens(self, detail_type: str, detail: Mapping[str, Any]) -> bool:
         return self.listened
+
+    def listeners_now(self) -> Listened:
+        listened = self.listened
+        return lambda detail_type, detail: listened
 
 
 class Timers(Protocol):

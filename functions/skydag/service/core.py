@@ -22,7 +22,7 @@ from skydag.engine.states import TaskState
 from skydag.engine.tallies import finish_group
 from skydag.engine.transitions import Decision, Transition
 from skydag.limits import FINISH_GROUP, FINISH_TALLY_AT
-from skydag.ports import Clock, EventSink, Timers
+from skydag.ports import Clock, EventSink, Listened, Timers
 from skydag.ports.store import Arming, ConflictError, Store, TaskInstanceStore
 from skydag.spec.models import DagSpec, TaskMode
 from skydag.targets.base import TargetRegistry
@@ -195,10 +195,12 @@ class Scheduler:
         *,
         gate: Gate | None = None,
         tells_finish: bool = False,
+        listened: Listened | None = None,
     ) -> Applied:
         """Decide on the task and write the transition conditionally; decide again on
         the current item when the write loses a race. ``tells_finish``: a finish written
-        here is told downstream and counted by the caller (``unheard_if_idle``)."""
+        here is told downstream and counted by the caller; ``listened``: who takes task
+        events, as read before (both for ``unheard_if_idle``)."""
 
         def attempt(current: TaskInstance) -> Applied:
             decision = decide(current)
@@ -207,7 +209,9 @@ class Scheduler:
                 return Applied(decision, current)
             if gate is not None and not gate(current, transition):
                 return Applied(decision, current, no_slot=True)
-            transition = self.unheard_if_idle(current, transition, tells_finish=tells_finish)
+            transition = self.unheard_if_idle(
+                current, transition, tells_finish=tells_finish, listened=listened
+            )
             written = self.repos.tasks.apply(current, transition)
             if transition.unheard and is_outcome(written.state):
                 self.unheard_outcomes[written.state.value] += 1
@@ -243,18 +247,25 @@ class Scheduler:
     def emit_task_event(self, ti: TaskInstance) -> None:
         self.events.put(TASK_EVENT, _task_event_detail(ti))
 
-    def read_listeners(self, ti: TaskInstance) -> None:
-        """Have the event sink know who takes ``ti``'s task events (it lists the bus's
-        rules when its list is old), ahead of a write ``unheard_if_idle`` judges."""
-        self.events.listens(TASK_EVENT, _task_event_detail(ti))
+    def read_listeners(self) -> Listened:
+        """Who takes skydag's events, as known now (the bus's rules, listed now when the
+        list is old): for ``unheard_if_idle`` to judge a write after a target's call on,
+        with no call of its own in between (a failure there would start the job again)."""
+        return self.events.listeners_now()
 
     def unheard_if_idle(
-        self, ti: TaskInstance, transition: Transition, *, tells_finish: bool = False
+        self,
+        ti: TaskInstance,
+        transition: Transition,
+        *,
+        tells_finish: bool = False,
+        listened: Listened | None = None,
     ) -> Transition:
         """``transition``, marked ``unheard`` when its write's stream record would have
         nothing to do (engine/reactions.py; ``tells_finish``: the writer tells a finish
         itself) and no rule on the bus takes the task's event it would put: the stream
-        then drops the record, and no invocation reads it."""
+        then drops the record, and no invocation reads it. ``listened``: who takes the
+        events, as read before (``read_listeners``), else the event sink is asked."""
         new = transition.apply(ti)
         if new.state is TaskState.RUNNING and not new.dag_version:
             return transition  # (an item from before tasks named their DAG version)
@@ -264,7 +275,8 @@ class Scheduler:
         )
         if record_has_work(ti, new, service=service, finish_told=tells_finish):
             return transition
-        if task_event_due(ti, new) and self.events.listens(TASK_EVENT, _task_event_detail(new)):
+        listens = listened if listened is not None else self.events.listens
+        if task_event_due(ti, new) and listens(TASK_EVENT, _task_event_detail(new)):
             return transition
         return replace(transition, unheard=True)
 

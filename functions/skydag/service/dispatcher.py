@@ -109,10 +109,10 @@ class Dispatcher:
             return
         target = self.scheduler.targets.target_for(spec.tasks[ti.task_id].target_kind)
         # Whether the job's ``running`` write may be marked ``unheard`` asks the bus's
-        # rules, which may need listing: done now, so that nothing but that write follows
-        # the call (a failure after the call dispatches again, and Lambda's asynchronous
-        # invoke has no idempotency token).
-        self.scheduler.read_listeners(ti)
+        # rules, which may need listing: read now and judged on later, so that nothing but
+        # that write follows the call (a failure after the call dispatches again, and
+        # Lambda's asynchronous invoke has no idempotency token).
+        listened = self.scheduler.read_listeners()
         try:
             result = target.dispatch(request)
         except DispatchError as error:
@@ -121,7 +121,7 @@ class Dispatcher:
             self.reports.fail(ti, f"dispatch failed: {error.reason}")
             return
         if result.report is not None:
-            self.reports.apply(ti, result.report)
+            self.reports.apply(ti, result.report, listened=listened)
         elif result.job_id is not None:
             running = JobReport(
                 ti.dag_id,
@@ -134,9 +134,9 @@ class Dispatcher:
                 map_index=ti.map_index,
             )
             if later is not None:
-                later.append(functools.partial(self.reports.apply, ti, running))
+                later.append(functools.partial(self.reports.apply, ti, running, listened=listened))
             else:
-                self.reports.apply(ti, running)
+                self.reports.apply(ti, running, listened=listened)
 
 
 def _claim_runs(image: TaskInstance, now: datetime) -> bool:

@@ -25,6 +25,7 @@ from skydag.engine.rules import decide_report, may_end_try
 from skydag.engine.scheduler import dispatch_token
 from skydag.engine.states import FINISHED_TASK_STATES
 from skydag.engine.transitions import Decision, Outcome
+from skydag.ports import Listened
 from skydag.ports.store import TryRead, output_key, output_scope
 from skydag.service.core import Scheduler
 from skydag.service.jobs import Jobs
@@ -166,10 +167,12 @@ class TaskReports:
         *,
         output_read: bool = False,
         ahead: TryRead | None = None,
+        listened: Listened | None = None,
     ) -> Decision:
         """``output_read``: ``report.published_output`` was read with the try (None there
         means nothing was published), so it is not read again; ``ahead``: what was read
-        with the try, for ``go_on``."""
+        with the try, for ``go_on``; ``listened``: who takes task events, as read before
+        a target's call this report follows (``Scheduler.read_listeners``)."""
         if not output_read and report.published_output is None and may_end_try(ti, report):
             report = replace(report, published_output=self.published_output(report))
         spec = self.scheduler.spec_of_task(ti)
@@ -180,6 +183,7 @@ class TaskReports:
             ti,
             lambda current: decide_report(current, report, policy, clock.now()),
             tells_finish=go_on is not None and whole,
+            listened=listened,
         )
         decision = applied.decision
         finished = applied.task

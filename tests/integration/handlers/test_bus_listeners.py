@@ -197,3 +197,26 @@ def test_the_schedulers_own_events_are_always_put() -> None:
     ticks.put("Timer Fired", {"dag": "nightly"})
 
     assert len(rules.puts) == 1
+
+
+def test_listeners_learnt_now_judge_later_events_without_listing_again(stack: Stack) -> None:
+    """``listeners_now``: the rules as listed now (listed first when the list is old: a
+    refresh of 0 lists every time), then a judgement of any event with no call of its
+    own, however old the list grows (the scheduler judges a job's ``running`` write on it
+    after the target's call, where a failing call would start the job again)."""
+    stack.events.put_rule(
+        Name="tap",
+        EventBusName=BUS,
+        EventPattern=json.dumps({"source": ["skydag"], "detail": {"state": ["failed"]}}),
+    )
+    clock = Ticking()
+    sink, client = sink_on(stack, clock, refresh=0)
+
+    listened = sink.listeners_now()
+    assert client.listings == 1
+    clock.seconds += 3600
+    assert listened(TASK_CHANGE, {**DETAIL, "state": "failed"})
+    assert not listened(TASK_CHANGE, DETAIL)
+    assert client.listings == 1
+    assert sink.listens(TASK_CHANGE, DETAIL) is False  # asked the usual way: listed again
+    assert client.listings == 2
