@@ -1016,16 +1016,7 @@ def test_a_finish_hands_its_slot_to_the_task_it_starts_in_one_run_write(
     )
     env.service.trigger("chain", run_id="r1")
     env.settle_changes()
-    runs = env.store.runs
-    writes: list[str] = []
-    for name in ("reserve_task_slot", "record_finished", "hand_over_task_slot"):
-        original = getattr(runs, name)
-
-        def listed(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
-            writes.append(_name)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(runs, name, listed)
+    writes = _run_writes(env, monkeypatch, "reserve_task_slot", "record_finished")
 
     for expected in ("b", "c"):
         (job,) = env.remote.running()
@@ -1570,9 +1561,14 @@ def _active(env: Harness, dag: str) -> set[str]:
 
 
 def _slot_writes(env: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return _run_writes(env, monkeypatch, "reserve_task_slot", "release_task_slot")
+
+
+def _run_writes(env: Harness, monkeypatch: pytest.MonkeyPatch, *names: str) -> list[str]:
+    """Every call from now on of the slot hand-over and of these run writes, in order."""
     runs = env.store.runs
     writes: list[str] = []
-    for name in ("reserve_task_slot", "hand_over_task_slot", "release_task_slot"):
+    for name in ("hand_over_task_slot", *names):
         original = getattr(runs, name)
 
         def listed(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
