@@ -39,8 +39,9 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "skydag"
 # The logger is named "skydag" whatever POWERTOOLS_SERVICE_NAME says: the engine logs to
 # "skydag.*" loggers, which propagate into this one and so share its format and keys.
 # No ``location`` key (the handler's source line, ~25 bytes a line): a line's message and
-# keys say what happened, and an error's traceback says where.
-logger = Logger(service="skydag", location=None)
+# keys say what happened, and an error's traceback says where. No ``timestamp`` (~40
+# bytes): CloudWatch Logs stamps each line as it takes it (``@timestamp``).
+logger = Logger(service="skydag", location=None, timestamp=None)
 metrics = Metrics(namespace=NAMESPACE)
 # The handlers that publish their metrics themselves (``flush_dimensioned``) leave
 # ``log_metrics`` none to flush, which it would say on stderr, a log line a container.

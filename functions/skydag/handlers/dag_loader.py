@@ -163,7 +163,6 @@ def _handle(event: dict[str, Any]) -> dict[str, Any]:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime.start_invocation("dag_loader")
-    runtime.count("EventsReceived")
     try:
         return _handle(event)
     except Exception:

@@ -46,7 +46,6 @@ def _counts(result: object) -> dict[str, int]:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     runtime.start_invocation("reconciler")
-    runtime.count("EventsReceived")
     now = datetime.now(UTC)
     if isinstance(event, dict):
         runtime.record_delay(runtime.event_time(event.get("time")), now)
