@@ -150,7 +150,9 @@ def lambda_handler(
         if _is_sqs_batch(event):
             runtime.count("EventsReceived", len(event["Records"]))
             return process_batch(event, _handle, sqs_message_id)
-        _handle_invoked(event)  # one event: Lambda's own Invocations metric counts it  # raises what Lambda should retry
+        # One event (Lambda's own Invocations metric counts it); raises what Lambda should
+        # retry.
+        _handle_invoked(event)
         return None
     finally:
         runtime.flush_dimensioned()
